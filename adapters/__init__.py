@@ -1,0 +1,1 @@
+"""Programs around the core: ipamd, the CNI plugin, introspection, metrics, ipamctl."""

@@ -1,0 +1,1 @@
+"""ipamcore: the side-effect-free IPAM core of a VPC CNI node agent."""

@@ -1,0 +1,128 @@
+"""The pool configuration: one validated, frozen object (the core never reads the environment).
+
+Field names follow upstream's environment variables; the daemon's composition root maps
+``WARM_ENI_TARGET`` to ``warm_eni_target`` and so on, and reports :class:`ConfigError` with
+the variable's name.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ipamcore.errors import ConfigError
+from ipamcore.model import SUBNET_DISCOVERY_TAG, Subnet
+
+CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+
+
+class PolicyName(enum.Enum):
+    """Which warm-pool policy decides growth and shrink."""
+
+    UPSTREAM = "upstream"  # upstream's arithmetic, but cooling addresses are not available
+    UPSTREAM_FAITHFUL = "upstream-faithful"  # counts cooling addresses as available, like upstream
+
+
+@attrs.frozen
+class EniPlacement:
+    """Where new ENIs go.
+
+    ``subnet_id``/``security_groups`` empty means "the primary ENI's". With custom networking
+    they come from the node's ENIConfig and the primary ENI carries no pod addresses. With
+    subnet discovery a new ENI goes to the tagged subnet with the most free addresses.
+    """
+
+    subnet_id: str = ""
+    security_groups: tuple[str, ...] = ()
+    custom_networking: bool = False
+    subnet_discovery: bool = False
+    cluster_name: str = ""
+
+
+def _non_negative(name: str) -> object:
+    def check(_inst: object, _attr: object, value: int | float | None) -> None:
+        if value is not None and value < 0:
+            raise ConfigError(name, f"must be 0 or more, got {value}")
+
+    return check
+
+
+@attrs.frozen
+class PoolConfig:
+    """Warm-pool knobs with upstream's defaults and names."""
+
+    warm_eni_target: int = attrs.field(default=1, validator=_non_negative("WARM_ENI_TARGET"))
+    warm_ip_target: int = attrs.field(default=0, validator=_non_negative("WARM_IP_TARGET"))
+    minimum_ip_target: int = attrs.field(default=0, validator=_non_negative("MINIMUM_IP_TARGET"))
+    warm_prefix_target: int = attrs.field(default=1, validator=_non_negative("WARM_PREFIX_TARGET"))
+    prefix_delegation: bool = False
+    ipv6: bool = False
+    max_eni: int | None = attrs.field(default=None, validator=_non_negative("MAX_ENI"))
+    cooldown_s: float = attrs.field(default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD"))
+    max_pods: int | None = attrs.field(default=None, validator=_non_negative("MAX_PODS"))
+    placement: EniPlacement = EniPlacement()
+    policy: PolicyName = PolicyName.UPSTREAM
+    eni_min_age_s: float = 60.0  # an ENI younger than this is never freed
+    shrink_interval_s: float = 30.0  # at most one shrink pass this often
+    subnet_full_pause_s: float = 120.0  # growth paused after InsufficientFreeAddressesInSubnet
+    throttle_pause_s: float = 5.0  # growth paused after a throttled call
+    reconcile_grace_s: float = 60.0  # recently released / acquired addresses kept out of diffs
+    reserved_trunk_enis: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.prefix_delegation and self.ipv6:
+            raise ConfigError(
+                "ENABLE_PREFIX_DELEGATION", "IPv4 prefix delegation does not apply in IPv6 mode"
+            )
+        if (
+            self.prefix_delegation
+            and self.warm_ip_target <= 0
+            and self.warm_prefix_target <= 0
+            and self.minimum_ip_target <= 0
+        ):
+            raise ConfigError(
+                "WARM_PREFIX_TARGET",
+                "with ENABLE_PREFIX_DELEGATION=true, set WARM_PREFIX_TARGET, WARM_IP_TARGET or "
+                "MINIMUM_IP_TARGET above 0 (all three are 0 or unset)",
+            )
+        if self.max_eni == 0:
+            raise ConfigError("MAX_ENI", "must be 1 or more (the primary ENI counts)")
+
+    @property
+    def warm_ip_targets_defined(self) -> bool:
+        """WARM_IP_TARGET or MINIMUM_IP_TARGET set: they override WARM_ENI/WARM_PREFIX."""
+        return self.warm_ip_target > 0 or self.minimum_ip_target > 0
+
+
+def choose_discovered_subnet(
+    subnets: list[Subnet], availability_zone: str, cluster_name: str, primary_subnet_id: str
+) -> Subnet | None:
+    """Subnet discovery: the subnet with the most free addresses among the primary ENI's
+    subnet and those in the node's availability zone tagged ``kubernetes.io/role/cni``,
+    skipping subnets tagged ``0`` and subnets reserved for another cluster.
+
+    Ties go to the lower subnet id, so the choice is deterministic.
+    """
+    candidates = []
+    for subnet in subnets:
+        tags = subnet.tag_map
+        if subnet.availability_zone != availability_zone:
+            continue
+        if subnet.subnet_id != primary_subnet_id:
+            if SUBNET_DISCOVERY_TAG not in tags or tags[SUBNET_DISCOVERY_TAG] == "0":
+                continue
+        elif tags.get(SUBNET_DISCOVERY_TAG) == "0":
+            continue
+        other_clusters = [
+            k[len(CLUSTER_TAG_PREFIX) :]
+            for k in tags
+            if k.startswith(CLUSTER_TAG_PREFIX) and k[len(CLUSTER_TAG_PREFIX) :] != cluster_name
+        ]
+        owned_here = cluster_name and f"{CLUSTER_TAG_PREFIX}{cluster_name}" in tags
+        if other_clusters and not owned_here:
+            continue
+        candidates.append(subnet)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (-s.free_addresses, s.subnet_id))

@@ -1,0 +1,55 @@
+"""Effects: what the core asks the shell to do in the cloud.
+
+Each effect carries an ``effect_id`` unique within one :class:`ipamcore.ipam.Ipam`. The shell
+performs it and reports back exactly one event for that id (see :mod:`ipamcore.events`).
+While an effect is in flight the core never issues an equivalent one again.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class CreateEni:
+    """Create an ENI in ``subnet_id`` with ``security_groups``, request ``ipv4_count``
+    secondary IPs or ``prefix_count`` /28 prefixes (or an IPv6 prefix) in the same call,
+    attach it at the lowest free device index and set DeleteOnTermination."""
+
+    effect_id: int
+    subnet_id: str
+    security_groups: tuple[str, ...]
+    ipv4_count: int = 0
+    prefix_count: int = 0
+    ipv6_prefix: bool = False
+
+
+@attrs.frozen
+class AssignAddresses:
+    """Assign ``ipv4_count`` more secondary IPs or ``prefix_count`` more /28 prefixes to an ENI."""
+
+    effect_id: int
+    eni_id: str
+    ipv4_count: int = 0
+    prefix_count: int = 0
+
+
+@attrs.frozen
+class UnassignAddresses:
+    """Give back secondary IPs or /28 prefixes of an ENI (none of them is in use or cooling)."""
+
+    effect_id: int
+    eni_id: str
+    ipv4_addresses: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class FreeEni:
+    """Detach and delete an ENI that carries no assigned or cooling address."""
+
+    effect_id: int
+    eni_id: str
+
+
+Effect = CreateEni | AssignAddresses | UnassignAddresses | FreeEni

@@ -1,0 +1,96 @@
+"""Instance networking limits: the upstream table (1,391 types) and the max-pods formula.
+
+The table ships as package data (``ipamcore/data/instance-limits.json``, converted from
+upstream's ``pkg/vpc/vpc_ip_resource_limit.go`` at v1.23.1). Reading it is the one thing
+this module does besides arithmetic; it happens once, lazily, through importlib.resources.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from typing import Any
+
+import attrs
+
+from ipamcore.errors import UnknownInstanceType
+from ipamcore.model import IPS_PER_PREFIX
+
+# Upstream caps max pods at 110 for instances with under 30 vCPUs and 250 otherwise; that cap
+# belongs to the kubelet's configuration, so the figures here are the uncapped formula.
+
+
+@attrs.frozen
+class InstanceLimits:
+    """What one instance type allows the CNI to use."""
+
+    instance_type: str
+    max_enis: int
+    ipv4_per_eni: int  # primary address included
+    hypervisor: str = "nitro"
+    is_bare_metal: bool = False
+    default_network_card_index: int = 0
+    network_cards: tuple[tuple[int, int], ...] = ((0, 0),)  # (index, max ENIs)
+
+    @property
+    def ips_per_eni(self) -> int:
+        """Secondary IPs per ENI (the primary address is not handed to pods)."""
+        return self.ipv4_per_eni - 1
+
+    @property
+    def prefixes_per_eni(self) -> int:
+        return self.ipv4_per_eni - 1
+
+    @property
+    def supports_prefix_delegation(self) -> bool:
+        return self.hypervisor == "nitro" or self.is_bare_metal
+
+    @property
+    def max_pods(self) -> int:
+        return max_pods(self.max_enis, self.ipv4_per_eni)
+
+    @property
+    def max_pods_prefix_delegation(self) -> int:
+        return max_pods(self.max_enis, self.ipv4_per_eni, prefix_delegation=True)
+
+
+def max_pods(max_enis: int, ipv4_per_eni: int, prefix_delegation: bool = False) -> int:
+    """ENIs x (IPv4 per ENI - 1) + 2; with prefixes each slot is a /28 of 16 addresses."""
+    slots = max_enis * (ipv4_per_eni - 1)
+    if prefix_delegation:
+        slots *= IPS_PER_PREFIX
+    return slots + 2
+
+
+def _from_json(instance_type: str, raw: dict[str, Any]) -> InstanceLimits:
+    return InstanceLimits(
+        instance_type=instance_type,
+        max_enis=int(raw["max_enis"]),
+        ipv4_per_eni=int(raw["ipv4_per_eni"]),
+        hypervisor=str(raw.get("hypervisor", "unknown")),
+        is_bare_metal=bool(raw.get("is_bare_metal", False)),
+        default_network_card_index=int(raw.get("default_network_card_index", 0)),
+        network_cards=tuple(
+            (int(c["network_card_index"]), int(c["max_enis"])) for c in raw.get("network_cards", [])
+        ),
+    )
+
+
+@functools.cache
+def _table() -> dict[str, InstanceLimits]:
+    text = importlib.resources.files("ipamcore").joinpath("data/instance-limits.json").read_text()
+    raw: dict[str, dict[str, Any]] = json.loads(text)
+    return {name: _from_json(name, entry) for name, entry in raw.items()}
+
+
+def known_instance_types() -> list[str]:
+    return sorted(_table())
+
+
+def limits_for(instance_type: str) -> InstanceLimits:
+    """Limits of a known type; :class:`UnknownInstanceType` otherwise."""
+    try:
+        return _table()[instance_type]
+    except KeyError:
+        raise UnknownInstanceType(instance_type) from None

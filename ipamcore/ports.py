@@ -1,0 +1,111 @@
+"""Ports: the interfaces the shell's backends implement (``typing.Protocol``).
+
+The cloud, metadata and datapath ports are synchronous: they are called from worker
+threads by an asyncio daemon (``asyncio.to_thread``) and directly by the simulator. The
+checkpoint store is asynchronous (the daemon awaits durable writes). Cloud backends raise
+:class:`ipamcore.errors.CloudError` and nothing else for cloud failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from ipamcore.checkpoint import Checkpoint
+from ipamcore.limits import InstanceLimits
+from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
+from ipamcore.netspec import EniNetwork, NodeNetwork, PodNetwork
+
+
+class CloudPort(Protocol):
+    """EC2 as the node agent needs it (one instance's view)."""
+
+    def describe_enis(self, instance_id: str) -> list[ObservedEni]:
+        """Every ENI attached to the instance, with addresses, tags and security groups."""
+        ...
+
+    def describe_subnets(self, subnet_ids: Sequence[str] = (), tag_key: str = "") -> list[Subnet]:
+        """Subnets by id, or all carrying ``tag_key`` (subnet discovery) when ids are empty."""
+        ...
+
+    def create_eni(
+        self,
+        instance_id: str,
+        subnet_id: str,
+        security_groups: Sequence[str],
+        ipv4_count: int = 0,
+        prefix_count: int = 0,
+        ipv6_prefix: bool = False,
+        tags: Mapping[str, str] | None = None,
+    ) -> ObservedEni:
+        """Create, tag, attach at the lowest free device index, set DeleteOnTermination.
+
+        On failure after creation the backend deletes what it created before raising.
+        """
+        ...
+
+    def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]: ...
+
+    def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]: ...
+
+    def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None: ...
+
+    def unassign_prefixes(self, eni_id: str, prefixes: Sequence[str]) -> None: ...
+
+    def free_eni(self, eni_id: str) -> None:
+        """Detach (if attached), wait until available, delete."""
+        ...
+
+    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
+        """ENIs tagged for this instance, status available, created over 5 minutes ago."""
+        ...
+
+    def describe_instance_type(self, instance_type: str) -> InstanceLimits: ...
+
+
+class MetadataPort(Protocol):
+    """Instance metadata (IMDS): identity, and the per-MAC view of attached ENIs."""
+
+    def identity(self) -> InstanceIdentity: ...
+
+    def enis(self) -> list[ObservedEni]: ...
+
+
+class DatapathPort(Protocol):
+    """The Linux datapath: veth pairs, addresses, routes, rules, SNAT."""
+
+    def setup_node(self, node: NodeNetwork) -> None: ...
+
+    def setup_eni(self, eni: EniNetwork) -> None: ...
+
+    def setup_pod(self, pod: PodNetwork) -> None:
+        """Build every piece; on failure, remove what was built and raise."""
+        ...
+
+    def teardown_pod(self, pod: PodNetwork) -> None:
+        """Idempotent; tolerates missing pieces (netns gone, veth gone)."""
+        ...
+
+    def check_pod(self, pod: PodNetwork) -> list[str]:
+        """Names of missing or wrong pieces; empty when all is in place."""
+        ...
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        """Whether the pod's netns and host veth still exist (for restore at start)."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Durable storage of the checkpoint document."""
+
+    async def load(self) -> Checkpoint | None:
+        """The stored checkpoint, None when there is none yet.
+
+        Raises :class:`ipamcore.errors.CheckpointError` for corrupt content (after moving
+        the bad file aside, for file stores).
+        """
+        ...
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Durably replace the stored checkpoint (all or nothing)."""
+        ...
