@@ -1,0 +1,885 @@
+"""The wire protocol between the CNI plugin (and ipamctl) and the ipamd daemon.
+
+Standard library only, and cheap to import: the CNI plugin is exec'd for every pod, so this
+module avoids ``typing``, ``dataclasses``, ``re``, ``tempfile`` and ``hashlib`` at import time.
+
+Transport: a Unix stream socket (default :data:`DEFAULT_SOCKET_PATH`), one request per
+connection. Framing: one compact JSON object terminated by ``\\n``; a message, newline included,
+is at most :data:`MAX_MESSAGE_SIZE` bytes.
+
+Request::
+
+    {"version": 1, "op": "add"|"del"|"check"|"status"|"gc",
+     "network_name": str, "container_id": str, "if_name": str, "netns": str,
+     "pod_namespace": str, "pod_name": str,
+     "prev_result"?: {...}, "valid_attachments"?: [{"container_id", "if_name"}, ...],
+     "mtu"?: int}
+
+Reply::
+
+    {"version": 1, "ok": true, "result": {...}}
+    {"version": 1, "ok": false, "error": {"code": "<ERR_*>", "message": str}}
+
+Every rejection of outside input is a :class:`ProtocolError` carrying one of the ``ERR_*`` codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # only for type checkers; keeps ``typing`` out of the plugin's cold start
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_SIZE = 64 * 1024
+DEFAULT_SOCKET_PATH = "/var/run/aws-node/ipam.sock"
+DEFAULT_PENDING_DEL_DIR = "/var/run/aws-node/pending-del"
+DEFAULT_TIMEOUT = 10.0
+
+OP_ADD = "add"
+OP_DEL = "del"
+OP_CHECK = "check"
+OP_STATUS = "status"
+OP_GC = "gc"
+OPS = frozenset({OP_ADD, OP_DEL, OP_CHECK, OP_STATUS, OP_GC})
+
+# Error codes carried in replies (daemon side) and in ProtocolError (both sides).
+ERR_BAD_REQUEST = "bad_request"  # malformed or invalid request
+ERR_UNSUPPORTED_VERSION = "unsupported_version"  # "version" is not PROTOCOL_VERSION
+ERR_TOO_LARGE = "too_large"  # message larger than MAX_MESSAGE_SIZE
+ERR_POOL_EMPTY = "pool_empty"  # no address available now: try again later
+ERR_NOT_FOUND = "not_found"  # no such attachment (CHECK of an unknown container)
+ERR_DATAPATH_FAILED = "datapath_failed"  # veth/route/rule setup or teardown failed
+ERR_INTERNAL = "internal"  # anything else inside the daemon
+ERR_SHUTTING_DOWN = "shutting_down"  # the daemon is stopping: try again later
+# Client-side only (never sent by the daemon):
+ERR_UNAVAILABLE = "unavailable"  # could not connect to the socket: the daemon is not running
+ERR_TIMEOUT = "timeout"  # connected, but no complete reply in time
+ERR_BAD_REPLY = "bad_reply"  # the daemon's reply is malformed
+ERR_IO = "io"  # a local file operation failed (pending-DEL records)
+
+DAEMON_ERROR_CODES = frozenset(
+    {
+        ERR_BAD_REQUEST,
+        ERR_UNSUPPORTED_VERSION,
+        ERR_TOO_LARGE,
+        ERR_POOL_EMPTY,
+        ERR_NOT_FOUND,
+        ERR_DATAPATH_FAILED,
+        ERR_INTERNAL,
+        ERR_SHUTTING_DOWN,
+    }
+)
+
+# Validation limits.
+MAX_CONTAINER_ID_LEN = 256
+MAX_IF_NAME_LEN = 15
+MAX_NETNS_LEN = 1024
+MAX_NETWORK_NAME_LEN = 256
+MAX_DNS_LABEL_LEN = 63
+MAX_DNS_SUBDOMAIN_LEN = 253
+MAX_VALID_ATTACHMENTS = 1024  # the message size bounds it too
+MIN_MTU = 576
+MAX_MTU = 65535
+
+# A netns path must lie strictly under one of these directories.
+NETNS_ALLOWED_PREFIXES: tuple[str, ...] = (
+    "/proc/",
+    "/var/run/netns/",
+    "/run/netns/",
+    "/var/run/docker/netns/",
+    "/run/docker/netns/",
+)
+
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_CHARS = _ALNUM | frozenset("_.-")
+_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+_REQUEST_FIELDS = (
+    "network_name",
+    "container_id",
+    "if_name",
+    "netns",
+    "pod_namespace",
+    "pod_name",
+)
+
+
+class ProtocolError(Exception):
+    """A rejected message or a failed exchange: ``code`` is one of the ``ERR_*`` codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ERR_BAD_REQUEST, message)
+
+
+def _show(value: object, limit: int = 64) -> str:
+    """A short, printable rendering of hostile input for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def _require_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def validate_container_id(value: object) -> str:
+    """CNI spec: non-empty, starts with an alphanumeric, then alphanumerics, ``_``, ``.``, ``-``."""
+    s = _require_str(value, "container_id")
+    if not s:
+        raise _bad("container_id must not be empty")
+    if len(s) > MAX_CONTAINER_ID_LEN:
+        raise _bad(f"container_id is longer than {MAX_CONTAINER_ID_LEN} characters")
+    if s[0] not in _ALNUM:
+        raise _bad(f"container_id must start with an alphanumeric character: {_show(s)}")
+    if not _ID_CHARS.issuperset(s):
+        raise _bad(
+            f"container_id may contain only alphanumerics, '_', '.', '-': {_show(s)}"
+        )
+    return s
+
+
+def validate_network_name(value: object) -> str:
+    """CNI spec: same character rules as a container id."""
+    s = _require_str(value, "network_name")
+    if not s:
+        raise _bad("network_name must not be empty")
+    if len(s) > MAX_NETWORK_NAME_LEN:
+        raise _bad(f"network_name is longer than {MAX_NETWORK_NAME_LEN} characters")
+    if s[0] not in _ALNUM or not _ID_CHARS.issuperset(s):
+        raise _bad(
+            "network_name must start with an alphanumeric and contain only "
+            f"alphanumerics, '_', '.', '-': {_show(s)}"
+        )
+    return s
+
+
+def validate_if_name(value: object, what: str = "if_name") -> str:
+    """Linux interface name (CNI spec): 1..15 characters, no ``/``, ``:``, whitespace or NUL,
+    not ``.`` or ``..``; restricted to printable ASCII."""
+    s = _require_str(value, what)
+    if not s:
+        raise _bad(f"{what} must not be empty")
+    if len(s) > MAX_IF_NAME_LEN:
+        raise _bad(f"{what} is longer than {MAX_IF_NAME_LEN} characters: {_show(s)}")
+    if s in (".", ".."):
+        raise _bad(f"{what} must not be '.' or '..'")
+    for ch in s:
+        if ch in "/:" or ch.isspace() or not ("!" <= ch <= "~"):
+            raise _bad(f"{what} contains a forbidden character {ch!r}: {_show(s)}")
+    return s
+
+
+def validate_netns(
+    value: object, allowed_prefixes: Iterable[str] = NETNS_ALLOWED_PREFIXES
+) -> str:
+    """An absolute, normalized path strictly under one of ``allowed_prefixes``."""
+    s = _require_str(value, "netns")
+    if not s:
+        raise _bad("netns must not be empty")
+    if len(s) > MAX_NETNS_LEN:
+        raise _bad(f"netns is longer than {MAX_NETNS_LEN} characters")
+    if "\x00" in s:
+        raise _bad("netns contains a NUL byte")
+    if not s.isprintable():
+        raise _bad(f"netns contains non-printable characters: {_show(s)}")
+    if not s.startswith("/"):
+        raise _bad(f"netns must be an absolute path: {_show(s)}")
+    parts = s.split("/")
+    if ".." in parts or "." in parts:
+        raise _bad(f"netns must not contain '.' or '..' components: {_show(s)}")
+    if os.path.normpath(s) != s or s.startswith("//"):
+        raise _bad(f"netns must be a normalized path: {_show(s)}")
+    for prefix in allowed_prefixes:
+        if s.startswith(prefix) and len(s) > len(prefix):
+            return s
+    raise _bad(
+        f"netns {_show(s)} is not under an allowed directory ({', '.join(allowed_prefixes)})"
+    )
+
+
+def _dns_label_ok(s: str) -> bool:
+    return (
+        0 < len(s) <= MAX_DNS_LABEL_LEN
+        and _LOWER_ALNUM.issuperset(s.replace("-", ""))
+        and s[0] in _LOWER_ALNUM
+        and s[-1] in _LOWER_ALNUM
+    )
+
+
+def validate_pod_namespace(value: object) -> str:
+    """A Kubernetes namespace: a DNS-1123 label (<= 63). Empty means unknown (non-Kubernetes
+    runtime)."""
+    s = _require_str(value, "pod_namespace")
+    if s and not _dns_label_ok(s):
+        raise _bad(f"pod_namespace is not a DNS-1123 label: {_show(s)}")
+    return s
+
+
+def validate_pod_name(value: object) -> str:
+    """A Kubernetes pod name: a DNS-1123 subdomain (<= 253). Empty means unknown."""
+    s = _require_str(value, "pod_name")
+    if not s:
+        return s
+    if len(s) > MAX_DNS_SUBDOMAIN_LEN or not all(_dns_label_ok(p) for p in s.split(".")):
+        raise _bad(f"pod_name is not a DNS-1123 subdomain: {_show(s)}")
+    return s
+
+
+def validate_mtu(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad(f"mtu must be an integer, got {type(value).__name__}")
+    if not MIN_MTU <= value <= MAX_MTU:
+        raise _bad(f"mtu {value} is outside {MIN_MTU}..{MAX_MTU}")
+    return value
+
+
+def validate_ipv4(value: object, what: str = "ipv4") -> str:
+    s = _require_str(value, what)
+    try:
+        packed = socket.inet_pton(socket.AF_INET, s)
+    except (OSError, ValueError):
+        raise _bad(f"{what} is not an IPv4 address: {_show(s)}") from None
+    if socket.inet_ntop(socket.AF_INET, packed) != s:
+        raise _bad(f"{what} is not a canonical IPv4 address: {_show(s)}")
+    return s
+
+
+def validate_ipv6(value: object, what: str = "ipv6") -> str:
+    s = _require_str(value, what)
+    try:
+        socket.inet_pton(socket.AF_INET6, s)
+    except (OSError, ValueError):
+        raise _bad(f"{what} is not an IPv6 address: {_show(s)}") from None
+    return s
+
+
+def validate_mac(value: object, what: str = "mac") -> str:
+    s = _require_str(value, what)
+    parts = s.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and _HEX.issuperset(p) for p in parts):
+        raise _bad(f"{what} is not a MAC address: {_show(s)}")
+    return s.lower()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class Request:
+    """One request from the plugin (or ipamctl) to the daemon."""
+
+    __slots__ = (
+        "container_id",
+        "if_name",
+        "mtu",
+        "netns",
+        "network_name",
+        "op",
+        "pod_name",
+        "pod_namespace",
+        "prev_result",
+        "valid_attachments",
+        "version",
+    )
+
+    def __init__(
+        self,
+        op: str,
+        network_name: str = "",
+        container_id: str = "",
+        if_name: str = "",
+        netns: str = "",
+        pod_namespace: str = "",
+        pod_name: str = "",
+        prev_result: dict[str, Any] | None = None,
+        valid_attachments: list[tuple[str, str]] | None = None,
+        mtu: int | None = None,
+        version: int = PROTOCOL_VERSION,
+    ) -> None:
+        self.version = version
+        self.op = op
+        self.network_name = network_name
+        self.container_id = container_id
+        self.if_name = if_name
+        self.netns = netns
+        self.pod_namespace = pod_namespace
+        self.pod_name = pod_name
+        self.prev_result = prev_result
+        self.valid_attachments = valid_attachments
+        self.mtu = mtu
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"version": self.version, "op": self.op}
+        for name in _REQUEST_FIELDS:
+            d[name] = getattr(self, name)
+        if self.prev_result is not None:
+            d["prev_result"] = self.prev_result
+        if self.valid_attachments is not None:
+            d["valid_attachments"] = [
+                {"container_id": c, "if_name": i} for c, i in self.valid_attachments
+            ]
+        if self.mtu is not None:
+            d["mtu"] = self.mtu
+        return d
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Request({self.to_dict()!r})"
+
+
+class Reply:
+    """The daemon's answer: ``ok`` with a ``result`` dict, or not ``ok`` with an error."""
+
+    __slots__ = ("error_code", "error_message", "ok", "result", "version")
+
+    def __init__(
+        self,
+        ok: bool,
+        result: dict[str, Any] | None = None,
+        error_code: str = "",
+        error_message: str = "",
+        version: int = PROTOCOL_VERSION,
+    ) -> None:
+        self.version = version
+        self.ok = ok
+        self.result = result if result is not None else ({} if ok else None)
+        self.error_code = error_code
+        self.error_message = error_message
+
+    @classmethod
+    def success(cls, result: dict[str, Any] | None = None) -> Reply:
+        return cls(True, result if result is not None else {})
+
+    @classmethod
+    def failure(cls, code: str, message: str) -> Reply:
+        return cls(False, None, code, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.ok:
+            return {"version": self.version, "ok": True, "result": self.result or {}}
+        return {
+            "version": self.version,
+            "ok": False,
+            "error": {"code": self.error_code, "message": self.error_message},
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Reply({self.to_dict()!r})"
+
+
+class AddResult:
+    """The ``result`` of a successful ADD."""
+
+    __slots__ = (
+        "device_index",
+        "eni_id",
+        "gateway",
+        "gateway_v6",
+        "host_mac",
+        "host_veth",
+        "if_name",
+        "ipv4",
+        "ipv6",
+        "ipv6_prefix_len",
+        "mac",
+        "mtu",
+        "prefix_len",
+    )
+
+    def __init__(
+        self,
+        host_veth: str,
+        if_name: str,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        prefix_len: int = 32,
+        ipv6_prefix_len: int = 128,
+        mac: str | None = None,
+        host_mac: str | None = None,
+        gateway: str = "169.254.1.1",
+        gateway_v6: str | None = None,
+        eni_id: str = "",
+        device_index: int = 0,
+        mtu: int = 9001,
+    ) -> None:
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.prefix_len = prefix_len
+        self.ipv6_prefix_len = ipv6_prefix_len
+        self.host_veth = host_veth
+        self.if_name = if_name
+        self.mac = mac
+        self.host_mac = host_mac
+        self.gateway = gateway
+        self.gateway_v6 = gateway_v6
+        self.eni_id = eni_id
+        self.device_index = device_index
+        self.mtu = mtu
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {name: getattr(self, name) for name in sorted(self.__slots__)}
+        return {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: object) -> AddResult:
+        """Validate an ADD result (raises ProtocolError with code ``bad_reply``)."""
+        try:
+            return cls._from_dict(d)
+        except ProtocolError as e:
+            raise ProtocolError(ERR_BAD_REPLY, f"invalid add result: {e.message}") from None
+
+    @classmethod
+    def _from_dict(cls, d: object) -> AddResult:
+        if not isinstance(d, dict):
+            raise _bad("result must be an object")
+
+        def opt(key: str, check: Callable[[object, str], str]) -> str | None:
+            v = d.get(key)
+            return None if v is None else check(v, key)
+
+        def integer(key: str, default: int, lo: int, hi: int) -> int:
+            v = d.get(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise _bad(f"{key} must be an integer in {lo}..{hi}: {_show(v)}")
+            return v
+
+        ipv4 = opt("ipv4", validate_ipv4)
+        ipv6 = opt("ipv6", validate_ipv6)
+        if ipv4 is None and ipv6 is None:
+            raise _bad("result has neither ipv4 nor ipv6")
+        eni_id = d.get("eni_id", "")
+        if not isinstance(eni_id, str) or len(eni_id) > 64:
+            raise _bad(f"eni_id must be a short string: {_show(eni_id)}")
+        return cls(
+            host_veth=validate_if_name(d.get("host_veth"), "host_veth"),
+            if_name=validate_if_name(d.get("if_name"), "if_name"),
+            ipv4=ipv4,
+            ipv6=ipv6,
+            prefix_len=integer("prefix_len", 32, 0, 32),
+            ipv6_prefix_len=integer("ipv6_prefix_len", 128, 0, 128),
+            mac=opt("mac", validate_mac),
+            host_mac=opt("host_mac", validate_mac),
+            gateway=validate_ipv4(d.get("gateway", "169.254.1.1"), "gateway"),
+            gateway_v6=opt("gateway_v6", validate_ipv6),
+            eni_id=eni_id,
+            device_index=integer("device_index", 0, 0, 1024),
+            mtu=integer("mtu", 9001, MIN_MTU, MAX_MTU),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AddResult):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"AddResult({self.to_dict()!r})"
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"duplicate key {_show(k)}")
+        d[k] = v
+    return d
+
+
+def _encode(obj: dict[str, Any], what: str) -> bytes:
+    try:
+        data = json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        ).encode("ascii")
+    except (TypeError, ValueError) as e:
+        raise ProtocolError(ERR_BAD_REQUEST, f"cannot encode {what}: {e}") from None
+    data += b"\n"
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ProtocolError(
+            ERR_TOO_LARGE, f"{what} is {len(data)} bytes, more than {MAX_MESSAGE_SIZE}"
+        )
+    return data
+
+
+def _parse_frame(data: object, code: str, what: str) -> dict[str, Any]:
+    """Bytes (one frame, trailing newline optional) -> JSON object, or ProtocolError(code)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(code, f"{what} must be bytes")
+    raw = bytes(data)
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise ProtocolError(
+            ERR_TOO_LARGE, f"{what} is {len(raw)} bytes, more than {MAX_MESSAGE_SIZE}"
+        )
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if b"\n" in raw:
+        raise ProtocolError(code, f"{what} has data after the terminating newline")
+    if not raw.strip():
+        raise ProtocolError(code, f"{what} is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError(code, f"{what} is not valid UTF-8: {e.reason}") from None
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(code, f"{what} is not valid JSON: {_show(str(e), 120)}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(code, f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _check_version(obj: dict[str, Any], what: str, code: str) -> None:
+    if "version" not in obj:
+        raise ProtocolError(code, f"{what} has no 'version'")
+    v = obj["version"]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError(code, f"{what} 'version' must be an integer")
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ERR_UNSUPPORTED_VERSION,
+            f"{what} version {_show(v)} is not supported (this side speaks {PROTOCOL_VERSION})",
+        )
+
+
+def _request_from_obj(obj: dict[str, Any]) -> Request:
+    _check_version(obj, "request", ERR_BAD_REQUEST)
+    op = obj.get("op")
+    if op not in OPS:
+        raise _bad(f"unknown op {_show(op)} (expected one of {', '.join(sorted(OPS))})")
+    fields: dict[str, str] = {}
+    for name in _REQUEST_FIELDS:
+        v = obj.get(name, "")
+        fields[name] = _require_str(v, name)
+    needs_attachment = op in (OP_ADD, OP_DEL, OP_CHECK)
+    if fields["network_name"] or op != OP_STATUS:
+        validate_network_name(fields["network_name"])
+    if needs_attachment or fields["container_id"]:
+        validate_container_id(fields["container_id"])
+    if needs_attachment or fields["if_name"]:
+        validate_if_name(fields["if_name"])
+    if op in (OP_ADD, OP_CHECK) or fields["netns"]:
+        validate_netns(fields["netns"])
+    validate_pod_namespace(fields["pod_namespace"])
+    validate_pod_name(fields["pod_name"])
+
+    prev_result = obj.get("prev_result")
+    if prev_result is not None and not isinstance(prev_result, dict):
+        raise _bad("prev_result must be an object")
+
+    attachments: list[tuple[str, str]] | None = None
+    raw_att = obj.get("valid_attachments")
+    if raw_att is not None:
+        if not isinstance(raw_att, list):
+            raise _bad("valid_attachments must be a list")
+        if len(raw_att) > MAX_VALID_ATTACHMENTS:
+            raise _bad(f"valid_attachments has more than {MAX_VALID_ATTACHMENTS} entries")
+        attachments = []
+        for i, a in enumerate(raw_att):
+            if not isinstance(a, dict):
+                raise _bad(f"valid_attachments[{i}] must be an object")
+            try:
+                cid = validate_container_id(a.get("container_id"))
+                ifn = validate_if_name(a.get("if_name"))
+            except ProtocolError as e:
+                raise _bad(f"valid_attachments[{i}]: {e.message}") from None
+            attachments.append((cid, ifn))
+    elif op == OP_GC:
+        raise _bad("gc needs valid_attachments")
+
+    mtu = obj.get("mtu")
+    if mtu is not None:
+        validate_mtu(mtu)
+
+    return Request(
+        op,
+        network_name=fields["network_name"],
+        container_id=fields["container_id"],
+        if_name=fields["if_name"],
+        netns=fields["netns"],
+        pod_namespace=fields["pod_namespace"],
+        pod_name=fields["pod_name"],
+        prev_result=prev_result,
+        valid_attachments=attachments,
+        mtu=mtu,
+    )
+
+
+def validate_request(req: Request) -> Request:
+    """Check a Request built in code the same way decode_request checks one from the wire."""
+    return _request_from_obj(req.to_dict())
+
+
+def encode_request(req: Request) -> bytes:
+    """Validate and frame a request (raises ProtocolError for an invalid one)."""
+    validate_request(req)
+    return _encode(req.to_dict(), "request")
+
+
+def decode_request(data: bytes) -> Request:
+    """Parse and validate one request frame; every rejection is a ProtocolError whose code is
+    ``bad_request``, ``unsupported_version`` or ``too_large``."""
+    return _request_from_obj(_parse_frame(data, ERR_BAD_REQUEST, "request"))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """Frame a reply. A result too large to send becomes an ``internal`` error reply."""
+    try:
+        return _encode(reply.to_dict(), "reply")
+    except ProtocolError as e:
+        return _encode(Reply.failure(ERR_INTERNAL, e.message).to_dict(), "reply")
+
+
+def error_reply(code: str, message: str) -> bytes:
+    """Shortcut for the daemon: a framed error reply."""
+    return encode_reply(Reply.failure(code, message[:4096]))
+
+
+def decode_reply(data: bytes) -> Reply:
+    """Parse one reply frame; a malformed one raises ProtocolError(``bad_reply``)."""
+    obj = _parse_frame(data, ERR_BAD_REPLY, "reply")
+    _check_version(obj, "reply", ERR_BAD_REPLY)
+    ok = obj.get("ok")
+    if not isinstance(ok, bool):
+        raise ProtocolError(ERR_BAD_REPLY, "reply 'ok' must be a boolean")
+    if ok:
+        result = obj.get("result", {})
+        if not isinstance(result, dict):
+            raise ProtocolError(ERR_BAD_REPLY, "reply 'result' must be an object")
+        return Reply(True, result)
+    err = obj.get("error")
+    if not isinstance(err, dict):
+        raise ProtocolError(ERR_BAD_REPLY, "error reply has no 'error' object")
+    code, message = err.get("code"), err.get("message", "")
+    if not isinstance(code, str) or not code or not isinstance(message, str):
+        raise ProtocolError(ERR_BAD_REPLY, "reply 'error' needs string 'code' and 'message'")
+    return Reply(False, None, code, message)
+
+
+# --------------------------------------------------------------------------- socket I/O
+
+
+def recv_frame(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
+    """Read one newline-terminated frame (newline included) from a blocking socket.
+
+    Raises ProtocolError ``too_large`` past ``max_size`` bytes, ``bad_request`` if the peer
+    closes before the newline. Socket timeouts propagate as ``TimeoutError``.
+    """
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if not buf:
+                raise ProtocolError(ERR_BAD_REQUEST, "connection closed before any data")
+            raise ProtocolError(ERR_BAD_REQUEST, "connection closed before the newline")
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            buf += chunk[: nl + 1]
+            if len(buf) > max_size:
+                raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {max_size} bytes")
+            return bytes(buf)
+        buf += chunk
+        if len(buf) >= max_size:
+            raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {max_size} bytes")
+
+
+def request(
+    sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT
+) -> Reply:
+    """Blocking client: send one request, return the daemon's reply.
+
+    Raises ProtocolError: ``unavailable`` when nothing accepts on ``sock_path`` (the daemon is
+    not running: the request was certainly not processed), ``timeout`` when connected but no
+    reply came in time (it may have been processed), ``bad_reply`` for a malformed reply, and
+    the encode errors of :func:`encode_request`.
+    """
+    data = encode_request(req)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sock_path)
+        except TimeoutError:
+            raise ProtocolError(ERR_UNAVAILABLE, f"timed out connecting to {sock_path}") from None
+        except OSError as e:
+            raise ProtocolError(
+                ERR_UNAVAILABLE, f"cannot connect to {sock_path}: {e.strerror or e}"
+            ) from None
+        try:
+            sock.sendall(data)
+            frame = recv_frame(sock)
+        except TimeoutError:
+            raise ProtocolError(
+                ERR_TIMEOUT, f"no reply from {sock_path} within {timeout:g}s"
+            ) from None
+        except ProtocolError as e:
+            raise ProtocolError(ERR_BAD_REPLY, e.message) from None
+        except OSError as e:
+            raise ProtocolError(
+                ERR_BAD_REPLY, f"connection to {sock_path} failed: {e.strerror or e}"
+            ) from None
+        return decode_reply(frame)
+    finally:
+        sock.close()
+
+
+# --------------------------------------------------------------------------- pending DELs
+
+PENDING_DEL_SUFFIX = ".json"
+_PENDING_DEL_PREFIX = "del-"
+
+
+def pending_del_filename(container_id: str, if_name: str) -> str:
+    """The record's file name: a digest of the validated container id and interface name, so
+    nothing from outside ever becomes part of a path."""
+    import hashlib
+
+    validate_container_id(container_id)
+    validate_if_name(if_name)
+    digest = hashlib.sha256(f"{container_id}\x00{if_name}".encode()).hexdigest()
+    return f"{_PENDING_DEL_PREFIX}{digest[:40]}{PENDING_DEL_SUFFIX}"
+
+
+def write_pending_del(directory: str, req: Request) -> str:
+    """Atomically record a DEL the daemon could not take (temp file + fsync + rename).
+
+    Returns the record's path; raises ProtocolError ``bad_request`` for an invalid request and
+    ``io`` when the directory cannot be written.
+    """
+    if req.op != OP_DEL:
+        raise _bad(f"a pending record must be a del request, not {_show(req.op)}")
+    data = encode_request(req)
+    name = pending_del_filename(req.container_id, req.if_name)
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        try:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ProtocolError(
+            ERR_IO, f"cannot write pending DEL record in {directory}: {e.strerror or e}"
+        ) from None
+    return final
+
+
+def read_pending_dels(
+    directory: str, on_error: Callable[[str, ProtocolError], None] | None = None
+) -> list[Request]:
+    """The pending DEL requests recorded in ``directory``, oldest first.
+
+    Files that are not regular files, are too large, do not decode as a ``del`` request, or
+    whose name does not match their content are skipped (and reported to ``on_error`` with
+    their path); they are left in place. A missing directory yields ``[]``.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ProtocolError(
+            ERR_IO, f"cannot list pending DEL directory {directory}: {e.strerror or e}"
+        ) from None
+    found: list[tuple[int, str, Request]] = []
+    for name in names:
+        if not (name.startswith(_PENDING_DEL_PREFIX) and name.endswith(PENDING_DEL_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            if on_error is not None:
+                on_error(path, ProtocolError(ERR_IO, f"cannot open: {e.strerror or e}"))
+            continue
+        try:
+            st = os.fstat(fd)
+            import stat
+
+            if not stat.S_ISREG(st.st_mode):
+                raise ProtocolError(ERR_IO, "not a regular file")
+            data = os.read(fd, MAX_MESSAGE_SIZE + 1)
+            req = decode_request(data)
+            if req.op != OP_DEL:
+                raise _bad(f"record holds op {_show(req.op)}, not del")
+            if pending_del_filename(req.container_id, req.if_name) != name:
+                raise _bad("record's name does not match its content")
+            found.append((st.st_mtime_ns, name, req))
+        except ProtocolError as e:
+            if on_error is not None:
+                on_error(path, e)
+        except OSError as e:
+            if on_error is not None:
+                on_error(path, ProtocolError(ERR_IO, f"cannot read: {e.strerror or e}"))
+        finally:
+            os.close(fd)
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [req for _, _, req in found]
+
+
+def remove_pending_del(directory: str, req: Request) -> bool:
+    """Delete the record for ``req`` (after the daemon released its address). Returns whether a
+    record was removed; a missing one is not an error."""
+    path = os.path.join(directory, pending_del_filename(req.container_id, req.if_name))
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise ProtocolError(
+            ERR_IO, f"cannot remove pending DEL record {path}: {e.strerror or e}"
+        ) from None
+    return True
