@@ -1,0 +1,121 @@
+"""check_pod for the Linux datapath: every piece setup_pod builds, by name (errors.*)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from backends.datapath import errors as E
+from ipamcore.netspec import (
+    POD_GATEWAY,
+    POD_RULE_FROM_PRIORITY,
+    POD_RULE_TO_PRIORITY,
+    PodNetwork,
+)
+
+MAIN_TABLE = 254
+NUD_PERMANENT = 0x80
+IFF_UP = 0x1
+
+
+def _lookup(ipr: IPRoute, name: str) -> Any | None:
+    found = ipr.link_lookup(ifname=name)
+    return ipr.get_links(found[0])[0] if found else None
+
+
+def _route_table(route: Any) -> int:
+    return int(route.get_attr("RTA_TABLE") or route["table"])
+
+
+def _has_route(ipr: IPRoute, dst: str | None, dst_len: int, oif: int, gateway: str | None) -> bool:
+    for r in ipr.get_routes(family=2):
+        if (
+            _route_table(r) == MAIN_TABLE
+            and r["dst_len"] == dst_len
+            and r.get_attr("RTA_DST") == dst
+            and r.get_attr("RTA_OIF") == oif
+            and r.get_attr("RTA_GATEWAY") == gateway
+        ):
+            return True
+    return False
+
+
+def _rule_present(ipr: IPRoute, priority: int, ip: str, side: str, table: int) -> bool:
+    attr = "FRA_DST" if side == "dst" else "FRA_SRC"
+    for r in ipr.get_rules(family=2):
+        rule_table = int(r.get_attr("FRA_TABLE") or r["table"])
+        if (
+            r.get_attr("FRA_PRIORITY") == priority
+            and r.get_attr(attr) == ip
+            and r[f"{side}_len"] == 32
+            and rule_table == table
+        ):
+            return True
+    return False
+
+
+def _host_pieces(pod: PodNetwork, host: IPRoute) -> tuple[list[str], str | None]:
+    missing: list[str] = []
+    link = _lookup(host, pod.host_veth)
+    mac = None
+    if link is None:
+        missing += [E.HOST_VETH, E.HOST_ROUTE]
+    else:
+        mac = link.get_attr("IFLA_ADDRESS")
+        if not link["flags"] & IFF_UP:
+            missing.append(E.HOST_VETH_UP)
+        if link.get_attr("IFLA_MTU") != pod.mtu:
+            missing.append(E.HOST_VETH_MTU)
+        if not _has_route(host, pod.ipv4, 32, link["index"], None):
+            missing.append(E.HOST_ROUTE)
+    if not _rule_present(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst", MAIN_TABLE):
+        missing.append(E.RULE_TO)
+    if pod.route_table is not None and not _rule_present(
+        host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table
+    ):
+        missing.append(E.RULE_FROM)
+    return missing, mac
+
+
+def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]:
+    missing: list[str] = []
+    lo = _lookup(ns, "lo")
+    if lo is None or not lo["flags"] & IFF_UP:
+        missing.append(E.POD_LO_UP)
+    link = _lookup(ns, pod.if_name)
+    if link is None:
+        return [
+            *missing, E.POD_IF, E.POD_ADDRESS, E.POD_GATEWAY_ROUTE, E.POD_DEFAULT_ROUTE,
+            E.POD_GATEWAY_NEIGH,
+        ]
+    idx = link["index"]
+    if not link["flags"] & IFF_UP:
+        missing.append(E.POD_IF_UP)
+    if link.get_attr("IFLA_MTU") != pod.mtu:
+        missing.append(E.POD_IF_MTU)
+    if not any(
+        a.get_attr("IFA_ADDRESS") == pod.ipv4 and a["prefixlen"] == 32
+        for a in ns.get_addr(family=2, index=idx)
+    ):
+        missing.append(E.POD_ADDRESS)
+    if not _has_route(ns, POD_GATEWAY, 32, idx, None):
+        missing.append(E.POD_GATEWAY_ROUTE)
+    if not _has_route(ns, None, 0, idx, POD_GATEWAY):
+        missing.append(E.POD_DEFAULT_ROUTE)
+    if not any(
+        n.get_attr("NDA_DST") == POD_GATEWAY
+        and n["state"] & NUD_PERMANENT
+        and (host_mac is None or n.get_attr("NDA_LLADDR") == host_mac)
+        for n in ns.get_neighbours(family=2, ifindex=idx)
+    ):
+        missing.append(E.POD_GATEWAY_NEIGH)
+    return missing
+
+
+def check_pod_pieces(pod: PodNetwork, host: IPRoute, ns: IPRoute | None) -> list[str]:
+    """Names of missing or wrong pieces (empty when the pod is fully wired)."""
+    missing, mac = _host_pieces(pod, host)
+    if ns is None:
+        return [E.NETNS, *missing]
+    return _pod_pieces(pod, ns, mac) + missing

@@ -1,0 +1,270 @@
+"""An in-memory datapath with the same contract as ``LinuxDatapath`` (tests, simulator).
+
+It models just enough of Linux: namespaces by path (created only by ``add_netns``), host
+links by name and MAC, veth pairs (deleting either end, or the pod's namespace, deletes the
+pair and the routes through it), routes, rules, sysctls and the SNAT chain. ``fail_next``
+makes the next call of an operation fail, optionally at one setup step, after which the
+partial work is undone exactly as the real backend does. Thread-safe (one lock).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import threading
+from typing import Any
+
+import attrs
+
+from backends.datapath import errors as E
+from backends.datapath.snat import chain_rules, jump_rule
+from backends.datapath.sysctls import node_sysctls
+from ipamcore.netspec import (
+    ENI_RULE_PRIORITY,
+    POD_GATEWAY,
+    POD_RULE_FROM_PRIORITY,
+    POD_RULE_TO_PRIORITY,
+    EniNetwork,
+    NodeNetwork,
+    PodNetwork,
+)
+
+MAIN = 254
+Route = tuple[int, str, str, str | None]  # table, dst, dev, gateway
+Rule = tuple[int, str, int]  # priority, selector ("to 10.0.0.5/32"), table
+
+
+@attrs.define
+class Link:
+    mac: str
+    mtu: int = 1500
+    up: bool = False
+    peer: tuple[str, str] | None = None  # (netns, if_name) of a veth's other end
+    addresses: set[str] = attrs.field(factory=set)  # "ip/len"
+
+
+@attrs.define
+class Netns:
+    lo_up: bool = False
+    links: dict[str, Link] = attrs.field(factory=dict)
+    routes: set[tuple[str, str, str | None]] = attrs.field(factory=set)  # dst, dev, gateway
+    neigh: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # ip -> (dev, mac)
+
+
+class FakeDatapath:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._faults: dict[str, tuple[str | None, Exception]] = {}
+        self._macs = 0
+        self.namespaces: dict[str, Netns] = {}
+        self.links: dict[str, Link] = {}
+        self.routes: set[Route] = set()
+        self.rules: set[Rule] = set()
+        self.sysctls: dict[str, str] = {}
+        self.nat: dict[str, list[str]] = {"POSTROUTING": []}
+        self.calls: list[str] = []
+
+    # ----------------------------------------------------------------- test hooks
+
+    def fail_next(
+        self, operation: str, step: str | None = None, error: Exception | None = None
+    ) -> None:
+        self._faults[operation] = (step, error or E.InjectedFault(f"{operation} {step}"))
+
+    def _step(self, operation: str, step: str) -> None:
+        fault = self._faults.get(operation)
+        if fault is not None and fault[0] in (None, step):
+            del self._faults[operation]
+            raise fault[1]
+
+    def _mac(self) -> str:
+        self._macs += 1
+        return "0a:58:" + ":".join(f"{b:02x}" for b in self._macs.to_bytes(4, "big"))
+
+    def add_netns(self, path: str) -> None:
+        with self._lock:
+            self.namespaces.setdefault(path, Netns())
+
+    def remove_netns(self, path: str) -> None:
+        """Like deleting a namespace: its veth ends die, and with them their host peers."""
+        with self._lock:
+            ns = self.namespaces.pop(path, None)
+            for link in (ns.links.values() if ns else ()):
+                if link.peer is not None:
+                    self._del_host_link(link.peer[1])
+
+    def add_link(self, name: str, mac: str, addresses: tuple[str, ...] = ()) -> None:
+        """A host link such as an attached ENI (found by MAC by setup_eni)."""
+        with self._lock:
+            self.links[name] = Link(mac=mac.lower(), up=True, addresses=set(addresses))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(
+                {"links": self.links, "routes": self.routes, "rules": self.rules,
+                 "nat": self.nat}
+            )
+
+    def _del_host_link(self, name: str) -> None:
+        link = self.links.pop(name, None)
+        self.routes = {r for r in self.routes if r[2] != name}
+        if link is not None and link.peer is not None:
+            ns = self.namespaces.get(link.peer[0])
+            if ns is not None:
+                ns.links.pop(link.peer[1], None)
+                ns.routes = {r for r in ns.routes if r[1] != link.peer[1]}
+                ns.neigh = {k: v for k, v in ns.neigh.items() if v[0] != link.peer[1]}
+
+    # ----------------------------------------------------------------- node, ENI
+
+    def setup_node(self, node: NodeNetwork) -> None:
+        with self._lock:
+            self.calls.append("setup_node")
+            self._step("setup_node", "sysctls")
+            primary = next(
+                (n for n, link in self.links.items()
+                 if any(a.split("/")[0] == node.primary_ip for a in link.addresses)),
+                None,
+            )
+            self.sysctls.update(node_sysctls(primary))
+            self._step("setup_node", "snat")
+            jump = jump_rule(node.snat_chain)
+            if node.external_snat:
+                self.nat.pop(node.snat_chain, None)
+                self.nat["POSTROUTING"] = [r for r in self.nat["POSTROUTING"] if r != jump]
+                return
+            self.nat[node.snat_chain] = chain_rules(
+                node.snat_chain, node.primary_ip, node.vpc_cidrs
+            )
+            if jump not in self.nat["POSTROUTING"]:
+                self.nat["POSTROUTING"].append(jump)
+
+    def setup_eni(self, eni: EniNetwork) -> None:
+        with self._lock:
+            self.calls.append("setup_eni")
+            self._step("setup_eni", "link")
+            name = next((n for n, lk in self.links.items() if lk.mac == eni.mac.lower()), None)
+            if name is None:
+                raise E.DatapathError(f"no link with MAC {eni.mac}")
+            link = self.links[name]
+            link.mtu, link.up = eni.mtu, True
+            prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
+            link.addresses.add(f"{eni.primary_ip}/{prefix}")
+            self.routes |= {
+                (eni.route_table, f"{eni.gateway}/32", name, None),
+                (eni.route_table, "0.0.0.0/0", name, eni.gateway),
+            }
+            self.rules.add((ENI_RULE_PRIORITY, f"from {eni.primary_ip}/32", eni.route_table))
+
+    # ----------------------------------------------------------------- pods
+
+    def setup_pod(self, pod: PodNetwork) -> None:
+        with self._lock:
+            self.calls.append("setup_pod")
+            ns = self.namespaces.get(pod.netns_path)
+            if ns is None:
+                raise E.NetnsNotFound(pod.netns_path)
+            saved = (copy.deepcopy(self.links), set(self.routes), set(self.rules),
+                     copy.deepcopy(ns))
+            try:
+                self._build_pod(pod, ns)
+            except Exception:
+                self.links, self.routes, self.rules = saved[0], saved[1], saved[2]
+                self.namespaces[pod.netns_path] = saved[3]
+                raise
+
+    def _build_pod(self, pod: PodNetwork, ns: Netns) -> None:
+        self._step("setup_pod", "veth")
+        self._del_host_link(pod.host_veth)
+        if pod.if_name in ns.links:
+            raise E.DatapathError(f"{pod.if_name} exists in {pod.netns_path}")
+        mac = self._mac()
+        self.links[pod.host_veth] = Link(mac=mac, mtu=pod.mtu, peer=(pod.netns_path, pod.if_name))
+        ns.links[pod.if_name] = Link(
+            mac=self._mac(), mtu=pod.mtu, peer=(pod.netns_path, pod.host_veth)
+        )
+        self._step("setup_pod", "pod_link")
+        ns.lo_up = True
+        ns.links[pod.if_name].up = True
+        self._step("setup_pod", "pod_address")
+        ns.links[pod.if_name].addresses.add(f"{pod.ipv4}/32")
+        self._step("setup_pod", "pod_routes")
+        ns.routes |= {(f"{POD_GATEWAY}/32", pod.if_name, None),
+                      ("0.0.0.0/0", pod.if_name, POD_GATEWAY)}
+        ns.neigh[POD_GATEWAY] = (pod.if_name, mac)
+        self._step("setup_pod", "host_route")
+        self.links[pod.host_veth].up = True
+        self.routes.add((MAIN, f"{pod.ipv4}/32", pod.host_veth, None))
+        self._step("setup_pod", "rules")
+        self.rules.add((POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN))
+        if pod.route_table is not None:
+            self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
+            self.rules.add((POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32", pod.route_table))
+
+    def _del_rules(self, priority: int, selector: str) -> None:
+        self.rules = {r for r in self.rules if (r[0], r[1]) != (priority, selector)}
+
+    def teardown_pod(self, pod: PodNetwork) -> None:
+        with self._lock:
+            self.calls.append("teardown_pod")
+            self._step("teardown_pod", "rules")
+            self._del_rules(POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32")
+            self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
+            self._del_host_link(pod.host_veth)
+            ns = self.namespaces.get(pod.netns_path)
+            if ns is not None and pod.if_name in ns.links and ns.links[pod.if_name].peer:
+                del ns.links[pod.if_name]
+                ns.routes = {r for r in ns.routes if r[1] != pod.if_name}
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        with self._lock:
+            return netns_path in self.namespaces and host_veth in self.links
+
+    def check_pod(self, pod: PodNetwork) -> list[str]:
+        with self._lock:
+            missing = self._check_host(pod)
+            ns = self.namespaces.get(pod.netns_path)
+            if ns is None:
+                return [E.NETNS, *missing]
+            return self._check_ns(pod, ns) + missing
+
+    def _check_host(self, pod: PodNetwork) -> list[str]:
+        missing: list[str] = []
+        link = self.links.get(pod.host_veth)
+        if link is None:
+            missing += [E.HOST_VETH, E.HOST_ROUTE]
+        else:
+            if not link.up:
+                missing.append(E.HOST_VETH_UP)
+            if link.mtu != pod.mtu:
+                missing.append(E.HOST_VETH_MTU)
+            if (MAIN, f"{pod.ipv4}/32", pod.host_veth, None) not in self.routes:
+                missing.append(E.HOST_ROUTE)
+        if (POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN) not in self.rules:
+            missing.append(E.RULE_TO)
+        from_rule = (POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32", pod.route_table)
+        if pod.route_table is not None and from_rule not in self.rules:
+            missing.append(E.RULE_FROM)
+        return missing
+
+    def _check_ns(self, pod: PodNetwork, ns: Netns) -> list[str]:
+        missing = [] if ns.lo_up else [E.POD_LO_UP]
+        link = ns.links.get(pod.if_name)
+        if link is None:
+            return [*missing, E.POD_IF, E.POD_ADDRESS, E.POD_GATEWAY_ROUTE,
+                    E.POD_DEFAULT_ROUTE, E.POD_GATEWAY_NEIGH]
+        if not link.up:
+            missing.append(E.POD_IF_UP)
+        if link.mtu != pod.mtu:
+            missing.append(E.POD_IF_MTU)
+        if f"{pod.ipv4}/32" not in link.addresses:
+            missing.append(E.POD_ADDRESS)
+        if (f"{POD_GATEWAY}/32", pod.if_name, None) not in ns.routes:
+            missing.append(E.POD_GATEWAY_ROUTE)
+        if ("0.0.0.0/0", pod.if_name, POD_GATEWAY) not in ns.routes:
+            missing.append(E.POD_DEFAULT_ROUTE)
+        host = self.links.get(pod.host_veth)
+        neigh = ns.neigh.get(POD_GATEWAY)
+        if neigh is None or neigh[0] != pod.if_name or (host and neigh[1] != host.mac):
+            missing.append(E.POD_GATEWAY_NEIGH)
+        return missing

@@ -1,0 +1,333 @@
+"""The Linux datapath through pyroute2 (netlink), laid out as the upstream VPC CNI does.
+
+Threading: every public method is synchronous and blocking. Call it from a worker thread
+(``asyncio.to_thread``), never from a thread running an event loop (pyroute2's sync API
+drives a private loop; a guard raises RuntimeError instead of deadlocking). Each call opens
+its own netlink sockets (nothing is shared between threads) and a per-instance lock
+serialises mutating calls, so one ``LinuxDatapath`` may be used from many threads.
+
+``host_netns``: the path of the namespace that plays "the host" (None: the caller's own
+namespace). Namespaces are opened by path and never created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pyroute2 import IPRoute, NetlinkError
+
+from backends.datapath import errors as E
+from backends.datapath.check import check_pod_pieces
+from backends.datapath.netns import iproute, open_netns
+from backends.datapath.snat import IptablesRunner, SnatManager
+from backends.datapath.sysctls import ProcSysctlWriter, SysctlWriter, node_sysctls
+from ipamcore.netspec import (
+    ENI_RULE_PRIORITY,
+    POD_GATEWAY,
+    POD_RULE_FROM_PRIORITY,
+    POD_RULE_TO_PRIORITY,
+    EniNetwork,
+    NodeNetwork,
+    PodNetwork,
+)
+
+MAIN_TABLE = 254
+SCOPE_LINK = 253
+NUD_PERMANENT = 0x80
+IFF_UP = 0x1
+_GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
+
+
+def _ignore(codes: tuple[int, ...], fn: Callable[[], Any]) -> bool:
+    """Run ``fn``; False when it failed with one of ``codes`` (already there / already gone)."""
+    try:
+        fn()
+    except NetlinkError as exc:
+        if exc.code in codes:
+            return False
+        raise
+    return True
+
+
+def _link(ipr: IPRoute, name: str) -> Any | None:
+    found = ipr.link_lookup(ifname=name)
+    return ipr.get_links(found[0])[0] if found else None
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def _rules(ipr: IPRoute, priority: int, ip: str, side: str) -> list[Any]:
+    """Rules at ``priority`` whose ``side`` ("dst"/"src") selector is exactly ``ip``/32."""
+    attr = "FRA_DST" if side == "dst" else "FRA_SRC"
+    return [
+        r
+        for r in ipr.get_rules(family=2)
+        if r.get_attr("FRA_PRIORITY") == priority
+        and r.get_attr(attr) == ip
+        and r[f"{side}_len"] == 32
+    ]
+
+
+def _rule_table(rule: Any) -> int:
+    return int(rule.get_attr("FRA_TABLE") or rule["table"])
+
+
+class LinuxDatapath:
+    """DatapathPort on Linux. See the module docstring for threading."""
+
+    def __init__(
+        self,
+        host_netns: str | None = None,
+        sysctl_writer: SysctlWriter | None = None,
+        apply_sysctls: bool = True,
+        iptables: IptablesRunner | None = None,
+    ) -> None:
+        self.host_netns = host_netns
+        self.sysctl_writer = sysctl_writer or ProcSysctlWriter(host_netns)
+        self.apply_sysctls = apply_sysctls
+        self.snat = SnatManager(iptables or IptablesRunner(host_netns))
+        self._lock = threading.Lock()
+        self._faults: dict[str, tuple[str | None, Exception]] = {}
+
+    # ----------------------------------------------------------------- plumbing
+
+    def fail_next(
+        self, operation: str, step: str | None = None, error: Exception | None = None
+    ) -> None:
+        """Make the next ``operation`` fail (at ``step``, see errors.SETUP_POD_STEPS)."""
+        self._faults[operation] = (step, error or E.InjectedFault(f"{operation} {step}"))
+
+    def _step(self, operation: str, step: str) -> None:
+        fault = self._faults.get(operation)
+        if fault is not None and fault[0] in (None, step):
+            del self._faults[operation]
+            raise fault[1]
+
+    @contextlib.contextmanager
+    def _host(self) -> Iterator[IPRoute]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("LinuxDatapath is blocking: call it via asyncio.to_thread")
+        fd = None if self.host_netns is None else open_netns(self.host_netns)
+        try:
+            with iproute(fd) as ipr:
+                yield ipr
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _netns(self, path: str) -> Iterator[tuple[int, IPRoute]]:
+        fd = open_netns(path)
+        try:
+            with iproute(fd) as ipr:
+                yield fd, ipr
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- node, ENI
+
+    def setup_node(self, node: NodeNetwork) -> None:
+        with self._lock:
+            if self.apply_sysctls:
+                with self._host() as host:
+                    primary = self._interface_with(host, node.primary_ip)
+                for key, value in node_sysctls(primary):
+                    self.sysctl_writer(key, value)
+            self.snat.apply(
+                node.snat_chain, node.primary_ip, node.vpc_cidrs, node.external_snat
+            )
+
+    @staticmethod
+    def _interface_with(ipr: IPRoute, ip: str) -> str | None:
+        for addr in ipr.get_addr(family=2):
+            if addr.get_attr("IFA_ADDRESS") == ip:
+                link = ipr.get_links(addr["index"])[0]
+                return str(link.get_attr("IFLA_IFNAME"))
+        return None
+
+    def setup_eni(self, eni: EniNetwork) -> None:
+        subnet = ipaddress.ip_network(eni.subnet_cidr, strict=False)
+        mac = eni.mac.lower()
+        with self._lock, self._host() as host:
+            idx = None
+            for link in host.get_links():
+                if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac:
+                    idx = link["index"]
+            if idx is None:
+                raise E.DatapathError(f"no link with MAC {eni.mac}")
+            try:
+                host.link("set", index=idx, mtu=eni.mtu, state="up")
+                _ignore(
+                    (errno.EEXIST,),
+                    lambda: host.addr(
+                        "add", index=idx, address=eni.primary_ip, prefixlen=subnet.prefixlen
+                    ),
+                )
+                # Upstream: the subnet route the kernel adds to main must not take traffic.
+                _ignore(
+                    _GONE,
+                    lambda: host.route(
+                        "del", dst=str(subnet), oif=idx, table=MAIN_TABLE,
+                        scope=SCOPE_LINK, prefsrc=eni.primary_ip,
+                    ),
+                )
+                table = eni.route_table
+                host.route(
+                    "replace", dst=f"{eni.gateway}/32", oif=idx, scope=SCOPE_LINK, table=table
+                )
+                host.route(
+                    "replace", dst="0.0.0.0/0", gateway=eni.gateway, oif=idx, table=table
+                )
+                if not [
+                    r
+                    for r in _rules(host, ENI_RULE_PRIORITY, eni.primary_ip, "src")
+                    if _rule_table(r) == table
+                ]:
+                    host.rule(
+                        "add", priority=ENI_RULE_PRIORITY, src=eni.primary_ip, src_len=32,
+                        table=table,
+                    )
+            except NetlinkError as exc:
+                raise E.DatapathError(f"setup_eni {eni.mac}: {exc}") from exc
+
+    # ----------------------------------------------------------------- pods
+
+    def setup_pod(self, pod: PodNetwork) -> None:
+        undo: list[Callable[[], Any]] = []
+        with self._lock, self._host() as host, self._netns(pod.netns_path) as (fd, ns):
+            try:
+                self._build_pod(pod, host, fd, ns, undo)
+            except BaseException as exc:
+                for action in reversed(undo):
+                    with contextlib.suppress(Exception):
+                        action()
+                if isinstance(exc, E.DatapathError):
+                    raise
+                if isinstance(exc, (NetlinkError, OSError)):
+                    raise E.DatapathError(f"setup_pod {pod.host_veth}: {exc}") from exc
+                raise
+
+    def _build_pod(
+        self, pod: PodNetwork, host: IPRoute, fd: int, ns: IPRoute, undo: list[Callable[[], Any]]
+    ) -> None:
+        self._step("setup_pod", "veth")
+        # A stale veth of the same name (same pod, earlier sandbox) is replaced.
+        _ignore(_GONE, lambda: host.link("del", ifname=pod.host_veth))
+        host.link(
+            "add", ifname=pod.host_veth, kind="veth", mtu=pod.mtu,
+            peer={"ifname": pod.if_name, "net_ns_fd": fd, "mtu": pod.mtu},
+        )
+        undo.append(lambda: host.link("del", ifname=pod.host_veth))
+        host_link = _link(host, pod.host_veth)
+        host_mac = host_link.get_attr("IFLA_ADDRESS")
+        host_idx = host_link["index"]
+
+        self._step("setup_pod", "pod_link")
+        pod_idx = ns.link_lookup(ifname=pod.if_name)[0]
+        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        ns.link("set", index=pod_idx, state="up")
+
+        self._step("setup_pod", "pod_address")
+        ns.addr("add", index=pod_idx, address=pod.ipv4, prefixlen=32)
+
+        self._step("setup_pod", "pod_routes")
+        ns.route("replace", dst=f"{POD_GATEWAY}/32", oif=pod_idx, scope=SCOPE_LINK)
+        ns.route("replace", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=pod_idx)
+        ns.neigh(
+            "replace", dst=POD_GATEWAY, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT
+        )
+
+        self._step("setup_pod", "host_route")
+        host.link("set", index=host_idx, state="up")
+        host.route("replace", dst=f"{pod.ipv4}/32", oif=host_idx, scope=SCOPE_LINK)
+        undo.append(
+            lambda: host.route("del", dst=f"{pod.ipv4}/32", oif=host_idx, table=MAIN_TABLE)
+        )
+
+        self._step("setup_pod", "rules")
+        if not _rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"):
+            host.rule(
+                "add", priority=POD_RULE_TO_PRIORITY, dst=pod.ipv4, dst_len=32,
+                table=MAIN_TABLE,
+            )
+            undo.append(lambda: self._del_rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"))
+        if pod.route_table is not None:
+            existing = _rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
+            if [r for r in existing if _rule_table(r) != pod.route_table]:
+                self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
+                existing = []
+            if not existing:
+                host.rule(
+                    "add", priority=POD_RULE_FROM_PRIORITY, src=pod.ipv4, src_len=32,
+                    table=pod.route_table,
+                )
+                undo.append(
+                    lambda: self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
+                )
+
+    @staticmethod
+    def _del_rules(host: IPRoute, priority: int, ip: str, side: str) -> None:
+        for rule in _rules(host, priority, ip, side):
+            sel = {"dst": ip, "dst_len": 32} if side == "dst" else {"src": ip, "src_len": 32}
+            _ignore(
+                _GONE,
+                lambda sel=sel, rule=rule: host.rule(
+                    "del", priority=priority, table=_rule_table(rule), **sel
+                ),
+            )
+
+    def teardown_pod(self, pod: PodNetwork) -> None:
+        with self._lock, self._host() as host:
+            try:
+                self._del_rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst")
+                self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
+                link = _link(host, pod.host_veth)
+                if link is not None:
+                    _ignore(
+                        _GONE,
+                        lambda: host.route(
+                            "del", dst=f"{pod.ipv4}/32", oif=link["index"], table=MAIN_TABLE
+                        ),
+                    )
+                    _ignore(_GONE, lambda: host.link("del", index=link["index"]))
+                self._teardown_pod_side(pod)
+            except NetlinkError as exc:
+                raise E.DatapathError(f"teardown_pod {pod.host_veth}: {exc}") from exc
+
+    def _teardown_pod_side(self, pod: PodNetwork) -> None:
+        """A pod end left behind without its host end (half-built by someone else)."""
+        try:
+            with self._netns(pod.netns_path) as (_, ns):
+                link = _link(ns, pod.if_name)
+                if link is not None and _kind(link) == "veth":
+                    _ignore(_GONE, lambda: ns.link("del", index=link["index"]))
+        except E.NetnsNotFound:
+            return
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        if not os.path.exists(netns_path):
+            return False
+        with self._host() as host:
+            return bool(host.link_lookup(ifname=host_veth))
+
+    def check_pod(self, pod: PodNetwork) -> list[str]:
+        with self._host() as host:
+            try:
+                with self._netns(pod.netns_path) as (_, ns):
+                    return check_pod_pieces(pod, host, ns)
+            except E.NetnsNotFound:
+                return check_pod_pieces(pod, host, None)
