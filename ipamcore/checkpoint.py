@@ -37,7 +37,7 @@ class Checkpoint:
 
 
 def _to_ns(seconds: float) -> int:
-    return int(round(seconds * NS_PER_S))
+    return round(seconds * NS_PER_S)
 
 
 def encode(checkpoint: Checkpoint) -> bytes:

@@ -8,6 +8,8 @@ the variable's name.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -40,8 +42,8 @@ class EniPlacement:
     cluster_name: str = ""
 
 
-def _non_negative(name: str) -> object:
-    def check(_inst: object, _attr: object, value: int | float | None) -> None:
+def _non_negative(name: str) -> Callable[[object, object, Any], None]:
+    def check(_inst: object, _attr: object, value: Any) -> None:
         if value is not None and value < 0:
             raise ConfigError(name, f"must be 0 or more, got {value}")
 

@@ -1,0 +1,404 @@
+"""The address pool: ENIs, their address blocks, and which address each pod holds.
+
+How an address is chosen (deterministic, documented, O(log n)):
+
+* Ready addresses sit in one heap ordered by ``(ENI rank, block rank, released_at, address)``.
+  The ENI rank is ``(network card, device index)``: pods are packed onto the lowest ENIs so
+  the highest ENIs drain and can be given back. Within an ENI, secondary IPs share block rank
+  0 and /28 prefixes are ranked in the order they were added, so whole prefixes drain too.
+* Among equal candidates the address released longest ago wins (never used counts as
+  released at minus infinity), so a just-released address is the last to be reused.
+* A released address first waits in a second heap ordered by the time its cooldown ends; it is
+  not counted as available while cooling (upstream counts it, so pods wait: #1700, #2896).
+
+Entries are invalidated lazily with a generation number, so removal is O(1) and every call
+is amortised O(log n): no scan over ENIs or addresses.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import ipaddress
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
+
+NEVER = float("-inf")
+
+
+class SlotState(enum.Enum):
+    FREE = "free"  # ready, or cooling when ready_at > now
+    ASSIGNED = "assigned"
+    LEAVING = "leaving"  # an unassign or ENI free is in flight
+
+
+@attrs.define(eq=False)
+class Slot:
+    """One assignable address."""
+
+    address: str
+    eni_id: str
+    block: str  # the address itself for a secondary IP, the /28 for a prefix
+    gen: int
+    ip_int: int = 0
+    state: SlotState = SlotState.FREE
+    released_at: float = NEVER
+    ready_at: float = NEVER
+    key: AllocationKey | None = None
+
+
+@attrs.define(eq=False)
+class Block:
+    """A secondary IP (/32) or a /28 prefix on an ENI."""
+
+    block_id: str
+    is_prefix: bool
+    rank: int
+    acquired_at: float
+    addresses: tuple[str, ...]
+    busy: int = 0  # assigned or cooling slots
+    leaving: bool = False
+
+
+@attrs.define(eq=False)
+class EniState:
+    """An ENI as the pool tracks it."""
+
+    info: ObservedEni
+    seen_at: float
+    excluded: bool  # carries no pod addresses (unmanaged, trunk, EFA, custom-networking primary)
+    blocks: dict[str, Block] = attrs.field(factory=dict)
+    next_block_rank: int = 1
+    slots: int = 0
+    assigned: int = 0
+    cooling: int = 0
+    leaving: bool = False
+
+    @property
+    def eni_id(self) -> str:
+        return self.info.eni_id
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (self.info.network_card, self.info.device_index)
+
+    def ipv4_count(self) -> int:
+        return sum(1 for b in self.blocks.values() if not b.is_prefix)
+
+    def prefix_count(self) -> int:
+        return sum(1 for b in self.blocks.values() if b.is_prefix)
+
+
+def _ip_int(address: str) -> int:
+    return int(ipaddress.ip_address(address))
+
+
+def prefix_addresses(prefix: str) -> tuple[str, ...]:
+    net = ipaddress.ip_network(prefix, strict=False)
+    return tuple(str(a) for a in net)
+
+
+class AddressPool:
+    """ENIs, blocks, slots and allocations, with counters kept up to date on every change."""
+
+    def __init__(self, cooldown_s: float) -> None:
+        self.cooldown_s = cooldown_s
+        self.enis: dict[str, EniState] = {}
+        self.slots: dict[str, Slot] = {}
+        self.allocations: dict[AllocationKey, Allocation] = {}
+        self._by_pod: dict[tuple[str, str], set[AllocationKey]] = {}
+        self._ready: list[tuple[tuple[int, int], int, float, int, int, str]] = []
+        self._cooling: list[tuple[float, int, str]] = []
+        self._cooling_members: set[str] = set()  # free addresses still in their cooldown
+        self._gen = 0
+        self.total = 0  # slots on ENIs, leaving ones included
+        self.assigned = 0
+        self.cooling = 0
+        self.leaving = 0
+
+    # ----------------------------------------------------------------- counts
+    @property
+    def available(self) -> int:
+        """Addresses a pod could get right now (cooling and leaving ones excluded)."""
+        return self.total - self.leaving - self.assigned - self.cooling
+
+    @property
+    def usable_total(self) -> int:
+        return self.total - self.leaving
+
+    def prefix_total(self) -> int:
+        return sum(e.prefix_count() for e in self.enis.values())
+
+    def free_prefixes(self) -> int:
+        return sum(
+            1
+            for e in self.enis.values()
+            for b in e.blocks.values()
+            if b.is_prefix and b.busy == 0 and not b.leaving
+        )
+
+    # ------------------------------------------------------------ time / heaps
+    def _next_gen(self) -> int:
+        self._gen += 1
+        return self._gen
+
+    def _push_ready(self, slot: Slot) -> None:
+        eni = self.enis[slot.eni_id]
+        block = eni.blocks[slot.block]
+        slot.gen = self._next_gen()
+        heapq.heappush(
+            self._ready,
+            (eni.rank, block.rank, slot.released_at, slot.ip_int, slot.gen, slot.address),
+        )
+
+    def advance(self, now: float) -> None:
+        """Move addresses whose cooldown has ended into the ready heap."""
+        cooling = self._cooling
+        while cooling and cooling[0][0] <= now:
+            _ready_at, gen, address = heapq.heappop(cooling)
+            slot = self.slots.get(address)
+            if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
+                continue
+            self._cooling_members.discard(address)
+            self._end_cooling(slot)
+            self._push_ready(slot)
+
+    def _end_cooling(self, slot: Slot) -> None:
+        eni = self.enis[slot.eni_id]
+        self.cooling -= 1
+        eni.cooling -= 1
+        eni.blocks[slot.block].busy -= 1
+
+    def is_cooling(self, slot: Slot) -> bool:
+        return slot.address in self._cooling_members
+
+    # ------------------------------------------------------------ ENIs, blocks
+    def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
+        if info.eni_id in self.enis:
+            raise UsageError(f"ENI {info.eni_id} is already in the pool")
+        eni = EniState(info=info, seen_at=now, excluded=excluded)
+        self.enis[info.eni_id] = eni
+        return eni
+
+    def add_block(self, eni_id: str, block_id: str, is_prefix: bool, now: float) -> bool:
+        """Add a secondary IP or a /28 prefix to an ENI; False if it is already there or
+        one of its addresses is already in the pool (on another ENI)."""
+        eni = self.enis[eni_id]
+        if eni.excluded or block_id in eni.blocks:
+            return False
+        addresses = prefix_addresses(block_id) if is_prefix else (block_id,)
+        if any(a in self.slots for a in addresses):
+            return False
+        rank = eni.next_block_rank if is_prefix else 0
+        if is_prefix:
+            eni.next_block_rank += 1
+        eni.blocks[block_id] = Block(block_id, is_prefix, rank, now, addresses)
+        for address in addresses:
+            slot = Slot(address, eni_id, block_id, 0, _ip_int(address))
+            self.slots[address] = slot
+            eni.slots += 1
+            self.total += 1
+            if eni.leaving:
+                self.leaving += 1
+            self._push_ready(slot)
+        return True
+
+    def remove_block(self, eni_id: str, block_id: str) -> list[Allocation]:
+        """Drop a block (gone from the cloud or given back); returns allocations it carried."""
+        eni = self.enis[eni_id]
+        block = eni.blocks.pop(block_id)
+        removed: list[Allocation] = []
+        for address in block.addresses:
+            slot = self.slots.pop(address)
+            eni.slots -= 1
+            self.total -= 1
+            if slot.state is SlotState.ASSIGNED and slot.key is not None:
+                removed.append(self._drop_allocation(slot.key))
+                eni.assigned -= 1
+                self.assigned -= 1
+            elif slot.state is SlotState.LEAVING or eni.leaving:
+                self.leaving -= 1
+            elif address in self._cooling_members:
+                self._cooling_members.discard(address)
+                self.cooling -= 1
+                eni.cooling -= 1
+        return removed
+
+    def remove_eni(self, eni_id: str) -> list[Allocation]:
+        eni = self.enis[eni_id]
+        removed: list[Allocation] = []
+        for block_id in list(eni.blocks):
+            removed.extend(self.remove_block(eni_id, block_id))
+        del self.enis[eni_id]
+        return removed
+
+    # --------------------------------------------------------- assign / release
+    def assign(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
+        """Give ``key`` an address; the same address again if it already has one."""
+        existing = self.allocations.get(key)
+        if existing is not None:
+            return existing
+        self.advance(now)
+        ready = self._ready
+        while ready:
+            *_, gen, address = heapq.heappop(ready)
+            slot = self.slots.get(address)
+            if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
+                continue
+            eni = self.enis[slot.eni_id]
+            if eni.leaving:
+                continue
+            return self._bind(slot, eni, key, pod, now)
+        raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
+
+    def _bind(
+        self, slot: Slot, eni: EniState, key: AllocationKey, pod: PodRef, now: float
+    ) -> Allocation:
+        slot.state = SlotState.ASSIGNED
+        slot.key = key
+        slot.gen = self._next_gen()
+        eni.assigned += 1
+        eni.blocks[slot.block].busy += 1
+        self.assigned += 1
+        allocation = Allocation(
+            key=key,
+            pod=pod,
+            ipv4=slot.address,
+            ipv6=None,
+            allocated_at=now,
+            eni_id=eni.eni_id,
+            device_index=eni.info.device_index,
+        )
+        self._record_allocation(allocation)
+        return allocation
+
+    def bind_address(self, allocation: Allocation) -> Allocation | None:
+        """Re-bind a restored allocation to its address; None if the address is not in the
+        pool or already taken."""
+        if allocation.ipv4 is None or allocation.key in self.allocations:
+            return None
+        slot = self.slots.get(allocation.ipv4)
+        if slot is None or slot.state is not SlotState.FREE:
+            return None
+        eni = self.enis[slot.eni_id]
+        if eni.leaving:
+            return None
+        if slot.address in self._cooling_members:
+            self._cooling_members.discard(slot.address)
+            self._end_cooling(slot)
+        bound = self._bind(slot, eni, allocation.key, allocation.pod, allocation.allocated_at)
+        return bound
+
+    def release(self, key: AllocationKey, now: float) -> Allocation | None:
+        """Take an address back; it cools down before anyone gets it again."""
+        allocation = self.allocations.get(key)
+        if allocation is None:
+            return None
+        self._drop_allocation(key)
+        slot = self.slots[allocation.address]
+        eni = self.enis[slot.eni_id]
+        eni.assigned -= 1
+        self.assigned -= 1
+        eni.blocks[slot.block].busy -= 1
+        self.mark_released(slot, now, now)
+        return allocation
+
+    def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
+        """Put a free slot into cooldown that started at ``released_at``."""
+        if slot.address in self._cooling_members:
+            self._cooling_members.discard(slot.address)
+            self._end_cooling(slot)
+        slot.state = SlotState.FREE
+        slot.key = None
+        slot.released_at = released_at
+        slot.ready_at = released_at + self.cooldown_s
+        slot.gen = self._next_gen()
+        if slot.ready_at > now:
+            eni = self.enis[slot.eni_id]
+            self.cooling += 1
+            eni.cooling += 1
+            eni.blocks[slot.block].busy += 1
+            self._cooling_members.add(slot.address)
+            heapq.heappush(self._cooling, (slot.ready_at, slot.gen, slot.address))
+        else:
+            self._push_ready(slot)
+
+    def _record_allocation(self, allocation: Allocation) -> None:
+        self.allocations[allocation.key] = allocation
+        pod = (allocation.pod.namespace, allocation.pod.name)
+        self._by_pod.setdefault(pod, set()).add(allocation.key)
+
+    def _drop_allocation(self, key: AllocationKey) -> Allocation:
+        allocation = self.allocations.pop(key)
+        pod = (allocation.pod.namespace, allocation.pod.name)
+        keys = self._by_pod.get(pod)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_pod[pod]
+        return allocation
+
+    def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
+        keys = self._by_pod.get((namespace, name), set())
+        return sorted((self.allocations[k] for k in keys), key=lambda a: str(a.key))
+
+    # -------------------------------------------------------- leaving (shrink)
+    def ready_free_slots(self, eni: EniState, block: Block) -> Iterator[Slot]:
+        for address in block.addresses:
+            slot = self.slots[address]
+            if slot.state is SlotState.FREE and address not in self._cooling_members:
+                yield slot
+
+    def mark_block_leaving(self, eni_id: str, block_id: str) -> None:
+        block = self.enis[eni_id].blocks[block_id]
+        if block.busy:
+            raise UsageError(f"block {block_id} still has assigned or cooling addresses")
+        block.leaving = True
+        for address in block.addresses:
+            slot = self.slots[address]
+            slot.state = SlotState.LEAVING
+            slot.gen = self._next_gen()
+            self.leaving += 1
+
+    def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
+        eni = self.enis.get(eni_id)
+        block = eni.blocks.get(block_id) if eni else None
+        if eni is None or block is None or not block.leaving:
+            return
+        block.leaving = False
+        for address in block.addresses:
+            slot = self.slots[address]
+            slot.state = SlotState.FREE
+            self.leaving -= 1
+            self._push_ready(slot)
+
+    def mark_eni_leaving(self, eni_id: str) -> None:
+        eni = self.enis[eni_id]
+        if eni.assigned or eni.cooling:
+            raise UsageError(f"ENI {eni_id} still has assigned or cooling addresses")
+        eni.leaving = True
+        self.leaving += eni.slots
+
+    def unmark_eni_leaving(self, eni_id: str) -> None:
+        eni = self.enis.get(eni_id)
+        if eni is None or not eni.leaving:
+            return
+        eni.leaving = False
+        self.leaving -= eni.slots
+        for block in eni.blocks.values():
+            for slot in self.ready_free_slots(eni, block):
+                self._push_ready(slot)
+
+    # ------------------------------------------------------------ inspection
+    def released_times(self) -> Iterable[tuple[str, float]]:
+        for slot in self.slots.values():
+            if slot.state is SlotState.FREE and slot.released_at > NEVER:
+                yield slot.address, slot.released_at
+
+
+
+__all__ = ["IPS_PER_PREFIX", "AddressPool", "Block", "EniState", "Slot", "SlotState"]

@@ -1,0 +1,68 @@
+"""Read-only views of the pool, for introspection, metrics and the command line."""
+
+from __future__ import annotations
+
+import attrs
+
+from ipamcore.model import AllocationKey, PodRef
+
+
+@attrs.frozen
+class PoolStats:
+    """Pool figures at one moment (addresses unless named otherwise)."""
+
+    enis: int
+    max_enis: int
+    total: int
+    assigned: int
+    cooling: int
+    available: int
+    leaving: int
+    prefixes: int
+    pending: int
+    in_flight: int
+    max_pods: int
+    max_addresses: int
+
+
+@attrs.frozen
+class AddressView:
+    address: str
+    state: str  # "assigned" | "cooling" | "free" | "leaving"
+    key: AllocationKey | None = None
+    pod: PodRef | None = None
+    assigned_at: float | None = None
+    released_at: float | None = None
+
+
+@attrs.frozen
+class BlockView:
+    block_id: str
+    is_prefix: bool
+    addresses: tuple[AddressView, ...]
+
+
+@attrs.frozen
+class EniView:
+    eni_id: str
+    mac: str
+    device_index: int
+    network_card: int
+    subnet_id: str
+    subnet_cidr: str
+    primary_ip: str
+    is_primary: bool
+    is_trunk: bool
+    is_efa: bool
+    unmanaged: bool
+    excluded: bool
+    leaving: bool
+    blocks: tuple[BlockView, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(len(b.addresses) for b in self.blocks)
+
+    @property
+    def assigned(self) -> int:
+        return sum(1 for b in self.blocks for a in b.addresses if a.state == "assigned")
