@@ -148,9 +148,7 @@ def validate_container_id(value: object) -> str:
     if s[0] not in _ALNUM:
         raise _bad(f"container_id must start with an alphanumeric character: {_show(s)}")
     if not _ID_CHARS.issuperset(s):
-        raise _bad(
-            f"container_id may contain only alphanumerics, '_', '.', '-': {_show(s)}"
-        )
+        raise _bad(f"container_id may contain only alphanumerics, '_', '.', '-': {_show(s)}")
     return s
 
 
@@ -185,9 +183,7 @@ def validate_if_name(value: object, what: str = "if_name") -> str:
     return s
 
 
-def validate_netns(
-    value: object, allowed_prefixes: Iterable[str] = NETNS_ALLOWED_PREFIXES
-) -> str:
+def validate_netns(value: object, allowed_prefixes: Iterable[str] = NETNS_ALLOWED_PREFIXES) -> str:
     """An absolute, normalized path strictly under one of ``allowed_prefixes``."""
     s = _require_str(value, "netns")
     if not s:
@@ -523,9 +519,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _encode(obj: dict[str, Any], what: str) -> bytes:
     try:
-        data = json.dumps(
-            obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        ).encode("ascii")
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
+            "ascii"
+        )
     except (TypeError, ValueError) as e:
         raise ProtocolError(ERR_BAD_REQUEST, f"cannot encode {what}: {e}") from None
     data += b"\n"
@@ -556,9 +552,7 @@ def _parse_frame(data: object, code: str, what: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ProtocolError(code, f"{what} is not valid UTF-8: {e.reason}") from None
     try:
-        obj = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         raise ProtocolError(code, f"{what} is not valid JSON: {_show(str(e), 120)}") from None
     if not isinstance(obj, dict):
@@ -720,9 +714,7 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
             raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {max_size} bytes")
 
 
-def request(
-    sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT
-) -> Reply:
+def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> Reply:
     """Blocking client: send one request, return the daemon's reply.
 
     Raises ProtocolError: ``unavailable`` when nothing accepts on ``sock_path`` (the daemon is
