@@ -33,6 +33,7 @@ reader for tools (``ipamctl checkpoint``) that may run next to the daemon.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import time
@@ -167,15 +168,27 @@ class JsonFileCheckpointStore:
             await self._write_atomic(data)
 
     async def _write_atomic(self, data: bytes) -> None:
-        await aiofiles.os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
         tmp = os.path.join(
             self.directory, f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(4)}"
         )
         try:
-            async with aiofiles.open(tmp, "xb", opener=_create_private) as f:
-                await f.write(data)
-                await f.flush()
+            try:
+                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
+            except FileNotFoundError:
+                await aiofiles.os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
+                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
+            try:
+                # Unbuffered: every byte is in the kernel when write returns (loop on short
+                # writes), so no flush hop before the fsync.
+                view = memoryview(data)
+                while view:
+                    written = await f.write(view)
+                    if not written:
+                        raise OSError(errno.EIO, f"short write to {tmp}")
+                    view = view[written:]
                 await _afsync(f.fileno())
+            finally:
+                await f.close()
             await aiofiles.os.replace(tmp, self.path)
         except BaseException:
             try:
