@@ -1,0 +1,102 @@
+"""Mutable records of the fake account: one ENI, one instance.
+
+They are the fake's source of truth; callers only ever see frozen
+:class:`ipamcore.model.ObservedEni` snapshots built by :meth:`EniState.observe`.
+"""
+
+from __future__ import annotations
+
+from backends.fakecloud.addresses import int_to_ip
+from backends.fakecloud.subnets import SubnetState
+from ipamcore.limits import InstanceLimits
+from ipamcore.model import ObservedEni
+
+AVAILABLE = "available"
+IN_USE = "in-use"
+
+
+class EniState:
+    """One ENI. Address containers are insertion-ordered dicts (O(1) add/remove, stable order)."""
+
+    def __init__(
+        self,
+        eni_id: str,
+        mac: str,
+        subnet: SubnetState,
+        primary_ip: int,
+        security_groups: tuple[str, ...],
+        tags: dict[str, str],
+        description: str,
+        created_at: float,
+        max_addresses: int,
+        prefixes_supported: bool,
+    ) -> None:
+        self.eni_id = eni_id
+        self.mac = mac
+        self.subnet = subnet
+        self.primary_ip = primary_ip
+        self.security_groups = security_groups
+        self.tags = tags
+        self.description = description
+        self.created_at = created_at
+        self.max_addresses = max_addresses  # primary included, like InstanceLimits.ipv4_per_eni
+        self.prefixes_supported = prefixes_supported
+        self.ipv4: dict[int, None] = {}
+        self.prefixes: dict[int, None] = {}
+        self.ipv6_prefixes: list[str] = []
+        self.instance_id: str | None = None
+        self.device_index: int | None = None
+        self.delete_on_termination = False
+        self.is_primary = False
+
+    @property
+    def status(self) -> str:
+        return IN_USE if self.instance_id is not None else AVAILABLE
+
+    @property
+    def free_slots(self) -> int:
+        """Secondary IPs or /28 prefixes still assignable (each prefix takes one slot)."""
+        return self.max_addresses - 1 - len(self.ipv4) - len(self.prefixes)
+
+    def observe(self, with_tags: bool = True) -> ObservedEni:
+        """A frozen snapshot; IMDS passes ``with_tags=False`` (metadata carries no tags)."""
+        return ObservedEni(
+            eni_id=self.eni_id,
+            mac=self.mac,
+            device_index=self.device_index if self.device_index is not None else -1,
+            subnet_id=self.subnet.subnet_id,
+            subnet_cidr=self.subnet.cidr,
+            primary_ip=int_to_ip(self.primary_ip),
+            ipv4_addresses=tuple(map(int_to_ip, self.ipv4)),
+            ipv4_prefixes=tuple(f"{int_to_ip(p)}/28" for p in self.prefixes),
+            ipv6_prefixes=tuple(self.ipv6_prefixes),
+            is_primary=self.is_primary,
+            tags=tuple(sorted(self.tags.items())) if with_tags else (),
+            security_groups=self.security_groups,
+        )
+
+
+class InstanceState:
+    """One instance: its type's limits, its AZ, and which ENI sits at which device index."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        limits: InstanceLimits,
+        availability_zone: str,
+        subnet_id: str,
+    ) -> None:
+        self.instance_id = instance_id
+        self.limits = limits
+        self.availability_zone = availability_zone
+        self.subnet_id = subnet_id
+        self.devices: dict[int, str] = {}  # device index -> ENI id
+        self.primary_eni_id = ""
+        self.primary_mac = ""
+        self.terminated = False
+
+    def lowest_free_device_index(self) -> int:
+        index = 0
+        while index in self.devices:
+            index += 1
+        return index
