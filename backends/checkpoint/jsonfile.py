@@ -160,8 +160,13 @@ class JsonFileCheckpointStore:
         data = encode(checkpoint)
         task = asyncio.ensure_future(self._locked_write(data))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._forget)
         await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a save whose caller was cancelled may fail unseen
 
     async def _locked_write(self, data: bytes) -> None:
         async with self._lock:
