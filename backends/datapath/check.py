@@ -86,7 +86,11 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
     link = _lookup(ns, pod.if_name)
     if link is None:
         return [
-            *missing, E.POD_IF, E.POD_ADDRESS, E.POD_GATEWAY_ROUTE, E.POD_DEFAULT_ROUTE,
+            *missing,
+            E.POD_IF,
+            E.POD_ADDRESS,
+            E.POD_GATEWAY_ROUTE,
+            E.POD_DEFAULT_ROUTE,
             E.POD_GATEWAY_NEIGH,
         ]
     idx = link["index"]

@@ -89,7 +89,7 @@ class FakeDatapath:
         """Like deleting a namespace: its veth ends die, and with them their host peers."""
         with self._lock:
             ns = self.namespaces.pop(path, None)
-            for link in (ns.links.values() if ns else ()):
+            for link in ns.links.values() if ns else ():
                 if link.peer is not None:
                     self._del_host_link(link.peer[1])
 
@@ -101,8 +101,7 @@ class FakeDatapath:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return copy.deepcopy(
-                {"links": self.links, "routes": self.routes, "rules": self.rules,
-                 "nat": self.nat}
+                {"links": self.links, "routes": self.routes, "rules": self.rules, "nat": self.nat}
             )
 
     def _del_host_link(self, name: str) -> None:
@@ -122,8 +121,11 @@ class FakeDatapath:
             self.calls.append("setup_node")
             self._step("setup_node", "sysctls")
             primary = next(
-                (n for n, link in self.links.items()
-                 if any(a.split("/")[0] == node.primary_ip for a in link.addresses)),
+                (
+                    n
+                    for n, link in self.links.items()
+                    if any(a.split("/")[0] == node.primary_ip for a in link.addresses)
+                ),
                 None,
             )
             self.sysctls.update(node_sysctls(primary))
@@ -164,8 +166,12 @@ class FakeDatapath:
             ns = self.namespaces.get(pod.netns_path)
             if ns is None:
                 raise E.NetnsNotFound(pod.netns_path)
-            saved = (copy.deepcopy(self.links), set(self.routes), set(self.rules),
-                     copy.deepcopy(ns))
+            saved = (
+                copy.deepcopy(self.links),
+                set(self.routes),
+                set(self.rules),
+                copy.deepcopy(ns),
+            )
             try:
                 self._build_pod(pod, ns)
             except Exception:
@@ -189,8 +195,10 @@ class FakeDatapath:
         self._step("setup_pod", "pod_address")
         ns.links[pod.if_name].addresses.add(f"{pod.ipv4}/32")
         self._step("setup_pod", "pod_routes")
-        ns.routes |= {(f"{POD_GATEWAY}/32", pod.if_name, None),
-                      ("0.0.0.0/0", pod.if_name, POD_GATEWAY)}
+        ns.routes |= {
+            (f"{POD_GATEWAY}/32", pod.if_name, None),
+            ("0.0.0.0/0", pod.if_name, POD_GATEWAY),
+        }
         ns.neigh[POD_GATEWAY] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
@@ -251,8 +259,14 @@ class FakeDatapath:
         missing = [] if ns.lo_up else [E.POD_LO_UP]
         link = ns.links.get(pod.if_name)
         if link is None:
-            return [*missing, E.POD_IF, E.POD_ADDRESS, E.POD_GATEWAY_ROUTE,
-                    E.POD_DEFAULT_ROUTE, E.POD_GATEWAY_NEIGH]
+            return [
+                *missing,
+                E.POD_IF,
+                E.POD_ADDRESS,
+                E.POD_GATEWAY_ROUTE,
+                E.POD_DEFAULT_ROUTE,
+                E.POD_GATEWAY_NEIGH,
+            ]
         if not link.up:
             missing.append(E.POD_IF_UP)
         if link.mtu != pod.mtu:

@@ -147,9 +147,7 @@ class LinuxDatapath:
                     primary = self._interface_with(host, node.primary_ip)
                 for key, value in node_sysctls(primary):
                     self.sysctl_writer(key, value)
-            self.snat.apply(
-                node.snat_chain, node.primary_ip, node.vpc_cidrs, node.external_snat
-            )
+            self.snat.apply(node.snat_chain, node.primary_ip, node.vpc_cidrs, node.external_snat)
 
     @staticmethod
     def _interface_with(ipr: IPRoute, ip: str) -> str | None:
@@ -181,24 +179,29 @@ class LinuxDatapath:
                 _ignore(
                     _GONE,
                     lambda: host.route(
-                        "del", dst=str(subnet), oif=idx, table=MAIN_TABLE,
-                        scope=SCOPE_LINK, prefsrc=eni.primary_ip,
+                        "del",
+                        dst=str(subnet),
+                        oif=idx,
+                        table=MAIN_TABLE,
+                        scope=SCOPE_LINK,
+                        prefsrc=eni.primary_ip,
                     ),
                 )
                 table = eni.route_table
                 host.route(
                     "replace", dst=f"{eni.gateway}/32", oif=idx, scope=SCOPE_LINK, table=table
                 )
-                host.route(
-                    "replace", dst="0.0.0.0/0", gateway=eni.gateway, oif=idx, table=table
-                )
+                host.route("replace", dst="0.0.0.0/0", gateway=eni.gateway, oif=idx, table=table)
                 if not [
                     r
                     for r in _rules(host, ENI_RULE_PRIORITY, eni.primary_ip, "src")
                     if _rule_table(r) == table
                 ]:
                     host.rule(
-                        "add", priority=ENI_RULE_PRIORITY, src=eni.primary_ip, src_len=32,
+                        "add",
+                        priority=ENI_RULE_PRIORITY,
+                        src=eni.primary_ip,
+                        src_len=32,
                         table=table,
                     )
             except NetlinkError as exc:
@@ -228,7 +231,10 @@ class LinuxDatapath:
         # A stale veth of the same name (same pod, earlier sandbox) is replaced.
         _ignore(_GONE, lambda: host.link("del", ifname=pod.host_veth))
         host.link(
-            "add", ifname=pod.host_veth, kind="veth", mtu=pod.mtu,
+            "add",
+            ifname=pod.host_veth,
+            kind="veth",
+            mtu=pod.mtu,
             peer={"ifname": pod.if_name, "net_ns_fd": fd, "mtu": pod.mtu},
         )
         undo.append(lambda: host.link("del", ifname=pod.host_veth))
@@ -247,21 +253,20 @@ class LinuxDatapath:
         self._step("setup_pod", "pod_routes")
         ns.route("replace", dst=f"{POD_GATEWAY}/32", oif=pod_idx, scope=SCOPE_LINK)
         ns.route("replace", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=pod_idx)
-        ns.neigh(
-            "replace", dst=POD_GATEWAY, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT
-        )
+        ns.neigh("replace", dst=POD_GATEWAY, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
 
         self._step("setup_pod", "host_route")
         host.link("set", index=host_idx, state="up")
         host.route("replace", dst=f"{pod.ipv4}/32", oif=host_idx, scope=SCOPE_LINK)
-        undo.append(
-            lambda: host.route("del", dst=f"{pod.ipv4}/32", oif=host_idx, table=MAIN_TABLE)
-        )
+        undo.append(lambda: host.route("del", dst=f"{pod.ipv4}/32", oif=host_idx, table=MAIN_TABLE))
 
         self._step("setup_pod", "rules")
         if not _rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"):
             host.rule(
-                "add", priority=POD_RULE_TO_PRIORITY, dst=pod.ipv4, dst_len=32,
+                "add",
+                priority=POD_RULE_TO_PRIORITY,
+                dst=pod.ipv4,
+                dst_len=32,
                 table=MAIN_TABLE,
             )
             undo.append(lambda: self._del_rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"))
@@ -272,12 +277,13 @@ class LinuxDatapath:
                 existing = []
             if not existing:
                 host.rule(
-                    "add", priority=POD_RULE_FROM_PRIORITY, src=pod.ipv4, src_len=32,
+                    "add",
+                    priority=POD_RULE_FROM_PRIORITY,
+                    src=pod.ipv4,
+                    src_len=32,
                     table=pod.route_table,
                 )
-                undo.append(
-                    lambda: self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
-                )
+                undo.append(lambda: self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src"))
 
     @staticmethod
     def _del_rules(host: IPRoute, priority: int, ip: str, side: str) -> None:

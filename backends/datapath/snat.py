@@ -42,9 +42,7 @@ def has_jump(saved_nat: str, chain: str) -> bool:
     )
 
 
-def restore_text(
-    chain: str, primary_ip: str, vpc_cidrs: Sequence[str], with_jump: bool
-) -> str:
+def restore_text(chain: str, primary_ip: str, vpc_cidrs: Sequence[str], with_jump: bool) -> str:
     lines = ["*nat", f":{chain} - [0:0]", f"-F {chain}"]
     lines += chain_rules(chain, primary_ip, vpc_cidrs)
     if with_jump:
@@ -102,14 +100,10 @@ class SnatManager:
     def __init__(self, runner: IptablesRunner) -> None:
         self.runner = runner
 
-    def apply(
-        self, chain: str, primary_ip: str, vpc_cidrs: Sequence[str], external: bool
-    ) -> None:
+    def apply(self, chain: str, primary_ip: str, vpc_cidrs: Sequence[str], external: bool) -> None:
         saved = self.runner.save("nat")
         if external:
             if f":{chain} " in saved or has_jump(saved, chain):
                 self.runner.restore(removal_text(saved, chain))
             return
-        self.runner.restore(
-            restore_text(chain, primary_ip, vpc_cidrs, not has_jump(saved, chain))
-        )
+        self.runner.restore(restore_text(chain, primary_ip, vpc_cidrs, not has_jump(saved, chain)))
