@@ -576,7 +576,7 @@ def _check_version(obj: dict[str, Any], what: str, code: str) -> None:
 def _request_from_obj(obj: dict[str, Any]) -> Request:
     _check_version(obj, "request", ERR_BAD_REQUEST)
     op = obj.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise _bad(f"unknown op {_show(op)} (expected one of {', '.join(sorted(OPS))})")
     fields: dict[str, str] = {}
     for name in _REQUEST_FIELDS:

@@ -64,6 +64,7 @@ class CniError(Exception):
         self.code = code
         self.msg = msg
         self.details = details
+        self.version = ""  # the configuration's cniVersion, once known
 
 
 class Logger:
@@ -160,6 +161,15 @@ def parse_conf(data: bytes, command: str) -> NetConf:
     if command == "VERSION":
         return conf
     try:
+        _parse_conf_fields(conf, raw)
+    except CniError as e:
+        e.version = version
+        raise
+    return conf
+
+
+def _parse_conf_fields(conf: NetConf, raw: dict[str, Any]) -> None:
+    try:
         p.validate_network_name(raw.get("name"))
     except p.ProtocolError as e:
         raise CniError(E_INVALID_CONFIG, "invalid network name", e.message) from None
@@ -186,7 +196,6 @@ def parse_conf(data: bytes, command: str) -> NetConf:
     if prev is not None and not isinstance(prev, dict):
         raise CniError(E_INVALID_CONFIG, "prevResult must be an object")
     conf.prev_result = prev
-    return conf
 
 
 def parse_cni_args(value: str) -> dict[str, str]:
@@ -337,7 +346,12 @@ class Plugin:
         except CniError as e:
             self.log.error(f"code={e.code} msg={e.msg} details={e.details}")
             self.emit(
-                {"cniVersion": self.version, "code": e.code, "msg": e.msg, "details": e.details}
+                {
+                    "cniVersion": e.version or self.version,
+                    "code": e.code,
+                    "msg": e.msg,
+                    "details": e.details,
+                }
             )
             return 1
         except Exception as e:  # a bug: still answer in the spec's shape
