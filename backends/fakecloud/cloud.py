@@ -42,6 +42,7 @@ from ipamcore.model import CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_T
 
 DEFAULT_START = 1_700_000_000.0  # 2023-11-14T22:13:20Z: any fixed Unix time will do
 DEFAULT_SECURITY_GROUP = "sg-00000000000000001"
+UNKNOWN_TYPE_LIMITS = InstanceLimits("unknown", max_enis=1, ipv4_per_eni=50)
 
 
 def rfc3339(seconds: float) -> str:
@@ -202,7 +203,6 @@ class FakeCloud:
         inst.primary_eni_id = eni.eni_id
         inst.primary_mac = eni.mac
         self.vpc.attach(eni.eni_id, iid, 0)
-        eni.delete_on_termination = True
         if self._metadata_lag > 0:
             self.metadata_history.record(iid, BEGINNING, self.metadata_snapshot(iid))
         return iid
@@ -285,8 +285,18 @@ class FakeCloud:
         self, instance_id: str, subnet_id: str = "", ipv4_count: int = 0,
         tags: Mapping[str, str] | None = None,
     ) -> str:  # fmt: skip
-        """An agent-tagged ENI never attached: the agent crashed between create and attach."""
-        return self.create_eni_record(instance_id, subnet_id, (), ipv4_count, tags=tags).eni_id
+        """An agent-tagged ENI never attached: the agent crashed between create and attach.
+
+        ``instance_id`` may name an instance this account does not run (then ``subnet_id``
+        is required): the ENI only carries its tags.
+        """
+        inst = self.vpc.instances.get(instance_id)
+        if inst is not None and not inst.terminated:
+            return self.create_eni_record(instance_id, subnet_id, (), ipv4_count, tags=tags).eni_id
+        return self.vpc.create_eni(
+            subnet_id, (DEFAULT_SECURITY_GROUP,), self.agent_tags(instance_id, tags),
+            ENI_DESCRIPTION_PREFIX + instance_id, self.now, UNKNOWN_TYPE_LIMITS, ipv4_count,
+        ).eni_id  # fmt: skip
 
     def add_eni(
         self,

@@ -1,0 +1,329 @@
+"""The cloud contract: behaviour every ``CloudPort`` implementation must show.
+
+How to use it
+-------------
+Subclass :class:`CloudContract` in a test module and provide a pytest fixture named ``env``
+returning a :class:`CloudEnv`::
+
+    class TestMyCloud(CloudContract):
+        supports_throttling = False  # switch off what the backend cannot show
+
+        @pytest.fixture
+        def env(self) -> CloudEnv:
+            ...
+
+What ``env`` must hold (a fresh account per test):
+
+* ``cloud``: the CloudPort under test.
+* ``instance_id``: a running instance with only its primary ENI (device 0), launched in
+  ``subnet_id``; its ``instance_type`` must allow at least 3 ENIs and 10 IPv4 addresses per
+  ENI (``m5.large`` does).
+* ``subnet_id``: the instance's subnet, at least a /24, tagged ``kubernetes.io/role/cni=1``.
+* ``untagged_subnet_id``: another subnet in the same AZ without that tag (a /24 or larger).
+* ``small_subnet_id``: a /28 in the same AZ (11 usable addresses, no free aligned /28).
+* ``now()``: the current time (Unix seconds) of the clock the backend stamps ``createdAt``
+  tags with; ``advance(seconds)`` moves that clock forward (a backend on a real clock can
+  keep an offset that both ``now`` and its tagging use).
+* ``make_leaked_eni(instance_id)``: create, out of band, an ENI in ``subnet_id`` tagged for
+  ``instance_id`` (``node.k8s.amazonaws.com/instance_id`` and ``createdAt`` = ``now()``) and
+  never attached, as an agent that crashed between create and attach leaves it; returns its id.
+
+Capability flags (class attributes, all True here) let a backend skip what its substrate
+cannot show: ``supports_limits`` (ENI and address limits by instance type),
+``supports_prefixes`` (/28 prefix delegation), ``supports_subnet_exhaustion`` (free address
+counts and SUBNET_FULL), ``supports_throttling`` (RequestLimitExceeded under load).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import attrs
+import pytest
+
+from ipamcore.errors import CloudError, FailureKind
+from ipamcore.limits import limits_for
+from ipamcore.model import CREATED_AT_TAG, INSTANCE_ID_TAG, SUBNET_DISCOVERY_TAG, ObservedEni
+from ipamcore.ports import CloudPort
+
+UNKNOWN_ENI = "eni-0123456789abcdef0"
+UNKNOWN_SUBNET = "subnet-0123456789abcdef0"
+FIVE_MINUTES = 300.0
+
+
+@attrs.define
+class CloudEnv:
+    """What a contract test needs from a backend; see the module docstring."""
+
+    cloud: CloudPort
+    instance_id: str
+    instance_type: str
+    subnet_id: str
+    untagged_subnet_id: str
+    small_subnet_id: str
+    now: Callable[[], float]
+    advance: Callable[[float], None]
+    make_leaked_eni: Callable[[str], str]
+
+
+def in_cidr(address: str, cidr: str) -> bool:
+    return ipaddress.ip_address(address) in ipaddress.ip_network(cidr)
+
+
+def find_eni(env: CloudEnv, eni_id: str) -> ObservedEni:
+    """The instance's ENI ``eni_id`` as describe_enis reports it (fails if absent)."""
+    found = [e for e in env.cloud.describe_enis(env.instance_id) if e.eni_id == eni_id]
+    assert len(found) == 1, f"{eni_id} attached {len(found)} times"
+    return found[0]
+
+
+def expect_failure(kind: FailureKind, call: Callable[[], object]) -> CloudError:
+    """Run ``call`` expecting a CloudError of ``kind``; returns it for further checks."""
+    with pytest.raises(CloudError) as info:
+        call()
+    assert info.value.kind is kind, f"expected {kind}, got {info.value.kind} ({info.value})"
+    return info.value
+
+
+class CloudContract:
+    """Tests every CloudPort passes; subclasses provide the ``env`` fixture."""
+
+    supports_limits = True
+    supports_prefixes = True
+    supports_subnet_exhaustion = True
+    supports_throttling = True
+
+    def requires(self, capability: str) -> None:
+        if not getattr(self, capability):
+            pytest.skip(f"backend lacks {capability}")
+
+    # -- describe ----------------------------------------------------------------------------
+
+    def test_describe_enis_shows_the_primary_eni(self, env: CloudEnv) -> None:
+        enis = env.cloud.describe_enis(env.instance_id)
+        assert len(enis) == 1
+        primary = enis[0]
+        assert primary.device_index == 0
+        assert primary.is_primary
+        assert primary.subnet_id == env.subnet_id
+        assert in_cidr(primary.primary_ip, primary.subnet_cidr)
+        assert primary.ipv4_addresses == ()
+        assert primary.eni_id.startswith("eni-")
+
+    def test_describe_instance_type_matches_the_limits_table(self, env: CloudEnv) -> None:
+        limits = env.cloud.describe_instance_type(env.instance_type)
+        expected = limits_for(env.instance_type)
+        assert (limits.max_enis, limits.ipv4_per_eni) == (expected.max_enis, expected.ipv4_per_eni)
+
+    def test_unknown_instance_type_is_not_found(self, env: CloudEnv) -> None:
+        expect_failure(
+            FailureKind.NOT_FOUND, lambda: env.cloud.describe_instance_type("no.such-type")
+        )
+
+    # -- ENI lifecycle -----------------------------------------------------------------------
+
+    def test_create_eni_attaches_at_the_next_device_index_with_tags(self, env: CloudEnv) -> None:
+        eni = env.cloud.create_eni(
+            env.instance_id, env.subnet_id, [], tags={"cluster.k8s.amazonaws.com/name": "c1"}
+        )
+        assert eni.device_index == 1
+        assert not eni.is_primary
+        assert eni.subnet_id == env.subnet_id
+        tags = eni.tag_map
+        assert tags[INSTANCE_ID_TAG] == env.instance_id
+        assert CREATED_AT_TAG in tags
+        assert tags["cluster.k8s.amazonaws.com/name"] == "c1"
+        assert sorted(e.device_index for e in env.cloud.describe_enis(env.instance_id)) == [0, 1]
+        described = find_eni(env, eni.eni_id)
+        assert (described.device_index, described.primary_ip) == (1, eni.primary_ip)
+
+    def test_create_eni_fills_the_lowest_free_device_index(self, env: CloudEnv) -> None:
+        first = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        second = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        assert (first.device_index, second.device_index) == (1, 2)
+        env.cloud.free_eni(first.eni_id)
+        third = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        assert third.device_index == 1
+
+    def test_create_eni_with_secondary_addresses(self, env: CloudEnv) -> None:
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
+        assert len(eni.ipv4_addresses) == 3
+        assert len({*eni.ipv4_addresses, eni.primary_ip}) == 4
+        assert all(in_cidr(a, eni.subnet_cidr) for a in eni.ipv4_addresses)
+        described = find_eni(env, eni.eni_id)
+        assert set(described.ipv4_addresses) == set(eni.ipv4_addresses)
+
+    def test_create_eni_in_another_subnet(self, env: CloudEnv) -> None:
+        eni = env.cloud.create_eni(env.instance_id, env.untagged_subnet_id, [])
+        assert eni.subnet_id == env.untagged_subnet_id
+        assert in_cidr(eni.primary_ip, eni.subnet_cidr)
+
+    def test_free_eni_detaches_and_deletes(self, env: CloudEnv) -> None:
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        env.cloud.free_eni(eni.eni_id)
+        assert [e.device_index for e in env.cloud.describe_enis(env.instance_id)] == [0]
+        expect_failure(FailureKind.NOT_FOUND, lambda: env.cloud.free_eni(eni.eni_id))
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def test_assign_and_unassign_ipv4(self, env: CloudEnv) -> None:
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        got = env.cloud.assign_ipv4(eni.eni_id, 4)
+        assert len(set(got)) == 4
+        assert eni.primary_ip not in got
+        assert all(in_cidr(a, eni.subnet_cidr) for a in got)
+
+        assert set(find_eni(env, eni.eni_id).ipv4_addresses) == set(got)
+        env.cloud.unassign_ipv4(eni.eni_id, got[:2])
+        assert set(find_eni(env, eni.eni_id).ipv4_addresses) == set(got[2:])
+
+    def test_addresses_are_unique_across_enis(self, env: CloudEnv) -> None:
+        primary = env.cloud.describe_enis(env.instance_id)[0]
+        a = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
+        b = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
+        more = env.cloud.assign_ipv4(primary.eni_id, 3)
+        everything = [primary.primary_ip, *more, a.primary_ip, *a.ipv4_addresses]
+        everything += [b.primary_ip, *b.ipv4_addresses]
+        assert len(everything) == len(set(everything)) == 12
+
+    def test_unknown_eni_is_not_found(self, env: CloudEnv) -> None:
+        cloud = env.cloud
+        expect_failure(FailureKind.NOT_FOUND, lambda: cloud.assign_ipv4(UNKNOWN_ENI, 1))
+        expect_failure(
+            FailureKind.NOT_FOUND, lambda: cloud.unassign_ipv4(UNKNOWN_ENI, ["10.0.0.77"])
+        )
+        expect_failure(FailureKind.NOT_FOUND, lambda: cloud.free_eni(UNKNOWN_ENI))
+
+    # -- subnets -----------------------------------------------------------------------------
+
+    def test_describe_subnets_by_id(self, env: CloudEnv) -> None:
+        [subnet] = env.cloud.describe_subnets([env.subnet_id])
+        primary = env.cloud.describe_enis(env.instance_id)[0]
+        assert subnet.subnet_id == env.subnet_id
+        assert subnet.cidr == primary.subnet_cidr
+        assert subnet.availability_zone
+        assert subnet.free_addresses > 0
+
+    def test_describe_unknown_subnet_is_not_found(self, env: CloudEnv) -> None:
+        expect_failure(FailureKind.NOT_FOUND, lambda: env.cloud.describe_subnets([UNKNOWN_SUBNET]))
+
+    def test_describe_subnets_by_discovery_tag(self, env: CloudEnv) -> None:
+        found = {s.subnet_id for s in env.cloud.describe_subnets(tag_key=SUBNET_DISCOVERY_TAG)}
+        assert env.subnet_id in found
+        assert env.untagged_subnet_id not in found
+        assert env.small_subnet_id not in found
+
+    # -- leaked ENIs -------------------------------------------------------------------------
+
+    def test_leaked_eni_is_found_only_after_five_minutes(self, env: CloudEnv) -> None:
+        leaked = env.make_leaked_eni(env.instance_id)
+        assert leaked not in env.cloud.find_leaked_enis(env.instance_id, env.now())
+        env.advance(FIVE_MINUTES + 1)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == [leaked]
+
+    def test_enis_of_other_instances_and_attached_enis_are_not_leaked(self, env: CloudEnv) -> None:
+        env.make_leaked_eni("i-0fedcba9876543210")
+        env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        env.advance(FIVE_MINUTES + 1)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == []
+
+    # -- limits (what moto does not enforce) -------------------------------------------------
+
+    def test_assign_beyond_the_per_eni_limit(self, env: CloudEnv) -> None:
+        self.requires("supports_limits")
+        room = limits_for(env.instance_type).ips_per_eni
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=room - 1)
+        expect_failure(FailureKind.LIMIT_EXCEEDED, lambda: env.cloud.assign_ipv4(eni.eni_id, 2))
+        assert len(env.cloud.assign_ipv4(eni.eni_id, 1)) == 1
+        expect_failure(FailureKind.LIMIT_EXCEEDED, lambda: env.cloud.assign_ipv4(eni.eni_id, 1))
+
+    def test_create_eni_beyond_max_enis_leaves_nothing_behind(self, env: CloudEnv) -> None:
+        self.requires("supports_limits")
+        for _ in range(limits_for(env.instance_type).max_enis - 1):
+            env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        before = {e.eni_id for e in env.cloud.describe_enis(env.instance_id)}
+        expect_failure(
+            FailureKind.LIMIT_EXCEEDED,
+            lambda: env.cloud.create_eni(env.instance_id, env.subnet_id, []),
+        )
+        assert {e.eni_id for e in env.cloud.describe_enis(env.instance_id)} == before
+        env.advance(FIVE_MINUTES + 1)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == []
+
+    # -- prefixes ----------------------------------------------------------------------------
+
+    def test_assign_and_unassign_prefixes(self, env: CloudEnv) -> None:
+        self.requires("supports_prefixes")
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        prefixes = env.cloud.assign_prefixes(eni.eni_id, 2)
+        assert len(set(prefixes)) == 2
+        for p in prefixes:
+            net = ipaddress.ip_network(p)  # strict: raises if not aligned
+            assert net.prefixlen == 28
+            assert net.subnet_of(ipaddress.ip_network(eni.subnet_cidr))  # type: ignore[arg-type]
+            assert ipaddress.ip_address(eni.primary_ip) not in net
+        described = find_eni(env, eni.eni_id)
+        assert set(described.ipv4_prefixes) == set(prefixes)
+        env.cloud.unassign_prefixes(eni.eni_id, prefixes[:1])
+        described = find_eni(env, eni.eni_id)
+        assert described.ipv4_prefixes == prefixes[1:]
+
+    def test_create_eni_with_prefixes(self, env: CloudEnv) -> None:
+        self.requires("supports_prefixes")
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], prefix_count=1)
+        assert len(eni.ipv4_prefixes) == 1
+        assert ipaddress.ip_address(eni.primary_ip) not in ipaddress.ip_network(
+            eni.ipv4_prefixes[0]
+        )
+
+    # -- subnet exhaustion -------------------------------------------------------------------
+
+    def test_free_address_count_follows_assignments(self, env: CloudEnv) -> None:
+        self.requires("supports_subnet_exhaustion")
+        [before] = env.cloud.describe_subnets([env.subnet_id])
+        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        [after] = env.cloud.describe_subnets([env.subnet_id])
+        assert after.free_addresses == before.free_addresses - 3
+        env.cloud.free_eni(eni.eni_id)
+        [freed] = env.cloud.describe_subnets([env.subnet_id])
+        assert freed.free_addresses == before.free_addresses
+
+    def test_small_subnet_runs_out(self, env: CloudEnv) -> None:
+        self.requires("supports_subnet_exhaustion")
+        [small] = env.cloud.describe_subnets([env.small_subnet_id])
+        assert small.free_addresses == 11
+        env.cloud.create_eni(env.instance_id, env.small_subnet_id, [], ipv4_count=6)  # 4 left
+        err = expect_failure(
+            FailureKind.SUBNET_FULL,
+            lambda: env.cloud.create_eni(env.instance_id, env.small_subnet_id, [], ipv4_count=4),
+        )
+        assert err.code == "InsufficientFreeAddressesInSubnet"
+        eni = env.cloud.create_eni(env.instance_id, env.small_subnet_id, [])  # 3 left
+        expect_failure(FailureKind.SUBNET_FULL, lambda: env.cloud.assign_ipv4(eni.eni_id, 4))
+        assert len(env.cloud.assign_ipv4(eni.eni_id, 3)) == 3
+        [full] = env.cloud.describe_subnets([env.small_subnet_id])
+        assert full.free_addresses == 0
+
+    def test_no_prefix_in_a_subnet_without_a_free_aligned_block(self, env: CloudEnv) -> None:
+        self.requires("supports_subnet_exhaustion")
+        self.requires("supports_prefixes")
+        eni = env.cloud.create_eni(env.instance_id, env.small_subnet_id, [])
+        expect_failure(FailureKind.SUBNET_FULL, lambda: env.cloud.assign_prefixes(eni.eni_id, 1))
+
+    # -- throttling --------------------------------------------------------------------------
+
+    def test_hammering_is_throttled_then_recovers(self, env: CloudEnv) -> None:
+        self.requires("supports_throttling")
+        error: CloudError | None = None
+        for _ in range(1000):
+            try:
+                env.cloud.describe_enis(env.instance_id)
+            except CloudError as err:
+                error = err
+                break
+        assert error is not None, "1000 back-to-back describes were never throttled"
+        assert error.kind is FailureKind.THROTTLED
+        assert error.code == "RequestLimitExceeded"
+        env.advance(60)
+        assert len(env.cloud.describe_enis(env.instance_id)) == 1
