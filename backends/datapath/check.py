@@ -41,9 +41,9 @@ def _has_route(ipr: IPRoute, dst: str | None, dst_len: int, oif: int, gateway: s
     return False
 
 
-def _rule_present(ipr: IPRoute, priority: int, ip: str, side: str, table: int) -> bool:
+def _rule_present(rules: list[Any], priority: int, ip: str, side: str, table: int) -> bool:
     attr = "FRA_DST" if side == "dst" else "FRA_SRC"
-    for r in ipr.get_rules(family=2):
+    for r in rules:
         rule_table = int(r.get_attr("FRA_TABLE") or r["table"])
         if (
             r.get_attr("FRA_PRIORITY") == priority
@@ -69,10 +69,11 @@ def _host_pieces(pod: PodNetwork, host: IPRoute) -> tuple[list[str], str | None]
             missing.append(E.HOST_VETH_MTU)
         if not _has_route(host, pod.ipv4, 32, link["index"], None):
             missing.append(E.HOST_ROUTE)
-    if not _rule_present(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst", MAIN_TABLE):
+    rules = list(host.get_rules(family=2))
+    if not _rule_present(rules, POD_RULE_TO_PRIORITY, pod.ipv4, "dst", MAIN_TABLE):
         missing.append(E.RULE_TO)
     if pod.route_table is not None and not _rule_present(
-        host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table
+        rules, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table
     ):
         missing.append(E.RULE_FROM)
     return missing, mac

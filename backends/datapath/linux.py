@@ -43,6 +43,7 @@ SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
+_TO_MAIN = {"priority": POD_RULE_TO_PRIORITY, "table": MAIN_TABLE}
 
 
 def _ignore(codes: tuple[int, ...], fn: Callable[[], Any]) -> bool:
@@ -57,13 +58,25 @@ def _ignore(codes: tuple[int, ...], fn: Callable[[], Any]) -> bool:
 
 
 def _link(ipr: IPRoute, name: str) -> Any | None:
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            return None
+        raise
 
 
 def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def _del_rules(ipr: IPRoute, priority: int, selector: dict[str, Any]) -> None:
+    """Delete every rule at ``priority`` with this selector, whatever its table (no dump:
+    a delete without table or action matches any; ENOENT ends the loop)."""
+    for _ in range(64):
+        if not _ignore(_GONE, lambda: ipr.rule("del", priority=priority, **selector)):
+            return
 
 
 def _rules(ipr: IPRoute, priority: int, ip: str, side: str) -> list[Any]:
@@ -243,8 +256,8 @@ class LinuxDatapath:
         host_idx = host_link["index"]
 
         self._step("setup_pod", "pod_link")
-        pod_idx = ns.link_lookup(ifname=pod.if_name)[0]
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        pod_idx = _link(ns, pod.if_name)["index"]
+        ns.link("set", index=1, state="up")  # lo is always index 1 in a namespace
         ns.link("set", index=pod_idx, state="up")
 
         self._step("setup_pod", "pod_address")
@@ -261,56 +274,24 @@ class LinuxDatapath:
         undo.append(lambda: host.route("del", dst=f"{pod.ipv4}/32", oif=host_idx, table=MAIN_TABLE))
 
         self._step("setup_pod", "rules")
-        if not _rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"):
-            host.rule(
-                "add",
-                priority=POD_RULE_TO_PRIORITY,
-                dst=pod.ipv4,
-                dst_len=32,
-                table=MAIN_TABLE,
-            )
-            undo.append(lambda: self._del_rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst"))
+        to_rule = {"dst": pod.ipv4, "dst_len": 32}
+        if _ignore((errno.EEXIST,), lambda: host.rule("add", **to_rule, **_TO_MAIN)):
+            undo.append(lambda: _del_rules(host, POD_RULE_TO_PRIORITY, to_rule))
         if pod.route_table is not None:
-            existing = _rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
-            if [r for r in existing if _rule_table(r) != pod.route_table]:
-                self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
-                existing = []
-            if not existing:
-                host.rule(
-                    "add",
-                    priority=POD_RULE_FROM_PRIORITY,
-                    src=pod.ipv4,
-                    src_len=32,
-                    table=pod.route_table,
-                )
-                undo.append(lambda: self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src"))
-
-    @staticmethod
-    def _del_rules(host: IPRoute, priority: int, ip: str, side: str) -> None:
-        for rule in _rules(host, priority, ip, side):
-            sel = {"dst": ip, "dst_len": 32} if side == "dst" else {"src": ip, "src_len": 32}
-            _ignore(
-                _GONE,
-                lambda sel=sel, rule=rule: host.rule(
-                    "del", priority=priority, table=_rule_table(rule), **sel
-                ),
-            )
+            # Replaces a stale "from" rule of this address (it may point at another table).
+            from_rule = {"src": pod.ipv4, "src_len": 32}
+            _del_rules(host, POD_RULE_FROM_PRIORITY, from_rule)
+            host.rule("add", priority=POD_RULE_FROM_PRIORITY, table=pod.route_table, **from_rule)
+            undo.append(lambda: _del_rules(host, POD_RULE_FROM_PRIORITY, from_rule))
 
     def teardown_pod(self, pod: PodNetwork) -> None:
         with self._lock, self._host() as host:
             try:
-                self._del_rules(host, POD_RULE_TO_PRIORITY, pod.ipv4, "dst")
-                self._del_rules(host, POD_RULE_FROM_PRIORITY, pod.ipv4, "src")
-                link = _link(host, pod.host_veth)
-                if link is not None:
-                    _ignore(
-                        _GONE,
-                        lambda: host.route(
-                            "del", dst=f"{pod.ipv4}/32", oif=link["index"], table=MAIN_TABLE
-                        ),
-                    )
-                    _ignore(_GONE, lambda: host.link("del", index=link["index"]))
-                self._teardown_pod_side(pod)
+                _del_rules(host, POD_RULE_TO_PRIORITY, {"dst": pod.ipv4, "dst_len": 32})
+                _del_rules(host, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
+                # Deleting the host end deletes the pod end and every route through it.
+                if not _ignore(_GONE, lambda: host.link("del", ifname=pod.host_veth)):
+                    self._teardown_pod_side(pod)
             except NetlinkError as exc:
                 raise E.DatapathError(f"teardown_pod {pod.host_veth}: {exc}") from exc
 

@@ -266,3 +266,15 @@ def test_no_file_descriptor_leak(linux_harness: LinuxHarness) -> None:
         h.datapath.pod_present(pod.netns_path, pod.host_veth)
         h.datapath.teardown_pod(pod)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_repeated_setup_keeps_one_copy_of_each_rule(linux_harness: LinuxHarness) -> None:
+    h = linux_harness
+    pod = make_pod(h, route_table=3)
+    h.datapath.setup_pod(pod)
+    h.datapath.setup_pod(pod)
+    h.datapath.setup_pod(PodNetwork(pod.netns_path, "eth0", pod.host_veth, pod.ipv4, route_table=5))
+    rules = h.ip("rule")
+    assert rules.count(f"to {pod.ipv4} lookup main") == 1
+    assert f"from {pod.ipv4} lookup 3" not in rules
+    assert rules.count(f"from {pod.ipv4} lookup 5") == 1
