@@ -63,7 +63,7 @@ class CloudEnv:
     untagged_subnet_id: str
     small_subnet_id: str
     now: Callable[[], float]
-    advance: Callable[[float], None]
+    advance: Callable[[float], object]
     make_leaked_eni: Callable[[str], str]
 
 
