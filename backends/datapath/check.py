@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from ipamcore.netspec import (

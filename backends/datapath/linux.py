@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from backends.datapath.check import check_pod_pieces
@@ -64,6 +64,13 @@ def _link(ipr: IPRoute, name: str) -> Any | None:
         if exc.code in _GONE:
             return None
         raise
+
+
+def _must_link(ipr: IPRoute, name: str) -> Any:
+    link = _link(ipr, name)
+    if link is None:
+        raise E.DatapathError(f"link {name} vanished")
+    return link
 
 
 def _kind(link: Any) -> str | None:
@@ -251,12 +258,12 @@ class LinuxDatapath:
             peer={"ifname": pod.if_name, "net_ns_fd": fd, "mtu": pod.mtu},
         )
         undo.append(lambda: host.link("del", ifname=pod.host_veth))
-        host_link = _link(host, pod.host_veth)
+        host_link = _must_link(host, pod.host_veth)
         host_mac = host_link.get_attr("IFLA_ADDRESS")
         host_idx = host_link["index"]
 
         self._step("setup_pod", "pod_link")
-        pod_idx = _link(ns, pod.if_name)["index"]
+        pod_idx = _must_link(ns, pod.if_name)["index"]
         ns.link("set", index=1, state="up")  # lo is always index 1 in a namespace
         ns.link("set", index=pod_idx, state="up")
 

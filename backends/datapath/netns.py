@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from backends.datapath.errors import DatapathError, NetnsNotFound
 

@@ -127,3 +127,40 @@ def test_deleting_host_veth_takes_pod_end_with_it() -> None:
     h.datapath.setup_pod(pod)
     h.break_piece(pod, E.HOST_VETH)
     assert E.POD_IF in h.datapath.check_pod(pod)
+
+
+# ---------------------------------------------------------------------- SNAT rules text
+
+SAVED = """*nat
+:POSTROUTING ACCEPT [0:0]
+:AWS-SNAT-CHAIN-0 - [0:0]
+-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0
+-A AWS-SNAT-CHAIN-0 -d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN
+COMMIT
+"""
+
+
+def test_restore_text_adds_the_jump_only_when_missing() -> None:
+    from backends.datapath.snat import has_jump, restore_text
+
+    assert has_jump(SAVED, "AWS-SNAT-CHAIN-0")
+    assert not has_jump(SAVED.replace("-j AWS-SNAT-CHAIN-0\n", "-j OTHER\n"), "AWS-SNAT-CHAIN-0")
+    text = restore_text("AWS-SNAT-CHAIN-0", "10.0.0.10", ("10.0.0.0/16",), with_jump=False)
+    assert "-A POSTROUTING" not in text
+    assert text.splitlines()[:3] == ["*nat", ":AWS-SNAT-CHAIN-0 - [0:0]", "-F AWS-SNAT-CHAIN-0"]
+    assert text.rstrip().endswith("COMMIT")
+    assert "-j SNAT --to-source 10.0.0.10 --random-fully" in text
+    with_jump = restore_text("AWS-SNAT-CHAIN-0", "10.0.0.10", ("10.0.0.0/16",), with_jump=True)
+    assert '-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0' in with_jump
+
+
+def test_removal_text_deletes_jump_and_chain() -> None:
+    from backends.datapath.snat import removal_text
+
+    assert removal_text(SAVED, "AWS-SNAT-CHAIN-0").splitlines() == [
+        "*nat",
+        '-D POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0',
+        "-F AWS-SNAT-CHAIN-0",
+        "-X AWS-SNAT-CHAIN-0",
+        "COMMIT",
+    ]

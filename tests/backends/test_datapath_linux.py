@@ -278,3 +278,19 @@ def test_repeated_setup_keeps_one_copy_of_each_rule(linux_harness: LinuxHarness)
     assert rules.count(f"to {pod.ipv4} lookup main") == 1
     assert f"from {pod.ipv4} lookup 3" not in rules
     assert rules.count(f"from {pod.ipv4} lookup 5") == 1
+
+
+def test_sysctl_writer_is_injectable_and_skippable(linux_harness: LinuxHarness) -> None:
+    from backends.datapath.sysctls import RecordingSysctlWriter
+
+    h = linux_harness
+    recorder = RecordingSysctlWriter()
+    dp = LinuxDatapath(host_netns=h.host_path, sysctl_writer=recorder)
+    dp.setup_node(NodeNetwork(PRIMARY_IP, VPC, external_snat=True))
+    assert recorder.values == {"net/ipv4/ip_forward": "1", "net/ipv4/conf/eth0/rp_filter": "2"}
+    assert h.sysctl("net/ipv4/ip_forward") == "0"  # the namespace itself was not touched
+    skipping = RecordingSysctlWriter()
+    LinuxDatapath(host_netns=h.host_path, sysctl_writer=skipping, apply_sysctls=False).setup_node(
+        NodeNetwork(PRIMARY_IP, VPC, external_snat=True)
+    )
+    assert skipping.values == {}
