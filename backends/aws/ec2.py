@@ -285,11 +285,15 @@ class Ec2Backend:
     def free_eni(self, eni_id: str) -> None:
         """Detach if attached, poll until available (bounded), delete (retried).
 
-        An ENI that is already gone counts as freed.
+        An ENI unknown at the start is NOT_FOUND; one that vanishes midway counts as freed.
         """
         raw = self._describe_one(eni_id)
         if raw is None:
-            return
+            raise CloudError(
+                FailureKind.NOT_FOUND,
+                f"network interface {eni_id} does not exist",
+                "InvalidNetworkInterfaceID.NotFound",
+            )
         attachment = raw.get("Attachment") or {}
         if attachment.get("AttachmentId") and raw.get("Status") != "available":
             try:

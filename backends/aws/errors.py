@@ -36,6 +36,9 @@ LIMIT_CODES = frozenset(
     }
 )
 
+# DescribeInstanceTypes answers an unknown type with InvalidInstanceType (no ".NotFound").
+NOT_FOUND_CODES = frozenset({"InvalidInstanceType"})
+
 
 def kind_for_code(code: str) -> FailureKind:
     """The failure kind of an EC2 error code."""
@@ -45,7 +48,7 @@ def kind_for_code(code: str) -> FailureKind:
         return FailureKind.SUBNET_FULL
     if code in LIMIT_CODES:
         return FailureKind.LIMIT_EXCEEDED
-    if code.endswith(".NotFound"):
+    if code.endswith(".NotFound") or code in NOT_FOUND_CODES:
         return FailureKind.NOT_FOUND
     return FailureKind.OTHER
 

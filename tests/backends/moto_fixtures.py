@@ -33,6 +33,7 @@ ZONE = "us-west-2a"
 VPC_CIDR = "10.0.0.0/16"
 SUBNET_CIDR = "10.0.0.0/20"
 OTHER_SUBNET_CIDR = "10.0.16.0/20"
+SMALL_SUBNET_CIDR = "10.0.32.0/28"  # only for listing: moto hangs when a subnet runs out
 MOTO_SERVER = Path("/work/venv/bin/moto_server")
 
 
@@ -74,6 +75,7 @@ class MotoEnv:
     vpc_id: str
     subnet_id: str
     other_subnet_id: str
+    small_subnet_id: str
     sg_id: str
     instance_id: str
     sleep: FakeSleep = attrs.field(factory=FakeSleep)
@@ -106,6 +108,7 @@ def build_world(kind: str, endpoint_url: str) -> MotoEnv:
         ],
     )["Subnet"]["SubnetId"]
     other = ec2.create_subnet(VpcId=vpc_id, CidrBlock=OTHER_SUBNET_CIDR, AvailabilityZone=ZONE)
+    small = ec2.create_subnet(VpcId=vpc_id, CidrBlock=SMALL_SUBNET_CIDR, AvailabilityZone=ZONE)
     sg_id = ec2.create_security_group(GroupName="pods", Description="pods", VpcId=vpc_id)["GroupId"]
     instance = ec2.run_instances(
         ImageId="ami-12345678",
@@ -122,6 +125,7 @@ def build_world(kind: str, endpoint_url: str) -> MotoEnv:
         vpc_id=vpc_id,
         subnet_id=subnet_id,
         other_subnet_id=other["Subnet"]["SubnetId"],
+        small_subnet_id=small["Subnet"]["SubnetId"],
         sg_id=sg_id,
         instance_id=instance["InstanceId"],
     )

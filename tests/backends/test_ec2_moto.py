@@ -103,7 +103,7 @@ def test_assign_returns_only_new_addresses_and_unassign_removes_them(moto_env: M
     assert backend.assign_ipv4(eni.eni_id, 0) == ()
 
 
-def test_free_eni_detaches_and_deletes_and_tolerates_a_missing_eni(moto_env: MotoEnv) -> None:
+def test_free_eni_detaches_and_deletes_then_is_not_found(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
     eni = backend.create_eni(moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
     backend.free_eni(eni.eni_id)
@@ -111,7 +111,9 @@ def test_free_eni_detaches_and_deletes_and_tolerates_a_missing_eni(moto_env: Mot
     with pytest.raises(Exception) as info:
         moto_env.client.describe_network_interfaces(NetworkInterfaceIds=[eni.eni_id])
     assert "NotFound" in str(info.value)
-    backend.free_eni(eni.eni_id)  # already gone: nothing to do
+    with pytest.raises(CloudError) as gone:
+        backend.free_eni(eni.eni_id)
+    assert gone.value.kind is FailureKind.NOT_FOUND
     assert moto_env.sleep.calls == []  # moto detaches at once: no polling needed
 
 
@@ -175,6 +177,9 @@ def test_describe_instance_type_reads_network_limits(moto_env: MotoEnv) -> None:
     assert limits.hypervisor == "nitro" and not limits.is_bare_metal
     assert limits.network_cards == ((0, 3),)
     assert limits.max_pods == 29
+    with pytest.raises(CloudError) as info:
+        moto_env.backend().describe_instance_type("no.such-type")
+    assert info.value.kind is FailureKind.NOT_FOUND and info.value.code == "InvalidInstanceType"
 
 
 def test_missing_eni_is_not_found(moto_env: MotoEnv) -> None:
