@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -37,7 +38,14 @@ class Checkpoint:
 
 
 def _to_ns(seconds: float) -> int:
-    return round(seconds * NS_PER_S)
+    """Unix seconds to nanoseconds, exactly (the float's exact value, rounded once)."""
+    return round(Fraction(seconds) * NS_PER_S)
+
+
+def _from_ns(ns: int) -> float:
+    """Nanoseconds to the nearest float (int / int division is correctly rounded), so a
+    present-day time survives the round trip bit for bit."""
+    return ns / NS_PER_S
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -103,7 +111,7 @@ def _decode_allocation(entry: object) -> Allocation:
         ),
         ipv4=ipv4,
         ipv6=ipv6,
-        allocated_at=_int_field(entry, "allocationTimestamp") / NS_PER_S,
+        allocated_at=_from_ns(_int_field(entry, "allocationTimestamp")),
     )
 
 
@@ -137,6 +145,6 @@ def decode(data: bytes | str) -> Checkpoint:
         if not isinstance(entry, dict):
             raise CheckpointError("a released address must be a JSON object")
         released.append(
-            (_str_field(entry, "address"), _int_field(entry, "releasedAt") / NS_PER_S)
+            (_str_field(entry, "address"), _from_ns(_int_field(entry, "releasedAt")))
         )
     return Checkpoint(allocations=allocations, released_at=tuple(released))

@@ -371,9 +371,15 @@ class Ipam:
 
     # ------------------------------------------------------- checkpoint
     def checkpoint(self) -> Checkpoint:
-        """The durable state: allocations and every known release time."""
+        """The durable state: allocations and every known release time.
+
+        ENI id and device index are not stored (upstream's format has no field for them); they
+        are derived again from the pool when the checkpoint is restored.
+        """
         return Checkpoint(
-            allocations=tuple(self.allocations()),
+            allocations=tuple(
+                attrs.evolve(a, eni_id="", device_index=0) for a in self.allocations()
+            ),
             released_at=tuple(sorted(self.pool.released_times())),
         )
 

@@ -1,0 +1,129 @@
+"""The checkpoint format: upstream files decode, our extras round-trip, bad input is typed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipamcore.checkpoint import Checkpoint, decode, encode
+from ipamcore.config import PoolConfig
+from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
+from ipamcore.ipam import Ipam
+from ipamcore.limits import limits_for
+from ipamcore.model import Allocation, AllocationKey, PodRef
+from tests.core.builders import eni, key, node, pod
+
+UPSTREAM = b"""{"version":"vpc-cni-ipam/1","allocations":[
+ {"networkName":"aws-cni","containerID":"6f1c1d2e","ifName":"eth0","ipv4":"10.0.0.10",
+  "allocationTimestamp":1700000000123456789,
+  "metadata":{"k8sPodNamespace":"kube-system","k8sPodName":"coredns-1"}},
+ {"networkName":"aws-cni","containerID":"77aa","ifName":"eth0","ipv4":"10.0.0.11",
+  "allocationTimestamp":1700000001000000000,"metadata":{}}]}"""
+
+
+def test_reads_a_file_written_by_the_upstream_daemon() -> None:
+    checkpoint = decode(UPSTREAM)
+    first, second = checkpoint.allocations
+    assert first.key == AllocationKey("aws-cni", "6f1c1d2e", "eth0")
+    assert first.pod == PodRef("kube-system", "coredns-1")
+    assert first.ipv4 == "10.0.0.10" and first.ipv6 is None
+    assert first.allocated_at == pytest.approx(1700000000.123456789)
+    assert second.pod == PodRef("", "")
+    assert checkpoint.released_at == ()
+
+
+def test_writes_upstream_field_names_and_keeps_release_times_in_an_extra_field() -> None:
+    ipam = node(enis=(eni(0, ips=2),))
+    ipam.assign(key(1), pod(1), 1700000000.5)
+    ipam.assign(key(2), pod(2), 1700000000.5)
+    ipam.release(key(2), 1700000010.25)
+    doc = json.loads(encode(ipam.checkpoint()))
+    assert doc["version"] == "vpc-cni-ipam/1"
+    assert set(doc["allocations"][0]) == {
+        "networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata"}
+    assert doc["allocations"][0]["allocationTimestamp"] == 1700000000500000000
+    assert doc["releasedAddresses"] == [{"address": "10.0.0.11", "releasedAt": 1700000010250000000}]
+
+
+def test_cooldowns_survive_a_restart() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=30), enis=(eni(0, ips=1),))
+    ipam.assign(key(1), pod(1), 0.0)
+    ipam.release(key(1), 100.0)
+    data = encode(ipam.checkpoint())
+    fresh = Ipam(PoolConfig(cooldown_s=30), limits_for("m5.large"))
+    fresh.load([eni(0, ips=1)], 110.0)
+    fresh.restore(decode(data), 110.0)
+    assert fresh.stats(110.0).cooling == 1
+    assert fresh.stats(130.0).available == 1
+
+
+def test_restore_drops_allocations_whose_pod_is_gone_and_cools_their_address() -> None:
+    ipam = node(enis=(eni(0, ips=3),))
+    ipam.assign(key(1), pod(1), 0.0)
+    ipam.assign(key(2), pod(2), 0.0)
+    fresh = node(enis=(eni(0, ips=3),))
+    report = fresh.restore(ipam.checkpoint(), 50.0, keep=lambda a: a.key != key(2))
+    assert [a.key for a in report.restored] == [key(1)]
+    assert [(a.key, why) for a, why in report.dropped] == [(key(2), "pod is gone")]
+    assert fresh.stats(50.0).cooling == 1
+    assert fresh.get(key(1)) is not None and fresh.get(key(1)).eni_id == "eni-0000"  # type: ignore[union-attr]
+
+
+def test_restore_drops_an_address_no_longer_on_any_eni() -> None:
+    checkpoint = Checkpoint(allocations=(
+        Allocation(key(1), pod(1), "10.9.9.9", None, 0.0),))
+    report = node(enis=(eni(0, ips=1),)).restore(checkpoint, 0.0)
+    assert report.dropped[0][1] == "address is on no ENI"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"", b"{", b"[]", b"null", b'{"version":"vpc-cni-ipam/1","allocations":{}}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[1]}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"ipv4":"10.0.0.1"}]}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":5}]}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a"}]}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":"1.1.1.1",'
+        b'"allocationTimestamp":"x"}]}',
+        b"\xff\xfe", b"[" * 100_000,
+    ],
+)
+def test_malformed_content_is_a_typed_error(data: bytes) -> None:
+    with pytest.raises(CheckpointError):
+        decode(data)
+
+
+def test_unknown_version_is_a_typed_error_naming_it() -> None:
+    with pytest.raises(UnsupportedCheckpointVersion, match="vpc-cni-ipam/2"):
+        decode(b'{"version":"vpc-cni-ipam/2","allocations":[]}')
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_decoder_never_raises_anything_but_checkpoint_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except CheckpointError:
+        pass
+
+
+names = st.text(st.characters(codec="utf-8"), max_size=20)
+
+
+@given(
+    st.lists(
+        st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names), max_size=5,
+        unique_by=lambda t: t[:3],
+    ).filter(lambda rows: all(r[1] for r in rows))
+)
+def test_round_trip_of_arbitrary_allocations(
+    rows: list[tuple[str, str, str, float, str, str]],
+) -> None:
+    checkpoint = Checkpoint(allocations=tuple(
+        Allocation(AllocationKey(n, c, i), PodRef(ns, p), f"10.0.0.{k}", None, t)
+        for k, (n, c, i, t, ns, p) in enumerate(rows)
+    ))
+    assert decode(encode(checkpoint)) == checkpoint

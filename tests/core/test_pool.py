@@ -1,0 +1,99 @@
+"""The address pool: idempotent ADD, no-op DEL, cooldown, packing order, lookups."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from ipamcore.config import PoolConfig
+from ipamcore.errors import PoolExhausted
+from ipamcore.model import AllocationKey
+from tests.core.builders import eni, key, node, pod
+
+
+def test_add_is_idempotent_and_del_of_unknown_key_is_a_noop() -> None:
+    ipam = node(enis=(eni(0, ips=3),))
+    first = ipam.assign(key(1), pod(1), 10.0)
+    assert ipam.assign(key(1), pod(1), 11.0) == first
+    assert ipam.stats(11.0).assigned == 1
+    assert ipam.release(key("unknown"), 12.0) is None
+    assert ipam.stats(12.0).assigned == 1
+
+
+def test_released_address_cools_down_and_is_not_available_meanwhile() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=30), enis=(eni(0, ips=1),))
+    address = ipam.assign(key(1), pod(1), 0.0).address
+    ipam.release(key(1), 100.0)
+    stats = ipam.stats(100.0)
+    assert (stats.cooling, stats.available) == (1, 0)
+    with pytest.raises(PoolExhausted):
+        ipam.assign(key(2), pod(2), 129.9)
+    assert ipam.assign(key(2), pod(2), 130.0).address == address
+    assert ipam.stats(130.0).cooling == 0
+
+
+def test_pods_are_packed_onto_the_lowest_eni_first() -> None:
+    ipam = node(enis=(eni(0, ips=2), eni(2, ips=2), eni(1, ips=2)))
+    got = [ipam.assign(key(i), pod(i), 0.0).eni_id for i in range(6)]
+    assert got == ["eni-0000"] * 2 + ["eni-0001"] * 2 + ["eni-0002"] * 2
+
+
+def test_among_equal_addresses_the_one_released_longest_ago_is_reused() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=10), enis=(eni(0, ips=3),))
+    a = [ipam.assign(key(i), pod(i), 0.0).address for i in range(3)]
+    ipam.release(key(2), 1.0)
+    ipam.release(key(0), 2.0)
+    ipam.release(key(1), 3.0)
+    order = [ipam.assign(key(10 + i), pod(10 + i), 100.0).address for i in range(3)]
+    assert order == [a[2], a[0], a[1]]
+
+
+def test_never_used_addresses_come_before_reused_ones() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=0), enis=(eni(0, ips=2),))
+    first = ipam.assign(key(1), pod(1), 0.0).address
+    ipam.release(key(1), 1.0)
+    assert ipam.assign(key(2), pod(2), 2.0).address != first
+
+
+def test_prefixes_fill_in_order_so_later_prefixes_drain() -> None:
+    ipam = node(config=PoolConfig(prefix_delegation=True), instance_type="m5.large",
+                enis=(eni(0, prefixes=2),))
+    first, second = ip_network("10.0.100.0/28"), ip_network("10.0.100.16/28")
+    got = [ip_address(ipam.assign(key(i), pod(i), 0.0).address) for i in range(17)]
+    assert all(a in first for a in got[:16])
+    assert got[16] in second
+
+
+def test_find_by_pod() -> None:
+    ipam = node(enis=(eni(0, ips=3),))
+    ipam.assign(AllocationKey("aws-cni", "c1", "eth0"), pod("a"), 0.0)
+    ipam.assign(AllocationKey("aws-cni", "c1", "eth1"), pod("a"), 0.0)
+    ipam.assign(key(2), pod("b"), 0.0)
+    assert [a.key.if_name for a in ipam.find_by_pod("default", "pod-a")] == ["eth0", "eth1"]
+    ipam.release(AllocationKey("aws-cni", "c1", "eth0"), 1.0)
+    assert [a.key.if_name for a in ipam.find_by_pod("default", "pod-a")] == ["eth1"]
+    assert ipam.find_by_pod("default", "nobody") == []
+
+
+def test_excluded_enis_carry_no_pod_addresses() -> None:
+    unmanaged = eni(1, ips=3, tags=(("node.k8s.amazonaws.com/no_manage", "true"),))
+    ipam = node(enis=(eni(0), unmanaged))
+    assert ipam.stats(0.0).total == 0
+    assert ipam.stats(0.0).enis == 2  # still counts against the ENI limit
+    with pytest.raises(PoolExhausted):
+        ipam.assign(key(1), pod(1), 0.0)
+
+
+def test_ipv6_mode_hands_out_addresses_from_the_eni_prefix() -> None:
+    primary = eni(0)
+    import attrs
+
+    primary = attrs.evolve(primary, ipv6_prefixes=("2600:1f14::/80",))
+    ipam = node(config=PoolConfig(ipv6=True), enis=(primary,))
+    a = ipam.assign(key(1), pod(1), 0.0)
+    b = ipam.assign(key(2), pod(2), 0.0)
+    assert (a.ipv6, b.ipv6) == ("2600:1f14::1", "2600:1f14::2")
+    assert a.ipv4 is None
+    assert ipam.plan(0.0) == []
+    assert ipam.release(key(1), 1.0) == a
