@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cni"))
 sys.path.insert(0, str(REPO))
 
-from cni_fake_ipamd import FakeIpamd  # noqa: E402
+from tests.cni.cni_fake_ipamd import FakeIpamd  # noqa: E402
 
 TARGET_RATIO = 1.5
 

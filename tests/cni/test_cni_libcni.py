@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_fake_ipamd import FakeIpamd
-from conftest import SHIPPED_CONFLIST, SYSTEM_CNI_DIR
 
 from adapters import protocol as p
+from tests.cni.cni_fake_ipamd import FakeIpamd
+from tests.cni.helpers import SHIPPED_CONFLIST, SYSTEM_CNI_DIR
 
 ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-abc12"
 

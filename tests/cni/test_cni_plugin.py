@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_fake_ipamd import FakeIpamd
-from conftest import PluginExec, PluginRun
 
 from adapters import protocol as p
+from tests.cni.cni_fake_ipamd import FakeIpamd
+from tests.cni.helpers import PluginExec, PluginRun
 
 
 def conf_for(
@@ -33,7 +33,7 @@ def conf_for(
 
 def assert_error(run: PluginRun, code: int, version: str = "1.0.0") -> dict[str, Any]:
     assert run.rc == 1, run.stdout + run.stderr
-    err = run.json
+    err: dict[str, Any] = run.json
     assert set(err) == {"cniVersion", "code", "msg", "details"}
     assert err["code"] == code, err
     assert err["cniVersion"] == version
@@ -231,7 +231,7 @@ def test_add_invalid_environment(
     run_plugin: PluginExec,
     fake_ipamd: FakeIpamd,
     short_tmp: Path,
-    env: dict[str, str],
+    env: dict[str, Any],
     needle: str,
 ) -> None:
     err = assert_error(run_plugin("ADD", conf_for(fake_ipamd, short_tmp), **env), 4)

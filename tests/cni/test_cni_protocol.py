@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_fake_ipamd import FakeIpamd
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters import protocol as p
+from tests.cni.cni_fake_ipamd import FakeIpamd
 
 
 def add_req(**kw: Any) -> p.Request:
@@ -338,7 +338,6 @@ def test_encode_rejects_invalid_request() -> None:
 
 
 @given(st.binary(max_size=512))
-@settings(max_examples=300, deadline=None)
 def test_fuzz_bytes_never_escape_as_other_exceptions(data: bytes) -> None:
     for fn in (p.decode_request, p.decode_reply):
         try:
@@ -371,7 +370,6 @@ field_names = st.sampled_from(
 
 
 @given(st.dictionaries(field_names, json_values | st.sampled_from(["add", "del", "gc", 1])))
-@settings(max_examples=300, deadline=None)
 def test_fuzz_structured_requests(obj: dict[str, Any]) -> None:
     base = good_obj()
     base.update(obj)
@@ -389,7 +387,6 @@ def test_fuzz_structured_requests(obj: dict[str, Any]) -> None:
 
 
 @given(st.text(max_size=300))
-@settings(max_examples=300, deadline=None)
 def test_fuzz_validators(s: str) -> None:
     for fn in (
         p.validate_container_id,
