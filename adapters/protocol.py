@@ -21,6 +21,22 @@ Reply::
     {"version": 1, "ok": false, "error": {"code": "<ERR_*>", "message": str}}
 
 Every rejection of outside input is a :class:`ProtocolError` carrying one of the ``ERR_*`` codes.
+
+For the daemon:
+
+- Serve with ``asyncio.start_unix_server(handle, path, limit=MAX_MESSAGE_SIZE)``; in ``handle``,
+  ``req = await read_request_async(reader)`` (or ``decode_request(frame)`` on bytes you read
+  yourself), then write ``encode_reply(Reply.success(AddResult(...).to_dict()))`` or
+  ``error_reply(code, message)`` and close. On ``ProtocolError e`` reply
+  ``error_reply(e.code, e.message)``. Requests are validated: names are safe to use in paths and
+  netlink calls, netns paths are normalized and under :data:`NETNS_ALLOWED_PREFIXES`.
+- DEL must be idempotent (unknown attachment -> ok, or ``not_found`` which the plugin treats as
+  success). CHECK of an unknown attachment -> ``not_found`` (CNI error 3).
+- Pending DELs: the plugin records a DEL it could not deliver (:func:`write_pending_del`). At
+  start the daemon should bind and listen first, then ``for req in read_pending_dels(dir)``:
+  release it exactly like a DEL, then ``remove_pending_del(dir, req)``; then accept. (A plugin
+  whose connect fails before the listen writes its record before the scan.) Rescanning
+  periodically, e.g. in the reconcile loop, closes the remaining race.
 """
 
 from __future__ import annotations
@@ -712,6 +728,23 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
         buf += chunk
         if len(buf) >= max_size:
             raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {max_size} bytes")
+
+
+async def read_request_async(reader: Any) -> Request:
+    """Read and decode one request from an ``asyncio.StreamReader`` created with
+    ``limit=MAX_MESSAGE_SIZE``. Raises ProtocolError (``too_large``, ``bad_request``, ...)."""
+    import asyncio
+
+    try:
+        frame = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {MAX_MESSAGE_SIZE} bytes") from None
+    except asyncio.IncompleteReadError as e:
+        raise ProtocolError(
+            ERR_BAD_REQUEST,
+            "connection closed before the newline" if e.partial else "connection closed",
+        ) from None
+    return decode_request(frame)
 
 
 def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> Reply:

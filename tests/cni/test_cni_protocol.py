@@ -600,3 +600,39 @@ def test_read_pending_dels_skips_hostile_files(tmp_path: Path) -> None:
         ]
     )
     assert all(isinstance(e, p.ProtocolError) and e.message for _, e in errors)
+
+
+async def test_read_request_async(short_tmp: Path) -> None:
+    import asyncio
+
+    outcomes: list[p.Request | p.ProtocolError] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            req = await p.read_request_async(reader)
+            outcomes.append(req)
+            writer.write(p.encode_reply(p.Reply.success()))
+        except p.ProtocolError as e:
+            outcomes.append(e)
+            writer.write(p.error_reply(e.code, e.message))
+        await writer.drain()
+        writer.close()
+
+    path = str(short_tmp / "a.sock")
+    server = await asyncio.start_unix_server(handle, path, limit=p.MAX_MESSAGE_SIZE)
+    async with server:
+        for payload in [
+            p.encode_request(add_req()),
+            b"x" * (p.MAX_MESSAGE_SIZE + 1),
+            b'{"version": 1',
+            b"",
+            b"{}\n",
+        ]:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(payload)
+            writer.write_eof()
+            await reader.read()
+            writer.close()
+    assert outcomes[0] == add_req()
+    codes = [o.code for o in outcomes[1:] if isinstance(o, p.ProtocolError)]
+    assert codes == [p.ERR_TOO_LARGE, p.ERR_BAD_REQUEST, p.ERR_BAD_REQUEST, p.ERR_BAD_REQUEST]
