@@ -21,7 +21,10 @@ instance, an EC2 view (:class:`FakeEc2`, a ``CloudPort``) and a metadata view
 from __future__ import annotations
 
 import datetime
+import functools
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Concatenate, ParamSpec, TypeVar
 
 from backends.fakecloud.buckets import Throttle
 from backends.fakecloud.ec2 import FakeEc2
@@ -45,6 +48,23 @@ DEFAULT_SECURITY_GROUP = "sg-00000000000000001"
 UNKNOWN_TYPE_LIMITS = InstanceLimits("unknown", max_enis=1, ipv4_per_eni=50)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def locked(
+    method: Callable[Concatenate[FakeCloud, P], T],
+) -> Callable[Concatenate[FakeCloud, P], T]:
+    """Run a method under the cloud's lock (ports are called from worker threads)."""
+
+    @functools.wraps(method)
+    def wrapper(self: FakeCloud, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def rfc3339(seconds: float) -> str:
     """Upstream's createdAt tag format (Go's time.RFC3339, UTC)."""
     moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
@@ -66,6 +86,7 @@ class FakeCloud:
         default_latency: float = 0.0,
         observer: CallObserver | None = None,
     ) -> None:
+        self.lock = threading.RLock()  # one EC2 action at a time, atomically
         self.vpc = Vpc(vpc_cidrs)
         self.vpc.on_change = self._on_change
         self.region = region
@@ -88,6 +109,7 @@ class FakeCloud:
         """Virtual Unix time in seconds."""
         return self._clock() if self._clock is not None else self._now
 
+    @locked
     def advance(self, seconds: float) -> float:
         """Move the virtual clock forward; returns the new time."""
         if self._clock is not None:
@@ -171,6 +193,7 @@ class FakeCloud:
 
     # -- setup -------------------------------------------------------------------------------
 
+    @locked
     def add_subnet(
         self,
         cidr: str,
@@ -185,6 +208,7 @@ class FakeCloud:
         """Teach DescribeInstanceTypes (and launch_instance) a type missing from the table."""
         self.vpc.custom_types[limits.instance_type] = limits
 
+    @locked
     def launch_instance(
         self,
         instance_type: str,
@@ -207,6 +231,7 @@ class FakeCloud:
             self.metadata_history.record(iid, BEGINNING, self.metadata_snapshot(iid))
         return iid
 
+    @locked
     def terminate_instance(self, instance_id: str) -> None:
         """ENIs with DeleteOnTermination go; others are detached and left available."""
         self.vpc.terminate(instance_id)
@@ -222,19 +247,24 @@ class FakeCloud:
 
     # -- ground truth ------------------------------------------------------------------------
 
+    @locked
     def eni(self, eni_id: str) -> ObservedEni:
         """An ENI as it is right now (attached or not); NOT_FOUND if it does not exist."""
         return self.vpc.eni(eni_id).observe()
 
+    @locked
     def eni_status(self, eni_id: str) -> str:
         return self.vpc.eni(eni_id).status
 
+    @locked
     def enis_of(self, instance_id: str) -> list[ObservedEni]:
         return [e.observe() for e in self.vpc.attached_enis(instance_id)]
 
+    @locked
     def free_addresses(self, subnet_id: str) -> int:
         return self.vpc.subnet(subnet_id).free_count
 
+    @locked
     def metadata_snapshot(self, instance_id: str) -> Snapshot:
         """What IMDS would show with no lag."""
         inst = self.vpc.instances[instance_id]
@@ -281,6 +311,7 @@ class FakeCloud:
             ipv6_prefix,
         )
 
+    @locked
     def create_detached_eni(
         self, instance_id: str, subnet_id: str = "", ipv4_count: int = 0,
         tags: Mapping[str, str] | None = None,
@@ -298,6 +329,7 @@ class FakeCloud:
             ENI_DESCRIPTION_PREFIX + instance_id, self.now, UNKNOWN_TYPE_LIMITS, ipv4_count,
         ).eni_id  # fmt: skip
 
+    @locked
     def add_eni(
         self,
         instance_id: str,
@@ -322,16 +354,20 @@ class FakeCloud:
             raise
         return eni.eni_id
 
+    @locked
     def attach_eni(self, eni_id: str, instance_id: str, device_index: int) -> None:
         self.vpc.attach(eni_id, instance_id, device_index)
 
+    @locked
     def detach_eni(self, eni_id: str) -> None:
         self.vpc.detach(eni_id)
 
+    @locked
     def delete_eni(self, eni_id: str) -> None:
         """Delete an available ENI (an attached one raises InvalidNetworkInterface.InUse)."""
         self.vpc.delete(eni_id)
 
+    @locked
     def remove_eni(self, eni_id: str) -> None:
         """Detach (if attached) and delete, behind the agent's back."""
         eni = self.vpc.eni(eni_id)
@@ -339,17 +375,22 @@ class FakeCloud:
             self.vpc.detach(eni_id)
         self.vpc.delete(eni_id)
 
+    @locked
     def add_address(self, eni_id: str, address: str) -> None:
         self.vpc.add_address(eni_id, address)
 
+    @locked
     def remove_address(self, eni_id: str, address: str) -> None:
         self.vpc.unassign_ipv4(eni_id, [address])
 
+    @locked
     def add_prefix(self, eni_id: str, prefix: str) -> None:
         self.vpc.add_prefix(eni_id, prefix)
 
+    @locked
     def remove_prefix(self, eni_id: str, prefix: str) -> None:
         self.vpc.unassign_prefixes(eni_id, [prefix])
 
+    @locked
     def set_eni_tags(self, eni_id: str, tags: Mapping[str, str]) -> None:
         self.vpc.set_tags(eni_id, tags)

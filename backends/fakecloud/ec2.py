@@ -46,8 +46,9 @@ class FakeEc2:
         latency = cloud.latency_for(action)
         self.last_latency_s += latency
         try:
-            cloud.gate(action, self.instance_id, target)
-            result = fn(*args, **kwargs)
+            with cloud.lock:
+                cloud.gate(action, self.instance_id, target)
+                result = fn(*args, **kwargs)
         except CloudError as err:
             self._emit(CallRecord(action, latency, err.kind.value, err.code))
             raise

@@ -71,7 +71,8 @@ class FakeMetadata:
 
     def identity(self) -> InstanceIdentity:
         cloud = self._cloud
-        inst = cloud.vpc.instances[self.instance_id]
+        with cloud.lock:
+            inst = cloud.vpc.instances[self.instance_id]
         return InstanceIdentity(
             instance_id=inst.instance_id,
             instance_type=inst.limits.instance_type,
@@ -84,8 +85,10 @@ class FakeMetadata:
     def enis(self) -> list[ObservedEni]:
         """Attached ENIs by device index, as of ``metadata_lag`` seconds ago."""
         cloud = self._cloud
-        if cloud.metadata_lag > 0:
-            snapshot = cloud.metadata_history.view(self.instance_id, cloud.now - cloud.metadata_lag)
-            if snapshot is not None:
-                return list(snapshot)
-        return list(cloud.metadata_snapshot(self.instance_id))
+        with cloud.lock:
+            if cloud.metadata_lag > 0:
+                at = cloud.now - cloud.metadata_lag
+                snapshot = cloud.metadata_history.view(self.instance_id, at)
+                if snapshot is not None:
+                    return list(snapshot)
+            return list(cloud.metadata_snapshot(self.instance_id))

@@ -3,6 +3,9 @@ virtual time, metadata lag, /28 fragmentation, fault injection, buckets shared b
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -407,3 +410,32 @@ def test_addresses_stay_unique_and_counted(ops: list[tuple[str, int]]) -> None:
     assert all(4 <= a <= 126 for a in held)
     assert n.cloud.free_addresses(n.subnet) == 128 - 5 - len(held)
     assert all(e.tag_map.get(INSTANCE_ID_TAG) in (None, n.iid) for e in n.cloud.enis_of(n.iid))
+
+
+def test_ports_can_be_called_from_several_threads() -> None:
+    n = node(throttling=False)
+    enis = [n.primary] + [n.port.create_eni(n.iid, n.subnet, []).eni_id for _ in range(3)]
+    free = n.cloud.free_addresses(n.subnet)
+    clashes: list[str] = []
+
+    def churn(eni: str) -> None:
+        port = n.cloud.port(n.iid)
+        for _ in range(300):
+            got = port.assign_ipv4(eni, 5)
+            owners = [e.eni_id for e in n.cloud.enis_of(n.iid) if got[0] in e.ipv4_addresses]
+            if owners != [eni]:
+                clashes.append(got[0])
+            port.unassign_ipv4(eni, got)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=churn, args=(e,)) for e in enis]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert clashes == []
+    assert n.cloud.free_addresses(n.subnet) == free
