@@ -209,9 +209,10 @@ class Ec2Backend:
 
     def _attach(self, instance_id: str, eni_id: str) -> tuple[str, int]:
         """Attach at the lowest free device index (>= 1); on a race, re-describe and retry."""
-        taken = self._used_device_indexes(instance_id)
         last: CloudError | None = None
+        taken: set[int] = set()
         for _ in range(self._attach_attempts):
+            taken |= self._used_device_indexes(instance_id)
             index = 1
             while index in taken:
                 index += 1
@@ -227,7 +228,7 @@ class Ec2Backend:
                 if not is_device_index_conflict(err):
                     raise
                 last = err
-                taken = self._used_device_indexes(instance_id) | {index}
+                taken.add(index)  # and re-describe: someone else attached meanwhile
         assert last is not None
         raise CloudError(last.kind, f"no free device index: {last.message}", last.code)
 
