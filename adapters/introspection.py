@@ -1,0 +1,215 @@
+"""Introspection HTTP API (aiohttp), in upstream's shapes, plus the metrics endpoint server.
+
+Endpoints (GET): ``/v1/enis`` (upstream's ENI datastore dump, container ids blanked as
+upstream v1.23.0 does), ``/v1/pods``, ``/v1/ipamd-env-settings``,
+``/v1/networkutils-env-settings`` and ``/stats`` (pool figures and EC2 calls by action and
+outcome). The server refuses a non-loopback address unless explicitly allowed: the dump
+names every pod on the node.
+
+The daemon's state is read through the small :class:`IntrospectionSource` protocol, so this
+module does not depend on the daemon package.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from backends.observe import CallCounter
+from ipamcore.views import AddressView, EniView, PoolStats
+
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+IPAMD_ENV = (
+    "WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "WARM_PREFIX_TARGET",
+    "ENABLE_PREFIX_DELEGATION", "MAX_ENI", "IP_COOLDOWN_PERIOD",
+    "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_SUBNET", "ENI_CONFIG_SECURITY_GROUPS",
+    "ENABLE_SUBNET_DISCOVERY", "CLUSTER_NAME", "ADDITIONAL_ENI_TAGS",
+    "AWS_VPC_K8S_CNI_BACKING_STORE", "INTROSPECTION_BIND_ADDRESS", "DISABLE_INTROSPECTION",
+    "DISABLE_METRICS", "DISABLE_LEAKED_ENI_CLEANUP", "AWS_VPC_K8S_CNI_LOGLEVEL",
+    "AWS_EC2_ENDPOINT", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "IPAMD_SOCKET",
+    "IPAMD_PENDING_DEL_DIR", "IPAMD_DATAPATH", "IPAMD_CLOUD", "AWS_REGION",
+)  # fmt: skip
+NETWORKUTILS_ENV = (
+    "AWS_VPC_K8S_CNI_EXTERNALSNAT", "AWS_VPC_K8S_CNI_RANDOMIZESNAT", "AWS_VPC_ENI_MTU",
+    "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+)  # fmt: skip
+
+
+class IntrospectionSource(Protocol):
+    """What introspection reads from the daemon."""
+
+    def eni_views(self) -> list[EniView]: ...
+
+    def stats(self) -> PoolStats: ...
+
+    @property
+    def calls(self) -> CallCounter: ...
+
+
+def go_time(seconds: float | None) -> str:
+    """RFC 3339 with nanoseconds, UTC (Go's time.Time JSON); Go's zero time for None."""
+    if seconds is None:
+        return GO_ZERO_TIME
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+def go_cidr(cidr: str) -> dict[str, str]:
+    """Go's net.IPNet in JSON: IP as text, Mask as base64 bytes."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return {
+        "IP": str(net.network_address),
+        "Mask": base64.b64encode(net.netmask.packed).decode(),
+    }
+
+
+def _address_entry(a: AddressView) -> dict[str, Any]:
+    key, pod = a.key, a.pod
+    return {
+        "Address": a.address,
+        "IPAMKey": {
+            "networkName": key.network_name if key else "",
+            "containerID": "",
+            "ifName": key.if_name if key else "",
+        },
+        "IPAMMetadata": {
+            "k8sPodNamespace": pod.namespace if pod else "",
+            "k8sPodName": pod.name if pod else "",
+        },
+        "AssignedTime": go_time(a.assigned_at),
+        "UnassignedTime": go_time(a.released_at),
+    }
+
+
+def enis_document(views: list[EniView]) -> dict[str, Any]:
+    """Upstream's ``/v1/enis`` document."""
+    enis: dict[str, Any] = {}
+    total = assigned = 0
+    for view in views:
+        cidrs: dict[str, Any] = {}
+        for block in view.blocks:
+            cidr = block.block_id if "/" in block.block_id else f"{block.block_id}/32"
+            shown = [a for a in block.addresses if a.state == "assigned" or a.released_at]
+            cidrs[cidr] = {
+                "Cidr": go_cidr(cidr),
+                "IPAddresses": {a.address: _address_entry(a) for a in shown},
+                "IsPrefix": block.is_prefix,
+                "AddressFamily": "4",
+            }
+        if not view.excluded:
+            total += view.total
+            assigned += view.assigned
+        enis[view.eni_id] = {
+            "ID": view.eni_id,
+            "IsPrimary": view.is_primary,
+            "IsTrunk": view.is_trunk,
+            "IsEFA": view.is_efa,
+            "DeviceNumber": view.device_index,
+            "AvailableIPv4Cidrs": cidrs,
+        }
+    return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
+
+
+def pods_document(views: list[EniView]) -> dict[str, Any]:
+    """Pods by ``namespace/name/ifname``: address, ENI, device (container ids blanked)."""
+    pods: dict[str, Any] = {}
+    for view in views:
+        for block in view.blocks:
+            for a in block.addresses:
+                if a.state != "assigned" or a.key is None:
+                    continue
+                ns, name = (a.pod.namespace, a.pod.name) if a.pod else ("", "")
+                pods[f"{ns}/{name}/{a.key.if_name}"] = {
+                    "Namespace": ns, "Name": name, "Container": "",
+                    "NetworkName": a.key.network_name, "IfName": a.key.if_name,
+                    "IP": a.address, "ENI": view.eni_id, "DeviceNumber": view.device_index,
+                    "AssignedTime": go_time(a.assigned_at),
+                }  # fmt: skip
+    return pods
+
+
+def stats_document(stats: PoolStats, calls: CallCounter) -> dict[str, Any]:
+    by_action: dict[str, dict[str, int]] = {}
+    for (action, outcome), n in sorted(calls.counts.items()):
+        by_action.setdefault(action, {})[outcome] = n
+    return {
+        "enis": stats.enis, "max_enis": stats.max_enis, "total": stats.total,
+        "assigned": stats.assigned, "cooling": stats.cooling, "available": stats.available,
+        "leaving": stats.leaving, "prefixes": stats.prefixes, "pending": stats.pending,
+        "in_flight": stats.in_flight, "max_pods": stats.max_pods,
+        "ec2_calls": by_action, "ec2_calls_total": calls.total(),
+    }  # fmt: skip
+
+
+def env_subset(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {name: env[name] for name in names if name in env}
+
+
+def make_app(source: IntrospectionSource, env: Mapping[str, str]) -> web.Application:
+    env = dict(env)
+
+    def route(build: Callable[[], Any]) -> Callable[[web.Request], Any]:
+        async def handler(_request: web.Request) -> web.Response:
+            return web.json_response(build())
+
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/v1/enis", route(lambda: enis_document(source.eni_views())))
+    app.router.add_get("/v1/pods", route(lambda: pods_document(source.eni_views())))
+    app.router.add_get("/v1/ipamd-env-settings", route(lambda: env_subset(env, IPAMD_ENV)))
+    app.router.add_get(
+        "/v1/networkutils-env-settings", route(lambda: env_subset(env, NETWORKUTILS_ENV))
+    )
+    app.router.add_get("/stats", route(lambda: stats_document(source.stats(), source.calls)))
+    return app
+
+
+def make_metrics_app(exposition: Callable[[], tuple[bytes, str]]) -> web.Application:
+    async def metrics(_request: web.Request) -> web.Response:
+        body, content_type = exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """An aiohttp app on host:port (port 0: any free port, see :attr:`port`)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._runner = web.AppRunner(app, access_log=None)
+        self.port = 0
+
+    async def start(self, host: str, port: int, allow_non_loopback: bool = True) -> int:
+        if not allow_non_loopback and not is_loopback(host):
+            raise ValueError(
+                f"refusing to serve introspection on non-loopback {host}; "
+                "set INTROSPECTION_ALLOW_NON_LOOPBACK=true to allow it"
+            )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or ()
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,283 @@
+"""The node agent: drives the core's :class:`~ipamcore.ipam.Ipam` from asyncio.
+
+Threading: every Ipam call happens on the event loop thread (Ipam is not thread-safe); cloud
+and datapath calls run in worker threads (``asyncio.to_thread``). The request handlers live in
+:mod:`adapters.ipamd.handlers`, start-up in :mod:`adapters.ipamd.startup`, the timers in
+:mod:`adapters.ipamd.loops`; this module holds the state they share and the effect runner.
+
+Effects: :meth:`Agent.run_policy` asks ``Ipam.plan(now, waiting)`` and starts one task per
+effect; each task performs the effect via the cloud port in a thread and feeds the outcome
+back with ``Ipam.apply``. After ``EniCreated`` the new ENI is set up in the datapath before
+waiting ADDs are woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+
+from adapters.ipamd.clock import Clock
+from adapters.ipamd.group_commit import GroupCommitter
+from adapters.ipamd.hints import NetnsHints
+from adapters.ipamd.settings import Settings
+from adapters.metrics import Metrics
+from backends.observe import CallCounter, CallRecord
+from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
+from ipamcore.errors import CloudError, FailureKind
+from ipamcore.events import (
+    AddressesAssigned,
+    AddressesUnassigned,
+    EffectFailed,
+    EniCreated,
+    EniFreed,
+    Outcome,
+)
+from ipamcore.ipam import Ipam
+from ipamcore.model import Allocation, AllocationKey, InstanceIdentity, ObservedEni
+from ipamcore.netspec import EniNetwork, route_table_for_device
+from ipamcore.ports import CheckpointStore, CloudPort, DatapathPort, MetadataPort
+from ipamcore.views import EniView, PoolStats
+
+
+@attrs.define
+class Ports:
+    """The backends the agent drives."""
+
+    cloud: CloudPort
+    metadata: MetadataPort
+    datapath: DatapathPort
+    store: CheckpointStore
+
+
+class KeyLocks:
+    """One asyncio.Lock per allocation key, dropped when nobody holds or waits for it, so
+    two requests for the same pod interface never interleave."""
+
+    def __init__(self) -> None:
+        self._locks: dict[AllocationKey, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: AllocationKey) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Agent:
+    """The daemon's state: the core, the ports, the commit writer and bookkeeping."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ports: Ports,
+        clock: Clock,
+        log: Any,
+        metrics: Metrics | None = None,
+        calls: CallCounter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.clock = clock
+        self.log = log
+        self.metrics = metrics or Metrics()
+        self.calls = calls if calls is not None else CallCounter()
+        self.hints = NetnsHints(settings.checkpoint_path + ".netns")
+        self.committer = GroupCommitter(_HintedStore(ports.store, self.hints), self._snapshot)
+        self.key_locks = KeyLocks()
+        self.ipam: Ipam | None = None
+        self.identity: InstanceIdentity | None = None
+        self.ready = False
+        self.stopping = False
+        self.started_at = time.monotonic()
+        self.waiting = 0
+        self.kicked = asyncio.Event()
+        self._pool_event = asyncio.Event()
+        self._effects: set[asyncio.Task[None]] = set()
+        self._enis_to_set_up: set[str] = set()
+        self.quarantine_until = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def core(self) -> Ipam:
+        if self.ipam is None:
+            raise RuntimeError("the agent has not started")
+        return self.ipam
+
+    def observe_call(self, record: CallRecord) -> None:
+        """CallObserver for the cloud backend: counts for /stats, metrics for Prometheus."""
+        self.calls(record)
+        self.metrics.observe_call(record)
+
+    def _snapshot(self) -> Any:
+        return self.core.checkpoint()
+
+    def stats(self) -> PoolStats:
+        return self.core.stats(self.clock.now())
+
+    def eni_views(self) -> list[EniView]:
+        return self.core.eni_views(self.clock.now())
+
+    def kick(self) -> None:
+        """Run the pool policy now (an ADD found the pool short, or state changed)."""
+        self.kicked.set()
+
+    def pool_event(self) -> asyncio.Event:
+        """An event set at the next change that may free an address for a waiting ADD."""
+        return self._pool_event
+
+    def notify_pool_changed(self) -> None:
+        self._pool_event.set()
+        self._pool_event = asyncio.Event()
+
+    # ------------------------------------------------------------------ ENIs
+    def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
+        """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
+        table = route_table_for_device(eni.device_index)
+        if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
+            return None
+        return EniNetwork(
+            mac=eni.mac,
+            primary_ip=eni.primary_ip,
+            subnet_cidr=eni.subnet_cidr,
+            gateway=eni.subnet_gateway,
+            route_table=table,
+            mtu=self.settings.eni_mtu,
+        )
+
+    async def setup_eni(self, eni: ObservedEni) -> bool:
+        net = self.eni_network(eni)
+        if net is None:
+            return True
+        try:
+            await asyncio.to_thread(self.ports.datapath.setup_eni, net)
+        except Exception as exc:
+            self._enis_to_set_up.add(eni.eni_id)
+            self.log.error("eni setup failed", eni=eni.eni_id, error=str(exc))
+            return False
+        self._enis_to_set_up.discard(eni.eni_id)
+        return True
+
+    async def retry_eni_setups(self) -> None:
+        for eni_id in sorted(self._enis_to_set_up):
+            info = self.core.eni(eni_id)
+            if info is None:
+                self._enis_to_set_up.discard(eni_id)
+            else:
+                await self.setup_eni(info)
+
+    # ------------------------------------------------------------------ effects
+    def run_policy(self) -> list[Effect]:
+        """Plan and start effects (non-blocking); returns the effects started."""
+        if self.ipam is None or self.stopping:
+            return []
+        effects = self.core.plan(self.clock.now(), waiting=self.waiting)
+        for effect in effects:
+            self.log.info("effect", effect=type(effect).__name__, **_describe(effect))
+            task = asyncio.create_task(self._perform(effect))
+            self._effects.add(task)
+            task.add_done_callback(self._effects.discard)
+        return effects
+
+    async def _perform(self, effect: Effect) -> None:
+        outcome = await asyncio.to_thread(self._call_cloud, effect)
+        if isinstance(outcome, EffectFailed):
+            self.log.warning(
+                "effect failed", effect_id=effect.effect_id, kind=outcome.kind.value,
+                message=outcome.message,
+            )  # fmt: skip
+        removed = self.core.apply(outcome, self.clock.now())
+        if removed:
+            self.metrics.force_removed_ips.inc(len(removed))
+            self.log.error("allocations force-removed", count=len(removed), effect=effect.effect_id)
+        if isinstance(outcome, EniCreated):
+            await self.setup_eni(outcome.eni)
+        self.notify_pool_changed()
+        self.kick()
+
+    def _call_cloud(self, effect: Effect) -> Outcome:
+        """Runs in a worker thread: one effect against the cloud port, as an outcome."""
+        cloud, eid = self.ports.cloud, effect.effect_id
+        try:
+            if isinstance(effect, CreateEni):
+                assert self.identity is not None
+                eni = cloud.create_eni(
+                    self.identity.instance_id, effect.subnet_id, effect.security_groups,
+                    effect.ipv4_count, effect.prefix_count, effect.ipv6_prefix,
+                    dict(self.settings.additional_eni_tags),
+                )  # fmt: skip
+                return EniCreated(eid, eni)
+            if isinstance(effect, AssignAddresses):
+                if effect.prefix_count:
+                    got = cloud.assign_prefixes(effect.eni_id, effect.prefix_count)
+                    return AddressesAssigned(eid, effect.eni_id, prefixes=tuple(got))
+                got = cloud.assign_ipv4(effect.eni_id, effect.ipv4_count)
+                return AddressesAssigned(eid, effect.eni_id, ipv4_addresses=tuple(got))
+            if isinstance(effect, UnassignAddresses):
+                if effect.ipv4_addresses:
+                    cloud.unassign_ipv4(effect.eni_id, effect.ipv4_addresses)
+                if effect.prefixes:
+                    cloud.unassign_prefixes(effect.eni_id, effect.prefixes)
+                return AddressesUnassigned(eid)
+            if isinstance(effect, FreeEni):
+                cloud.free_eni(effect.eni_id)
+                return EniFreed(eid)
+        except CloudError as exc:
+            return EffectFailed(eid, exc.kind, exc.message)
+        except Exception as exc:
+            return EffectFailed(eid, FailureKind.OTHER, f"{type(exc).__name__}: {exc}")
+        return EffectFailed(eid, FailureKind.OTHER, f"unknown effect {effect!r}")
+
+    async def drain_effects(self, timeout: float = 10.0) -> None:
+        """Wait (real time, bounded) for effects in flight to finish."""
+        if self._effects:
+            await asyncio.wait(set(self._effects), timeout=timeout)
+
+    @property
+    def effects_in_flight(self) -> int:
+        return len(self._effects)
+
+    def note_force_removed(self, removed: tuple[Allocation, ...], enis: int) -> None:
+        if enis:
+            self.metrics.force_removed_enis.inc(enis)
+        if removed:
+            self.metrics.force_removed_ips.inc(len(removed))
+            for allocation in removed:
+                self.hints.forget(allocation.key)
+            self.log.error(
+                "allocations force-removed: their address vanished from the instance",
+                keys=[str(a.key) for a in removed],
+            )
+
+
+def _describe(effect: Effect) -> dict[str, object]:
+    fields = attrs.asdict(effect)
+    fields.pop("effect_id", None)
+    return {"effect_id": effect.effect_id, **fields}
+
+
+class _HintedStore:
+    """The checkpoint store, followed by the netns hints file in the same commit batch."""
+
+    def __init__(self, store: CheckpointStore, hints: NetnsHints) -> None:
+        self._store = store
+        self._hints = hints
+
+    async def load(self) -> Any:
+        return await self._store.load()
+
+    async def save(self, checkpoint: Any) -> None:
+        await self._store.save(checkpoint)
+        await self._hints.save_if_changed()

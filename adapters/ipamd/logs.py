@@ -1,0 +1,59 @@
+"""Logging: structlog, JSON lines (plain text on a TTY), at AWS_VPC_K8S_CNI_LOGLEVEL.
+
+No global configuration: :func:`make_logger` wraps a logger of its own (``structlog.configure``
+is never called), so several daemons in one test process keep separate outputs. A redaction
+processor drops the value of any field whose name looks like a credential, so a careless
+``log.info(..., token=...)`` never reaches the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+SECRET_MARKERS = ("secret", "token", "password", "credential", "access_key", "session_key")
+REDACTED = "[redacted]"
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """Replace values of credential-like fields."""
+    for key in list(event):
+        low = key.lower()
+        if any(marker in low for marker in SECRET_MARKERS):
+            event[key] = REDACTED
+    return event
+
+
+def make_logger(
+    level: str = "INFO", json: bool | None = None, stream: TextIO | None = None
+) -> structlog.stdlib.BoundLogger:
+    """A bound logger writing to ``stream`` (default stderr); ``json`` None = auto (TTY)."""
+    out = stream if stream is not None else sys.stderr
+    if json is None:
+        json = not (hasattr(out, "isatty") and out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=True,
+    )
+    return logger

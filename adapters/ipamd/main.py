@@ -1,0 +1,98 @@
+"""``vpc-ipamd``: the node agent's entry point.
+
+Exit codes: 0 after an orderly stop (SIGTERM/SIGINT), 1 when start fails, 2 for a bad
+setting (the message names the variable and what it accepts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from adapters.ipamd.clock import SystemClock
+from adapters.ipamd.daemon import Daemon, fan_out
+from adapters.ipamd.logs import make_logger
+from adapters.ipamd.settings import Settings, SettingsError, load_settings
+from adapters.ipamd.wiring import build_ports
+from adapters.metrics import Metrics
+from backends.observe import CallCounter
+
+EPILOG = """\
+configuration comes from the environment (upstream's variable names), e.g.:
+  WARM_ENI_TARGET=1 WARM_IP_TARGET= MINIMUM_IP_TARGET= WARM_PREFIX_TARGET=1
+  ENABLE_PREFIX_DELEGATION=false MAX_ENI= IP_COOLDOWN_PERIOD=30
+  AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=false ENI_CONFIG_SUBNET=subnet-...
+  ENI_CONFIG_SECURITY_GROUPS=sg-..,sg-..
+  ENABLE_SUBNET_DISCOVERY=true CLUSTER_NAME= ADDITIONAL_ENI_TAGS='{"k":"v"}'
+  AWS_VPC_ENI_MTU=9001 POD_MTU=9001 AWS_VPC_K8S_CNI_VETHPREFIX=eni
+  AWS_VPC_K8S_CNI_EXTERNALSNAT=false
+  AWS_VPC_K8S_CNI_BACKING_STORE=/var/run/aws-node/ipam.json IPAMD_SOCKET=/var/run/aws-node/ipam.sock
+  IPAMD_PENDING_DEL_DIR=/var/run/aws-node/pending-del
+  INTROSPECTION_BIND_ADDRESS=127.0.0.1:61679 INTROSPECTION_ALLOW_NON_LOOPBACK=false
+  METRICS_BIND_ADDRESS=:61678 DISABLE_INTROSPECTION=false DISABLE_METRICS=false
+  DISABLE_LEAKED_ENI_CLEANUP=false AWS_VPC_K8S_CNI_LOGLEVEL=INFO IPAMD_LOG_FORMAT=auto|json|text
+  AWS_REGION= AWS_EC2_ENDPOINT= AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254
+  IPAMD_CLOUD=aws|fake IPAMD_DATAPATH=linux|fake IPAMD_ADD_WAIT_SECONDS=5
+exit codes: 0 stopped by SIGTERM, 1 start failed, 2 bad setting
+"""
+
+
+async def run(settings: Settings, env: Mapping[str, str]) -> int:
+    log = make_logger(settings.log_level, settings.log_json)
+    log.info("starting", settings=settings.public())
+    clock = SystemClock()
+    metrics, calls = Metrics(), CallCounter()
+    observer = fan_out(calls, metrics)
+    try:
+        ports = await asyncio.to_thread(build_ports, settings, observer, clock.now)
+    except Exception as exc:
+        log.error("cannot build backends", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    daemon = Daemon(settings, ports, clock, log, env=env, metrics=metrics, calls=calls)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except Exception as exc:
+        log.exception("start failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    await stop.wait()
+    try:
+        await daemon.stop()
+    except Exception:
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vpc-ipamd",
+        description="Node agent of the VPC CNI: keeps a warm pool of VPC addresses and "
+        "serves the CNI plugin over a Unix socket.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the environment and exit"
+    )
+    args = parser.parse_args(argv)
+    environ = dict(os.environ if env is None else env)
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        print(f"vpc-ipamd: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("configuration ok")
+        return 0
+    return asyncio.run(run(settings, environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Start of the node agent: from nothing to "ready".
+
+1. identity from metadata; limits from the table, else DescribeInstanceTypes;
+2. the pool rebuilt from EC2 (describe_enis) plus metadata (ENIs EC2 does not show yet)
+   with ``Ipam.load``; subnets observed for subnet discovery;
+3. the checkpoint read (upstream's ipam.json included) and every allocation restored except
+   those whose pod netns or host veth is gone (``datapath.pod_present``);
+4. pending-DEL records (DELs the plugin could not deliver) processed: release, then remove;
+5. secondary ENIs set up in the datapath, then the node (SNAT, sysctls);
+6. a checkpoint written, "ready" logged.
+
+A corrupt checkpoint (the store moved it aside and raised): the daemon logs loudly and
+starts with no allocations, but every address on the instance's ENIs is put in quarantine,
+cooling for ``max(IP_COOLDOWN_PERIOD, CORRUPT_QUARANTINE_S)`` seconds, so addresses that
+running pods may still use are not handed out at once. The release times are checkpointed,
+so a restart during the quarantine keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from adapters.ipamd.agent import Agent
+from adapters.ipamd.handlers import host_veth_for, teardown_quietly
+from adapters.protocol import ProtocolError, read_pending_dels, remove_pending_del
+from ipamcore.checkpoint import Checkpoint
+from ipamcore.errors import CheckpointError, UnknownInstanceType
+from ipamcore.ipam import Ipam
+from ipamcore.limits import InstanceLimits, limits_for
+from ipamcore.model import SUBNET_DISCOVERY_TAG, Allocation, AllocationKey, ObservedEni
+from ipamcore.netspec import NodeNetwork
+
+CORRUPT_QUARANTINE_S = 300.0
+
+
+async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
+    try:
+        return limits_for(instance_type)
+    except UnknownInstanceType:
+        agent.log.info("instance type not in the table; asking EC2", instance_type=instance_type)
+        return await asyncio.to_thread(agent.ports.cloud.describe_instance_type, instance_type)
+
+
+async def observe_enis(agent: Agent) -> list[ObservedEni]:
+    """EC2's view of the attached ENIs, plus any metadata shows that EC2 does not (yet)."""
+    assert agent.identity is not None
+    ec2 = await asyncio.to_thread(agent.ports.cloud.describe_enis, agent.identity.instance_id)
+    try:
+        imds = await asyncio.to_thread(agent.ports.metadata.enis)
+    except Exception as exc:
+        agent.log.warning("metadata ENIs unavailable", error=str(exc))
+        imds = []
+    known = {e.eni_id for e in ec2}
+    return ec2 + [e for e in imds if e.eni_id not in known]
+
+
+async def refresh_subnets(agent: Agent) -> None:
+    """Subnet discovery: tell the core about tagged subnets and the primary ENI's subnet."""
+    placement = agent.settings.pool.placement
+    if not placement.subnet_discovery or agent.identity is None:
+        return
+    cloud = agent.ports.cloud
+    try:
+        subnets = await asyncio.to_thread(cloud.describe_subnets, (), SUBNET_DISCOVERY_TAG)
+        primary = agent.core.primary_eni()
+        if primary is not None and all(s.subnet_id != primary.subnet_id for s in subnets):
+            subnets += await asyncio.to_thread(cloud.describe_subnets, (primary.subnet_id,), "")
+    except Exception as exc:
+        agent.log.warning("subnet discovery failed", error=str(exc))
+        return
+    agent.core.observe_subnets(subnets, agent.identity.availability_zone)
+
+
+async def read_checkpoint(agent: Agent) -> Checkpoint | None:
+    """The stored checkpoint; on corruption, log loudly and quarantine (see module doc)."""
+    try:
+        return await agent.ports.store.load()
+    except CheckpointError as exc:
+        agent.log.error(
+            "CHECKPOINT UNREADABLE: starting with no allocations; every address on the "
+            "instance is quarantined before reuse",
+            error=str(exc), moved_to=getattr(exc, "moved_to", ""),
+        )  # fmt: skip
+        return quarantine(agent)
+
+
+def quarantine(agent: Agent) -> Checkpoint:
+    """A checkpoint with no allocations in which every address was 'just released'."""
+    now = agent.clock.now()
+    cooldown = agent.settings.pool.cooldown_s
+    hold = max(cooldown, CORRUPT_QUARANTINE_S)
+    released_at = now + hold - cooldown
+    agent.quarantine_until = now + hold
+    addresses = [
+        a.address
+        for view in agent.core.eni_views(now)
+        for block in view.blocks
+        for a in block.addresses
+    ]
+    return Checkpoint(released_at=tuple((a, released_at) for a in addresses))
+
+
+def pod_still_there(agent: Agent, allocation: Allocation) -> bool:
+    """restore's ``keep``: the pod's netns and host veth exist (unknown netns: keep)."""
+    netns = agent.hints.get(allocation.key)
+    if netns is None:
+        return True
+    try:
+        return agent.ports.datapath.pod_present(netns, host_veth_for(agent, allocation))
+    except Exception as exc:
+        agent.log.warning("pod_present failed; keeping", key=str(allocation.key), error=str(exc))
+        return True
+
+
+async def process_pending_dels(agent: Agent) -> int:
+    """Release allocations of DELs recorded while the daemon was down; returns how many."""
+    directory = agent.settings.pending_del_dir
+
+    def on_error(path: str, err: ProtocolError) -> None:
+        agent.log.warning("bad pending DEL record skipped", path=path, error=err.message)
+
+    try:
+        requests = await asyncio.to_thread(read_pending_dels, directory, on_error)
+    except ProtocolError as exc:
+        agent.log.error("pending DEL records unreadable", error=exc.message)
+        return 0
+    now = agent.clock.now()
+    for req in requests:
+        key = AllocationKey(req.network_name, req.container_id, req.if_name)
+        allocation = agent.core.get(key)
+        if allocation is not None:
+            await teardown_quietly(agent, allocation, req.netns)
+            agent.core.release(key, now)
+            agent.hints.forget(key)
+        agent.log.info("pending DEL processed", key=str(key), had_address=allocation is not None)
+    if requests:
+        await agent.committer.commit()
+        for req in requests:
+            try:
+                remove_pending_del(directory, req)
+            except ProtocolError as exc:
+                agent.log.error("cannot remove pending DEL record", error=exc.message)
+    return len(requests)
+
+
+async def start(agent: Agent) -> None:
+    """Bring the agent to ready (see the module docstring for the steps)."""
+    began = time.monotonic()
+    identity = await asyncio.to_thread(agent.ports.metadata.identity)
+    agent.identity = identity
+    limits = await instance_limits(agent, identity.instance_type)
+    agent.ipam = Ipam(agent.settings.pool, limits)
+    for notice in agent.ipam.notices:
+        agent.log.warning(notice)
+    now = agent.clock.now()
+    enis = await observe_enis(agent)
+    agent.core.load(enis, now)
+    await refresh_subnets(agent)
+
+    agent.hints.load()
+    checkpoint = await read_checkpoint(agent)
+    if checkpoint is not None:
+        report = agent.core.restore(checkpoint, now, keep=lambda a: pod_still_there(agent, a))
+        for allocation, reason in report.dropped:
+            agent.log.warning("allocation not restored", key=str(allocation.key), reason=reason)
+        agent.log.info(
+            "checkpoint restored", restored=len(report.restored), dropped=len(report.dropped)
+        )
+    agent.hints.retain({str(a.key) for a in agent.core.allocations()})
+    await process_pending_dels(agent)
+
+    for eni in sorted(enis, key=lambda e: e.device_index):
+        await agent.setup_eni(eni)
+    primary = agent.core.primary_eni()
+    if primary is not None:
+        node = NodeNetwork(
+            primary_ip=primary.primary_ip,
+            vpc_cidrs=identity.vpc_cidrs,
+            external_snat=agent.settings.external_snat,
+        )
+        await asyncio.to_thread(agent.ports.datapath.setup_node, node)
+    await agent.committer.commit()
+    agent.metrics.bind_pool(agent.stats)
+    elapsed = time.monotonic() - began
+    agent.metrics.startup_duration.set(elapsed)
+    agent.ready = True
+    stats = agent.stats()
+    agent.log.info(
+        "ready", instance_id=identity.instance_id, instance_type=identity.instance_type,
+        enis=stats.enis, addresses=stats.total, assigned=stats.assigned,
+        startup_seconds=round(elapsed, 3),
+    )  # fmt: skip

@@ -1,0 +1,145 @@
+"""The daemon's composition root, part two: Settings -> backends (the ports).
+
+``IPAMD_CLOUD=aws`` uses EC2 over boto3 (``AWS_EC2_ENDPOINT``) and IMDSv2
+(``AWS_EC2_METADATA_SERVICE_ENDPOINT``); ``IPAMD_CLOUD=fake`` an in-memory FakeCloud with one
+instance of ``IPAMD_FAKE_INSTANCE_TYPE`` (demo, benchmark, subprocess tests).
+``IPAMD_DATAPATH=linux`` uses pyroute2; ``fake`` an in-memory datapath that creates pod
+namespaces and ENI links on demand (nothing real exists to find).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from adapters.ipamd.agent import Ports
+from adapters.ipamd.settings import Settings
+from backends.checkpoint import JsonFileCheckpointStore
+from backends.datapath.fake import FakeDatapath
+from backends.observe import CallObserver
+from ipamcore.limits import InstanceLimits
+from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
+from ipamcore.netspec import EniNetwork, PodNetwork
+
+
+class AutoFakeDatapath(FakeDatapath):
+    """FakeDatapath that creates a pod's netns and an ENI's host link when first used."""
+
+    def setup_eni(self, eni: EniNetwork) -> None:
+        with self._lock:
+            if not any(link.mac == eni.mac.lower() for link in self.links.values()):
+                self.add_link(f"ens{len(self.links) + 5}", eni.mac)
+        super().setup_eni(eni)
+
+    def setup_pod(self, pod: PodNetwork) -> None:
+        self.add_netns(pod.netns_path)
+        super().setup_pod(pod)
+
+
+class LockedCloud:
+    """Serialises calls to a cloud port that is not thread-safe (the FakeCloud)."""
+
+    def __init__(self, cloud: Any) -> None:
+        self._cloud = cloud
+        self._lock = threading.Lock()
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            return fn(*args)
+
+    def describe_enis(self, instance_id: str) -> list[ObservedEni]:
+        return self._locked(self._cloud.describe_enis, instance_id)  # type: ignore[no-any-return]
+
+    def describe_subnets(self, subnet_ids: Sequence[str] = (), tag_key: str = "") -> list[Subnet]:
+        return self._locked(self._cloud.describe_subnets, subnet_ids, tag_key)  # type: ignore[no-any-return]
+
+    def create_eni(
+        self, instance_id: str, subnet_id: str, security_groups: Sequence[str],
+        ipv4_count: int = 0, prefix_count: int = 0, ipv6_prefix: bool = False,
+        tags: Mapping[str, str] | None = None,
+    ) -> ObservedEni:  # fmt: skip
+        return self._locked(  # type: ignore[no-any-return]
+            self._cloud.create_eni, instance_id, subnet_id, security_groups, ipv4_count,
+            prefix_count, ipv6_prefix, tags,
+        )  # fmt: skip
+
+    def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
+        return self._locked(self._cloud.assign_ipv4, eni_id, count)  # type: ignore[no-any-return]
+
+    def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        return self._locked(self._cloud.assign_prefixes, eni_id, count)  # type: ignore[no-any-return]
+
+    def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
+        self._locked(self._cloud.unassign_ipv4, eni_id, addresses)
+
+    def unassign_prefixes(self, eni_id: str, prefixes: Sequence[str]) -> None:
+        self._locked(self._cloud.unassign_prefixes, eni_id, prefixes)
+
+    def free_eni(self, eni_id: str) -> None:
+        self._locked(self._cloud.free_eni, eni_id)
+
+    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
+        return self._locked(self._cloud.find_leaked_enis, instance_id, now)  # type: ignore[no-any-return]
+
+    def describe_instance_type(self, instance_type: str) -> InstanceLimits:
+        return self._locked(self._cloud.describe_instance_type, instance_type)  # type: ignore[no-any-return]
+
+
+class LockedMetadata:
+    def __init__(self, metadata: Any, lock: threading.Lock) -> None:
+        self._metadata = metadata
+        self._lock = lock
+
+    def identity(self) -> InstanceIdentity:
+        with self._lock:
+            return self._metadata.identity()  # type: ignore[no-any-return]
+
+    def enis(self) -> list[ObservedEni]:
+        with self._lock:
+            return self._metadata.enis()  # type: ignore[no-any-return]
+
+
+def fake_cloud_ports(
+    instance_type: str, observer: CallObserver, clock: Callable[[], float]
+) -> tuple[Any, Any, Any]:
+    """(cloud port, metadata port, FakeCloud) of a fresh one-instance fake account."""
+    from backends.fakecloud import FakeCloud
+
+    fake = FakeCloud(throttling=False, clock=clock)
+    subnet = fake.add_subnet("10.0.0.0/17")
+    instance = fake.launch_instance(instance_type, subnet)
+    cloud = LockedCloud(fake.port(instance, observer))
+    metadata = LockedMetadata(fake.metadata(instance), cloud._lock)
+    return cloud, metadata, fake
+
+
+def build_ports(
+    settings: Settings, observer: CallObserver, clock: Callable[[], float]
+) -> Ports:
+    """The backends ``settings`` select."""
+    datapath: Any
+    if settings.datapath == "fake":
+        datapath = AutoFakeDatapath()
+    else:
+        from backends.datapath.linux import LinuxDatapath
+
+        datapath = LinuxDatapath()
+    if settings.cloud == "fake":
+        cloud, metadata, _ = fake_cloud_ports(settings.fake_instance_type, observer, clock)
+    else:
+        from backends.aws.client import Ec2Config
+        from backends.aws.ec2 import Ec2Backend
+        from backends.aws.imds import ImdsClient
+
+        metadata = ImdsClient(settings.metadata_endpoint)
+        region = settings.region or metadata.identity().region
+        config = Ec2Config(
+            region=region,
+            endpoint_url=settings.ec2_endpoint,
+            cluster_name=settings.cluster_name,
+            extra_tags=dict(settings.additional_eni_tags),
+        )
+        cloud = Ec2Backend(config, observer=observer)
+    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock)
+    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store)
