@@ -60,7 +60,8 @@ class Ec2Config:
     def botocore_config(self) -> Config:
         return Config(
             region_name=self.region,
-            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            # botocore's "max_attempts" counts retries only; "total_max_attempts" all attempts
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
         )
