@@ -215,8 +215,8 @@ class MetadataServer:
         """Serve in a daemon thread; returns the base URL."""
         httpd = self._bind()
         self._thread = threading.Thread(
-            target=httpd.serve_forever, name="imds-server", daemon=True
-        )
+            target=httpd.serve_forever, args=(0.05,), name="imds-server", daemon=True
+        )  # a short poll interval: stop() returns quickly
         self._thread.start()
         return self.url
 
