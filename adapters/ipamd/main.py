@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ from adapters.ipamd.settings import Settings, SettingsError, load_settings
 from adapters.ipamd.wiring import build_ports
 from adapters.metrics import Metrics
 from backends.observe import CallCounter
+
+WORKER_THREADS = 32
 
 EPILOG = """\
 configuration comes from the environment (upstream's variable names), e.g.:
@@ -43,6 +46,10 @@ exit codes: 0 stopped by SIGTERM, 1 start failed, 2 bad setting
 
 async def run(settings: Settings, env: Mapping[str, str]) -> int:
     log = make_logger(settings.log_level, settings.log_json)
+    # Datapath, cloud and checkpoint calls all run in worker threads: room for a burst of pods.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="ipamd")
+    )
     log.info("starting", settings=settings.public())
     clock = SystemClock()
     metrics, calls = Metrics(), CallCounter()

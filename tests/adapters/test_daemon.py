@@ -1,0 +1,271 @@
+"""The daemon in-process: FakeCloud, fake datapath, a real checkpoint file, virtual time;
+requests through the real socket with the protocol's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from adapters import protocol as p
+from adapters.ipamd.daemon import Daemon
+from backends.checkpoint import read_checkpoint_file
+from ipamcore.errors import FailureKind
+from tests.adapters.harness import (
+    World,
+    add_request,
+    call,
+    del_request,
+    eventually,
+    logs,
+    until,
+)
+
+
+def saved_ips(world: World) -> set[str]:
+    cp = read_checkpoint_file(world.checkpoint_path)
+    assert cp is not None
+    return {a.ipv4 for a in cp.allocations if a.ipv4}
+
+
+async def test_add_then_del(world: World, daemon: Daemon) -> None:
+    reply = await call(world.socket_path, add_request(1))
+    assert reply.ok, reply
+    ip = reply.result["ipv4"]
+    result = p.AddResult.from_dict(reply.result)
+    assert result.host_veth.startswith("eni") and result.if_name == "eth0"
+    assert ip in saved_ips(world)  # durable before the reply
+    assert result.host_veth in world.datapath.links
+    on_cloud = {a for e in world.cloud.enis_of(world.instance_id) for a in e.ipv4_addresses}
+    assert ip in on_cloud
+
+    reply = await call(world.socket_path, del_request(1))
+    assert reply.ok and reply.result["released"] is True
+    assert ip not in saved_ips(world)
+    assert result.host_veth not in world.datapath.links
+    assert daemon.agent.stats().assigned == 0
+
+
+async def test_add_is_idempotent(world: World, daemon: Daemon) -> None:
+    first = await call(world.socket_path, add_request(1))
+    second = await call(world.socket_path, add_request(1))
+    assert first.ok and second.ok and first.result == second.result
+    assert world.datapath.calls.count("setup_pod") == 1  # check_pod found it all in place
+    assert daemon.agent.stats().assigned == 1
+
+
+async def test_add_rebuilds_missing_datapath_pieces(world: World, daemon: Daemon) -> None:
+    first = await call(world.socket_path, add_request(1))
+    world.datapath._del_host_link(first.result["host_veth"])
+    second = await call(world.socket_path, add_request(1))
+    assert second.ok and second.result["ipv4"] == first.result["ipv4"]
+    assert first.result["host_veth"] in world.datapath.links
+
+
+async def test_del_of_unknown_key_succeeds(world: World, daemon: Daemon) -> None:
+    reply = await call(world.socket_path, del_request(42))
+    assert reply.ok and reply.result["released"] is False
+
+
+async def test_datapath_failure_leaks_nothing(world: World, daemon: Daemon) -> None:
+    world.datapath.fail_next("setup_pod", "rules")
+    reply = await call(world.socket_path, add_request(1))
+    assert not reply.ok and reply.error_code == p.ERR_DATAPATH_FAILED
+    assert daemon.agent.core.allocations() == []
+    assert saved_ips(world) == set()
+    assert not [n for n, link in world.datapath.links.items() if link.peer]
+    assert (await call(world.socket_path, add_request(2))).ok
+
+
+async def test_check(world: World, daemon: Daemon) -> None:
+    check = add_request(1)
+    check.op = p.OP_CHECK
+    assert (await call(world.socket_path, check)).error_code == p.ERR_NOT_FOUND
+    add = await call(world.socket_path, add_request(1))
+    assert (await call(world.socket_path, check)).ok
+    world.datapath._del_host_link(add.result["host_veth"])
+    reply = await call(world.socket_path, check)
+    assert reply.error_code == p.ERR_DATAPATH_FAILED and "host veth" in reply.error_message
+
+
+async def test_gc_releases_attachments_not_listed(world: World, daemon: Daemon) -> None:
+    for n in (1, 2, 3):
+        assert (await call(world.socket_path, add_request(n))).ok
+    gc = p.Request(p.OP_GC, network_name="aws-cni", valid_attachments=[("c0002", "eth0")])
+    reply = await call(world.socket_path, gc)
+    assert reply.ok and reply.result["released"] == 2
+    assert [a.key.container_id for a in daemon.agent.core.allocations()] == ["c0002"]
+    assert len(saved_ips(world)) == 1
+
+
+async def test_status(world: World, daemon: Daemon) -> None:
+    reply = await call(world.socket_path, p.Request(p.OP_STATUS, network_name="aws-cni"))
+    assert reply.ok and reply.result["ready"] is True
+
+
+async def test_pool_short_kicks_policy_and_add_succeeds(world: World) -> None:
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
+    await d.start()
+    try:
+        assert d.agent.stats().total == 0  # no warm pool: the ADD must kick the policy
+        world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
+        task = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await eventually(lambda: d.agent.calls.total("AssignPrivateIpAddresses") >= 1)
+        await eventually(lambda: d.agent.effects_in_flight == 0)
+        assert not task.done()  # throttled: growth paused, the ADD waits
+        await until(task.done, world.clock, step=1.0)  # policy retries after the pause
+        reply = task.result()
+        assert reply.ok, reply
+        assert d.agent.metrics.no_ip._value.get() == 1
+    finally:
+        await d.stop()
+
+
+async def test_pool_empty_after_the_wait(world: World) -> None:
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="3")
+    await d.start()
+    try:
+        world.cloud.set_unreachable()
+        task = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await until(task.done, world.clock, step=1.0)
+        assert task.result().error_code == p.ERR_POOL_EMPTY
+        assert d.agent.core.allocations() == []
+    finally:
+        await d.stop()
+
+
+async def test_restart_restores_allocations_and_drops_gone_pods(world: World) -> None:
+    d = world.daemon()
+    await d.start()
+    ips = {}
+    for n in (1, 2, 3):
+        ips[n] = (await call(world.socket_path, add_request(n))).result["ipv4"]
+    await d.stop()
+    world.datapath.remove_netns(add_request(2).netns)  # pod 2 died while the daemon was down
+
+    d2 = world.daemon()
+    await d2.start()
+    try:
+        kept = {a.ipv4 for a in d2.agent.core.allocations()}
+        assert kept == {ips[1], ips[3]}
+        assert "allocation not restored" in logs(world)
+        assert saved_ips(world) == {ips[1], ips[3]}
+        again = await call(world.socket_path, add_request(1))
+        assert again.result["ipv4"] == ips[1]
+    finally:
+        await d2.stop()
+
+
+async def test_pending_dels_are_processed_at_start(world: World) -> None:
+    d = world.daemon()
+    await d.start()
+    ip1 = (await call(world.socket_path, add_request(1))).result["ipv4"]
+    ip2 = (await call(world.socket_path, add_request(2))).result["ipv4"]
+    await d.stop()
+    pending = d.settings.pending_del_dir
+    record = p.write_pending_del(pending, del_request(1))
+
+    d2 = world.daemon()
+    await d2.start()
+    try:
+        assert not os.path.exists(record)
+        assert {a.ipv4 for a in d2.agent.core.allocations()} == {ip2}
+        assert saved_ips(world) == {ip2} and ip1 != ip2
+    finally:
+        await d2.stop()
+
+
+async def test_corrupt_checkpoint_quarantines_every_address(world: World) -> None:
+    d = world.daemon()
+    await d.start()
+    used = (await call(world.socket_path, add_request(1))).result["ipv4"]
+    before = {a for e in world.cloud.enis_of(world.instance_id) for a in e.ipv4_addresses}
+    await d.stop()
+    with open(world.checkpoint_path, "w") as f:
+        f.write('{"version": "vpc-cni-ipam/1", "allocations": [')  # truncated
+
+    d2 = world.daemon()
+    await d2.start()
+    try:
+        assert "CHECKPOINT UNREADABLE" in logs(world)
+        assert any(n.startswith("ipam.json.corrupt-") for n in os.listdir(world.state_dir))
+        stats = d2.agent.stats()
+        assert stats.assigned == 0 and stats.cooling == len(before) and used in before
+        reply = await call(world.socket_path, add_request(9))
+        assert reply.ok and reply.result["ipv4"] not in before
+    finally:
+        await d2.stop()
+
+
+async def test_garbage_costs_nothing(world: World, daemon: Daemon) -> None:
+    from tests.adapters.harness import raw_call
+
+    cases = {
+        b"this is not json\n": p.ERR_BAD_REQUEST,
+        b'{"version": 1, "op": "add"': p.ERR_BAD_REQUEST,  # truncated: EOF before newline
+        b"x" * (p.MAX_MESSAGE_SIZE + 10): p.ERR_TOO_LARGE,
+        b'{"version": 99, "op": "add"}\n': p.ERR_UNSUPPORTED_VERSION,
+        b'{"version": 1, "op": "add", "container_id": "../etc"}\n': p.ERR_BAD_REQUEST,
+        b"\xff\xfe\n": p.ERR_BAD_REQUEST,
+        b"": p.ERR_BAD_REQUEST,
+    }
+    for data, code in cases.items():
+        reply = p.decode_reply(await raw_call(world.socket_path, data))
+        assert not reply.ok and reply.error_code == code, (data[:40], reply)
+    assert daemon.server.rejected == len(cases)
+    assert daemon.agent.core.allocations() == []
+    assert (await call(world.socket_path, add_request(1))).ok
+
+
+async def test_group_commit_shares_checkpoint_writes() -> None:
+    world = World.create("c5.4xlarge")
+    d = world.daemon(WARM_IP_TARGET="40")
+    await d.start()
+    try:
+        await until(lambda: d.agent.stats().available >= 40, world.clock)
+        saves_before = d.agent.committer.saves
+        n = 32
+        replies = await asyncio.gather(
+            *(call(world.socket_path, add_request(i)) for i in range(n))
+        )
+        assert all(r.ok for r in replies)
+        assert len({r.result["ipv4"] for r in replies}) == n
+        saves = d.agent.committer.saves - saves_before
+        assert 1 <= saves < n, saves
+        assert len(saved_ips(world)) == n
+        assert "setup_eni" in world.datapath.calls  # the second ENI was wired
+    finally:
+        await d.stop()
+        world.cleanup()
+
+
+async def test_reconcile_picks_up_out_of_band_changes(world: World, daemon: Daemon) -> None:
+    primary = world.cloud.enis_of(world.instance_id)[0]
+    total = daemon.agent.stats().total
+    world.cloud.add_address(primary.eni_id, "10.0.9.9")
+    await world.clock.advance(61)
+    await until(lambda: daemon.agent.stats().total == total + 1, world.clock)
+    assert daemon.agent.metrics.reconcile.labels("eni")._value.get() >= 1
+
+
+async def test_leaked_enis_are_freed(world: World) -> None:
+    d = world.daemon(IPAMD_LEAKED_ENI_INTERVAL_SECONDS="600")
+    await d.start()
+    try:
+        leaked = world.cloud.create_detached_eni(world.instance_id)
+        await until(
+            lambda: leaked not in world.cloud.vpc.enis, world.clock, step=60.0, limit=20
+        )
+        assert "leaked ENI freed" in logs(world)
+    finally:
+        await d.stop()
+
+
+async def test_socket_is_private(world: World, daemon: Daemon) -> None:
+    assert os.stat(world.socket_path).st_mode & 0o777 == 0o600
+    assert os.stat(world.socket_path).st_uid == os.getuid()
+
+
+async def test_ready_is_logged_as_json(world: World, daemon: Daemon) -> None:
+    events = [json.loads(line)["event"] for line in logs(world).splitlines()]
+    assert "ready" in events
