@@ -48,11 +48,11 @@ class CallCounter:
     """A CallObserver that counts calls by (action, outcome) and keeps total latency."""
 
     counts: Counter[tuple[str, str]] = attrs.field(factory=Counter)
-    latency_s: Counter[str] = attrs.field(factory=Counter)
+    latency_s: dict[str, float] = attrs.field(factory=dict)
 
     def __call__(self, record: CallRecord) -> None:
         self.counts[(record.action, record.outcome)] += 1
-        self.latency_s[record.action] += record.latency_s
+        self.latency_s[record.action] = self.latency_s.get(record.action, 0.0) + record.latency_s
 
     def total(self, action: str | None = None, outcome: str | None = None) -> int:
         return sum(

@@ -28,7 +28,7 @@ class BlockKind(enum.Enum):
     IPV6_PREFIX = "ipv6_prefix"  # the /80 of an ENI in IPv6 mode
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class AllocationKey:
     """The identity of one pod interface, as the CNI spec defines it."""
 

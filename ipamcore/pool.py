@@ -17,6 +17,7 @@ is amortised O(log n): no scan over ENIs or addresses.
 
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
 import ipaddress
@@ -45,6 +46,8 @@ class Slot:
     block: str  # the address itself for a secondary IP, the /28 for a prefix
     gen: int
     ip_int: int = 0
+    eni: EniState | None = None  # direct references, so the hot path does no dict lookups
+    owner: Block | None = None
     state: SlotState = SlotState.FREE
     released_at: float = NEVER
     ready_at: float = NEVER
@@ -62,6 +65,7 @@ class Block:
     addresses: tuple[str, ...]
     busy: int = 0  # assigned or cooling slots
     leaving: bool = False
+    bucket_key: tuple[int, int, int] = (0, 0, 0)  # (network card, device index, rank)
 
 
 @attrs.define(eq=False)
@@ -102,8 +106,23 @@ def prefix_addresses(prefix: str) -> tuple[str, ...]:
     return tuple(str(a) for a in net)
 
 
+@attrs.define(eq=False)
+class ReadyBucket:
+    """Ready addresses of one packing rank (an ENI's secondary IPs, or one /28 prefix),
+    in a small heap ordered by ``(released_at, address)``."""
+
+    key: tuple[int, int, int]  # (network card, device index, block rank)
+    heap: list[tuple[float, int, int, str]] = attrs.field(factory=list)
+    queued: bool = False
+
+
 class AddressPool:
-    """ENIs, blocks, slots and allocations, with counters kept up to date on every change."""
+    """ENIs, blocks, slots and allocations, with counters kept up to date on every change.
+
+    Ready addresses live in buckets of at most one ENI's or one prefix's size; a heap of
+    bucket keys finds the lowest non-empty bucket. An assignment touches the top bucket only,
+    so its cost does not grow with the pool.
+    """
 
     def __init__(self, cooldown_s: float) -> None:
         self.cooldown_s = cooldown_s
@@ -111,8 +130,13 @@ class AddressPool:
         self.slots: dict[str, Slot] = {}
         self.allocations: dict[AllocationKey, Allocation] = {}
         self._by_pod: dict[tuple[str, str], set[AllocationKey]] = {}
-        self._ready: list[tuple[tuple[int, int], int, float, int, int, str]] = []
-        self._cooling: list[tuple[float, int, str]] = []
+        self._buckets: dict[tuple[int, int, int], ReadyBucket] = {}
+        self._ready: list[tuple[tuple[int, int, int], ReadyBucket]] = []
+        # Cooldown is one constant, so addresses released in time order end their cooldown in
+        # that order: a FIFO. Out-of-order release times (from a restored checkpoint) go to a
+        # small heap instead.
+        self._cooling: collections.deque[tuple[float, int, str]] = collections.deque()
+        self._cooling_late: list[tuple[float, int, str]] = []
         self._cooling_members: set[str] = set()  # free addresses still in their cooldown
         self._gen = 0
         self.total = 0  # slots on ENIs, leaving ones included
@@ -147,19 +171,25 @@ class AddressPool:
         return self._gen
 
     def _push_ready(self, slot: Slot) -> None:
-        eni = self.enis[slot.eni_id]
-        block = eni.blocks[slot.block]
+        assert slot.eni is not None and slot.owner is not None
         slot.gen = self._next_gen()
-        heapq.heappush(
-            self._ready,
-            (eni.rank, block.rank, slot.released_at, slot.ip_int, slot.gen, slot.address),
-        )
+        key = slot.owner.bucket_key
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = ReadyBucket(key)
+        heapq.heappush(bucket.heap, (slot.released_at, slot.ip_int, slot.gen, slot.address))
+        if not bucket.queued:
+            bucket.queued = True
+            heapq.heappush(self._ready, (key, bucket))
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into the ready heap."""
-        cooling = self._cooling
-        while cooling and cooling[0][0] <= now:
-            _ready_at, gen, address = heapq.heappop(cooling)
+        cooling, late = self._cooling, self._cooling_late
+        while (cooling and cooling[0][0] <= now) or (late and late[0][0] <= now):
+            if cooling and cooling[0][0] <= now:
+                _ready_at, gen, address = cooling.popleft()
+            else:
+                _ready_at, gen, address = heapq.heappop(late)
             slot = self.slots.get(address)
             if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
                 continue
@@ -168,10 +198,10 @@ class AddressPool:
             self._push_ready(slot)
 
     def _end_cooling(self, slot: Slot) -> None:
-        eni = self.enis[slot.eni_id]
+        assert slot.eni is not None and slot.owner is not None
         self.cooling -= 1
-        eni.cooling -= 1
-        eni.blocks[slot.block].busy -= 1
+        slot.eni.cooling -= 1
+        slot.owner.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
         return slot.address in self._cooling_members
@@ -196,9 +226,11 @@ class AddressPool:
         rank = eni.next_block_rank if is_prefix else 0
         if is_prefix:
             eni.next_block_rank += 1
-        eni.blocks[block_id] = Block(block_id, is_prefix, rank, now, addresses)
+        block_state = eni.blocks[block_id] = Block(
+            block_id, is_prefix, rank, now, addresses, bucket_key=(*eni.rank, rank)
+        )
         for address in addresses:
-            slot = Slot(address, eni_id, block_id, 0, _ip_int(address))
+            slot = Slot(address, eni_id, block_id, 0, _ip_int(address), eni, block_state)
             self.slots[address] = slot
             eni.slots += 1
             self.total += 1
@@ -243,17 +275,30 @@ class AddressPool:
         if existing is not None:
             return existing
         self.advance(now)
-        ready = self._ready
+        ready, slots = self._ready, self.slots
         while ready:
-            *_, gen, address = heapq.heappop(ready)
-            slot = self.slots.get(address)
-            if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
-                continue
-            eni = self.enis[slot.eni_id]
-            if eni.leaving:
-                continue
-            return self._bind(slot, eni, key, pod, now)
+            bucket = ready[0][1]
+            heap = bucket.heap
+            while heap:
+                *_, gen, address = heapq.heappop(heap)
+                slot = slots.get(address)
+                if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
+                    continue
+                eni = slot.eni
+                assert eni is not None
+                if eni.leaving:
+                    continue
+                if not heap:
+                    self._dequeue(bucket)
+                return self._bind(slot, eni, key, pod, now)
+            self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
+
+    def _dequeue(self, bucket: ReadyBucket) -> None:
+        heapq.heappop(self._ready)
+        bucket.queued = False
+        if self._buckets.get(bucket.key) is bucket and not bucket.heap:
+            del self._buckets[bucket.key]
 
     def _bind(
         self, slot: Slot, eni: EniState, key: AllocationKey, pod: PodRef, now: float
@@ -262,7 +307,8 @@ class AddressPool:
         slot.key = key
         slot.gen = self._next_gen()
         eni.assigned += 1
-        eni.blocks[slot.block].busy += 1
+        assert slot.owner is not None
+        slot.owner.busy += 1
         self.assigned += 1
         allocation = Allocation(
             key=key,
@@ -300,10 +346,11 @@ class AddressPool:
             return None
         self._drop_allocation(key)
         slot = self.slots[allocation.address]
-        eni = self.enis[slot.eni_id]
+        eni, block = slot.eni, slot.owner
+        assert eni is not None and block is not None
         eni.assigned -= 1
         self.assigned -= 1
-        eni.blocks[slot.block].busy -= 1
+        block.busy -= 1
         self.mark_released(slot, now, now)
         return allocation
 
@@ -318,12 +365,16 @@ class AddressPool:
         slot.ready_at = released_at + self.cooldown_s
         slot.gen = self._next_gen()
         if slot.ready_at > now:
-            eni = self.enis[slot.eni_id]
+            assert slot.eni is not None and slot.owner is not None
             self.cooling += 1
-            eni.cooling += 1
-            eni.blocks[slot.block].busy += 1
+            slot.eni.cooling += 1
+            slot.owner.busy += 1
             self._cooling_members.add(slot.address)
-            heapq.heappush(self._cooling, (slot.ready_at, slot.gen, slot.address))
+            entry = (slot.ready_at, slot.gen, slot.address)
+            if not self._cooling or self._cooling[-1][0] <= slot.ready_at:
+                self._cooling.append(entry)
+            else:
+                heapq.heappush(self._cooling_late, entry)
         else:
             self._push_ready(slot)
 
