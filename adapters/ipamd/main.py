@@ -48,7 +48,7 @@ async def run(settings: Settings, env: Mapping[str, str]) -> int:
     log = make_logger(settings.log_level, settings.log_json)
     # Datapath, cloud and checkpoint calls all run in worker threads: room for a burst of pods.
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="ipamd")
+        concurrent.futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ipamd")
     )
     log.info("starting", settings=settings.public())
     clock = SystemClock()

@@ -1,0 +1,96 @@
+"""Introspection endpoints (upstream shapes) and Prometheus metrics (upstream names)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.introspection import HttpServer, go_cidr, make_app
+from adapters.ipamd.daemon import Daemon
+from adapters.metrics import UPSTREAM_NAMES
+from tests.adapters.harness import World, add_request, call
+
+
+async def get(port: int, path: str) -> Any:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+            assert response.status == 200
+            if path == "/metrics":
+                return await response.text()
+            return await response.json()
+
+
+async def test_enis_in_upstream_shape(world: World, daemon: Daemon) -> None:
+    reply = await call(world.socket_path, add_request(1))
+    ip = reply.result["ipv4"]
+    assert daemon.introspection is not None
+    doc = await get(daemon.introspection.port, "/v1/enis")
+    assert doc["AssignedIPs"] == 1 and doc["TotalIPs"] == daemon.agent.stats().total
+    eni = doc["ENIs"][reply.result["eni_id"]]
+    assert set(eni) == {"ID", "IsPrimary", "IsTrunk", "IsEFA", "DeviceNumber",
+                        "AvailableIPv4Cidrs"}  # fmt: skip
+    cidr = eni["AvailableIPv4Cidrs"][f"{ip}/32"]
+    assert cidr["Cidr"] == {"IP": ip, "Mask": "/////w=="}
+    assert cidr["IsPrefix"] is False and cidr["AddressFamily"] == "4"
+    entry = cidr["IPAddresses"][ip]
+    assert entry["IPAMKey"] == {"networkName": "aws-cni", "containerID": "", "ifName": "eth0"}
+    assert entry["IPAMMetadata"] == {"k8sPodNamespace": "default", "k8sPodName": "pod-1"}
+    assert entry["AssignedTime"].endswith("Z") and entry["UnassignedTime"].startswith("0001")
+
+
+async def test_pods_stats_and_env(world: World, daemon: Daemon) -> None:
+    await call(world.socket_path, add_request(1))
+    assert daemon.introspection is not None
+    port = daemon.introspection.port
+    pods = await get(port, "/v1/pods")
+    assert list(pods) == ["default/pod-1/eth0"] and pods["default/pod-1/eth0"]["Container"] == ""
+    stats = await get(port, "/stats")
+    assert stats["assigned"] == 1 and stats["enis"] >= 1
+    assert stats["ec2_calls"]["AssignPrivateIpAddresses"]["ok"] >= 1
+    env = await get(port, "/v1/ipamd-env-settings")
+    assert env["IPAMD_CLOUD"] == "fake"
+    assert await get(port, "/v1/networkutils-env-settings") == {}
+
+
+async def test_metrics_have_upstream_names(world: World, daemon: Daemon) -> None:
+    await call(world.socket_path, add_request(1))
+    await call(world.socket_path, add_request(1))
+    assert daemon.metrics_server is not None
+    text = await get(daemon.metrics_server.port, "/metrics")
+    for name in UPSTREAM_NAMES:
+        assert f"# TYPE {name} " in text, name
+    assert "awscni_add_ip_req_count 2.0" in text
+    assert "awscni_assigned_ip_addresses 1.0" in text
+    assert 'awscni_ec2api_req_count{fn="AssignPrivateIpAddresses"}' in text
+    assert "awscni_ipamd_add_latency_seconds_bucket" in text
+
+
+async def test_two_daemons_keep_separate_registries() -> None:
+    worlds = [World.create(), World.create()]
+    daemons = [w.daemon() for w in worlds]
+    try:
+        for d in daemons:
+            await d.start()
+        await call(worlds[0].socket_path, add_request(1))
+        assert daemons[0].agent.metrics.add_req._value.get() == 1
+        assert daemons[1].agent.metrics.add_req._value.get() == 0
+    finally:
+        for d in daemons:
+            await d.stop()
+        for w in worlds:
+            w.cleanup()
+
+
+async def test_refuses_non_loopback_unless_allowed(daemon: Daemon) -> None:
+    server = HttpServer(make_app(daemon.agent, {}))
+    with pytest.raises(ValueError, match="INTROSPECTION_ALLOW_NON_LOOPBACK"):
+        await server.start("0.0.0.0", 0, allow_non_loopback=False)
+
+
+def test_go_cidr_mask_is_base64() -> None:
+    assert go_cidr("10.0.0.16/28") == {
+        "IP": "10.0.0.16", "Mask": base64.b64encode(bytes([255, 255, 255, 240])).decode(),
+    }  # fmt: skip

@@ -1,0 +1,118 @@
+"""ipamctl: tables, --json, exit codes (0 ok, 1 problem/unreachable, 2 usage)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+
+import pytest
+
+from adapters.ipamctl.doctor import check_versions
+from adapters.ipamctl.main import main
+from adapters.ipamd.daemon import Daemon
+from tests.adapters.harness import World, add_request, call
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+async def arun(*argv: str) -> tuple[int, str]:
+    return await asyncio.to_thread(run, *argv)
+
+
+@pytest.mark.parametrize(("itype", "figure"), [("m5.large", 29), ("c5.4xlarge", 234)])
+def test_max_pods(itype: str, figure: int) -> None:
+    assert run("max-pods", itype) == (0, f"{figure}\n")
+
+
+def test_max_pods_prefix_delegation_and_json() -> None:
+    code, out = run("--json", "max-pods", "m5.large", "--prefix-delegation")
+    assert code == 0 and json.loads(out)["max_pods"] == 3 * 9 * 16 + 2
+
+
+def test_max_pods_unknown_type_is_a_problem() -> None:
+    assert run("max-pods", "z9.huge")[0] == 1
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        run("frobnicate")
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        run("max-pods")
+    assert info.value.code == 2
+
+
+def test_unreachable_daemon_exits_1() -> None:
+    assert run("--introspection", "http://127.0.0.1:9", "--timeout", "0.5", "stats")[0] == 1
+
+
+async def test_checkpoint_reads_the_file(world: World, daemon: Daemon) -> None:
+    await call(world.socket_path, add_request(1))
+    code, out = await arun("--json", "checkpoint", "--path", world.checkpoint_path)
+    assert code == 0
+    assert [a["containerID"] for a in json.loads(out)["allocations"]] == ["c0001"]
+    code, out = await arun("checkpoint", "--path", world.checkpoint_path)
+    assert code == 0 and "pod-1" in out and "1 allocations" in out
+
+
+def test_checkpoint_corrupt_or_missing_is_a_problem(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "ipam.json")
+    assert run("checkpoint", "--path", path)[0] == 1
+    with open(path, "w") as f:
+        f.write("{")
+    assert run("checkpoint", "--path", path)[0] == 1
+    assert open(path).read() == "{"  # read-only: never moved aside
+
+
+async def test_enis_pods_stats_env(world: World, daemon: Daemon) -> None:
+    await call(world.socket_path, add_request(1))
+    assert daemon.introspection is not None
+    url = f"http://127.0.0.1:{daemon.introspection.port}"
+    code, out = await arun("--introspection", url, "enis")
+    assert code == 0 and out.startswith("ENI") and "1 assigned" in out
+    code, out = await arun("--introspection", url, "pods")
+    assert code == 0 and "pod-1" in out
+    code, out = await arun("--introspection", url, "--json", "stats")
+    assert code == 0 and json.loads(out)["assigned"] == 1
+    code, out = await arun("--introspection", url, "env")
+    assert code == 0 and "IPAMD_CLOUD" in out
+
+
+async def test_doctor(world: World, daemon: Daemon, tmp_path: object) -> None:
+    assert daemon.introspection is not None
+    proc = os.path.join(str(tmp_path), "proc")
+    os.makedirs(os.path.join(proc, "sys/net/ipv4/conf/all"))
+    with open(os.path.join(proc, "sys/net/ipv4/ip_forward"), "w") as f:
+        f.write("1\n")
+    with open(os.path.join(proc, "sys/net/ipv4/conf/all/rp_filter"), "w") as f:
+        f.write("2\n")
+    common = ["--introspection", f"http://127.0.0.1:{daemon.introspection.port}", "--json",
+              "doctor", "--socket", world.socket_path, "--checkpoint", world.checkpoint_path,
+              "--proc-root", proc]  # fmt: skip
+    code, out = await arun(*common)
+    assert code == 0, out
+    assert {c["name"]: c["status"] for c in json.loads(out)["checks"]}["socket"] == "ok"
+    with open(os.path.join(proc, "sys/net/ipv4/ip_forward"), "w") as f:
+        f.write("0\n")
+    code, out = await arun(*common)
+    assert code == 1
+    assert {c["name"]: c["status"] for c in json.loads(out)["checks"]}["ip_forward"] == "fail"
+    with open(os.path.join(proc, "sys/net/ipv4/ip_forward"), "w") as f:
+        f.write("1\n")
+    code, out = await arun(*common, "--socket", "/nonexistent.sock")
+    assert code == 1
+    assert {c["name"]: c["status"] for c in json.loads(out)["checks"]}["socket"] == "fail"
+
+
+def test_version_table() -> None:
+    assert check_versions("1.31", "v1.21.1-eksbuild.8").status == "ok"
+    assert check_versions("v1.35.0", "v1.21.1-eksbuild.7").status == "fail"
+    assert check_versions("1.29", "v1.20.4").status == "fail"
+    assert check_versions("1.29", "v1.22.0").status == "ok"
+    assert check_versions("1.28", "v1.18.0").status == "warn"
