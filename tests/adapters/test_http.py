@@ -15,12 +15,12 @@ from tests.adapters.harness import World, add_request, call
 
 
 async def get(port: int, path: str) -> Any:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-            assert response.status == 200
-            if path == "/metrics":
-                return await response.text()
-            return await response.json()
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        if path == "/metrics":
+            return await response.text()
+        return await response.json()
 
 
 async def test_enis_in_upstream_shape(world: World, daemon: Daemon) -> None:

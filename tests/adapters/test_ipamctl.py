@@ -67,7 +67,8 @@ def test_checkpoint_corrupt_or_missing_is_a_problem(tmp_path: object) -> None:
     with open(path, "w") as f:
         f.write("{")
     assert run("checkpoint", "--path", path)[0] == 1
-    assert open(path).read() == "{"  # read-only: never moved aside
+    with open(path) as f:
+        assert f.read() == "{"  # read-only: never moved aside
 
 
 async def test_enis_pods_stats_env(world: World, daemon: Daemon) -> None:
