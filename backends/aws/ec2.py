@@ -131,6 +131,7 @@ class Ec2Backend:
         return sorted(enis, key=lambda e: (e.network_card, e.device_index))
 
     def describe_subnets(self, subnet_ids: Sequence[str] = (), tag_key: str = "") -> list[Subnet]:
+        """By ids; else every subnet carrying ``tag_key``; else every subnet. Caches CIDRs."""
         params: dict[str, Any] = {}
         if subnet_ids:
             params["SubnetIds"] = list(subnet_ids)

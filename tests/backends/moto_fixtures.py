@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
 from moto import mock_aws
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse
-from botocore.exceptions import EndpointConnectionError
-from botocore.retries import standard
+from botocore.awsrequest import AWSResponse  # type: ignore[import-untyped]
+from botocore.exceptions import EndpointConnectionError  # type: ignore[import-untyped]
+from botocore.retries import standard  # type: ignore[import-untyped]
 
 from backends.aws.client import Ec2Config
 from backends.aws.ec2 import Ec2Backend

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ParamValidationError
-from botocore.stub import Stubber
+from botocore.exceptions import ClientError, ParamValidationError  # type: ignore[import-untyped]
+from botocore.stub import Stubber  # type: ignore[import-untyped]
 
 from backends.aws.client import Ec2Config
 from backends.aws.convert import rfc3339

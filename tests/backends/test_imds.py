@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import Stubber  # type: ignore[import-untyped]
 
 from backends.aws.imds import TOKEN_HEADER, TOKEN_TTL_HEADER, ImdsClient
 from backends.aws.metadata_server import MetadataServer
@@ -227,8 +227,8 @@ class _RecordingPort:
 
 async def test_async_wrappers_run_calls_in_worker_threads() -> None:
     port = _RecordingPort()
-    cloud, metadata = AsyncCloud(port), AsyncMetadata(port)  # type: ignore[arg-type]
-    results = await asyncio.gather(
+    cloud, metadata = AsyncCloud(port), AsyncMetadata(port)
+    results: tuple[Any, ...] = await asyncio.gather(
         cloud.describe_enis("i-1"),
         cloud.create_eni("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}),
         cloud.assign_ipv4("eni-1", 3),
