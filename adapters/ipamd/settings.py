@@ -99,6 +99,7 @@ class Settings:
     cluster_name: str = ""
     additional_eni_tags: tuple[tuple[str, str], ...] = ()
     datapath: str = "linux"
+    host_netns: str | None = None  # run the datapath's host side in this netns (tests, demo)
     cloud: str = "aws"
     fake_instance_type: str = "m5.large"
     add_wait_s: float = 5.0
@@ -345,6 +346,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cluster_name=_get(env, "CLUSTER_NAME") or "",
         additional_eni_tags=parse_tags(env, "ADDITIONAL_ENI_TAGS"),
         datapath=parse_choice(env, "IPAMD_DATAPATH", "linux", ("linux", "fake")),
+        host_netns=_get(env, "IPAMD_HOST_NETNS") or None,
         cloud=parse_choice(env, "IPAMD_CLOUD", "aws", ("aws", "fake")),
         fake_instance_type=_get(env, "IPAMD_FAKE_INSTANCE_TYPE") or "m5.large",
         add_wait_s=parse_float(env, "IPAMD_ADD_WAIT_SECONDS", 5.0),

@@ -124,7 +124,7 @@ def build_ports(
     else:
         from backends.datapath.linux import LinuxDatapath
 
-        datapath = LinuxDatapath()
+        datapath = LinuxDatapath(host_netns=settings.host_netns)
     if settings.cloud == "fake":
         cloud, metadata, _ = fake_cloud_ports(settings.fake_instance_type, observer, clock)
     else:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ VPC_CIDR = "10.0.0.0/16"
 SUBNET_CIDR = "10.0.0.0/20"
 OTHER_SUBNET_CIDR = "10.0.16.0/20"
 SMALL_SUBNET_CIDR = "10.0.32.0/28"  # only for listing: moto hangs when a subnet runs out
-MOTO_SERVER = Path("/work/venv/bin/moto_server")
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 
 
 @functools.cache

@@ -1,0 +1,312 @@
+"""A whole node on this machine: moto_server on loopback, the project's metadata server, the
+daemon with the EC2 backend over HTTP, and pods created through the CNI plugin.
+
+Used by the demo (``./dev demo``) and by the end-to-end tests. With root and ``ip netns`` the
+datapath is real: the daemon's pyroute2 datapath works in a "node" network namespace made
+here (so the machine's own links, rules and routes are never touched) and each pod gets a
+real network namespace. Without root it says so and uses the fake datapath.
+
+Everything started is stopped, and every namespace made is deleted, on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+import boto3  # type: ignore[import-untyped]
+
+REGION = "us-west-2"
+ZONE = "us-west-2a"
+VPC_CIDR = "10.0.0.0/16"
+SUBNET_CIDR = "10.0.0.0/20"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def real_datapath_possible() -> tuple[bool, str]:
+    """(possible, reason): root, ``ip`` and ``ip netns`` are needed for the real datapath."""
+    if os.geteuid() != 0:
+        return False, "not running as root"
+    if shutil.which("ip") is None:
+        return False, "the ip command (iproute2) is missing"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True)
+    if probe.returncode != 0:
+        return False, "ip netns is not available"
+    return True, ""
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None) is not None:  # an HTTP error still means it is up
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@attrs.define
+class Pod:
+    name: str
+    container_id: str
+    netns: str
+    result: dict[str, Any]
+
+    @property
+    def ip(self) -> str:
+        return str(self.result["ips"][0]["address"]).split("/")[0]
+
+
+@attrs.define
+class LocalNode:
+    """The processes and namespaces of one simulated node. Use :func:`local_node`."""
+
+    workdir: str
+    real: bool
+    node_netns: str
+    moto_url: str
+    metadata_url: str
+    introspection_url: str
+    instance_id: str
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+    pods: dict[str, Pod] = attrs.field(factory=dict)
+    daemon: subprocess.Popen[bytes] | None = None
+    netns_made: list[str] = attrs.field(factory=list)
+
+    @property
+    def socket_path(self) -> str:
+        return self.env["IPAMD_SOCKET"]
+
+    def cni_config(self) -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0",
+            "name": "aws-cni",
+            "type": "vpc-cni",
+            "socketPath": self.socket_path,
+            "pendingDelDir": self.env["IPAMD_PENDING_DEL_DIR"],
+            "pluginLogFile": os.path.join(self.workdir, "plugin.log"),
+            "mtu": 9001,
+        }
+
+    def plugin(self, command: str, pod: str, netns: str, container_id: str) -> dict[str, Any]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": os.path.dirname(sys.executable),
+            "CNI_ARGS": f"K8S_POD_NAMESPACE=demo;K8S_POD_NAME={pod}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "adapters.cni.plugin"],
+            input=json.dumps(self.cni_config()).encode(),
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        out = done.stdout.decode().strip()
+        doc: dict[str, Any] = json.loads(out) if out else {}
+        if done.returncode != 0:
+            raise RuntimeError(f"vpc-cni {command} {pod}: {doc or done.stderr.decode()}")
+        return doc
+
+    def add_pod(self, name: str) -> Pod:
+        container_id = f"demo{len(self.pods):04d}{os.getpid()}"
+        if self.real:
+            ns = f"ipc-{os.getpid()}-{name}"
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            self.netns_made.append(ns)
+            netns = f"/var/run/netns/{ns}"
+        else:
+            netns = f"/var/run/netns/fake-{name}"
+        pod = Pod(name, container_id, netns, self.plugin("ADD", name, netns, container_id))
+        self.pods[name] = pod
+        return pod
+
+    def del_pod(self, name: str) -> None:
+        pod = self.pods.pop(name)
+        self.plugin("DEL", name, pod.netns, pod.container_id)
+        if self.real:
+            ns = os.path.basename(pod.netns)
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+            if ns in self.netns_made:
+                self.netns_made.remove(ns)
+
+    def ping(self, pod: Pod, address: str) -> bool:
+        """Ping ``address`` from inside ``pod`` (real datapath only)."""
+        ns = os.path.basename(pod.netns)
+        done = subprocess.run(
+            ["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", address],
+            capture_output=True,
+        )
+        return done.returncode == 0
+
+    def ipamctl(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "adapters.ipamctl.main", "--introspection",
+             self.introspection_url, *args],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        return done.stdout + done.stderr
+
+    def start_daemon(self) -> None:
+        log = open(os.path.join(self.workdir, "ipamd.log"), "ab")  # noqa: SIM115
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "adapters.ipamd.main"],
+            env={**os.environ, **self.env}, stdout=log, stderr=log,
+        )  # fmt: skip
+        wait_http(self.introspection_url + "/v1/enis", 60, self.daemon)
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
+        assert self.daemon is not None
+        self.daemon.send_signal(sig)
+        code = self.daemon.wait(timeout=30)
+        self.daemon = None
+        return code
+
+
+def _start_moto(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
+    log = open(os.path.join(workdir, "moto.log"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/moto-api/", 60, proc)
+    return proc, url
+
+
+def _make_world(moto_url: str) -> tuple[str, str]:
+    """A VPC, a /20 subnet tagged for subnet discovery, a security group, one m5.large."""
+    ec2 = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    ).client("ec2", endpoint_url=moto_url)
+    vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(
+        VpcId=vpc, CidrBlock=SUBNET_CIDR, AvailabilityZone=ZONE,
+        TagSpecifications=[{"ResourceType": "subnet",
+                            "Tags": [{"Key": "kubernetes.io/role/cni", "Value": "1"}]}],
+    )["Subnet"]["SubnetId"]  # fmt: skip
+    sg = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
+    instance = ec2.run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="m5.large",
+        SubnetId=subnet, SecurityGroupIds=[sg],
+    )["Instances"][0]  # fmt: skip
+    return instance["InstanceId"], instance["PrivateIpAddress"]
+
+
+def _make_node_netns(name: str, primary_ip: str) -> None:
+    """A namespace standing in for the node's host side, with eth0 holding the primary IP."""
+    run = ["ip", "netns", "exec", name]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run([*run, "ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(
+        [*run, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink0"], check=True
+    )
+    subprocess.run([*run, "ip", "addr", "add", f"{primary_ip}/20", "dev", "eth0"], check=True)
+    for dev in ("eth0", "uplink0"):
+        subprocess.run([*run, "ip", "link", "set", dev, "up"], check=True)
+
+
+@contextlib.contextmanager
+def local_node(
+    real: bool | None = None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[LocalNode]:
+    """Bring a node up; tear everything down on exit, whatever happened."""
+    possible, _reason = real_datapath_possible()
+    real = possible if real is None else real and possible
+    workdir = tempfile.mkdtemp(prefix="ipamcore-node-", dir="/tmp")
+    procs: list[subprocess.Popen[bytes]] = []
+    node: LocalNode | None = None
+    node_netns = f"ipc-node-{os.getpid()}"
+    try:
+        moto, moto_url = _start_moto(workdir)
+        procs.append(moto)
+        instance_id, primary_ip = _make_world(moto_url)
+        md_port = free_port()
+        md_log = open(os.path.join(workdir, "metadata.log"), "ab")  # noqa: SIM115
+        metadata = subprocess.Popen(
+            [sys.executable, "-m", "backends.aws.metadata_server", "--ec2-endpoint", moto_url,
+             "--instance-id", instance_id, "--port", str(md_port)],
+            stdout=md_log, stderr=md_log,
+        )  # fmt: skip
+        procs.append(metadata)
+        metadata_url = f"http://127.0.0.1:{md_port}"
+        wait_http(metadata_url + "/latest/meta-data/", 30, metadata)
+        if real:
+            _make_node_netns(node_netns, primary_ip)
+        introspection_port = free_port()
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_EC2_ENDPOINT": moto_url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata_url,
+            "IPAMD_CLOUD": "aws",
+            "IPAMD_DATAPATH": "linux" if real else "fake",
+            "IPAMD_SOCKET": os.path.join(workdir, "ipam.sock"),
+            "IPAMD_PENDING_DEL_DIR": os.path.join(workdir, "pending-del"),
+            "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(workdir, "ipam.json"),
+            "INTROSPECTION_BIND_ADDRESS": f"127.0.0.1:{introspection_port}",
+            "METRICS_BIND_ADDRESS": f"127.0.0.1:{free_port()}",
+            "IPAMD_LOG_FORMAT": "json",
+            # Pods stay on the primary ENI: new ENIs from moto have MACs no link here carries.
+            "MAX_ENI": "1",
+            "WARM_ENI_TARGET": "0",
+            "WARM_IP_TARGET": "3",
+            "DISABLE_LEAKED_ENI_CLEANUP": "true",
+        }
+        if real:
+            env["IPAMD_HOST_NETNS"] = f"/var/run/netns/{node_netns}"
+        env.update(extra_env or {})
+        node = LocalNode(
+            workdir=workdir, real=real, node_netns=node_netns, moto_url=moto_url,
+            metadata_url=metadata_url,
+            introspection_url=f"http://127.0.0.1:{introspection_port}",
+            instance_id=instance_id, env=env, procs=procs,
+        )  # fmt: skip
+        node.start_daemon()
+        yield node
+    finally:
+        if node is not None:
+            for name in list(node.pods):
+                with contextlib.suppress(Exception):
+                    node.del_pod(name)
+            if node.daemon is not None:
+                with contextlib.suppress(Exception):
+                    node.stop_daemon()
+            for ns in node.netns_made:
+                subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        for proc in reversed(procs):
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+        if real:
+            subprocess.run(["ip", "netns", "del", node_netns], check=False, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
