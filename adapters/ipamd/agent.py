@@ -1,7 +1,9 @@
 """The node agent: drives the core's :class:`~ipamcore.ipam.Ipam` from asyncio.
 
 Threading: every Ipam call happens on the event loop thread (Ipam is not thread-safe); cloud
-and datapath calls run in worker threads (``asyncio.to_thread``). The request handlers live in
+and datapath calls run in worker threads. Datapath and cloud calls each get a thread pool of
+their own, so a burst of pod setups never queues ahead of the checkpoint writer's thread
+hops (aiofiles uses the loop's default executor) and a slow EC2 call never delays a pod. The request handlers live in
 :mod:`adapters.ipamd.handlers`, start-up in :mod:`adapters.ipamd.startup`, the timers in
 :mod:`adapters.ipamd.loops`; this module holds the state they share and the effect runner.
 
@@ -14,10 +16,12 @@ waiting ADDs are woken.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -42,6 +46,10 @@ from ipamcore.model import Allocation, AllocationKey, InstanceIdentity, Observed
 from ipamcore.netspec import EniNetwork, route_table_for_device
 from ipamcore.ports import CheckpointStore, CloudPort, DatapathPort, MetadataPort
 from ipamcore.views import EniView, PoolStats
+
+T = TypeVar("T")
+DATAPATH_THREADS = 8
+CLOUD_THREADS = 8
 
 
 @attrs.define
@@ -108,6 +116,23 @@ class Agent:
         self._effects: set[asyncio.Task[None]] = set()
         self._enis_to_set_up: set[str] = set()
         self.quarantine_until = 0.0
+        self._datapath_pool = ThreadPoolExecutor(DATAPATH_THREADS, thread_name_prefix="datapath")
+        self._cloud_pool = ThreadPoolExecutor(CLOUD_THREADS, thread_name_prefix="cloud")
+
+    async def in_datapath(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a (blocking) datapath call in the datapath's worker threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._datapath_pool, functools.partial(fn, *args))
+
+    async def in_cloud(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a (blocking) cloud or metadata call in the cloud's worker threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cloud_pool, functools.partial(fn, *args))
+
+    def close(self) -> None:
+        """Release the worker threads (after stop)."""
+        self._datapath_pool.shutdown(wait=False, cancel_futures=True)
+        self._cloud_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -162,7 +187,7 @@ class Agent:
         if net is None:
             return True
         try:
-            await asyncio.to_thread(self.ports.datapath.setup_eni, net)
+            await self.in_datapath(self.ports.datapath.setup_eni, net)
         except Exception as exc:
             self._enis_to_set_up.add(eni.eni_id)
             self.log.error("eni setup failed", eni=eni.eni_id, error=str(exc))
@@ -192,7 +217,7 @@ class Agent:
         return effects
 
     async def _perform(self, effect: Effect) -> None:
-        outcome = await asyncio.to_thread(self._call_cloud, effect)
+        outcome = await self.in_cloud(self._call_cloud, effect)
         if isinstance(outcome, EffectFailed):
             self.log.warning(
                 "effect failed", effect_id=effect.effect_id, kind=outcome.kind.value,
@@ -269,7 +294,7 @@ def _describe(effect: Effect) -> dict[str, object]:
 
 
 class _HintedStore:
-    """The checkpoint store, followed by the netns hints file in the same commit batch."""
+    """The checkpoint store and, concurrently, the netns hints file: one commit batch."""
 
     def __init__(self, store: CheckpointStore, hints: NetnsHints) -> None:
         self._store = store
@@ -279,5 +304,4 @@ class _HintedStore:
         return await self._store.load()
 
     async def save(self, checkpoint: Any) -> None:
-        await self._store.save(checkpoint)
-        await self._hints.save_if_changed()
+        await asyncio.gather(self._store.save(checkpoint), self._hints.save_if_changed())

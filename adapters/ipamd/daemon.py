@@ -109,6 +109,8 @@ class Daemon:
                 await self.agent.committer.flush()
             except Exception as exc:
                 self.log.error("final checkpoint write failed", error=str(exc))
+                self.agent.close()
                 raise
+        self.agent.close()
         self.log.info("stopped")
         self._stopped.set()

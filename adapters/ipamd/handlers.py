@@ -21,6 +21,7 @@ from adapters.ipamd.clock import race_timeout
 from ipamcore.errors import PoolExhausted
 from ipamcore.model import Allocation, AllocationKey, PodRef
 from ipamcore.netspec import PodNetwork, host_veth_name, route_table_for_device
+from ipamcore.ports import DatapathPort
 
 
 def host_veth_for(agent: Agent, allocation: Allocation) -> str:
@@ -51,7 +52,7 @@ async def teardown_quietly(agent: Agent, allocation: Allocation, netns: str) -> 
         return True
     netns = netns or agent.hints.get(allocation.key) or ""
     try:
-        await asyncio.to_thread(
+        await agent.in_datapath(
             agent.ports.datapath.teardown_pod, pod_network(agent, allocation, netns)
         )
     except Exception as exc:
@@ -127,17 +128,28 @@ async def add(agent: Agent, req: p.Request) -> p.Reply:
             return p.Reply.failure(p.ERR_INTERNAL, "IPv6 pods are not supported by this daemon")
         net = pod_network(agent, allocation, req.netns, req.mtu)
         agent.hints.set(key, req.netns)
-        setup = asyncio.create_task(_setup(agent, net, existed is not None))
-        committed = asyncio.create_task(agent.committer.commit())
-        await asyncio.wait({setup, committed})
-        failure = setup.exception() or committed.exception()
+        # The datapath setup (a worker thread) and the durable commit run concurrently.
+        setup = asyncio.ensure_future(
+            agent.in_datapath(_setup_sync, agent.ports.datapath, net, existed is not None)
+        )
+        commit_error: BaseException | None = None
+        try:
+            await agent.committer.commit()
+        except Exception as exc:
+            commit_error = exc
+        setup_error: BaseException | None = None
+        try:
+            await setup
+        except Exception as exc:
+            setup_error = exc
+        failure = setup_error or commit_error
         if failure is not None:
-            if not setup.exception():
+            if setup_error is None:
                 await teardown_quietly(agent, allocation, req.netns)
             agent.core.release(key, agent.clock.now())
             agent.hints.forget(key)
             await _commit_quietly(agent)
-            code = p.ERR_DATAPATH_FAILED if setup.exception() else p.ERR_INTERNAL
+            code = p.ERR_DATAPATH_FAILED if setup_error is not None else p.ERR_INTERNAL
             agent.log.error("add failed", key=str(key), code=code, error=str(failure))
             return p.Reply.failure(code, f"{type(failure).__name__}: {failure}")
         agent.log.debug("add", key=str(key), ipv4=allocation.ipv4)
@@ -152,14 +164,14 @@ async def add(agent: Agent, req: p.Request) -> p.Reply:
         return p.Reply.success(result.to_dict())
 
 
-async def _setup(agent: Agent, net: PodNetwork, existed: bool) -> None:
-    datapath = agent.ports.datapath
+def _setup_sync(datapath: DatapathPort, net: PodNetwork, existed: bool) -> None:
+    """In a worker thread: build the pod's datapath; for a repeated ADD, rebuild it only if
+    a piece is missing."""
     if existed:
-        missing = await asyncio.to_thread(datapath.check_pod, net)
-        if not missing:
+        if not datapath.check_pod(net):
             return
-        await asyncio.to_thread(datapath.teardown_pod, net)
-    await asyncio.to_thread(datapath.setup_pod, net)
+        datapath.teardown_pod(net)
+    datapath.setup_pod(net)
 
 
 async def _commit_quietly(agent: Agent) -> None:
@@ -179,7 +191,7 @@ async def delete(agent: Agent, req: p.Request) -> p.Reply:
         if allocation.ipv4 is not None:
             netns = req.netns or agent.hints.get(key) or ""
             try:
-                await asyncio.to_thread(
+                await agent.in_datapath(
                     agent.ports.datapath.teardown_pod, pod_network(agent, allocation, netns)
                 )
             except Exception as exc:
@@ -202,7 +214,7 @@ async def check(agent: Agent, req: p.Request) -> p.Reply:
         return p.Reply.failure(p.ERR_NOT_FOUND, f"no address for {_key(req)}")
     net = pod_network(agent, allocation, req.netns, req.mtu)
     try:
-        missing = await asyncio.to_thread(agent.ports.datapath.check_pod, net)
+        missing = await agent.in_datapath(agent.ports.datapath.check_pod, net)
     except Exception as exc:
         return p.Reply.failure(p.ERR_DATAPATH_FAILED, f"check failed: {exc}")
     if missing:

@@ -33,7 +33,7 @@ async def policy_loop(agent: Agent) -> None:
 async def reconcile_once(agent: Agent) -> None:
     """One reconciliation pass with EC2's view of the instance."""
     assert agent.identity is not None
-    enis = await asyncio.to_thread(agent.ports.cloud.describe_enis, agent.identity.instance_id)
+    enis = await agent.in_cloud(agent.ports.cloud.describe_enis, agent.identity.instance_id)
     before = {e.eni_id for e in agent.core.eni_views(agent.clock.now())}
     report = agent.core.reconcile(ObservedNode(tuple(enis)), agent.clock.now())
     agent.metrics.reconcile.labels("eni").inc()
@@ -71,13 +71,13 @@ async def cleanup_leaked_once(agent: Agent) -> list[str]:
     """Free ENIs tagged for this instance that were left detached; returns the ids freed."""
     assert agent.identity is not None
     cloud = agent.ports.cloud
-    leaked = await asyncio.to_thread(
+    leaked = await agent.in_cloud(
         cloud.find_leaked_enis, agent.identity.instance_id, agent.clock.now()
     )
     freed = []
     for eni_id in leaked:
         try:
-            await asyncio.to_thread(cloud.free_eni, eni_id)
+            await agent.in_cloud(cloud.free_eni, eni_id)
         except Exception as exc:
             agent.log.warning("leaked ENI not freed", eni=eni_id, error=str(exc))
         else:

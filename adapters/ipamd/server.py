@@ -22,6 +22,77 @@ from adapters.ipamd.handlers import handle
 SOCKET_MODE = 0o600
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: buffer until the newline, answer once, close.
+
+    A plain Protocol (not streams): the per-request cost on the event loop thread is what
+    bounds the daemon's throughput, and streams add a reader, a writer and extra wake-ups.
+    """
+
+    def __init__(self, server: SocketServer) -> None:
+        self._server = server
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._answered = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._server.read_timeout_s, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        newline = data.find(b"\n")
+        if newline < 0:
+            self._buffer += data
+            if len(self._buffer) > p.MAX_MESSAGE_SIZE:
+                self._reject(p.ERR_TOO_LARGE, f"request exceeds {p.MAX_MESSAGE_SIZE} bytes")
+            return
+        self._buffer += data[: newline + 1]
+        if len(self._buffer) > p.MAX_MESSAGE_SIZE:
+            self._reject(p.ERR_TOO_LARGE, f"request exceeds {p.MAX_MESSAGE_SIZE} bytes")
+            return
+        self._answered = True
+        self._cancel_timer()
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._server.dispatch(bytes(self._buffer), self._transport)
+
+    def eof_received(self) -> bool:
+        if not self._answered:
+            what = "before any data" if not self._buffer else "before the newline"
+            self._reject(p.ERR_BAD_REQUEST, f"connection closed {what}")
+        return True  # keep the transport open: the reply may still be in flight
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def _timed_out(self) -> None:
+        if not self._answered:
+            self._reject(p.ERR_BAD_REQUEST, "no complete request in time")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _reject(self, code: str, message: str) -> None:
+        self._answered = True
+        self._cancel_timer()
+        self._server.rejected += 1
+        assert self._transport is not None
+        _send(self._transport, p.error_reply(code, message))
+
+
+def _send(transport: asyncio.Transport, data: bytes) -> None:
+    if not transport.is_closing():
+        transport.write(data)
+        transport.close()
+
+
 class SocketServer:
     def __init__(self, agent: Agent, path: str, read_timeout_s: float = 10.0) -> None:
         self.agent = agent
@@ -39,8 +110,9 @@ class SocketServer:
                 os.unlink(self.path)  # a stale socket of a previous run
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._on_connection, self.path, limit=p.MAX_MESSAGE_SIZE + 1
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_unix_server(
+                lambda: _Connection(self), self.path, backlog=1024
             )
         finally:
             os.umask(old)
@@ -59,52 +131,22 @@ class SocketServer:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
+    def dispatch(self, frame: bytes, transport: asyncio.Transport) -> None:
+        """A complete frame arrived: decode it here, handle it in a task of its own."""
         try:
-            reply = await self._serve(reader)
-            writer.write(reply)
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass  # the client went away; its request (if any) was processed
-        finally:
-            self._in_flight.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
-        try:
-            return await asyncio.wait_for(reader.readuntil(b"\n"), self.read_timeout_s)
-        except asyncio.LimitOverrunError:
-            raise p.ProtocolError(
-                p.ERR_TOO_LARGE, f"request exceeds {p.MAX_MESSAGE_SIZE} bytes"
-            ) from None
-        except asyncio.IncompleteReadError as exc:
-            if len(exc.partial) > p.MAX_MESSAGE_SIZE:
-                raise p.ProtocolError(p.ERR_TOO_LARGE, "request too large") from None
-            what = "before any data" if not exc.partial else "before the newline"
-            raise p.ProtocolError(p.ERR_BAD_REQUEST, f"connection closed {what}") from None
-        except TimeoutError:
-            raise p.ProtocolError(p.ERR_BAD_REQUEST, "no complete request in time") from None
-        except ValueError:  # StreamReader: separator found but the chunk exceeds the limit
-            raise p.ProtocolError(
-                p.ERR_TOO_LARGE, f"request exceeds {p.MAX_MESSAGE_SIZE} bytes"
-            ) from None
-
-    async def _serve(self, reader: asyncio.StreamReader) -> bytes:
-        try:
-            req = p.decode_request(await self._read_frame(reader))
+            req = p.decode_request(frame)
         except p.ProtocolError as exc:
             self.rejected += 1
-            return p.error_reply(exc.code, exc.message)
+            _send(transport, p.error_reply(exc.code, exc.message))
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(req, transport))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _serve(self, req: p.Request, transport: asyncio.Transport) -> None:
         try:
             reply = await handle(self.agent, req)
         except Exception as exc:
             self.agent.log.exception("request failed", op=req.op, error=str(exc))
             reply = p.Reply.failure(p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}")
-        return p.encode_reply(reply)
+        _send(transport, p.encode_reply(reply))

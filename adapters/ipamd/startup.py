@@ -39,15 +39,15 @@ async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
         return limits_for(instance_type)
     except UnknownInstanceType:
         agent.log.info("instance type not in the table; asking EC2", instance_type=instance_type)
-        return await asyncio.to_thread(agent.ports.cloud.describe_instance_type, instance_type)
+        return await agent.in_cloud(agent.ports.cloud.describe_instance_type, instance_type)
 
 
 async def observe_enis(agent: Agent) -> list[ObservedEni]:
     """EC2's view of the attached ENIs, plus any metadata shows that EC2 does not (yet)."""
     assert agent.identity is not None
-    ec2 = await asyncio.to_thread(agent.ports.cloud.describe_enis, agent.identity.instance_id)
+    ec2 = await agent.in_cloud(agent.ports.cloud.describe_enis, agent.identity.instance_id)
     try:
-        imds = await asyncio.to_thread(agent.ports.metadata.enis)
+        imds = await agent.in_cloud(agent.ports.metadata.enis)
     except Exception as exc:
         agent.log.warning("metadata ENIs unavailable", error=str(exc))
         imds = []
@@ -62,10 +62,10 @@ async def refresh_subnets(agent: Agent) -> None:
         return
     cloud = agent.ports.cloud
     try:
-        subnets = await asyncio.to_thread(cloud.describe_subnets, (), SUBNET_DISCOVERY_TAG)
+        subnets = await agent.in_cloud(cloud.describe_subnets, (), SUBNET_DISCOVERY_TAG)
         primary = agent.core.primary_eni()
         if primary is not None and all(s.subnet_id != primary.subnet_id for s in subnets):
-            subnets += await asyncio.to_thread(cloud.describe_subnets, (primary.subnet_id,), "")
+            subnets += await agent.in_cloud(cloud.describe_subnets, (primary.subnet_id,), "")
     except Exception as exc:
         agent.log.warning("subnet discovery failed", error=str(exc))
         return
@@ -147,7 +147,7 @@ async def process_pending_dels(agent: Agent) -> int:
 async def start(agent: Agent) -> None:
     """Bring the agent to ready (see the module docstring for the steps)."""
     began = time.monotonic()
-    identity = await asyncio.to_thread(agent.ports.metadata.identity)
+    identity = await agent.in_cloud(agent.ports.metadata.identity)
     agent.identity = identity
     limits = await instance_limits(agent, identity.instance_type)
     agent.ipam = Ipam(agent.settings.pool, limits)
@@ -179,7 +179,7 @@ async def start(agent: Agent) -> None:
             vpc_cidrs=identity.vpc_cidrs,
             external_snat=agent.settings.external_snat,
         )
-        await asyncio.to_thread(agent.ports.datapath.setup_node, node)
+        await agent.in_datapath(agent.ports.datapath.setup_node, node)
     await agent.committer.commit()
     agent.metrics.bind_pool(agent.stats)
     elapsed = time.monotonic() - began
