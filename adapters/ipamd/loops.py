@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 from adapters.ipamd.agent import Agent
