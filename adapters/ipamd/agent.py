@@ -5,7 +5,8 @@ and datapath calls run in worker threads. Datapath and cloud calls each get a th
 their own, so a burst of pod setups never queues ahead of the checkpoint writer's thread
 hops (aiofiles uses the loop's default executor) and a slow EC2 call never delays a pod.
 The request handlers live in :mod:`adapters.ipamd.handlers`, start-up in
-:mod:`adapters.ipamd.startup`, the timers in :mod:`adapters.ipamd.loops`; this module holds the state they share and the effect runner.
+:mod:`adapters.ipamd.startup`, the timers in :mod:`adapters.ipamd.loops`; this module
+holds the state they share and the effect runner.
 
 Effects: :meth:`Agent.run_policy` asks ``Ipam.plan(now, waiting)`` and starts one task per
 effect; each task performs the effect via the cloud port in a thread and feeds the outcome

@@ -127,7 +127,7 @@ async def add(agent: Agent, req: p.Request) -> p.Reply:
             agent.core.release(key, agent.clock.now())
             return p.Reply.failure(p.ERR_INTERNAL, "IPv6 pods are not supported by this daemon")
         net = pod_network(agent, allocation, req.netns, req.mtu)
-        agent.hints.set(key, req.netns)
+        agent.hints.remember(key, req.netns)
         # The datapath setup (a worker thread) and the durable commit run concurrently.
         setup = asyncio.ensure_future(
             agent.in_datapath(_setup_sync, agent.ports.datapath, net, existed is not None)

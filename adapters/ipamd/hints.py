@@ -27,7 +27,7 @@ class NetnsHints:
     def get(self, key: AllocationKey) -> str | None:
         return self._map.get(str(key))
 
-    def set(self, key: AllocationKey, netns: str) -> None:
+    def remember(self, key: AllocationKey, netns: str) -> None:
         if netns and self._map.get(str(key)) != netns:
             self._map[str(key)] = netns
             self._dirty = True
