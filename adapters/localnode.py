@@ -112,7 +112,14 @@ class LocalNode:
             "mtu": 9001,
         }
 
-    def plugin(self, command: str, pod: str, netns: str, container_id: str) -> dict[str, Any]:
+    def plugin(
+        self,
+        command: str,
+        pod: str,
+        netns: str,
+        container_id: str,
+        prev_result: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "CNI_COMMAND": command,
@@ -122,9 +129,12 @@ class LocalNode:
             "CNI_PATH": os.path.dirname(sys.executable),
             "CNI_ARGS": f"K8S_POD_NAMESPACE=demo;K8S_POD_NAME={pod}",
         }
+        config = self.cni_config()
+        if prev_result is not None:
+            config["prevResult"] = prev_result
         done = subprocess.run(
             [sys.executable, "-m", "adapters.cni.plugin"],
-            input=json.dumps(self.cni_config()).encode(),
+            input=json.dumps(config).encode(),
             env=env,
             capture_output=True,
             timeout=60,
@@ -135,22 +145,28 @@ class LocalNode:
             raise RuntimeError(f"vpc-cni {command} {pod}: {doc or done.stderr.decode()}")
         return doc
 
+    def make_netns(self, name: str) -> str:
+        if not self.real:
+            return f"/var/run/netns/fake-{name}"
+        ns = f"ipc-{os.getpid()}-{name}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        self.netns_made.append(ns)
+        return f"/var/run/netns/{ns}"
+
     def add_pod(self, name: str) -> Pod:
-        container_id = f"demo{len(self.pods):04d}{os.getpid()}"
-        if self.real:
-            ns = f"ipc-{os.getpid()}-{name}"
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            self.netns_made.append(ns)
-            netns = f"/var/run/netns/{ns}"
-        else:
-            netns = f"/var/run/netns/fake-{name}"
+        container_id = f"c{name.replace('-', '')}{os.getpid()}"
+        netns = self.make_netns(name)
         pod = Pod(name, container_id, netns, self.plugin("ADD", name, netns, container_id))
         self.pods[name] = pod
         return pod
 
+    def check_pod(self, name: str) -> dict[str, Any]:
+        pod = self.pods[name]
+        return self.plugin("CHECK", name, pod.netns, pod.container_id, pod.result)
+
     def del_pod(self, name: str) -> None:
         pod = self.pods.pop(name)
-        self.plugin("DEL", name, pod.netns, pod.container_id)
+        self.plugin("DEL", name, pod.netns, pod.container_id, pod.result)
         if self.real:
             ns = os.path.basename(pod.netns)
             subprocess.run(["ip", "netns", "del", ns], check=False)
@@ -200,8 +216,8 @@ def _start_moto(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
-def _make_world(moto_url: str) -> tuple[str, str]:
-    """A VPC, a /20 subnet tagged for subnet discovery, a security group, one m5.large."""
+def _make_world(moto_url: str, instance_type: str) -> tuple[str, str]:
+    """A VPC, a /20 subnet tagged for subnet discovery, a security group, one instance."""
     ec2 = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     ).client("ec2", endpoint_url=moto_url)
@@ -213,7 +229,7 @@ def _make_world(moto_url: str) -> tuple[str, str]:
     )["Subnet"]["SubnetId"]  # fmt: skip
     sg = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
     instance = ec2.run_instances(
-        ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="m5.large",
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType=instance_type,
         SubnetId=subnet, SecurityGroupIds=[sg],
     )["Instances"][0]  # fmt: skip
     return instance["InstanceId"], instance["PrivateIpAddress"]
@@ -224,6 +240,8 @@ def _make_node_netns(name: str, primary_ip: str) -> None:
     run = ["ip", "netns", "exec", name]
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run([*run, "ip", "link", "set", "lo", "up"], check=True)
+    for key in ("all", "default"):  # no IPv6 link-local churn in the node's tables
+        subprocess.run([*run, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1"], check=False)
     subprocess.run(
         [*run, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink0"], check=True
     )
@@ -234,7 +252,9 @@ def _make_node_netns(name: str, primary_ip: str) -> None:
 
 @contextlib.contextmanager
 def local_node(
-    real: bool | None = None, extra_env: Mapping[str, str] | None = None
+    real: bool | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    instance_type: str = "m5.large",
 ) -> Iterator[LocalNode]:
     """Bring a node up; tear everything down on exit, whatever happened."""
     possible, _reason = real_datapath_possible()
@@ -246,7 +266,7 @@ def local_node(
     try:
         moto, moto_url = _start_moto(workdir)
         procs.append(moto)
-        instance_id, primary_ip = _make_world(moto_url)
+        instance_id, primary_ip = _make_world(moto_url, instance_type)
         md_port = free_port()
         md_log = open(os.path.join(workdir, "metadata.log"), "ab")  # noqa: SIM115
         metadata = subprocess.Popen(

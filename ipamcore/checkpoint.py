@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -38,8 +37,10 @@ class Checkpoint:
 
 
 def _to_ns(seconds: float) -> int:
-    """Unix seconds to nanoseconds, exactly (the float's exact value, rounded once)."""
-    return round(Fraction(seconds) * NS_PER_S)
+    """Unix seconds to nanoseconds: whole seconds and the (exactly computed) fraction apart,
+    so a present-day time keeps nanosecond precision."""
+    whole = int(seconds // 1)
+    return whole * NS_PER_S + round((seconds - whole) * NS_PER_S)
 
 
 def _from_ns(ns: int) -> float:

@@ -119,9 +119,7 @@ class CheckpointStoreContract:
     async def test_missing_checkpoint_loads_as_none(self, harness: StoreHarness) -> None:
         assert await harness.store.load() is None
 
-    async def test_round_trip_allocations_and_release_times(
-        self, harness: StoreHarness
-    ) -> None:
+    async def test_round_trip_allocations_and_release_times(self, harness: StoreHarness) -> None:
         cp = sample_checkpoint(7)
         await harness.store.save(cp)
         assert await harness.store.load() == cp
@@ -134,7 +132,7 @@ class CheckpointStoreContract:
     async def test_round_trip_unusual_strings(self, harness: StoreHarness) -> None:
         cp = Checkpoint(
             allocations=(
-                alloc("c-ü-\"quoted\"\\", "10.0.0.1", pod=("ns-ä", "pod\n1"), if_name="eth1"),
+                alloc('c-ü-"quoted"\\', "10.0.0.1", pod=("ns-ä", "pod\n1"), if_name="eth1"),
             ),
             released_at=(),
         )
@@ -210,8 +208,6 @@ class CheckpointStoreContract:
         await harness.store.save(cp)
         assert await harness.reopen().load() == cp
 
-    async def test_upstream_null_allocations_loads_as_empty(
-        self, harness: StoreHarness
-    ) -> None:
+    async def test_upstream_null_allocations_loads_as_empty(self, harness: StoreHarness) -> None:
         harness.put_raw(b'{"version":"vpc-cni-ipam/1","allocations":null}')
         assert await harness.store.load() == Checkpoint()
