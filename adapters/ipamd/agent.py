@@ -32,14 +32,11 @@ from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
 from adapters.metrics import Metrics
 from backends.observe import CallCounter, CallRecord
-from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import CloudError, FailureKind
+from backends.perform import perform
+from ipamcore.effects import Effect
 from ipamcore.events import (
-    AddressesAssigned,
-    AddressesUnassigned,
     EffectFailed,
     EniCreated,
-    EniFreed,
     Outcome,
 )
 from ipamcore.ipam import Ipam
@@ -235,36 +232,11 @@ class Agent:
 
     def _call_cloud(self, effect: Effect) -> Outcome:
         """Runs in a worker thread: one effect against the cloud port, as an outcome."""
-        cloud, eid = self.ports.cloud, effect.effect_id
-        try:
-            if isinstance(effect, CreateEni):
-                assert self.identity is not None
-                eni = cloud.create_eni(
-                    self.identity.instance_id, effect.subnet_id, effect.security_groups,
-                    effect.ipv4_count, effect.prefix_count, effect.ipv6_prefix,
-                    dict(self.settings.additional_eni_tags),
-                )  # fmt: skip
-                return EniCreated(eid, eni)
-            if isinstance(effect, AssignAddresses):
-                if effect.prefix_count:
-                    got = cloud.assign_prefixes(effect.eni_id, effect.prefix_count)
-                    return AddressesAssigned(eid, effect.eni_id, prefixes=tuple(got))
-                got = cloud.assign_ipv4(effect.eni_id, effect.ipv4_count)
-                return AddressesAssigned(eid, effect.eni_id, ipv4_addresses=tuple(got))
-            if isinstance(effect, UnassignAddresses):
-                if effect.ipv4_addresses:
-                    cloud.unassign_ipv4(effect.eni_id, effect.ipv4_addresses)
-                if effect.prefixes:
-                    cloud.unassign_prefixes(effect.eni_id, effect.prefixes)
-                return AddressesUnassigned(eid)
-            if isinstance(effect, FreeEni):
-                cloud.free_eni(effect.eni_id)
-                return EniFreed(eid)
-        except CloudError as exc:
-            return EffectFailed(eid, exc.kind, exc.message)
-        except Exception as exc:
-            return EffectFailed(eid, FailureKind.OTHER, f"{type(exc).__name__}: {exc}")
-        return EffectFailed(eid, FailureKind.OTHER, f"unknown effect {effect!r}")
+        assert self.identity is not None
+        return perform(
+            self.ports.cloud, self.identity.instance_id, effect,
+            dict(self.settings.additional_eni_tags),
+        )  # fmt: skip
 
     async def drain_effects(self, timeout: float = 10.0) -> None:
         """Wait (real time, bounded) for effects in flight to finish."""
