@@ -13,7 +13,8 @@ with time from the simulator's :class:`~backends.simulation.clock.SimClock`:
   kicked (an ADD found the pool short, an effect finished, a reconciliation ran); like
   ``policy_loop`` the 5 s timer restarts after each pass, and waiting pods retry after it
   (cooldowns may have ended);
-* effects: performed against the fake cloud port at once; each outcome is applied at
+* effects: performed against the fake cloud port at once with the daemon's own mapping
+  (:func:`backends.perform.perform`); each outcome is applied at
   ``now + port.last_latency_s`` (the call's virtual latency), then waiting pods retry and the
   policy is kicked, as ``Agent._perform`` does;
 * reconciliation every ``reconcile_interval_s`` (60 s) from the fake metadata view.
@@ -23,19 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from backends.perform import perform
 from backends.simulation.clock import SimClock
 from backends.simulation.measures import Recorder
 from ipamcore.config import PoolConfig
-from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
+from ipamcore.effects import Effect
 from ipamcore.errors import CloudError, PoolExhausted
-from ipamcore.events import (
-    AddressesAssigned,
-    AddressesUnassigned,
-    EffectFailed,
-    EniCreated,
-    EniFreed,
-    Outcome,
-)
+from ipamcore.events import EffectFailed, EniCreated, EniFreed, Outcome
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import AllocationKey, ObservedNode, PodRef
@@ -163,38 +158,10 @@ class SimNode:
         self.clock.at(now + self.policy_interval_s, self._tick, self._tick_gen)
 
     def _call_cloud(self, effect: Effect) -> tuple[Outcome, float]:
-        """Perform one effect against the port; the outcome and the calls' total latency."""
-        port, eid = self.port, effect.effect_id
-        latency = 0.0
-        try:
-            if isinstance(effect, CreateEni):
-                eni = port.create_eni(
-                    self.instance_id, effect.subnet_id, effect.security_groups,
-                    effect.ipv4_count, effect.prefix_count, effect.ipv6_prefix,
-                )  # fmt: skip
-                return EniCreated(eid, eni), port.last_latency_s
-            if isinstance(effect, AssignAddresses):
-                if effect.prefix_count:
-                    got = port.assign_prefixes(effect.eni_id, effect.prefix_count)
-                    outcome: Outcome = AddressesAssigned(eid, effect.eni_id, prefixes=got)
-                else:
-                    got = port.assign_ipv4(effect.eni_id, effect.ipv4_count)
-                    outcome = AddressesAssigned(eid, effect.eni_id, ipv4_addresses=got)
-                return outcome, port.last_latency_s
-            if isinstance(effect, UnassignAddresses):
-                if effect.ipv4_addresses:
-                    port.unassign_ipv4(effect.eni_id, effect.ipv4_addresses)
-                    latency += port.last_latency_s
-                if effect.prefixes:
-                    port.unassign_prefixes(effect.eni_id, effect.prefixes)
-                    latency += port.last_latency_s
-                return AddressesUnassigned(eid), latency
-            if isinstance(effect, FreeEni):
-                port.free_eni(effect.eni_id)
-                return EniFreed(eid), port.last_latency_s
-        except CloudError as exc:
-            return EffectFailed(eid, exc.kind, exc.message), latency + port.last_latency_s
-        raise TypeError(f"unknown effect {effect!r}")
+        """Perform one effect with the daemon's mapping (:func:`backends.perform.perform`);
+        the outcome and the virtual latency of the port method's calls."""
+        outcome = perform(self.port, self.instance_id, effect)
+        return outcome, self.port.last_latency_s
 
     def _apply(self, outcome: Outcome) -> None:
         rec = self.rec
