@@ -62,8 +62,8 @@ def pool_counts(pool: AddressPool, inp: PolicyInput) -> PoolCounts:
         total=pool.usable_total,
         assigned=pool.assigned,
         available=available,
-        total_prefixes=pool.prefix_total(),
-        free_prefixes=pool.free_prefixes(),
+        total_prefixes=pool.prefix_total() if inp.prefix_mode else 0,
+        free_prefixes=pool.free_prefixes() if inp.prefix_mode else 0,
     )
 
 
