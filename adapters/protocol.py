@@ -32,7 +32,8 @@ For the daemon:
   netlink calls, netns paths are normalized and under :data:`NETNS_ALLOWED_PREFIXES`.
 - DEL must be idempotent (unknown attachment -> ok, or ``not_found`` which the plugin treats as
   success). CHECK of an unknown attachment -> ``not_found`` (CNI error 3).
-- Pending DELs: the plugin records a DEL it could not deliver (:func:`write_pending_del`). At
+- Pending DELs (:mod:`adapters.pending_dels`): the plugin records a DEL it could not deliver
+  (``write_pending_del``). At
   start the daemon should bind and listen first, then ``for req in read_pending_dels(dir)``:
   release it exactly like a DEL, then ``remove_pending_del(dir, req)``; then accept. (A plugin
   whose connect fails before the listen writes its record before the scan.) Rescanning
@@ -42,13 +43,137 @@ For the daemon:
 from __future__ import annotations
 
 import json
-import os
 import socket
+
+from adapters.validators import (
+    _ALNUM as _ALNUM,
+)
+from adapters.validators import (
+    _HEX as _HEX,
+)
+from adapters.validators import (
+    _ID_CHARS as _ID_CHARS,
+)
+from adapters.validators import (
+    _LOWER_ALNUM as _LOWER_ALNUM,
+)
+from adapters.validators import (  # re-exported: callers use protocol.X
+    DAEMON_ERROR_CODES as DAEMON_ERROR_CODES,
+)
+from adapters.validators import (
+    ERR_BAD_REPLY as ERR_BAD_REPLY,
+)
+from adapters.validators import (
+    ERR_BAD_REQUEST as ERR_BAD_REQUEST,
+)
+from adapters.validators import (
+    ERR_DATAPATH_FAILED as ERR_DATAPATH_FAILED,
+)
+from adapters.validators import (
+    ERR_INTERNAL as ERR_INTERNAL,
+)
+from adapters.validators import (
+    ERR_IO as ERR_IO,
+)
+from adapters.validators import (
+    ERR_NOT_FOUND as ERR_NOT_FOUND,
+)
+from adapters.validators import (
+    ERR_POOL_EMPTY as ERR_POOL_EMPTY,
+)
+from adapters.validators import (
+    ERR_SHUTTING_DOWN as ERR_SHUTTING_DOWN,
+)
+from adapters.validators import (
+    ERR_TIMEOUT as ERR_TIMEOUT,
+)
+from adapters.validators import (
+    ERR_TOO_LARGE as ERR_TOO_LARGE,
+)
+from adapters.validators import (
+    ERR_UNAVAILABLE as ERR_UNAVAILABLE,
+)
+from adapters.validators import (
+    ERR_UNSUPPORTED_VERSION as ERR_UNSUPPORTED_VERSION,
+)
+from adapters.validators import (
+    MAX_CONTAINER_ID_LEN as MAX_CONTAINER_ID_LEN,
+)
+from adapters.validators import (
+    MAX_DNS_LABEL_LEN as MAX_DNS_LABEL_LEN,
+)
+from adapters.validators import (
+    MAX_DNS_SUBDOMAIN_LEN as MAX_DNS_SUBDOMAIN_LEN,
+)
+from adapters.validators import (
+    MAX_IF_NAME_LEN as MAX_IF_NAME_LEN,
+)
+from adapters.validators import (
+    MAX_MTU as MAX_MTU,
+)
+from adapters.validators import (
+    MAX_NETNS_LEN as MAX_NETNS_LEN,
+)
+from adapters.validators import (
+    MAX_NETWORK_NAME_LEN as MAX_NETWORK_NAME_LEN,
+)
+from adapters.validators import (
+    MAX_VALID_ATTACHMENTS as MAX_VALID_ATTACHMENTS,
+)
+from adapters.validators import (
+    MIN_MTU as MIN_MTU,
+)
+from adapters.validators import (
+    NETNS_ALLOWED_PREFIXES as NETNS_ALLOWED_PREFIXES,
+)
+from adapters.validators import (
+    ProtocolError as ProtocolError,
+)
+from adapters.validators import (
+    bad_request as bad_request,
+)
+from adapters.validators import (
+    require_str as require_str,
+)
+from adapters.validators import (
+    show as show,
+)
+from adapters.validators import (
+    validate_container_id as validate_container_id,
+)
+from adapters.validators import (
+    validate_if_name as validate_if_name,
+)
+from adapters.validators import (
+    validate_ipv4 as validate_ipv4,
+)
+from adapters.validators import (
+    validate_ipv6 as validate_ipv6,
+)
+from adapters.validators import (
+    validate_mac as validate_mac,
+)
+from adapters.validators import (
+    validate_mtu as validate_mtu,
+)
+from adapters.validators import (
+    validate_netns as validate_netns,
+)
+from adapters.validators import (
+    validate_network_name as validate_network_name,
+)
+from adapters.validators import (
+    validate_pod_name as validate_pod_name,
+)
+from adapters.validators import (
+    validate_pod_namespace as validate_pod_namespace,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # only for type checkers; keeps ``typing`` out of the plugin's cold start
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from typing import Any
+
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_SIZE = 64 * 1024
@@ -63,59 +188,6 @@ OP_STATUS = "status"
 OP_GC = "gc"
 OPS = frozenset({OP_ADD, OP_DEL, OP_CHECK, OP_STATUS, OP_GC})
 
-# Error codes carried in replies (daemon side) and in ProtocolError (both sides).
-ERR_BAD_REQUEST = "bad_request"  # malformed or invalid request
-ERR_UNSUPPORTED_VERSION = "unsupported_version"  # "version" is not PROTOCOL_VERSION
-ERR_TOO_LARGE = "too_large"  # message larger than MAX_MESSAGE_SIZE
-ERR_POOL_EMPTY = "pool_empty"  # no address available now: try again later
-ERR_NOT_FOUND = "not_found"  # no such attachment (CHECK of an unknown container)
-ERR_DATAPATH_FAILED = "datapath_failed"  # veth/route/rule setup or teardown failed
-ERR_INTERNAL = "internal"  # anything else inside the daemon
-ERR_SHUTTING_DOWN = "shutting_down"  # the daemon is stopping: try again later
-# Client-side only (never sent by the daemon):
-ERR_UNAVAILABLE = "unavailable"  # could not connect to the socket: the daemon is not running
-ERR_TIMEOUT = "timeout"  # connected, but no complete reply in time
-ERR_BAD_REPLY = "bad_reply"  # the daemon's reply is malformed
-ERR_IO = "io"  # a local file operation failed (pending-DEL records)
-
-DAEMON_ERROR_CODES = frozenset(
-    {
-        ERR_BAD_REQUEST,
-        ERR_UNSUPPORTED_VERSION,
-        ERR_TOO_LARGE,
-        ERR_POOL_EMPTY,
-        ERR_NOT_FOUND,
-        ERR_DATAPATH_FAILED,
-        ERR_INTERNAL,
-        ERR_SHUTTING_DOWN,
-    }
-)
-
-# Validation limits.
-MAX_CONTAINER_ID_LEN = 256
-MAX_IF_NAME_LEN = 15
-MAX_NETNS_LEN = 1024
-MAX_NETWORK_NAME_LEN = 256
-MAX_DNS_LABEL_LEN = 63
-MAX_DNS_SUBDOMAIN_LEN = 253
-MAX_VALID_ATTACHMENTS = 1024  # the message size bounds it too
-MIN_MTU = 576
-MAX_MTU = 65535
-
-# A netns path must lie strictly under one of these directories.
-NETNS_ALLOWED_PREFIXES: tuple[str, ...] = (
-    "/proc/",
-    "/var/run/netns/",
-    "/run/netns/",
-    "/var/run/docker/netns/",
-    "/run/docker/netns/",
-)
-
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_ID_CHARS = _ALNUM | frozenset("_.-")
-_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_HEX = frozenset("0123456789abcdefABCDEF")
-
 _REQUEST_FIELDS = (
     "network_name",
     "container_id",
@@ -125,168 +197,6 @@ _REQUEST_FIELDS = (
     "pod_name",
 )
 
-
-class ProtocolError(Exception):
-    """A rejected message or a failed exchange: ``code`` is one of the ``ERR_*`` codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-def _bad(message: str) -> ProtocolError:
-    return ProtocolError(ERR_BAD_REQUEST, message)
-
-
-def _show(value: object, limit: int = 64) -> str:
-    """A short, printable rendering of hostile input for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- validators
-
-
-def _require_str(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise _bad(f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def validate_container_id(value: object) -> str:
-    """CNI spec: non-empty, starts with an alphanumeric, then alphanumerics, ``_``, ``.``, ``-``."""
-    s = _require_str(value, "container_id")
-    if not s:
-        raise _bad("container_id must not be empty")
-    if len(s) > MAX_CONTAINER_ID_LEN:
-        raise _bad(f"container_id is longer than {MAX_CONTAINER_ID_LEN} characters")
-    if s[0] not in _ALNUM:
-        raise _bad(f"container_id must start with an alphanumeric character: {_show(s)}")
-    if not _ID_CHARS.issuperset(s):
-        raise _bad(f"container_id may contain only alphanumerics, '_', '.', '-': {_show(s)}")
-    return s
-
-
-def validate_network_name(value: object) -> str:
-    """CNI spec: same character rules as a container id."""
-    s = _require_str(value, "network_name")
-    if not s:
-        raise _bad("network_name must not be empty")
-    if len(s) > MAX_NETWORK_NAME_LEN:
-        raise _bad(f"network_name is longer than {MAX_NETWORK_NAME_LEN} characters")
-    if s[0] not in _ALNUM or not _ID_CHARS.issuperset(s):
-        raise _bad(
-            "network_name must start with an alphanumeric and contain only "
-            f"alphanumerics, '_', '.', '-': {_show(s)}"
-        )
-    return s
-
-
-def validate_if_name(value: object, what: str = "if_name") -> str:
-    """Linux interface name (CNI spec): 1..15 characters, no ``/``, ``:``, whitespace or NUL,
-    not ``.`` or ``..``; restricted to printable ASCII."""
-    s = _require_str(value, what)
-    if not s:
-        raise _bad(f"{what} must not be empty")
-    if len(s) > MAX_IF_NAME_LEN:
-        raise _bad(f"{what} is longer than {MAX_IF_NAME_LEN} characters: {_show(s)}")
-    if s in (".", ".."):
-        raise _bad(f"{what} must not be '.' or '..'")
-    for ch in s:
-        if ch in "/:" or ch.isspace() or not ("!" <= ch <= "~"):
-            raise _bad(f"{what} contains a forbidden character {ch!r}: {_show(s)}")
-    return s
-
-
-def validate_netns(value: object, allowed_prefixes: Iterable[str] = NETNS_ALLOWED_PREFIXES) -> str:
-    """An absolute, normalized path strictly under one of ``allowed_prefixes``."""
-    s = _require_str(value, "netns")
-    if not s:
-        raise _bad("netns must not be empty")
-    if len(s) > MAX_NETNS_LEN:
-        raise _bad(f"netns is longer than {MAX_NETNS_LEN} characters")
-    if "\x00" in s:
-        raise _bad("netns contains a NUL byte")
-    if not s.isprintable():
-        raise _bad(f"netns contains non-printable characters: {_show(s)}")
-    if not s.startswith("/"):
-        raise _bad(f"netns must be an absolute path: {_show(s)}")
-    parts = s.split("/")
-    if ".." in parts or "." in parts:
-        raise _bad(f"netns must not contain '.' or '..' components: {_show(s)}")
-    if os.path.normpath(s) != s or s.startswith("//"):
-        raise _bad(f"netns must be a normalized path: {_show(s)}")
-    for prefix in allowed_prefixes:
-        if s.startswith(prefix) and len(s) > len(prefix):
-            return s
-    raise _bad(
-        f"netns {_show(s)} is not under an allowed directory ({', '.join(allowed_prefixes)})"
-    )
-
-
-def _dns_label_ok(s: str) -> bool:
-    return (
-        0 < len(s) <= MAX_DNS_LABEL_LEN
-        and _LOWER_ALNUM.issuperset(s.replace("-", ""))
-        and s[0] in _LOWER_ALNUM
-        and s[-1] in _LOWER_ALNUM
-    )
-
-
-def validate_pod_namespace(value: object) -> str:
-    """A Kubernetes namespace: a DNS-1123 label (<= 63). Empty means unknown (non-Kubernetes
-    runtime)."""
-    s = _require_str(value, "pod_namespace")
-    if s and not _dns_label_ok(s):
-        raise _bad(f"pod_namespace is not a DNS-1123 label: {_show(s)}")
-    return s
-
-
-def validate_pod_name(value: object) -> str:
-    """A Kubernetes pod name: a DNS-1123 subdomain (<= 253). Empty means unknown."""
-    s = _require_str(value, "pod_name")
-    if not s:
-        return s
-    if len(s) > MAX_DNS_SUBDOMAIN_LEN or not all(_dns_label_ok(p) for p in s.split(".")):
-        raise _bad(f"pod_name is not a DNS-1123 subdomain: {_show(s)}")
-    return s
-
-
-def validate_mtu(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad(f"mtu must be an integer, got {type(value).__name__}")
-    if not MIN_MTU <= value <= MAX_MTU:
-        raise _bad(f"mtu {value} is outside {MIN_MTU}..{MAX_MTU}")
-    return value
-
-
-def validate_ipv4(value: object, what: str = "ipv4") -> str:
-    s = _require_str(value, what)
-    try:
-        packed = socket.inet_pton(socket.AF_INET, s)
-    except (OSError, ValueError):
-        raise _bad(f"{what} is not an IPv4 address: {_show(s)}") from None
-    if socket.inet_ntop(socket.AF_INET, packed) != s:
-        raise _bad(f"{what} is not a canonical IPv4 address: {_show(s)}")
-    return s
-
-
-def validate_ipv6(value: object, what: str = "ipv6") -> str:
-    s = _require_str(value, what)
-    try:
-        socket.inet_pton(socket.AF_INET6, s)
-    except (OSError, ValueError):
-        raise _bad(f"{what} is not an IPv6 address: {_show(s)}") from None
-    return s
-
-
-def validate_mac(value: object, what: str = "mac") -> str:
-    s = _require_str(value, what)
-    parts = s.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 and _HEX.issuperset(p) for p in parts):
-        raise _bad(f"{what} is not a MAC address: {_show(s)}")
-    return s.lower()
 
 
 # --------------------------------------------------------------------------- messages
@@ -471,7 +381,7 @@ class AddResult:
     @classmethod
     def _from_dict(cls, d: object) -> AddResult:
         if not isinstance(d, dict):
-            raise _bad("result must be an object")
+            raise bad_request("result must be an object")
 
         def opt(key: str, check: Callable[[object, str], str]) -> str | None:
             v = d.get(key)
@@ -480,16 +390,16 @@ class AddResult:
         def integer(key: str, default: int, lo: int, hi: int) -> int:
             v = d.get(key, default)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise _bad(f"{key} must be an integer in {lo}..{hi}: {_show(v)}")
+                raise bad_request(f"{key} must be an integer in {lo}..{hi}: {show(v)}")
             return v
 
         ipv4 = opt("ipv4", validate_ipv4)
         ipv6 = opt("ipv6", validate_ipv6)
         if ipv4 is None and ipv6 is None:
-            raise _bad("result has neither ipv4 nor ipv6")
+            raise bad_request("result has neither ipv4 nor ipv6")
         eni_id = d.get("eni_id", "")
         if not isinstance(eni_id, str) or len(eni_id) > 64:
-            raise _bad(f"eni_id must be a short string: {_show(eni_id)}")
+            raise bad_request(f"eni_id must be a short string: {show(eni_id)}")
         return cls(
             host_veth=validate_if_name(d.get("host_veth"), "host_veth"),
             if_name=validate_if_name(d.get("if_name"), "if_name"),
@@ -528,7 +438,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for k, v in pairs:
         if k in d:
-            raise ValueError(f"duplicate key {_show(k)}")
+            raise ValueError(f"duplicate key {show(k)}")
         d[k] = v
     return d
 
@@ -570,7 +480,7 @@ def _parse_frame(data: object, code: str, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        raise ProtocolError(code, f"{what} is not valid JSON: {_show(str(e), 120)}") from None
+        raise ProtocolError(code, f"{what} is not valid JSON: {show(str(e), 120)}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(code, f"{what} must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -585,7 +495,7 @@ def _check_version(obj: dict[str, Any], what: str, code: str) -> None:
     if v != PROTOCOL_VERSION:
         raise ProtocolError(
             ERR_UNSUPPORTED_VERSION,
-            f"{what} version {_show(v)} is not supported (this side speaks {PROTOCOL_VERSION})",
+            f"{what} version {show(v)} is not supported (this side speaks {PROTOCOL_VERSION})",
         )
 
 
@@ -593,11 +503,11 @@ def _request_from_obj(obj: dict[str, Any]) -> Request:
     _check_version(obj, "request", ERR_BAD_REQUEST)
     op = obj.get("op")
     if not isinstance(op, str) or op not in OPS:
-        raise _bad(f"unknown op {_show(op)} (expected one of {', '.join(sorted(OPS))})")
+        raise bad_request(f"unknown op {show(op)} (expected one of {', '.join(sorted(OPS))})")
     fields: dict[str, str] = {}
     for name in _REQUEST_FIELDS:
         v = obj.get(name, "")
-        fields[name] = _require_str(v, name)
+        fields[name] = require_str(v, name)
     needs_attachment = op in (OP_ADD, OP_DEL, OP_CHECK)
     if fields["network_name"] or op != OP_STATUS:
         validate_network_name(fields["network_name"])
@@ -612,27 +522,27 @@ def _request_from_obj(obj: dict[str, Any]) -> Request:
 
     prev_result = obj.get("prev_result")
     if prev_result is not None and not isinstance(prev_result, dict):
-        raise _bad("prev_result must be an object")
+        raise bad_request("prev_result must be an object")
 
     attachments: list[tuple[str, str]] | None = None
     raw_att = obj.get("valid_attachments")
     if raw_att is not None:
         if not isinstance(raw_att, list):
-            raise _bad("valid_attachments must be a list")
+            raise bad_request("valid_attachments must be a list")
         if len(raw_att) > MAX_VALID_ATTACHMENTS:
-            raise _bad(f"valid_attachments has more than {MAX_VALID_ATTACHMENTS} entries")
+            raise bad_request(f"valid_attachments has more than {MAX_VALID_ATTACHMENTS} entries")
         attachments = []
         for i, a in enumerate(raw_att):
             if not isinstance(a, dict):
-                raise _bad(f"valid_attachments[{i}] must be an object")
+                raise bad_request(f"valid_attachments[{i}] must be an object")
             try:
                 cid = validate_container_id(a.get("container_id"))
                 ifn = validate_if_name(a.get("if_name"))
             except ProtocolError as e:
-                raise _bad(f"valid_attachments[{i}]: {e.message}") from None
+                raise bad_request(f"valid_attachments[{i}]: {e.message}") from None
             attachments.append((cid, ifn))
     elif op == OP_GC:
-        raise _bad("gc needs valid_attachments")
+        raise bad_request("gc needs valid_attachments")
 
     mtu = obj.get("mtu")
     if mtu is not None:
@@ -783,128 +693,3 @@ def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> R
         return decode_reply(frame)
     finally:
         sock.close()
-
-
-# --------------------------------------------------------------------------- pending DELs
-
-PENDING_DEL_SUFFIX = ".json"
-_PENDING_DEL_PREFIX = "del-"
-
-
-def pending_del_filename(container_id: str, if_name: str) -> str:
-    """The record's file name: a digest of the validated container id and interface name, so
-    nothing from outside ever becomes part of a path."""
-    import hashlib
-
-    validate_container_id(container_id)
-    validate_if_name(if_name)
-    digest = hashlib.sha256(f"{container_id}\x00{if_name}".encode()).hexdigest()
-    return f"{_PENDING_DEL_PREFIX}{digest[:40]}{PENDING_DEL_SUFFIX}"
-
-
-def write_pending_del(directory: str, req: Request) -> str:
-    """Atomically record a DEL the daemon could not take (temp file + fsync + rename).
-
-    Returns the record's path; raises ProtocolError ``bad_request`` for an invalid request and
-    ``io`` when the directory cannot be written.
-    """
-    if req.op != OP_DEL:
-        raise _bad(f"a pending record must be a del request, not {_show(req.op)}")
-    data = encode_request(req)
-    name = pending_del_filename(req.container_id, req.if_name)
-    final = os.path.join(directory, name)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        try:
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ProtocolError(
-            ERR_IO, f"cannot write pending DEL record in {directory}: {e.strerror or e}"
-        ) from None
-    return final
-
-
-def read_pending_dels(
-    directory: str, on_error: Callable[[str, ProtocolError], None] | None = None
-) -> list[Request]:
-    """The pending DEL requests recorded in ``directory``, oldest first.
-
-    Files that are not regular files, are too large, do not decode as a ``del`` request, or
-    whose name does not match their content are skipped (and reported to ``on_error`` with
-    their path); they are left in place. A missing directory yields ``[]``.
-    """
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        raise ProtocolError(
-            ERR_IO, f"cannot list pending DEL directory {directory}: {e.strerror or e}"
-        ) from None
-    found: list[tuple[int, str, Request]] = []
-    for name in names:
-        if not (name.startswith(_PENDING_DEL_PREFIX) and name.endswith(PENDING_DEL_SUFFIX)):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as e:
-            if on_error is not None:
-                on_error(path, ProtocolError(ERR_IO, f"cannot open: {e.strerror or e}"))
-            continue
-        try:
-            st = os.fstat(fd)
-            import stat
-
-            if not stat.S_ISREG(st.st_mode):
-                raise ProtocolError(ERR_IO, "not a regular file")
-            data = os.read(fd, MAX_MESSAGE_SIZE + 1)
-            req = decode_request(data)
-            if req.op != OP_DEL:
-                raise _bad(f"record holds op {_show(req.op)}, not del")
-            if pending_del_filename(req.container_id, req.if_name) != name:
-                raise _bad("record's name does not match its content")
-            found.append((st.st_mtime_ns, name, req))
-        except ProtocolError as e:
-            if on_error is not None:
-                on_error(path, e)
-        except OSError as e:
-            if on_error is not None:
-                on_error(path, ProtocolError(ERR_IO, f"cannot read: {e.strerror or e}"))
-        finally:
-            os.close(fd)
-    found.sort(key=lambda t: (t[0], t[1]))
-    return [req for _, _, req in found]
-
-
-def remove_pending_del(directory: str, req: Request) -> bool:
-    """Delete the record for ``req`` (after the daemon released its address). Returns whether a
-    record was removed; a missing one is not an error."""
-    path = os.path.join(directory, pending_del_filename(req.container_id, req.if_name))
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        raise ProtocolError(
-            ERR_IO, f"cannot remove pending DEL record {path}: {e.strerror or e}"
-        ) from None
-    return True

@@ -18,7 +18,7 @@ Network configuration keys of our own (all optional):
 - ``timeoutSeconds``: how long to wait for ipamd's reply (default 10)
 
 DEL while ipamd is unreachable succeeds: the plugin writes a pending-DEL record (see
-:func:`adapters.protocol.write_pending_del`) that ipamd processes when it starts, and, where the
+:func:`adapters.pending_dels.write_pending_del`) that ipamd processes when it starts, and, where the
 prevResult names the host-side veth, deletes that veth with ``ip link del`` (best effort: this
 plugin has no netlink library; deleting the host end also removes the pod end). Where ``ip`` is
 missing or fails, ipamd's own cleanup of the pending record removes the veth.
@@ -467,7 +467,9 @@ class Plugin:
 
     def _record_pending_del(self, conf: NetConf, req: p.Request, why: str) -> None:
         try:
-            path = p.write_pending_del(conf.pending_del_dir, req)
+            from adapters.pending_dels import write_pending_del  # rare path: keep start fast
+
+            path = write_pending_del(conf.pending_del_dir, req)
         except p.ProtocolError as e:
             raise CniError(
                 E_TRY_AGAIN,

@@ -23,7 +23,8 @@ import time
 
 from adapters.ipamd.agent import Agent
 from adapters.ipamd.handlers import host_veth_for, teardown_quietly
-from adapters.protocol import ProtocolError, read_pending_dels, remove_pending_del
+from adapters.pending_dels import read_pending_dels, remove_pending_del
+from adapters.protocol import ProtocolError
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import CheckpointError, UnknownInstanceType
 from ipamcore.ipam import Ipam

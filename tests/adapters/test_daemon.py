@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 
+from adapters import pending_dels as pd
 from adapters import protocol as p
 from adapters.ipamd.daemon import Daemon
 from backends.checkpoint import read_checkpoint_file
@@ -163,7 +164,7 @@ async def test_pending_dels_are_processed_at_start(world: World) -> None:
     ip2 = (await call(world.socket_path, add_request(2))).result["ipv4"]
     await d.stop()
     pending = d.settings.pending_del_dir
-    record = p.write_pending_del(pending, del_request(1))
+    record = pd.write_pending_del(pending, del_request(1))
 
     d2 = world.daemon()
     await d2.start()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from adapters import pending_dels as pd
 from adapters import protocol as p
 from tests.cni.cni_fake_ipamd import FakeIpamd
 from tests.cni.helpers import SHIPPED_CONFLIST, SYSTEM_CNI_DIR
@@ -166,7 +167,7 @@ def test_libcni_del_with_daemon_down(
     # ipamd is gone; the runtime deletes the pod: DEL still succeeds and leaves a record.
     rc, out = run("del", container_id="downdel1")
     assert rc == 0, out
-    (req,) = p.read_pending_dels(str(short_tmp / "pending"))
+    (req,) = pd.read_pending_dels(str(short_tmp / "pending"))
     assert (req.container_id, req.if_name, req.pod_name) == ("downdel1", "eth0", "coredns-abc12")
     assert req.prev_result is not None
     assert req.prev_result["ips"][0]["address"] == "10.0.0.5/32"

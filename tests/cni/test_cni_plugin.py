@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters import pending_dels as pd
 from adapters import protocol as p
 from tests.cni.cni_fake_ipamd import FakeIpamd
 from tests.cni.helpers import PluginExec, PluginRun
@@ -317,7 +318,7 @@ def test_del_daemon_down_leaves_pending_record(run_plugin: PluginExec, short_tmp
     run = run_plugin("DEL", conf, container_id="gone1")
     assert run.rc == 0 and run.stdout == "", run.stdout
     pending = str(short_tmp / "pending")
-    (req,) = p.read_pending_dels(pending)
+    (req,) = pd.read_pending_dels(pending)
     assert (req.op, req.container_id, req.if_name, req.pod_name) == (
         p.OP_DEL,
         "gone1",
@@ -325,14 +326,14 @@ def test_del_daemon_down_leaves_pending_record(run_plugin: PluginExec, short_tmp
         "web-0",
     )
     assert req.prev_result == PREV_RESULT
-    assert os.listdir(pending) == [p.pending_del_filename("gone1", "eth0")]
+    assert os.listdir(pending) == [pd.pending_del_filename("gone1", "eth0")]
     # The host veth named in prevResult was deleted best effort (it does not exist here).
     assert any("vpccnitest0" in line for line in run_plugin.log_lines())
     # A retried DEL keeps a single record; the daemon removes it once processed.
     assert run_plugin("DEL", conf, container_id="gone1").rc == 0
     assert len(os.listdir(pending)) == 1
-    assert p.remove_pending_del(pending, req)
-    assert p.read_pending_dels(pending) == []
+    assert pd.remove_pending_del(pending, req)
+    assert pd.read_pending_dels(pending) == []
 
 
 def test_del_daemon_shutting_down_leaves_pending_record(
@@ -340,7 +341,7 @@ def test_del_daemon_shutting_down_leaves_pending_record(
 ) -> None:
     fake_ipamd.replies[p.OP_DEL] = p.Reply.failure(p.ERR_SHUTTING_DOWN, "bye")
     assert run_plugin("DEL", conf_for(fake_ipamd, short_tmp), container_id="c9").rc == 0
-    assert [r.container_id for r in p.read_pending_dels(str(short_tmp / "pending"))] == ["c9"]
+    assert [r.container_id for r in pd.read_pending_dels(str(short_tmp / "pending"))] == ["c9"]
 
 
 def test_del_daemon_down_and_record_unwritable(run_plugin: PluginExec, short_tmp: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters import pending_dels as pd
 from adapters import protocol as p
 from tests.cni.cni_fake_ipamd import FakeIpamd
 
@@ -528,73 +529,73 @@ def del_req(cid: str = "abc123", if_name: str = "eth0") -> p.Request:
 def test_pending_del_round_trip(tmp_path: Path) -> None:
     d = str(tmp_path / "pending")
     a, b = del_req("aaa"), del_req("bbb", "net1")
-    pa = p.write_pending_del(d, a)
-    p.write_pending_del(d, b)
-    p.write_pending_del(d, a)  # rewriting the same DEL keeps one record
+    pa = pd.write_pending_del(d, a)
+    pd.write_pending_del(d, b)
+    pd.write_pending_del(d, a)  # rewriting the same DEL keeps one record
     assert Path(pa).parent == Path(d)
     assert sorted(os.listdir(d)) == sorted(
-        [p.pending_del_filename("aaa", "eth0"), p.pending_del_filename("bbb", "net1")]
+        [pd.pending_del_filename("aaa", "eth0"), pd.pending_del_filename("bbb", "net1")]
     )
     assert oct(os.stat(d).st_mode & 0o777) == oct(0o700)
-    got = p.read_pending_dels(d)
+    got = pd.read_pending_dels(d)
     assert sorted(r.container_id for r in got) == ["aaa", "bbb"]
     assert got[0].prev_result == {"interfaces": [{"name": "eni1"}]}
-    assert p.remove_pending_del(d, a) is True
-    assert p.remove_pending_del(d, a) is False
-    assert p.read_pending_dels(d) == [b]
+    assert pd.remove_pending_del(d, a) is True
+    assert pd.remove_pending_del(d, a) is False
+    assert pd.read_pending_dels(d) == [b]
 
 
 def test_pending_del_missing_dir(tmp_path: Path) -> None:
-    assert p.read_pending_dels(str(tmp_path / "nope")) == []
+    assert pd.read_pending_dels(str(tmp_path / "nope")) == []
 
 
 def test_pending_del_filename_comes_from_validated_names_only() -> None:
-    name = p.pending_del_filename("abc", "eth0")
+    name = pd.pending_del_filename("abc", "eth0")
     assert name.startswith("del-") and name.endswith(".json") and "/" not in name
-    assert name != p.pending_del_filename("abc", "eth1")
+    assert name != pd.pending_del_filename("abc", "eth1")
     for cid, ifn in [("../../etc", "eth0"), ("abc", "../x"), ("a\x00", "eth0")]:
         with pytest.raises(p.ProtocolError):
-            p.pending_del_filename(cid, ifn)
+            pd.pending_del_filename(cid, ifn)
 
 
 def test_pending_del_only_for_del() -> None:
     with pytest.raises(p.ProtocolError, match="del"):
-        p.write_pending_del("/nonexistent", add_req())
+        pd.write_pending_del("/nonexistent", add_req())
 
 
 def test_pending_del_unwritable_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(p.ProtocolError) as ei:
-        p.write_pending_del(str(blocker / "sub"), del_req())
+        pd.write_pending_del(str(blocker / "sub"), del_req())
     assert ei.value.code == p.ERR_IO
 
 
 def test_read_pending_dels_skips_hostile_files(tmp_path: Path) -> None:
     d = tmp_path / "pending"
     good = del_req("good")
-    p.write_pending_del(str(d), good)
+    pd.write_pending_del(str(d), good)
     (d / "del-garbage.json").write_bytes(b"\x00\xffnot json")
     (d / "del-huge.json").write_bytes(b"x" * (p.MAX_MESSAGE_SIZE + 5))
     # a valid request stored under a name that does not match it
     (d / "del-mismatch.json").write_bytes(p.encode_request(del_req("other")))
     # an ADD stored under the right name
     add = add_req(container_id="addy")
-    (d / p.pending_del_filename("addy", "eth0")).write_bytes(p.encode_request(add))
+    (d / pd.pending_del_filename("addy", "eth0")).write_bytes(p.encode_request(add))
     # a symlink to a real request
-    os.symlink(d / p.pending_del_filename("good", "eth0"), d / "del-link.json")
+    os.symlink(d / pd.pending_del_filename("good", "eth0"), d / "del-link.json")
     (d / "del-dir.json").mkdir()
     (d / ".tmp-1-del-x.json").write_bytes(p.encode_request(del_req("tmp")))
     (d / "unrelated.txt").write_text("hi")
     errors: list[tuple[str, p.ProtocolError]] = []
-    got = p.read_pending_dels(str(d), on_error=lambda path, e: errors.append((path, e)))
+    got = pd.read_pending_dels(str(d), on_error=lambda path, e: errors.append((path, e)))
     assert got == [good]
     assert sorted(os.path.basename(path) for path, _ in errors) == sorted(
         [
             "del-garbage.json",
             "del-huge.json",
             "del-mismatch.json",
-            p.pending_del_filename("addy", "eth0"),
+            pd.pending_del_filename("addy", "eth0"),
             "del-link.json",
             "del-dir.json",
         ]
