@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from backends.datapath import errors as E
+from backends.datapath.faults import FaultInjection
 from backends.datapath.snat import chain_rules, jump_rule
 from backends.datapath.sysctls import node_sysctls
 from ipamcore.netspec import (
@@ -51,10 +52,10 @@ class Netns:
     neigh: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # ip -> (dev, mac)
 
 
-class FakeDatapath:
+class FakeDatapath(FaultInjection):
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._faults: dict[str, tuple[str | None, Exception]] = {}
+        self._init_faults()
         self._macs = 0
         self.namespaces: dict[str, Netns] = {}
         self.links: dict[str, Link] = {}
@@ -66,16 +67,6 @@ class FakeDatapath:
 
     # ----------------------------------------------------------------- test hooks
 
-    def fail_next(
-        self, operation: str, step: str | None = None, error: Exception | None = None
-    ) -> None:
-        self._faults[operation] = (step, error or E.InjectedFault(f"{operation} {step}"))
-
-    def _step(self, operation: str, step: str) -> None:
-        fault = self._faults.get(operation)
-        if fault is not None and fault[0] in (None, step):
-            del self._faults[operation]
-            raise fault[1]
 
     def _mac(self) -> str:
         self._macs += 1

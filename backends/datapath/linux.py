@@ -25,6 +25,7 @@ from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from backends.datapath.check import check_pod_pieces
+from backends.datapath.faults import FaultInjection
 from backends.datapath.netns import iproute, open_netns
 from backends.datapath.snat import IptablesRunner, SnatManager
 from backends.datapath.sysctls import ProcSysctlWriter, SysctlWriter, node_sysctls
@@ -102,7 +103,7 @@ def _rule_table(rule: Any) -> int:
     return int(rule.get_attr("FRA_TABLE") or rule["table"])
 
 
-class LinuxDatapath:
+class LinuxDatapath(FaultInjection):
     """DatapathPort on Linux. See the module docstring for threading."""
 
     def __init__(
@@ -117,21 +118,10 @@ class LinuxDatapath:
         self.apply_sysctls = apply_sysctls
         self.snat = SnatManager(iptables or IptablesRunner(host_netns))
         self._lock = threading.Lock()
-        self._faults: dict[str, tuple[str | None, Exception]] = {}
+        self._init_faults()
 
     # ----------------------------------------------------------------- plumbing
 
-    def fail_next(
-        self, operation: str, step: str | None = None, error: Exception | None = None
-    ) -> None:
-        """Make the next ``operation`` fail (at ``step``, see errors.SETUP_POD_STEPS)."""
-        self._faults[operation] = (step, error or E.InjectedFault(f"{operation} {step}"))
-
-    def _step(self, operation: str, step: str) -> None:
-        fault = self._faults.get(operation)
-        if fault is not None and fault[0] in (None, step):
-            del self._faults[operation]
-            raise fault[1]
 
     @contextlib.contextmanager
     def _host(self) -> Iterator[IPRoute]:
