@@ -67,7 +67,6 @@ class FakeDatapath(FaultInjection):
 
     # ----------------------------------------------------------------- test hooks
 
-
     def _mac(self) -> str:
         self._macs += 1
         return "0a:58:" + ":".join(f"{b:02x}" for b in self._macs.to_bytes(4, "big"))
