@@ -2,7 +2,8 @@
 
 Durability: :meth:`JsonFileCheckpointStore.save` writes the encoded document to a temporary
 file in the same directory (``.ipam.json.tmp-<pid>-<random>``, mode 0600), fsyncs it,
-renames it over the target and fsyncs the directory. A crash at any moment leaves either the
+renames it over the target and fsyncs the directory, all in one worker-thread job (one
+executor round trip per save). A crash at any moment leaves either the
 old or the new document at the target, never a mix; the temporary file it may leave behind
 is removed by the next :meth:`~JsonFileCheckpointStore.load`.
 
@@ -110,13 +111,49 @@ def _move_aside(path: str, base: str) -> str:
     return candidate
 
 
-_afsync = aiofiles.os.wrap(_fsync_fd)
-_afsync_dir = aiofiles.os.wrap(_fsync_dir)
+def _open_temp(directory: str, tmp: str) -> int:
+    """Create the temporary file (mode 0600, never an existing one); the directory too
+    (mode 0700) if it is missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, FILE_MODE)
+    except FileNotFoundError:
+        os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        return os.open(tmp, flags, FILE_MODE)
+
+
+def _write_durably(directory: str, tmp: str, path: str, data: bytes) -> None:
+    """The whole durable write, in one worker thread: temp file, every byte written (short
+    writes looped), fsync, close, rename over ``path``, fsync of the directory. On failure
+    before the rename the temp file is removed and ``path`` is untouched."""
+    fd = _open_temp(directory, tmp)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if not written:
+                    raise OSError(errno.EIO, f"short write to {tmp}")
+                view = view[written:]
+            _fsync_fd(fd)
+        finally:
+            os.close(fd)
+        _replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+# The steps are module attributes so tests can make one of them fail.
+_replace = os.replace
+# One executor round trip per save (aiofiles' wrapper runs it in the loop's default executor):
+# each thread hop costs two wake-ups, which on a busy node cost more than the write itself.
+_awrite_durably = aiofiles.os.wrap(_write_durably)
 _amove_aside = aiofiles.os.wrap(_move_aside)
-
-
-def _create_private(path: str, flags: int) -> int:
-    return os.open(path, flags, FILE_MODE)
 
 
 class JsonFileCheckpointStore:
@@ -176,32 +213,7 @@ class JsonFileCheckpointStore:
         tmp = os.path.join(
             self.directory, f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(4)}"
         )
-        try:
-            try:
-                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
-            except FileNotFoundError:
-                await aiofiles.os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
-                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
-            try:
-                # Unbuffered: every byte is in the kernel when write returns (loop on short
-                # writes), so no flush hop before the fsync.
-                view = memoryview(data)
-                while view:
-                    written = await f.write(view)
-                    if not written:
-                        raise OSError(errno.EIO, f"short write to {tmp}")
-                    view = view[written:]
-                await _afsync(f.fileno())
-            finally:
-                await f.close()
-            await aiofiles.os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        await _afsync_dir(self.directory)
+        await _awrite_durably(self.directory, tmp, self.path, data)
 
     async def _remove_stale_temps(self) -> None:
         try:

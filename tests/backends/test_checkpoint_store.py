@@ -10,8 +10,8 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import aiofiles.os
 import pytest
 
 from backends.checkpoint import (
@@ -180,13 +180,10 @@ async def test_failed_save_keeps_the_old_checkpoint(
     store = JsonFileCheckpointStore(str(path))
     await store.save(sample_checkpoint(4))
 
-    async def fail(*args: object, **kwargs: object) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
         raise OSError(5, f"injected {step} failure")
 
-    if step == "fsync":
-        monkeypatch.setattr(jsonfile, "_afsync", fail)
-    else:
-        monkeypatch.setattr(aiofiles.os, "replace", fail)
+    monkeypatch.setattr(jsonfile, "_fsync_fd" if step == "fsync" else "_replace", fail)
     with pytest.raises(OSError, match="injected"):
         await store.save(sample_checkpoint(1, base=50))
     monkeypatch.undo()
@@ -194,6 +191,45 @@ async def test_failed_save_keeps_the_old_checkpoint(
     assert await store.load() == sample_checkpoint(4)
     await store.save(sample_checkpoint(1, base=50))
     assert await store.load() == sample_checkpoint(1, base=50)
+
+
+async def test_save_fsyncs_file_then_renames_then_fsyncs_directory(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order that makes a save durable, all of it in one worker-thread job."""
+    store = JsonFileCheckpointStore(str(path))
+    steps: list[str] = []
+    real = (jsonfile._fsync_fd, jsonfile._replace, jsonfile._fsync_dir)
+
+    def fsync_fd(fd: int) -> None:
+        steps.append("fsync file")
+        real[0](fd)
+
+    def replace(src: str, dst: str) -> None:
+        steps.append("rename")
+        real[1](src, dst)
+
+    def fsync_dir(directory: str) -> None:
+        steps.append(f"fsync dir {directory}")
+        real[2](directory)
+
+    monkeypatch.setattr(jsonfile, "_fsync_fd", fsync_fd)
+    monkeypatch.setattr(jsonfile, "_replace", replace)
+    monkeypatch.setattr(jsonfile, "_fsync_dir", fsync_dir)
+    hops = 0
+    loop = asyncio.get_running_loop()
+    run_in_executor = loop.run_in_executor
+
+    def counting(*args: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return run_in_executor(*args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counting)
+    await store.save(sample_checkpoint(3))
+    assert steps == ["fsync file", "rename", f"fsync dir {path.parent}"]
+    assert hops == 1
+    assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
 
 
 async def test_cancelled_save_completes_in_order(path: Path) -> None:
