@@ -131,7 +131,6 @@ def test_deleting_host_veth_takes_pod_end_with_it() -> None:
     assert E.POD_IF in h.datapath.check_pod(pod)
 
 
-
 def test_failed_setup_restores_the_namespace_of_a_replaced_host_veth() -> None:
     """A setup that reuses a host veth name first deletes the old pair (its pod end lives in
     another namespace); when the setup then fails, that namespace is restored too."""
@@ -148,6 +147,7 @@ def test_failed_setup_restores_the_namespace_of_a_replaced_host_veth() -> None:
     assert h.datapath.namespaces[first.netns_path] == old_ns
     assert h.datapath.check_pod(first) == []
     assert h.datapath.namespaces[second.netns_path].links == {}
+
 
 # ---------------------------------------------------------------------- SNAT rules text
 
