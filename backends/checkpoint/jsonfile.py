@@ -122,10 +122,14 @@ def _open_temp(directory: str, tmp: str) -> int:
         return os.open(tmp, flags, FILE_MODE)
 
 
-def _write_durably(directory: str, tmp: str, path: str, data: bytes) -> None:
+def _write_durably(
+    directory: str, tmp: str, path: str, data: bytes, sidecar: tuple[str, bytes] | None = None
+) -> bool:
     """The whole durable write, in one worker thread: temp file, every byte written (short
     writes looped), fsync, close, rename over ``path``, fsync of the directory. On failure
-    before the rename the temp file is removed and ``path`` is untouched."""
+    before the rename the temp file is removed and ``path`` is untouched. Then the optional
+    ``sidecar`` (path, bytes), not durably; returns whether it was written (True without
+    one)."""
     fd = _open_temp(directory, tmp)
     try:
         try:
@@ -146,6 +150,30 @@ def _write_durably(directory: str, tmp: str, path: str, data: bytes) -> None:
             pass
         raise
     _fsync_dir(directory)
+    if sidecar is None:
+        return True
+    try:
+        _write_replacing(*sidecar)
+    except OSError:
+        return False
+    return True
+
+
+def _write_replacing(path: str, data: bytes) -> None:
+    """Temp file + rename, no fsync: readers see the old or the new file, but a crash may
+    lose the latest version (fine for a hint)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            if not written:
+                raise OSError(errno.EIO, f"short write to {tmp}")
+            view = view[written:]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 # The steps are module attributes so tests can make one of them fail.
@@ -173,7 +201,7 @@ class JsonFileCheckpointStore:
         self._tmp_prefix = f".{self._name}.tmp-"
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[bool]] = set()
 
     def corrupt_path(self, timestamp: float) -> str:
         """Where a corrupt file is moved at ``timestamp`` (before collision suffixes)."""
@@ -194,26 +222,33 @@ class JsonFileCheckpointStore:
                 raise moved_aside_error(self.path, moved_to, exc) from exc
 
     async def save(self, checkpoint: Checkpoint) -> None:
-        data = encode(checkpoint)
-        task = asyncio.ensure_future(self._locked_write(data))
+        await self._save(encode(checkpoint), None)
+
+    async def save_with_sidecar(self, checkpoint: Checkpoint, path: str, data: bytes) -> bool:
+        """:meth:`save`, then write ``data`` to ``path`` (a companion file of the caller's,
+        e.g. the daemon's netns hints) in the same worker-thread job: temp file and rename,
+        no fsync. Saves the second executor round trip a file of its own would cost. The
+        checkpoint's errors are raised as by :meth:`save` (the sidecar is then not
+        written); the sidecar's own failure is not an error of the save: ``False``."""
+        return await self._save(encode(checkpoint), (path, data))
+
+    async def _save(self, data: bytes, sidecar: tuple[str, bytes] | None) -> bool:
+        task = asyncio.ensure_future(self._locked_write(data, sidecar))
         self._background.add(task)
         task.add_done_callback(self._forget)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
+    def _forget(self, task: asyncio.Task[bool]) -> None:
         self._background.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: a save whose caller was cancelled may fail unseen
 
-    async def _locked_write(self, data: bytes) -> None:
-        async with self._lock:
-            await self._write_atomic(data)
-
-    async def _write_atomic(self, data: bytes) -> None:
+    async def _locked_write(self, data: bytes, sidecar: tuple[str, bytes] | None) -> bool:
         tmp = os.path.join(
             self.directory, f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(4)}"
         )
-        await _awrite_durably(self.directory, tmp, self.path, data)
+        async with self._lock:
+            return await _awrite_durably(self.directory, tmp, self.path, data, sidecar)
 
     async def _remove_stale_temps(self) -> None:
         try:

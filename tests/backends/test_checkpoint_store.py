@@ -232,6 +232,38 @@ async def test_save_fsyncs_file_then_renames_then_fsyncs_directory(
     assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
 
 
+async def test_sidecar_is_written_after_the_checkpoint_in_the_same_job(path: Path) -> None:
+    store = JsonFileCheckpointStore(str(path))
+    hints = path.parent / "ipam.json.netns"
+    assert await store.save_with_sidecar(sample_checkpoint(2), str(hints), b'{"k":"v"}')
+    assert read_checkpoint_file(str(path)) == sample_checkpoint(2)
+    assert hints.read_bytes() == b'{"k":"v"}'
+    assert stat.S_IMODE(hints.stat().st_mode) == 0o600
+    assert sorted(os.listdir(path.parent)) == ["ipam.json", "ipam.json.netns"]
+
+
+async def test_sidecar_failure_does_not_fail_the_durable_save(path: Path) -> None:
+    store = JsonFileCheckpointStore(str(path))
+    nowhere = path.parent / "missing-dir" / "hints"
+    assert not await store.save_with_sidecar(sample_checkpoint(3), str(nowhere), b"{}")
+    assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
+
+
+async def test_failed_checkpoint_write_skips_the_sidecar(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileCheckpointStore(str(path))
+    hints = path.parent / "hints"
+
+    def fail(*args: object) -> None:
+        raise OSError(5, "injected fsync failure")
+
+    monkeypatch.setattr(jsonfile, "_fsync_fd", fail)
+    with pytest.raises(OSError, match="injected"):
+        await store.save_with_sidecar(sample_checkpoint(1), str(hints), b"{}")
+    assert not hints.exists()
+
+
 async def test_cancelled_save_completes_in_order(path: Path) -> None:
     store = JsonFileCheckpointStore(str(path))
     first, second = sample_checkpoint(5), sample_checkpoint(6, base=10)
