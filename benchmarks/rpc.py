@@ -204,13 +204,14 @@ async def run_level(sock: str, clients: int, seconds: float) -> tuple[float, Sam
 
 def level(state: str, pid: int, clients: int, seconds: float, repeats: int) -> dict[str, float]:
     """``repeats`` runs: the median of their pairs/s; p50/p99 over all their samples; the
-    daemon's CPU time per pair; the disk's durable-write floor meanwhile."""
+    daemon's (and this client process's) CPU time per pair; the disk's durable-write floor
+    meanwhile."""
     sock = os.path.join(state, "ipam.sock")
     asyncio.run(run_level(sock, clients, min(0.5, seconds)))  # warm-up
     size = os.path.getsize(os.path.join(state, "ipam.json"))
     rates: list[float] = []
     merged = Samples()
-    cpu_before = cpu_seconds(pid)
+    cpu_before, client_before = cpu_seconds(pid), time.process_time()
     with FsyncFloor(state, size) as floor:
         for _ in range(repeats):
             rate, samples = asyncio.run(run_level(sock, clients, seconds))
@@ -218,7 +219,7 @@ def level(state: str, pid: int, clients: int, seconds: float, repeats: int) -> d
             merged.pair += samples.pair
             merged.add += samples.add
             merged.delete += samples.delete
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu, client_cpu = cpu_seconds(pid) - cpu_before, time.process_time() - client_before
     result: dict[str, float] = {
         "clients": clients,
         "pairs": len(merged.pair),
@@ -229,6 +230,7 @@ def level(state: str, pid: int, clients: int, seconds: float, repeats: int) -> d
         result[f"{name}_p50_ms"] = percentile_ms(values, 0.5)
         result[f"{name}_p99_ms"] = percentile_ms(values, 0.99)
     result["daemon_cpu_ms_per_pair"] = round(cpu * 1000 / max(1, len(merged.pair)), 3)
+    result["client_cpu_ms_per_pair"] = round(client_cpu * 1000 / max(1, len(merged.pair)), 3)
     result["fsync_floor_p50_ms"] = percentile_ms(floor.samples or [0.0], 0.5)
     result["pair_p50_over_two_floors"] = round(
         result["pair_p50_ms"] / max(2 * result["fsync_floor_p50_ms"], 1e-6), 2
@@ -262,8 +264,10 @@ def main() -> None:
                   f"{args.repeats})  p50/p99 ms: pair {result['pair_p50_ms']:.3f}/"
                   f"{result['pair_p99_ms']:.3f}  ADD {result['add_p50_ms']:.3f}/"
                   f"{result['add_p99_ms']:.3f}  DEL {result['del_p50_ms']:.3f}/"
-                  f"{result['del_p99_ms']:.3f}  daemon CPU {result['daemon_cpu_ms_per_pair']:.3f}"
-                  f" ms/pair  fsync floor p50 {result['fsync_floor_p50_ms']:.3f} ms")  # fmt: skip
+                  f"{result['del_p99_ms']:.3f}  CPU ms/pair daemon "
+                  f"{result['daemon_cpu_ms_per_pair']:.3f} client "
+                  f"{result['client_cpu_ms_per_pair']:.3f}"
+                  f"  fsync floor p50 {result['fsync_floor_p50_ms']:.3f} ms")  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

@@ -1,9 +1,10 @@
 """The node agent: drives the core's :class:`~ipamcore.ipam.Ipam` from asyncio.
 
 Threading: every Ipam call happens on the event loop thread (Ipam is not thread-safe); cloud
-and datapath calls run in worker threads. Datapath and cloud calls each get a thread pool of
-their own, so a burst of pod setups never queues ahead of the checkpoint writer's thread
-hops (aiofiles uses the loop's default executor) and a slow EC2 call never delays a pod.
+and datapath calls run in worker threads. Datapath and cloud calls each get worker threads
+of their own (:mod:`adapters.ipamd.workers`), so a burst of pod setups never queues ahead
+of the checkpoint writer's thread hop (aiofiles uses the loop's default executor) and a
+slow EC2 call never delays a pod.
 The request handlers live in :mod:`adapters.ipamd.handlers`, start-up in
 :mod:`adapters.ipamd.startup`, the timers in :mod:`adapters.ipamd.loops`; this module
 holds the state they share and the effect runner.
@@ -17,10 +18,8 @@ waiting ADDs are woken.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ from adapters.ipamd.clock import Clock
 from adapters.ipamd.group_commit import GroupCommitter
 from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
+from adapters.ipamd.workers import WorkerThreads
 from adapters.metrics import Metrics
 from backends.checkpoint import JsonFileCheckpointStore
 from backends.observe import CallCounter, CallRecord
@@ -115,23 +115,21 @@ class Agent:
         self._effects: set[asyncio.Task[None]] = set()
         self._enis_to_set_up: set[str] = set()
         self.quarantine_until = 0.0
-        self._datapath_pool = ThreadPoolExecutor(DATAPATH_THREADS, thread_name_prefix="datapath")
-        self._cloud_pool = ThreadPoolExecutor(CLOUD_THREADS, thread_name_prefix="cloud")
+        self._datapath_workers = WorkerThreads(DATAPATH_THREADS, "datapath")
+        self._cloud_workers = WorkerThreads(CLOUD_THREADS, "cloud")
 
     async def in_datapath(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) datapath call in the datapath's worker threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._datapath_pool, functools.partial(fn, *args))
+        return await self._datapath_workers.run(fn, *args)
 
     async def in_cloud(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) cloud or metadata call in the cloud's worker threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._cloud_pool, functools.partial(fn, *args))
+        return await self._cloud_workers.run(fn, *args)
 
     def close(self) -> None:
         """Release the worker threads (after stop)."""
-        self._datapath_pool.shutdown(wait=False, cancel_futures=True)
-        self._cloud_pool.shutdown(wait=False, cancel_futures=True)
+        self._datapath_workers.close()
+        self._cloud_workers.close()
 
     # ------------------------------------------------------------------ helpers
     @property
