@@ -378,7 +378,10 @@ class Ipam:
         """
         return Checkpoint(
             allocations=tuple(
-                attrs.evolve(a, eni_id="", device_index=0) for a in self.allocations()
+                Allocation(
+                    key=a.key, pod=a.pod, ipv4=a.ipv4, ipv6=a.ipv6, allocated_at=a.allocated_at
+                )  # eni_id and device_index left at their defaults: not stored
+                for a in self.allocations()
             ),
             released_at=tuple(sorted(self.pool.released_times())),
         )

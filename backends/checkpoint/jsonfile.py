@@ -44,7 +44,7 @@ import aiofiles
 import aiofiles.os
 
 from backends.checkpoint.errors import moved_aside_error
-from ipamcore.checkpoint import Checkpoint, decode, encode
+from ipamcore.checkpoint import Checkpoint, CheckpointEncoder, decode
 from ipamcore.errors import CheckpointError
 
 DEFAULT_PATH = "/var/run/aws-node/ipam.json"
@@ -201,6 +201,7 @@ class JsonFileCheckpointStore:
         self._tmp_prefix = f".{self._name}.tmp-"
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._encoder = CheckpointEncoder()  # re-encodes only what changed since the last save
         self._background: set[asyncio.Task[bool]] = set()
 
     def corrupt_path(self, timestamp: float) -> str:
@@ -222,7 +223,7 @@ class JsonFileCheckpointStore:
                 raise moved_aside_error(self.path, moved_to, exc) from exc
 
     async def save(self, checkpoint: Checkpoint) -> None:
-        await self._save(encode(checkpoint), None)
+        await self._save(self._encoder.encode(checkpoint), None)
 
     async def save_with_sidecar(self, checkpoint: Checkpoint, path: str, data: bytes) -> bool:
         """:meth:`save`, then write ``data`` to ``path`` (a companion file of the caller's,
@@ -230,7 +231,7 @@ class JsonFileCheckpointStore:
         no fsync. Saves the second executor round trip a file of its own would cost. The
         checkpoint's errors are raised as by :meth:`save` (the sidecar is then not
         written); the sidecar's own failure is not an error of the save: ``False``."""
-        return await self._save(encode(checkpoint), (path, data))
+        return await self._save(self._encoder.encode(checkpoint), (path, data))
 
     async def _save(self, data: bytes, sidecar: tuple[str, bytes] | None) -> bool:
         task = asyncio.ensure_future(self._locked_write(data, sidecar))
