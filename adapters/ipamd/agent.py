@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -63,24 +62,55 @@ class Ports:
 
 class KeyLocks:
     """One asyncio.Lock per allocation key, dropped when nobody holds or waits for it, so
-    two requests for the same pod interface never interleave."""
+    two requests for the same pod interface never interleave. ``async with
+    locks.hold(key):`` (a plain class, not a generator-based context manager: it is taken
+    twice per pod, on the hot path)."""
 
     def __init__(self) -> None:
-        self._locks: dict[AllocationKey, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[AllocationKey, _KeyLock] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: AllocationKey) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: AllocationKey) -> _Holding:
+        return _Holding(self._locks, key)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Holding:
+    __slots__ = ("_entry", "_key", "_locks")
+
+    def __init__(self, locks: dict[AllocationKey, _KeyLock], key: AllocationKey) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = _KeyLock()
+        entry.users += 1
+        self._entry = entry
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._entry.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry.users -= 1
+        if self._entry.users == 0:
+            del self._locks[self._key]
 
 
 class Agent:
@@ -121,6 +151,10 @@ class Agent:
     async def in_datapath(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) datapath call in the datapath's worker threads."""
         return await self._datapath_workers.run(fn, *args)
+
+    def start_in_datapath(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start a datapath call in a worker thread and return its future at once."""
+        return self._datapath_workers.submit(fn, *args)
 
     async def in_cloud(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) cloud or metadata call in the cloud's worker threads."""

@@ -65,18 +65,24 @@ class WorkerThreads:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread; its result or exception. Cancelling the caller
         does not stop a call that is already running."""
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start ``fn(*args)`` in a worker thread; the future of its result (no task: for
+        a caller that does other work meanwhile)."""
         if self._closed:
             raise RuntimeError(f"{self._name} workers are closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._busy += 1
+        future.add_done_callback(self._returned)
         if self._busy > len(self._threads) < self._count:
             self._start_thread()
         self._queue.put((loop, future, fn, args))
-        try:
-            return await future
-        finally:
-            self._busy -= 1
+        return future
+
+    def _returned(self, _future: asyncio.Future[Any]) -> None:
+        self._busy -= 1
 
     def close(self) -> None:
         """No new calls; waiting ones are cancelled, running ones finish; threads exit."""

@@ -99,3 +99,17 @@ async def test_a_cancelled_caller_does_not_break_the_worker() -> None:
         assert await workers.run(abs, -5) == 5  # the worker delivered to a done future quietly
     finally:
         workers.close()
+
+
+async def test_submit_returns_the_future_at_once() -> None:
+    workers = WorkerThreads(1, "t")
+    release = threading.Event()
+    try:
+        future = workers.submit(release.wait, 10)
+        assert isinstance(future, asyncio.Future) and not future.done()
+        release.set()  # the caller went on with other work meanwhile
+        assert await future is True
+        assert await workers.submit(divmod, 7, 2) == (3, 1)
+        assert workers.threads == 1
+    finally:
+        workers.close()
