@@ -30,7 +30,6 @@ from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
 from adapters.ipamd.workers import WorkerThreads
 from adapters.metrics import Metrics
-from backends.checkpoint import JsonFileCheckpointStore
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
 from ipamcore.effects import Effect
@@ -300,9 +299,7 @@ def _describe(effect: Effect) -> dict[str, object]:
 
 
 class _HintedStore:
-    """The checkpoint store and the netns hints file: one commit batch. With the JSON store
-    the hints ride in the checkpoint's worker-thread job (one executor round trip per batch);
-    with another store they are written beside it."""
+    """The checkpoint store and, concurrently, the netns hints file: one commit batch."""
 
     def __init__(self, store: CheckpointStore, hints: NetnsHints) -> None:
         self._store = store
@@ -312,16 +309,4 @@ class _HintedStore:
         return await self._store.load()
 
     async def save(self, checkpoint: Any) -> None:
-        if not isinstance(self._store, JsonFileCheckpointStore):
-            await asyncio.gather(self._store.save(checkpoint), self._hints.save_if_changed())
-            return
-        data = self._hints.take_changes()
-        if data is None:
-            await self._store.save(checkpoint)
-            return
-        written = False
-        try:
-            written = await self._store.save_with_sidecar(checkpoint, self._hints.path, data)
-        finally:
-            if not written:
-                self._hints.write_failed()
+        await asyncio.gather(self._store.save(checkpoint), self._hints.save_if_changed())

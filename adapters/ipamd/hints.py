@@ -4,8 +4,7 @@ The checkpoint (upstream's ``ipam.json`` format) does not record a pod's netns p
 restore at start must ask the datapath whether the pod's netns and host veth still exist. So
 the daemon keeps ``<checkpoint>.netns`` next to it: a JSON object ``{"<network>/<container>/
 <ifname>": "/var/run/netns/cni-..."}``, written atomically (temp + rename, no fsync: it is a
-hint) in the same commit batch as the checkpoint (with the JSON store, in the same worker-thread
-job, right after the checkpoint is durable). An allocation without a hint is kept at
+hint) in the same commit batch as the checkpoint. An allocation without a hint is kept at
 restore (keeping a dead pod's address leaks one address until GC; dropping a live pod's
 address would hand it out twice).
 """
@@ -53,26 +52,15 @@ class NetnsHints:
         if isinstance(doc, dict):
             self._map = {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
 
-    def take_changes(self) -> bytes | None:
-        """The file's new content if the hints changed since the last write (and mark them
-        written: :meth:`write_failed` undoes that), else None."""
-        if not self._dirty:
-            return None
-        self._dirty = False
-        return json.dumps(self._map, separators=(",", ":")).encode()
-
-    def write_failed(self) -> None:
-        """The content from :meth:`take_changes` did not reach the file: write it next time."""
-        self._dirty = True
-
     async def save_if_changed(self) -> None:
-        data = self.take_changes()
-        if data is None:
+        if not self._dirty:
             return
+        self._dirty = False
+        data = json.dumps(self._map, separators=(",", ":")).encode()
         try:
             await asyncio.to_thread(_write_atomic, self.path, data)
         except OSError:
-            self.write_failed()
+            self._dirty = True
 
 
 def _write_atomic(path: str, data: bytes) -> None:

@@ -10,8 +10,8 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+import aiofiles.os
 import pytest
 
 from backends.checkpoint import (
@@ -180,10 +180,13 @@ async def test_failed_save_keeps_the_old_checkpoint(
     store = JsonFileCheckpointStore(str(path))
     await store.save(sample_checkpoint(4))
 
-    def fail(*args: object, **kwargs: object) -> None:
+    async def fail(*args: object, **kwargs: object) -> None:
         raise OSError(5, f"injected {step} failure")
 
-    monkeypatch.setattr(jsonfile, "_fsync_fd" if step == "fsync" else "_replace", fail)
+    if step == "fsync":
+        monkeypatch.setattr(jsonfile, "_afsync", fail)
+    else:
+        monkeypatch.setattr(aiofiles.os, "replace", fail)
     with pytest.raises(OSError, match="injected"):
         await store.save(sample_checkpoint(1, base=50))
     monkeypatch.undo()
@@ -196,72 +199,29 @@ async def test_failed_save_keeps_the_old_checkpoint(
 async def test_save_fsyncs_file_then_renames_then_fsyncs_directory(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The order that makes a save durable, all of it in one worker-thread job."""
+    """The order that makes a save durable."""
     store = JsonFileCheckpointStore(str(path))
     steps: list[str] = []
-    real = (jsonfile._fsync_fd, jsonfile._replace, jsonfile._fsync_dir)
+    real = (jsonfile._afsync, aiofiles.os.replace, jsonfile._afsync_dir)
 
-    def fsync_fd(fd: int) -> None:
+    async def fsync_file(fd: int) -> None:
         steps.append("fsync file")
-        real[0](fd)
+        await real[0](fd)
 
-    def replace(src: str, dst: str) -> None:
+    async def replace(src: str, dst: str) -> None:
         steps.append("rename")
-        real[1](src, dst)
+        await real[1](src, dst)
 
-    def fsync_dir(directory: str) -> None:
+    async def fsync_dir(directory: str) -> None:
         steps.append(f"fsync dir {directory}")
-        real[2](directory)
+        await real[2](directory)
 
-    monkeypatch.setattr(jsonfile, "_fsync_fd", fsync_fd)
-    monkeypatch.setattr(jsonfile, "_replace", replace)
-    monkeypatch.setattr(jsonfile, "_fsync_dir", fsync_dir)
-    hops = 0
-    loop = asyncio.get_running_loop()
-    run_in_executor = loop.run_in_executor
-
-    def counting(*args: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return run_in_executor(*args)
-
-    monkeypatch.setattr(loop, "run_in_executor", counting)
+    monkeypatch.setattr(jsonfile, "_afsync", fsync_file)
+    monkeypatch.setattr(aiofiles.os, "replace", replace)
+    monkeypatch.setattr(jsonfile, "_afsync_dir", fsync_dir)
     await store.save(sample_checkpoint(3))
     assert steps == ["fsync file", "rename", f"fsync dir {path.parent}"]
-    assert hops == 1
     assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
-
-
-async def test_sidecar_is_written_after_the_checkpoint_in_the_same_job(path: Path) -> None:
-    store = JsonFileCheckpointStore(str(path))
-    hints = path.parent / "ipam.json.netns"
-    assert await store.save_with_sidecar(sample_checkpoint(2), str(hints), b'{"k":"v"}')
-    assert read_checkpoint_file(str(path)) == sample_checkpoint(2)
-    assert hints.read_bytes() == b'{"k":"v"}'
-    assert stat.S_IMODE(hints.stat().st_mode) == 0o600
-    assert sorted(os.listdir(path.parent)) == ["ipam.json", "ipam.json.netns"]
-
-
-async def test_sidecar_failure_does_not_fail_the_durable_save(path: Path) -> None:
-    store = JsonFileCheckpointStore(str(path))
-    nowhere = path.parent / "missing-dir" / "hints"
-    assert not await store.save_with_sidecar(sample_checkpoint(3), str(nowhere), b"{}")
-    assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
-
-
-async def test_failed_checkpoint_write_skips_the_sidecar(
-    path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = JsonFileCheckpointStore(str(path))
-    hints = path.parent / "hints"
-
-    def fail(*args: object) -> None:
-        raise OSError(5, "injected fsync failure")
-
-    monkeypatch.setattr(jsonfile, "_fsync_fd", fail)
-    with pytest.raises(OSError, match="injected"):
-        await store.save_with_sidecar(sample_checkpoint(1), str(hints), b"{}")
-    assert not hints.exists()
 
 
 async def test_cancelled_save_completes_in_order(path: Path) -> None:
