@@ -213,6 +213,7 @@ class Ipam:
             subnet_id=subnet_id,
             security_groups=security_groups,
             count_cooling_as_available=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
+            one_step_growth=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
         )
 
     def _pending_addresses(self) -> int:

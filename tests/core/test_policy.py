@@ -231,3 +231,37 @@ def test_a_device_index_stays_reserved_while_its_create_is_in_flight() -> None:
     ipam.apply(EffectFailed(first.effect_id, FailureKind.OTHER, "boom"), 2.0)
     (again,) = [e for e in ipam.plan(10.0, waiting=29) if isinstance(e, CreateEni)]
     assert again.device_index == 1  # released with the failed create
+
+
+@pytest.mark.parametrize(
+    ("policy", "waiting", "expected"),
+    [
+        # empty c5.4xlarge primary, 100 ADDs waiting
+        (PolicyName.UPSTREAM, 100, ["assign 29", "create 29", "create 29", "create 29",
+                                    "create 29"]),  # fmt: skip
+        (PolicyName.UPSTREAM_FAITHFUL, 100, ["assign 29"]),  # one step; waiting not counted
+        (PolicyName.UPSTREAM, 0, ["assign 29"]),
+        (PolicyName.UPSTREAM_FAITHFUL, 0, ["assign 29"]),
+    ],
+)
+def test_burst_growth_in_one_round_or_one_step_per_pass_like_upstream(
+    policy: PolicyName, waiting: int, expected: list[str]
+) -> None:
+    ipam = node("c5.4xlarge", PoolConfig(policy=policy))
+    effects = ipam.plan(0.0, waiting=waiting)
+    described = [
+        f"create {e.ipv4_count}" if isinstance(e, CreateEni) else f"assign {e.ipv4_count}"
+        for e in effects
+        if isinstance(e, CreateEni | AssignAddresses)
+    ]
+    assert described == expected
+
+
+def test_faithful_policy_creates_one_eni_per_pass_when_existing_enis_are_full() -> None:
+    ipam = node("c5.4xlarge", PoolConfig(policy=PolicyName.UPSTREAM_FAITHFUL),
+                enis=(eni(0, ips=29),))  # fmt: skip
+    for n in range(29):
+        ipam.assign(key(n), pod(n), 0.0)
+    (create,) = ipam.plan(0.0, waiting=71)
+    assert isinstance(create, CreateEni) and create.ipv4_count == 29
+    assert ipam.plan(1.0, waiting=71) == []  # its 29 addresses are coming: warm target met
