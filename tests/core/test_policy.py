@@ -237,8 +237,7 @@ def test_a_device_index_stays_reserved_while_its_create_is_in_flight() -> None:
     ("policy", "waiting", "expected"),
     [
         # empty c5.4xlarge primary, 100 ADDs waiting
-        (PolicyName.UPSTREAM, 100, ["assign 29", "create 29", "create 29", "create 29",
-                                    "create 29"]),  # fmt: skip
+        (PolicyName.UPSTREAM, 100, ["assign 29"] + ["create 29"] * 4),
         (PolicyName.UPSTREAM_FAITHFUL, 100, ["assign 29"]),  # one step; waiting not counted
         (PolicyName.UPSTREAM, 0, ["assign 29"]),
         (PolicyName.UPSTREAM_FAITHFUL, 0, ["assign 29"]),
