@@ -1,7 +1,7 @@
 """Start of the node agent: from nothing to "ready".
 
 1. identity from metadata; limits from the table, else DescribeInstanceTypes;
-2. the pool rebuilt from EC2 (describe_enis) plus metadata (ENIs EC2 does not show yet)
+2. the pool rebuilt from EC2 (describe_enis; metadata may be stale, so it is only compared)
    with ``Ipam.load``; subnets observed for subnet discovery;
 3. the checkpoint read (upstream's ipam.json included) and every allocation restored except
    those whose pod netns or host veth is gone (``datapath.pod_present``);
@@ -71,7 +71,13 @@ async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
 
 
 async def observe_enis(agent: Agent) -> list[ObservedEni]:
-    """EC2's view of the attached ENIs, plus any metadata shows that EC2 does not (yet)."""
+    """EC2's view of the attached ENIs.
+
+    Metadata is only compared, never added: it may be stale (upstream #3887) and list an ENI,
+    or addresses, already deleted; adopting them would hand pods addresses the instance no
+    longer holds. An ENI that only metadata shows is logged; the next reconciliation with
+    EC2 adopts it if it really is attached.
+    """
     assert agent.identity is not None
     ec2 = await cloud_until_answered(
         agent, "DescribeNetworkInterfaces", agent.ports.cloud.describe_enis,
@@ -83,7 +89,12 @@ async def observe_enis(agent: Agent) -> list[ObservedEni]:
         agent.log.warning("metadata ENIs unavailable", error=str(exc))
         imds = []
     known = {e.eni_id for e in ec2}
-    return ec2 + [e for e in imds if e.eni_id not in known]
+    only_in_metadata = sorted(e.eni_id for e in imds if e.eni_id not in known)
+    if only_in_metadata:
+        agent.log.warning(
+            "ENIs in metadata but not in EC2 ignored (stale metadata?)", enis=only_in_metadata
+        )
+    return ec2
 
 
 async def refresh_subnets(agent: Agent) -> None:

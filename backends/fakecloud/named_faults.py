@@ -164,10 +164,11 @@ def _catalogue() -> tuple[NamedFault, ...]:
         NamedFault(
             f"throttle-{action}",
             _refusing(
-                f"throttle-{action}", FailureKind.THROTTLED, "RequestLimitExceeded",
+                f"throttle-{action}",
+                FailureKind.THROTTLED,
+                "RequestLimitExceeded",
                 frozenset({action}),
-            ),  # fmt: skip
-            blocks_growth=action == "AssignPrivateIpAddresses",
+            ),
         )
         for action in AGENT_ACTIONS
     ]
@@ -180,25 +181,30 @@ def _catalogue() -> tuple[NamedFault, ...]:
         NamedFault(
             "subnet-full",
             _refusing(
-                "subnet-full", FailureKind.SUBNET_FULL, "InsufficientFreeAddressesInSubnet",
+                "subnet-full",
+                FailureKind.SUBNET_FULL,
+                "InsufficientFreeAddressesInSubnet",
                 GROWTH_ACTIONS,
-            ),  # fmt: skip
+            ),
             blocks_growth=True,
         ),
         NamedFault(
             "address-limit",
             _refusing(
-                "address-limit", FailureKind.LIMIT_EXCEEDED, "PrivateIpAddressLimitExceeded",
+                "address-limit",
+                FailureKind.LIMIT_EXCEEDED,
+                "PrivateIpAddressLimitExceeded",
                 frozenset({"AssignPrivateIpAddresses"}),
-            ),  # fmt: skip
-            blocks_growth=True,
+            ),
         ),
         NamedFault(
             "eni-limit",
             _refusing(
-                "eni-limit", FailureKind.LIMIT_EXCEEDED, "AttachmentLimitExceeded",
+                "eni-limit",
+                FailureKind.LIMIT_EXCEEDED,
+                "AttachmentLimitExceeded",
                 frozenset({"AttachNetworkInterface"}),
-            ),  # fmt: skip
+            ),
         ),
         NamedFault("eni-vanishes", _eni_vanishes, needs_idle_eni=True),
         NamedFault("address-vanishes", _address_vanishes),

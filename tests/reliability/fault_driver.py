@@ -10,7 +10,7 @@ The run, in virtual time (a VirtualClock: minutes pass without sleeping):
 2. start the fault (restart the daemon during it when the fault is a metadata one);
 3. ADD as many pods as the pool has available addresses (each must be served at once);
 4. ADD pods beyond the pool (ok with a correct address, or code 11 when the fault blocks
-   growth); DEL the churn pods (so the pool shrinks during the fault);
+   growth); DEL every pod but the running ones (so the pool shrinks during the fault);
 5. let ``fault_minutes`` pass, checking the invariants at every step;
 6. stop the fault; let time pass until the daemon has recovered (or give up after
    ``recovery_limit_s``); ADD one more pod.
@@ -34,7 +34,7 @@ from adapters.cni.plugin import E_TRY_AGAIN, Plugin
 from adapters.ipamd.clock import settle_loop
 from adapters.ipamd.daemon import Daemon
 from adapters.ipamd.handlers import pod_network
-from backends.fakecloud.named_faults import FaultTarget, NamedFault
+from backends.fakecloud.named_faults import ActiveFault, FaultTarget, NamedFault
 from ipamcore.model import NO_MANAGE_TAG, AllocationKey
 from tests.adapters.harness import World, add_request, call, del_request
 
@@ -90,6 +90,7 @@ class FaultRun:
         self.running: dict[int, str] = {}  # pod number -> address
         self.live: dict[int, str] = {}  # every pod with an address (running, churn, new)
         self.numbers = itertools.count(1)
+        self.starting: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -97,14 +98,25 @@ class FaultRun:
         assert self.daemon is not None
         return self.daemon
 
-    async def start_daemon(self) -> None:
+    async def start_daemon(self, limit_s: float = 60.0) -> bool:
+        """Start a daemon; False if it is still not ready after ``limit_s`` of virtual time
+        (it waits for EC2); :meth:`finish_start` then waits for it."""
         self.daemon = self.world.daemon(**self.settings)
-        task = asyncio.ensure_future(self.daemon.start())
-        for _ in range(2000):  # start may wait for the cloud (virtual time) when it fails
-            if task.done():
+        self.starting = asyncio.ensure_future(self.daemon.start())
+        for _ in range(int(limit_s)):
+            if self.starting.done():
                 break
             await self.tick(1.0, check=False)
-        await task
+        if not self.starting.done():
+            return False
+        await self.starting
+        return True
+
+    async def finish_start(self) -> None:
+        assert self.starting is not None
+        while not self.starting.done():
+            await self.tick(1.0, check=False)
+        await self.starting
 
     async def tick(self, seconds: float, check: bool = True) -> None:
         """Advance virtual time, then let worker threads (cloud, datapath) finish."""
@@ -167,7 +179,7 @@ class FaultRun:
                 self.obs.wrong_addresses.append(f"pod {n}: {ip} already belongs to pod {other}")
 
     def check_invariants(self) -> None:
-        if self.daemon is None or self.daemon.agent.ipam is None:
+        if self.daemon is None or not self.daemon.agent.ready:
             return
         agent = self.d.agent
         cloud = self.cloud_addresses()
@@ -226,9 +238,7 @@ class FaultRun:
             for b in view.blocks
             for a in b.addresses
         }
-        primaries = {
-            e.primary_ip for e in self.world.cloud.enis_of(self.world.instance_id)
-        }
+        primaries = {e.primary_ip for e in self.world.cloud.enis_of(self.world.instance_id)}
         cloud = set(self.cloud_addresses()) - primaries
         if pool != cloud:
             notes.append(
@@ -255,11 +265,8 @@ class FaultRun:
             reply = await self.add(n)
             assert reply.ok, reply
             self.running[n] = reply.result["ipv4"]
-        churn = []
         for _ in range(CHURN):
-            n = next(self.numbers)
-            assert (await self.add(n)).ok
-            churn.append(n)
+            assert (await self.add(next(self.numbers))).ok
         for _ in range(20):
             await self.tick(STEP_S)
 
@@ -267,10 +274,14 @@ class FaultRun:
         await self.tick(1.0)
         if self.fault.restart:
             await self.d.stop()
-            await self.start_daemon()
+            if not await self.start_daemon():
+                await self._while_not_ready(active)
+                return
             self.check_invariants()
-        for _ in range(14):  # past a reconciliation: the pool reflects the fault
-            await self.tick(STEP_S)
+        if not self.fault.restart:
+            for _ in range(14):  # past a reconciliation: the pool reflects the fault
+                await self.tick(STEP_S)
+        # A restarted daemon serves at once, before any reconciliation corrects its view.
 
         obs.warm_available = self.d.agent.stats().available
         for _ in range(obs.warm_available):
@@ -287,16 +298,39 @@ class FaultRun:
             obs.beyond_codes.append("ok" if reply.ok else reply.error_code)
             if not reply.ok:
                 obs.beyond_cni_codes.append(Plugin._daemon_error(reply, "add").code)
-        for n in churn:
+        # Every pod but the running ones goes: the highest ENIs empty and the pool shrinks.
+        for n in sorted(set(self.live) - set(self.running)):
             reply = await self.delete(n)
             if not reply.ok:
-                obs.violations.append(f"DEL of churn pod {n} failed: {reply.error_code}")
+                obs.violations.append(f"DEL of pod {n} failed: {reply.error_code}")
         steps = int(self.fault_minutes * 60 / STEP_S)
         for _ in range(steps):
             await self.tick(STEP_S)
 
+        await self._recover(active, recovery_limit_s)
+
+    async def _while_not_ready(self, active: ActiveFault) -> None:
+        """The daemon waits for EC2 to start: ADDs cannot connect, which the plugin answers
+        with code 11; the running pods' datapath is left alone; it starts when EC2 returns."""
+        obs = self.obs
+        for _ in range(BEYOND):
+            try:
+                reply = await call(self.world.socket_path, add_request(next(self.numbers)), 2)
+            except p.ProtocolError as exc:
+                obs.beyond_codes.append(exc.code)
+                retry = exc.code in (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT)  # as Plugin.cmd_add
+                obs.beyond_cni_codes.append(E_TRY_AGAIN if retry else -1)
+            else:
+                obs.beyond_codes.append("ok" if reply.ok else reply.error_code)
+        for _ in range(int(self.fault_minutes * 60 / STEP_S)):
+            await self.tick(STEP_S, check=False)
+        await self._recover(active, 600.0)
+
+    async def _recover(self, active: ActiveFault, recovery_limit_s: float) -> None:
+        obs = self.obs
         active.stop()
         obs.hits = active.hits
+        await self.finish_start()
         began = self.world.clock.now()
         while self.world.clock.now() - began < recovery_limit_s:
             await self.tick(STEP_S)
