@@ -12,7 +12,7 @@ answer is an address the instance does not hold or another pod has; every failed
 ``faults_injected`` counts calls refused plus out-of-band changes. The last line of output is
 one JSON object (``faults_injected``, ``invariant_violations`` for benchmarks/reliability.py).
 
-    python benchmarks/reliability_faults.py [--rounds 40] [--seed 1]
+    python benchmarks/reliability_faults.py [--rounds 44] [--seed 1] [--quick]
 """
 
 from __future__ import annotations
@@ -328,7 +328,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2 * len(NAMED_FAULTS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="one round per named fault")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = len(NAMED_FAULTS)
     began = time.perf_counter()
     run = asyncio.run(run_all(args.rounds, args.seed))
     print(json.dumps({
