@@ -141,10 +141,6 @@ class Ipam:
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
-        allocation = self.pool.allocations.get(key)
-        if allocation is not None and allocation.ipv4 is None:
-            self.pool._drop_allocation(key)
-            return allocation
         return self.pool.release(key, now)
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
@@ -166,7 +162,7 @@ class Ipam:
                     eni_id=state.eni_id,
                     device_index=state.info.device_index,
                 )
-                self.pool._record_allocation(allocation)
+                self.pool.record_allocation(allocation)
                 return allocation
         raise PoolExhausted("no ENI carries an IPv6 prefix")
 
@@ -213,6 +209,7 @@ class Ipam:
             subnet_id=subnet_id,
             security_groups=security_groups,
             count_cooling_as_available=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
+            one_step_growth=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
         )
 
     def _pending_addresses(self) -> int:
@@ -247,6 +244,8 @@ class Ipam:
 
     def _start(self, effect: Effect) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
+        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+            numbered = attrs.evolve(numbered, device_index=self._free_device_index())
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
         if isinstance(numbered, UnassignAddresses):
@@ -255,6 +254,16 @@ class Ipam:
         elif isinstance(numbered, FreeEni):
             self.pool.mark_eni_leaving(numbered.eni_id)
         return numbered
+
+    def _free_device_index(self) -> int:
+        """The lowest device index (network card 0, above the primary's 0) that no attached
+        ENI uses and no CreateEni in flight has reserved."""
+        taken = {s.info.device_index for s in self.pool.enis.values() if s.info.network_card == 0}
+        taken |= {e.device_index for e in self._in_flight.values() if isinstance(e, CreateEni)}
+        index = 1
+        while index in taken:
+            index += 1
+        return index
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
@@ -439,7 +448,7 @@ class Ipam:
                     allocation = attrs.evolve(
                         allocation, eni_id=state.eni_id, device_index=state.info.device_index
                     )
-        self.pool._record_allocation(allocation)
+        self.pool.record_allocation(allocation)
         return allocation
 
     # ------------------------------------------------------------ views
