@@ -2,14 +2,16 @@
 
 The daemon runs as a subprocess (``python -m adapters.ipamd.main``) with the fake cloud
 (``IPAMD_CLOUD=fake``, c5.4xlarge), the fake datapath and a real, durable checkpoint file
-(fsync'd JSON in a fresh directory under /tmp, ``--dir`` to change). Clients are asyncio
-streams in this process speaking the protocol (``encode_request`` / ``decode_reply``); each
-client repeats ADD then DEL of its own pod. ``IP_COOLDOWN_PERIOD=0`` so a released address
-can be reused at once (with upstream's 30 s the pool, not the RPC path, would be measured).
+(fsync'd JSON in a fresh directory under /tmp, ``--dir`` to change). Clients are coroutines
+in this process speaking the protocol (``encode_request`` / ``decode_reply``) over plain
+non-blocking sockets (no streams: the figures should be the daemon's), one connection per
+request like the plugin; each client repeats ADD then DEL of its own pod. They share the
+machine's cores with the daemon. ``IP_COOLDOWN_PERIOD=0`` so a released address can be
+reused at once (with upstream's 30 s the pool, not the RPC path, would be measured).
 
-Clients use plain non-blocking sockets on this process's event loop (no streams), one
-connection per request like the plugin, so the figures are mostly the daemon's. Both share
-the machine's cores with the daemon.
+Beside latency, each level reports the daemon's CPU time per pair (all its threads, from
+/proc) and this process's, and the disk's price of one durable write sampled meanwhile
+(``FsyncFloor``): on a shared machine those say what the wall-clock figures are made of.
 
 Per concurrency level (``--repeats`` runs of ``--seconds`` after a short warm-up): pairs/s
 (the median of the runs), and p50/p99 in milliseconds of one pair (ADD then DEL) and of each
