@@ -16,6 +16,7 @@ from typing import Any
 from adapters.ipamd.agent import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JsonFileCheckpointStore
+from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver
 from ipamcore.limits import InstanceLimits
@@ -35,6 +36,14 @@ class AutoFakeDatapath(FakeDatapath):
     def setup_pod(self, pod: PodNetwork) -> None:
         self.add_netns(pod.netns_path)
         super().setup_pod(pod)
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        """Pods it never set up are assumed present: namespaces are made on demand, so a
+        restarted daemon has nothing real to look for (and must not drop allocations)."""
+        with self._lock:
+            if netns_path not in self.namespaces:
+                return True
+        return super().pod_present(netns_path, host_veth)
 
 
 class LockedCloud:
@@ -118,6 +127,7 @@ def build_ports(
     settings: Settings, observer: CallObserver, clock: Callable[[], float]
 ) -> Ports:
     """The backends ``settings`` select."""
+    crash: Step = parse_crash_point(settings.crash_point) if settings.crash_point else no_step
     datapath: Any
     if settings.datapath == "fake":
         datapath = AutoFakeDatapath()
@@ -140,6 +150,6 @@ def build_ports(
             cluster_name=settings.cluster_name,
             extra_tags=dict(settings.additional_eni_tags),
         )
-        cloud = Ec2Backend(config, observer=observer)
-    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock)
-    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store)
+        cloud = Ec2Backend(config, observer=observer, step=crash)
+    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)
