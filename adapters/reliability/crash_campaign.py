@@ -190,9 +190,9 @@ class KillReport:
 
 def _worker(
     node: LocalNode, ledger: Ledger, rng: random.Random, prefix: str, stop: threading.Event,
-    max_live: int,
+    max_live: int, inherited: list[str],
 ) -> None:  # fmt: skip
-    live: list[str] = []
+    live = list(inherited)  # pods acknowledged before the last kill: DELs to come
     n = 0
     while not stop.is_set():
         if live and (len(live) >= max_live or rng.random() < 0.45):
@@ -226,10 +226,19 @@ def random_kills(
     before = len(ledger.violations)
     for kill in range(kills):
         stop = threading.Event()
+        held = sorted(ledger.held)
         threads = [
             threading.Thread(
                 target=_worker,
-                args=(node, ledger, random.Random(rng.random()), f"k{kill}w{w}", stop, 4),
+                args=(
+                    node,
+                    ledger,
+                    random.Random(rng.random()),
+                    f"k{kill}w{w}",
+                    stop,
+                    4,
+                    held[w::workers],
+                ),
                 daemon=True,
             )
             for w in range(workers)

@@ -37,9 +37,7 @@ def test_an_address_given_twice_is_flagged() -> None:
     ledger.add_acked("a", "10.0.0.5", 1.0)
     ledger.add_acked("b", "10.0.0.5", 2.0)
     assert "double" in kinds(ledger)
-    assert [v.kind for v in ledger.check_restored({"a": "10.0.0.5", "b": "10.0.0.5"})] == [
-        "double"
-    ]
+    assert [v.kind for v in ledger.check_restored({"a": "10.0.0.5", "b": "10.0.0.5"})] == ["double"]
 
 
 def test_a_lost_acknowledged_allocation_is_flagged() -> None:
