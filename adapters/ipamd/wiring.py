@@ -27,6 +27,10 @@ from ipamcore.netspec import EniNetwork, PodNetwork
 class AutoFakeDatapath(FakeDatapath):
     """FakeDatapath that creates a pod's netns and an ENI's host link when first used."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._removed: set[str] = set()
+
     def setup_eni(self, eni: EniNetwork) -> None:
         with self._lock:
             if not any(link.mac == eni.mac.lower() for link in self.links.values()):
@@ -37,11 +41,17 @@ class AutoFakeDatapath(FakeDatapath):
         self.add_netns(pod.netns_path)
         super().setup_pod(pod)
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
-        """Pods it never set up are assumed present: namespaces are made on demand, so a
-        restarted daemon has nothing real to look for (and must not drop allocations)."""
+    def remove_netns(self, path: str) -> None:
         with self._lock:
-            if netns_path not in self.namespaces:
+            self._removed.add(path)
+            super().remove_netns(path)
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        """A namespace it never saw is assumed present: namespaces are made on demand, so a
+        restarted daemon process has nothing real to look for (and must not drop the
+        allocations it restores); one removed (a test's dead pod) is gone."""
+        with self._lock:
+            if netns_path not in self.namespaces and netns_path not in self._removed:
                 return True
         return super().pod_present(netns_path, host_veth)
 
