@@ -34,12 +34,13 @@ class Checkpoint:
 
     ``from_upstream``: the document had no ``releasedAddresses`` field, so it was written by
     the upstream daemon and the release times of addresses freed before it stopped are
-    unknown (this project always writes the field, empty or not).
+    unknown (this project always writes the field, empty or not). Where the document came
+    from, not what it holds: not compared by ``==``.
     """
 
     allocations: tuple[Allocation, ...] = ()
     released_at: tuple[tuple[str, float], ...] = ()
-    from_upstream: bool = False
+    from_upstream: bool = attrs.field(default=False, eq=False)
 
 
 def _to_ns(seconds: float) -> int:
