@@ -12,6 +12,9 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   from ``ENI_CONFIG_SUBNET`` (``subnet-...``) and ``ENI_CONFIG_SECURITY_GROUPS``
   (comma-separated ``sg-...``). With ``AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true`` the subnet
   is required; without it, a set ``ENI_CONFIG_SUBNET`` still places new ENIs there.
+* ``IPAMD_POOL_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive``: the
+  warm-pool policy (``adaptive``: the project's own, see :mod:`ipamcore.adaptive`; the
+  WARM_* knobs then only set floors).
 * ``IPAMD_DATAPATH`` = ``linux`` (default) | ``fake``; ``IPAMD_CLOUD`` = ``aws`` (default) |
   ``fake`` (an in-memory cloud with one instance: demos, benchmarks, subprocess tests).
 """
@@ -26,7 +29,7 @@ from typing import TypeVar
 import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
-from ipamcore.config import EniPlacement, PoolConfig
+from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
 
 T = TypeVar("T")
@@ -249,6 +252,11 @@ def _max_eni(env: Mapping[str, str]) -> int | None:
     return parse_int(env, "MAX_ENI", None, lo=1)
 
 
+def _policy(env: Mapping[str, str]) -> PolicyName:
+    choices = tuple(p.value for p in PolicyName)
+    return PolicyName(parse_choice(env, "IPAMD_POOL_POLICY", PolicyName.UPSTREAM.value, choices))
+
+
 def _pool(env: Mapping[str, str]) -> PoolConfig:
     custom = parse_bool(env, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
     subnet = parse_ids(env, "ENI_CONFIG_SUBNET", "subnet-")
@@ -276,6 +284,7 @@ def _pool(env: Mapping[str, str]) -> PoolConfig:
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
+            policy=_policy(env),
         )
     except ConfigError as exc:
         raise SettingsError(exc.setting, exc.message) from None

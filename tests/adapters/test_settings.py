@@ -6,6 +6,7 @@ import pytest
 
 from adapters.ipamd.main import main
 from adapters.ipamd.settings import SettingsError, load_settings
+from ipamcore.config import PolicyName
 
 BAD = [
     ("WARM_ENI_TARGET", "-1"),
@@ -38,6 +39,7 @@ BAD = [
     ("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:99999"),
     ("DISABLE_INTROSPECTION", "x"),
     ("DISABLE_METRICS", "x"),
+    ("IPAMD_POOL_POLICY", "smart"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "x"),
     ("AWS_VPC_K8S_CNI_LOGLEVEL", "LOUD"),
     ("AWS_EC2_ENDPOINT", "ftp://x"),
@@ -122,3 +124,19 @@ def test_main_exits_2_naming_the_variable(capsys: pytest.CaptureFixture[str]) ->
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--check-config"], env={}) == 0
     assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("raw", "policy"),
+    [(None, PolicyName.UPSTREAM), ("adaptive", PolicyName.ADAPTIVE),
+     ("Upstream-Faithful", PolicyName.UPSTREAM_FAITHFUL)],
+)  # fmt: skip
+def test_pool_policy_is_chosen_by_ipamd_pool_policy(raw: str | None, policy: PolicyName) -> None:
+    env = {} if raw is None else {"IPAMD_POOL_POLICY": raw}
+    assert load_settings(env).pool.policy is policy
+
+
+def test_a_bad_pool_policy_names_the_choices() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"IPAMD_POOL_POLICY": "smart"})
+    assert "upstream, upstream-faithful, adaptive" in str(err.value)
