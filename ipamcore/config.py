@@ -50,10 +50,11 @@ class AdaptiveTuning:
 
     rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
     refill_horizon_s: float = 6.0  # arrivals to cover while a top-up is on its way
-    safety_sigmas: float = 2.0  # cover the expected arrivals plus this many standard deviations
-    batch_horizon_s: float = 60.0  # net growth one growth call asks for
+    safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
+    batch_horizon_s: float = 45.0  # net growth one growth call asks for
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
     boot_hold_s: float = 300.0  # a node just booted fills its first ENI and keeps it this long
+    settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
     eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less
     min_warm: int = 1  # addresses kept ready even with no demand at all
     backoff_base_s: float = 1.0  # first pause after a throttled growth call

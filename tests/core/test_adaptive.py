@@ -75,10 +75,10 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
     ("arrivals", "net", "low", "high"),
     [
         (0.0, 0.0, 1, 1),  # no demand: min_warm
-        (0.1, 0.0, 3, 3),  # 0.6 expected in 6 s, + 2 sigma = 2.15; churn only: no batch
-        (0.2, 0.2, 4, 16),  # 1.2 + 2.19 = 3.39; batch 0.2/s x 60 s = 12
-        (1.0, 1.0, 11, 71),  # 6 + 4.9 = 10.9; batch 60
-        (1.0, -0.5, 11, 11),  # demand falling: no batch
+        (0.1, 0.0, 2, 2),  # 0.6 expected in 6 s, + 1.5 sigma = 1.76; churn only: no batch
+        (0.2, 0.2, 3, 12),  # 1.2 + 1.64 = 2.84; batch 0.2/s x 45 s = 9
+        (1.0, 1.0, 10, 55),  # 6 + 3.67 = 9.67; batch 45
+        (1.0, -0.5, 10, 10),  # demand falling: no batch
     ],
 )
 def test_targets_table(arrivals: float, net: float, low: int, high: int) -> None:
@@ -101,6 +101,17 @@ def test_no_demand_keeps_one_ready_address() -> None:
     ]
     ipam = warm_node(ips=1, assigned=0)
     assert decide_growth(ipam.pool, policy_input(ipam), OLD, TUNING) == []
+
+
+def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    assert backoff.situation(demand, 0.0).young
+    assert not backoff.situation(demand, TUNING.boot_hold_s).young
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    backoff.situation(demand, 0.0)
+    demand.arrival(10.0)
+    assert backoff.situation(demand, 11.0).young  # pods are coming
+    assert not backoff.situation(demand, 200.0).young  # they came, and stopped
 
 
 def test_a_young_node_fills_its_first_eni_and_does_not_shrink() -> None:
@@ -157,12 +168,19 @@ def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
 
 
 # ----------------------------------------------------------------------------- shrink
-def test_shrink_gives_back_half_the_surplus_highest_addresses_first() -> None:
-    ipam = warm_node(ips=14, assigned=2)  # 12 ready, keep = 2 with no demand
-    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), OLD, TUNING, 1000.0)
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come() -> None:
+    ipam = warm_node(ips=14, assigned=2)  # 12 ready
+    trickle = Situation(rates=Rates(0.01, 0.001))  # low 1, high 2: keep 2
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses)
-    assert len(effect.ipv4_addresses) == 5  # (12 - 2) // 2
+    assert len(effect.ipv4_addresses) == 5  # (12 - 2) // 2, highest addresses first
     assert effect.ipv4_addresses[0] == "10.0.0.23"
+
+
+def test_shrink_gives_back_the_whole_surplus_when_demand_falls() -> None:
+    ipam = warm_node(ips=14, assigned=2)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), OLD, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
 
 
 def test_shrink_frees_an_empty_eni_only_with_a_spare_eni_left() -> None:
