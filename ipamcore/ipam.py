@@ -149,10 +149,6 @@ class Ipam:
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
-        allocation = self.pool.allocations.get(key)
-        if allocation is not None and allocation.ipv4 is None:
-            self.pool._drop_allocation(key)
-            return allocation
         released = self.pool.release(key, now)
         if released is not None and self._demand is not None:
             self._demand.release(now)
@@ -177,7 +173,7 @@ class Ipam:
                     eni_id=state.eni_id,
                     device_index=state.info.device_index,
                 )
-                self.pool._record_allocation(allocation)
+                self.pool.record_allocation(allocation)
                 return allocation
         raise PoolExhausted("no ENI carries an IPv6 prefix")
 
@@ -461,7 +457,7 @@ class Ipam:
                     allocation = attrs.evolve(
                         allocation, eni_id=state.eni_id, device_index=state.info.device_index
                     )
-        self.pool._record_allocation(allocation)
+        self.pool.record_allocation(allocation)
         return allocation
 
     # ------------------------------------------------------------ views
