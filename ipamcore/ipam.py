@@ -229,6 +229,7 @@ class Ipam:
             subnet_id=subnet_id,
             security_groups=security_groups,
             count_cooling_as_available=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
+            one_step_growth=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
         )
 
     def _pending_addresses(self) -> int:
@@ -263,6 +264,8 @@ class Ipam:
 
     def _start(self, effect: Effect) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
+        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+            numbered = attrs.evolve(numbered, device_index=self._free_device_index())
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
         if isinstance(numbered, UnassignAddresses):
@@ -271,6 +274,16 @@ class Ipam:
         elif isinstance(numbered, FreeEni):
             self.pool.mark_eni_leaving(numbered.eni_id)
         return numbered
+
+    def _free_device_index(self) -> int:
+        """The lowest device index (network card 0, above the primary's 0) that no attached
+        ENI uses and no CreateEni in flight has reserved."""
+        taken = {s.info.device_index for s in self.pool.enis.values() if s.info.network_card == 0}
+        taken |= {e.device_index for e in self._in_flight.values() if isinstance(e, CreateEni)}
+        index = 1
+        while index in taken:
+            index += 1
+        return index
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result

@@ -12,11 +12,15 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   from ``ENI_CONFIG_SUBNET`` (``subnet-...``) and ``ENI_CONFIG_SECURITY_GROUPS``
   (comma-separated ``sg-...``). With ``AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true`` the subnet
   is required; without it, a set ``ENI_CONFIG_SUBNET`` still places new ENIs there.
-* ``IPAMD_POOL_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive``: the
-  warm-pool policy (``adaptive``: the project's own, see :mod:`ipamcore.adaptive`; the
-  WARM_* knobs then only set floors).
 * ``IPAMD_DATAPATH`` = ``linux`` (default) | ``fake``; ``IPAMD_CLOUD`` = ``aws`` (default) |
   ``fake`` (an in-memory cloud with one instance: demos, benchmarks, subprocess tests).
+  With the fake cloud, ``IPAMD_FAKE_LATENCY`` = ``none`` (default: every call answers at
+  once) | ``realistic`` (each call takes its time and metadata lags, see
+  :mod:`backends.fakecloud.latency`), and ``IPAMD_FAKE_CALL_LOG`` (an absolute path) appends
+  one JSON line per EC2 call (action, target, outcome, latency) for benchmarks.
+* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive`` (see
+  :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
+  :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class Settings:
     host_netns: str | None = None  # run the datapath's host side in this netns (tests, demo)
     cloud: str = "aws"
     fake_instance_type: str = "m5.large"
+    fake_latency: str = "none"
+    fake_call_log: str = ""
     add_wait_s: float = 5.0
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
@@ -254,7 +260,7 @@ def _max_eni(env: Mapping[str, str]) -> int | None:
 
 def _policy(env: Mapping[str, str]) -> PolicyName:
     choices = tuple(p.value for p in PolicyName)
-    return PolicyName(parse_choice(env, "IPAMD_POOL_POLICY", PolicyName.UPSTREAM.value, choices))
+    return PolicyName(parse_choice(env, "IPAMD_POLICY", PolicyName.UPSTREAM.value, choices))
 
 
 def _pool(env: Mapping[str, str]) -> PoolConfig:
@@ -358,6 +364,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         host_netns=_get(env, "IPAMD_HOST_NETNS") or None,
         cloud=parse_choice(env, "IPAMD_CLOUD", "aws", ("aws", "fake")),
         fake_instance_type=_get(env, "IPAMD_FAKE_INSTANCE_TYPE") or "m5.large",
+        fake_latency=parse_choice(env, "IPAMD_FAKE_LATENCY", "none", ("none", "realistic")),
+        fake_call_log=_checked(env, "IPAMD_FAKE_CALL_LOG", "", _absolute, path_accepts),
         add_wait_s=parse_float(env, "IPAMD_ADD_WAIT_SECONDS", 5.0),
         policy_interval_s=parse_float(env, "IPAMD_POLICY_INTERVAL_SECONDS", 5.0, lo=0.1),
         reconcile_interval_s=parse_float(env, "IPAMD_RECONCILE_INTERVAL_SECONDS", 60.0, lo=1.0),

@@ -1,13 +1,17 @@
 """Start of the node agent: from nothing to "ready".
 
 1. identity from metadata; limits from the table, else DescribeInstanceTypes;
-2. the pool rebuilt from EC2 (describe_enis) plus metadata (ENIs EC2 does not show yet)
+2. the pool rebuilt from EC2 (describe_enis; metadata may be stale, so it is only compared)
    with ``Ipam.load``; subnets observed for subnet discovery;
 3. the checkpoint read (upstream's ipam.json included) and every allocation restored except
    those whose pod netns or host veth is gone (``datapath.pod_present``);
 4. pending-DEL records (DELs the plugin could not deliver) processed: release, then remove;
 5. secondary ENIs set up in the datapath, then the node (SNAT, sysctls);
 6. a checkpoint written, "ready" logged.
+
+EC2 calls made before "ready" are retried with a capped backoff (on the agent's clock) while EC2
+throttles or cannot be reached: the daemon then starts when the cloud comes back instead of
+exiting, and until it is ready the plugin cannot connect and answers "try again later".
 
 A corrupt checkpoint (the store moved it aside and raised): the daemon logs loudly and
 starts with no allocations, but every address on the instance's ENIs is put in quarantine,
@@ -20,19 +24,40 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from adapters.ipamd.agent import Agent
 from adapters.ipamd.handlers import host_veth_for, teardown_quietly
 from adapters.pending_dels import read_pending_dels, remove_pending_del
 from adapters.protocol import ProtocolError
 from ipamcore.checkpoint import Checkpoint
-from ipamcore.errors import CheckpointError, UnknownInstanceType
+from ipamcore.errors import CheckpointError, CloudError, FailureKind, UnknownInstanceType
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import SUBNET_DISCOVERY_TAG, Allocation, AllocationKey, ObservedEni
 from ipamcore.netspec import NodeNetwork
 
 CORRUPT_QUARANTINE_S = 300.0
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 30.0
+T = TypeVar("T")
+
+
+async def cloud_until_answered(agent: Agent, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the cloud's threads, retried while EC2 throttles or is unreachable."""
+    delay = START_RETRY_FIRST_S
+    while True:
+        try:
+            return await agent.in_cloud(fn, *args)
+        except CloudError as exc:
+            if exc.kind not in (FailureKind.THROTTLED, FailureKind.OTHER) or agent.stopping:
+                raise
+            agent.log.warning(
+                "EC2 unavailable at start; retrying", call=what, error=str(exc), retry_in=delay
+            )
+        await agent.clock.sleep(delay)
+        delay = min(delay * 2, START_RETRY_MAX_S)
 
 
 async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
@@ -40,20 +65,36 @@ async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
         return limits_for(instance_type)
     except UnknownInstanceType:
         agent.log.info("instance type not in the table; asking EC2", instance_type=instance_type)
-        return await agent.in_cloud(agent.ports.cloud.describe_instance_type, instance_type)
+        return await cloud_until_answered(
+            agent, "DescribeInstanceTypes", agent.ports.cloud.describe_instance_type, instance_type
+        )
 
 
 async def observe_enis(agent: Agent) -> list[ObservedEni]:
-    """EC2's view of the attached ENIs, plus any metadata shows that EC2 does not (yet)."""
+    """EC2's view of the attached ENIs.
+
+    Metadata is only compared, never added: it may be stale (upstream #3887) and list an ENI,
+    or addresses, already deleted; adopting them would hand pods addresses the instance no
+    longer holds. An ENI that only metadata shows is logged; the next reconciliation with
+    EC2 adopts it if it really is attached.
+    """
     assert agent.identity is not None
-    ec2 = await agent.in_cloud(agent.ports.cloud.describe_enis, agent.identity.instance_id)
+    ec2 = await cloud_until_answered(
+        agent, "DescribeNetworkInterfaces", agent.ports.cloud.describe_enis,
+        agent.identity.instance_id,
+    )  # fmt: skip
     try:
         imds = await agent.in_cloud(agent.ports.metadata.enis)
     except Exception as exc:
         agent.log.warning("metadata ENIs unavailable", error=str(exc))
         imds = []
     known = {e.eni_id for e in ec2}
-    return ec2 + [e for e in imds if e.eni_id not in known]
+    only_in_metadata = sorted(e.eni_id for e in imds if e.eni_id not in known)
+    if only_in_metadata:
+        agent.log.warning(
+            "ENIs in metadata but not in EC2 ignored (stale metadata?)", enis=only_in_metadata
+        )
+    return ec2
 
 
 async def refresh_subnets(agent: Agent) -> None:

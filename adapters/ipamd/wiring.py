@@ -2,14 +2,19 @@
 
 ``IPAMD_CLOUD=aws`` uses EC2 over boto3 (``AWS_EC2_ENDPOINT``) and IMDSv2
 (``AWS_EC2_METADATA_SERVICE_ENDPOINT``); ``IPAMD_CLOUD=fake`` an in-memory FakeCloud with one
-instance of ``IPAMD_FAKE_INSTANCE_TYPE`` (demo, benchmark, subprocess tests).
+instance of ``IPAMD_FAKE_INSTANCE_TYPE`` (demo, benchmark, subprocess tests); with
+``IPAMD_FAKE_LATENCY=realistic`` its calls take their realistic time in worker threads, in
+parallel (each action is atomic in the FakeCloud; the core reserves device indexes), and its
+metadata lags; ``IPAMD_FAKE_CALL_LOG`` records every call as a JSON line.
 ``IPAMD_DATAPATH=linux`` uses pyroute2; ``fake`` an in-memory datapath that creates pod
 namespaces and ENI links on demand (nothing real exists to find).
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +22,7 @@ from adapters.ipamd.agent import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JsonFileCheckpointStore
 from backends.datapath.fake import FakeDatapath
-from backends.observe import CallObserver
+from backends.observe import CallObserver, CallRecord
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
@@ -57,11 +62,11 @@ class LockedCloud:
     def create_eni(
         self, instance_id: str, subnet_id: str, security_groups: Sequence[str],
         ipv4_count: int = 0, prefix_count: int = 0, ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None, device_index: int = 0,
     ) -> ObservedEni:  # fmt: skip
         return self._locked(  # type: ignore[no-any-return]
             self._cloud.create_eni, instance_id, subnet_id, security_groups, ipv4_count,
-            prefix_count, ipv6_prefix, tags,
+            prefix_count, ipv6_prefix, tags, device_index,
         )  # fmt: skip
 
     def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
@@ -100,15 +105,42 @@ class LockedMetadata:
             return self._metadata.enis()  # type: ignore[no-any-return]
 
 
+class CallLog:
+    """A CallObserver appending one JSON line per call to a file (benchmarks read it)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, record: CallRecord) -> None:
+        line = json.dumps(
+            {"action": record.action, "target": record.target, "outcome": record.outcome,
+             "latency_s": record.latency_s, "at": time.time()}
+        )  # fmt: skip
+        with self._lock, open(self._path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
 def fake_cloud_ports(
-    instance_type: str, observer: CallObserver, clock: Callable[[], float]
+    instance_type: str,
+    observer: CallObserver,
+    clock: Callable[[], float],
+    latency: str = "none",
+    call_log: str = "",
 ) -> tuple[Any, Any, Any]:
     """(cloud port, metadata port, FakeCloud) of a fresh one-instance fake account."""
     from backends.fakecloud import FakeCloud
+    from backends.fakecloud.latency import use_realistic_latency
 
-    fake = FakeCloud(throttling=False, clock=clock)
+    realistic = latency == "realistic"
+    fake = FakeCloud(throttling=False, clock=clock, sleep=time.sleep if realistic else None)
+    if call_log:
+        fake.observers.append(CallLog(call_log))
     subnet = fake.add_subnet("10.0.0.0/17")
     instance = fake.launch_instance(instance_type, subnet)
+    if realistic:
+        use_realistic_latency(fake)
+        return fake.port(instance, observer), fake.metadata(instance), fake
     cloud = LockedCloud(fake.port(instance, observer))
     metadata = LockedMetadata(fake.metadata(instance), cloud._lock)
     return cloud, metadata, fake
@@ -126,7 +158,10 @@ def build_ports(
 
         datapath = LinuxDatapath(host_netns=settings.host_netns)
     if settings.cloud == "fake":
-        cloud, metadata, _ = fake_cloud_ports(settings.fake_instance_type, observer, clock)
+        cloud, metadata, _ = fake_cloud_ports(
+            settings.fake_instance_type, observer, clock, settings.fake_latency,
+            settings.fake_call_log,
+        )  # fmt: skip
     else:
         from backends.aws.client import Ec2Config
         from backends.aws.ec2 import Ec2Backend

@@ -161,6 +161,7 @@ class Ec2Backend:
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
         tags: Mapping[str, str] | None = None,
+        device_index: int = 0,
     ) -> ObservedEni:
         all_tags = self.eni_tags(instance_id, tags)
         params: dict[str, Any] = {
@@ -182,7 +183,7 @@ class Ec2Backend:
         raw.setdefault("TagSet", tag_list(all_tags))
         eni_id = str(raw["NetworkInterfaceId"])
         try:
-            attachment_id, device_index = self._attach(instance_id, eni_id)
+            attachment_id, device_index = self._attach(instance_id, eni_id, device_index)
         except CloudError:
             self._delete_quietly(eni_id)
             raise
@@ -208,15 +209,19 @@ class Ec2Backend:
                 used.add(int(att.get("DeviceIndex", 0)))
         return used
 
-    def _attach(self, instance_id: str, eni_id: str) -> tuple[str, int]:
-        """Attach at the lowest free device index (>= 1); on a race, re-describe and retry."""
+    def _attach(self, instance_id: str, eni_id: str, preferred: int = 0) -> tuple[str, int]:
+        """Attach at ``preferred`` (no describe first) or else the lowest free device index
+        (>= 1); on a race, re-describe and retry."""
         last: CloudError | None = None
         taken: set[int] = set()
-        for _ in range(self._attach_attempts):
-            taken |= self._used_device_indexes(instance_id)
-            index = 1
-            while index in taken:
-                index += 1
+        for attempt in range(self._attach_attempts):
+            if attempt == 0 and preferred > 0:
+                index = preferred
+            else:
+                taken |= self._used_device_indexes(instance_id)
+                index = 1
+                while index in taken:
+                    index += 1
             try:
                 result = self._call(
                     "attach_network_interface",

@@ -39,7 +39,6 @@ BAD = [
     ("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:99999"),
     ("DISABLE_INTROSPECTION", "x"),
     ("DISABLE_METRICS", "x"),
-    ("IPAMD_POOL_POLICY", "smart"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "x"),
     ("AWS_VPC_K8S_CNI_LOGLEVEL", "LOUD"),
     ("AWS_EC2_ENDPOINT", "ftp://x"),
@@ -49,6 +48,9 @@ BAD = [
     ("IPAMD_DATAPATH", "ebpf"),
     ("IPAMD_CLOUD", "gcp"),
     ("IPAMD_ADD_WAIT_SECONDS", "soon"),
+    ("IPAMD_FAKE_LATENCY", "slow"),
+    ("IPAMD_FAKE_CALL_LOG", "calls.jsonl"),
+    ("IPAMD_POLICY", "greedy"),
     ("METRICS_BIND_ADDRESS", "host:port"),
 ]
 
@@ -97,6 +99,16 @@ def test_values_are_parsed() -> None:
     assert s.introspection.port == 9999 and not s.introspection.is_loopback
 
 
+def test_fake_cloud_latency_call_log_and_policy() -> None:
+    s = load_settings(
+        {"IPAMD_FAKE_LATENCY": "realistic", "IPAMD_FAKE_CALL_LOG": "/tmp/calls.jsonl",
+         "IPAMD_POLICY": "upstream-faithful"}
+    )  # fmt: skip
+    assert (s.fake_latency, s.fake_call_log) == ("realistic", "/tmp/calls.jsonl")
+    assert s.pool.policy is PolicyName.UPSTREAM_FAITHFUL
+    assert load_settings({}).fake_latency == "none"
+
+
 def test_custom_networking_needs_a_subnet() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"})
@@ -131,12 +143,12 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     [(None, PolicyName.UPSTREAM), ("adaptive", PolicyName.ADAPTIVE),
      ("Upstream-Faithful", PolicyName.UPSTREAM_FAITHFUL)],
 )  # fmt: skip
-def test_pool_policy_is_chosen_by_ipamd_pool_policy(raw: str | None, policy: PolicyName) -> None:
-    env = {} if raw is None else {"IPAMD_POOL_POLICY": raw}
+def test_pool_policy_is_chosen_by_ipamd_policy(raw: str | None, policy: PolicyName) -> None:
+    env = {} if raw is None else {"IPAMD_POLICY": raw}
     assert load_settings(env).pool.policy is policy
 
 
 def test_a_bad_pool_policy_names_the_choices() -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings({"IPAMD_POOL_POLICY": "smart"})
+        load_settings({"IPAMD_POLICY": "smart"})
     assert "upstream, upstream-faithful, adaptive" in str(err.value)

@@ -154,7 +154,7 @@ def replay_through_simulator(events: list[PodEvent], pool: PoolConfig) -> Outcom
     [
         {},  # upstream defaults: WARM_ENI_TARGET=1
         {"WARM_IP_TARGET": "2"},
-        {"IPAMD_POOL_POLICY": "adaptive"},
+        {"IPAMD_POLICY": "adaptive"},
     ],
     ids=["warm-eni", "warm-ip", "adaptive"],
 )
