@@ -153,8 +153,13 @@ class Backoff:
         self.streak[action] = attempt
         pause = backoff_delay(attempt, f"{seed}/{action}", self.tuning)
         self.paused_from[action] = (now, pause)
-        self.congested_until = now + self.tuning.congestion_hold_s
+        self.congested(now)
         return pause
+
+    def congested(self, now: float) -> None:
+        """A shrink call was throttled: hold the pool (no shrink, growth fills ENIs) for
+        ``congestion_hold_s``; giving addresses back is never worth a retry storm."""
+        self.congested_until = max(self.congested_until, now + self.tuning.congestion_hold_s)
 
     def succeeded(self, effect: Effect) -> None:
         self.streak.pop("create" if isinstance(effect, CreateEni) else "assign", None)

@@ -324,6 +324,8 @@ class Ipam:
             elif kind in (FailureKind.THROTTLED, FailureKind.OTHER):
                 self._growth_paused_until = now + self.config.throttle_pause_s
             return ()
+        if kind is FailureKind.THROTTLED and self._demand is not None:
+            self._backoff.congested(now)  # calls are scarce: hold what the node has
         if isinstance(effect, UnassignAddresses):
             blocks = (*effect.ipv4_addresses, *effect.prefixes)
             if kind is FailureKind.NOT_FOUND:

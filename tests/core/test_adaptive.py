@@ -253,3 +253,16 @@ def test_other_policies_keep_the_fixed_throttle_pause() -> None:
     ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 0.0)
     assert ipam.plan(4.9) == []
     assert len(ipam.plan(5.0)) == 1
+
+
+def test_a_throttled_shrink_holds_the_pool_for_the_congestion_hold() -> None:
+    ipam = warm_node(ips=14, assigned=2)
+    start = 1000.0
+    (unassign,) = ipam.plan(start)
+    assert isinstance(unassign, UnassignAddresses)
+    ipam.apply(EffectFailed(unassign.effect_id, FailureKind.THROTTLED), start)
+    later = start + TUNING.congestion_hold_s - 1
+    assert ipam.plan(later) == []  # no shrink retry while congested
+    (retry,) = ipam.plan(start + TUNING.congestion_hold_s)
+    assert isinstance(retry, UnassignAddresses)
+    assert len(retry.ipv4_addresses) == len(unassign.ipv4_addresses)
