@@ -27,9 +27,10 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 Three situations change that (:class:`Situation`, kept by :class:`Backoff`):
 
 * young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled, the
-  first ENI is filled and nothing shrinks: a node the autoscaler just launched is about to
-  get pods, and filling it before they come costs one call at a quiet time instead of one
-  per node in the middle of a cluster-wide scale-up;
+  first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
+  launched is about to get pods, and the calls made at boot (spread out as nodes join)
+  are not made by every node at once in the middle of a cluster-wide scale-up, when the
+  account's buckets (5 calls a second per action) run dry;
 * congested: for ``congestion_hold_s`` after a throttled growth call, each growth call fills
   its ENI and nothing shrinks (calls are the scarce thing then, not addresses);
 * backing off: a throttled call pauses that action only (EC2 has a bucket per action), from
@@ -228,7 +229,10 @@ def decide_growth(
     enis = _growable(pool, inp)
     effects: list[Effect] = []
     if situation.young and enis and not inp.prefix_mode and not inp.pending_addresses:
-        short = max(short, min(_room(enis[0], inp), room_pods))
+        first = enis[: tuning.boot_enis]
+        boot = sum(_room(e, inp) for e in first)
+        boot += max(tuning.boot_enis - len(first) - inp.pending_enis, 0) * inp.per_eni
+        short = max(short, min(boot, room_pods))
     for eni in enis:
         if short <= 0:
             break

@@ -114,12 +114,14 @@ def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
     assert not backoff.situation(demand, 200.0).young  # they came, and stopped
 
 
-def test_a_young_node_fills_its_first_eni_and_does_not_shrink() -> None:
+def test_a_young_node_fills_its_first_two_enis_and_does_not_shrink() -> None:
     ipam = warm_node(ips=2, assigned=0)
     young = Situation(young=True)
-    assert decide_growth(ipam.pool, policy_input(ipam), young, TUNING) == [
-        AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=12)  # m5.xlarge: 14 a ENI
-    ]
+    assign, create = decide_growth(ipam.pool, policy_input(ipam), young, TUNING)
+    assert assign == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=12)  # 14 a ENI
+    assert isinstance(create, CreateEni) and create.ipv4_count == 14
+    one = AdaptiveTuning(boot_enis=1)
+    assert decide_growth(ipam.pool, policy_input(ipam), young, one) == [assign]
     full = warm_node(ips=14, assigned=0)
     assert decide_shrink(full.pool, policy_input(full), young, TUNING, 1000.0) == []
     assert decide_shrink(full.pool, policy_input(full), OLD, TUNING, 1000.0) != []
@@ -236,7 +238,8 @@ def test_backoff_is_per_action_and_resets_on_success() -> None:
 
 
 def test_ipam_backs_off_after_a_throttled_call_then_retries() -> None:
-    ipam = warm_node(ips=0, assigned=0)
+    no_boot_fill = attrs.evolve(ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0))
+    ipam = node("m5.xlarge", no_boot_fill, enis=(eni(0),))
     (first,) = ipam.plan(1000.0)
     ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 1000.0)
     pause = backoff_delay(1, "eni-0000/assign", TUNING)
