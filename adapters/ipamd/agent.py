@@ -34,6 +34,7 @@ from adapters.ipamd.group_commit import GroupCommitter
 from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
 from adapters.metrics import Metrics
+from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
 from ipamcore.effects import Effect
@@ -63,6 +64,7 @@ class Ports:
     metadata: MetadataPort
     datapath: DatapathPort
     store: CheckpointStore
+    crash: Step = no_step  # crash-injection hook (backends.crashpoints), tests only
 
 
 class KeyLocks:
@@ -234,6 +236,7 @@ class Agent:
             self.log.error("allocations force-removed", count=len(removed), effect=effect.effect_id)
         if isinstance(outcome, EniCreated):
             await self.setup_eni(outcome.eni)
+            self.ports.crash("eni.recorded")
         self.notify_pool_changed()
         self.kick()
 

@@ -21,6 +21,7 @@ from typing import Any
 from adapters.ipamd.agent import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JsonFileCheckpointStore
+from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
 from ipamcore.limits import InstanceLimits
@@ -31,6 +32,10 @@ from ipamcore.netspec import EniNetwork, PodNetwork
 class AutoFakeDatapath(FakeDatapath):
     """FakeDatapath that creates a pod's netns and an ENI's host link when first used."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._removed: set[str] = set()
+
     def setup_eni(self, eni: EniNetwork) -> None:
         with self._lock:
             if not any(link.mac == eni.mac.lower() for link in self.links.values()):
@@ -40,6 +45,20 @@ class AutoFakeDatapath(FakeDatapath):
     def setup_pod(self, pod: PodNetwork) -> None:
         self.add_netns(pod.netns_path)
         super().setup_pod(pod)
+
+    def remove_netns(self, path: str) -> None:
+        with self._lock:
+            self._removed.add(path)
+            super().remove_netns(path)
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        """A namespace it never saw is assumed present: namespaces are made on demand, so a
+        restarted daemon process has nothing real to look for (and must not drop the
+        allocations it restores); one removed (a test's dead pod) is gone."""
+        with self._lock:
+            if netns_path not in self.namespaces and netns_path not in self._removed:
+                return True
+        return super().pod_present(netns_path, host_veth)
 
 
 class LockedCloud:
@@ -150,6 +169,7 @@ def build_ports(
     settings: Settings, observer: CallObserver, clock: Callable[[], float]
 ) -> Ports:
     """The backends ``settings`` select."""
+    crash: Step = parse_crash_point(settings.crash_point) if settings.crash_point else no_step
     datapath: Any
     if settings.datapath == "fake":
         datapath = AutoFakeDatapath()
@@ -175,6 +195,6 @@ def build_ports(
             cluster_name=settings.cluster_name,
             extra_tags=dict(settings.additional_eni_tags),
         )
-        cloud = Ec2Backend(config, observer=observer)
-    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock)
-    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store)
+        cloud = Ec2Backend(config, observer=observer, step=crash)
+    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)
