@@ -18,8 +18,9 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   once) | ``realistic`` (each call takes its time and metadata lags, see
   :mod:`backends.fakecloud.latency`), and ``IPAMD_FAKE_CALL_LOG`` (an absolute path) appends
   one JSON line per EC2 call (action, target, outcome, latency) for benchmarks.
-* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` (see
-  :class:`ipamcore.config.PolicyName`).
+* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive`` (see
+  :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
+  :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -262,6 +263,11 @@ def _max_eni(env: Mapping[str, str]) -> int | None:
     return parse_int(env, "MAX_ENI", None, lo=1)
 
 
+def _policy(env: Mapping[str, str]) -> PolicyName:
+    choices = tuple(p.value for p in PolicyName)
+    return PolicyName(parse_choice(env, "IPAMD_POLICY", PolicyName.UPSTREAM.value, choices))
+
+
 def _pool(env: Mapping[str, str]) -> PoolConfig:
     custom = parse_bool(env, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
     subnet = parse_ids(env, "ENI_CONFIG_SUBNET", "subnet-")
@@ -289,9 +295,7 @@ def _pool(env: Mapping[str, str]) -> PoolConfig:
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
-            policy=PolicyName(
-                parse_choice(env, "IPAMD_POLICY", "upstream", tuple(n.value for n in PolicyName))
-            ),
+            policy=_policy(env),
         )
     except ConfigError as exc:
         raise SettingsError(exc.setting, exc.message) from None
