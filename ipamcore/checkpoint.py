@@ -26,6 +26,7 @@ from ipamcore.model import Allocation, AllocationKey, PodRef
 
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
+MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
 
 
 @attrs.frozen
@@ -83,10 +84,13 @@ def _str_field(entry: Mapping[str, Any], name: str, required: bool = True) -> st
     return value
 
 
-def _int_field(entry: Mapping[str, Any], name: str) -> int:
+def _timestamp_field(entry: Mapping[str, Any], name: str) -> int:
+    """Unix nanoseconds: an integer in Go's ``int64`` range, not negative."""
     value = entry.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise CheckpointError(f"field {name!r} must be an integer")
+    if not 0 <= value <= MAX_TIMESTAMP_NS:
+        raise CheckpointError(f"field {name!r} is outside 0..{MAX_TIMESTAMP_NS}")
     return value
 
 
@@ -112,7 +116,7 @@ def _decode_allocation(entry: object) -> Allocation:
         ),
         ipv4=ipv4,
         ipv6=ipv6,
-        allocated_at=_from_ns(_int_field(entry, "allocationTimestamp")),
+        allocated_at=_from_ns(_timestamp_field(entry, "allocationTimestamp")),
     )
 
 
@@ -146,6 +150,6 @@ def decode(data: bytes | str) -> Checkpoint:
         if not isinstance(entry, dict):
             raise CheckpointError("a released address must be a JSON object")
         released.append(
-            (_str_field(entry, "address"), _from_ns(_int_field(entry, "releasedAt")))
+            (_str_field(entry, "address"), _from_ns(_timestamp_field(entry, "releasedAt")))
         )
     return Checkpoint(allocations=allocations, released_at=tuple(released))
