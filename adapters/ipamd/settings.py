@@ -26,6 +26,7 @@ from typing import TypeVar
 import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
+from adapters.redact import redact_url
 from ipamcore.config import EniPlacement, PoolConfig
 from ipamcore.errors import ConfigError
 
@@ -85,6 +86,7 @@ class Settings:
     checkpoint_path: str = DEFAULT_CHECKPOINT_PATH
     socket_path: str = DEFAULT_SOCKET_PATH
     pending_del_dir: str = DEFAULT_PENDING_DEL_DIR
+    socket_allowed_uids: tuple[int, ...] = ()  # besides root and the daemon's own user
     introspection: BindAddress = BindAddress("127.0.0.1", 61679)
     introspection_enabled: bool = True
     introspection_allow_non_loopback: bool = False
@@ -108,10 +110,13 @@ class Settings:
     leaked_eni_interval_s: float = 3600.0
 
     def public(self) -> dict[str, object]:
-        """A JSON-able view for introspection and logs (nothing secret is in Settings)."""
+        """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
+        no other secret)."""
         doc = attrs.asdict(self, recurse=True, value_serializer=_serialize)
         doc["introspection"] = str(self.introspection)
         doc["metrics"] = str(self.metrics)
+        doc["ec2_endpoint"] = redact_url(self.ec2_endpoint)
+        doc["metadata_endpoint"] = redact_url(self.metadata_endpoint)
         return doc
 
 
@@ -231,6 +236,16 @@ def parse_ids(env: Mapping[str, str], name: str, prefix: str) -> tuple[str, ...]
     return ids
 
 
+def parse_uids(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return ()
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(part.isascii() and part.isdigit() and int(part) < 2**32 for part in parts):
+        raise SettingsError(name, "comma-separated numeric user ids", raw)
+    return tuple(sorted({int(part) for part in parts}))
+
+
 def _veth_prefix(env: Mapping[str, str]) -> str:
     name = "AWS_VPC_K8S_CNI_VETHPREFIX"
     raw = _get(env, name)
@@ -329,6 +344,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_del_dir=_checked(
             env, "IPAMD_PENDING_DEL_DIR", DEFAULT_PENDING_DEL_DIR, _absolute, path_accepts
         ),
+        socket_allowed_uids=parse_uids(env, "IPAMD_SOCKET_ALLOWED_UIDS"),
         introspection=introspection,
         introspection_enabled=introspection_enabled,
         introspection_allow_non_loopback=allow_remote,
