@@ -29,7 +29,9 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
     return event
 
 
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
+)  # fmt: skip
 MIN_SECRET_LEN = 8  # shorter values would blank ordinary words
 
 

@@ -47,9 +47,6 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._server.read_timeout_s, self._timed_out)
-        refused = self._server.refused_peer(transport)
-        if refused:
-            self._reject(p.ERR_FORBIDDEN, refused)
 
     def data_received(self, data: bytes) -> None:
         if self._answered:
@@ -164,8 +161,13 @@ class SocketServer:
         return len(self._in_flight)
 
     def dispatch(self, frame: bytes, transport: asyncio.Transport) -> None:
-        """A complete frame arrived: decode it here, handle it in a task of its own."""
+        """A complete frame arrived: check the peer, decode the frame here, handle it in a task
+        of its own. (A refused peer is answered only once its frame is read: a close with
+        unread data would reset the connection and lose the reply.)"""
         try:
+            refused = self.refused_peer(transport)
+            if refused:
+                raise p.ProtocolError(p.ERR_FORBIDDEN, refused)
             req = p.decode_request(frame)
         except p.ProtocolError as exc:
             self.rejected += 1
