@@ -43,7 +43,11 @@ from adapters import protocol as p
 from adapters.cni import plugin as cni
 from adapters.ipamd import server as srv
 from ipamcore import checkpoint as ckpt
+from ipamcore.config import PoolConfig
 from ipamcore.errors import CheckpointError
+from ipamcore.ipam import Ipam
+from ipamcore.limits import limits_for
+from ipamcore.model import ObservedEni
 
 SEP = b"\x1e"  # between the fields of a plugin input
 CHUNK = b"\x1f"  # between the chunks of a server input
@@ -406,7 +410,19 @@ def server_seeds() -> list[bytes]:
 # --------------------------------------------------------------------------- checkpoint
 
 
+_NODE_ENI = ObservedEni(
+    eni_id="eni-0123", mac="02:00:00:00:00:01", device_index=0, subnet_id="subnet-1",
+    subnet_cidr="10.0.0.0/20", primary_ip="10.0.1.4",
+    ipv4_addresses=("10.0.1.5", "10.0.1.6", "10.0.1.9"), ipv6_prefixes=("2001:db8::/80",),
+    is_primary=True,
+)  # fmt: skip
+_NOW = 1_700_000_100.0
+
+
 class CheckpointTarget:
+    """Decode, then restore what decoded into a core that knows one ENI (as the daemon does
+    at start)."""
+
     name = "checkpoint"
 
     def close(self) -> None:
@@ -423,6 +439,11 @@ class CheckpointTarget:
         again = ckpt.decode(ckpt.encode(decoded))
         if again != decoded:
             raise Violation(f"round trip changed the checkpoint: {decoded!r} -> {again!r}"[:400])
+        ipam = Ipam(PoolConfig(), limits_for("m5.large"))
+        ipam.load([_NODE_ENI], _NOW)
+        report = ipam.restore(decoded, _NOW)
+        if len(report.restored) + len(report.dropped) != len(decoded.allocations):
+            raise Violation("restore lost allocations without a reason")
 
 
 def checkpoint_seeds() -> list[bytes]:
@@ -475,7 +496,7 @@ def mutate(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
     """One to four random edits: bit flips, byte and token insertion, deletion, duplication,
     truncation and splicing with another seed."""
     buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
         op = rng.randrange(8)
         pos = rng.randint(0, len(buf))
         if op == 0 and buf:
@@ -503,8 +524,9 @@ def mutate(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
 
 
 def inputs(name: str, count: int, seed: int = 0) -> Iterator[bytes]:
-    """``count`` inputs for target ``name``: its seeds, then mutants of seeds and of earlier
-    mutants (a small pool), with some purely random byte strings."""
+    """``count`` inputs for target ``name``: its seeds, then mutants, mostly of a seed (so
+    most stay close to valid and reach the deep paths), some of earlier mutants (a small
+    pool), and a few purely random byte strings."""
     rng = random.Random(seed)
     seeds = SEEDS[name]()
     pool = list(seeds)
@@ -512,12 +534,14 @@ def inputs(name: str, count: int, seed: int = 0) -> Iterator[bytes]:
         if i < len(seeds):
             yield seeds[i]
             continue
-        if rng.random() < 0.03:
+        roll = rng.random()
+        if roll < 0.02:
             yield rng.randbytes(rng.randint(0, 64))
             continue
-        mutant = mutate(rng.choice(pool), rng, seeds)
-        if rng.random() < 0.05:
-            pool[rng.randrange(len(pool))] = mutant if len(mutant) < 4096 else pool[0]
+        parent = rng.choice(seeds) if roll < 0.7 else rng.choice(pool)
+        mutant = mutate(parent, rng, seeds)
+        if rng.random() < 0.1 and len(mutant) < 4096:
+            pool[rng.randrange(len(pool))] = mutant
         yield mutant
 
 

@@ -19,8 +19,10 @@ Progress on stderr; the last line of stdout is one JSON object::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,11 +112,12 @@ def worker(args: argparse.Namespace) -> int:
                 one(data)
             stats.write()
             return 0
-        corpus = tempfile.mkdtemp(prefix=f"fuzz-corpus-{args.worker}-")
+        corpus = os.path.join(args.work, f"corpus-{args.worker}")  # the parent removes it
+        os.makedirs(corpus, exist_ok=True)
         for i, seed in enumerate(ft.SEEDS[args.worker]()):
             with open(os.path.join(corpus, f"seed-{i}"), "wb") as f:
                 f.write(seed)
-        tokens = os.path.join(corpus, "..", f"fuzz-dict-{args.worker}-{os.getpid()}")
+        tokens = os.path.join(args.work, f"dict-{args.worker}")
         with open(tokens, "w") as f:
             for token in ft.TOKENS:
                 if len(token) <= 64:
@@ -144,6 +147,7 @@ def main() -> int:
     ap.add_argument("--findings", default="", help="where finding inputs are saved")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--stats", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.engine == "auto":
         args.engine = "atheris" if _have_atheris() else "builtin"
@@ -165,6 +169,7 @@ def main() -> int:
             cmd = [
                 sys.executable, os.path.abspath(__file__), "--worker", name,
                 "--stats", os.path.join(work, f"{name}.json"), "--findings", findings_dir,
+                "--work", work,
                 "--inputs", str(args.inputs), "--engine", args.engine, "--seed", str(args.seed),
                 "--hang-seconds", str(args.hang_seconds),
             ]  # fmt: skip
@@ -175,6 +180,10 @@ def main() -> int:
                 del running[name]
         time.sleep(0.2)
 
+    for name in targets:  # atheris' working corpus and dictionary
+        shutil.rmtree(os.path.join(work, f"corpus-{name}"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(work, f"dict-{name}"))
     by_target: dict[str, int] = {}
     rates: dict[str, float] = {}
     max_ms: dict[str, float] = {}

@@ -4,6 +4,7 @@ The deep run (a million per target, atheris) is ``benchmarks/reliability_fuzz.py
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -118,3 +119,34 @@ def test_server_oversized_and_stalled_frames() -> None:
             assert ft.run_one(server, data, HANG_S) is None
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ipv6", "2001:db8:;5"),
+        ("ipv4", "10.0.1.x"),
+        ("ipv4", "2001:db8::5"),
+        ("ipv6", "fe80::1%eth0"),
+    ],
+)
+def test_found_by_fuzzing_malformed_address_crashed_restore(field: str, value: str) -> None:
+    """An allocation with a malformed address decoded, then ``Ipam.restore`` raised
+    ValueError at start (finding, fixed: the decoder checks addresses)."""
+    alloc = {"containerID": "c", "ipv4": "", "ipv6": "", field: value}
+    doc = {"version": "vpc-cni-ipam/1", "allocations": [alloc]}
+    with pytest.raises(CheckpointError, match=field):
+        ft.ckpt.decode(json.dumps(doc))
+    assert ft.run_one(ft.CheckpointTarget(), json.dumps(doc).encode(), 1.0) is None
+
+
+def test_checkpoint_addresses_are_canonical() -> None:
+    doc = {
+        "version": "vpc-cni-ipam/1",
+        "allocations": [{"containerID": "c", "ipv6": "2001:DB8:0::0005"}],
+        "releasedAddresses": [{"address": "10.0.1.9", "releasedAt": 1}],
+    }
+    decoded = ft.ckpt.decode(json.dumps(doc))
+    assert decoded.allocations[0].ipv6 == "2001:db8::5"
+    with pytest.raises(CheckpointError, match="'address'"):
+        ft.ckpt.decode(json.dumps({**doc, "releasedAddresses": [{"address": "bogus"}]}))
