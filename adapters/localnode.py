@@ -4,7 +4,12 @@ daemon with the EC2 backend over HTTP, and pods created through the CNI plugin.
 Used by the demo (``./dev demo``) and by the end-to-end tests. With root and ``ip netns`` the
 datapath is real: the daemon's pyroute2 datapath works in a "node" network namespace made
 here (so the machine's own links, rules and routes are never touched) and each pod gets a
-real network namespace. Without root it says so and uses the fake datapath.
+real network namespace; the daemon reaches EC2 through :mod:`adapters.eni_hotplug`, which
+plays the hypervisor and hot-plugs a link with the MAC of every ENI attached to the instance,
+so pods may use secondary ENIs. Without root it says so and uses the fake datapath.
+
+The plugin is run directly (:class:`adapters.cni_runtime.PluginExec`), or, given a built
+libcni runner, through libcni with the shipped conflist (:class:`adapters.cni_runtime.Libcni`).
 
 Everything started is stopped, and every namespace made is deleted, on exit.
 """
@@ -12,8 +17,8 @@ Everything started is stopped, and every namespace made is deleted, on exit.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,11 +27,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 import boto3  # type: ignore[import-untyped]
+
+from adapters.cni_runtime import CniRuntime, Libcni, PluginExec
+from adapters.eni_hotplug import EniHotplug, ip_link_runner
 
 REGION = "us-west-2"
 ZONE = "us-west-2a"
@@ -92,6 +100,9 @@ class LocalNode:
     introspection_url: str
     instance_id: str
     env: dict[str, str]
+    tag: str = ""
+    cni: CniRuntime | None = None
+    hotplug: EniHotplug | None = None
     procs: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
     pods: dict[str, Pod] = attrs.field(factory=dict)
     daemon: subprocess.Popen[bytes] | None = None
@@ -120,41 +131,20 @@ class LocalNode:
         container_id: str,
         prev_result: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_NETNS": netns,
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": os.path.dirname(sys.executable),
-            "CNI_ARGS": f"K8S_POD_NAMESPACE=demo;K8S_POD_NAME={pod}",
-        }
-        config = self.cni_config()
-        if prev_result is not None:
-            config["prevResult"] = prev_result
-        done = subprocess.run(
-            [sys.executable, "-m", "adapters.cni.plugin"],
-            input=json.dumps(config).encode(),
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-        out = done.stdout.decode().strip()
-        doc: dict[str, Any] = json.loads(out) if out else {}
-        if done.returncode != 0:
-            raise RuntimeError(f"vpc-cni {command} {pod}: {doc or done.stderr.decode()}")
-        return doc
+        """One CNI command through this node's runtime; raises CniError when it fails."""
+        cni = self.cni or PluginExec(self.cni_config())
+        return cni(command, pod, netns, container_id, prev_result)
 
     def make_netns(self, name: str) -> str:
         if not self.real:
             return f"/var/run/netns/fake-{name}"
-        ns = f"ipc-{os.getpid()}-{name}"
+        ns = f"ipc-{self.tag or os.getpid()}-{name}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         self.netns_made.append(ns)
         return f"/var/run/netns/{ns}"
 
     def add_pod(self, name: str) -> Pod:
-        container_id = f"c{name.replace('-', '')}{os.getpid()}"
+        container_id = f"c{name.replace('-', '')}{self.tag.replace('-', '')}"
         netns = self.make_netns(name)
         pod = Pod(name, container_id, netns, self.plugin("ADD", name, netns, container_id))
         self.pods[name] = pod
@@ -250,19 +240,39 @@ def _make_node_netns(name: str, primary_ip: str) -> None:
         subprocess.run([*run, "ip", "link", "set", dev, "up"], check=True)
 
 
+def _mac_lookup(moto_url: str) -> Callable[[str], str]:
+    """eni id -> its MAC address, asked of moto directly (not through the hot-plug proxy)."""
+    ec2 = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    ).client("ec2", endpoint_url=moto_url)
+
+    def mac_of(eni_id: str) -> str:
+        found = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+        return str(found["NetworkInterfaces"][0]["MacAddress"])
+
+    return mac_of
+
+
 @contextlib.contextmanager
 def local_node(
     real: bool | None = None,
     extra_env: Mapping[str, str] | None = None,
     instance_type: str = "m5.large",
+    libcni_runner: str | None = None,
 ) -> Iterator[LocalNode]:
-    """Bring a node up; tear everything down on exit, whatever happened."""
+    """Bring a node up; tear everything down on exit, whatever happened.
+
+    ``libcni_runner``: a built ``tests/cni/runner``; CNI commands then go through libcni with
+    the shipped conflist (run inside the node namespace), else the plugin is run directly.
+    """
     possible, _reason = real_datapath_possible()
     real = possible if real is None else real and possible
     workdir = tempfile.mkdtemp(prefix="ipamcore-node-", dir="/tmp")
     procs: list[subprocess.Popen[bytes]] = []
     node: LocalNode | None = None
-    node_netns = f"ipc-node-{os.getpid()}"
+    hotplug: EniHotplug | None = None
+    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
+    node_netns = f"ipc-node-{tag}"
     try:
         moto, moto_url = _start_moto(workdir)
         procs.append(moto)
@@ -277,14 +287,19 @@ def local_node(
         procs.append(metadata)
         metadata_url = f"http://127.0.0.1:{md_port}"
         wait_http(metadata_url + "/latest/meta-data/", 30, metadata)
+        ec2_endpoint = moto_url
         if real:
             _make_node_netns(node_netns, primary_ip)
+            hotplug = EniHotplug(
+                moto_url, instance_id, _mac_lookup(moto_url), ip_link_runner(node_netns)
+            ).start()
+            ec2_endpoint = hotplug.url
         introspection_port = free_port()
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": REGION,
-            "AWS_EC2_ENDPOINT": moto_url,
+            "AWS_EC2_ENDPOINT": ec2_endpoint,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata_url,
             "IPAMD_CLOUD": "aws",
             "IPAMD_DATAPATH": "linux" if real else "fake",
@@ -294,8 +309,6 @@ def local_node(
             "INTROSPECTION_BIND_ADDRESS": f"127.0.0.1:{introspection_port}",
             "METRICS_BIND_ADDRESS": f"127.0.0.1:{free_port()}",
             "IPAMD_LOG_FORMAT": "json",
-            # Pods stay on the primary ENI: new ENIs from moto have MACs no link here carries.
-            "MAX_ENI": "1",
             "WARM_ENI_TARGET": "0",
             "WARM_IP_TARGET": "3",
             "DISABLE_LEAKED_ENI_CLEANUP": "true",
@@ -307,8 +320,13 @@ def local_node(
             workdir=workdir, real=real, node_netns=node_netns, moto_url=moto_url,
             metadata_url=metadata_url,
             introspection_url=f"http://127.0.0.1:{introspection_port}",
-            instance_id=instance_id, env=env, procs=procs,
+            instance_id=instance_id, env=env, hotplug=hotplug, procs=procs, tag=tag,
         )  # fmt: skip
+        if libcni_runner is not None:
+            node.cni = Libcni(
+                libcni_runner, workdir, env["IPAMD_SOCKET"], env["IPAMD_PENDING_DEL_DIR"],
+                node_netns if real else None,
+            )  # fmt: skip
         node.start_daemon()
         yield node
     finally:
@@ -321,6 +339,9 @@ def local_node(
                     node.stop_daemon()
             for ns in node.netns_made:
                 subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        if hotplug is not None:
+            with contextlib.suppress(Exception):
+                hotplug.stop()
         for proc in reversed(procs):
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

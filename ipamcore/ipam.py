@@ -141,10 +141,6 @@ class Ipam:
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
-        allocation = self.pool.allocations.get(key)
-        if allocation is not None and allocation.ipv4 is None:
-            self.pool._drop_allocation(key)
-            return allocation
         return self.pool.release(key, now)
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
@@ -166,7 +162,7 @@ class Ipam:
                     eni_id=state.eni_id,
                     device_index=state.info.device_index,
                 )
-                self.pool._record_allocation(allocation)
+                self.pool.record_allocation(allocation)
                 return allocation
         raise PoolExhausted("no ENI carries an IPv6 prefix")
 
@@ -436,7 +432,7 @@ class Ipam:
                     allocation = attrs.evolve(
                         allocation, eni_id=state.eni_id, device_index=state.info.device_index
                     )
-        self.pool._record_allocation(allocation)
+        self.pool.record_allocation(allocation)
         return allocation
 
     # ------------------------------------------------------------ views

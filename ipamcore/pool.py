@@ -2,7 +2,9 @@
 
 How an address is chosen (deterministic, documented, O(log n)):
 
-* Ready addresses sit in one heap ordered by ``(ENI rank, block rank, released_at, address)``.
+* Ready addresses sit in buckets, one per ENI's secondary IPs or per /28 prefix, each a small
+  heap ordered by ``(released_at, address)``; a heap of bucket keys (one int encoding
+  ``(network card, device index, block rank)``) finds the lowest bucket with an address.
   The ENI rank is ``(network card, device index)``: pods are packed onto the lowest ENIs so
   the highest ENIs drain and can be given back. Within an ENI, secondary IPs share block rank
   0 and /28 prefixes are ranked in the order they were added, so whole prefixes drain too.
@@ -11,8 +13,10 @@ How an address is chosen (deterministic, documented, O(log n)):
 * A released address first waits in a second heap ordered by the time its cooldown ends; it is
   not counted as available while cooling (upstream counts it, so pods wait: #1700, #2896).
 
-Entries are invalidated lazily with a generation number, so removal is O(1) and every call
-is amortised O(log n): no scan over ENIs or addresses.
+Entries hold the slot itself and are invalidated lazily with a generation number, so removal
+is O(1) and every call is amortised O(log n): no scan over ENIs or addresses. The hot path
+(assign, release) hashes the allocation key three times per pair and looks nothing else up in
+a dictionary: at 65,536 addresses its cost stays close to that at 16.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Slot:
     released_at: float = NEVER
     ready_at: float = NEVER
     key: AllocationKey | None = None
+    cooling: bool = False  # free, and still waiting in the cooling queue
 
 
 @attrs.define(eq=False)
@@ -65,7 +70,7 @@ class Block:
     addresses: tuple[str, ...]
     busy: int = 0  # assigned or cooling slots
     leaving: bool = False
-    bucket_key: tuple[int, int, int] = (0, 0, 0)  # (network card, device index, rank)
+    bucket_key: int = 0  # bucket_key(network card, device index, rank)
 
 
 @attrs.define(eq=False)
@@ -97,6 +102,11 @@ class EniState:
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
 
+def bucket_key(network_card: int, device_index: int, rank: int) -> int:
+    """One int that orders like ``(network card, device index, block rank)``."""
+    return (network_card << 48) | (device_index << 32) | rank
+
+
 def _ip_int(address: str) -> int:
     return int(ipaddress.ip_address(address))
 
@@ -109,11 +119,37 @@ def prefix_addresses(prefix: str) -> tuple[str, ...]:
 @attrs.define(eq=False)
 class ReadyBucket:
     """Ready addresses of one packing rank (an ENI's secondary IPs, or one /28 prefix),
-    in a small heap ordered by ``(released_at, address)``."""
+    ordered by ``(released_at, address)``.
 
-    key: tuple[int, int, int]  # (network card, device index, block rank)
-    heap: list[tuple[float, int, int, str]] = attrs.field(factory=list)
-    queued: bool = False
+    Addresses leave their cooldown in the order they were released, so they nearly always
+    arrive in order: those go to a FIFO (O(1)); the few that do not (restored release times,
+    equal release times in falling address order) go to a heap. The next address is the
+    smaller of the two heads.
+    """
+
+    key: int  # bucket_key(network card, device index, block rank)
+    fifo: collections.deque[tuple[float, int, int, Slot]] = attrs.field(
+        factory=collections.deque
+    )
+    heap: list[tuple[float, int, int, Slot]] = attrs.field(factory=list)
+    queued: bool = False  # its key is in the pool's heap of bucket keys
+    retired: bool = False  # its block or ENI is gone: dropped once it leaves that heap
+
+    def push(self, entry: tuple[float, int, int, Slot]) -> None:
+        fifo = self.fifo
+        if not fifo or fifo[-1] < entry:  # gen is unique: the slot is never compared
+            fifo.append(entry)
+        else:
+            heapq.heappush(self.heap, entry)
+
+    def pop(self) -> tuple[float, int, int, Slot]:
+        heap, fifo = self.heap, self.fifo
+        if heap and (not fifo or heap[0] < fifo[0]):
+            return heapq.heappop(heap)
+        return fifo.popleft()
+
+    def __bool__(self) -> bool:
+        return bool(self.fifo or self.heap)
 
 
 class AddressPool:
@@ -129,15 +165,14 @@ class AddressPool:
         self.enis: dict[str, EniState] = {}
         self.slots: dict[str, Slot] = {}
         self.allocations: dict[AllocationKey, Allocation] = {}
-        self._by_pod: dict[tuple[str, str], set[AllocationKey]] = {}
-        self._buckets: dict[tuple[int, int, int], ReadyBucket] = {}
-        self._ready: list[tuple[tuple[int, int, int], ReadyBucket]] = []
+        self._buckets: dict[int, ReadyBucket] = {}
+        self._ready: list[int] = []  # heap of the keys of buckets holding ready entries
         # Cooldown is one constant, so addresses released in time order end their cooldown in
         # that order: a FIFO. Out-of-order release times (from a restored checkpoint) go to a
-        # small heap instead.
-        self._cooling: collections.deque[tuple[float, int, str]] = collections.deque()
-        self._cooling_late: list[tuple[float, int, str]] = []
-        self._cooling_members: set[str] = set()  # free addresses still in their cooldown
+        # small heap instead. Entries are (ready_at, gen, slot); gen is unique, so the slot
+        # itself is never compared.
+        self._cooling: collections.deque[tuple[float, int, Slot]] = collections.deque()
+        self._cooling_late: list[tuple[float, int, Slot]] = []
         self._gen = 0
         self.total = 0  # slots on ENIs, leaving ones included
         self.assigned = 0
@@ -171,40 +206,43 @@ class AddressPool:
         return self._gen
 
     def _push_ready(self, slot: Slot) -> None:
-        assert slot.eni is not None and slot.owner is not None
-        slot.gen = self._next_gen()
-        key = slot.owner.bucket_key
+        owner = slot.owner
+        assert slot.eni is not None and owner is not None
+        self._gen += 1
+        slot.gen = gen = self._gen
+        key = owner.bucket_key
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = ReadyBucket(key)
-        heapq.heappush(bucket.heap, (slot.released_at, slot.ip_int, slot.gen, slot.address))
+        elif bucket.retired:
+            bucket.retired = False  # the key is in use again (an ENI re-attached)
+        bucket.push((slot.released_at, slot.ip_int, gen, slot))
         if not bucket.queued:
             bucket.queued = True
-            heapq.heappush(self._ready, (key, bucket))
+            heapq.heappush(self._ready, key)
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into the ready heap."""
         cooling, late = self._cooling, self._cooling_late
         while (cooling and cooling[0][0] <= now) or (late and late[0][0] <= now):
             if cooling and cooling[0][0] <= now:
-                _ready_at, gen, address = cooling.popleft()
+                _ready_at, gen, slot = cooling.popleft()
             else:
-                _ready_at, gen, address = heapq.heappop(late)
-            slot = self.slots.get(address)
-            if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
-                continue
-            self._cooling_members.discard(address)
+                _ready_at, gen, slot = heapq.heappop(late)
+            if slot.gen != gen or not slot.cooling:
+                continue  # re-assigned, re-released or removed since
             self._end_cooling(slot)
             self._push_ready(slot)
 
     def _end_cooling(self, slot: Slot) -> None:
         assert slot.eni is not None and slot.owner is not None
+        slot.cooling = False
         self.cooling -= 1
         slot.eni.cooling -= 1
         slot.owner.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
-        return slot.address in self._cooling_members
+        return slot.cooling
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
@@ -227,7 +265,7 @@ class AddressPool:
         if is_prefix:
             eni.next_block_rank += 1
         block_state = eni.blocks[block_id] = Block(
-            block_id, is_prefix, rank, now, addresses, bucket_key=(*eni.rank, rank)
+            block_id, is_prefix, rank, now, addresses, bucket_key=bucket_key(*eni.rank, rank)
         )
         for address in addresses:
             slot = Slot(address, eni_id, block_id, 0, _ip_int(address), eni, block_state)
@@ -243,19 +281,22 @@ class AddressPool:
         """Drop a block (gone from the cloud or given back); returns allocations it carried."""
         eni = self.enis[eni_id]
         block = eni.blocks.pop(block_id)
+        if block.is_prefix:
+            self._retire_bucket(block.bucket_key)
         removed: list[Allocation] = []
         for address in block.addresses:
             slot = self.slots.pop(address)
+            slot.gen = -1  # every queued entry for it is now stale
             eni.slots -= 1
             self.total -= 1
             if slot.state is SlotState.ASSIGNED and slot.key is not None:
-                removed.append(self._drop_allocation(slot.key))
+                removed.append(self.allocations.pop(slot.key))
                 eni.assigned -= 1
                 self.assigned -= 1
             elif slot.state is SlotState.LEAVING or eni.leaving:
                 self.leaving -= 1
-            elif address in self._cooling_members:
-                self._cooling_members.discard(address)
+            elif slot.cooling:
+                slot.cooling = False
                 self.cooling -= 1
                 eni.cooling -= 1
         return removed
@@ -265,8 +306,18 @@ class AddressPool:
         removed: list[Allocation] = []
         for block_id in list(eni.blocks):
             removed.extend(self.remove_block(eni_id, block_id))
+        self._retire_bucket(bucket_key(*eni.rank, 0))
         del self.enis[eni_id]
         return removed
+
+    def _retire_bucket(self, key: int) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return
+        if bucket.queued:
+            bucket.retired = True
+        else:
+            del self._buckets[key]
 
     # --------------------------------------------------------- assign / release
     def assign(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
@@ -275,20 +326,22 @@ class AddressPool:
         if existing is not None:
             return existing
         self.advance(now)
-        ready, slots = self._ready, self.slots
+        ready, buckets, free = self._ready, self._buckets, SlotState.FREE
         while ready:
-            bucket = ready[0][1]
-            heap = bucket.heap
-            while heap:
-                *_, gen, address = heapq.heappop(heap)
-                slot = slots.get(address)
-                if slot is None or slot.gen != gen or slot.state is not SlotState.FREE:
+            bucket = buckets[ready[0]]
+            fifo, heap = bucket.fifo, bucket.heap
+            while fifo or heap:
+                if heap and (not fifo or heap[0] < fifo[0]):
+                    _released, _ip, gen, slot = heapq.heappop(heap)
+                else:
+                    _released, _ip, gen, slot = fifo.popleft()
+                if slot.gen != gen or slot.state is not free:
                     continue
                 eni = slot.eni
                 assert eni is not None
                 if eni.leaving:
                     continue
-                if not heap:
+                if not fifo and not heap:
                     self._dequeue(bucket)
                 return self._bind(slot, eni, key, pod, now)
             self._dequeue(bucket)
@@ -296,8 +349,8 @@ class AddressPool:
 
     def _dequeue(self, bucket: ReadyBucket) -> None:
         heapq.heappop(self._ready)
-        bucket.queued = False
-        if self._buckets.get(bucket.key) is bucket and not bucket.heap:
+        bucket.queued = False  # kept while its block lives: buckets are not churned per pair
+        if bucket.retired and self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
 
     def _bind(
@@ -305,12 +358,13 @@ class AddressPool:
     ) -> Allocation:
         slot.state = SlotState.ASSIGNED
         slot.key = key
-        slot.gen = self._next_gen()
+        self._gen += 1
+        slot.gen = self._gen
         eni.assigned += 1
         assert slot.owner is not None
         slot.owner.busy += 1
         self.assigned += 1
-        allocation = Allocation(
+        self.allocations[key] = allocation = Allocation(
             key=key,
             pod=pod,
             ipv4=slot.address,
@@ -319,7 +373,6 @@ class AddressPool:
             eni_id=eni.eni_id,
             device_index=eni.info.device_index,
         )
-        self._record_allocation(allocation)
         return allocation
 
     def bind_address(self, allocation: Allocation) -> Allocation | None:
@@ -333,19 +386,18 @@ class AddressPool:
         eni = self.enis[slot.eni_id]
         if eni.leaving:
             return None
-        if slot.address in self._cooling_members:
-            self._cooling_members.discard(slot.address)
+        if slot.cooling:
             self._end_cooling(slot)
         bound = self._bind(slot, eni, allocation.key, allocation.pod, allocation.allocated_at)
         return bound
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
-        """Take an address back; it cools down before anyone gets it again."""
-        allocation = self.allocations.get(key)
-        if allocation is None:
-            return None
-        self._drop_allocation(key)
-        slot = self.slots[allocation.address]
+        """Take an address back; it cools down before anyone gets it again (an IPv6
+        allocation, which holds no pool address, is just dropped)."""
+        allocation = self.allocations.pop(key, None)
+        if allocation is None or allocation.ipv4 is None:
+            return allocation
+        slot = self.slots[allocation.ipv4]
         eni, block = slot.eni, slot.owner
         assert eni is not None and block is not None
         eni.assigned -= 1
@@ -356,21 +408,21 @@ class AddressPool:
 
     def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
         """Put a free slot into cooldown that started at ``released_at``."""
-        if slot.address in self._cooling_members:
-            self._cooling_members.discard(slot.address)
+        if slot.cooling:
             self._end_cooling(slot)
         slot.state = SlotState.FREE
         slot.key = None
         slot.released_at = released_at
-        slot.ready_at = released_at + self.cooldown_s
-        slot.gen = self._next_gen()
-        if slot.ready_at > now:
+        slot.ready_at = ready_at = released_at + self.cooldown_s
+        if ready_at > now:
             assert slot.eni is not None and slot.owner is not None
+            self._gen += 1
+            slot.gen = self._gen
             self.cooling += 1
             slot.eni.cooling += 1
             slot.owner.busy += 1
-            self._cooling_members.add(slot.address)
-            entry = (slot.ready_at, slot.gen, slot.address)
+            slot.cooling = True
+            entry = (ready_at, self._gen, slot)
             if not self._cooling or self._cooling[-1][0] <= slot.ready_at:
                 self._cooling.append(entry)
             else:
@@ -378,30 +430,22 @@ class AddressPool:
         else:
             self._push_ready(slot)
 
-    def _record_allocation(self, allocation: Allocation) -> None:
+    def record_allocation(self, allocation: Allocation) -> None:
+        """Record an allocation that holds no pool address (IPv6)."""
         self.allocations[allocation.key] = allocation
-        pod = (allocation.pod.namespace, allocation.pod.name)
-        self._by_pod.setdefault(pod, set()).add(allocation.key)
-
-    def _drop_allocation(self, key: AllocationKey) -> Allocation:
-        allocation = self.allocations.pop(key)
-        pod = (allocation.pod.namespace, allocation.pod.name)
-        keys = self._by_pod.get(pod)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_pod[pod]
-        return allocation
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
-        keys = self._by_pod.get((namespace, name), set())
-        return sorted((self.allocations[k] for k in keys), key=lambda a: str(a.key))
+        """A pod's allocations: a scan, for inspection (the hot path keeps no pod index)."""
+        pod = PodRef(namespace, name)
+        return sorted(
+            (a for a in self.allocations.values() if a.pod == pod), key=lambda a: str(a.key)
+        )
 
     # -------------------------------------------------------- leaving (shrink)
     def ready_free_slots(self, eni: EniState, block: Block) -> Iterator[Slot]:
         for address in block.addresses:
             slot = self.slots[address]
-            if slot.state is SlotState.FREE and address not in self._cooling_members:
+            if slot.state is SlotState.FREE and not slot.cooling:
                 yield slot
 
     def mark_block_leaving(self, eni_id: str, block_id: str) -> None:

@@ -1,10 +1,17 @@
-"""Test-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci|dev|deep``)."""
+"""Test-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci|dev|deep``), and the libcni
+runner (``tests/cni/runner``, built once per session for the CNI and end-to-end tests)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.cni.helpers import DEBIAN_GOPATH, RUNNER_SRC, go_env
 
 settings.register_profile(
     "ci",
@@ -19,3 +26,26 @@ settings.register_profile(
     "deep", max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session")
+def libcni_runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Builds tests/cni/runner (a libcni client) once per session; skips when it cannot."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed: cannot build the libcni runner")
+    if not Path(DEBIAN_GOPATH, "src/github.com/containernetworking/cni/libcni").is_dir():
+        pytest.skip("libcni source missing (apt-get install golang-github-appc-cni-dev)")
+    out = tmp_path_factory.mktemp("libcni-runner")
+    exe = out / "runner"
+    proc = subprocess.run(
+        [go, "build", "-o", str(exe), "."],
+        cwd=RUNNER_SRC,
+        env=go_env(out),
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"building the libcni runner failed:\n{proc.stderr.decode()}")
+    return exe

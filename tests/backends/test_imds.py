@@ -38,6 +38,10 @@ moto_env = moto_fixtures.moto_env
 moto_server_url = moto_fixtures.moto_server_url
 inproc_env = moto_fixtures.inproc_env
 
+# The metadata server answers from moto; on a loaded 2-core machine that can take over the
+# client's 2 s default, which is not what these tests are about.
+SLOW_MACHINE_S = 15.0
+
 
 class Clock:
     def __init__(self) -> None:
@@ -63,7 +67,7 @@ def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -
 
 
 def test_identity(moto_env: MotoEnv, server: MetadataServer) -> None:
-    identity = ImdsClient(server.url).identity()
+    identity = ImdsClient(server.url, timeout_s=SLOW_MACHINE_S).identity()
     (primary,) = moto_env.backend().describe_enis(moto_env.instance_id)
     assert identity == InstanceIdentity(
         instance_id=moto_env.instance_id,
@@ -80,7 +84,7 @@ def test_enis_match_what_ec2_describes(moto_env: MotoEnv, server: MetadataServer
     created = backend.create_eni(
         moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id], ipv4_count=2
     )
-    imds = ImdsClient(server.url).enis()
+    imds = ImdsClient(server.url, timeout_s=SLOW_MACHINE_S).enis()
     assert [(e.eni_id, e.device_index, e.is_primary) for e in imds] == [
         (e.eni_id, e.device_index, e.is_primary)
         for e in backend.describe_enis(moto_env.instance_id)
@@ -112,7 +116,10 @@ def test_expired_token_is_renewed(inproc_env: MotoEnv) -> None:
     server_clock, client_clock = Clock(), Clock()
     srv = MetadataServer(inproc_env.client, inproc_env.instance_id, clock=server_clock)
     with srv:
-        client = ImdsClient(srv.url, token_ttl_s=60, refresh_margin_s=0, clock=client_clock)
+        client = ImdsClient(
+            srv.url, timeout_s=SLOW_MACHINE_S, token_ttl_s=60, refresh_margin_s=0,
+            clock=client_clock,
+        )  # fmt: skip
         assert client.identity().instance_id == inproc_env.instance_id
         server_clock.now += 61  # the server expires the token; the client still trusts it
         assert client.identity().instance_id == inproc_env.instance_id
@@ -128,7 +135,7 @@ def test_unreachable_imds_is_a_cloud_error() -> None:
 def test_broken_ec2_behind_the_server_is_a_cloud_error(inproc_env: MotoEnv) -> None:
     srv = MetadataServer(inproc_env.client, "i-0000000000000dead")
     with srv, pytest.raises(CloudError) as info:
-        ImdsClient(srv.url).identity()
+        ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S).identity()
     assert (info.value.kind, info.value.code) == (FailureKind.OTHER, "HTTP500")
 
 
@@ -168,7 +175,7 @@ def test_prefixes_are_served_and_read() -> None:
         )
         stub.add_response("describe_vpcs", {"Vpcs": [{"VpcId": "vpc-1", "CidrBlock": VPC_CIDR}]})
         with MetadataServer(client, "i-1", cache_ttl_s=3600) as srv:
-            (read,) = ImdsClient(srv.url).enis()
+            (read,) = ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S).enis()
     assert read.ipv4_prefixes == ("10.0.0.16/28", "10.0.0.32/28")
     assert (read.primary_ip, read.ipv4_addresses) == ("10.0.0.5", ("10.0.0.9",))
     assert read.security_groups == ("sg-1", "sg-2") and read.is_primary
@@ -248,7 +255,7 @@ async def test_async_wrappers_run_calls_in_worker_threads() -> None:
 
 async def test_async_metadata_over_the_server(inproc_env: MotoEnv) -> None:
     with MetadataServer(inproc_env.client, inproc_env.instance_id) as srv:
-        metadata = AsyncMetadata(ImdsClient(srv.url))
+        metadata = AsyncMetadata(ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S))
         identity, enis = await asyncio.gather(metadata.identity(), metadata.enis())
     assert identity.instance_id == inproc_env.instance_id
     assert isinstance(enis[0], ObservedEni) and enis[0].is_primary

@@ -1,10 +1,10 @@
-"""Fixtures for the CNI plugin tests: a fake ipamd, a plugin runner, and the libcni runner."""
+"""Fixtures for the CNI plugin tests: a fake ipamd and a plugin runner (the libcni runner is
+built by ``tests/conftest.py``, shared with the end-to-end tests)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cni.cni_fake_ipamd import FakeIpamd
-from tests.cni.helpers import DEBIAN_GOPATH, RUNNER_SRC, PluginExec, go_env
+from tests.cni.helpers import PluginExec
 
 
 @pytest.fixture
@@ -51,26 +51,3 @@ def plugin_bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run_plugin(plugin_bin_dir: Path, short_tmp: Path) -> PluginExec:
     return PluginExec(plugin_bin_dir, short_tmp / "log" / "plugin.log")
-
-
-@pytest.fixture(scope="session")
-def libcni_runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Builds tests/cni/runner (a libcni client) once per session; skips when it cannot."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("go is not installed: cannot build the libcni runner")
-    if not Path(DEBIAN_GOPATH, "src/github.com/containernetworking/cni/libcni").is_dir():
-        pytest.skip("libcni source missing (apt-get install golang-github-appc-cni-dev)")
-    out = tmp_path_factory.mktemp("libcni-runner")
-    exe = out / "runner"
-    proc = subprocess.run(
-        [go, "build", "-o", str(exe), "."],
-        cwd=RUNNER_SRC,
-        env=go_env(out),
-        capture_output=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"building the libcni runner failed:\n{proc.stderr.decode()}")
-    return exe

@@ -97,3 +97,33 @@ def test_ipv6_mode_hands_out_addresses_from_the_eni_prefix() -> None:
     assert a.ipv4 is None
     assert ipam.plan(0.0) == []
     assert ipam.release(key(1), 1.0) == a
+
+
+def test_equal_release_times_are_reused_in_address_order() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=10), enis=(eni(0, ips=3),))
+    a = sorted((ipam.assign(key(i), pod(i), 0.0).address for i in range(3)), key=ip_address)
+    for address in reversed(a):  # released at one instant, highest address first
+        holder = next(x.key for x in ipam.allocations() if x.address == address)
+        ipam.release(holder, 5.0)
+    order = [ipam.assign(key(10 + i), pod(10 + i), 100.0).address for i in range(3)]
+    assert order == a
+
+
+def test_prefix_churn_does_not_grow_the_ready_index() -> None:
+    from ipamcore.model import ObservedEni
+    from ipamcore.pool import AddressPool
+
+    pool = AddressPool(cooldown_s=0)
+    info = ObservedEni(eni_id="eni-a", mac="02:00:00:00:00:01", device_index=0,
+                       subnet_id="subnet-a", subnet_cidr="10.0.0.0/16",
+                       primary_ip="10.0.255.1", is_primary=True)  # fmt: skip
+    pool.add_eni(info, 0.0, excluded=False)
+    for n in range(200):
+        prefix = f"10.0.{n % 250}.0/28"
+        assert pool.add_block("eni-a", prefix, True, float(n))
+        k = AllocationKey("net", f"c{n}", "eth0")
+        pool.assign(k, pod(n), float(n))
+        pool.release(k, float(n))
+        pool.remove_block("eni-a", prefix)
+    assert len(pool._buckets) <= 1  # one bucket per live block, not one per block ever seen
+    assert pool.total == pool.assigned == pool.cooling == 0
