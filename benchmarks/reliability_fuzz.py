@@ -143,7 +143,9 @@ def main() -> int:
     ap.add_argument("--engine", choices=("auto", "atheris", "builtin"), default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hang-seconds", type=float, default=2.0, help="per-input time bound")
-    ap.add_argument("--jobs", type=int, default=1, help="targets fuzzed at once")
+    ap.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="targets fuzzed at once"
+    )
     ap.add_argument("--findings", default="", help="where finding inputs are saved")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--stats", help=argparse.SUPPRESS)
