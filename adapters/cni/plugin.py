@@ -6,7 +6,8 @@ netlink work (veth pair, addresses, routes, rules) happens in the daemon.
 
 Spec versions: 0.4.0, 1.0.0 and 1.1.0. Commands: ADD, DEL, CHECK, VERSION, STATUS, GC.
 
-Network configuration keys of our own (all optional):
+Network configuration keys of our own (all optional; paths must be absolute and normalized,
+no ``.`` or ``..`` components):
 
 - ``socketPath``: ipamd's socket (default ``/var/run/aws-node/ipam.sock``)
 - ``pendingDelDir``: where DEL leaves a record when ipamd is unreachable
