@@ -218,3 +218,26 @@ async def test_daemon_ignores_pending_records_that_are_symlinks(world: World) ->
     # Skipped (O_NOFOLLOW), so left in place rather than processed and removed.
     assert (pending / pd.pending_del_filename("c0001", "eth0")).is_symlink()
     assert outside.exists()
+
+
+def test_netns_hints_file_is_hostile_input(tmp_path: Path) -> None:
+    """The hints file is read back at start: deep nesting does not crash the load, and only
+    netns paths the socket would accept are kept."""
+    from adapters.ipamd.hints import NetnsHints
+    from ipamcore.model import AllocationKey
+
+    path = tmp_path / "ipam.json.netns"
+    path.write_text("[" * 100_000)
+    hints = NetnsHints(str(path))
+    hints.load()
+    assert hints.get(AllocationKey("aws-cni", "c1", "eth0")) is None
+    path.write_text(json.dumps({
+        "aws-cni/c1/eth0": "/var/run/netns/cni-1",
+        "aws-cni/c2/eth0": "/var/run/netns/../../../etc/passwd",
+        "aws-cni/c3/eth0": "/etc/shadow",
+        "aws-cni/c4/eth0": 7,
+    }))  # fmt: skip
+    hints.load()
+    assert hints.get(AllocationKey("aws-cni", "c1", "eth0")) == "/var/run/netns/cni-1"
+    for cid in ("c2", "c3", "c4"):
+        assert hints.get(AllocationKey("aws-cni", cid, "eth0")) is None
