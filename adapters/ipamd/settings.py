@@ -47,7 +47,10 @@ class SettingsError(Exception):
     """A bad environment value: ``variable`` names it, ``accepts`` says what would do."""
 
     def __init__(self, variable: str, accepts: str, got: str | None = None) -> None:
-        shown = "" if got is None else f", got {got!r}"
+        text = repr(got)
+        if len(text) > 120:
+            text = text[:117] + "..."
+        shown = "" if got is None else f", got {text}"
         super().__init__(f"{variable}: expected {accepts}{shown}")
         self.variable = variable
         self.accepts = accepts
@@ -212,7 +215,7 @@ def parse_tags(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]
     accepts = 'a JSON object of string tags, e.g. {"team": "net"} (keys not starting with aws:)'
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SettingsError(name, accepts, raw) from None
     if not isinstance(doc, dict):
         raise SettingsError(name, accepts, raw)

@@ -354,3 +354,9 @@ def test_daemon_logs_never_contain_credentials(tmp_path: Path) -> None:
 
 def tempfile_dir() -> str:
     return tempfile.mkdtemp(prefix="ipamd-sec-", dir="/tmp")  # short: AF_UNIX path limit
+
+
+def test_deeply_nested_tags_are_a_clear_settings_error() -> None:
+    with pytest.raises(SettingsError, match="ADDITIONAL_ENI_TAGS") as info:
+        load_settings({"ADDITIONAL_ENI_TAGS": "[" * 100_000})
+    assert len(str(info.value)) < 300
