@@ -53,15 +53,6 @@ class NetnsHints:
         if isinstance(doc, dict):
             self._map = {k: v for k, v in doc.items() if isinstance(k, str) and _netns_ok(v)}
 
-
-def _netns_ok(value: object) -> bool:
-    """A hint is used as a netns path: only one the socket would have accepted is kept."""
-    try:
-        validate_netns(value)
-    except ProtocolError:
-        return False
-    return True
-
     async def save_if_changed(self) -> None:
         if not self._dirty:
             return
@@ -81,3 +72,12 @@ def _write_atomic(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _netns_ok(value: object) -> bool:
+    """A hint is used as a netns path: only one the socket would have accepted is kept."""
+    try:
+        validate_netns(value)
+    except ProtocolError:
+        return False
+    return True
