@@ -217,6 +217,8 @@ def main() -> int:
         "hang_bound_s": args.hang_seconds,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if not args.findings and not os.listdir(findings_dir):
+        shutil.rmtree(work, ignore_errors=True)  # nothing worth keeping
     print(json.dumps(result))
     return 0
 
