@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -136,6 +137,13 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_sandboxes(pid: int) -> None:
+    """The plugin target's sandbox of worker ``pid`` (atheris exits without cleaning up)."""
+    for base in ("/dev/shm", tempfile.gettempdir()):
+        for path in glob.glob(os.path.join(base, f"ipamcore-fuzz-{pid}-*")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--inputs", type=int, default=20_000, help="inputs per target")
@@ -180,6 +188,7 @@ def main() -> int:
             if proc.poll() is not None:
                 codes[name] = proc.returncode
                 del running[name]
+                _remove_sandboxes(proc.pid)
         time.sleep(0.2)
 
     for name in targets:  # atheris' working corpus and dictionary
