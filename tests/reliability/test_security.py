@@ -328,7 +328,7 @@ def test_daemon_logs_never_contain_credentials(tmp_path: Path) -> None:
             try:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline and proc.poll() is None:
-                    if "UnauthorizedOperation" in log_path.read_text(errors="replace"):
+                    if "denied. request headers" in log_path.read_text(errors="replace"):
                         break
                     time.sleep(0.1)
             finally:
@@ -344,7 +344,7 @@ def test_daemon_logs_never_contain_credentials(tmp_path: Path) -> None:
         stub.server_close()
         shutil.rmtree(state, ignore_errors=True)
     text = log_path.read_text(errors="replace")
-    assert "UnauthorizedOperation" in text, text[-3000:]  # the EC2 errors were logged
+    assert "denied. request headers" in text, text[-3000:]  # the EC2 errors were logged
     assert REDACTED in text
     assert '"log_level": "DEBUG"' in text  # the daemon ran at debug level
     assert "X-Amz-Security-Token=" in text and "Credential=" in text  # echoed, then blanked
