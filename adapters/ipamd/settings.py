@@ -36,6 +36,7 @@ from typing import TypeVar
 import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
+from adapters.redact import redact_url
 from backends.crashpoints import STEPS, parse_crash_point
 from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
@@ -57,7 +58,10 @@ class SettingsError(Exception):
     """A bad environment value: ``variable`` names it, ``accepts`` says what would do."""
 
     def __init__(self, variable: str, accepts: str, got: str | None = None) -> None:
-        shown = "" if got is None else f", got {got!r}"
+        text = repr(got)
+        if len(text) > 120:
+            text = text[:117] + "..."
+        shown = "" if got is None else f", got {text}"
         super().__init__(f"{variable}: expected {accepts}{shown}")
         self.variable = variable
         self.accepts = accepts
@@ -96,6 +100,7 @@ class Settings:
     checkpoint_path: str = DEFAULT_CHECKPOINT_PATH
     socket_path: str = DEFAULT_SOCKET_PATH
     pending_del_dir: str = DEFAULT_PENDING_DEL_DIR
+    socket_allowed_uids: tuple[int, ...] = ()  # besides root and the daemon's own user
     introspection: BindAddress = BindAddress("127.0.0.1", 61679)
     introspection_enabled: bool = True
     introspection_allow_non_loopback: bool = False
@@ -122,10 +127,13 @@ class Settings:
     crash_point: str = ""  # test hook, see the module docstring
 
     def public(self) -> dict[str, object]:
-        """A JSON-able view for introspection and logs (nothing secret is in Settings)."""
+        """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
+        no other secret)."""
         doc = attrs.asdict(self, recurse=True, value_serializer=_serialize)
         doc["introspection"] = str(self.introspection)
         doc["metrics"] = str(self.metrics)
+        doc["ec2_endpoint"] = redact_url(self.ec2_endpoint)
+        doc["metadata_endpoint"] = redact_url(self.metadata_endpoint)
         return doc
 
 
@@ -221,7 +229,7 @@ def parse_tags(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]
     accepts = 'a JSON object of string tags, e.g. {"team": "net"} (keys not starting with aws:)'
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SettingsError(name, accepts, raw) from None
     if not isinstance(doc, dict):
         raise SettingsError(name, accepts, raw)
@@ -243,6 +251,16 @@ def parse_ids(env: Mapping[str, str], name: str, prefix: str) -> tuple[str, ...]
         if not ident.startswith(prefix) or not ident[len(prefix) :].isalnum():
             raise SettingsError(name, f"comma-separated {prefix}... ids", raw)
     return ids
+
+
+def parse_uids(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return ()
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(part.isascii() and part.isdigit() and int(part) < 2**32 for part in parts):
+        raise SettingsError(name, "comma-separated numeric user ids", raw)
+    return tuple(sorted({int(part) for part in parts}))
 
 
 def _veth_prefix(env: Mapping[str, str]) -> str:
@@ -362,6 +380,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_del_dir=_checked(
             env, "IPAMD_PENDING_DEL_DIR", DEFAULT_PENDING_DEL_DIR, _absolute, path_accepts
         ),
+        socket_allowed_uids=parse_uids(env, "IPAMD_SOCKET_ALLOWED_UIDS"),
         introspection=introspection,
         introspection_enabled=introspection_enabled,
         introspection_allow_non_loopback=allow_remote,
