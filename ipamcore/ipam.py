@@ -91,6 +91,7 @@ class Ipam:
         # still holds it: kept on record, so that if the address comes back it stays the
         # pod's and is never handed to a second pod. DEL releases them as usual.
         self._orphans: dict[str, Allocation] = {}
+        self._suspect_enis: set[str] = set()  # answered NotFound; no effects until reconciled
 
     @property
     def _unit(self) -> int:
@@ -229,7 +230,7 @@ class Ipam:
         subnet_id, security_groups = self._placement()
         busy = frozenset(
             e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        )
+        ) | self._suspect_enis
         return PolicyInput(
             config=self.config,
             prefix_mode=self.prefix_mode,
@@ -331,12 +332,11 @@ class Ipam:
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         kind = failure.kind
         if isinstance(effect, AssignAddresses) and kind is FailureKind.NOT_FOUND:
-            state = self.pool.enis.get(effect.eni_id)
-            if state is not None and now - state.seen_at >= self.config.reconcile_grace_s:
-                # The cloud says the ENI is gone, and it is not new enough for that to be
-                # eventual consistency: drop it now. Waiting for reconciliation could wait
-                # forever, since the policy keeps the ENI busy with new attempts.
-                return self._drop_eni(effect.eni_id, now)
+            # EC2 says the ENI is gone. One answer is not proof (a new ENI can be NotFound
+            # for a while), so the ENI is only left alone by the policy until reconciliation,
+            # which sees the whole instance, removes it or clears it. Retrying it at once
+            # would keep it busy, and reconciliation skips busy ENIs: it would never go.
+            self._suspect_enis.add(effect.eni_id)
         if isinstance(effect, CreateEni | AssignAddresses):
             if kind in (FailureKind.SUBNET_FULL, FailureKind.LIMIT_EXCEEDED):
                 self._growth_paused_until = now + self.config.subnet_full_pause_s
@@ -427,7 +427,12 @@ class Ipam:
             e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
         )
         changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
-        return self._apply_diff(changes, now)
+        report = self._apply_diff(changes, now)
+        shown = {e.eni_id for e in observed.enis}
+        self._suspect_enis = {
+            e for e in self._suspect_enis if e in self.pool.enis and e not in shown
+        }  # still suspect: absent, but kept by the grace for new ENIs
+        return report
 
     def load(self, enis: Iterable[ObservedEni], now: float) -> ReconcileReport:
         """The first view of the instance at start: every ENI and address is taken as is."""

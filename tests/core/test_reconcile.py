@@ -95,21 +95,34 @@ def test_same_view_twice_changes_nothing() -> None:
     assert ipam.reconcile(attrs.evolve(view), 200.0).diff.empty
 
 
-@pytest.mark.parametrize(("seen_at", "dropped"), [(0.0, True), (90.0, False)])
-def test_an_eni_the_cloud_no_longer_knows_is_dropped_unless_it_is_new(
-    seen_at: float, dropped: bool
-) -> None:
-    """AssignAddresses answered NotFound: an old ENI is gone (drop it and keep its pods'
-    records); a new one may be EC2's eventual consistency (keep it, growth pauses)."""
-    ipam = node("m5.large", enis=(eni(0, ips=9), eni(1, ips=1)), now=0.0)
-    if seen_at:
-        ipam.reconcile(ObservedNode((eni(0, ips=9),)), 61.0)  # eni-0001 vanishes...
-        ipam.reconcile(ObservedNode((eni(0, ips=9), eni(1, ips=1))), seen_at)  # ...is back
+WARM_IPS = PoolConfig(warm_ip_target=2, warm_eni_target=0)  # growth tops up eni-0001 only
+
+
+def test_an_eni_answered_not_found_is_left_alone_until_reconciliation_removes_it() -> None:
+    """AssignAddresses answered NotFound: the policy leaves that ENI alone (retrying would
+    keep it busy, and reconciliation skips busy ENIs), and the next reconciliation that
+    does not see it removes it, keeping its pods' records."""
+    ipam = node("m5.large", config=WARM_IPS, enis=(eni(0, ips=9), eni(1, ips=1)), now=0.0)
     held = [ipam.assign(key(n), pod(n), 100.0) for n in range(10)]  # the whole pool
     (on_eni1,) = [a for a in held if a.eni_id == "eni-0001"]
     effects = [e for e in ipam.plan(101.0) if isinstance(e, AssignAddresses)]
     assert [e.eni_id for e in effects] == ["eni-0001"]
-    removed = ipam.apply(EffectFailed(effects[0].effect_id, FailureKind.NOT_FOUND), 102.0)
-    assert ("eni-0001" not in {v.eni_id for v in ipam.eni_views(102.0)}) is dropped
-    assert removed == ((on_eni1,) if dropped else ())
-    assert ipam.get(on_eni1.key) is not None  # the pod keeps its record either way
+    assert ipam.apply(EffectFailed(effects[0].effect_id, FailureKind.NOT_FOUND), 102.0) == ()
+    assert "eni-0001" in {v.eni_id for v in ipam.eni_views(102.0)}  # one answer is no proof
+    later = ipam.plan(103.0)  # growth goes elsewhere (a new ENI), not to the suspect
+    assert later and not any(getattr(e, "eni_id", "") == "eni-0001" for e in later)
+    report = ipam.reconcile(ObservedNode((eni(0, ips=9),)), 201.0)
+    assert report.diff.remove_enis == ("eni-0001",)
+    assert report.force_removed == (on_eni1,)
+    assert ipam.get(on_eni1.key) is not None  # the pod keeps its record
+
+
+def test_an_eni_answered_not_found_but_shown_by_ec2_is_used_again() -> None:
+    ipam = node("m5.large", config=WARM_IPS, enis=(eni(0, ips=9), eni(1, ips=1)), now=0.0)
+    for n in range(10):
+        ipam.assign(key(n), pod(n), 100.0)
+    (effect,) = [e for e in ipam.plan(101.0) if isinstance(e, AssignAddresses)]
+    ipam.apply(EffectFailed(effect.effect_id, FailureKind.NOT_FOUND), 102.0)
+    ipam.reconcile(ObservedNode((eni(0, ips=9), eni(1, ips=1))), 161.0)
+    (again,) = ipam.plan(162.0)
+    assert isinstance(again, AssignAddresses) and again.eni_id == "eni-0001"

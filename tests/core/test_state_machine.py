@@ -117,6 +117,27 @@ class MiniCloud:
             return EffectFailed(effect.effect_id, FailureKind.NOT_FOUND)
         return EniFreed(effect.effect_id)
 
+    def vanish(self, effect: Effect) -> FailureKind:
+        """Make a NotFound answer true: what ``effect`` names is gone from the cloud (EC2
+        answers NotFound only for what does not exist). The primary ENI cannot vanish; an
+        effect on it fails with OTHER instead."""
+        if isinstance(effect, CreateEni) or (effect.eni_id == "eni-0" and not isinstance(
+            effect, UnassignAddresses
+        )):
+            return FailureKind.OTHER
+        e = self.enis.get(effect.eni_id)
+        if e is not None and isinstance(effect, UnassignAddresses):
+            self.enis[e.eni_id] = ObservedEni(
+                **{**_fields(e),
+                   "ipv4_addresses": tuple(
+                       a for a in e.ipv4_addresses if a not in effect.ipv4_addresses),
+                   "ipv4_prefixes": tuple(
+                       p for p in e.ipv4_prefixes if p not in effect.prefixes)}
+            )  # fmt: skip
+        elif e is not None:
+            del self.enis[e.eni_id]
+        return FailureKind.NOT_FOUND
+
     def snapshot(self) -> ObservedNode:
         return ObservedNode(enis=tuple(self.enis.values()))
 
@@ -209,12 +230,14 @@ class IpamMachine(RuleBasedStateMachine):
             outcome = self.cloud.perform(effect)
             event(f"outcome: {type(outcome).__name__}")
             for allocation in self.ipam.apply(outcome, self.now):
-                self.model.pop(allocation.key, None)
+                note(f"force-removed {allocation}: kept on record until its DEL")
 
     @precondition(lambda self: bool(self.pending))
     @rule(index=st.integers(0, 10), fail=st.sampled_from([None, *FailureKind]))
     def complete(self, index: int, fail: FailureKind | None) -> None:
         effect = self.pending.pop(index % len(self.pending))
+        if fail is FailureKind.NOT_FOUND:
+            fail = self.cloud.vanish(effect)
         if fail is not None:
             outcome: Outcome = EffectFailed(effect.effect_id, fail)
         else:
@@ -223,7 +246,7 @@ class IpamMachine(RuleBasedStateMachine):
         event(f"outcome: {type(outcome).__name__}")
         removed = self.ipam.apply(outcome, self.now)
         for allocation in removed:
-            self.model.pop(allocation.key, None)
+            note(f"force-removed {allocation}: kept on record until its DEL")
 
     # ------------------------------------------------------------- cloud drift
     @precondition(lambda self: len(self.cloud.enis) > 1)
