@@ -40,13 +40,15 @@ from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEn
 
 NEVER = float("-inf")
 
-# Slot state codes, one byte per slot.
+# A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << 32 | slot``, valid
+# while the slot's tag is still the one it was made with.
 _FREE = 0  # ready (or leaving with its ENI)
 _COOLING = 1  # free, waiting for its cooldown to end
 _ASSIGNED = 2
 _LEAVING = 3  # its block is being given back
+_STATE = 3  # tag & _STATE is the state
 
-_SHIFT = 32  # queue entry: generation << _SHIFT | slot
+_SHIFT = 32
 _MASK = (1 << _SHIFT) - 1
 
 
@@ -165,11 +167,11 @@ class Slot:
 
     @property
     def state(self) -> SlotState:
-        return _STATES[self._pool._state[self.index]]
+        return _STATES[self._pool._tag[self.index] & _STATE]
 
     @property
     def cooling(self) -> bool:
-        return self._pool._state[self.index] == _COOLING
+        return self._pool._tag[self.index] & _STATE == _COOLING
 
     @property
     def released_at(self) -> float:
@@ -177,7 +179,7 @@ class Slot:
 
     @property
     def ready_at(self) -> float:
-        return self._pool._ready_at[self.index]
+        return self._pool._released_at[self.index] + self._pool.cooldown_s
 
     @property
     def key(self) -> AllocationKey | None:
@@ -186,9 +188,7 @@ class Slot:
 
     @property
     def _owner(self) -> Block:
-        owner = self._pool._owner[self.index]
-        assert owner is not None
-        return owner
+        return self._pool._owner[self.index]
 
     def __repr__(self) -> str:
         return f"Slot({self.address!r}, {self.state.value}, cooling={self.cooling})"
@@ -257,11 +257,9 @@ class AddressPool:
         # Per slot number: what a Slot object would hold, column by column.
         self._address: list[str] = []
         self._ip: array.array[int] = array.array("q")
-        self._state = bytearray()
-        self._gen: array.array[int] = array.array("q")
+        self._tag: array.array[int] = array.array("q")  # generation << 2 | state
         self._released_at: array.array[float] = array.array("d")
-        self._ready_at: array.array[float] = array.array("d")
-        self._owner: list[Block | None] = []
+        self._owner: list[Block] = []  # kept after removal, until the number is reused
         self._allocation: list[Allocation | None] = []
         self._unused: list[int] = []  # slot numbers of removed blocks, for reuse
         self._index: dict[str, int] = {}  # address -> slot number
@@ -275,7 +273,7 @@ class AddressPool:
         self._cooling: collections.deque[int] = collections.deque()
         self._cooling_last = NEVER  # ready_at of the FIFO's last entry
         self._cooling_late: list[tuple[float, int]] = []
-        self._gen_counter = 0
+        self._gen = 0
         self.slots = SlotsView(self)
         self.allocations = AllocationsView(self)
         self.total = 0  # slots on ENIs, leaving ones included
@@ -305,41 +303,33 @@ class AddressPool:
         )
 
     # ------------------------------------------------------------ time / queues
-    def _new_entry(self, index: int) -> int:
-        """A fresh generation for the slot; every older queue entry for it is now stale."""
-        self._gen_counter += 1
-        self._gen[index] = gen = self._gen_counter
-        return gen << _SHIFT | index
-
     def _push_ready(self, index: int) -> None:
-        self._gen_counter += 1
-        self._gen[index] = gen = self._gen_counter
-        entry = gen << _SHIFT | index
-        owner = self._owner[index]
-        assert owner is not None
-        bucket = owner.bucket
+        """Queue a free slot in its ready bucket (with a new generation)."""
+        self._gen += 1
+        self._tag[index] = tag = self._gen << 2  # | _FREE
         released, ip = self._released_at[index], self._ip[index]
+        bucket = self._owner[index].bucket
         last = bucket.last_released
         if not bucket.fifo or last < released or (last == released and bucket.last_ip < ip):
-            bucket.fifo.append(entry)
+            bucket.fifo.append(tag << _SHIFT | index)
             bucket.last_released, bucket.last_ip = released, ip
         else:
-            heapq.heappush(bucket.heap, (released, ip, entry))
+            heapq.heappush(bucket.heap, (released, ip, tag << _SHIFT | index))
         if not bucket.queued:
             bucket.queued = True
             heapq.heappush(self._ready, bucket.key)
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into their ready buckets."""
-        cooling, late = self._cooling, self._cooling_late
-        gens, states, ready_at = self._gen, self._state, self._ready_at
+        cooling, late, tags = self._cooling, self._cooling_late, self._tag
+        cooldown, released_at = self.cooldown_s, self._released_at
         while cooling:
             entry = cooling[0]
             index = entry & _MASK
-            if gens[index] != entry >> _SHIFT or states[index] != _COOLING:
+            if tags[index] != entry >> _SHIFT:
                 cooling.popleft()  # re-assigned, re-released or removed since
                 continue
-            if ready_at[index] > now:
+            if released_at[index] + cooldown > now:
                 break
             cooling.popleft()
             self._end_cooling(index)
@@ -347,20 +337,19 @@ class AddressPool:
         while late and late[0][0] <= now:
             entry = heapq.heappop(late)[1]
             index = entry & _MASK
-            if gens[index] == entry >> _SHIFT and states[index] == _COOLING:
+            if tags[index] == entry >> _SHIFT:
                 self._end_cooling(index)
                 self._push_ready(index)
 
     def _end_cooling(self, index: int) -> None:
         owner = self._owner[index]
-        assert owner is not None
-        self._state[index] = _FREE
+        self._tag[index] ^= _COOLING  # -> _FREE, same generation
         self.cooling -= 1
         owner.eni.cooling -= 1
         owner.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
-        return self._state[slot.index] == _COOLING
+        return self._tag[slot.index] & _STATE == _COOLING
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
@@ -383,19 +372,15 @@ class AddressPool:
             index = self._unused.pop()
             self._address[index] = address
             self._ip[index] = ip
-            self._state[index] = _FREE
             self._released_at[index] = NEVER
-            self._ready_at[index] = NEVER
             self._owner[index] = owner
             self._allocation[index] = None
         else:
             index = len(self._address)
             self._address.append(address)
             self._ip.append(ip)
-            self._state.append(_FREE)
-            self._gen.append(0)
+            self._tag.append(_LEAVING)  # made free by _push_ready
             self._released_at.append(NEVER)
-            self._ready_at.append(NEVER)
             self._owner.append(owner)
             self._allocation.append(None)
         self._index[address] = index
@@ -433,9 +418,9 @@ class AddressPool:
         if block.is_prefix:
             self._retire_bucket(block.bucket)
         removed: list[Allocation] = []
-        states = self._state
+        tags = self._tag
         for index in block.slots:
-            state = states[index]
+            state = tags[index] & _STATE
             allocation = self._allocation[index]
             eni.slots -= 1
             self.total -= 1
@@ -449,10 +434,8 @@ class AddressPool:
             elif state == _COOLING:
                 self.cooling -= 1
                 eni.cooling -= 1
-            self._new_entry(index)  # every queued entry for it is now stale
             del self._index[self._address[index]]
-            states[index] = _LEAVING
-            self._owner[index] = None
+            tags[index] |= _LEAVING  # every queued entry for it is now stale
             self._allocation[index] = None
             self._unused.append(index)
         return removed
@@ -481,35 +464,35 @@ class AddressPool:
         """Give ``key`` an address; the same address again if it already has one."""
         index = self._slot_of.get(key)
         if index is not None:
-            allocation = self._allocation[index]
-            assert allocation is not None
-            return allocation
+            existing = self._allocation[index]
+            assert existing is not None
+            return existing
         if self._v6 and key in self._v6:
             return self._v6[key]
         self.advance(now)
-        ready, buckets = self._ready, self._buckets
-        gens, states, owners = self._gen, self._state, self._owner
+        ready, buckets, tags = self._ready, self._buckets, self._tag
         while ready:
             bucket = buckets[ready[0]]
             fifo, heap = bucket.fifo, bucket.heap
             while fifo or heap:
-                if fifo:
-                    entry = fifo[0]
-                    index = entry & _MASK
-                    if gens[index] != entry >> _SHIFT or states[index] != _FREE:
-                        fifo.popleft()  # stale: dropped before it is compared
-                        continue
-                    if heap and heap[0] < (self._released_at[index], self._ip[index], entry):
-                        entry = heapq.heappop(heap)[2]
-                    else:
-                        fifo.popleft()
+                if not heap:
+                    entry = fifo.popleft()
                 else:
-                    entry = heapq.heappop(heap)[2]
+                    if fifo:  # compare with the FIFO's head, once stale ones are dropped
+                        entry = fifo[0]
+                        index = entry & _MASK
+                        if tags[index] != entry >> _SHIFT:
+                            fifo.popleft()
+                            continue
+                        head = (self._released_at[index], self._ip[index], entry)
+                    if fifo and head < heap[0]:
+                        entry = fifo.popleft()
+                    else:
+                        entry = heapq.heappop(heap)[2]
                 index = entry & _MASK
-                if gens[index] != entry >> _SHIFT or states[index] != _FREE:
-                    continue
-                owner = owners[index]
-                assert owner is not None
+                if tags[index] != entry >> _SHIFT:
+                    continue  # assigned, re-queued, leaving or removed since
+                owner = self._owner[index]
                 if owner.eni.leaving:
                     continue
                 if not fifo and not heap:
@@ -527,22 +510,15 @@ class AddressPool:
     def _bind(
         self, index: int, owner: Block, key: AllocationKey, pod: PodRef, now: float
     ) -> Allocation:
-        """Give a free slot to ``key``. Its queue entries need no new generation: the state
-        check rejects them while it is assigned, and leaving that state makes a new one."""
+        """Give a free slot to ``key`` (its queue entries go stale with the state change)."""
+        self._tag[index] |= _ASSIGNED
         eni = owner.eni
-        self._state[index] = _ASSIGNED
         eni.assigned += 1
         owner.busy += 1
         self.assigned += 1
         info = eni.info
         self._allocation[index] = allocation = Allocation(
-            key=key,
-            pod=pod,
-            ipv4=self._address[index],
-            ipv6=None,
-            allocated_at=now,
-            eni_id=info.eni_id,
-            device_index=info.device_index,
+            key, pod, self._address[index], None, now, info.eni_id, info.device_index
         )
         self._slot_of[key] = index
         return allocation
@@ -555,9 +531,8 @@ class AddressPool:
         index = self._index.get(allocation.ipv4)
         if index is None:
             return None
-        state = self._state[index]
+        state = self._tag[index] & _STATE
         owner = self._owner[index]
-        assert owner is not None
         if state not in (_FREE, _COOLING) or owner.eni.leaving:
             return None
         if state == _COOLING:
@@ -573,39 +548,35 @@ class AddressPool:
         allocation = self._allocation[index]
         self._allocation[index] = None
         owner = self._owner[index]
-        assert owner is not None
         owner.eni.assigned -= 1
         self.assigned -= 1
         owner.busy -= 1
-        self._state[index] = _FREE
         self._start_cooling(index, owner, now, now)
         return allocation
 
     def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
         """Put a free slot into cooldown that started at ``released_at``."""
         index = slot.index
-        if self._state[index] == _COOLING:
+        if self._tag[index] & _STATE == _COOLING:
             self._end_cooling(index)
-        owner = self._owner[index]
-        assert owner is not None
-        self._start_cooling(index, owner, released_at, now)
+        self._start_cooling(index, self._owner[index], released_at, now)
 
     def _start_cooling(self, index: int, owner: Block, released_at: float, now: float) -> None:
         self._released_at[index] = released_at
-        self._ready_at[index] = ready_at = released_at + self.cooldown_s
+        ready_at = released_at + self.cooldown_s
         if ready_at <= now:
             self._push_ready(index)
             return
-        self._state[index] = _COOLING
+        self._gen += 1
+        self._tag[index] = tag = self._gen << 2 | _COOLING
         self.cooling += 1
         owner.eni.cooling += 1
         owner.busy += 1
-        entry = self._new_entry(index)
         if not self._cooling or self._cooling_last <= ready_at:
-            self._cooling.append(entry)
+            self._cooling.append(tag << _SHIFT | index)
             self._cooling_last = ready_at
         else:
-            heapq.heappush(self._cooling_late, (ready_at, entry))
+            heapq.heappush(self._cooling_late, (ready_at, tag << _SHIFT | index))
 
     def record_allocation(self, allocation: Allocation) -> None:
         """Record an allocation that holds no pool address (IPv6)."""
@@ -625,8 +596,7 @@ class AddressPool:
             raise UsageError(f"block {block_id} still has assigned or cooling addresses")
         block.leaving = True
         for index in block.slots:
-            self._state[index] = _LEAVING
-            self._new_entry(index)
+            self._tag[index] = self._tag[index] & ~_STATE | _LEAVING
             self.leaving += 1
 
     def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
@@ -636,7 +606,6 @@ class AddressPool:
             return
         block.leaving = False
         for index in block.slots:
-            self._state[index] = _FREE
             self.leaving -= 1
             self._push_ready(index)
 
@@ -655,14 +624,14 @@ class AddressPool:
         self.leaving -= eni.slots
         for block in eni.blocks.values():
             for index in block.slots:
-                if self._state[index] == _FREE:
+                if self._tag[index] & _STATE == _FREE:
                     self._push_ready(index)
 
     # ------------------------------------------------------------ inspection
     def released_times(self) -> Iterable[tuple[str, float]]:
         for address, index in self._index.items():
             released = self._released_at[index]
-            if self._state[index] in (_FREE, _COOLING) and released > NEVER:
+            if self._tag[index] & _STATE in (_FREE, _COOLING) and released > NEVER:
                 yield address, released
 
 
