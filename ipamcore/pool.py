@@ -3,8 +3,9 @@
 How an address is chosen (deterministic, documented, O(log n)):
 
 * Ready addresses sit in buckets, one per ENI's secondary IPs or per /28 prefix, each ordered
-  by ``(released_at, address)``; a heap of bucket keys (one int encoding
-  ``(network card, device index, block rank)``) finds the lowest bucket with an address.
+  by ``(released_at, address)``; the lowest bucket with an address is kept apart (``_top``)
+  above a heap of the other buckets' keys (one int encoding
+  ``(network card, device index, block rank)``).
   The ENI rank is ``(network card, device index)``: pods are packed onto the lowest ENIs so
   the highest ENIs drain and can be given back. Within an ENI, secondary IPs share block rank
   0 and /28 prefixes are ranked in the order they were added, so whole prefixes drain too.
@@ -106,7 +107,7 @@ class ReadyBucket:
     heap: list[tuple[float, int, int]] = attrs.field(factory=list)
     last_released: float = NEVER  # order of the FIFO's last entry
     last_ip: int = -1
-    queued: bool = False  # its key is in the pool's heap of bucket keys
+    queued: bool = False  # it is the pool's top bucket or its key is in the heap below it
     retired: bool = False  # no live block uses it: dropped once it leaves that heap
 
     def __bool__(self) -> bool:
@@ -246,9 +247,11 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
 class AddressPool:
     """ENIs, blocks, slots and allocations, with counters kept up to date on every change.
 
-    Ready addresses live in buckets of at most one ENI's or one prefix's size; a heap of
-    bucket keys finds the lowest non-empty bucket. An assignment touches the top bucket only,
-    so its cost does not grow with the pool.
+    Ready addresses live in buckets of at most one ENI's or one prefix's size. The lowest
+    non-empty bucket is held apart from the heap of the others' keys: a slot that ends its
+    cooldown in a bucket below all others, and is assigned next (the usual case when pods are
+    packed low), comes and goes without a heap operation. An assignment touches the top
+    bucket only, so its cost does not grow with the pool.
     """
 
     def __init__(self, cooldown_s: float) -> None:
@@ -266,7 +269,8 @@ class AddressPool:
         self._slot_of: dict[AllocationKey, int] = {}  # the pool's one per-pair dictionary
         self._v6: dict[AllocationKey, Allocation] = {}  # allocations holding no pool address
         self._buckets: dict[int, ReadyBucket] = {}
-        self._ready: list[int] = []  # heap of the keys of buckets holding ready entries
+        self._top: ReadyBucket | None = None  # the lowest queued bucket
+        self._ready: list[int] = []  # heap of the keys of the other queued buckets
         # Cooldown is one constant, so addresses released in time order end their cooldown in
         # that order: a FIFO of entries. Out-of-order release times (from a restored
         # checkpoint) go to a small heap of (ready_at, entry) instead.
@@ -316,8 +320,21 @@ class AddressPool:
         else:
             heapq.heappush(bucket.heap, (released, ip, tag << _SHIFT | index))
         if not bucket.queued:
-            bucket.queued = True
-            heapq.heappush(self._ready, bucket.key)
+            self._queue(bucket)
+
+    def _queue(self, bucket: ReadyBucket) -> None:
+        bucket.queued = True
+        top, ready = self._top, self._ready
+        if top is None:
+            if ready and ready[0] < bucket.key:
+                self._top = self._buckets[heapq.heapreplace(ready, bucket.key)]
+            else:
+                self._top = bucket
+        elif bucket.key < top.key:
+            heapq.heappush(ready, top.key)
+            self._top = bucket
+        else:
+            heapq.heappush(ready, bucket.key)
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into their ready buckets."""
@@ -470,9 +487,13 @@ class AddressPool:
         if self._v6 and key in self._v6:
             return self._v6[key]
         self.advance(now)
-        ready, buckets, tags = self._ready, self._buckets, self._tag
-        while ready:
-            bucket = buckets[ready[0]]
+        tags = self._tag
+        while True:
+            bucket = self._top
+            if bucket is None:
+                if not self._ready:
+                    break
+                bucket = self._top = self._buckets[heapq.heappop(self._ready)]
             fifo, heap = bucket.fifo, bucket.heap
             while fifo or heap:
                 if not heap:
@@ -502,7 +523,8 @@ class AddressPool:
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
 
     def _dequeue(self, bucket: ReadyBucket) -> None:
-        heapq.heappop(self._ready)
+        """Take the top bucket, now empty, out of the search."""
+        self._top = None
         bucket.queued = False  # kept while its block lives: buckets are not churned per pair
         if bucket.retired and self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
