@@ -28,12 +28,15 @@ MUTATING_ACTIONS = frozenset(
 @attrs.frozen
 class CallRecord:
     """One cloud API call: ``outcome`` is ``"ok"`` or a FailureKind value; ``code`` the
-    cloud's error code (e.g. ``RequestLimitExceeded``) when it failed."""
+    cloud's error code (e.g. ``RequestLimitExceeded``) when it failed; ``target`` what the call
+    was about (an ENI id, or the subnet of a CreateNetworkInterface) when the backend knows it
+    (the fake cloud does; it is left out of equality)."""
 
     action: str
     latency_s: float
     outcome: str = OK
     code: str = ""
+    target: str = attrs.field(default="", eq=False)
 
     @property
     def mutating(self) -> bool:

@@ -35,6 +35,7 @@ def perform(
             eni = cloud.create_eni(
                 instance_id, effect.subnet_id, effect.security_groups,
                 effect.ipv4_count, effect.prefix_count, effect.ipv6_prefix, dict(tags or {}),
+                effect.device_index,
             )  # fmt: skip
             return EniCreated(eid, eni)
         if isinstance(effect, AssignAddresses):

@@ -30,10 +30,17 @@ NS_PER_S = 1_000_000_000
 
 @attrs.frozen
 class Checkpoint:
-    """Allocations and release times (Unix seconds) as stored on disk."""
+    """Allocations and release times (Unix seconds) as stored on disk.
+
+    ``from_upstream``: the document had no ``releasedAddresses`` field, so it was written by
+    the upstream daemon and the release times of addresses freed before it stopped are
+    unknown (this project always writes the field, empty or not). Where the document came
+    from, not what it holds: not compared by ``==``.
+    """
 
     allocations: tuple[Allocation, ...] = ()
     released_at: tuple[tuple[str, float], ...] = ()
+    from_upstream: bool = attrs.field(default=False, eq=False)
 
 
 def _to_ns(seconds: float) -> int:
@@ -138,6 +145,7 @@ def decode(data: bytes | str) -> Checkpoint:
     keys = [a.key for a in allocations]
     if len(set(keys)) != len(keys):
         raise CheckpointError("two allocations share one (networkName, containerID, ifName)")
+    from_upstream = "releasedAddresses" not in doc
     raw_released = doc.get("releasedAddresses") or []
     if not isinstance(raw_released, list):
         raise CheckpointError("field 'releasedAddresses' must be a list")
@@ -148,4 +156,6 @@ def decode(data: bytes | str) -> Checkpoint:
         released.append(
             (_str_field(entry, "address"), _from_ns(_int_field(entry, "releasedAt")))
         )
-    return Checkpoint(allocations=allocations, released_at=tuple(released))
+    return Checkpoint(
+        allocations=allocations, released_at=tuple(released), from_upstream=from_upstream
+    )

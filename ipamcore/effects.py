@@ -14,7 +14,11 @@ import attrs
 class CreateEni:
     """Create an ENI in ``subnet_id`` with ``security_groups``, request ``ipv4_count``
     secondary IPs or ``prefix_count`` /28 prefixes (or an IPv6 prefix) in the same call,
-    attach it at the lowest free device index and set DeleteOnTermination."""
+    attach it at ``device_index`` and set DeleteOnTermination.
+
+    :class:`ipamcore.ipam.Ipam` reserves ``device_index`` (the lowest one neither attached nor
+    reserved by another CreateEni in flight), so ENIs created in parallel never race for an
+    index. 0 means "the backend picks the lowest free one"."""
 
     effect_id: int
     subnet_id: str
@@ -22,6 +26,7 @@ class CreateEni:
     ipv4_count: int = 0
     prefix_count: int = 0
     ipv6_prefix: bool = False
+    device_index: int = 0
 
 
 @attrs.frozen

@@ -83,6 +83,10 @@ class Ipam:
         self._subnets: tuple[Subnet, ...] = ()
         self._availability_zone = ""
         self._v6_next: dict[str, int] = {}
+        # Allocations whose address vanished from the instance (out of band) while their pod
+        # still holds it: kept on record, so that if the address comes back it stays the
+        # pod's and is never handed to a second pod. DEL releases them as usual.
+        self._orphans: dict[str, Allocation] = {}
 
     @property
     def _unit(self) -> int:
@@ -96,6 +100,11 @@ class Ipam:
 
     def get(self, key: AllocationKey) -> Allocation | None:
         return self.pool.allocations.get(key)
+
+    @property
+    def orphaned(self) -> Mapping[str, Allocation]:
+        """Allocations whose address the instance no longer holds (see :meth:`reconcile`)."""
+        return dict(self._orphans)
 
     def allocations(self) -> list[Allocation]:
         return sorted(self.pool.allocations.values(), key=lambda a: str(a.key))
@@ -141,6 +150,11 @@ class Ipam:
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
+        if self._orphans:
+            allocation = self.pool.allocations.get(key)
+            if allocation is not None and self._orphans.get(allocation.address) is allocation:
+                del self.pool.allocations[key], self._orphans[allocation.address]
+                return allocation
         return self.pool.release(key, now)
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
@@ -209,6 +223,7 @@ class Ipam:
             subnet_id=subnet_id,
             security_groups=security_groups,
             count_cooling_as_available=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
+            one_step_growth=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
         )
 
     def _pending_addresses(self) -> int:
@@ -243,6 +258,8 @@ class Ipam:
 
     def _start(self, effect: Effect) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
+        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+            numbered = attrs.evolve(numbered, device_index=self._free_device_index())
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
         if isinstance(numbered, UnassignAddresses):
@@ -251,6 +268,16 @@ class Ipam:
         elif isinstance(numbered, FreeEni):
             self.pool.mark_eni_leaving(numbered.eni_id)
         return numbered
+
+    def _free_device_index(self) -> int:
+        """The lowest device index (network card 0, above the primary's 0) that no attached
+        ENI uses and no CreateEni in flight has reserved."""
+        taken = {s.info.device_index for s in self.pool.enis.values() if s.info.network_card == 0}
+        taken |= {e.device_index for e in self._in_flight.values() if isinstance(e, CreateEni)}
+        index = 1
+        while index in taken:
+            index += 1
+        return index
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
@@ -276,10 +303,18 @@ class Ipam:
         else:
             self._in_flight[outcome.effect_id] = effect
             raise UsageError(f"outcome {type(outcome).__name__} does not answer {effect!r}")
+        self._rebind_orphans()
         return ()
 
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         kind = failure.kind
+        if isinstance(effect, AssignAddresses) and kind is FailureKind.NOT_FOUND:
+            state = self.pool.enis.get(effect.eni_id)
+            if state is not None and now - state.seen_at >= self.config.reconcile_grace_s:
+                # The cloud says the ENI is gone, and it is not new enough for that to be
+                # eventual consistency: drop it now. Waiting for reconciliation could wait
+                # forever, since the policy keeps the ENI busy with new attempts.
+                return self._drop_eni(effect.eni_id, now)
         if isinstance(effect, CreateEni | AssignAddresses):
             if kind in (FailureKind.SUBNET_FULL, FailureKind.LIMIT_EXCEEDED):
                 self._growth_paused_until = now + self.config.subnet_full_pause_s
@@ -315,7 +350,28 @@ class Ipam:
         self._recently_released[eni_id] = now
         for block in state.blocks:
             self._recently_released[block] = now
-        return tuple(self.pool.remove_eni(eni_id))
+        return self._orphan(self.pool.remove_eni(eni_id))
+
+    def _orphan(self, removed: Iterable[Allocation]) -> tuple[Allocation, ...]:
+        """Keep force-removed allocations on record (their pods still hold the address)."""
+        out = tuple(removed)
+        for allocation in out:
+            if allocation.ipv4 is not None:
+                orphan = attrs.evolve(allocation, eni_id="", device_index=0)
+                self.pool.record_allocation(orphan)
+                self._orphans[allocation.ipv4] = orphan
+        return out
+
+    def _rebind_orphans(self) -> None:
+        """An orphaned address that is back on an ENI is bound to its pod again at once."""
+        for address, orphan in list(self._orphans.items()):
+            if address not in self.pool.slots:
+                continue
+            del self.pool.allocations[orphan.key]
+            if self.pool.bind_address(orphan) is None:  # cannot happen: nothing ran between
+                self.pool.record_allocation(orphan)
+                continue
+            del self._orphans[address]
 
     # ------------------------------------------------------- reconciliation
     def _excluded(self, info: ObservedEni) -> bool:
@@ -363,7 +419,8 @@ class Ipam:
             removed.extend(self.pool.remove_block(eni_id, block))
         for eni_id in changes.remove_enis:
             removed.extend(self.pool.remove_eni(eni_id))
-        return ReconcileReport(diff=changes, force_removed=tuple(removed))
+        self._rebind_orphans()
+        return ReconcileReport(diff=changes, force_removed=self._orphan(removed))
 
     # ------------------------------------------------------- checkpoint
     def checkpoint(self) -> Checkpoint:

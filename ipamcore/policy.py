@@ -4,7 +4,13 @@ Growth (upstream order): top up existing ENIs that have room, lowest device firs
 new ENIs, each requested together with its addresses in one call, while the instance has
 ENI slots left (max ENIs - unmanaged - reserved trunk). Addresses already requested by effects
 in flight count as coming, so one shortage is never requested twice. Pods waiting for an
-address (``waiting``) add to the shortage, so a burst is served in one round of calls.
+address (``waiting``) add to the shortage, so a burst is served in one round of calls: every
+ENI it needs is created at once, each with its addresses in the create call.
+
+With ``one_step_growth`` (the ``upstream-faithful`` policy) growth is upstream's
+``increaseDatastorePool`` instead: one pass either tops up one existing ENI or creates one ENI,
+never more, and waiting pods are not counted (upstream has no such signal), so a burst is served
+one ENI per pass.
 
 Shrink (upstream guards): at most one pass every ``shrink_interval_s``; give back surplus
 addresses or /28 prefixes from the highest ENIs first; free at most one ENI per pass, and only
@@ -52,6 +58,7 @@ class PolicyInput:
     subnet_id: str
     security_groups: tuple[str, ...]
     count_cooling_as_available: bool = False
+    one_step_growth: bool = False  # upstream: one ENI topped up or created per pass
 
 
 def pool_counts(pool: AddressPool, inp: PolicyInput) -> PoolCounts:
@@ -110,6 +117,8 @@ def shortage(pool: AddressPool, inp: PolicyInput) -> tuple[int, bool]:
 
 
 def decide_growth(pool: AddressPool, inp: PolicyInput) -> list[Effect]:
+    if inp.one_step_growth:
+        inp = attrs.evolve(inp, waiting=0)
     short, fill = shortage(pool, inp)
     if short <= 0:
         return []
@@ -121,7 +130,7 @@ def decide_growth(pool: AddressPool, inp: PolicyInput) -> list[Effect]:
         n = room if fill else min(room, short)
         effects.append(_assign(eni.eni_id, n, inp.prefix_mode))
         short -= n
-        if short <= 0:
+        if short <= 0 or inp.one_step_growth:
             return effects
     eni_slots = inp.max_enis - len(pool.enis) - inp.pending_enis
     while short > 0 and eni_slots > 0 and inp.subnet_id:
@@ -137,6 +146,8 @@ def decide_growth(pool: AddressPool, inp: PolicyInput) -> list[Effect]:
         )
         short -= n
         eni_slots -= 1
+        if inp.one_step_growth:
+            break
     return effects
 
 

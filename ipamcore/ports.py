@@ -37,8 +37,10 @@ class CloudPort(Protocol):
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
         tags: Mapping[str, str] | None = None,
+        device_index: int = 0,
     ) -> ObservedEni:
-        """Create, tag, attach at the lowest free device index, set DeleteOnTermination.
+        """Create, tag, attach at ``device_index`` (0: the lowest free one), set
+        DeleteOnTermination.
 
         On failure after creation the backend deletes what it created before raising.
         """

@@ -10,8 +10,11 @@ holds the state they share and the effect runner.
 
 Effects: :meth:`Agent.run_policy` asks ``Ipam.plan(now, waiting)`` and starts one task per
 effect; each task performs the effect via the cloud port in a thread and feeds the outcome
-back with ``Ipam.apply``. After ``EniCreated`` the new ENI is set up in the datapath before
-waiting ADDs are woken.
+back with ``Ipam.apply``. A new ENI is used only once instance metadata shows it (upstream's
+``waitForENIAndIPsAttached``: until then the host may have no link for it): the task polls
+metadata every ``ENI_VISIBLE_POLL_S`` for up to ``ENI_VISIBLE_WAIT_S`` (then goes on, with a
+warning), and only then applies ``EniCreated``; the effect stays in flight meanwhile, so its
+addresses count as coming. The new ENI is set up in the datapath before waiting ADDs are woken.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from adapters.ipamd.group_commit import GroupCommitter
 from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
 from adapters.metrics import Metrics
+from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
 from ipamcore.effects import Effect
@@ -48,6 +52,8 @@ from ipamcore.views import EniView, PoolStats
 T = TypeVar("T")
 DATAPATH_THREADS = 8
 CLOUD_THREADS = 8
+ENI_VISIBLE_POLL_S = 0.05
+ENI_VISIBLE_WAIT_S = 10.0
 
 
 @attrs.define
@@ -58,6 +64,7 @@ class Ports:
     metadata: MetadataPort
     datapath: DatapathPort
     store: CheckpointStore
+    crash: Step = no_step  # crash-injection hook (backends.crashpoints), tests only
 
 
 class KeyLocks:
@@ -216,6 +223,8 @@ class Agent:
 
     async def _perform(self, effect: Effect) -> None:
         outcome = await self.in_cloud(self._call_cloud, effect)
+        if isinstance(outcome, EniCreated):
+            await self.wait_until_visible(outcome.eni.eni_id)
         if isinstance(outcome, EffectFailed):
             self.log.warning(
                 "effect failed", effect_id=effect.effect_id, kind=outcome.kind.value,
@@ -227,8 +236,28 @@ class Agent:
             self.log.error("allocations force-removed", count=len(removed), effect=effect.effect_id)
         if isinstance(outcome, EniCreated):
             await self.setup_eni(outcome.eni)
+            self.ports.crash("eni.recorded")
         self.notify_pool_changed()
         self.kick()
+
+    async def wait_until_visible(self, eni_id: str) -> bool:
+        """Poll instance metadata until it lists ``eni_id``; False after ENI_VISIBLE_WAIT_S."""
+        deadline = self.clock.now() + ENI_VISIBLE_WAIT_S
+        while True:
+            try:
+                enis = await self.in_cloud(self.ports.metadata.enis)
+            except Exception as exc:
+                self.log.warning("metadata ENIs unavailable", error=str(exc))
+                enis = []
+            if any(e.eni_id == eni_id for e in enis):
+                return True
+            if self.clock.now() >= deadline or self.stopping:
+                self.log.warning(
+                    "new ENI not in instance metadata yet; using it anyway", eni=eni_id,
+                    waited_s=ENI_VISIBLE_WAIT_S,
+                )  # fmt: skip
+                return False
+            await self.clock.sleep(ENI_VISIBLE_POLL_S)
 
     def _call_cloud(self, effect: Effect) -> Outcome:
         """Runs in a worker thread: one effect against the cloud port, as an outcome."""

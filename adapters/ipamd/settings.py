@@ -14,6 +14,15 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   is required; without it, a set ``ENI_CONFIG_SUBNET`` still places new ENIs there.
 * ``IPAMD_DATAPATH`` = ``linux`` (default) | ``fake``; ``IPAMD_CLOUD`` = ``aws`` (default) |
   ``fake`` (an in-memory cloud with one instance: demos, benchmarks, subprocess tests).
+  With the fake cloud, ``IPAMD_FAKE_LATENCY`` = ``none`` (default: every call answers at
+  once) | ``realistic`` (each call takes its time and metadata lags, see
+  :mod:`backends.fakecloud.latency`), and ``IPAMD_FAKE_CALL_LOG`` (an absolute path) appends
+  one JSON line per EC2 call (action, target, outcome, latency) for benchmarks.
+* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` (see
+  :class:`ipamcore.config.PolicyName`).
+* ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
+  daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
+  creation (:mod:`backends.crashpoints`). Never set it in production.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from typing import TypeVar
 import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
-from ipamcore.config import EniPlacement, PoolConfig
+from backends.crashpoints import STEPS, parse_crash_point
+from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
 
 T = TypeVar("T")
@@ -102,10 +112,13 @@ class Settings:
     host_netns: str | None = None  # run the datapath's host side in this netns (tests, demo)
     cloud: str = "aws"
     fake_instance_type: str = "m5.large"
+    fake_latency: str = "none"
+    fake_call_log: str = ""
     add_wait_s: float = 5.0
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
+    crash_point: str = ""  # test hook, see the module docstring
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (nothing secret is in Settings)."""
@@ -276,6 +289,9 @@ def _pool(env: Mapping[str, str]) -> PoolConfig:
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
+            policy=PolicyName(
+                parse_choice(env, "IPAMD_POLICY", "upstream", tuple(n.value for n in PolicyName))
+            ),
         )
     except ConfigError as exc:
         raise SettingsError(exc.setting, exc.message) from None
@@ -298,6 +314,19 @@ def _absolute(value: str) -> bool:
 
 def _url(value: str) -> bool:
     return value.startswith(("http://", "https://")) and " " not in value
+
+
+def _crash_point(env: Mapping[str, str]) -> str:
+    name = "IPAMD_CRASH_POINT"
+    raw = _get(env, name)
+    if raw is None:
+        return ""
+    try:
+        parse_crash_point(raw)
+    except ValueError:
+        accepts = "STEP or STEP:N with STEP one of " + ", ".join(STEPS)
+        raise SettingsError(name, accepts, raw) from None
+    return raw
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -349,10 +378,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         host_netns=_get(env, "IPAMD_HOST_NETNS") or None,
         cloud=parse_choice(env, "IPAMD_CLOUD", "aws", ("aws", "fake")),
         fake_instance_type=_get(env, "IPAMD_FAKE_INSTANCE_TYPE") or "m5.large",
+        fake_latency=parse_choice(env, "IPAMD_FAKE_LATENCY", "none", ("none", "realistic")),
+        fake_call_log=_checked(env, "IPAMD_FAKE_CALL_LOG", "", _absolute, path_accepts),
         add_wait_s=parse_float(env, "IPAMD_ADD_WAIT_SECONDS", 5.0),
         policy_interval_s=parse_float(env, "IPAMD_POLICY_INTERVAL_SECONDS", 5.0, lo=0.1),
         reconcile_interval_s=parse_float(env, "IPAMD_RECONCILE_INTERVAL_SECONDS", 60.0, lo=1.0),
         leaked_eni_interval_s=parse_float(
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
         ),
+        crash_point=_crash_point(env),
     )

@@ -1,38 +1,90 @@
 """Start of the node agent: from nothing to "ready".
 
 1. identity from metadata; limits from the table, else DescribeInstanceTypes;
-2. the pool rebuilt from EC2 (describe_enis) plus metadata (ENIs EC2 does not show yet)
+2. the pool rebuilt from EC2 (describe_enis; metadata may be stale, so it is only compared)
    with ``Ipam.load``; subnets observed for subnet discovery;
-3. the checkpoint read (upstream's ipam.json included) and every allocation restored except
+3. ENIs a crash left behind freed (unless ``DISABLE_LEAKED_ENI_CLEANUP``): at start no ENI
+   creation of this daemon can be in flight, so every *available* ENI tagged for this
+   instance was created but never attached, or detached but never deleted, by an earlier
+   run. The periodic cleanup waits five minutes before it calls an ENI leaked; this sweep
+   does not wait (attached ENIs were adopted in step 2);
+4. the checkpoint read (upstream's ipam.json included) and every allocation restored except
    those whose pod netns or host veth is gone (``datapath.pod_present``);
-4. pending-DEL records (DELs the plugin could not deliver) processed: release, then remove;
-5. secondary ENIs set up in the datapath, then the node (SNAT, sysctls);
-6. a checkpoint written, "ready" logged.
+5. pending-DEL records (DELs the plugin could not deliver) processed: release, then remove;
+6. secondary ENIs set up in the datapath, then the node (SNAT, sysctls);
+7. a checkpoint written, "ready" logged.
 
-A corrupt checkpoint (the store moved it aside and raised): the daemon logs loudly and
-starts with no allocations, but every address on the instance's ENIs is put in quarantine,
-cooling for ``max(IP_COOLDOWN_PERIOD, CORRUPT_QUARANTINE_S)`` seconds, so addresses that
-running pods may still use are not handed out at once. The release times are checkpointed,
-so a restart during the quarantine keeps it.
+EC2 calls made before "ready" are retried with a capped backoff (on the agent's clock) while EC2
+throttles or cannot be reached: the daemon then starts when the cloud comes back instead of
+exiting, and until it is ready the plugin cannot connect and answers "try again later".
+
+What the checkpoint may be at step 4 (the README's "Checkpoint recovery" section), each
+case with a log line of its own:
+
+* missing: the node's first start (or /var/run was wiped with its pods): nothing to
+  restore, every address is available. Logged ``no checkpoint: first start``.
+* this project's file: allocations and cooldowns restored. ``checkpoint restored``.
+* upstream's file (no ``releasedAddresses``): allocations restored; release times are
+  unknown, so every address not allocated cools for ``IP_COOLDOWN_PERIOD`` from now, as if
+  just released. ``checkpoint from the upstream daemon``.
+* empty, truncated or malformed (the store moved it aside and raised): the daemon starts
+  with no allocations, but every address on the instance's ENIs is put in quarantine,
+  cooling for ``max(IP_COOLDOWN_PERIOD, CORRUPT_QUARANTINE_S)`` seconds, so addresses that
+  running pods may still use are not handed out at once. ``CHECKPOINT UNREADABLE``.
+* a newer format version (a downgrade): moved aside too (its bytes kept for the upgrade
+  back) and the same quarantine. ``CHECKPOINT FROM A NEWER VERSION``.
+
+The quarantine's release times are checkpointed, so a restart during it keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
 
 from adapters.ipamd.agent import Agent
 from adapters.ipamd.handlers import host_veth_for, teardown_quietly
 from adapters.pending_dels import read_pending_dels, remove_pending_del
 from adapters.protocol import ProtocolError
 from ipamcore.checkpoint import Checkpoint
-from ipamcore.errors import CheckpointError, UnknownInstanceType
+from ipamcore.errors import (
+    CheckpointError,
+    CloudError,
+    FailureKind,
+    UnknownInstanceType,
+    UnsupportedCheckpointVersion,
+)
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import SUBNET_DISCOVERY_TAG, Allocation, AllocationKey, ObservedEni
 from ipamcore.netspec import NodeNetwork
 
 CORRUPT_QUARANTINE_S = 300.0
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 30.0
+T = TypeVar("T")
+
+
+async def cloud_until_answered(agent: Agent, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the cloud's threads, retried while EC2 throttles or is unreachable."""
+    delay = START_RETRY_FIRST_S
+    while True:
+        try:
+            return await agent.in_cloud(fn, *args)
+        except CloudError as exc:
+            if exc.kind not in (FailureKind.THROTTLED, FailureKind.OTHER) or agent.stopping:
+                raise
+            agent.log.warning(
+                "EC2 unavailable at start; retrying", call=what, error=str(exc), retry_in=delay
+            )
+        await agent.clock.sleep(delay)
+        delay = min(delay * 2, START_RETRY_MAX_S)
+# The periodic cleanup calls an available ENI leaked once it is this old (upstream's 5 min).
+LEAKED_ENI_AGE_S = 300.0
 
 
 async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
@@ -40,20 +92,36 @@ async def instance_limits(agent: Agent, instance_type: str) -> InstanceLimits:
         return limits_for(instance_type)
     except UnknownInstanceType:
         agent.log.info("instance type not in the table; asking EC2", instance_type=instance_type)
-        return await agent.in_cloud(agent.ports.cloud.describe_instance_type, instance_type)
+        return await cloud_until_answered(
+            agent, "DescribeInstanceTypes", agent.ports.cloud.describe_instance_type, instance_type
+        )
 
 
 async def observe_enis(agent: Agent) -> list[ObservedEni]:
-    """EC2's view of the attached ENIs, plus any metadata shows that EC2 does not (yet)."""
+    """EC2's view of the attached ENIs.
+
+    Metadata is only compared, never added: it may be stale (upstream #3887) and list an ENI,
+    or addresses, already deleted; adopting them would hand pods addresses the instance no
+    longer holds. An ENI that only metadata shows is logged; the next reconciliation with
+    EC2 adopts it if it really is attached.
+    """
     assert agent.identity is not None
-    ec2 = await agent.in_cloud(agent.ports.cloud.describe_enis, agent.identity.instance_id)
+    ec2 = await cloud_until_answered(
+        agent, "DescribeNetworkInterfaces", agent.ports.cloud.describe_enis,
+        agent.identity.instance_id,
+    )  # fmt: skip
     try:
         imds = await agent.in_cloud(agent.ports.metadata.enis)
     except Exception as exc:
         agent.log.warning("metadata ENIs unavailable", error=str(exc))
         imds = []
     known = {e.eni_id for e in ec2}
-    return ec2 + [e for e in imds if e.eni_id not in known]
+    only_in_metadata = sorted(e.eni_id for e in imds if e.eni_id not in known)
+    if only_in_metadata:
+        agent.log.warning(
+            "ENIs in metadata but not in EC2 ignored (stale metadata?)", enis=only_in_metadata
+        )
+    return ec2
 
 
 async def refresh_subnets(agent: Agent) -> None:
@@ -74,16 +142,87 @@ async def refresh_subnets(agent: Agent) -> None:
 
 
 async def read_checkpoint(agent: Agent) -> Checkpoint | None:
-    """The stored checkpoint; on corruption, log loudly and quarantine (see module doc)."""
+    """The stored checkpoint; on corruption or a newer version, log loudly and quarantine
+    (see the module docstring)."""
+    path = agent.settings.checkpoint_path
     try:
-        return await agent.ports.store.load()
+        checkpoint = await agent.ports.store.load()
+    except UnsupportedCheckpointVersion as exc:
+        agent.log.error(
+            "CHECKPOINT FROM A NEWER VERSION: written by a newer daemon (a downgrade?); "
+            "moved aside, starting with no allocations; every address on the instance is "
+            "quarantined before reuse",
+            version=str(exc.version), path=path, moved_to=getattr(exc, "moved_to", ""),
+        )  # fmt: skip
+        return quarantine(agent)
     except CheckpointError as exc:
         agent.log.error(
             "CHECKPOINT UNREADABLE: starting with no allocations; every address on the "
             "instance is quarantined before reuse",
-            error=str(exc), moved_to=getattr(exc, "moved_to", ""),
+            error=str(exc), path=path, moved_to=getattr(exc, "moved_to", ""),
         )  # fmt: skip
         return quarantine(agent)
+    if checkpoint is None:
+        agent.log.info(
+            "no checkpoint: first start on this node, nothing to restore; every address "
+            "is available",
+            path=path,
+        )  # fmt: skip
+        return None
+    if checkpoint.from_upstream:
+        agent.log.warning(
+            "checkpoint from the upstream daemon (no releasedAddresses): allocations "
+            "restored; release times unknown, so every address not allocated cools for "
+            "IP_COOLDOWN_PERIOD from now",
+            path=path, allocations=len(checkpoint.allocations),
+        )  # fmt: skip
+        return cool_unallocated(agent, checkpoint)
+    return checkpoint
+
+
+def _instance_addresses(agent: Agent, now: float) -> list[str]:
+    return [
+        a.address
+        for view in agent.core.eni_views(now)
+        for block in view.blocks
+        for a in block.addresses
+    ]
+
+
+def cool_unallocated(agent: Agent, checkpoint: Checkpoint) -> Checkpoint:
+    """``checkpoint`` with every address it does not allocate 'just released'."""
+    now = agent.clock.now()
+    allocated = {a.ipv4 for a in checkpoint.allocations} | {a.ipv6 for a in checkpoint.allocations}
+    cooling = [a for a in _instance_addresses(agent, now) if a not in allocated]
+    return attrs.evolve(checkpoint, released_at=tuple((a, now) for a in cooling))
+
+
+async def sweep_leaked_enis(agent: Agent) -> list[str]:
+    """Free the available ENIs tagged for this instance (step 3); returns the ids freed."""
+    if not agent.settings.leaked_eni_cleanup:
+        agent.log.info("leaked-ENI sweep at start skipped: DISABLE_LEAKED_ENI_CLEANUP")
+        return []
+    assert agent.identity is not None
+    cloud = agent.ports.cloud
+    # Every ENI created before this start counts, whatever its age.
+    created_before = agent.clock.now() + LEAKED_ENI_AGE_S
+    try:
+        leaked = await agent.in_cloud(
+            cloud.find_leaked_enis, agent.identity.instance_id, created_before
+        )
+    except Exception as exc:
+        agent.log.warning("leaked-ENI sweep at start failed", error=str(exc))
+        return []
+    freed = []
+    for eni_id in leaked:
+        try:
+            await agent.in_cloud(cloud.free_eni, eni_id)
+        except Exception as exc:
+            agent.log.warning("leaked ENI not freed", eni=eni_id, error=str(exc))
+        else:
+            freed.append(eni_id)
+            agent.log.warning("leaked ENI freed at start (left by a crash)", eni=eni_id)
+    return freed
 
 
 def quarantine(agent: Agent) -> Checkpoint:
@@ -93,12 +232,7 @@ def quarantine(agent: Agent) -> Checkpoint:
     hold = max(cooldown, CORRUPT_QUARANTINE_S)
     released_at = now + hold - cooldown
     agent.quarantine_until = now + hold
-    addresses = [
-        a.address
-        for view in agent.core.eni_views(now)
-        for block in view.blocks
-        for a in block.addresses
-    ]
+    addresses = _instance_addresses(agent, now)
     return Checkpoint(released_at=tuple((a, released_at) for a in addresses))
 
 
@@ -158,6 +292,7 @@ async def start(agent: Agent) -> None:
     enis = await observe_enis(agent)
     agent.core.load(enis, now)
     await refresh_subnets(agent)
+    await sweep_leaked_enis(agent)
 
     agent.hints.load()
     checkpoint = await read_checkpoint(agent)

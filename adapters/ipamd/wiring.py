@@ -2,22 +2,28 @@
 
 ``IPAMD_CLOUD=aws`` uses EC2 over boto3 (``AWS_EC2_ENDPOINT``) and IMDSv2
 (``AWS_EC2_METADATA_SERVICE_ENDPOINT``); ``IPAMD_CLOUD=fake`` an in-memory FakeCloud with one
-instance of ``IPAMD_FAKE_INSTANCE_TYPE`` (demo, benchmark, subprocess tests).
+instance of ``IPAMD_FAKE_INSTANCE_TYPE`` (demo, benchmark, subprocess tests); with
+``IPAMD_FAKE_LATENCY=realistic`` its calls take their realistic time in worker threads, in
+parallel (each action is atomic in the FakeCloud; the core reserves device indexes), and its
+metadata lags; ``IPAMD_FAKE_CALL_LOG`` records every call as a JSON line.
 ``IPAMD_DATAPATH=linux`` uses pyroute2; ``fake`` an in-memory datapath that creates pod
 namespaces and ENI links on demand (nothing real exists to find).
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.ipamd.agent import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JsonFileCheckpointStore
+from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
-from backends.observe import CallObserver
+from backends.observe import CallObserver, CallRecord
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
@@ -25,6 +31,10 @@ from ipamcore.netspec import EniNetwork, PodNetwork
 
 class AutoFakeDatapath(FakeDatapath):
     """FakeDatapath that creates a pod's netns and an ENI's host link when first used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._removed: set[str] = set()
 
     def setup_eni(self, eni: EniNetwork) -> None:
         with self._lock:
@@ -35,6 +45,20 @@ class AutoFakeDatapath(FakeDatapath):
     def setup_pod(self, pod: PodNetwork) -> None:
         self.add_netns(pod.netns_path)
         super().setup_pod(pod)
+
+    def remove_netns(self, path: str) -> None:
+        with self._lock:
+            self._removed.add(path)
+            super().remove_netns(path)
+
+    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+        """A namespace it never saw is assumed present: namespaces are made on demand, so a
+        restarted daemon process has nothing real to look for (and must not drop the
+        allocations it restores); one removed (a test's dead pod) is gone."""
+        with self._lock:
+            if netns_path not in self.namespaces and netns_path not in self._removed:
+                return True
+        return super().pod_present(netns_path, host_veth)
 
 
 class LockedCloud:
@@ -57,11 +81,11 @@ class LockedCloud:
     def create_eni(
         self, instance_id: str, subnet_id: str, security_groups: Sequence[str],
         ipv4_count: int = 0, prefix_count: int = 0, ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None, device_index: int = 0,
     ) -> ObservedEni:  # fmt: skip
         return self._locked(  # type: ignore[no-any-return]
             self._cloud.create_eni, instance_id, subnet_id, security_groups, ipv4_count,
-            prefix_count, ipv6_prefix, tags,
+            prefix_count, ipv6_prefix, tags, device_index,
         )  # fmt: skip
 
     def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
@@ -100,15 +124,42 @@ class LockedMetadata:
             return self._metadata.enis()  # type: ignore[no-any-return]
 
 
+class CallLog:
+    """A CallObserver appending one JSON line per call to a file (benchmarks read it)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, record: CallRecord) -> None:
+        line = json.dumps(
+            {"action": record.action, "target": record.target, "outcome": record.outcome,
+             "latency_s": record.latency_s, "at": time.time()}
+        )  # fmt: skip
+        with self._lock, open(self._path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
 def fake_cloud_ports(
-    instance_type: str, observer: CallObserver, clock: Callable[[], float]
+    instance_type: str,
+    observer: CallObserver,
+    clock: Callable[[], float],
+    latency: str = "none",
+    call_log: str = "",
 ) -> tuple[Any, Any, Any]:
     """(cloud port, metadata port, FakeCloud) of a fresh one-instance fake account."""
     from backends.fakecloud import FakeCloud
+    from backends.fakecloud.latency import use_realistic_latency
 
-    fake = FakeCloud(throttling=False, clock=clock)
+    realistic = latency == "realistic"
+    fake = FakeCloud(throttling=False, clock=clock, sleep=time.sleep if realistic else None)
+    if call_log:
+        fake.observers.append(CallLog(call_log))
     subnet = fake.add_subnet("10.0.0.0/17")
     instance = fake.launch_instance(instance_type, subnet)
+    if realistic:
+        use_realistic_latency(fake)
+        return fake.port(instance, observer), fake.metadata(instance), fake
     cloud = LockedCloud(fake.port(instance, observer))
     metadata = LockedMetadata(fake.metadata(instance), cloud._lock)
     return cloud, metadata, fake
@@ -118,6 +169,7 @@ def build_ports(
     settings: Settings, observer: CallObserver, clock: Callable[[], float]
 ) -> Ports:
     """The backends ``settings`` select."""
+    crash: Step = parse_crash_point(settings.crash_point) if settings.crash_point else no_step
     datapath: Any
     if settings.datapath == "fake":
         datapath = AutoFakeDatapath()
@@ -126,7 +178,10 @@ def build_ports(
 
         datapath = LinuxDatapath(host_netns=settings.host_netns)
     if settings.cloud == "fake":
-        cloud, metadata, _ = fake_cloud_ports(settings.fake_instance_type, observer, clock)
+        cloud, metadata, _ = fake_cloud_ports(
+            settings.fake_instance_type, observer, clock, settings.fake_latency,
+            settings.fake_call_log,
+        )  # fmt: skip
     else:
         from backends.aws.client import Ec2Config
         from backends.aws.ec2 import Ec2Backend
@@ -140,6 +195,6 @@ def build_ports(
             cluster_name=settings.cluster_name,
             extra_tags=dict(settings.additional_eni_tags),
         )
-        cloud = Ec2Backend(config, observer=observer)
-    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock)
-    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store)
+        cloud = Ec2Backend(config, observer=observer, step=crash)
+    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)

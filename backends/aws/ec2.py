@@ -27,6 +27,7 @@ from backends.aws.convert import (
     tag_list,
 )
 from backends.aws.errors import translated
+from backends.crashpoints import Step, no_step
 from backends.observe import CallObserver
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits
@@ -56,7 +57,8 @@ class Ec2Backend:
     ``observer`` receives a CallRecord per HTTP attempt. ``clock`` gives Unix seconds for
     the createdAt tag; ``sleep`` is used between polls/retries of the loops here (inject a
     fake in tests). ``client`` overrides the client built from ``config`` (e.g. one with a
-    Stubber); ``session`` supplies credentials for the built one.
+    Stubber); ``session`` supplies credentials for the built one. ``step`` is called after
+    each step of :meth:`create_eni` (:data:`backends.crashpoints.ENI_STEPS`).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Ec2Backend:
         detach_polls: int = 20,
         poll_interval_s: float = 0.5,
         delete_attempts: int = 5,
+        step: Step = no_step,
     ) -> None:
         self.config = config or Ec2Config()
         with translated():
@@ -84,6 +87,7 @@ class Ec2Backend:
         self._detach_polls = detach_polls
         self._poll_interval_s = poll_interval_s
         self._delete_attempts = delete_attempts
+        self._step = step
         self._subnet_cidrs: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -161,6 +165,7 @@ class Ec2Backend:
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
         tags: Mapping[str, str] | None = None,
+        device_index: int = 0,
     ) -> ObservedEni:
         all_tags = self.eni_tags(instance_id, tags)
         params: dict[str, Any] = {
@@ -181,11 +186,13 @@ class Ec2Backend:
         raw = dict(self._call("create_network_interface", **params)["NetworkInterface"])
         raw.setdefault("TagSet", tag_list(all_tags))
         eni_id = str(raw["NetworkInterfaceId"])
+        self._step("eni.created")
         try:
-            attachment_id, device_index = self._attach(instance_id, eni_id)
+            attachment_id, device_index = self._attach(instance_id, eni_id, device_index)
         except CloudError:
             self._delete_quietly(eni_id)
             raise
+        self._step("eni.attached")
         try:
             self._call(
                 "modify_network_interface_attribute",
@@ -198,6 +205,7 @@ class Ec2Backend:
             except CloudError:
                 pass  # leaked-ENI collection will find it
             raise
+        self._step("eni.configured")
         return eni_from_ec2(raw, self._subnet_cidr, device_index=device_index, network_card=0)
 
     def _used_device_indexes(self, instance_id: str) -> set[int]:
@@ -208,15 +216,19 @@ class Ec2Backend:
                 used.add(int(att.get("DeviceIndex", 0)))
         return used
 
-    def _attach(self, instance_id: str, eni_id: str) -> tuple[str, int]:
-        """Attach at the lowest free device index (>= 1); on a race, re-describe and retry."""
+    def _attach(self, instance_id: str, eni_id: str, preferred: int = 0) -> tuple[str, int]:
+        """Attach at ``preferred`` (no describe first) or else the lowest free device index
+        (>= 1); on a race, re-describe and retry."""
         last: CloudError | None = None
         taken: set[int] = set()
-        for _ in range(self._attach_attempts):
-            taken |= self._used_device_indexes(instance_id)
-            index = 1
-            while index in taken:
-                index += 1
+        for attempt in range(self._attach_attempts):
+            if attempt == 0 and preferred > 0:
+                index = preferred
+            else:
+                taken |= self._used_device_indexes(instance_id)
+                index = 1
+                while index in taken:
+                    index += 1
             try:
                 result = self._call(
                     "attach_network_interface",

@@ -38,6 +38,7 @@ class AsyncCloud:
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
         tags: Mapping[str, str] | None = None,
+        device_index: int = 0,
     ) -> ObservedEni:
         return await asyncio.to_thread(
             self.cloud.create_eni,
@@ -48,6 +49,7 @@ class AsyncCloud:
             prefix_count,
             ipv6_prefix,
             tags,
+            device_index,
         )
 
     async def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:

@@ -43,6 +43,7 @@ import aiofiles
 import aiofiles.os
 
 from backends.checkpoint.errors import moved_aside_error
+from backends.crashpoints import Step, no_step
 from ipamcore.checkpoint import Checkpoint, decode, encode
 from ipamcore.errors import CheckpointError
 
@@ -124,17 +125,23 @@ class JsonFileCheckpointStore:
 
     ``path``: the checkpoint file (default :data:`DEFAULT_PATH`); its directory is created
     (mode 0700) by the first save if missing. ``clock``: Unix seconds, used to name corrupt
-    files moved aside (default ``time.time``).
+    files moved aside (default ``time.time``). ``step``: called after each step of a save
+    (:data:`backends.crashpoints.CHECKPOINT_STEPS`; crash-injection tests kill there).
     """
 
     def __init__(
-        self, path: str = DEFAULT_PATH, *, clock: Callable[[], float] = time.time
+        self,
+        path: str = DEFAULT_PATH,
+        *,
+        clock: Callable[[], float] = time.time,
+        step: Step = no_step,
     ) -> None:
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
         self._name = os.path.basename(self.path)
         self._tmp_prefix = f".{self._name}.tmp-"
         self._clock = clock
+        self._step = step
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -182,6 +189,7 @@ class JsonFileCheckpointStore:
             except FileNotFoundError:
                 await aiofiles.os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
                 f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
+            self._step("checkpoint.temp-created")
             try:
                 # Unbuffered: every byte is in the kernel when write returns (loop on short
                 # writes), so no flush hop before the fsync.
@@ -191,10 +199,13 @@ class JsonFileCheckpointStore:
                     if not written:
                         raise OSError(errno.EIO, f"short write to {tmp}")
                     view = view[written:]
+                self._step("checkpoint.temp-written")
                 await _afsync(f.fileno())
             finally:
                 await f.close()
+            self._step("checkpoint.temp-fsynced")
             await aiofiles.os.replace(tmp, self.path)
+            self._step("checkpoint.renamed")
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -202,6 +213,7 @@ class JsonFileCheckpointStore:
                 pass
             raise
         await _afsync_dir(self.directory)
+        self._step("checkpoint.dir-fsynced")
 
     async def _remove_stale_temps(self) -> None:
         try:

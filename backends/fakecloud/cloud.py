@@ -10,7 +10,10 @@ instance, an EC2 view (:class:`FakeEc2`, a ``CloudPort``) and a metadata view
   ``throttle.enabled = False`` turns it off, ``throttle.configure(action, BucketSpec(...))``
   resizes a bucket;
 * latency: ``set_latency(action, seconds)`` / ``default_latency`` / ``latency_model``; it is
-  only reported (in each CallRecord and ``FakeEc2.last_latency_s``), never slept;
+  only reported (in each CallRecord and ``FakeEc2.last_latency_s``), never slept, unless
+  ``sleep`` is set (e.g. ``time.sleep``: a daemon running against the fake in real time), in
+  which case each action sleeps its latency, outside the lock, before it takes effect;
+  :mod:`backends.fakecloud.latency` holds a realistic profile (``use_realistic_latency``);
 * metadata lag: ``metadata_lag`` seconds before a change shows in the metadata view;
 * faults: ``fail_next``, ``fail_when``, ``set_unreachable``, ``clear_faults``;
 * out-of-band changes (no throttling, no records): ``create_detached_eni``, ``add_eni``,
@@ -85,6 +88,7 @@ class FakeCloud:
         metadata_lag: float = 0.0,
         default_latency: float = 0.0,
         observer: CallObserver | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.lock = threading.RLock()  # one EC2 action at a time, atomically
         self.vpc = Vpc(vpc_cidrs)
@@ -97,6 +101,7 @@ class FakeCloud:
         self.latency: dict[str, float] = {}
         self.default_latency = default_latency
         self.latency_model: Callable[[str], float] | None = None
+        self.sleep = sleep
         self.observers: list[CallObserver] = [observer] if observer is not None else []
         self.metadata_history = MetadataHistory()
         self._metadata_lag = 0.0

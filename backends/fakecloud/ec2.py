@@ -6,7 +6,9 @@ ModifyNetworkInterfaceAttribute; free_eni is DescribeNetworkInterfaces +
 DetachNetworkInterface + DeleteNetworkInterface), and each action is gated (faults,
 throttling), given its latency and reported as one :class:`CallRecord`.
 ``last_latency_s`` sums the latencies of the last port method's actions, so a caller can
-schedule its outcome at ``now + last_latency_s`` (the simulator) or sleep (a daemon wrapper).
+schedule its outcome at ``now + last_latency_s`` (the simulator); with ``FakeCloud.sleep`` set
+(a daemon against the fake, e.g. ``benchmarks/burst.py``) each action first sleeps its latency,
+outside every lock, and then takes effect, so calls in parallel overlap as they do on EC2.
 """
 
 from __future__ import annotations
@@ -45,15 +47,17 @@ class FakeEc2:
         cloud = self._cloud
         latency = cloud.latency_for(action)
         self.last_latency_s += latency
+        if cloud.sleep is not None and latency > 0:
+            cloud.sleep(latency)
         try:
             with cloud.lock:
                 cloud.gate(action, self.instance_id, target)
                 result = fn(*args, **kwargs)
         except CloudError as err:
-            self._emit(CallRecord(action, latency, err.kind.value, err.code))
+            self._emit(CallRecord(action, latency, err.kind.value, err.code, target))
             raise
         if self.observer is not None or cloud.observers:
-            self._emit(CallRecord(action, latency))
+            self._emit(CallRecord(action, latency, target=target))
         return result
 
     def _emit(self, record: CallRecord) -> None:
@@ -109,17 +113,21 @@ class FakeEc2:
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
         tags: Mapping[str, str] | None = None,
+        device_index: int = 0,
     ) -> ObservedEni:
-        """Create, attach at the lowest free index, set DeleteOnTermination; undo on failure.
+        """Create, attach at ``device_index`` (0: the lowest free index), set
+        DeleteOnTermination; undo on failure.
 
-        Like a real backend, the device index comes from a describe before the create, and a
-        failed attach is only discovered after the ENI exists: the ENI is then deleted (and
-        leaks if that delete fails too, which is how leaked ENIs come to be).
+        Like a real backend, with no ``device_index`` it comes from a describe before the
+        create, and a failed attach is only discovered after the ENI exists: the ENI is then
+        deleted (and leaks if that delete fails too, which is how leaked ENIs come to be).
         """
         self.last_latency_s = 0.0
         cloud, vpc = self._cloud, self._cloud.vpc
-        inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
-        index = inst.lowest_free_device_index()
+        index = device_index
+        if index <= 0:
+            inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
+            index = inst.lowest_free_device_index()
         eni = self._call(
             "CreateNetworkInterface",
             subnet_id,

@@ -270,3 +270,21 @@ async def test_socket_is_private(world: World, daemon: Daemon) -> None:
 async def test_ready_is_logged_as_json(world: World, daemon: Daemon) -> None:
     events = [json.loads(line)["event"] for line in logs(world).splitlines()]
     assert "ready" in events
+
+
+async def test_a_new_eni_is_used_only_once_instance_metadata_shows_it(world: World) -> None:
+    world.cloud.metadata_lag = 2.0  # virtual seconds, like IMDS after an attach
+    d = world.daemon(WARM_ENI_TARGET="2")  # m5.large: fill the primary and create one ENI
+    await d.start()
+    try:
+        began = world.clock.now()
+        await eventually(lambda: d.agent.calls.total("ModifyNetworkInterfaceAttribute") == 1)
+        await world.clock.advance(1.0)
+        await asyncio.sleep(0.01)
+        assert d.agent.stats().enis == 1  # created and attached, but not visible yet
+        assert (d.agent.stats().pending, d.agent.stats().in_flight) == (9, 1)  # still coming
+        await until(lambda: d.agent.stats().enis == 2, world.clock, step=0.25)
+        assert 2.0 <= world.clock.now() - began <= 2.5
+        assert "not in instance metadata" not in logs(world)
+    finally:
+        await d.stop()

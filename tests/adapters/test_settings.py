@@ -6,6 +6,7 @@ import pytest
 
 from adapters.ipamd.main import main
 from adapters.ipamd.settings import SettingsError, load_settings
+from ipamcore.config import PolicyName
 
 BAD = [
     ("WARM_ENI_TARGET", "-1"),
@@ -47,6 +48,9 @@ BAD = [
     ("IPAMD_DATAPATH", "ebpf"),
     ("IPAMD_CLOUD", "gcp"),
     ("IPAMD_ADD_WAIT_SECONDS", "soon"),
+    ("IPAMD_FAKE_LATENCY", "slow"),
+    ("IPAMD_FAKE_CALL_LOG", "calls.jsonl"),
+    ("IPAMD_POLICY", "greedy"),
     ("METRICS_BIND_ADDRESS", "host:port"),
 ]
 
@@ -93,6 +97,16 @@ def test_values_are_parsed() -> None:
     assert s.eni_mtu == 1500 and s.pod_mtu == 1500  # POD_MTU follows the ENI MTU
     assert s.veth_prefix == "veth" and s.external_snat and s.log_level == "WARNING"
     assert s.introspection.port == 9999 and not s.introspection.is_loopback
+
+
+def test_fake_cloud_latency_call_log_and_policy() -> None:
+    s = load_settings(
+        {"IPAMD_FAKE_LATENCY": "realistic", "IPAMD_FAKE_CALL_LOG": "/tmp/calls.jsonl",
+         "IPAMD_POLICY": "upstream-faithful"}
+    )  # fmt: skip
+    assert (s.fake_latency, s.fake_call_log) == ("realistic", "/tmp/calls.jsonl")
+    assert s.pool.policy is PolicyName.UPSTREAM_FAITHFUL
+    assert load_settings({}).fake_latency == "none"
 
 
 def test_custom_networking_needs_a_subnet() -> None:

@@ -86,6 +86,15 @@ def test_create_eni_takes_the_lowest_free_device_index(moto_env: MotoEnv) -> Non
     assert third.device_index == 1
 
 
+def test_create_eni_attaches_at_the_device_index_the_core_reserved(moto_env: MotoEnv) -> None:
+    backend = moto_env.backend()
+    args = (moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
+    eni = backend.create_eni(*args, 2, device_index=3)
+    assert eni.device_index == 3 and len(eni.ipv4_addresses) == 2
+    observed = backend.describe_enis(moto_env.instance_id)
+    assert sorted(e.device_index for e in observed) == [0, 3]
+
+
 def test_assign_returns_only_new_addresses_and_unassign_removes_them(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
     eni = backend.create_eni(

@@ -439,3 +439,48 @@ def test_ports_can_be_called_from_several_threads() -> None:
         sys.setswitchinterval(old)
     assert clashes == []
     assert n.cloud.free_addresses(n.subnet) == free
+
+
+# -- real-time latency (a daemon against the fake), device indexes chosen by the caller -------
+
+
+def test_with_sleep_each_action_sleeps_its_latency_before_it_takes_effect() -> None:
+    slept: list[tuple[float, int]] = []
+    n = node(throttling=False)
+    n.cloud.sleep = lambda s: slept.append((s, len(n.cloud.enis_of(n.iid))))
+    n.cloud.set_latency("CreateNetworkInterface", 0.4)
+    n.cloud.set_latency("AttachNetworkInterface", 0.25)
+    n.port.create_eni(n.iid, n.subnet, [], 3, device_index=2)
+    # attach sleeps while the ENI is not attached yet: the latency comes before the effect
+    assert slept == [(0.4, 1), (0.25, 1)]
+
+
+def test_a_given_device_index_skips_the_describe_and_is_where_the_eni_goes() -> None:
+    n = node(throttling=False)
+    eni = n.port.create_eni(n.iid, n.subnet, [], 2, device_index=3)
+    assert eni.device_index == 3
+    assert [r.action for r in n.records] == [
+        "CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute",
+    ]  # fmt: skip
+    assert [r.target for r in n.records[1:]] == [eni.eni_id, eni.eni_id]
+    with pytest.raises(CloudError):
+        n.port.create_eni(n.iid, n.subnet, [], 2, device_index=3)  # taken: EC2 says so
+    assert len(n.cloud.enis_of(n.iid)) == 2  # and the failed create was undone
+
+
+def test_realistic_profile_and_the_least_time_it_allows() -> None:
+    from backends.fakecloud.latency import (
+        REALISTIC_LATENCIES,
+        least_burst_time,
+        least_new_eni_time,
+        use_realistic_latency,
+    )
+
+    cloud = FakeCloud()
+    use_realistic_latency(cloud)
+    assert cloud.latency_for("CreateNetworkInterface") == 0.4
+    assert cloud.metadata_lag == 1.5
+    assert least_new_eni_time() == pytest.approx(0.4 + 0.25 + 1.5)
+    slow_assign = {**REALISTIC_LATENCIES, "AssignPrivateIpAddresses": 3.0}
+    assert least_burst_time(slow_assign) == 3.0  # the primary's fill is then the longer path
+    assert least_new_eni_time(metadata_lag_s=0.0) == pytest.approx(0.4 + 0.25 + 0.15)

@@ -237,7 +237,7 @@ async def test_async_wrappers_run_calls_in_worker_threads() -> None:
     cloud, metadata = AsyncCloud(port), AsyncMetadata(port)
     results: tuple[Any, ...] = await asyncio.gather(
         cloud.describe_enis("i-1"),
-        cloud.create_eni("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}),
+        cloud.create_eni("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}, 3),
         cloud.assign_ipv4("eni-1", 3),
         cloud.free_eni("eni-1"),
         metadata.identity(),
@@ -246,7 +246,7 @@ async def test_async_wrappers_run_calls_in_worker_threads() -> None:
     assert results[0] == ("describe_enis", ("i-1",))
     assert results[1] == (
         "create_eni",
-        ("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}),
+        ("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}, 3),
     )
     assert results[2] == ("assign_ipv4", ("eni-1", 3))
     assert results[4] == ("identity", ())

@@ -198,3 +198,69 @@ def test_unknown_outcome_is_a_usage_error() -> None:
     ipam = node()
     with pytest.raises(UsageError):
         ipam.apply(EniFreed(42), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("filled", "waiting", "expected_indexes"),
+    [
+        ((), 100, [1, 2, 3, 4]),  # empty c5.4xlarge, 100 pods: primary filled + 4 ENIs at once
+        ((0, 1, 3), 60, [2, 4, 5, 6]),  # a gap left by a freed ENI is reused first
+        ((0, 2), 30, [1, 3, 4]),
+    ],
+)
+def test_enis_created_at_once_each_reserve_their_own_device_index(
+    filled: tuple[int, ...], waiting: int, expected_indexes: list[int]
+) -> None:
+    enis = tuple(eni(i, ips=29) for i in filled) or (eni(0),)
+    ipam = node("c5.4xlarge", enis=enis)
+    for n in range(29 * len(filled)):
+        ipam.assign(key(n), pod(n), 0.0)
+    creates = [e for e in ipam.plan(0.0, waiting=waiting) if isinstance(e, CreateEni)]
+    assert [c.device_index for c in creates] == expected_indexes
+    assert all(c.ipv4_count == 29 for c in creates)  # addresses in the create call
+
+
+def test_a_device_index_stays_reserved_while_its_create_is_in_flight() -> None:
+    ipam = node("c5.4xlarge", enis=(eni(0, ips=29),))
+    for n in range(29):
+        ipam.assign(key(n), pod(n), 0.0)
+    (first,) = [e for e in ipam.plan(0.0) if isinstance(e, CreateEni)]
+    assert first.device_index == 1
+    (second,) = [e for e in ipam.plan(1.0, waiting=29) if isinstance(e, CreateEni)]
+    assert second.device_index == 2  # 1 is still reserved by the create in flight
+    ipam.apply(EffectFailed(first.effect_id, FailureKind.OTHER, "boom"), 2.0)
+    (again,) = [e for e in ipam.plan(10.0, waiting=29) if isinstance(e, CreateEni)]
+    assert again.device_index == 1  # released with the failed create
+
+
+@pytest.mark.parametrize(
+    ("policy", "waiting", "expected"),
+    [
+        # empty c5.4xlarge primary, 100 ADDs waiting
+        (PolicyName.UPSTREAM, 100, ["assign 29"] + ["create 29"] * 4),
+        (PolicyName.UPSTREAM_FAITHFUL, 100, ["assign 29"]),  # one step; waiting not counted
+        (PolicyName.UPSTREAM, 0, ["assign 29"]),
+        (PolicyName.UPSTREAM_FAITHFUL, 0, ["assign 29"]),
+    ],
+)
+def test_burst_growth_in_one_round_or_one_step_per_pass_like_upstream(
+    policy: PolicyName, waiting: int, expected: list[str]
+) -> None:
+    ipam = node("c5.4xlarge", PoolConfig(policy=policy))
+    effects = ipam.plan(0.0, waiting=waiting)
+    described = [
+        f"create {e.ipv4_count}" if isinstance(e, CreateEni) else f"assign {e.ipv4_count}"
+        for e in effects
+        if isinstance(e, CreateEni | AssignAddresses)
+    ]
+    assert described == expected
+
+
+def test_faithful_policy_creates_one_eni_per_pass_when_existing_enis_are_full() -> None:
+    ipam = node("c5.4xlarge", PoolConfig(policy=PolicyName.UPSTREAM_FAITHFUL),
+                enis=(eni(0, ips=29),))  # fmt: skip
+    for n in range(29):
+        ipam.assign(key(n), pod(n), 0.0)
+    (create,) = ipam.plan(0.0, waiting=71)
+    assert isinstance(create, CreateEni) and create.ipv4_count == 29
+    assert ipam.plan(1.0, waiting=71) == []  # its 29 addresses are coming: warm target met

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from ipamcore.config import PoolConfig
-from ipamcore.effects import UnassignAddresses
-from ipamcore.events import AddressesUnassigned
-from ipamcore.model import ObservedNode
+from ipamcore.effects import AssignAddresses, UnassignAddresses
+from ipamcore.errors import FailureKind, PoolExhausted
+from ipamcore.events import AddressesUnassigned, EffectFailed
+from ipamcore.model import ObservedEni, ObservedNode
 from tests.core.builders import eni, key, node, pod
 
 
@@ -25,8 +27,38 @@ def test_vanished_addresses_are_removed_and_their_pods_reported() -> None:
     report = ipam.reconcile(ObservedNode((eni(0, ips=2, first_host=11), )), 100.0)
     assert report.diff.remove_enis == ("eni-0001",)
     assert report.force_removed == (allocation,)
-    assert ipam.get(key(1)) is None
     assert ipam.stats(100.0).total == 2
+    # The pod still holds the address: its record stays (eni unknown) until its DEL.
+    assert ipam.get(key(1)) == attrs.evolve(allocation, eni_id="", device_index=0)
+    assert set(ipam.orphaned) == {allocation.address}
+
+
+def test_a_vanished_address_that_comes_back_stays_with_its_pod() -> None:
+    ipam = node(config=PoolConfig(cooldown_s=0), enis=(eni(0, ips=2),), now=0.0)
+    held = ipam.assign(key(1), pod(1), 0.0)
+    other = next(a for a in ("10.0.0.10", "10.0.0.11") if a != held.address)
+    without = ObservedEni(**{**attrs.asdict(eni(0, ips=2), recurse=False),
+                             "ipv4_addresses": (other,)})  # fmt: skip
+    assert ipam.reconcile(ObservedNode((without,)), 100.0).force_removed == (held,)
+    # Out of band, the address is assigned to the ENI again: it must not go to a new pod.
+    ipam.reconcile(ObservedNode((eni(0, ips=2),)), 200.0)
+    assert ipam.get(key(1)) is not None and ipam.get(key(1)).address == held.address  # type: ignore[union-attr]
+    assert ipam.orphaned == {}
+    assert ipam.assign(key(2), pod(2), 201.0).address == other
+    with pytest.raises(PoolExhausted):
+        ipam.assign(key(3), pod(3), 202.0)
+    assert ipam.release(key(1), 203.0) is not None
+    assert ipam.assign(key(3), pod(3), 204.0).address == held.address
+
+
+def test_del_of_an_orphaned_allocation_releases_it_and_nothing_else() -> None:
+    ipam = node(enis=(eni(0, ips=2), eni(1, ips=2)), now=0.0)
+    allocation = ipam.assign(key(1), pod(1), 0.0)
+    ipam.reconcile(ObservedNode((eni(0, ips=2, first_host=11),)), 100.0)
+    released = ipam.release(key(1), 101.0)
+    assert released is not None and released.address == allocation.address
+    assert ipam.get(key(1)) is None and ipam.orphaned == {}
+    assert ipam.release(key(1), 102.0) is None
 
 
 def test_stale_view_does_not_remove_what_was_just_acquired() -> None:
@@ -61,3 +93,23 @@ def test_same_view_twice_changes_nothing() -> None:
     ipam = node(config=PoolConfig(prefix_delegation=True), enis=view.enis, now=0.0)
     assert ipam.reconcile(view, 100.0).diff.empty
     assert ipam.reconcile(attrs.evolve(view), 200.0).diff.empty
+
+
+@pytest.mark.parametrize(("seen_at", "dropped"), [(0.0, True), (90.0, False)])
+def test_an_eni_the_cloud_no_longer_knows_is_dropped_unless_it_is_new(
+    seen_at: float, dropped: bool
+) -> None:
+    """AssignAddresses answered NotFound: an old ENI is gone (drop it and keep its pods'
+    records); a new one may be EC2's eventual consistency (keep it, growth pauses)."""
+    ipam = node("m5.large", enis=(eni(0, ips=9), eni(1, ips=1)), now=0.0)
+    if seen_at:
+        ipam.reconcile(ObservedNode((eni(0, ips=9),)), 61.0)  # eni-0001 vanishes...
+        ipam.reconcile(ObservedNode((eni(0, ips=9), eni(1, ips=1))), seen_at)  # ...is back
+    held = [ipam.assign(key(n), pod(n), 100.0) for n in range(10)]  # the whole pool
+    (on_eni1,) = [a for a in held if a.eni_id == "eni-0001"]
+    effects = [e for e in ipam.plan(101.0) if isinstance(e, AssignAddresses)]
+    assert [e.eni_id for e in effects] == ["eni-0001"]
+    removed = ipam.apply(EffectFailed(effects[0].effect_id, FailureKind.NOT_FOUND), 102.0)
+    assert ("eni-0001" not in {v.eni_id for v in ipam.eni_views(102.0)}) is dropped
+    assert removed == ((on_eni1,) if dropped else ())
+    assert ipam.get(on_eni1.key) is not None  # the pod keeps its record either way

@@ -246,8 +246,7 @@ class IpamMachine(RuleBasedStateMachine):
     def reconcile(self) -> None:
         report = self.ipam.reconcile(self.cloud.snapshot(), self.now)
         for allocation in report.force_removed:
-            note(f"force-removed {allocation}")
-            self.model.pop(allocation.key, None)
+            note(f"force-removed {allocation}: kept on record until its DEL")
 
     # ------------------------------------------------------------- restart
     @rule()
@@ -280,7 +279,12 @@ class IpamMachine(RuleBasedStateMachine):
             return
         addresses = [a.address for a in self.ipam.allocations()]
         assert len(addresses) == len(set(addresses))
+        orphaned = self.ipam.orphaned
         for allocation in self.ipam.allocations():
+            if allocation.address in orphaned:
+                assert orphaned[allocation.address] == allocation
+                assert allocation.address not in self.ipam.pool.slots
+                continue
             slot = self.ipam.pool.slots[allocation.address]
             assert slot.state is SlotState.ASSIGNED
             assert slot.eni_id in self.ipam.pool.enis
