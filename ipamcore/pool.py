@@ -215,7 +215,9 @@ class SlotsView(Mapping[str, Slot]):
 
 
 class AllocationsView(Mapping[AllocationKey, Allocation]):
-    """Allocation key -> :class:`Allocation`, IPv4 (held by a slot) and IPv6 alike."""
+    """Allocation key -> :class:`Allocation`, those holding a slot and those recorded with
+    :meth:`AddressPool.record_allocation` alike. Only the latter can be deleted here: a slot's
+    allocation leaves through :meth:`AddressPool.release` (or its block's removal)."""
 
     def __init__(self, pool: AddressPool) -> None:
         self._pool = pool
@@ -225,7 +227,7 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
         index = pool._slot_of.get(key)
         if index is not None:
             return pool._allocation[index]
-        return pool._v6.get(key, default)
+        return pool._slotless.get(key, default)
 
     def __getitem__(self, key: AllocationKey) -> Allocation:
         allocation = self.get(key)
@@ -234,14 +236,19 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
         return allocation
 
     def __contains__(self, key: object) -> bool:
-        return key in self._pool._slot_of or key in self._pool._v6
+        return key in self._pool._slot_of or key in self._pool._slotless
+
+    def __delitem__(self, key: AllocationKey) -> None:
+        if key in self._pool._slot_of:
+            raise UsageError(f"{key} holds a pool address: release it instead")
+        del self._pool._slotless[key]
 
     def __iter__(self) -> Iterator[AllocationKey]:
         yield from self._pool._slot_of
-        yield from self._pool._v6
+        yield from self._pool._slotless
 
     def __len__(self) -> int:
-        return len(self._pool._slot_of) + len(self._pool._v6)
+        return len(self._pool._slot_of) + len(self._pool._slotless)
 
 
 class AddressPool:
@@ -267,7 +274,8 @@ class AddressPool:
         self._unused: list[int] = []  # slot numbers of removed blocks, for reuse
         self._index: dict[str, int] = {}  # address -> slot number
         self._slot_of: dict[AllocationKey, int] = {}  # the pool's one per-pair dictionary
-        self._v6: dict[AllocationKey, Allocation] = {}  # allocations holding no pool address
+        # Allocations holding no pool address: IPv6 ones, and the caller's records (orphans).
+        self._slotless: dict[AllocationKey, Allocation] = {}
         self._buckets: dict[int, ReadyBucket] = {}
         self._top: ReadyBucket | None = None  # the lowest queued bucket
         self._ready: list[int] = []  # heap of the keys of the other queued buckets
@@ -484,8 +492,8 @@ class AddressPool:
             existing = self._allocation[index]
             assert existing is not None
             return existing
-        if self._v6 and key in self._v6:
-            return self._v6[key]
+        if self._slotless and key in self._slotless:
+            return self._slotless[key]
         self.advance(now)
         tags = self._tag
         while True:
@@ -566,7 +574,7 @@ class AddressPool:
         allocation, which holds no pool address, is just dropped)."""
         index = self._slot_of.pop(key, None)
         if index is None:
-            return self._v6.pop(key, None) if self._v6 else None
+            return self._slotless.pop(key, None) if self._slotless else None
         allocation = self._allocation[index]
         self._allocation[index] = None
         owner = self._owner[index]
@@ -601,8 +609,9 @@ class AddressPool:
             heapq.heappush(self._cooling_late, (ready_at, tag << _SHIFT | index))
 
     def record_allocation(self, allocation: Allocation) -> None:
-        """Record an allocation that holds no pool address (IPv6)."""
-        self._v6[allocation.key] = allocation
+        """Record an allocation that holds no pool address (IPv6, or one the caller keeps
+        on record while its address is off the pool)."""
+        self._slotless[allocation.key] = allocation
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """A pod's allocations: a scan, for inspection (the hot path keeps no pod index)."""
