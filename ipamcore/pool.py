@@ -506,18 +506,18 @@ class AddressPool:
             while fifo or heap:
                 if not heap:
                     entry = fifo.popleft()
-                else:
-                    if fifo:  # compare with the FIFO's head, once stale ones are dropped
-                        entry = fifo[0]
-                        index = entry & _MASK
-                        if tags[index] != entry >> _SHIFT:
-                            fifo.popleft()
-                            continue
-                        head = (self._released_at[index], self._ip[index], entry)
-                    if fifo and head < heap[0]:
-                        entry = fifo.popleft()
-                    else:
+                elif not fifo:
+                    entry = heapq.heappop(heap)[2]
+                else:  # the smaller head, once stale FIFO heads are dropped
+                    entry = fifo[0]
+                    index = entry & _MASK
+                    if tags[index] != entry >> _SHIFT:
+                        fifo.popleft()
+                        continue
+                    if heap[0] < (self._released_at[index], self._ip[index], entry):
                         entry = heapq.heappop(heap)[2]
+                    else:
+                        fifo.popleft()
                 index = entry & _MASK
                 if tags[index] != entry >> _SHIFT:
                     continue  # assigned, re-queued, leaving or removed since
