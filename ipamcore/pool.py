@@ -15,14 +15,17 @@ How an address is chosen (deterministic, documented, O(log n)):
   is not counted as available while cooling (upstream counts it, so pods wait: #1700, #2896).
 
 How it is stored, and why: the pool may hold tens of thousands of addresses, and at that size
-the cost of an assign+release pair is set by how many cold cache lines and tracked objects it
-touches, not by the number of steps. So an address is a slot number, and its state lives in
-flat arrays indexed by it (state, generation, release and ready times, address as an int);
-queue entries are single ints packing ``generation << 32 | slot``. A generation number is
-bumped whenever a slot changes queue, which makes every older entry for it stale: removal is
-O(1) and stale entries are dropped when they reach a queue's head. The pool maps an allocation
-key straight to its slot, so a pair hashes the key three times and probes no other dictionary.
-:class:`Slot` and :attr:`AddressPool.allocations` are read-only views over that storage.
+the cost of an assign+release pair is set by how many cold cache lines and garbage-collected
+objects it touches, not by the number of steps. So an address is a slot number, and its state
+lives in flat arrays indexed by it (a tag packing generation and state, the release time, the
+address as an int; the block, allocation and address string in lists); the ready time is the
+release time plus the one cooldown. Queue entries are single ints, ``tag << 32 | slot``, and
+a pair allocates no container object of the pool's own. A new generation is taken whenever a
+slot becomes free or starts cooling, and any state change alters the tag, so older entries
+for it are stale: removal is O(1) and stale entries are dropped when they reach a queue's
+head. The pool maps an allocation key straight to its slot, so a pair hashes the key three
+times and probes no other dictionary. :class:`Slot`, :attr:`AddressPool.slots` and
+:attr:`AddressPool.allocations` are views over that storage.
 """
 
 from __future__ import annotations
