@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from adapters.redact import redact_setting
 from backends.observe import CallCounter
 from ipamcore.views import AddressView, EniView, PoolStats
 
@@ -148,7 +149,8 @@ def stats_document(stats: PoolStats, calls: CallCounter) -> dict[str, Any]:
 
 
 def env_subset(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
-    return {name: env[name] for name in names if name in env}
+    """The listed settings, redacted (see :func:`redact_setting`)."""
+    return {name: redact_setting(name, env[name]) for name in names if name in env}
 
 
 def make_app(source: IntrospectionSource, env: Mapping[str, str]) -> web.Application:

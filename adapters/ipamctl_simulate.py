@@ -54,12 +54,7 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "waits, idle addresses, EC2 calls and throttling. Scenarios: "
         + "; ".join(f"{s.name} ({s.description})" for s in SCENARIOS.values()),
     )
-    src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--scenario", choices=sorted(SCENARIOS), help="a built-in workload")
-    src.add_argument("--trace", metavar="FILE", help="a CSV or JSON-lines trace of pod events")
-    sp.add_argument("--nodes", type=int, help="nodes (default: the scenario's, or the trace's)")
-    sp.add_argument("--instance-type", help="EC2 instance type (default: the scenario's)")
-    sp.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds")
+    add_source_arguments(sp)
     sp.add_argument(
         "--policy", choices=[p.value for p in PolicyName], default=PolicyName.UPSTREAM.value,
         help="warm-pool policy (default %(default)s)",
@@ -68,15 +63,25 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KNOB=VALUE", dest="knobs",
         help="a pool knob: " + ", ".join(KNOBS),
     )  # fmt: skip
+    sp.add_argument("--json", action="store_true", dest="sim_json", help="print JSON")
+    sp.add_argument("--plot", metavar="FILE.png", help="plot addresses and waits over time")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return sp
+
+
+def add_source_arguments(sp: argparse.ArgumentParser) -> None:
+    """The workload and cluster arguments ``simulate`` and ``recommend`` share."""
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scenario", choices=sorted(SCENARIOS), help="a built-in workload")
+    src.add_argument("--trace", metavar="FILE", help="a CSV or JSON-lines trace of pod events")
+    sp.add_argument("--nodes", type=int, help="nodes (default: the scenario's, or the trace's)")
+    sp.add_argument("--instance-type", help="EC2 instance type (default: the scenario's)")
+    sp.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds")
     sp.add_argument("--seed", type=int, default=0, help="workload and boot-order seed")
     sp.add_argument("--boot-spread", type=float, metavar="SECONDS",
                     help="nodes boot spread over this long (scenario default ~0.3 s a node)")
     sp.add_argument("--wait-threshold", type=float, default=5.0, metavar="SECONDS",
                     help="count pods that waited longer than this (default %(default)s)")
-    sp.add_argument("--json", action="store_true", dest="sim_json", help="print JSON")
-    sp.add_argument("--plot", metavar="FILE.png", help="plot addresses and waits over time")
-    sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    return sp
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -195,6 +200,18 @@ def plot(measures: Measures, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def pool_doc(pool: PoolConfig) -> dict[str, Any]:
+    """The pool settings as JSON-able values (the adaptive policy's tuning only with it)."""
+    doc: dict[str, Any] = {}
+    for key, value in attrs.asdict(pool, recurse=False).items():
+        if key == "placement" or (key == "adaptive" and pool.policy is not PolicyName.ADAPTIVE):
+            continue
+        if attrs.has(type(value)):
+            value = attrs.asdict(value)
+        doc[key] = value.value if isinstance(value, PolicyName) else value
+    return doc
+
+
 def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``ipamctl simulate``; measures as a table (or JSON) on ``out``."""
     stream = out if out is not None else sys.stdout
@@ -214,9 +231,7 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "source": source,
             "instance_type": config.instance_type,
             "seed": config.seed,
-            "pool": {k: (v.value if hasattr(v, "value") else v)
-                     for k, v in attrs.asdict(config.pool, recurse=False).items()
-                     if k != "placement"},
+            "pool": pool_doc(config.pool),
             "measures": measures.to_dict(),
         }  # fmt: skip
         stream.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")

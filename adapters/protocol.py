@@ -70,6 +70,9 @@ from adapters.validators import (
     ERR_DATAPATH_FAILED as ERR_DATAPATH_FAILED,
 )
 from adapters.validators import (
+    ERR_FORBIDDEN as ERR_FORBIDDEN,
+)
+from adapters.validators import (
     ERR_INTERNAL as ERR_INTERNAL,
 )
 from adapters.validators import (

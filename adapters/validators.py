@@ -24,6 +24,7 @@ ERR_NOT_FOUND = "not_found"  # no such attachment (CHECK of an unknown container
 ERR_DATAPATH_FAILED = "datapath_failed"  # veth/route/rule setup or teardown failed
 ERR_INTERNAL = "internal"  # anything else inside the daemon
 ERR_SHUTTING_DOWN = "shutting_down"  # the daemon is stopping: try again later
+ERR_FORBIDDEN = "forbidden"  # the peer's uid may not use the socket
 # Client-side only (never sent by the daemon):
 ERR_UNAVAILABLE = "unavailable"  # could not connect to the socket: the daemon is not running
 ERR_TIMEOUT = "timeout"  # connected, but no complete reply in time
@@ -40,6 +41,7 @@ DAEMON_ERROR_CODES = frozenset(
         ERR_DATAPATH_FAILED,
         ERR_INTERNAL,
         ERR_SHUTTING_DOWN,
+        ERR_FORBIDDEN,
     }
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import attrs
@@ -26,6 +27,7 @@ from ipamcore.model import Allocation, AllocationKey, PodRef
 
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
+MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
 
 
 @attrs.frozen
@@ -56,27 +58,64 @@ def _from_ns(ns: int) -> float:
     return ns / NS_PER_S
 
 
+def _allocation_json(a: Allocation) -> str:
+    entry = {
+        "networkName": a.key.network_name,
+        "containerID": a.key.container_id,
+        "ifName": a.key.if_name,
+        "ipv4": a.ipv4 or "",
+        "ipv6": a.ipv6 or "",
+        "allocationTimestamp": _to_ns(a.allocated_at),
+        "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
+    }
+    return json.dumps(entry, separators=(",", ":"))
+
+
+def _released_json(released: tuple[str, float]) -> str:
+    address, at = released
+    return json.dumps({"address": address, "releasedAt": _to_ns(at)}, separators=(",", ":"))
+
+
+def _document(allocations: list[str], released: list[str]) -> bytes:
+    """The compact JSON document ``json.dumps`` would write, from its entries' JSON."""
+    return (
+        f'{{"version":{json.dumps(CHECKPOINT_VERSION)},'
+        f'"allocations":[{",".join(allocations)}],'
+        f'"releasedAddresses":[{",".join(released)}]}}'
+    ).encode()
+
+
 def encode(checkpoint: Checkpoint) -> bytes:
     """The upstream JSON document (with our extra field), as UTF-8 bytes."""
-    doc: dict[str, Any] = {
-        "version": CHECKPOINT_VERSION,
-        "allocations": [
-            {
-                "networkName": a.key.network_name,
-                "containerID": a.key.container_id,
-                "ifName": a.key.if_name,
-                "ipv4": a.ipv4 or "",
-                "ipv6": a.ipv6 or "",
-                "allocationTimestamp": _to_ns(a.allocated_at),
-                "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
-            }
-            for a in checkpoint.allocations
-        ],
-        "releasedAddresses": [
-            {"address": addr, "releasedAt": _to_ns(at)} for addr, at in checkpoint.released_at
-        ],
-    }
-    return json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()
+    return _document(
+        [_allocation_json(a) for a in checkpoint.allocations],
+        [_released_json(r) for r in checkpoint.released_at],
+    )
+
+
+class CheckpointEncoder:
+    """:func:`encode` with a memory: the JSON of each allocation and each release is kept
+    from the previous call, so a writer that saves after every change (the daemon, once
+    per commit batch) encodes only the entries that changed. The bytes are exactly
+    :func:`encode`'s. The memory holds the entries of the last checkpoint only."""
+
+    def __init__(self) -> None:
+        self._allocations: dict[tuple[object, ...], str] = {}
+        self._released: dict[tuple[str, float], str] = {}
+
+    def encode(self, checkpoint: Checkpoint) -> bytes:
+        allocations: dict[tuple[object, ...], str] = {}
+        parts: list[str] = []
+        for a in checkpoint.allocations:
+            # Every field the JSON shows (a plain tuple hashes faster than the Allocation).
+            fields = (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
+                      a.allocated_at, a.pod.namespace, a.pod.name)  # fmt: skip
+            part = self._allocations.get(fields) or _allocation_json(a)
+            allocations[fields] = part
+            parts.append(part)
+        released = {r: self._released.get(r) or _released_json(r) for r in checkpoint.released_at}
+        self._allocations, self._released = allocations, released
+        return _document(parts, [released[r] for r in checkpoint.released_at])
 
 
 def _str_field(entry: Mapping[str, Any], name: str, required: bool = True) -> str:
@@ -90,10 +129,31 @@ def _str_field(entry: Mapping[str, Any], name: str, required: bool = True) -> st
     return value
 
 
-def _int_field(entry: Mapping[str, Any], name: str) -> int:
+def _address_field(
+    entry: Mapping[str, Any], name: str, family: type[IPv4Address | IPv6Address] | None
+) -> str | None:
+    """An IP address of ``family`` (either family for None) in canonical text, or None when
+    empty; anything else is malformed (it would fail later, when the pool is rebuilt)."""
+    value = _str_field(entry, name, required=False)
+    if not value:
+        return None
+    try:
+        address = ip_address(value) if family is None else family(value)
+    except ValueError:
+        kind = "IP " if family is None else family.__name__[:4] + " "
+        raise CheckpointError(f"field {name!r} is not an {kind}address: {value[:60]!r}") from None
+    if isinstance(address, IPv6Address) and address.scope_id:
+        raise CheckpointError(f"field {name!r} has a scope: {value[:60]!r}")
+    return str(address)
+
+
+def _timestamp_field(entry: Mapping[str, Any], name: str) -> int:
+    """Unix nanoseconds: an integer in Go's ``int64`` range, not negative."""
     value = entry.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise CheckpointError(f"field {name!r} must be an integer")
+    if not 0 <= value <= MAX_TIMESTAMP_NS:
+        raise CheckpointError(f"field {name!r} is outside 0..{MAX_TIMESTAMP_NS}")
     return value
 
 
@@ -103,8 +163,8 @@ def _decode_allocation(entry: object) -> Allocation:
     meta = entry.get("metadata") or {}
     if not isinstance(meta, dict):
         raise CheckpointError("field 'metadata' must be an object")
-    ipv4 = _str_field(entry, "ipv4", required=False) or None
-    ipv6 = _str_field(entry, "ipv6", required=False) or None
+    ipv4 = _address_field(entry, "ipv4", IPv4Address)
+    ipv6 = _address_field(entry, "ipv6", IPv6Address)
     if ipv4 is None and ipv6 is None:
         raise CheckpointError("an allocation has neither ipv4 nor ipv6")
     return Allocation(
@@ -119,7 +179,7 @@ def _decode_allocation(entry: object) -> Allocation:
         ),
         ipv4=ipv4,
         ipv6=ipv6,
-        allocated_at=_from_ns(_int_field(entry, "allocationTimestamp")),
+        allocated_at=_from_ns(_timestamp_field(entry, "allocationTimestamp")),
     )
 
 
@@ -153,9 +213,10 @@ def decode(data: bytes | str) -> Checkpoint:
     for entry in raw_released:
         if not isinstance(entry, dict):
             raise CheckpointError("a released address must be a JSON object")
-        released.append(
-            (_str_field(entry, "address"), _from_ns(_int_field(entry, "releasedAt")))
-        )
+        address = _address_field(entry, "address", None)
+        if address is None:
+            raise CheckpointError("field 'address' is missing or empty")
+        released.append((address, _from_ns(_timestamp_field(entry, "releasedAt"))))
     return Checkpoint(
         allocations=allocations, released_at=tuple(released), from_upstream=from_upstream
     )

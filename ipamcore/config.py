@@ -24,6 +24,7 @@ class PolicyName(enum.Enum):
 
     UPSTREAM = "upstream"  # upstream's arithmetic, but cooling addresses are not available
     UPSTREAM_FAITHFUL = "upstream-faithful"  # counts cooling addresses as available, like upstream
+    ADAPTIVE = "adaptive"  # the project's own: warm pool sized from demand (ipamcore.adaptive)
 
 
 @attrs.frozen
@@ -40,6 +41,26 @@ class EniPlacement:
     custom_networking: bool = False
     subnet_discovery: bool = False
     cluster_name: str = ""
+
+
+@attrs.frozen
+class AdaptiveTuning:
+    """Constants of the ``adaptive`` policy (see :mod:`ipamcore.adaptive`); the defaults are
+    what the README's comparison was measured with."""
+
+    rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
+    refill_horizon_s: float = 6.0  # arrivals to cover while a top-up is on its way
+    safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
+    batch_horizon_s: float = 45.0  # net growth one growth call asks for
+    congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
+    boot_hold_s: float = 300.0  # a node just booted fills its first ENI(s) and keeps them
+    boot_enis: int = 2  # ENIs a node just booted fills (creating them at boot, spread out)
+    settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
+    eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less
+    min_warm: int = 1  # addresses kept ready even with no demand at all
+    backoff_base_s: float = 1.0  # first pause after a throttled growth call
+    backoff_cap_s: float = 30.0  # longest pause (before jitter)
+    urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now
 
 
 def _non_negative(name: str) -> Callable[[object, object, Any], None]:
@@ -71,6 +92,7 @@ class PoolConfig:
     throttle_pause_s: float = 5.0  # growth paused after a throttled call
     reconcile_grace_s: float = 60.0  # recently released / acquired addresses kept out of diffs
     reserved_trunk_enis: int = 0
+    adaptive: AdaptiveTuning = AdaptiveTuning()
 
     def __attrs_post_init__(self) -> None:
         if self.prefix_delegation and self.ipv6:

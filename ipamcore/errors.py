@@ -40,7 +40,10 @@ class UnsupportedCheckpointVersion(CheckpointError):
     """The checkpoint was written by a format version this core does not know."""
 
     def __init__(self, version: object) -> None:
-        super().__init__(f"unsupported checkpoint version {version!r}")
+        shown = repr(version)
+        if len(shown) > 80:  # hostile input: keep the message readable
+            shown = shown[:77] + "..."
+        super().__init__(f"unsupported checkpoint version {shown}")
         self.version = version
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
+from ipamcore import adaptive
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
@@ -83,6 +84,9 @@ class Ipam:
         self._subnets: tuple[Subnet, ...] = ()
         self._availability_zone = ""
         self._v6_next: dict[str, int] = {}
+        adaptive_policy = config.policy is PolicyName.ADAPTIVE
+        self._demand = adaptive.Demand(config.adaptive.rate_window_s) if adaptive_policy else None
+        self._backoff = adaptive.Backoff(config.adaptive)
         # Allocations whose address vanished from the instance (out of band) while their pod
         # still holds it: kept on record, so that if the address comes back it stays the
         # pod's and is never handed to a second pod. DEL releases them as usual.
@@ -146,6 +150,10 @@ class Ipam:
         when none is ready, in which case :meth:`plan` with ``waiting`` asks for more."""
         if self.config.ipv6:
             return self._assign_v6(key, pod, now)
+        if self._demand is not None and key not in self.pool.allocations:
+            allocation = self.pool.assign(key, pod, now)
+            self._demand.arrival(now)
+            return allocation
         return self.pool.assign(key, pod, now)
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
@@ -155,7 +163,10 @@ class Ipam:
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
-        return self.pool.release(key, now)
+        released = self.pool.release(key, now)
+        if released is not None and self._demand is not None:
+            self._demand.release(now)
+        return released
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         existing = self.pool.allocations.get(key)
@@ -189,8 +200,14 @@ class Ipam:
         self.pool.advance(now)
         inp = self._policy_input(waiting)
         effects: list[Effect] = []
+        demand = self._demand
+        situation = self._backoff.situation(demand, now) if demand is not None else None
+        tuning = self.config.adaptive
         if now >= self._growth_paused_until:
-            effects = decide_growth(self.pool, inp)
+            if situation is not None:
+                effects = adaptive.decide_growth(self.pool, inp, situation, tuning)
+            else:
+                effects = decide_growth(self.pool, inp)
         growth_in_flight = any(
             isinstance(e, CreateEni | AssignAddresses) for e in self._in_flight.values()
         )
@@ -200,7 +217,10 @@ class Ipam:
             and waiting == 0
             and now - self._last_shrink_at >= self.config.shrink_interval_s
         ):
-            effects = decide_shrink(self.pool, inp, now)
+            if situation is not None:
+                effects = adaptive.decide_shrink(self.pool, inp, situation, tuning, now)
+            else:
+                effects = decide_shrink(self.pool, inp, now)
             if effects:
                 self._last_shrink_at = now
         return [self._start(effect) for effect in effects]
@@ -288,6 +308,8 @@ class Ipam:
         self.pool.advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
+        if isinstance(effect, CreateEni | AssignAddresses):
+            self._backoff.succeeded(effect)
         if isinstance(outcome, EniCreated) and isinstance(effect, CreateEni):
             self._add_observed_eni(outcome.eni, now)
         elif isinstance(outcome, AddressesAssigned) and isinstance(effect, AssignAddresses):
@@ -318,9 +340,14 @@ class Ipam:
         if isinstance(effect, CreateEni | AssignAddresses):
             if kind in (FailureKind.SUBNET_FULL, FailureKind.LIMIT_EXCEEDED):
                 self._growth_paused_until = now + self.config.subnet_full_pause_s
+            elif kind is FailureKind.THROTTLED and self._demand is not None:
+                primary = self.primary_eni()
+                self._backoff.throttled(effect, primary.eni_id if primary else "", now)
             elif kind in (FailureKind.THROTTLED, FailureKind.OTHER):
                 self._growth_paused_until = now + self.config.throttle_pause_s
             return ()
+        if kind is FailureKind.THROTTLED and self._demand is not None:
+            self._backoff.congested(now)  # calls are scarce: hold what the node has
         if isinstance(effect, UnassignAddresses):
             blocks = (*effect.ipv4_addresses, *effect.prefixes)
             if kind is FailureKind.NOT_FOUND:
@@ -431,7 +458,10 @@ class Ipam:
         """
         return Checkpoint(
             allocations=tuple(
-                attrs.evolve(a, eni_id="", device_index=0) for a in self.allocations()
+                Allocation(
+                    key=a.key, pod=a.pod, ipv4=a.ipv4, ipv6=a.ipv6, allocated_at=a.allocated_at
+                )  # eni_id and device_index left at their defaults: not stored
+                for a in self.allocations()
             ),
             released_at=tuple(sorted(self.pool.released_times())),
         )

@@ -6,7 +6,8 @@ netlink work (veth pair, addresses, routes, rules) happens in the daemon.
 
 Spec versions: 0.4.0, 1.0.0 and 1.1.0. Commands: ADD, DEL, CHECK, VERSION, STATUS, GC.
 
-Network configuration keys of our own (all optional):
+Network configuration keys of our own (all optional; paths must be absolute and normalized,
+no ``.`` or ``..`` components):
 
 - ``socketPath``: ipamd's socket (default ``/var/run/aws-node/ipam.sock``)
 - ``pendingDelDir``: where DEL leaves a record when ipamd is unreachable
@@ -83,7 +84,9 @@ class Logger:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         line = f"{stamp} {level.upper()} pid={os.getpid()} {self.context}{msg}"
-        line = line.replace("\n", "\\n") + "\n"
+        if not line.isprintable():  # hostile names cannot forge or garble log lines
+            line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+        line += "\n"
         try:
             if self.path == "stderr":
                 sys.stderr.write(line)
@@ -133,10 +136,25 @@ class NetConf:
         self.prev_result: dict[str, Any] | None = None
 
 
+MAX_PATH_LEN = 4096
+
+
 def _abs_path(raw: Mapping[str, Any], key: str, default: str) -> str:
+    """An absolute, normalized path (no ``.``/``..`` components, no NUL): the plugin writes
+    its records and log only where the configuration says, never somewhere a ``..`` leads."""
     v = raw.get(key, default)
-    if not isinstance(v, str) or not v.startswith("/") or "\x00" in v:
-        raise CniError(E_INVALID_CONFIG, f"{key} must be an absolute path", repr(v)[:200])
+    if (
+        not isinstance(v, str)
+        or not v.startswith("/")
+        or len(v) > MAX_PATH_LEN
+        or "\x00" in v
+        or not v.isprintable()
+        or os.path.normpath(v) != v
+        or v.startswith("//")
+    ):
+        raise CniError(
+            E_INVALID_CONFIG, f"{key} must be an absolute, normalized path", repr(v)[:200]
+        )
     return v
 
 
@@ -176,8 +194,8 @@ def _parse_conf_fields(conf: NetConf, raw: dict[str, Any]) -> None:
     conf.socket_path = _abs_path(raw, "socketPath", conf.socket_path)
     conf.pending_del_dir = _abs_path(raw, "pendingDelDir", conf.pending_del_dir)
     log_file = raw.get("pluginLogFile", conf.log_file)
-    if not isinstance(log_file, str):
-        raise CniError(E_INVALID_CONFIG, "pluginLogFile must be a string")
+    if log_file not in ("", "stderr"):
+        log_file = _abs_path(raw, "pluginLogFile", conf.log_file)
     conf.log_file = log_file
     level = raw.get("pluginLogLevel", conf.log_level)
     if not isinstance(level, str) or level.lower() not in _LEVELS:
@@ -316,6 +334,9 @@ class Plugin:
         self.log = Logger()
         self.version = LATEST_VERSION
 
+    def make_logger(self, conf: NetConf) -> Logger:
+        return Logger(conf.log_file, conf.log_level)
+
     def emit(self, obj: dict[str, Any]) -> None:
         self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.stdout.flush()
@@ -331,7 +352,7 @@ class Plugin:
                 return self.cmd_version()
             conf = parse_conf(self.stdin, command)
             self.version = conf.cni_version
-            self.log = Logger(conf.log_file, conf.log_level)
+            self.log = self.make_logger(conf)
             env = Env(self.environ, command)
             self.log.context = f"cmd={command} container={env.container_id[:64]} "
             env.validate()

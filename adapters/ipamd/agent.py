@@ -1,9 +1,10 @@
 """The node agent: drives the core's :class:`~ipamcore.ipam.Ipam` from asyncio.
 
 Threading: every Ipam call happens on the event loop thread (Ipam is not thread-safe); cloud
-and datapath calls run in worker threads. Datapath and cloud calls each get a thread pool of
-their own, so a burst of pod setups never queues ahead of the checkpoint writer's thread
-hops (aiofiles uses the loop's default executor) and a slow EC2 call never delays a pod.
+and datapath calls run in worker threads. Datapath and cloud calls each get worker threads
+of their own (:mod:`adapters.ipamd.workers`), so a burst of pod setups never queues ahead
+of the checkpoint writer's thread hop (aiofiles uses the loop's default executor) and a
+slow EC2 call never delays a pod.
 The request handlers live in :mod:`adapters.ipamd.handlers`, start-up in
 :mod:`adapters.ipamd.startup`, the timers in :mod:`adapters.ipamd.loops`; this module
 holds the state they share and the effect runner.
@@ -20,11 +21,8 @@ addresses count as coming. The new ENI is set up in the datapath before waiting 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -33,6 +31,7 @@ from adapters.ipamd.clock import Clock
 from adapters.ipamd.group_commit import GroupCommitter
 from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
+from adapters.ipamd.workers import WorkerThreads
 from adapters.metrics import Metrics
 from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
@@ -69,24 +68,55 @@ class Ports:
 
 class KeyLocks:
     """One asyncio.Lock per allocation key, dropped when nobody holds or waits for it, so
-    two requests for the same pod interface never interleave."""
+    two requests for the same pod interface never interleave. ``async with
+    locks.hold(key):`` (a plain class, not a generator-based context manager: it is taken
+    twice per pod, on the hot path)."""
 
     def __init__(self) -> None:
-        self._locks: dict[AllocationKey, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[AllocationKey, _KeyLock] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: AllocationKey) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: AllocationKey) -> _Holding:
+        return _Holding(self._locks, key)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Holding:
+    __slots__ = ("_entry", "_key", "_locks")
+
+    def __init__(self, locks: dict[AllocationKey, _KeyLock], key: AllocationKey) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = _KeyLock()
+        entry.users += 1
+        self._entry = entry
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._entry.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry.users -= 1
+        if self._entry.users == 0:
+            del self._locks[self._key]
 
 
 class Agent:
@@ -121,23 +151,25 @@ class Agent:
         self._effects: set[asyncio.Task[None]] = set()
         self._enis_to_set_up: set[str] = set()
         self.quarantine_until = 0.0
-        self._datapath_pool = ThreadPoolExecutor(DATAPATH_THREADS, thread_name_prefix="datapath")
-        self._cloud_pool = ThreadPoolExecutor(CLOUD_THREADS, thread_name_prefix="cloud")
+        self._datapath_workers = WorkerThreads(DATAPATH_THREADS, "datapath")
+        self._cloud_workers = WorkerThreads(CLOUD_THREADS, "cloud")
 
     async def in_datapath(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) datapath call in the datapath's worker threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._datapath_pool, functools.partial(fn, *args))
+        return await self._datapath_workers.run(fn, *args)
+
+    def start_in_datapath(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start a datapath call in a worker thread and return its future at once."""
+        return self._datapath_workers.submit(fn, *args)
 
     async def in_cloud(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) cloud or metadata call in the cloud's worker threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._cloud_pool, functools.partial(fn, *args))
+        return await self._cloud_workers.run(fn, *args)
 
     def close(self) -> None:
         """Release the worker threads (after stop)."""
-        self._datapath_pool.shutdown(wait=False, cancel_futures=True)
-        self._cloud_pool.shutdown(wait=False, cancel_futures=True)
+        self._datapath_workers.close()
+        self._cloud_workers.close()
 
     # ------------------------------------------------------------------ helpers
     @property

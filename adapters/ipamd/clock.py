@@ -57,6 +57,13 @@ class VirtualClock:
     def sleepers(self) -> int:
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
+    @property
+    def next_deadline(self) -> float | None:
+        """When the earliest pending sleeper wakes (None: nobody sleeps), so a driver can
+        stop exactly there and let woken work finish before time moves on."""
+        pending = [d for d, _, f in self._sleepers if not f.done()]
+        return min(pending) if pending else None
+
     async def advance(self, seconds: float, settle: int = 20) -> None:
         """Move time forward by ``seconds``, waking sleepers in deadline order; between
         wake-ups let the loop run ``settle`` rounds so woken tasks do their work."""

@@ -51,7 +51,9 @@ class Daemon:
         self.log = log
         self.env = dict(env or {})
         self.rng = rng or random.Random()
-        self.server = SocketServer(self.agent, settings.socket_path)
+        self.server = SocketServer(
+            self.agent, settings.socket_path, allowed_uids=settings.socket_allowed_uids
+        )
         self.introspection: HttpServer | None = None
         self.metrics_server: HttpServer | None = None
         self._loops: list[asyncio.Task[None]] = []

@@ -12,7 +12,6 @@ Ordering that makes each reply trustworthy:
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from adapters import protocol as p
@@ -129,9 +128,7 @@ async def add(agent: Agent, req: p.Request) -> p.Reply:
         net = pod_network(agent, allocation, req.netns, req.mtu)
         agent.hints.remember(key, req.netns)
         # The datapath setup (a worker thread) and the durable commit run concurrently.
-        setup = asyncio.ensure_future(
-            agent.in_datapath(_setup_sync, agent.ports.datapath, net, existed is not None)
-        )
+        setup = agent.start_in_datapath(_setup_sync, agent.ports.datapath, net, existed is not None)
         commit_error: BaseException | None = None
         try:
             await agent.committer.commit()

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 
+from adapters.validators import ProtocolError, validate_netns
 from ipamcore.model import AllocationKey
 
 
@@ -47,10 +48,10 @@ class NetnsHints:
         try:
             with open(self.path, encoding="utf-8") as f:
                 doc = json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return
         if isinstance(doc, dict):
-            self._map = {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+            self._map = {k: v for k, v in doc.items() if isinstance(k, str) and _netns_ok(v)}
 
     async def save_if_changed(self) -> None:
         if not self._dirty:
@@ -71,3 +72,12 @@ def _write_atomic(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _netns_ok(value: object) -> bool:
+    """A hint is used as a netns path: only one the socket would have accepted is kept."""
+    try:
+        validate_netns(value)
+    except ProtocolError:
+        return False
+    return True

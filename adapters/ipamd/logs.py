@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from adapters.redact import REDACTED
+
 SECRET_MARKERS = ("secret", "token", "password", "credential", "access_key", "session_key")
-REDACTED = "[redacted]"
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
@@ -28,10 +29,38 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
     return event
 
 
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
+)  # fmt: skip
+MIN_SECRET_LEN = 8  # shorter values would blank ordinary words
+
+
+def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The credentials in ``env`` that must never appear in a log line."""
+    return tuple(v for name in SECRET_ENV if len(v := env.get(name, "")) >= MIN_SECRET_LEN)
+
+
+def scrubber(secrets: tuple[str, ...]) -> Callable[[Any, str, str], str]:
+    """A final processor: blanks every occurrence of a known secret in the rendered line,
+    wherever it came from (an exception text, a URL, a careless field)."""
+
+    def scrub(_logger: Any, _method: str, line: str) -> str:
+        for secret in secrets:
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        return line
+
+    return scrub
+
+
 def make_logger(
-    level: str = "INFO", json: bool | None = None, stream: TextIO | None = None
+    level: str = "INFO",
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> structlog.stdlib.BoundLogger:
-    """A bound logger writing to ``stream`` (default stderr); ``json`` None = auto (TTY)."""
+    """A bound logger writing to ``stream`` (default stderr); ``json`` None = auto (TTY).
+    ``secrets`` (see :func:`secret_values`) are blanked in every line."""
     out = stream if stream is not None else sys.stderr
     if json is None:
         json = not (hasattr(out, "isatty") and out.isatty())
@@ -47,6 +76,8 @@ def make_logger(
         structlog.processors.format_exc_info,
         renderer,
     ]
+    if secrets:
+        processors.append(scrubber(secrets))
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

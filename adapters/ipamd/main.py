@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from adapters.ipamd.clock import SystemClock
 from adapters.ipamd.daemon import Daemon, fan_out
-from adapters.ipamd.logs import make_logger
+from adapters.ipamd.logs import make_logger, secret_values
 from adapters.ipamd.settings import Settings, SettingsError, load_settings
 from adapters.ipamd.wiring import build_ports
 from adapters.metrics import Metrics
@@ -34,7 +34,7 @@ configuration comes from the environment (upstream's variable names), e.g.:
   AWS_VPC_ENI_MTU=9001 POD_MTU=9001 AWS_VPC_K8S_CNI_VETHPREFIX=eni
   AWS_VPC_K8S_CNI_EXTERNALSNAT=false
   AWS_VPC_K8S_CNI_BACKING_STORE=/var/run/aws-node/ipam.json IPAMD_SOCKET=/var/run/aws-node/ipam.sock
-  IPAMD_PENDING_DEL_DIR=/var/run/aws-node/pending-del
+  IPAMD_PENDING_DEL_DIR=/var/run/aws-node/pending-del IPAMD_SOCKET_ALLOWED_UIDS=1000,1001
   INTROSPECTION_BIND_ADDRESS=127.0.0.1:61679 INTROSPECTION_ALLOW_NON_LOOPBACK=false
   METRICS_BIND_ADDRESS=:61678 DISABLE_INTROSPECTION=false DISABLE_METRICS=false
   DISABLE_LEAKED_ENI_CLEANUP=false AWS_VPC_K8S_CNI_LOGLEVEL=INFO IPAMD_LOG_FORMAT=auto|json|text
@@ -45,7 +45,7 @@ exit codes: 0 stopped by SIGTERM, 1 start failed, 2 bad setting
 
 
 async def run(settings: Settings, env: Mapping[str, str]) -> int:
-    log = make_logger(settings.log_level, settings.log_json)
+    log = make_logger(settings.log_level, settings.log_json, secrets=secret_values(env))
     # Datapath, cloud and checkpoint calls all run in worker threads: room for a burst of pods.
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ipamd")

@@ -1,7 +1,9 @@
 """The Unix socket server: one JSON-line request per connection (adapters.protocol).
 
 The socket is created with mode 0600 (umask during bind, then chmod) and owned by the
-daemon's user. Hostile input costs nothing: a frame over 64 KiB, a connection closed before
+daemon's user; a peer whose uid (SO_PEERCRED) is not root, the daemon's own or one of
+``allowed_uids`` gets a ``forbidden`` reply, so a socket whose mode was widened still refuses
+other users. Hostile input costs nothing: a frame over 64 KiB, a connection closed before
 the newline, garbage, or a client that sends nothing for ``read_timeout_s`` gets an error
 reply (when the peer still listens) and the connection is closed; nothing reaches the core.
 Requests run concurrently, one task per connection; :meth:`SocketServer.stop` stops
@@ -13,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
+import struct
+from collections.abc import Iterable
 
 from adapters import protocol as p
 from adapters.ipamd.agent import Agent
 from adapters.ipamd.handlers import handle
 
 SOCKET_MODE = 0o600
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class _Connection(asyncio.Protocol):
@@ -94,10 +100,18 @@ def _send(transport: asyncio.Transport, data: bytes) -> None:
 
 
 class SocketServer:
-    def __init__(self, agent: Agent, path: str, read_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        path: str,
+        read_timeout_s: float = 10.0,
+        allowed_uids: Iterable[int] = (),
+    ) -> None:
         self.agent = agent
         self.path = path
         self.read_timeout_s = read_timeout_s
+        # Root and the daemon's own user always; a chmod'd socket lets no one else in.
+        self.allowed_uids = frozenset({0, os.geteuid(), *allowed_uids})
         self._server: asyncio.AbstractServer | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self.rejected = 0
@@ -127,13 +141,33 @@ class SocketServer:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=timeout)
 
+    def refused_peer(self, transport: asyncio.BaseTransport) -> str:
+        """Why the peer may not use the socket ("" if it may): its uid (SO_PEERCRED) must be
+        in :attr:`allowed_uids`."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:  # not a socket transport (in-memory tests)
+            return ""
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        except OSError as exc:
+            return f"cannot read peer credentials: {exc.strerror or exc}"
+        _pid, uid, _gid = _UCRED.unpack(creds)
+        if uid in self.allowed_uids:
+            return ""
+        return f"uid {uid} may not use this socket"
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
     def dispatch(self, frame: bytes, transport: asyncio.Transport) -> None:
-        """A complete frame arrived: decode it here, handle it in a task of its own."""
+        """A complete frame arrived: check the peer, decode the frame here, handle it in a task
+        of its own. (A refused peer is answered only once its frame is read: a close with
+        unread data would reset the connection and lose the reply.)"""
         try:
+            refused = self.refused_peer(transport)
+            if refused:
+                raise p.ProtocolError(p.ERR_FORBIDDEN, refused)
             req = p.decode_request(frame)
         except p.ProtocolError as exc:
             self.rejected += 1

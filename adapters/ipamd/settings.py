@@ -18,8 +18,9 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   once) | ``realistic`` (each call takes its time and metadata lags, see
   :mod:`backends.fakecloud.latency`), and ``IPAMD_FAKE_CALL_LOG`` (an absolute path) appends
   one JSON line per EC2 call (action, target, outcome, latency) for benchmarks.
-* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` (see
-  :class:`ipamcore.config.PolicyName`).
+* ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive`` (see
+  :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
+  :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -35,6 +36,7 @@ from typing import TypeVar
 import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
+from adapters.redact import redact_url
 from backends.crashpoints import STEPS, parse_crash_point
 from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
@@ -56,7 +58,10 @@ class SettingsError(Exception):
     """A bad environment value: ``variable`` names it, ``accepts`` says what would do."""
 
     def __init__(self, variable: str, accepts: str, got: str | None = None) -> None:
-        shown = "" if got is None else f", got {got!r}"
+        text = repr(got)
+        if len(text) > 120:
+            text = text[:117] + "..."
+        shown = "" if got is None else f", got {text}"
         super().__init__(f"{variable}: expected {accepts}{shown}")
         self.variable = variable
         self.accepts = accepts
@@ -95,6 +100,7 @@ class Settings:
     checkpoint_path: str = DEFAULT_CHECKPOINT_PATH
     socket_path: str = DEFAULT_SOCKET_PATH
     pending_del_dir: str = DEFAULT_PENDING_DEL_DIR
+    socket_allowed_uids: tuple[int, ...] = ()  # besides root and the daemon's own user
     introspection: BindAddress = BindAddress("127.0.0.1", 61679)
     introspection_enabled: bool = True
     introspection_allow_non_loopback: bool = False
@@ -121,10 +127,13 @@ class Settings:
     crash_point: str = ""  # test hook, see the module docstring
 
     def public(self) -> dict[str, object]:
-        """A JSON-able view for introspection and logs (nothing secret is in Settings)."""
+        """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
+        no other secret)."""
         doc = attrs.asdict(self, recurse=True, value_serializer=_serialize)
         doc["introspection"] = str(self.introspection)
         doc["metrics"] = str(self.metrics)
+        doc["ec2_endpoint"] = redact_url(self.ec2_endpoint)
+        doc["metadata_endpoint"] = redact_url(self.metadata_endpoint)
         return doc
 
 
@@ -220,7 +229,7 @@ def parse_tags(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]
     accepts = 'a JSON object of string tags, e.g. {"team": "net"} (keys not starting with aws:)'
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SettingsError(name, accepts, raw) from None
     if not isinstance(doc, dict):
         raise SettingsError(name, accepts, raw)
@@ -244,6 +253,16 @@ def parse_ids(env: Mapping[str, str], name: str, prefix: str) -> tuple[str, ...]
     return ids
 
 
+def parse_uids(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return ()
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(part.isascii() and part.isdigit() and int(part) < 2**32 for part in parts):
+        raise SettingsError(name, "comma-separated numeric user ids", raw)
+    return tuple(sorted({int(part) for part in parts}))
+
+
 def _veth_prefix(env: Mapping[str, str]) -> str:
     name = "AWS_VPC_K8S_CNI_VETHPREFIX"
     raw = _get(env, name)
@@ -260,6 +279,11 @@ def _max_eni(env: Mapping[str, str]) -> int | None:
     if raw == "-1":  # upstream's "unset"
         return None
     return parse_int(env, "MAX_ENI", None, lo=1)
+
+
+def _policy(env: Mapping[str, str]) -> PolicyName:
+    choices = tuple(p.value for p in PolicyName)
+    return PolicyName(parse_choice(env, "IPAMD_POLICY", PolicyName.UPSTREAM.value, choices))
 
 
 def _pool(env: Mapping[str, str]) -> PoolConfig:
@@ -289,9 +313,7 @@ def _pool(env: Mapping[str, str]) -> PoolConfig:
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
-            policy=PolicyName(
-                parse_choice(env, "IPAMD_POLICY", "upstream", tuple(n.value for n in PolicyName))
-            ),
+            policy=_policy(env),
         )
     except ConfigError as exc:
         raise SettingsError(exc.setting, exc.message) from None
@@ -358,6 +380,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_del_dir=_checked(
             env, "IPAMD_PENDING_DEL_DIR", DEFAULT_PENDING_DEL_DIR, _absolute, path_accepts
         ),
+        socket_allowed_uids=parse_uids(env, "IPAMD_SOCKET_ALLOWED_UIDS"),
         introspection=introspection,
         introspection_enabled=introspection_enabled,
         introspection_allow_non_loopback=allow_remote,

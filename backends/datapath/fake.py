@@ -156,17 +156,23 @@ class FakeDatapath(FaultInjection):
             ns = self.namespaces.get(pod.netns_path)
             if ns is None:
                 raise E.NetnsNotFound(pod.netns_path)
-            saved = (
-                copy.deepcopy(self.links),
-                set(self.routes),
-                set(self.rules),
-                copy.deepcopy(ns),
-            )
+            # What a failed setup restores: the maps (building adds and removes entries but
+            # changes no existing Link) and, deep, the two namespaces it may change: the
+            # pod's and the one holding the peer of a host veth of the same name. Not a
+            # deep copy of every link: that made each setup cost O(pods on the node).
+            old = self.links.get(pod.host_veth)
+            touched = {pod.netns_path} | ({old.peer[0]} if old and old.peer else set())
+            saved_ns = {
+                path: copy.deepcopy(self.namespaces[path])
+                for path in touched
+                if path in self.namespaces
+            }
+            saved = (dict(self.links), set(self.routes), set(self.rules))
             try:
                 self._build_pod(pod, ns)
             except Exception:
-                self.links, self.routes, self.rules = saved[0], saved[1], saved[2]
-                self.namespaces[pod.netns_path] = saved[3]
+                self.links, self.routes, self.rules = saved
+                self.namespaces.update(saved_ns)
                 raise
 
     def _build_pod(self, pod: PodNetwork, ns: Netns) -> None:

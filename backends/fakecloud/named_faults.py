@@ -26,7 +26,7 @@ from ipamcore.model import NO_MANAGE_TAG
 
 # Every EC2 action the agent's cloud port performs (FakeEc2 names them as EC2 does).
 AGENT_ACTIONS = (
-    "DescribeInstances",
+    # (DescribeInstances is not here: the core picks device indexes, no call needs it.)
     "CreateNetworkInterface",
     "AttachNetworkInterface",
     "ModifyNetworkInterfaceAttribute",

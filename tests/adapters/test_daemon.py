@@ -13,6 +13,7 @@ from adapters.ipamd.daemon import Daemon
 from backends.checkpoint import read_checkpoint_file
 from ipamcore.errors import FailureKind
 from tests.adapters.harness import (
+    NETNS,
     World,
     add_request,
     call,
@@ -135,6 +136,35 @@ async def test_pool_empty_after_the_wait(world: World) -> None:
         await d.stop()
 
 
+async def test_netns_hints_are_written_with_the_checkpoint(world: World, daemon: Daemon) -> None:
+    hints = world.checkpoint_path + ".netns"
+    reply = await call(world.socket_path, add_request(1))
+    assert reply.ok
+    key = f"aws-cni/{add_request(1).container_id}/eth0"
+    with open(hints, encoding="utf-8") as f:
+        assert json.load(f) == {key: add_request(1).netns}  # no later write needed
+    assert (await call(world.socket_path, del_request(1))).ok
+    with open(hints, encoding="utf-8") as f:
+        assert json.load(f) == {}
+
+
+async def test_a_failed_hints_write_is_retried_with_the_next_batch(
+    world: World, daemon: Daemon
+) -> None:
+    hints = world.checkpoint_path + ".netns"
+    taken = f"{hints}.tmp-{os.getpid()}"
+    os.mkdir(taken)  # the hints' temp path is taken: their write fails
+    try:
+        assert (await call(world.socket_path, add_request(1))).ok
+        assert len(saved_ips(world)) == 1  # the checkpoint is durable all the same
+    finally:
+        os.rmdir(taken)
+    assert not os.path.exists(hints)
+    assert (await call(world.socket_path, add_request(1))).ok  # same pod: hints unchanged
+    with open(hints, encoding="utf-8") as f:
+        assert json.load(f) == {f"aws-cni/{add_request(1).container_id}/eth0": NETNS.format(1)}
+
+
 async def test_restart_restores_allocations_and_drops_gone_pods(world: World) -> None:
     d = world.daemon()
     await d.start()
@@ -226,9 +256,7 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
         await until(lambda: d.agent.stats().available >= 40, world.clock)
         saves_before = d.agent.committer.saves
         n = 32
-        replies = await asyncio.gather(
-            *(call(world.socket_path, add_request(i)) for i in range(n))
-        )
+        replies = await asyncio.gather(*(call(world.socket_path, add_request(i)) for i in range(n)))
         assert all(r.ok for r in replies)
         assert len({r.result["ipv4"] for r in replies}) == n
         saves = d.agent.committer.saves - saves_before
@@ -254,9 +282,7 @@ async def test_leaked_enis_are_freed(world: World) -> None:
     await d.start()
     try:
         leaked = world.cloud.create_detached_eni(world.instance_id)
-        await until(
-            lambda: leaked not in world.cloud.vpc.enis, world.clock, step=60.0, limit=20
-        )
+        await until(lambda: leaked not in world.cloud.vpc.enis, world.clock, step=60.0, limit=20)
         assert "leaked ENI freed" in logs(world)
     finally:
         await d.stop()

@@ -136,3 +136,19 @@ def test_main_exits_2_naming_the_variable(capsys: pytest.CaptureFixture[str]) ->
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--check-config"], env={}) == 0
     assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("raw", "policy"),
+    [(None, PolicyName.UPSTREAM), ("adaptive", PolicyName.ADAPTIVE),
+     ("Upstream-Faithful", PolicyName.UPSTREAM_FAITHFUL)],
+)  # fmt: skip
+def test_pool_policy_is_chosen_by_ipamd_policy(raw: str | None, policy: PolicyName) -> None:
+    env = {} if raw is None else {"IPAMD_POLICY": raw}
+    assert load_settings(env).pool.policy is policy
+
+
+def test_a_bad_pool_policy_names_the_choices() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"IPAMD_POLICY": "smart"})
+    assert "upstream, upstream-faithful, adaptive" in str(err.value)

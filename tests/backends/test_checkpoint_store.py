@@ -196,6 +196,34 @@ async def test_failed_save_keeps_the_old_checkpoint(
     assert await store.load() == sample_checkpoint(1, base=50)
 
 
+async def test_save_fsyncs_file_then_renames_then_fsyncs_directory(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order that makes a save durable."""
+    store = JsonFileCheckpointStore(str(path))
+    steps: list[str] = []
+    real = (jsonfile._afsync, aiofiles.os.replace, jsonfile._afsync_dir)
+
+    async def fsync_file(fd: int) -> None:
+        steps.append("fsync file")
+        await real[0](fd)
+
+    async def replace(src: str, dst: str) -> None:
+        steps.append("rename")
+        await real[1](src, dst)
+
+    async def fsync_dir(directory: str) -> None:
+        steps.append(f"fsync dir {directory}")
+        await real[2](directory)
+
+    monkeypatch.setattr(jsonfile, "_afsync", fsync_file)
+    monkeypatch.setattr(aiofiles.os, "replace", replace)
+    monkeypatch.setattr(jsonfile, "_afsync_dir", fsync_dir)
+    await store.save(sample_checkpoint(3))
+    assert steps == ["fsync file", "rename", f"fsync dir {path.parent}"]
+    assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
+
+
 async def test_cancelled_save_completes_in_order(path: Path) -> None:
     store = JsonFileCheckpointStore(str(path))
     first, second = sample_checkpoint(5), sample_checkpoint(6, base=10)

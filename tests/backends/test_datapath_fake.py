@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 
 from backends.datapath import errors as E
@@ -127,6 +129,24 @@ def test_deleting_host_veth_takes_pod_end_with_it() -> None:
     h.datapath.setup_pod(pod)
     h.break_piece(pod, E.HOST_VETH)
     assert E.POD_IF in h.datapath.check_pod(pod)
+
+
+def test_failed_setup_restores_the_namespace_of_a_replaced_host_veth() -> None:
+    """A setup that reuses a host veth name first deletes the old pair (its pod end lives in
+    another namespace); when the setup then fails, that namespace is restored too."""
+    h = FakeHarness()
+    first = make_pod(h)
+    h.datapath.setup_pod(first)
+    before = h.host_snapshot()
+    old_ns = copy.deepcopy(h.datapath.namespaces[first.netns_path])
+    second = attrs.evolve(make_pod(h), host_veth=first.host_veth)
+    h.datapath.fail_next("setup_pod", "rules")
+    with pytest.raises(E.InjectedFault):
+        h.datapath.setup_pod(second)
+    assert h.host_snapshot() == before
+    assert h.datapath.namespaces[first.netns_path] == old_ns
+    assert h.datapath.check_pod(first) == []
+    assert h.datapath.namespaces[second.netns_path].links == {}
 
 
 # ---------------------------------------------------------------------- SNAT rules text

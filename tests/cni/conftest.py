@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cni.cni_fake_ipamd import FakeIpamd
+from adapters.cni.fake_ipamd import FakeIpamd
 from tests.cni.helpers import PluginExec
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from adapters import pending_dels as pd
 from adapters import protocol as p
-from tests.cni.cni_fake_ipamd import FakeIpamd
+from adapters.cni.fake_ipamd import FakeIpamd
 from tests.cni.helpers import PluginExec, PluginRun
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipamcore.checkpoint import Checkpoint, decode, encode
+from ipamcore.checkpoint import Checkpoint, CheckpointEncoder, decode, encode
 from ipamcore.config import PoolConfig
 from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
 from ipamcore.ipam import Ipam
@@ -127,3 +128,110 @@ def test_round_trip_of_arbitrary_allocations(
         for k, (n, c, i, t, ns, p) in enumerate(rows)
     ))
     assert decode(encode(checkpoint)) == checkpoint
+
+
+def ns(seconds: float) -> int:
+    whole = int(seconds // 1)
+    return whole * 1_000_000_000 + round((seconds - whole) * 1_000_000_000)
+
+
+def reference_encode(checkpoint: Checkpoint) -> bytes:
+    """The document as one ``json.dumps`` writes it (what ``encode`` must equal)."""
+    return json.dumps(
+        {
+            "version": "vpc-cni-ipam/1",
+            "allocations": [
+                {
+                    "networkName": a.key.network_name,
+                    "containerID": a.key.container_id,
+                    "ifName": a.key.if_name,
+                    "ipv4": a.ipv4 or "",
+                    "ipv6": a.ipv6 or "",
+                    "allocationTimestamp": ns(a.allocated_at),
+                    "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
+                }
+                for a in checkpoint.allocations
+            ],
+            "releasedAddresses": [
+                {"address": address, "releasedAt": ns(at)}
+                for address, at in checkpoint.released_at
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+allocation_rows = st.lists(
+    st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names,
+              st.sampled_from(["10.0.0.1", "10.0.0.2", None]), st.sampled_from(["fd00::1", None])),
+    max_size=6,
+)  # fmt: skip
+released_rows = st.lists(
+    st.tuples(st.sampled_from(["10.0.1.1", "10.0.1.2", "10.0.1.3"]), st.floats(1.5e9, 4e9)),
+    max_size=6,
+)
+
+
+def checkpoints() -> st.SearchStrategy[Checkpoint]:
+    return st.builds(
+        lambda rows, released: Checkpoint(
+            allocations=tuple(
+                Allocation(AllocationKey(n, c, i), PodRef(ns, p), v4, v6, t)
+                for n, c, i, t, ns, p, v4, v6 in rows
+            ),
+            released_at=tuple(released),
+        ),
+        allocation_rows,
+        released_rows,
+    )
+
+
+CHANGES = {
+    "network_name": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, network_name="other")),
+    "container_id": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, container_id="other")),
+    "if_name": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, if_name="eth9")),
+    "ipv4": lambda a: attrs.evolve(a, ipv4="10.9.9.9" if a.ipv4 != "10.9.9.9" else None),
+    "ipv6": lambda a: attrs.evolve(a, ipv6="fd00::9" if a.ipv6 != "fd00::9" else None),
+    "allocated_at": lambda a: attrs.evolve(a, allocated_at=a.allocated_at + 0.5),
+    "namespace": lambda a: attrs.evolve(a, pod=attrs.evolve(a.pod, namespace="other")),
+    "name": lambda a: attrs.evolve(a, pod=attrs.evolve(a.pod, name="other")),
+}
+
+
+@st.composite
+def checkpoint_sequences(draw: st.DrawFn) -> list[Checkpoint]:
+    """A checkpoint, then versions of it where each allocation is kept, dropped or has one
+    field changed, and the releases change: what a writer sees between saves."""
+    sequence = [draw(checkpoints())]
+    for _ in range(draw(st.integers(1, 4))):
+        allocations = []
+        for a in sequence[-1].allocations:
+            change = draw(st.sampled_from(["keep", "drop", *CHANGES]))
+            if change != "drop":
+                allocations.append(a if change == "keep" else CHANGES[change](a))
+        sequence.append(Checkpoint(tuple(allocations), tuple(draw(released_rows))))
+    return sequence
+
+
+@given(checkpoint_sequences())
+def test_encoder_with_memory_writes_exactly_what_encode_writes(
+    sequence: list[Checkpoint],
+) -> None:
+    """Any sequence of checkpoints (entries kept, changed, dropped, repeated) through one
+    CheckpointEncoder gives, each time, the bytes of a fresh encode and of json.dumps."""
+    encoder = CheckpointEncoder()
+    for checkpoint in sequence:
+        expected = reference_encode(checkpoint)
+        assert encode(checkpoint) == expected
+        assert encoder.encode(checkpoint) == expected
+
+
+def test_encoder_forgets_entries_that_left_the_checkpoint() -> None:
+    encoder = CheckpointEncoder()
+    first = Allocation(AllocationKey("aws-cni", "c1", "eth0"), PodRef("ns", "a"), "10.0.0.1",
+                       None, 1.7e9)  # fmt: skip
+    moved = attrs.evolve(first, ipv4="10.0.0.2")  # same pod, another address
+    encoder.encode(Checkpoint(allocations=(first,), released_at=(("10.0.0.9", 1.7e9),)))
+    data = encoder.encode(Checkpoint(allocations=(moved,)))
+    assert decode(data) == Checkpoint(allocations=(moved,))
+    assert len(encoder._allocations) == 1 and not encoder._released

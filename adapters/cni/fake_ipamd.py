@@ -1,4 +1,5 @@
-"""A fake ipamd: a thread serving the protocol on a Unix socket, for plugin tests and benchmarks.
+"""A fake ipamd: a thread serving the protocol on a Unix socket, for plugin tests and benchmarks
+(the plugin's side of the socket without a daemon; benchmarks import it, so it lives here).
 
 Stdlib + adapters.protocol only. By default it behaves like a small, well-behaved daemon: ADD
 hands out 10.0.0.<n>, DEL/GC/STATUS answer ok, CHECK answers ok for known attachments and

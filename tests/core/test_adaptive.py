@@ -1,0 +1,271 @@
+"""The ``adaptive`` policy: demand rates, targets, growth, look-ahead, shrink and backoff."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipamcore.adaptive import (
+    Backoff,
+    Demand,
+    Rates,
+    Situation,
+    backoff_delay,
+    decide_growth,
+    decide_shrink,
+    targets,
+)
+from ipamcore.config import AdaptiveTuning, PolicyName, PoolConfig
+from ipamcore.effects import AssignAddresses, CreateEni, FreeEni, UnassignAddresses
+from ipamcore.errors import FailureKind
+from ipamcore.events import AddressesAssigned, EffectFailed
+from ipamcore.ipam import Ipam
+from ipamcore.policy import PolicyInput
+from tests.core.builders import eni, key, node, pod
+
+ADAPTIVE = PoolConfig(policy=PolicyName.ADAPTIVE)
+TUNING = AdaptiveTuning()
+OLD = Situation()  # past the boot hold, never throttled, no demand
+
+
+def policy_input(ipam: Ipam, waiting: int = 0) -> PolicyInput:
+    return ipam._policy_input(waiting)
+
+
+def warm_node(ips: int, assigned: int, instance_type: str = "m5.xlarge") -> Ipam:
+    """A node whose primary ENI holds ``ips`` secondary IPs, ``assigned`` of them in use."""
+    ipam = node(instance_type, ADAPTIVE, enis=(eni(0, ips=ips),))
+    for i in range(assigned):
+        ipam.assign(key(i), pod(i), 0.0)
+    return ipam
+
+
+# ----------------------------------------------------------------------------- rates
+def test_demand_rates_are_exponential_averages() -> None:
+    demand = Demand(window_s=30.0)
+    assert demand.rates(0.0) == Rates(0.0, 0.0)
+    for t in range(10):
+        demand.arrival(float(t))
+    rates = demand.rates(10.0)
+    assert 0.25 < rates.arrivals < 10 / 30.0 and rates.net == rates.arrivals
+    demand.release(10.0)
+    assert demand.rates(10.0).net == pytest.approx(rates.arrivals - 1 / 30.0)
+    later = demand.rates(10.0 + 30.0)
+    assert later.arrivals == pytest.approx(rates.arrivals / math.e)
+
+
+def test_ipam_counts_new_allocations_and_releases_only() -> None:
+    ipam = warm_node(ips=5, assigned=0)
+    ipam.assign(key(1), pod(1), 1.0)
+    ipam.assign(key(1), pod(1), 1.0)  # the same key again is not an arrival
+    ipam.release(key(1), 2.0)
+    ipam.release(key(1), 2.0)  # nothing to release
+    assert ipam._demand is not None
+    rates = ipam._demand.rates(2.0)
+    assert rates.arrivals == pytest.approx(math.exp(-1 / 30) / 30)
+    assert rates.net == pytest.approx(rates.arrivals - 1 / 30)
+
+
+# ---------------------------------------------------------------------------- targets
+@pytest.mark.parametrize(
+    ("arrivals", "net", "low", "high"),
+    [
+        (0.0, 0.0, 1, 1),  # no demand: min_warm
+        (0.1, 0.0, 2, 2),  # 0.6 expected in 6 s, + 1.5 sigma = 1.76; churn only: no batch
+        (0.2, 0.2, 3, 12),  # 1.2 + 1.64 = 2.84; batch 0.2/s x 45 s = 9
+        (1.0, 1.0, 10, 55),  # 6 + 3.67 = 9.67; batch 45
+        (1.0, -0.5, 10, 10),  # demand falling: no batch
+    ],
+)
+def test_targets_table(arrivals: float, net: float, low: int, high: int) -> None:
+    ipam = warm_node(ips=0, assigned=0)
+    aim = targets(Rates(arrivals, net), policy_input(ipam), TUNING)
+    assert (aim.low, aim.high) == (low, high)
+    assert aim.keep == max(high, 2 * low)
+
+
+def test_warm_ip_target_is_a_floor_for_the_adaptive_policy() -> None:
+    ipam = node("m5.xlarge", attrs.evolve(ADAPTIVE, warm_ip_target=6), enis=(eni(0),))
+    assert targets(Rates(), policy_input(ipam), TUNING).low == 6
+
+
+# ----------------------------------------------------------------------------- growth
+def test_no_demand_keeps_one_ready_address() -> None:
+    ipam = warm_node(ips=0, assigned=0)
+    assert decide_growth(ipam.pool, policy_input(ipam), OLD, TUNING) == [
+        AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=1)
+    ]
+    ipam = warm_node(ips=1, assigned=0)
+    assert decide_growth(ipam.pool, policy_input(ipam), OLD, TUNING) == []
+
+
+def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    assert backoff.situation(demand, 0.0).young
+    assert not backoff.situation(demand, TUNING.boot_hold_s).young
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    backoff.situation(demand, 0.0)
+    demand.arrival(10.0)
+    assert backoff.situation(demand, 11.0).young  # pods are coming
+    assert not backoff.situation(demand, 200.0).young  # they came, and stopped
+
+
+def test_a_young_node_fills_its_first_two_enis_and_does_not_shrink() -> None:
+    ipam = warm_node(ips=2, assigned=0)
+    young = Situation(young=True)
+    assign, create = decide_growth(ipam.pool, policy_input(ipam), young, TUNING)
+    assert assign == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=12)  # 14 a ENI
+    assert isinstance(create, CreateEni) and create.ipv4_count == 14
+    one = AdaptiveTuning(boot_enis=1)
+    assert decide_growth(ipam.pool, policy_input(ipam), young, one) == [assign]
+    full = warm_node(ips=14, assigned=0)
+    assert decide_shrink(full.pool, policy_input(full), young, TUNING, 1000.0) == []
+    assert decide_shrink(full.pool, policy_input(full), OLD, TUNING, 1000.0) != []
+
+
+def test_growth_asks_for_the_batch_when_demand_grows() -> None:
+    ipam = warm_node(ips=3, assigned=3)
+    rising = Situation(rates=Rates(0.2, 0.2))
+    aim = targets(rising.rates, policy_input(ipam), TUNING)
+    effects = decide_growth(ipam.pool, policy_input(ipam), rising, TUNING)
+    assert effects[0] == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=11)
+    assert isinstance(effects[1], CreateEni) and effects[1].ipv4_count == aim.high - 11
+
+
+def test_waiting_pods_count_in_the_shortage() -> None:
+    ipam = warm_node(ips=3, assigned=3)
+    (effect,) = decide_growth(ipam.pool, policy_input(ipam, waiting=5), OLD, TUNING)
+    assert effect == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=6)
+
+
+def test_congested_growth_fills_whole_enis() -> None:
+    ipam = warm_node(ips=3, assigned=3)
+    congested = Situation(congested=True)
+    (effect,) = decide_growth(ipam.pool, policy_input(ipam), congested, TUNING)
+    assert effect == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=11)
+
+
+def test_look_ahead_creates_the_next_eni_before_the_room_runs_out() -> None:
+    ipam = warm_node(ips=14, assigned=4)  # 10 ready, no room left on the primary ENI
+    steady = Situation(rates=Rates(0.1, 0.0))
+    assert decide_growth(ipam.pool, policy_input(ipam), steady, TUNING) == []
+    rising = Situation(rates=Rates(0.1, 0.1))  # 10 ready last 100 s < 120 s look-ahead
+    (create,) = decide_growth(ipam.pool, policy_input(ipam), rising, TUNING)
+    assert isinstance(create, CreateEni) and create.ipv4_count >= 1
+    backing_off = attrs.evolve(rising, can_create=False)
+    assert decide_growth(ipam.pool, policy_input(ipam), backing_off, TUNING) == []
+
+
+def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
+    ipam = warm_node(ips=3, assigned=3)
+    no_creates = Situation(can_create=False, can_create_urgently=False)
+    effects = decide_growth(ipam.pool, policy_input(ipam, waiting=2), no_creates, TUNING)
+    assert effects == [AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=3)]
+    no_assigns = Situation(can_assign=False)
+    assert decide_growth(ipam.pool, policy_input(ipam, waiting=2), no_assigns, TUNING) == []
+
+
+# ----------------------------------------------------------------------------- shrink
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come() -> None:
+    ipam = warm_node(ips=14, assigned=2)  # 12 ready
+    trickle = Situation(rates=Rates(0.01, 0.001))  # low 1, high 2: keep 2
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses)
+    assert len(effect.ipv4_addresses) == 5  # (12 - 2) // 2, highest addresses first
+    assert effect.ipv4_addresses[0] == "10.0.0.23"
+
+
+def test_shrink_gives_back_the_whole_surplus_when_demand_falls() -> None:
+    ipam = warm_node(ips=14, assigned=2)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), OLD, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+
+
+def test_shrink_frees_an_empty_eni_only_with_a_spare_eni_left() -> None:
+    ipam = node("m5.xlarge", ADAPTIVE, enis=(eni(0, ips=14), eni(1, ips=14), eni(2, ips=0)))
+    for i in range(3):
+        ipam.assign(key(i), pod(i), 0.0)
+    inp = policy_input(ipam)
+    assert decide_shrink(ipam.pool, inp, OLD, TUNING, 1000.0) == [
+        FreeEni(effect_id=0, eni_id="eni-0002")
+    ]
+    assert decide_shrink(ipam.pool, inp, OLD, TUNING, 30.0) != [
+        FreeEni(effect_id=0, eni_id="eni-0002")
+    ]  # too young to free
+    busy = node("m5.xlarge", ADAPTIVE, enis=(eni(0, ips=14), eni(1, ips=0)))
+    for i in range(14):
+        busy.assign(key(i), pod(i), 0.0)
+    assert decide_shrink(busy.pool, policy_input(busy), OLD, TUNING, 1000.0) == []
+
+
+def test_no_shrink_while_congested() -> None:
+    ipam = warm_node(ips=14, assigned=2)
+    congested = Situation(congested=True)
+    assert decide_shrink(ipam.pool, policy_input(ipam), congested, TUNING, 1000.0) == []
+
+
+# ----------------------------------------------------------------------------- backoff
+@given(attempt=st.integers(1, 40), seed=st.text(max_size=20))
+def test_backoff_is_deterministic_bounded_and_grows(attempt: int, seed: str) -> None:
+    delay = backoff_delay(attempt, seed, TUNING)
+    assert delay == backoff_delay(attempt, seed, TUNING)
+    ceiling = min(TUNING.backoff_cap_s, TUNING.backoff_base_s * 2 ** (attempt - 1))
+    assert ceiling / 2 <= delay < ceiling
+
+
+def test_backoff_jitter_spreads_nodes_apart() -> None:
+    delays = {backoff_delay(5, f"eni-{i:04d}", TUNING) for i in range(100)}
+    assert len(delays) == 100
+    assert max(delays) - min(delays) > TUNING.backoff_base_s * 16 * 0.4
+
+
+def test_backoff_is_per_action_and_resets_on_success() -> None:
+    backoff = Backoff(TUNING)
+    demand = Demand(30.0)
+    create = CreateEni(effect_id=1, subnet_id="s", security_groups=())
+    pause = backoff.throttled(create, "eni-0000", 100.0)
+    situation = backoff.situation(demand, 100.0)
+    assert not situation.can_create and situation.can_assign and situation.congested
+    assert backoff.situation(demand, 100.0 + pause).can_create
+    backoff.throttled(create, "eni-0000", 200.0)
+    assert backoff.streak["create"] == 2
+    backoff.succeeded(create)
+    assert "create" not in backoff.streak
+
+
+def test_ipam_backs_off_after_a_throttled_call_then_retries() -> None:
+    no_boot_fill = attrs.evolve(ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0))
+    ipam = node("m5.xlarge", no_boot_fill, enis=(eni(0),))
+    (first,) = ipam.plan(1000.0)
+    ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 1000.0)
+    pause = backoff_delay(1, "eni-0000/assign", TUNING)
+    assert ipam.plan(1000.0 + pause / 2, waiting=0) == []
+    (retry,) = ipam.plan(1000.0 + pause)
+    assert isinstance(retry, AssignAddresses) and retry.ipv4_count == 14  # congested: fill
+    ipam.apply(AddressesAssigned(retry.effect_id, "eni-0000", ("10.0.0.10",)), 1001.0 + pause)
+    assert ipam._backoff.streak == {}
+
+
+def test_other_policies_keep_the_fixed_throttle_pause() -> None:
+    ipam = node("m5.xlarge", PoolConfig(), enis=(eni(0),))
+    (first,) = ipam.plan(0.0)
+    ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 0.0)
+    assert ipam.plan(4.9) == []
+    assert len(ipam.plan(5.0)) == 1
+
+
+def test_a_throttled_shrink_holds_the_pool_for_the_congestion_hold() -> None:
+    ipam = warm_node(ips=14, assigned=2)
+    start = 1000.0
+    (unassign,) = ipam.plan(start)
+    assert isinstance(unassign, UnassignAddresses)
+    ipam.apply(EffectFailed(unassign.effect_id, FailureKind.THROTTLED), start)
+    later = start + TUNING.congestion_hold_s - 1
+    assert ipam.plan(later) == []  # no shrink retry while congested
+    (retry,) = ipam.plan(start + TUNING.congestion_hold_s)
+    assert isinstance(retry, UnassignAddresses)
+    assert len(retry.ipv4_addresses) == len(unassign.ipv4_addresses)
