@@ -2,30 +2,40 @@
 
 How an address is chosen (deterministic, documented, O(log n)):
 
-* Ready addresses sit in buckets, one per ENI's secondary IPs or per /28 prefix, each a small
-  heap ordered by ``(released_at, address)``; a heap of bucket keys (one int encoding
-  ``(network card, device index, block rank)``) finds the lowest bucket with an address.
+* Ready addresses sit in buckets, one per ENI's secondary IPs or per /28 prefix, each ordered
+  by ``(released_at, address)``; the lowest bucket with an address is kept apart (``_top``)
+  above a heap of the other buckets' keys (one int encoding
+  ``(network card, device index, block rank)``).
   The ENI rank is ``(network card, device index)``: pods are packed onto the lowest ENIs so
   the highest ENIs drain and can be given back. Within an ENI, secondary IPs share block rank
   0 and /28 prefixes are ranked in the order they were added, so whole prefixes drain too.
 * Among equal candidates the address released longest ago wins (never used counts as
   released at minus infinity), so a just-released address is the last to be reused.
-* A released address first waits in a second heap ordered by the time its cooldown ends; it is
-  not counted as available while cooling (upstream counts it, so pods wait: #1700, #2896).
+* A released address first waits in a second queue ordered by the time its cooldown ends; it
+  is not counted as available while cooling (upstream counts it, so pods wait: #1700, #2896).
 
-Entries hold the slot itself and are invalidated lazily with a generation number, so removal
-is O(1) and every call is amortised O(log n): no scan over ENIs or addresses. The hot path
-(assign, release) hashes the allocation key three times per pair and looks nothing else up in
-a dictionary: at 65,536 addresses its cost stays close to that at 16.
+How it is stored, and why: the pool may hold tens of thousands of addresses, and at that size
+the cost of an assign+release pair is set by how many cold cache lines and garbage-collected
+objects it touches, not by the number of steps. So an address is a slot number, and its state
+lives in flat arrays indexed by it (a tag packing generation and state, the release time, the
+address as an int; the block, allocation and address string in lists); the ready time is the
+release time plus the one cooldown. Queue entries are single ints, ``tag << 32 | slot``, and
+a pair allocates no container object of the pool's own. A new generation is taken whenever a
+slot becomes free or starts cooling, and any state change alters the tag, so older entries
+for it are stale: removal is O(1) and stale entries are dropped when they reach a queue's
+head. The pool maps an allocation key straight to its slot, so a pair hashes the key three
+times and probes no other dictionary. :class:`Slot`, :attr:`AddressPool.slots` and
+:attr:`AddressPool.allocations` are views over that storage.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import enum
 import heapq
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
@@ -34,6 +44,17 @@ from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEn
 
 NEVER = float("-inf")
 
+# A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << 32 | slot``, valid
+# while the slot's tag is still the one it was made with.
+_FREE = 0  # ready (or leaving with its ENI)
+_COOLING = 1  # free, waiting for its cooldown to end
+_ASSIGNED = 2
+_LEAVING = 3  # its block is being given back
+_STATE = 3  # tag & _STATE is the state
+
+_SHIFT = 32
+_MASK = (1 << _SHIFT) - 1
+
 
 class SlotState(enum.Enum):
     FREE = "free"  # ready, or cooling when ready_at > now
@@ -41,36 +62,7 @@ class SlotState(enum.Enum):
     LEAVING = "leaving"  # an unassign or ENI free is in flight
 
 
-@attrs.define(eq=False)
-class Slot:
-    """One assignable address."""
-
-    address: str
-    eni_id: str
-    block: str  # the address itself for a secondary IP, the /28 for a prefix
-    gen: int
-    ip_int: int = 0
-    eni: EniState | None = None  # direct references, so the hot path does no dict lookups
-    owner: Block | None = None
-    state: SlotState = SlotState.FREE
-    released_at: float = NEVER
-    ready_at: float = NEVER
-    key: AllocationKey | None = None
-    cooling: bool = False  # free, and still waiting in the cooling queue
-
-
-@attrs.define(eq=False)
-class Block:
-    """A secondary IP (/32) or a /28 prefix on an ENI."""
-
-    block_id: str
-    is_prefix: bool
-    rank: int
-    acquired_at: float
-    addresses: tuple[str, ...]
-    busy: int = 0  # assigned or cooling slots
-    leaving: bool = False
-    bucket_key: int = 0  # bucket_key(network card, device index, rank)
+_STATES = (SlotState.FREE, SlotState.FREE, SlotState.ASSIGNED, SlotState.LEAVING)
 
 
 @attrs.define(eq=False)
@@ -102,13 +94,52 @@ class EniState:
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
 
+@attrs.define(eq=False)
+class ReadyBucket:
+    """Ready slots of one packing rank (an ENI's secondary IPs, or one /28 prefix), ordered by
+    ``(released_at, address)``.
+
+    Addresses leave their cooldown in the order they were released, so they nearly always
+    arrive in order: those go to a FIFO of entries (O(1)); the few that do not (restored
+    release times, equal release times in falling address order) go to a heap of
+    ``(released_at, address, entry)``. The next slot is the smaller of the two heads.
+    """
+
+    key: int  # bucket_key(network card, device index, block rank)
+    fifo: collections.deque[int] = attrs.field(factory=collections.deque)
+    heap: list[tuple[float, int, int]] = attrs.field(factory=list)
+    last_released: float = NEVER  # order of the FIFO's last entry
+    last_ip: int = -1
+    queued: bool = False  # it is the pool's top bucket or its key is in the heap below it
+    retired: bool = False  # no live block uses it: dropped once it leaves that heap
+
+    def __bool__(self) -> bool:
+        return bool(self.fifo or self.heap)
+
+
+@attrs.define(eq=False)
+class Block:
+    """A secondary IP (/32) or a /28 prefix on an ENI."""
+
+    block_id: str
+    is_prefix: bool
+    rank: int
+    acquired_at: float
+    addresses: tuple[str, ...]
+    eni: EniState
+    bucket: ReadyBucket
+    slots: tuple[int, ...]  # slot numbers, in address order
+    busy: int = 0  # assigned or cooling slots
+    leaving: bool = False
+
+    @property
+    def bucket_key(self) -> int:
+        return self.bucket.key
+
+
 def bucket_key(network_card: int, device_index: int, rank: int) -> int:
     """One int that orders like ``(network card, device index, block rank)``."""
     return (network_card << 48) | (device_index << 32) | rank
-
-
-def _ip_int(address: str) -> int:
-    return int(ipaddress.ip_address(address))
 
 
 def prefix_addresses(prefix: str) -> tuple[str, ...]:
@@ -116,64 +147,150 @@ def prefix_addresses(prefix: str) -> tuple[str, ...]:
     return tuple(str(a) for a in net)
 
 
-@attrs.define(eq=False)
-class ReadyBucket:
-    """Ready addresses of one packing rank (an ENI's secondary IPs, or one /28 prefix),
-    ordered by ``(released_at, address)``.
+class Slot:
+    """A read-only view of one address of the pool, valid until the pool next changes."""
 
-    Addresses leave their cooldown in the order they were released, so they nearly always
-    arrive in order: those go to a FIFO (O(1)); the few that do not (restored release times,
-    equal release times in falling address order) go to a heap. The next address is the
-    smaller of the two heads.
-    """
+    __slots__ = ("_pool", "index")
 
-    key: int  # bucket_key(network card, device index, block rank)
-    fifo: collections.deque[tuple[float, int, int, Slot]] = attrs.field(
-        factory=collections.deque
-    )
-    heap: list[tuple[float, int, int, Slot]] = attrs.field(factory=list)
-    queued: bool = False  # its key is in the pool's heap of bucket keys
-    retired: bool = False  # its block or ENI is gone: dropped once it leaves that heap
+    def __init__(self, pool: AddressPool, index: int) -> None:
+        self._pool = pool
+        self.index = index
 
-    def push(self, entry: tuple[float, int, int, Slot]) -> None:
-        fifo = self.fifo
-        if not fifo or fifo[-1] < entry:  # gen is unique: the slot is never compared
-            fifo.append(entry)
-        else:
-            heapq.heappush(self.heap, entry)
+    @property
+    def address(self) -> str:
+        return self._pool._address[self.index]
 
-    def pop(self) -> tuple[float, int, int, Slot]:
-        heap, fifo = self.heap, self.fifo
-        if heap and (not fifo or heap[0] < fifo[0]):
-            return heapq.heappop(heap)
-        return fifo.popleft()
+    @property
+    def block(self) -> str:
+        """The block id: the address itself for a secondary IP, the /28 for a prefix."""
+        return self._owner.block_id
 
-    def __bool__(self) -> bool:
-        return bool(self.fifo or self.heap)
+    @property
+    def eni_id(self) -> str:
+        return self._owner.eni.eni_id
+
+    @property
+    def state(self) -> SlotState:
+        return _STATES[self._pool._tag[self.index] & _STATE]
+
+    @property
+    def cooling(self) -> bool:
+        return self._pool._tag[self.index] & _STATE == _COOLING
+
+    @property
+    def released_at(self) -> float:
+        return self._pool._released_at[self.index]
+
+    @property
+    def ready_at(self) -> float:
+        return self._pool._released_at[self.index] + self._pool.cooldown_s
+
+    @property
+    def key(self) -> AllocationKey | None:
+        allocation = self._pool._allocation[self.index]
+        return allocation.key if allocation is not None else None
+
+    @property
+    def _owner(self) -> Block:
+        return self._pool._owner[self.index]
+
+    def __repr__(self) -> str:
+        return f"Slot({self.address!r}, {self.state.value}, cooling={self.cooling})"
+
+
+class SlotsView(Mapping[str, Slot]):
+    """Address -> :class:`Slot`, for every address on the pool's ENIs."""
+
+    def __init__(self, pool: AddressPool) -> None:
+        self._pool = pool
+
+    def __getitem__(self, address: str) -> Slot:
+        return Slot(self._pool, self._pool._index[address])
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._pool._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pool._index)
+
+    def __len__(self) -> int:
+        return len(self._pool._index)
+
+
+class AllocationsView(Mapping[AllocationKey, Allocation]):
+    """Allocation key -> :class:`Allocation`, those holding a slot and those recorded with
+    :meth:`AddressPool.record_allocation` alike. Only the latter can be deleted here: a slot's
+    allocation leaves through :meth:`AddressPool.release` (or its block's removal)."""
+
+    def __init__(self, pool: AddressPool) -> None:
+        self._pool = pool
+
+    def get(self, key: AllocationKey, default: Allocation | None = None) -> Allocation | None:  # type: ignore[override]
+        pool = self._pool
+        index = pool._slot_of.get(key)
+        if index is not None:
+            return pool._allocation[index]
+        return pool._slotless.get(key, default)
+
+    def __getitem__(self, key: AllocationKey) -> Allocation:
+        allocation = self.get(key)
+        if allocation is None:
+            raise KeyError(key)
+        return allocation
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pool._slot_of or key in self._pool._slotless
+
+    def __delitem__(self, key: AllocationKey) -> None:
+        if key in self._pool._slot_of:
+            raise UsageError(f"{key} holds a pool address: release it instead")
+        del self._pool._slotless[key]
+
+    def __iter__(self) -> Iterator[AllocationKey]:
+        yield from self._pool._slot_of
+        yield from self._pool._slotless
+
+    def __len__(self) -> int:
+        return len(self._pool._slot_of) + len(self._pool._slotless)
 
 
 class AddressPool:
     """ENIs, blocks, slots and allocations, with counters kept up to date on every change.
 
-    Ready addresses live in buckets of at most one ENI's or one prefix's size; a heap of
-    bucket keys finds the lowest non-empty bucket. An assignment touches the top bucket only,
-    so its cost does not grow with the pool.
+    Ready addresses live in buckets of at most one ENI's or one prefix's size. The lowest
+    non-empty bucket is held apart from the heap of the others' keys: a slot that ends its
+    cooldown in a bucket below all others, and is assigned next (the usual case when pods are
+    packed low), comes and goes without a heap operation. An assignment touches the top
+    bucket only, so its cost does not grow with the pool.
     """
 
     def __init__(self, cooldown_s: float) -> None:
         self.cooldown_s = cooldown_s
         self.enis: dict[str, EniState] = {}
-        self.slots: dict[str, Slot] = {}
-        self.allocations: dict[AllocationKey, Allocation] = {}
+        # Per slot number: what a Slot object would hold, column by column.
+        self._address: list[str] = []
+        self._ip: array.array[int] = array.array("q")
+        self._tag: array.array[int] = array.array("q")  # generation << 2 | state
+        self._released_at: array.array[float] = array.array("d")
+        self._owner: list[Block] = []  # kept after removal, until the number is reused
+        self._allocation: list[Allocation | None] = []
+        self._unused: list[int] = []  # slot numbers of removed blocks, for reuse
+        self._index: dict[str, int] = {}  # address -> slot number
+        self._slot_of: dict[AllocationKey, int] = {}  # the pool's one per-pair dictionary
+        # Allocations holding no pool address: IPv6 ones, and the caller's records (orphans).
+        self._slotless: dict[AllocationKey, Allocation] = {}
         self._buckets: dict[int, ReadyBucket] = {}
-        self._ready: list[int] = []  # heap of the keys of buckets holding ready entries
+        self._top: ReadyBucket | None = None  # the lowest queued bucket
+        self._ready: list[int] = []  # heap of the keys of the other queued buckets
         # Cooldown is one constant, so addresses released in time order end their cooldown in
-        # that order: a FIFO. Out-of-order release times (from a restored checkpoint) go to a
-        # small heap instead. Entries are (ready_at, gen, slot); gen is unique, so the slot
-        # itself is never compared.
-        self._cooling: collections.deque[tuple[float, int, Slot]] = collections.deque()
-        self._cooling_late: list[tuple[float, int, Slot]] = []
+        # that order: a FIFO of entries. Out-of-order release times (from a restored
+        # checkpoint) go to a small heap of (ready_at, entry) instead.
+        self._cooling: collections.deque[int] = collections.deque()
+        self._cooling_last = NEVER  # ready_at of the FIFO's last entry
+        self._cooling_late: list[tuple[float, int]] = []
         self._gen = 0
+        self.slots = SlotsView(self)
+        self.allocations = AllocationsView(self)
         self.total = 0  # slots on ENIs, leaving ones included
         self.assigned = 0
         self.cooling = 0
@@ -200,49 +317,67 @@ class AddressPool:
             if b.is_prefix and b.busy == 0 and not b.leaving
         )
 
-    # ------------------------------------------------------------ time / heaps
-    def _next_gen(self) -> int:
+    # ------------------------------------------------------------ time / queues
+    def _push_ready(self, index: int) -> None:
+        """Queue a free slot in its ready bucket (with a new generation)."""
         self._gen += 1
-        return self._gen
-
-    def _push_ready(self, slot: Slot) -> None:
-        owner = slot.owner
-        assert slot.eni is not None and owner is not None
-        self._gen += 1
-        slot.gen = gen = self._gen
-        key = owner.bucket_key
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = ReadyBucket(key)
-        elif bucket.retired:
-            bucket.retired = False  # the key is in use again (an ENI re-attached)
-        bucket.push((slot.released_at, slot.ip_int, gen, slot))
+        self._tag[index] = tag = self._gen << 2  # | _FREE
+        released, ip = self._released_at[index], self._ip[index]
+        bucket = self._owner[index].bucket
+        last = bucket.last_released
+        if not bucket.fifo or last < released or (last == released and bucket.last_ip < ip):
+            bucket.fifo.append(tag << _SHIFT | index)
+            bucket.last_released, bucket.last_ip = released, ip
+        else:
+            heapq.heappush(bucket.heap, (released, ip, tag << _SHIFT | index))
         if not bucket.queued:
-            bucket.queued = True
-            heapq.heappush(self._ready, key)
+            self._queue(bucket)
+
+    def _queue(self, bucket: ReadyBucket) -> None:
+        bucket.queued = True
+        top, ready = self._top, self._ready
+        if top is None:
+            if ready and ready[0] < bucket.key:
+                self._top = self._buckets[heapq.heapreplace(ready, bucket.key)]
+            else:
+                self._top = bucket
+        elif bucket.key < top.key:
+            heapq.heappush(ready, top.key)
+            self._top = bucket
+        else:
+            heapq.heappush(ready, bucket.key)
 
     def advance(self, now: float) -> None:
-        """Move addresses whose cooldown has ended into the ready heap."""
-        cooling, late = self._cooling, self._cooling_late
-        while (cooling and cooling[0][0] <= now) or (late and late[0][0] <= now):
-            if cooling and cooling[0][0] <= now:
-                _ready_at, gen, slot = cooling.popleft()
-            else:
-                _ready_at, gen, slot = heapq.heappop(late)
-            if slot.gen != gen or not slot.cooling:
-                continue  # re-assigned, re-released or removed since
-            self._end_cooling(slot)
-            self._push_ready(slot)
+        """Move addresses whose cooldown has ended into their ready buckets."""
+        cooling, late, tags = self._cooling, self._cooling_late, self._tag
+        cooldown, released_at = self.cooldown_s, self._released_at
+        while cooling:
+            entry = cooling[0]
+            index = entry & _MASK
+            if tags[index] != entry >> _SHIFT:
+                cooling.popleft()  # re-assigned, re-released or removed since
+                continue
+            if released_at[index] + cooldown > now:
+                break
+            cooling.popleft()
+            self._end_cooling(index)
+            self._push_ready(index)
+        while late and late[0][0] <= now:
+            entry = heapq.heappop(late)[1]
+            index = entry & _MASK
+            if tags[index] == entry >> _SHIFT:
+                self._end_cooling(index)
+                self._push_ready(index)
 
-    def _end_cooling(self, slot: Slot) -> None:
-        assert slot.eni is not None and slot.owner is not None
-        slot.cooling = False
+    def _end_cooling(self, index: int) -> None:
+        owner = self._owner[index]
+        self._tag[index] ^= _COOLING  # -> _FREE, same generation
         self.cooling -= 1
-        slot.eni.cooling -= 1
-        slot.owner.busy -= 1
+        owner.eni.cooling -= 1
+        owner.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
-        return slot.cooling
+        return self._tag[slot.index] & _STATE == _COOLING
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
@@ -252,6 +387,33 @@ class AddressPool:
         self.enis[info.eni_id] = eni
         return eni
 
+    def _bucket(self, key: int) -> ReadyBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = ReadyBucket(key)
+        bucket.retired = False  # the key may be in use again (an ENI re-attached)
+        return bucket
+
+    def _new_slot(self, address: str, owner: Block) -> int:
+        ip = int(ipaddress.ip_address(address))
+        if self._unused:
+            index = self._unused.pop()
+            self._address[index] = address
+            self._ip[index] = ip
+            self._released_at[index] = NEVER
+            self._owner[index] = owner
+            self._allocation[index] = None
+        else:
+            index = len(self._address)
+            self._address.append(address)
+            self._ip.append(ip)
+            self._tag.append(_LEAVING)  # made free by _push_ready
+            self._released_at.append(NEVER)
+            self._owner.append(owner)
+            self._allocation.append(None)
+        self._index[address] = index
+        return index
+
     def add_block(self, eni_id: str, block_id: str, is_prefix: bool, now: float) -> bool:
         """Add a secondary IP or a /28 prefix to an ENI; False if it is already there or
         one of its addresses is already in the pool (on another ENI)."""
@@ -259,22 +421,22 @@ class AddressPool:
         if eni.excluded or block_id in eni.blocks:
             return False
         addresses = prefix_addresses(block_id) if is_prefix else (block_id,)
-        if any(a in self.slots for a in addresses):
+        if any(a in self._index for a in addresses):
             return False
         rank = eni.next_block_rank if is_prefix else 0
         if is_prefix:
             eni.next_block_rank += 1
-        block_state = eni.blocks[block_id] = Block(
-            block_id, is_prefix, rank, now, addresses, bucket_key=bucket_key(*eni.rank, rank)
+        bucket = self._bucket(bucket_key(*eni.rank, rank))
+        block = eni.blocks[block_id] = Block(
+            block_id, is_prefix, rank, now, addresses, eni, bucket, ()
         )
-        for address in addresses:
-            slot = Slot(address, eni_id, block_id, 0, _ip_int(address), eni, block_state)
-            self.slots[address] = slot
-            eni.slots += 1
-            self.total += 1
-            if eni.leaving:
-                self.leaving += 1
-            self._push_ready(slot)
+        block.slots = tuple(self._new_slot(a, block) for a in addresses)
+        eni.slots += len(addresses)
+        self.total += len(addresses)
+        if eni.leaving:
+            self.leaving += len(addresses)
+        for index in block.slots:
+            self._push_ready(index)
         return True
 
     def remove_block(self, eni_id: str, block_id: str) -> list[Allocation]:
@@ -282,23 +444,28 @@ class AddressPool:
         eni = self.enis[eni_id]
         block = eni.blocks.pop(block_id)
         if block.is_prefix:
-            self._retire_bucket(block.bucket_key)
+            self._retire_bucket(block.bucket)
         removed: list[Allocation] = []
-        for address in block.addresses:
-            slot = self.slots.pop(address)
-            slot.gen = -1  # every queued entry for it is now stale
+        tags = self._tag
+        for index in block.slots:
+            state = tags[index] & _STATE
+            allocation = self._allocation[index]
             eni.slots -= 1
             self.total -= 1
-            if slot.state is SlotState.ASSIGNED and slot.key is not None:
-                removed.append(self.allocations.pop(slot.key))
+            if state == _ASSIGNED and allocation is not None:
+                removed.append(allocation)
+                del self._slot_of[allocation.key]
                 eni.assigned -= 1
                 self.assigned -= 1
-            elif slot.state is SlotState.LEAVING or eni.leaving:
+            elif state == _LEAVING or eni.leaving:
                 self.leaving -= 1
-            elif slot.cooling:
-                slot.cooling = False
+            elif state == _COOLING:
                 self.cooling -= 1
                 eni.cooling -= 1
+            del self._index[self._address[index]]
+            tags[index] |= _LEAVING  # every queued entry for it is now stale
+            self._allocation[index] = None
+            self._unused.append(index)
         return removed
 
     def remove_eni(self, eni_id: str) -> list[Allocation]:
@@ -306,73 +473,87 @@ class AddressPool:
         removed: list[Allocation] = []
         for block_id in list(eni.blocks):
             removed.extend(self.remove_block(eni_id, block_id))
-        self._retire_bucket(bucket_key(*eni.rank, 0))
+        bucket = self._buckets.get(bucket_key(*eni.rank, 0))
+        if bucket is not None:
+            self._retire_bucket(bucket)
         del self.enis[eni_id]
         return removed
 
-    def _retire_bucket(self, key: int) -> None:
-        bucket = self._buckets.get(key)
-        if bucket is None:
+    def _retire_bucket(self, bucket: ReadyBucket) -> None:
+        if self._buckets.get(bucket.key) is not bucket:
             return
         if bucket.queued:
             bucket.retired = True
         else:
-            del self._buckets[key]
+            del self._buckets[bucket.key]
 
     # --------------------------------------------------------- assign / release
     def assign(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         """Give ``key`` an address; the same address again if it already has one."""
-        existing = self.allocations.get(key)
-        if existing is not None:
+        index = self._slot_of.get(key)
+        if index is not None:
+            existing = self._allocation[index]
+            assert existing is not None
             return existing
+        if self._slotless and key in self._slotless:
+            return self._slotless[key]
         self.advance(now)
-        ready, buckets, free = self._ready, self._buckets, SlotState.FREE
-        while ready:
-            bucket = buckets[ready[0]]
+        tags = self._tag
+        while True:
+            bucket = self._top
+            if bucket is None:
+                if not self._ready:
+                    break
+                bucket = self._top = self._buckets[heapq.heappop(self._ready)]
             fifo, heap = bucket.fifo, bucket.heap
             while fifo or heap:
-                if heap and (not fifo or heap[0] < fifo[0]):
-                    _released, _ip, gen, slot = heapq.heappop(heap)
-                else:
-                    _released, _ip, gen, slot = fifo.popleft()
-                if slot.gen != gen or slot.state is not free:
-                    continue
-                eni = slot.eni
-                assert eni is not None
-                if eni.leaving:
+                if not heap:
+                    entry = fifo.popleft()
+                elif not fifo:
+                    entry = heapq.heappop(heap)[2]
+                else:  # the smaller head, once stale FIFO heads are dropped
+                    entry = fifo[0]
+                    index = entry & _MASK
+                    if tags[index] != entry >> _SHIFT:
+                        fifo.popleft()
+                        continue
+                    if heap[0] < (self._released_at[index], self._ip[index], entry):
+                        entry = heapq.heappop(heap)[2]
+                    else:
+                        fifo.popleft()
+                index = entry & _MASK
+                if tags[index] != entry >> _SHIFT:
+                    continue  # assigned, re-queued, leaving or removed since
+                owner = self._owner[index]
+                if owner.eni.leaving:
                     continue
                 if not fifo and not heap:
                     self._dequeue(bucket)
-                return self._bind(slot, eni, key, pod, now)
+                return self._bind(index, owner, key, pod, now)
             self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
 
     def _dequeue(self, bucket: ReadyBucket) -> None:
-        heapq.heappop(self._ready)
+        """Take the top bucket, now empty, out of the search."""
+        self._top = None
         bucket.queued = False  # kept while its block lives: buckets are not churned per pair
         if bucket.retired and self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
 
     def _bind(
-        self, slot: Slot, eni: EniState, key: AllocationKey, pod: PodRef, now: float
+        self, index: int, owner: Block, key: AllocationKey, pod: PodRef, now: float
     ) -> Allocation:
-        slot.state = SlotState.ASSIGNED
-        slot.key = key
-        self._gen += 1
-        slot.gen = self._gen
+        """Give a free slot to ``key`` (its queue entries go stale with the state change)."""
+        self._tag[index] |= _ASSIGNED
+        eni = owner.eni
         eni.assigned += 1
-        assert slot.owner is not None
-        slot.owner.busy += 1
+        owner.busy += 1
         self.assigned += 1
-        self.allocations[key] = allocation = Allocation(
-            key=key,
-            pod=pod,
-            ipv4=slot.address,
-            ipv6=None,
-            allocated_at=now,
-            eni_id=eni.eni_id,
-            device_index=eni.info.device_index,
+        info = eni.info
+        self._allocation[index] = allocation = Allocation(
+            key, pod, self._address[index], None, now, info.eni_id, info.device_index
         )
+        self._slot_of[key] = index
         return allocation
 
     def bind_address(self, allocation: Allocation) -> Allocation | None:
@@ -380,59 +561,60 @@ class AddressPool:
         pool or already taken."""
         if allocation.ipv4 is None or allocation.key in self.allocations:
             return None
-        slot = self.slots.get(allocation.ipv4)
-        if slot is None or slot.state is not SlotState.FREE:
+        index = self._index.get(allocation.ipv4)
+        if index is None:
             return None
-        eni = self.enis[slot.eni_id]
-        if eni.leaving:
+        state = self._tag[index] & _STATE
+        owner = self._owner[index]
+        if state not in (_FREE, _COOLING) or owner.eni.leaving:
             return None
-        if slot.cooling:
-            self._end_cooling(slot)
-        bound = self._bind(slot, eni, allocation.key, allocation.pod, allocation.allocated_at)
-        return bound
+        if state == _COOLING:
+            self._end_cooling(index)
+        return self._bind(index, owner, allocation.key, allocation.pod, allocation.allocated_at)
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Take an address back; it cools down before anyone gets it again (an IPv6
         allocation, which holds no pool address, is just dropped)."""
-        allocation = self.allocations.pop(key, None)
-        if allocation is None or allocation.ipv4 is None:
-            return allocation
-        slot = self.slots[allocation.ipv4]
-        eni, block = slot.eni, slot.owner
-        assert eni is not None and block is not None
-        eni.assigned -= 1
+        index = self._slot_of.pop(key, None)
+        if index is None:
+            return self._slotless.pop(key, None) if self._slotless else None
+        allocation = self._allocation[index]
+        self._allocation[index] = None
+        owner = self._owner[index]
+        owner.eni.assigned -= 1
         self.assigned -= 1
-        block.busy -= 1
-        self.mark_released(slot, now, now)
+        owner.busy -= 1
+        self._start_cooling(index, owner, now, now)
         return allocation
 
     def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
         """Put a free slot into cooldown that started at ``released_at``."""
-        if slot.cooling:
-            self._end_cooling(slot)
-        slot.state = SlotState.FREE
-        slot.key = None
-        slot.released_at = released_at
-        slot.ready_at = ready_at = released_at + self.cooldown_s
-        if ready_at > now:
-            assert slot.eni is not None and slot.owner is not None
-            self._gen += 1
-            slot.gen = self._gen
-            self.cooling += 1
-            slot.eni.cooling += 1
-            slot.owner.busy += 1
-            slot.cooling = True
-            entry = (ready_at, self._gen, slot)
-            if not self._cooling or self._cooling[-1][0] <= slot.ready_at:
-                self._cooling.append(entry)
-            else:
-                heapq.heappush(self._cooling_late, entry)
+        index = slot.index
+        if self._tag[index] & _STATE == _COOLING:
+            self._end_cooling(index)
+        self._start_cooling(index, self._owner[index], released_at, now)
+
+    def _start_cooling(self, index: int, owner: Block, released_at: float, now: float) -> None:
+        self._released_at[index] = released_at
+        ready_at = released_at + self.cooldown_s
+        if ready_at <= now:
+            self._push_ready(index)
+            return
+        self._gen += 1
+        self._tag[index] = tag = self._gen << 2 | _COOLING
+        self.cooling += 1
+        owner.eni.cooling += 1
+        owner.busy += 1
+        if not self._cooling or self._cooling_last <= ready_at:
+            self._cooling.append(tag << _SHIFT | index)
+            self._cooling_last = ready_at
         else:
-            self._push_ready(slot)
+            heapq.heappush(self._cooling_late, (ready_at, tag << _SHIFT | index))
 
     def record_allocation(self, allocation: Allocation) -> None:
-        """Record an allocation that holds no pool address (IPv6)."""
-        self.allocations[allocation.key] = allocation
+        """Record an allocation that holds no pool address (IPv6, or one the caller keeps
+        on record while its address is off the pool)."""
+        self._slotless[allocation.key] = allocation
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """A pod's allocations: a scan, for inspection (the hot path keeps no pod index)."""
@@ -442,21 +624,13 @@ class AddressPool:
         )
 
     # -------------------------------------------------------- leaving (shrink)
-    def ready_free_slots(self, eni: EniState, block: Block) -> Iterator[Slot]:
-        for address in block.addresses:
-            slot = self.slots[address]
-            if slot.state is SlotState.FREE and not slot.cooling:
-                yield slot
-
     def mark_block_leaving(self, eni_id: str, block_id: str) -> None:
         block = self.enis[eni_id].blocks[block_id]
         if block.busy:
             raise UsageError(f"block {block_id} still has assigned or cooling addresses")
         block.leaving = True
-        for address in block.addresses:
-            slot = self.slots[address]
-            slot.state = SlotState.LEAVING
-            slot.gen = self._next_gen()
+        for index in block.slots:
+            self._tag[index] = self._tag[index] & ~_STATE | _LEAVING
             self.leaving += 1
 
     def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
@@ -465,11 +639,9 @@ class AddressPool:
         if eni is None or block is None or not block.leaving:
             return
         block.leaving = False
-        for address in block.addresses:
-            slot = self.slots[address]
-            slot.state = SlotState.FREE
+        for index in block.slots:
             self.leaving -= 1
-            self._push_ready(slot)
+            self._push_ready(index)
 
     def mark_eni_leaving(self, eni_id: str) -> None:
         eni = self.enis[eni_id]
@@ -485,15 +657,16 @@ class AddressPool:
         eni.leaving = False
         self.leaving -= eni.slots
         for block in eni.blocks.values():
-            for slot in self.ready_free_slots(eni, block):
-                self._push_ready(slot)
+            for index in block.slots:
+                if self._tag[index] & _STATE == _FREE:
+                    self._push_ready(index)
 
     # ------------------------------------------------------------ inspection
     def released_times(self) -> Iterable[tuple[str, float]]:
-        for slot in self.slots.values():
-            if slot.state is SlotState.FREE and slot.released_at > NEVER:
-                yield slot.address, slot.released_at
-
+        for address, index in self._index.items():
+            released = self._released_at[index]
+            if self._tag[index] & _STATE in (_FREE, _COOLING) and released > NEVER:
+                yield address, released
 
 
 __all__ = ["IPS_PER_PREFIX", "AddressPool", "Block", "EniState", "Slot", "SlotState"]

@@ -7,8 +7,9 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from ipamcore.config import PoolConfig
-from ipamcore.errors import PoolExhausted
-from ipamcore.model import AllocationKey
+from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.model import Allocation, AllocationKey
+from ipamcore.pool import AddressPool
 from tests.core.builders import eni, key, node, pod
 
 
@@ -127,3 +128,45 @@ def test_prefix_churn_does_not_grow_the_ready_index() -> None:
         pool.remove_block("eni-a", prefix)
     assert len(pool._buckets) <= 1  # one bucket per live block, not one per block ever seen
     assert pool.total == pool.assigned == pool.cooling == 0
+
+
+def _pool_with_eni(cooldown_s: float) -> AddressPool:
+    from ipamcore.model import ObservedEni
+
+    pool = AddressPool(cooldown_s=cooldown_s)
+    info = ObservedEni(eni_id="eni-a", mac="02:00:00:00:00:01", device_index=0,
+                       subnet_id="subnet-a", subnet_cidr="10.0.0.0/16",
+                       primary_ip="10.0.255.1", is_primary=True)  # fmt: skip
+    pool.add_eni(info, 0.0, excluded=False)
+    return pool
+
+
+def test_a_removed_blocks_queued_entries_never_hand_out_the_next_blocks_addresses_twice() -> None:
+    pool = _pool_with_eni(cooldown_s=10)
+    assert pool.add_block("eni-a", "10.0.1.0/28", True, 0.0)
+    for n in range(8):  # some cooling, some ready: queue entries for every slot
+        pool.assign(key(n), pod(n), 0.0)
+        if n % 2:
+            pool.release(key(n), 1.0)
+    removed = pool.remove_block("eni-a", "10.0.1.0/28")
+    assert {a.key for a in removed} == {key(n) for n in range(0, 8, 2)}
+    assert pool.add_block("eni-a", "10.0.2.0/28", True, 2.0)  # reuses the slot numbers
+    got = [pool.assign(key(100 + n), pod(n), 50.0).address for n in range(16)]
+    assert sorted(got, key=ip_address) == [str(a) for a in ip_network("10.0.2.0/28")]
+    with pytest.raises(PoolExhausted):
+        pool.assign(key(200), pod(200), 50.0)
+    assert (pool.total, pool.assigned, pool.cooling) == (16, 16, 0)
+
+
+def test_an_allocation_holding_an_address_cannot_be_deleted_from_the_view() -> None:
+    pool = _pool_with_eni(cooldown_s=10)
+    pool.add_block("eni-a", "10.0.1.0/28", True, 0.0)
+    held = pool.assign(key(1), pod(1), 0.0)
+    with pytest.raises(UsageError):
+        del pool.allocations[key(1)]
+    assert pool.allocations[key(1)] == held and pool.assigned == 1
+    kept = Allocation(key(2), pod(2), "10.9.9.9", None, 0.0)  # on record, no pool address
+    pool.record_allocation(kept)
+    assert pool.assign(key(2), pod(2), 1.0) == kept
+    del pool.allocations[key(2)]
+    assert key(2) not in pool.allocations and len(pool.allocations) == 1
