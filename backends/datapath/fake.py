@@ -9,6 +9,7 @@ partial work is undone exactly as the real backend does. Thread-safe (one lock).
 
 from __future__ import annotations
 
+import collections
 import copy
 import ipaddress
 import threading
@@ -33,6 +34,9 @@ from ipamcore.netspec import (
 MAIN = 254
 Route = tuple[int, str, str, str | None]  # table, dst, dev, gateway
 Rule = tuple[int, str, int]  # priority, selector ("to 10.0.0.5/32"), table
+
+
+CALL_HISTORY = 1000  # calls remembered for tests
 
 
 @attrs.define
@@ -63,7 +67,9 @@ class FakeDatapath(FaultInjection):
         self.rules: set[Rule] = set()
         self.sysctls: dict[str, str] = {}
         self.nat: dict[str, list[str]] = {"POSTROUTING": []}
-        self.calls: list[str] = []
+        # The latest calls, for tests; bounded, so a long-running daemon on the fake datapath
+        # (benchmarks, the soak) does not grow with every pod.
+        self.calls: collections.deque[str] = collections.deque(maxlen=CALL_HISTORY)
 
     # ----------------------------------------------------------------- test hooks
 

@@ -120,7 +120,7 @@ def test_fail_next_without_step_fails_whole_operation() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         h.datapath.teardown_pod(pod)
     h.datapath.teardown_pod(pod)
-    assert h.datapath.calls == ["setup_node", "teardown_pod", "teardown_pod"]
+    assert list(h.datapath.calls) == ["setup_node", "teardown_pod", "teardown_pod"]
 
 
 def test_deleting_host_veth_takes_pod_end_with_it() -> None:
