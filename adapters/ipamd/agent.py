@@ -21,6 +21,7 @@ addresses count as coming. The new ENI is set up in the datapath before waiting 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -148,6 +149,11 @@ class Agent:
         self.waiting = 0
         self.kicked = asyncio.Event()
         self._pool_event = asyncio.Event()
+        # ADDs waiting for an address, oldest first. A pool change wakes only as many as
+        # there are addresses to take (at least one), not all of them: a burst of 100
+        # waiting ADDs woken on every change kept the event loop busy enough to delay the
+        # very cloud calls they were waiting for.
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
         self._effects: set[asyncio.Task[None]] = set()
         self._enis_to_set_up: set[str] = set()
         self.quarantine_until = 0.0
@@ -203,6 +209,25 @@ class Agent:
     def notify_pool_changed(self) -> None:
         self._pool_event.set()
         self._pool_event = asyncio.Event()
+        waiters = self._waiters
+        if not waiters or self.ipam is None:
+            return
+        wake = max(1, self.core.stats(self.clock.now()).available)
+        while waiters and wake > 0:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                wake -= 1
+
+    def address_waiter(self, first: bool = False) -> asyncio.Future[bool]:
+        """A future set (True) when the pool changes and this waiter's turn comes (FIFO; ``first``
+        puts it at the head, for a waiter whose turn came but found no address)."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
     # ------------------------------------------------------------------ ENIs
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:

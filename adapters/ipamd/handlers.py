@@ -91,17 +91,20 @@ async def _wait_for_address(agent: Agent, key: AllocationKey, pod: PodRef) -> Al
     agent.metrics.no_ip.inc()
     agent.waiting += 1
     deadline = agent.clock.now() + agent.settings.add_wait_s
+    woken_before = False
     try:
         while True:
             agent.kick()
-            event = agent.pool_event()
+            waiter = agent.address_waiter(first=woken_before)
             remaining = deadline - agent.clock.now()
-            woke = remaining > 0 and await race_timeout(agent.clock, event.wait(), remaining)
+            woke = remaining > 0 and await race_timeout(agent.clock, waiter, remaining)
+            waiter.cancel()  # no-op if it was woken; skipped by the queue if the time ran out
             try:
                 return agent.core.assign(key, pod, agent.clock.now())
             except PoolExhausted:
                 if not woke:
                     return None
+                woken_before = True
     finally:
         agent.waiting -= 1
 

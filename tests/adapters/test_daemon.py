@@ -314,3 +314,23 @@ async def test_a_new_eni_is_used_only_once_instance_metadata_shows_it(world: Wor
         assert "not in instance metadata" not in logs(world)
     finally:
         await d.stop()
+
+
+async def test_a_pool_change_wakes_waiting_adds_in_order_and_not_all_at_once(world: World) -> None:
+    """A burst of waiting ADDs woken all at once on every change kept the event loop busy
+    enough to delay the cloud calls they waited for (benchmarks/burst.py: 2.2x the least
+    time); now a change wakes the oldest waiters, as many as there are addresses (>= 1)."""
+    d = world.daemon(WARM_ENI_TARGET="0")
+    await d.start()
+    try:
+        assert d.agent.stats().available == 0
+        waiters = [d.agent.address_waiter() for _ in range(3)]
+        d.agent.notify_pool_changed()
+        assert [w.done() for w in waiters] == [True, False, False]
+        again = d.agent.address_waiter(first=True)  # its turn came but found nothing
+        d.agent.notify_pool_changed()
+        assert [again.done(), waiters[1].done(), waiters[2].done()] == [True, False, False]
+        for w in waiters[1:]:
+            w.cancel()
+    finally:
+        await d.stop()
