@@ -44,7 +44,9 @@ class NetnsHints:
             self._dirty = True
 
     def load(self) -> None:
-        """Read the file; a missing or unreadable one means no hints (logged by the caller)."""
+        """Read the file; a missing or unreadable one means no hints (logged by the caller).
+        Temporary files an earlier process left (killed mid-write) are removed."""
+        _remove_stale_temps(self.path)
         try:
             with open(self.path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -62,6 +64,21 @@ class NetnsHints:
             await asyncio.to_thread(_write_atomic, self.path, data)
         except OSError:
             self._dirty = True
+
+
+def _remove_stale_temps(path: str) -> None:
+    directory, prefix = os.path.dirname(path) or ".", os.path.basename(path) + ".tmp-"
+    mine = f"{prefix}{os.getpid()}"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name != mine:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def _write_atomic(path: str, data: bytes) -> None:
