@@ -52,9 +52,9 @@ import zlib
 import attrs
 
 from ipamcore.config import AdaptiveTuning
-from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
+from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni
 from ipamcore.model import IPS_PER_PREFIX
-from ipamcore.policy import PolicyInput
+from ipamcore.policy import PolicyInput, unassign_from_highest
 from ipamcore.pool import AddressPool, EniState
 
 
@@ -295,21 +295,7 @@ def decide_shrink(
     if surplus <= 0:
         return []
     give = surplus if situation.rates.net <= 0 else max(1, surplus // 2)
-    effects: list[Effect] = []
-    for eni in enis_high_first:
-        if give <= 0:
-            break
-        if eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis:
-            continue
-        picked = _free_blocks(pool, eni, inp.prefix_mode, give)
-        if not picked:
-            continue
-        give -= len(picked)
-        if inp.prefix_mode:
-            effects.append(UnassignAddresses(effect_id=0, eni_id=eni.eni_id, prefixes=picked))
-        else:
-            effects.append(UnassignAddresses(effect_id=0, eni_id=eni.eni_id, ipv4_addresses=picked))
-    return effects
+    return unassign_from_highest(pool, inp, enis_high_first, give, _free_blocks)
 
 
 def _spare_after(pool: AddressPool, leaving: EniState, inp: PolicyInput) -> int:

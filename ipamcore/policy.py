@@ -23,7 +23,7 @@ The returned effects carry ``effect_id=0``; :class:`ipamcore.ipam.Ipam` numbers 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
@@ -193,21 +193,7 @@ def decide_shrink(pool: AddressPool, inp: PolicyInput, now: float) -> list[Effec
     surplus = _surplus(pool, inp)
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
     if surplus > 0:
-        for eni in enis_high_first:
-            if surplus <= 0:
-                break
-            if eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis:
-                continue
-            picked = _surplus_blocks(pool, eni, inp.prefix_mode, surplus)
-            if not picked:
-                continue
-            surplus -= len(picked)
-            if inp.prefix_mode:
-                effects.append(UnassignAddresses(effect_id=0, eni_id=eni.eni_id, prefixes=picked))
-            else:
-                effects.append(
-                    UnassignAddresses(effect_id=0, eni_id=eni.eni_id, ipv4_addresses=picked)
-                )
+        effects = unassign_from_highest(pool, inp, enis_high_first, surplus, _surplus_blocks)
         if effects:
             return effects
     for eni in enis_high_first:
@@ -225,6 +211,35 @@ def decide_shrink(pool: AddressPool, inp: PolicyInput, now: float) -> list[Effec
             continue
         return [FreeEni(effect_id=0, eni_id=eni.eni_id)]
     return []
+
+
+BlockPicker = Callable[[AddressPool, EniState, bool, int], tuple[str, ...]]
+
+
+def unassign_from_highest(
+    pool: AddressPool,
+    inp: PolicyInput,
+    enis_high_first: Iterable[EniState],
+    budget: int,
+    pick: BlockPicker,
+) -> list[Effect]:
+    """UnassignAddresses of up to ``budget`` blocks that ``pick`` chooses, from the highest
+    ENI down, skipping excluded, leaving and busy ENIs."""
+    effects: list[Effect] = []
+    for eni in enis_high_first:
+        if budget <= 0:
+            break
+        if eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis:
+            continue
+        picked = pick(pool, eni, inp.prefix_mode, budget)
+        if not picked:
+            continue
+        budget -= len(picked)
+        if inp.prefix_mode:
+            effects.append(UnassignAddresses(effect_id=0, eni_id=eni.eni_id, prefixes=picked))
+        else:
+            effects.append(UnassignAddresses(effect_id=0, eni_id=eni.eni_id, ipv4_addresses=picked))
+    return effects
 
 
 def _surplus_blocks(

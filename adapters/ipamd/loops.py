@@ -13,7 +13,7 @@ import random
 
 from adapters.ipamd.agent import Agent
 from adapters.ipamd.clock import race_timeout
-from adapters.ipamd.startup import refresh_subnets
+from adapters.ipamd.startup import free_leaked_enis, refresh_subnets
 from ipamcore.model import ObservedNode
 
 
@@ -73,16 +73,7 @@ async def cleanup_leaked_once(agent: Agent) -> list[str]:
     leaked = await agent.in_cloud(
         cloud.find_leaked_enis, agent.identity.instance_id, agent.clock.now()
     )
-    freed = []
-    for eni_id in leaked:
-        try:
-            await agent.in_cloud(cloud.free_eni, eni_id)
-        except Exception as exc:
-            agent.log.warning("leaked ENI not freed", eni=eni_id, error=str(exc))
-        else:
-            freed.append(eni_id)
-            agent.log.info("leaked ENI freed", eni=eni_id)
-    return freed
+    return await free_leaked_enis(agent, leaked, at_start=False)
 
 
 async def leaked_eni_loop(agent: Agent, rng: random.Random) -> None:

@@ -213,15 +213,23 @@ async def sweep_leaked_enis(agent: Agent) -> list[str]:
     except Exception as exc:
         agent.log.warning("leaked-ENI sweep at start failed", error=str(exc))
         return []
+    return await free_leaked_enis(agent, leaked, at_start=True)
+
+
+async def free_leaked_enis(agent: Agent, leaked: list[str], at_start: bool) -> list[str]:
+    """Free each ENI of ``leaked``, logging every one; returns the ids freed."""
     freed = []
     for eni_id in leaked:
         try:
-            await agent.in_cloud(cloud.free_eni, eni_id)
+            await agent.in_cloud(agent.ports.cloud.free_eni, eni_id)
         except Exception as exc:
             agent.log.warning("leaked ENI not freed", eni=eni_id, error=str(exc))
-        else:
-            freed.append(eni_id)
+            continue
+        freed.append(eni_id)
+        if at_start:
             agent.log.warning("leaked ENI freed at start (left by a crash)", eni=eni_id)
+        else:
+            agent.log.info("leaked ENI freed", eni=eni_id)
     return freed
 
 
