@@ -21,6 +21,7 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
 * ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive`` (see
   :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
   :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
+* ``IPAMD_EVENT_LOOP`` = ``uvloop`` (default) | ``asyncio``: the event loop the daemon runs on.
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -125,6 +126,7 @@ class Settings:
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
     crash_point: str = ""  # test hook, see the module docstring
+    event_loop: str = "uvloop"
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
@@ -410,4 +412,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
         ),
         crash_point=_crash_point(env),
+        event_loop=parse_choice(env, "IPAMD_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
     )

@@ -111,18 +111,63 @@ def _move_aside(path: str, base: str) -> str:
     return candidate
 
 
-# One executor round trip per file operation, as aiofiles does it. Fewer looked cheaper, but
-# measured on this project's shared ext4 disk (many other processes fsyncing) a save done in
-# one worker-thread job, or in two or three, made one client's ADD two to three times slower
-# (p50 6.7-10.7 ms against 2.6-3.3 ms, same disk floor, interleaved runs); the cause is not
-# pinned down. The hops cost CPU once per commit batch, so at 64 clients they hardly count.
-_afsync = aiofiles.os.wrap(_fsync_fd)
-_afsync_dir = aiofiles.os.wrap(_fsync_dir)
-_amove_aside = aiofiles.os.wrap(_move_aside)
-
-
 def _create_private(path: str, flags: int) -> int:
     return os.open(path, flags, FILE_MODE)
+
+
+def _write_all(fd: int, data: bytes, name: str) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if not written:
+            raise OSError(errno.EIO, f"short write to {name}")
+        view = view[written:]
+
+
+def _save_file(directory: str, tmp: str, path: str, data: bytes, step: Step) -> None:
+    """The whole durable save, blocking: temp file, write, fsync, rename, directory fsync.
+
+    One worker-thread job per save. It used to be one executor round trip per file operation
+    (open, write, fsync, close, rename, directory fsync: six hops); each hop costs the event
+    loop a hand-off and a wake-up (``benchmarks/rpc.py``, one client: daemon CPU 3.6 -> 2.3 ms
+    a pair, ADD p50 2.0 -> 1.5 ms). An earlier attempt at one job looked two to three times
+    slower; that was the netns hints file being renamed in the same directory by another
+    thread during this save's fsyncs, which the agent now writes before the save, not beside
+    it.
+    """
+    try:
+        try:
+            fd = _create_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileNotFoundError:
+            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+            fd = _create_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        step("checkpoint.temp-created")
+        try:
+            _write_all(fd, data, tmp)
+            step("checkpoint.temp-written")
+            _fsync_fd(fd)
+        finally:
+            os.close(fd)
+        step("checkpoint.temp-fsynced")
+        _replace(tmp, path)
+        step("checkpoint.renamed")
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+    step("checkpoint.dir-fsynced")
+
+
+def _replace(src: str, dst: str) -> None:
+    os.replace(src, dst)
+
+
+# Through aiofiles' executor wrapper, like the reads: one hop for the whole save.
+_asave_file = aiofiles.os.wrap(_save_file)
+_amove_aside = aiofiles.os.wrap(_move_aside)
 
 
 class JsonFileCheckpointStore:
@@ -189,37 +234,7 @@ class JsonFileCheckpointStore:
         tmp = os.path.join(
             self.directory, f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(4)}"
         )
-        try:
-            try:
-                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
-            except FileNotFoundError:
-                await aiofiles.os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
-                f = await aiofiles.open(tmp, "xb", buffering=0, opener=_create_private)
-            self._step("checkpoint.temp-created")
-            try:
-                # Unbuffered: every byte is in the kernel when write returns (loop on short
-                # writes), so no flush hop before the fsync.
-                view = memoryview(data)
-                while view:
-                    written = await f.write(view)
-                    if not written:
-                        raise OSError(errno.EIO, f"short write to {tmp}")
-                    view = view[written:]
-                self._step("checkpoint.temp-written")
-                await _afsync(f.fileno())
-            finally:
-                await f.close()
-            self._step("checkpoint.temp-fsynced")
-            await aiofiles.os.replace(tmp, self.path)
-            self._step("checkpoint.renamed")
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        await _afsync_dir(self.directory)
-        self._step("checkpoint.dir-fsynced")
+        await _asave_file(self.directory, tmp, self.path, data, self._step)
 
     async def _remove_stale_temps(self) -> None:
         try:

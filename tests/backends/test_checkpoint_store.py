@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiofiles.os
 import pytest
 
 from backends.checkpoint import (
@@ -180,13 +179,10 @@ async def test_failed_save_keeps_the_old_checkpoint(
     store = JsonFileCheckpointStore(str(path))
     await store.save(sample_checkpoint(4))
 
-    async def fail(*args: object, **kwargs: object) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
         raise OSError(5, f"injected {step} failure")
 
-    if step == "fsync":
-        monkeypatch.setattr(jsonfile, "_afsync", fail)
-    else:
-        monkeypatch.setattr(aiofiles.os, "replace", fail)
+    monkeypatch.setattr(jsonfile, "_fsync_fd" if step == "fsync" else "_replace", fail)
     with pytest.raises(OSError, match="injected"):
         await store.save(sample_checkpoint(1, base=50))
     monkeypatch.undo()
@@ -202,23 +198,23 @@ async def test_save_fsyncs_file_then_renames_then_fsyncs_directory(
     """The order that makes a save durable."""
     store = JsonFileCheckpointStore(str(path))
     steps: list[str] = []
-    real = (jsonfile._afsync, aiofiles.os.replace, jsonfile._afsync_dir)
+    real = (jsonfile._fsync_fd, jsonfile._replace, jsonfile._fsync_dir)
 
-    async def fsync_file(fd: int) -> None:
+    def fsync_file(fd: int) -> None:
         steps.append("fsync file")
-        await real[0](fd)
+        real[0](fd)
 
-    async def replace(src: str, dst: str) -> None:
+    def replace(src: str, dst: str) -> None:
         steps.append("rename")
-        await real[1](src, dst)
+        real[1](src, dst)
 
-    async def fsync_dir(directory: str) -> None:
+    def fsync_dir(directory: str) -> None:
         steps.append(f"fsync dir {directory}")
-        await real[2](directory)
+        real[2](directory)
 
-    monkeypatch.setattr(jsonfile, "_afsync", fsync_file)
-    monkeypatch.setattr(aiofiles.os, "replace", replace)
-    monkeypatch.setattr(jsonfile, "_afsync_dir", fsync_dir)
+    monkeypatch.setattr(jsonfile, "_fsync_fd", fsync_file)
+    monkeypatch.setattr(jsonfile, "_replace", replace)
+    monkeypatch.setattr(jsonfile, "_fsync_dir", fsync_dir)
     await store.save(sample_checkpoint(3))
     assert steps == ["fsync file", "rename", f"fsync dir {path.parent}"]
     assert read_checkpoint_file(str(path)) == sample_checkpoint(3)
