@@ -201,7 +201,6 @@ _REQUEST_FIELDS = (
 )
 
 
-
 # --------------------------------------------------------------------------- messages
 
 
@@ -448,9 +447,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _encode(obj: dict[str, Any], what: str) -> bytes:
     try:
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
-            "ascii"
-        )
+        data = _ENCODER.encode(obj).encode("ascii")
     except (TypeError, ValueError) as e:
         raise ProtocolError(ERR_BAD_REQUEST, f"cannot encode {what}: {e}") from None
     data += b"\n"
@@ -459,6 +456,11 @@ def _encode(obj: dict[str, Any], what: str) -> bytes:
             ERR_TOO_LARGE, f"{what} is {len(data)} bytes, more than {MAX_MESSAGE_SIZE}"
         )
     return data
+
+
+# One decoder for every frame (json.loads with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def _parse_frame(data: object, code: str, what: str) -> dict[str, Any]:
@@ -481,7 +483,7 @@ def _parse_frame(data: object, code: str, what: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ProtocolError(code, f"{what} is not valid UTF-8: {e.reason}") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except (ValueError, RecursionError) as e:
         raise ProtocolError(code, f"{what} is not valid JSON: {show(str(e), 120)}") from None
     if not isinstance(obj, dict):
