@@ -78,7 +78,7 @@ async def cleanup_leaked_once(agent: Agent) -> list[str]:
     cloud = agent.ports.cloud
     leaked = await agent.in_cloud(
         cloud.find_leaked_enis, agent.identity.instance_id, agent.clock.now(), True
-    )
+    )  # any_instance=True: upstream's scope
     return await free_leaked_enis(agent, leaked, at_start=False)
 
 
