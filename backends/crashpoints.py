@@ -26,7 +26,7 @@ CHECKPOINT_STEPS = (
 ENI_STEPS = (
     "eni.created",  # CreateNetworkInterface done (tags are part of that call): not attached
     "eni.attached",  # AttachNetworkInterface done; DeleteOnTermination not yet set
-    "eni.configured",  # DeleteOnTermination set; the agent has not heard of the ENI
+    "eni.configured",  # DeleteOnTermination set (or not asked for); the agent has not heard
     "eni.recorded",  # the core applied EniCreated and the datapath set the ENI up
 )
 STEPS = CHECKPOINT_STEPS + ENI_STEPS

@@ -14,7 +14,8 @@ import attrs
 class CreateEni:
     """Create an ENI in ``subnet_id`` with ``security_groups``, request ``ipv4_count``
     secondary IPs or ``prefix_count`` /28 prefixes (or an IPv6 prefix) in the same call,
-    attach it at ``device_index`` and set DeleteOnTermination.
+    attach it at ``device_index`` and set DeleteOnTermination (unless the cloud backend was
+    built with it off: a per-node choice of the shell that no decision here depends on).
 
     :class:`ipamcore.ipam.Ipam` reserves ``device_index`` (the lowest one neither attached nor
     reserved by another CreateEni in flight), so ENIs created in parallel never race for an

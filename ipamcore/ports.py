@@ -39,8 +39,9 @@ class CloudPort(Protocol):
         tags: Mapping[str, str] | None = None,
         device_index: int = 0,
     ) -> ObservedEni:
-        """Create, tag, attach at ``device_index`` (0: the lowest free one), set
-        DeleteOnTermination.
+        """Create, tag (``createdAt`` in the create call itself), attach at ``device_index``
+        (0: the lowest free one), and set DeleteOnTermination unless the backend was built
+        with it off (``ENI_DELETE_ON_TERMINATION=false``: one mutating call fewer per ENI).
 
         On failure after creation the backend deletes what it created before raising.
         """
@@ -58,8 +59,14 @@ class CloudPort(Protocol):
         """Detach (if attached), wait until available, delete."""
         ...
 
-    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
-        """ENIs tagged for this instance, status available, created over 5 minutes ago."""
+    def find_leaked_enis(
+        self, instance_id: str, now: float, any_instance: bool = False
+    ) -> list[str]:
+        """Available ENIs whose ``createdAt`` tag is over 5 minutes before ``now``: those
+        tagged for ``instance_id``; with ``any_instance``, those tagged for any instance
+        (upstream's scope: ENIs a terminated node left detached), in ``instance_id``'s VPC
+        and, when the backend has a cluster name, tagged with it. An ENI without our
+        instance-id tag is never reported."""
         ...
 
     def describe_instance_type(self, instance_type: str) -> InstanceLimits: ...

@@ -4,7 +4,12 @@
   pool short, or an effect finished);
 * reconciliation with EC2 (and metadata, at start) every ``reconcile_interval_s`` (60 s);
 * leaked-ENI cleanup every ``leaked_eni_interval_s`` (1 h) plus up to 10 % jitter, so a
-  fleet of nodes restarted together does not call EC2 at the same second.
+  fleet of nodes restarted together does not call EC2 at the same second. It frees, as
+  upstream does, every available ENI of the VPC tagged by this CNI for any instance (of
+  this cluster when ``CLUSTER_NAME`` is set) whose ``createdAt`` is over five minutes old:
+  those a terminated node left (they keep no DeleteOnTermination with
+  ``ENI_DELETE_ON_TERMINATION=false``) and those a crash left; the age guard keeps it off
+  an ENI another node has just created and not attached yet.
 """
 
 from __future__ import annotations
@@ -67,12 +72,13 @@ async def reconcile_loop(agent: Agent) -> None:
 
 
 async def cleanup_leaked_once(agent: Agent) -> list[str]:
-    """Free ENIs tagged for this instance that were left detached; returns the ids freed."""
+    """Free the ENIs of any node of the cluster that were left detached (see the module
+    docstring); returns the ids freed."""
     assert agent.identity is not None
     cloud = agent.ports.cloud
     leaked = await agent.in_cloud(
-        cloud.find_leaked_enis, agent.identity.instance_id, agent.clock.now()
-    )
+        cloud.find_leaked_enis, agent.identity.instance_id, agent.clock.now(), True
+    )  # any_instance=True: upstream's scope
     return await free_leaked_enis(agent, leaked, at_start=False)
 
 

@@ -22,6 +22,10 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
   :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
 * ``IPAMD_EVENT_LOOP`` = ``uvloop`` (default) | ``asyncio``: the event loop the daemon runs on.
+* ``ENI_DELETE_ON_TERMINATION`` = ``true`` (default, upstream's behaviour: one
+  ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
+  (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
+  another node's hourly leaked-ENI cleanup, see :mod:`adapters.ipamd.loops`).
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -108,6 +112,7 @@ class Settings:
     metrics: BindAddress = BindAddress("0.0.0.0", 61678)
     metrics_enabled: bool = True
     leaked_eni_cleanup: bool = True
+    eni_delete_on_termination: bool = True
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stderr is a TTY
     region: str = ""
@@ -389,6 +394,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         metrics=parse_bind(env, "METRICS_BIND_ADDRESS", DEFAULT_METRICS),
         metrics_enabled=not parse_bool(env, "DISABLE_METRICS", False),
         leaked_eni_cleanup=not parse_bool(env, "DISABLE_LEAKED_ENI_CLEANUP", False),
+        eni_delete_on_termination=parse_bool(env, "ENI_DELETE_ON_TERMINATION", True),
         log_level="WARNING" if level == "warn" else level.upper(),
         log_json=None if log_format == "auto" else log_format == "json",
         region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "",

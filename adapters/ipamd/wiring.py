@@ -103,8 +103,12 @@ class LockedCloud:
     def free_eni(self, eni_id: str) -> None:
         self._locked(self._cloud.free_eni, eni_id)
 
-    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
-        return self._locked(self._cloud.find_leaked_enis, instance_id, now)  # type: ignore[no-any-return]
+    def find_leaked_enis(
+        self, instance_id: str, now: float, any_instance: bool = False
+    ) -> list[str]:
+        return self._locked(  # type: ignore[no-any-return]
+            self._cloud.find_leaked_enis, instance_id, now, any_instance
+        )
 
     def describe_instance_type(self, instance_type: str) -> InstanceLimits:
         return self._locked(self._cloud.describe_instance_type, instance_type)  # type: ignore[no-any-return]
@@ -146,6 +150,8 @@ def fake_cloud_ports(
     clock: Callable[[], float],
     latency: str = "none",
     call_log: str = "",
+    cluster_name: str = "",
+    delete_on_termination: bool = True,
 ) -> tuple[Any, Any, Any]:
     """(cloud port, metadata port, FakeCloud) of a fresh one-instance fake account."""
     from backends.fakecloud import FakeCloud
@@ -157,10 +163,13 @@ def fake_cloud_ports(
         fake.observers.append(CallLog(call_log))
     subnet = fake.add_subnet("10.0.0.0/17")
     instance = fake.launch_instance(instance_type, subnet)
+    port = fake.port(
+        instance, observer, cluster_name=cluster_name, delete_on_termination=delete_on_termination
+    )
     if realistic:
         use_realistic_latency(fake)
-        return fake.port(instance, observer), fake.metadata(instance), fake
-    cloud = LockedCloud(fake.port(instance, observer))
+        return port, fake.metadata(instance), fake
+    cloud = LockedCloud(port)
     metadata = LockedMetadata(fake.metadata(instance), cloud._lock)
     return cloud, metadata, fake
 
@@ -180,7 +189,7 @@ def build_ports(
     if settings.cloud == "fake":
         cloud, metadata, _ = fake_cloud_ports(
             settings.fake_instance_type, observer, clock, settings.fake_latency,
-            settings.fake_call_log,
+            settings.fake_call_log, settings.cluster_name, settings.eni_delete_on_termination,
         )  # fmt: skip
     else:
         from backends.aws.client import Ec2Config
@@ -194,6 +203,7 @@ def build_ports(
             endpoint_url=settings.ec2_endpoint,
             cluster_name=settings.cluster_name,
             extra_tags=dict(settings.additional_eni_tags),
+            delete_on_termination=settings.eni_delete_on_termination,
         )
         cloud = Ec2Backend(config, observer=observer, step=crash)
     store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)

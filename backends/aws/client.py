@@ -32,8 +32,12 @@ class Ec2Config:
 
     ``endpoint_url`` is empty for the real regional endpoint, or e.g. a moto_server URL.
     ``retry_mode`` is botocore's (``standard`` or ``adaptive``); ``max_attempts`` counts the
-    first attempt too. ``cluster_name`` adds the ``cluster.k8s.amazonaws.com/name`` tag;
-    ``extra_tags`` go on every created ENI.
+    first attempt too. ``cluster_name`` adds the ``cluster.k8s.amazonaws.com/name`` tag (and
+    scopes the cleanup of other nodes' leaked ENIs to it); ``extra_tags`` go on every created
+    ENI. ``delete_on_termination`` (upstream's behaviour) sets DeleteOnTermination on each new
+    ENI's attachment, one ModifyNetworkInterfaceAttribute call after the attach (EC2 cannot
+    set it at create or attach time); False skips that call, and the ENIs a terminated node
+    leaves are then freed by the other nodes' leaked-ENI cleanup.
     """
 
     region: str = "us-west-2"
@@ -44,6 +48,7 @@ class Ec2Config:
     read_timeout_s: float = 20.0
     cluster_name: str = ""
     extra_tags: Mapping[str, str] = attrs.field(factory=dict)
+    delete_on_termination: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Ec2Config:

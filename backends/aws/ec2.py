@@ -89,6 +89,7 @@ class Ec2Backend:
         self._delete_attempts = delete_attempts
         self._step = step
         self._subnet_cidrs: dict[str, str] = {}
+        self._vpc_id = ""
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -193,6 +194,13 @@ class Ec2Backend:
             self._delete_quietly(eni_id)
             raise
         self._step("eni.attached")
+        if self.config.delete_on_termination:
+            self._set_delete_on_termination(eni_id, attachment_id)
+        self._step("eni.configured")
+        return eni_from_ec2(raw, self._subnet_cidr, device_index=device_index, network_card=0)
+
+    def _set_delete_on_termination(self, eni_id: str, attachment_id: str) -> None:
+        """ModifyNetworkInterfaceAttribute; on failure free the ENI and raise."""
         try:
             self._call(
                 "modify_network_interface_attribute",
@@ -205,8 +213,6 @@ class Ec2Backend:
             except CloudError:
                 pass  # leaked-ENI collection will find it
             raise
-        self._step("eni.configured")
-        return eni_from_ec2(raw, self._subnet_cidr, device_index=device_index, network_card=0)
 
     def _used_device_indexes(self, instance_id: str) -> set[int]:
         used = set()
@@ -339,20 +345,50 @@ class Ec2Backend:
         assert last is not None
         raise last
 
-    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
-        """Available ENIs tagged for this instance whose createdAt is over 5 minutes old.
+    def _vpc_of(self, instance_id: str) -> str:
+        """The VPC of ``instance_id`` (from its attached ENIs; cached), "" if none shows."""
+        with self._lock:
+            if self._vpc_id:
+                return self._vpc_id
+        for raw in self._attached_raw(instance_id):
+            if raw.get("VpcId"):
+                with self._lock:
+                    self._vpc_id = str(raw["VpcId"])
+                return self._vpc_id
+        return ""
+
+    def _leak_filters(self, instance_id: str, any_instance: bool) -> list[dict[str, Any]]:
+        """This instance's tag; or, with ``any_instance``, upstream's (awsutils
+        getLeakedENIs): our instance-id tag on any instance, this VPC, this cluster if named."""
+        available = {"Name": "status", "Values": ["available"]}
+        if not any_instance:
+            return [{"Name": f"tag:{INSTANCE_ID_TAG}", "Values": [instance_id]}, available]
+        filters = [{"Name": "tag-key", "Values": [INSTANCE_ID_TAG]}, available]
+        vpc_id = self._vpc_of(instance_id)
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        if self.config.cluster_name:
+            filters.append(
+                {"Name": f"tag:{CLUSTER_NAME_TAG}", "Values": [self.config.cluster_name]}
+            )
+        return filters
+
+    def find_leaked_enis(
+        self, instance_id: str, now: float, any_instance: bool = False
+    ) -> list[str]:
+        """Available ENIs tagged for this instance (or, with ``any_instance``, for any
+        instance of this VPC and cluster) whose createdAt is over 5 minutes old.
 
         An ENI without a (parsable) createdAt tag gets one stamped ``now`` and is reported
         on a later pass, as upstream does.
         """
-        filters = [
-            {"Name": f"tag:{INSTANCE_ID_TAG}", "Values": [instance_id]},
-            {"Name": "status", "Values": ["available"]},
-        ]
+        filters = self._leak_filters(instance_id, any_instance)
         leaked: list[str] = []
         for raw in self._enis_raw(Filters=filters):
             eni_id = str(raw["NetworkInterfaceId"])
             tags = {str(t["Key"]): str(t.get("Value", "")) for t in raw.get("TagSet", ())}
+            if INSTANCE_ID_TAG not in tags:
+                continue  # the filters exclude it already; never widen the scope
             created = parse_rfc3339(tags.get(CREATED_AT_TAG, ""))
             if created is None:
                 self._call(

@@ -67,8 +67,12 @@ class AsyncCloud:
     async def free_eni(self, eni_id: str) -> None:
         await asyncio.to_thread(self.cloud.free_eni, eni_id)
 
-    async def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
-        return await asyncio.to_thread(self.cloud.find_leaked_enis, instance_id, now)
+    async def find_leaked_enis(
+        self, instance_id: str, now: float, any_instance: bool = False
+    ) -> list[str]:
+        return await asyncio.to_thread(
+            self.cloud.find_leaked_enis, instance_id, now, any_instance
+        )
 
     async def describe_instance_type(self, instance_type: str) -> InstanceLimits:
         return await asyncio.to_thread(self.cloud.describe_instance_type, instance_type)

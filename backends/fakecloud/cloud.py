@@ -241,10 +241,21 @@ class FakeCloud:
         """ENIs with DeleteOnTermination go; others are detached and left available."""
         self.vpc.terminate(instance_id)
 
-    def port(self, instance_id: str, observer: CallObserver | None = None) -> FakeEc2:
-        """The EC2 view for one instance's agent; ``observer`` hears only its calls."""
+    def port(
+        self,
+        instance_id: str,
+        observer: CallObserver | None = None,
+        *,
+        cluster_name: str = "",
+        delete_on_termination: bool = True,
+    ) -> FakeEc2:
+        """The EC2 view for one instance's agent; ``observer`` hears only its calls;
+        ``cluster_name`` and ``delete_on_termination`` as the agent is configured."""
         self.vpc.instance(instance_id)
-        return FakeEc2(self, instance_id, observer)
+        return FakeEc2(
+            self, instance_id, observer, cluster_name=cluster_name,
+            delete_on_termination=delete_on_termination,
+        )  # fmt: skip
 
     def metadata(self, instance_id: str) -> FakeMetadata:
         self.vpc.instance(instance_id)

@@ -2,7 +2,8 @@
 
 Each port method performs the EC2 actions a real backend would (create_eni is
 DescribeInstances + CreateNetworkInterface + AttachNetworkInterface +
-ModifyNetworkInterfaceAttribute; free_eni is DescribeNetworkInterfaces +
+ModifyNetworkInterfaceAttribute, the last one skipped when the port was made with
+``delete_on_termination=False``; free_eni is DescribeNetworkInterfaces +
 DetachNetworkInterface + DeleteNetworkInterface), and each action is gated (faults,
 throttling), given its latency and reported as one :class:`CallRecord`.
 ``last_latency_s`` sums the latencies of the last port method's actions, so a caller can
@@ -20,7 +21,7 @@ from backends.fakecloud.addresses import int_to_ip
 from backends.observe import CallObserver, CallRecord
 from ipamcore.errors import CloudError
 from ipamcore.limits import InstanceLimits
-from ipamcore.model import ObservedEni, Subnet
+from ipamcore.model import CLUSTER_NAME_TAG, ObservedEni, Subnet
 
 if TYPE_CHECKING:
     from backends.fakecloud.cloud import FakeCloud
@@ -31,14 +32,24 @@ T = TypeVar("T")
 
 class FakeEc2:
     """A ``CloudPort`` over a FakeCloud; ``observer`` hears this port's calls (the cloud's
-    observers hear every port's)."""
+    observers hear every port's). Like the boto3 backend's ``Ec2Config``, ``cluster_name``
+    tags new ENIs and scopes the any-instance leak search, and ``delete_on_termination``
+    says whether create_eni sets DeleteOnTermination."""
 
     def __init__(
-        self, cloud: FakeCloud, instance_id: str, observer: CallObserver | None = None
+        self,
+        cloud: FakeCloud,
+        instance_id: str,
+        observer: CallObserver | None = None,
+        *,
+        cluster_name: str = "",
+        delete_on_termination: bool = True,
     ) -> None:
         self._cloud = cloud
         self.instance_id = instance_id
         self.observer = observer
+        self.cluster_name = cluster_name
+        self.delete_on_termination = delete_on_termination
         self.last_latency_s = 0.0
 
     def _call(
@@ -96,11 +107,14 @@ class FakeEc2:
             "DescribeInstanceTypes", self.instance_id, self._cloud.vpc.instance_type, instance_type
         )
 
-    def find_leaked_enis(self, instance_id: str, now: float) -> list[str]:
+    def find_leaked_enis(
+        self, instance_id: str, now: float, any_instance: bool = False
+    ) -> list[str]:
         self.last_latency_s = 0.0
         return self._call(
-            "DescribeNetworkInterfaces", instance_id, self._cloud.vpc.leaked_enis, instance_id, now
-        )
+            "DescribeNetworkInterfaces", instance_id, self._cloud.vpc.leaked_enis,
+            instance_id if not any_instance else None, now, self.cluster_name,
+        )  # fmt: skip
 
     # -- ENI lifecycle -----------------------------------------------------------------------
 
@@ -116,7 +130,7 @@ class FakeEc2:
         device_index: int = 0,
     ) -> ObservedEni:
         """Create, attach at ``device_index`` (0: the lowest free index), set
-        DeleteOnTermination; undo on failure.
+        DeleteOnTermination (unless built without); undo on failure.
 
         Like a real backend, with no ``device_index`` it comes from a describe before the
         create, and a failed attach is only discovered after the ENI exists: the ENI is then
@@ -128,6 +142,9 @@ class FakeEc2:
         if index <= 0:
             inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
             index = inst.lowest_free_device_index()
+        all_tags = dict(tags or {})
+        if self.cluster_name:
+            all_tags[CLUSTER_NAME_TAG] = self.cluster_name
         eni = self._call(
             "CreateNetworkInterface",
             subnet_id,
@@ -138,7 +155,7 @@ class FakeEc2:
             ipv4_count,
             prefix_count,
             ipv6_prefix,
-            tags,
+            all_tags,
         )
         try:
             self._call(
@@ -147,6 +164,8 @@ class FakeEc2:
         except CloudError:
             self._undo(eni.eni_id, attached=False)
             raise
+        if not self.delete_on_termination:
+            return eni.observe()
         try:
             self._call(
                 "ModifyNetworkInterfaceAttribute",

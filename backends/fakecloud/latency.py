@@ -21,7 +21,8 @@ report, chosen in the middle of it:
 
 :func:`least_new_eni_time` is the least time these latencies allow a node to get a new ENI's
 addresses usable: create (with the addresses) + attach + the metadata lag, with
-``ModifyNetworkInterfaceAttribute`` (DeleteOnTermination) overlapping the lag.
+``ModifyNetworkInterfaceAttribute`` (DeleteOnTermination) overlapping the lag, or no Modify at
+all with ``ENI_DELETE_ON_TERMINATION=false``.
 """
 
 from __future__ import annotations
@@ -58,21 +59,25 @@ def use_realistic_latency(cloud: FakeCloud) -> None:
 def least_new_eni_time(
     latencies: Mapping[str, float] = REALISTIC_LATENCIES,
     metadata_lag_s: float = REALISTIC_METADATA_LAG_S,
+    delete_on_termination: bool = True,
 ) -> float:
     """Seconds from the decision to create an ENI to its addresses being usable, at best:
     CreateNetworkInterface (addresses included) + AttachNetworkInterface + the longer of
-    the metadata lag and ModifyNetworkInterfaceAttribute (which runs during the lag)."""
+    the metadata lag and ModifyNetworkInterfaceAttribute (which runs during the lag; not
+    made without ``delete_on_termination``)."""
     create = latencies.get("CreateNetworkInterface", 0.0)
     attach = latencies.get("AttachNetworkInterface", 0.0)
     modify = latencies.get("ModifyNetworkInterfaceAttribute", 0.0)
-    return create + attach + max(metadata_lag_s, modify)
+    return create + attach + max(metadata_lag_s, modify if delete_on_termination else 0.0)
 
 
 def least_burst_time(
     latencies: Mapping[str, float] = REALISTIC_LATENCIES,
     metadata_lag_s: float = REALISTIC_METADATA_LAG_S,
+    delete_on_termination: bool = True,
 ) -> float:
     """The least time a burst needing new ENIs can be served in, when every ENI is created
     in parallel and the primary ENI is filled by one AssignPrivateIpAddresses meanwhile."""
     fill_primary = latencies.get("AssignPrivateIpAddresses", 0.0)
-    return max(least_new_eni_time(latencies, metadata_lag_s), fill_primary)
+    new_eni = least_new_eni_time(latencies, metadata_lag_s, delete_on_termination)
+    return max(new_eni, fill_primary)

@@ -15,7 +15,7 @@ from backends.fakecloud.records import EniState, InstanceState
 from backends.fakecloud.subnets import SubnetState
 from ipamcore.errors import CloudError, FailureKind, UnknownInstanceType
 from ipamcore.limits import InstanceLimits, limits_for
-from ipamcore.model import INSTANCE_ID_TAG
+from ipamcore.model import CLUSTER_NAME_TAG, INSTANCE_ID_TAG
 
 LEAK_COOLDOWN_S = 300.0  # upstream leaves available ENIs alone for 5 minutes after creation
 
@@ -90,15 +90,23 @@ class Vpc:
         inst = self.instance(instance_id)
         return [self.enis[inst.devices[i]] for i in sorted(inst.devices)]
 
-    def leaked_enis(self, instance_id: str, now: float) -> list[str]:
-        """Available ENIs tagged for ``instance_id`` created over five minutes before ``now``."""
-        return [
-            e.eni_id
-            for e in self.enis.values()
-            if e.instance_id is None
-            and e.tags.get(INSTANCE_ID_TAG) == instance_id
-            and now - e.created_at > LEAK_COOLDOWN_S
-        ]
+    def leaked_enis(self, instance_id: str | None, now: float, cluster_name: str = "") -> list[str]:
+        """Available ENIs created over five minutes before ``now`` and tagged for
+        ``instance_id``, or (None) for any instance, then of ``cluster_name`` when set (the
+        scope upstream's cleanup frees: ENIs terminated nodes left behind). The age is the
+        creation time, which the agent's ``createdAt`` tag records (one VPC: no VPC filter)."""
+        found = []
+        for e in self.enis.values():
+            if e.instance_id is not None or INSTANCE_ID_TAG not in e.tags:
+                continue
+            if now - e.created_at <= LEAK_COOLDOWN_S:
+                continue
+            if instance_id is not None:
+                if e.tags[INSTANCE_ID_TAG] == instance_id:
+                    found.append(e.eni_id)
+            elif not cluster_name or e.tags.get(CLUSTER_NAME_TAG) == cluster_name:
+                found.append(e.eni_id)
+        return sorted(found)
 
     # -- setup -----------------------------------------------------------------------------
 

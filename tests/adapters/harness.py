@@ -85,7 +85,12 @@ class World:
         settings = settings or self.settings(**env)
         metrics, calls = Metrics(), CallCounter()
         observer = fan_out(calls, metrics)
-        cloud = LockedCloud(self.cloud.port(self.instance_id, observer))
+        cloud = LockedCloud(
+            self.cloud.port(
+                self.instance_id, observer, cluster_name=settings.cluster_name,
+                delete_on_termination=settings.eni_delete_on_termination,
+            )
+        )  # fmt: skip
         metadata = LockedMetadata(self.cloud.metadata(self.instance_id), cloud._lock)
         store = store or JsonFileCheckpointStore(settings.checkpoint_path, clock=self.clock.now)
         ports = Ports(cloud=cloud, metadata=metadata, datapath=self.datapath, store=store)

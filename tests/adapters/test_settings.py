@@ -40,6 +40,7 @@ BAD = [
     ("DISABLE_INTROSPECTION", "x"),
     ("DISABLE_METRICS", "x"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "x"),
+    ("ENI_DELETE_ON_TERMINATION", "sometimes"),
     ("AWS_VPC_K8S_CNI_LOGLEVEL", "LOUD"),
     ("AWS_EC2_ENDPOINT", "ftp://x"),
     ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "169.254.169.254"),
@@ -74,6 +75,12 @@ def test_defaults_are_upstreams() -> None:
     assert str(s.introspection) == "127.0.0.1:61679"
     assert s.veth_prefix == "eni" and s.eni_mtu == 9001 and s.pod_mtu == 9001
     assert s.introspection_enabled and s.metrics_enabled and s.leaked_eni_cleanup
+    assert s.eni_delete_on_termination
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("TRUE", True)])
+def test_eni_delete_on_termination_is_a_bool(raw: str, expected: bool) -> None:
+    assert load_settings({"ENI_DELETE_ON_TERMINATION": raw}).eni_delete_on_termination is expected
 
 
 def test_values_are_parsed() -> None:

@@ -412,3 +412,50 @@ def test_client_side_validation_errors_are_translated() -> None:
     assert (info.value.kind, info.value.code) == (FailureKind.OTHER, "ParamValidationError")
     assert translate(ParamValidationError(report="bad")).code == "ParamValidationError"
     assert translate(ValueError("odd")).kind is FailureKind.OTHER
+
+
+def test_without_delete_on_termination_create_is_two_mutating_calls(
+    counter: CallCounter, sleep: FakeSleep
+) -> None:
+    client = session().client("ec2", region_name=REGION)
+    config = Ec2Config(
+        region=REGION, cluster_name="prod", extra_tags={"team": "net"},
+        delete_on_termination=False,
+    )  # fmt: skip
+    backend = Ec2Backend(config, client=client, observer=counter, sleep=sleep, clock=lambda: NOW)
+    with Stubber(client) as stub:
+        created = eni_item(NEW_ENI, None, ips=("10.0.0.11",), status="available")
+        expect_create(stub, {"SecondaryPrivateIpAddressCount": 1}, created)
+        expect_attach(stub, 2)
+        expect_subnet(stub)  # and no ModifyNetworkInterfaceAttribute: the Stubber would fail
+        eni = backend.create_eni(IID, SUBNET, ["sg-1"], ipv4_count=1, device_index=2)
+        stub.assert_no_pending_responses()
+    assert eni.device_index == 2 and eni.ipv4_addresses == ("10.0.0.11",)
+    assert counter.mutating() == 2
+
+
+def test_leak_search_of_any_instance_is_upstreams_filter(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    backend, stub = stubbed
+    primary = {**eni_item("eni-primary", 0), "VpcId": "vpc-0ccccccccccccccccc"}
+    expect_describe(stub, primary)  # the VPC, once
+    old, fresh = rfc3339(NOW - 301), rfc3339(NOW - 299)
+    found = [
+        {**eni_item(eid, None, status="available"),
+         "TagSet": [{"Key": INSTANCE_ID_TAG, "Value": "i-0gone"},
+                    {"Key": CREATED_AT_TAG, "Value": created}]}
+        for eid, created in (("eni-0old", old), ("eni-0fresh", fresh))
+    ]  # fmt: skip
+    filters = [
+        {"Name": "tag-key", "Values": [INSTANCE_ID_TAG]},
+        {"Name": "status", "Values": ["available"]},
+        {"Name": "vpc-id", "Values": ["vpc-0ccccccccccccccccc"]},
+        {"Name": f"tag:{CLUSTER_NAME_TAG}", "Values": ["prod"]},
+    ]
+    for _ in range(2):
+        stub.add_response(
+            "describe_network_interfaces", {"NetworkInterfaces": found}, {"Filters": filters}
+        )
+    assert backend.find_leaked_enis(IID, NOW, any_instance=True) == ["eni-0old"]
+    assert backend.find_leaked_enis(IID, NOW, any_instance=True) == ["eni-0old"]

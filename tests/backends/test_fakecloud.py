@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 
 import attrs
 import pytest
@@ -12,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.fakecloud import BucketSpec, CallInfo, FakeCloud, FakeEc2, Throttle
-from backends.observe import OK, CallCounter, CallRecord
+from backends.fakecloud.cloud import DEFAULT_SECURITY_GROUP
+from backends.observe import OK, CallCounter, CallObserver, CallRecord
 from ipamcore.errors import CloudError, FailureKind
-from ipamcore.limits import InstanceLimits
+from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import INSTANCE_ID_TAG, NO_MANAGE_TAG, SUBNET_DISCOVERY_TAG
 from tests.contract.cloud_contract import CloudContract, CloudEnv, expect_failure
 
@@ -32,10 +34,31 @@ def make_env(**cloud_args: object) -> tuple[FakeCloud, CloudEnv]:
     def leak(instance_id: str) -> str:
         return cloud.create_detached_eni(instance_id, tagged)
 
+    def detached(tags: Mapping[str, str]) -> str:
+        with cloud.lock:
+            return cloud.vpc.create_eni(
+                tagged, (DEFAULT_SECURITY_GROUP,), dict(tags), "out of band", cloud.now,
+                limits_for("m5.large"),
+            ).eni_id  # fmt: skip
+
+    def make_cloud(
+        instance_id: str,
+        *,
+        delete_on_termination: bool = True,
+        cluster_name: str = "",
+        observer: CallObserver | None = None,
+    ) -> FakeEc2:
+        return cloud.port(
+            instance_id, observer, cluster_name=cluster_name,
+            delete_on_termination=delete_on_termination,
+        )  # fmt: skip
+
     env = CloudEnv(
         cloud=cloud.port(iid), instance_id=iid, instance_type="m5.large", subnet_id=tagged,
         untagged_subnet_id=untagged, small_subnet_id=small, now=lambda: cloud.now,
-        advance=cloud.advance, make_leaked_eni=leak,
+        advance=cloud.advance, make_leaked_eni=leak, make_detached_eni=detached,
+        make_cloud=make_cloud, launch_instance=lambda: cloud.launch_instance("m5.large", tagged),
+        terminate_instance=cloud.terminate_instance,
     )  # fmt: skip
     return cloud, env
 
@@ -484,3 +507,7 @@ def test_realistic_profile_and_the_least_time_it_allows() -> None:
     slow_assign = {**REALISTIC_LATENCIES, "AssignPrivateIpAddresses": 3.0}
     assert least_burst_time(slow_assign) == 3.0  # the primary's fill is then the longer path
     assert least_new_eni_time(metadata_lag_s=0.0) == pytest.approx(0.4 + 0.25 + 0.15)
+    # without DeleteOnTermination there is no Modify call: create + attach + the lag only
+    no_modify = least_new_eni_time(metadata_lag_s=0.0, delete_on_termination=False)
+    assert no_modify == pytest.approx(0.4 + 0.25)
+    assert least_burst_time(delete_on_termination=False) == pytest.approx(0.4 + 0.25 + 1.5)

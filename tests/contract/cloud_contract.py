@@ -27,29 +27,59 @@ What ``env`` must hold (a fresh account per test):
 * ``make_leaked_eni(instance_id)``: create, out of band, an ENI in ``subnet_id`` tagged for
   ``instance_id`` (``node.k8s.amazonaws.com/instance_id`` and ``createdAt`` = ``now()``) and
   never attached, as an agent that crashed between create and attach leaves it; returns its id.
+* ``make_detached_eni(tags)``: an unattached ENI in ``subnet_id`` carrying exactly ``tags``
+  (created at ``now()``); returns its id.
+* ``make_cloud(instance_id, delete_on_termination=, cluster_name=, observer=)``: another
+  CloudPort of the same backend for the agent of ``instance_id``, built with those settings
+  (its ``observer`` hears one CallRecord per EC2 call).
+* ``launch_instance()``: another running instance (another node) like ``instance_id``.
+* ``terminate_instance(instance_id)``: terminate it as EC2 does: ENIs with
+  DeleteOnTermination are deleted, the others detached and left ``available``.
 
 Capability flags (class attributes, all True here) let a backend skip what its substrate
 cannot show: ``supports_limits`` (ENI and address limits by instance type),
 ``supports_prefixes`` (/28 prefix delegation), ``supports_subnet_exhaustion`` (free address
-counts and SUBNET_FULL), ``supports_throttling`` (RequestLimitExceeded under load).
+counts and SUBNET_FULL), ``supports_throttling`` (RequestLimitExceeded under load),
+``supports_delete_on_termination`` (terminating an instance deletes the ENIs marked so).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import attrs
 import pytest
 
+from backends.aws.convert import rfc3339
+from backends.observe import CallObserver, CallRecord
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import limits_for
-from ipamcore.model import CREATED_AT_TAG, INSTANCE_ID_TAG, SUBNET_DISCOVERY_TAG, ObservedEni
+from ipamcore.model import (
+    CLUSTER_NAME_TAG,
+    CREATED_AT_TAG,
+    INSTANCE_ID_TAG,
+    SUBNET_DISCOVERY_TAG,
+    ObservedEni,
+)
 from ipamcore.ports import CloudPort
 
 UNKNOWN_ENI = "eni-0123456789abcdef0"
 UNKNOWN_SUBNET = "subnet-0123456789abcdef0"
 FIVE_MINUTES = 300.0
+GONE_INSTANCE = "i-0fedcba9876543210"  # an instance id this account does not run
+
+
+class CloudMaker(Protocol):
+    def __call__(
+        self,
+        instance_id: str,
+        *,
+        delete_on_termination: bool = True,
+        cluster_name: str = "",
+        observer: CallObserver | None = None,
+    ) -> CloudPort: ...
 
 
 @attrs.define
@@ -65,6 +95,10 @@ class CloudEnv:
     now: Callable[[], float]
     advance: Callable[[float], object]
     make_leaked_eni: Callable[[str], str]
+    make_detached_eni: Callable[[Mapping[str, str]], str]
+    make_cloud: CloudMaker
+    launch_instance: Callable[[], str]
+    terminate_instance: Callable[[str], object]
 
 
 def in_cidr(address: str, cidr: str) -> bool:
@@ -93,6 +127,7 @@ class CloudContract:
     supports_prefixes = True
     supports_subnet_exhaustion = True
     supports_throttling = True
+    supports_delete_on_termination = True
 
     def requires(self, capability: str) -> None:
         if not getattr(self, capability):
@@ -227,6 +262,97 @@ class CloudContract:
         env.cloud.create_eni(env.instance_id, env.subnet_id, [])
         env.advance(FIVE_MINUTES + 1)
         assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == []
+
+    def test_any_instance_scope_is_as_old_as_the_own_one(self, env: CloudEnv) -> None:
+        other = env.launch_instance()
+        fresh = env.make_leaked_eni(other)  # another node's, created, not attached yet
+        mine = env.make_leaked_eni(env.instance_id)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+        env.advance(FIVE_MINUTES - 10)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+        env.advance(11)
+        found = env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True)
+        assert found == sorted([fresh, mine])
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == [mine]
+
+    def test_attached_enis_of_other_nodes_are_never_leaked(self, env: CloudEnv) -> None:
+        other = env.launch_instance()
+        env.make_cloud(other).create_eni(other, env.subnet_id, [])
+        env.advance(FIVE_MINUTES + 1)
+        assert env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+
+    def test_enis_without_our_instance_tag_are_never_leaked(self, env: CloudEnv) -> None:
+        old = rfc3339(env.now() - 3600)
+        env.make_detached_eni({})
+        env.make_detached_eni({CREATED_AT_TAG: old})
+        env.make_detached_eni({CREATED_AT_TAG: old, CLUSTER_NAME_TAG: "c1"})
+        env.advance(FIVE_MINUTES + 1)
+        named = env.make_cloud(env.instance_id, cluster_name="c1")
+        for cloud in (env.cloud, named):
+            assert cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+            assert cloud.find_leaked_enis(env.instance_id, env.now()) == []
+
+    def test_with_a_cluster_name_only_that_clusters_enis_are_leaked(self, env: CloudEnv) -> None:
+        def eni_of(cluster: str) -> str:
+            tags = {INSTANCE_ID_TAG: GONE_INSTANCE, CREATED_AT_TAG: rfc3339(env.now())}
+            if cluster:
+                tags[CLUSTER_NAME_TAG] = cluster
+            return env.make_detached_eni(tags)
+
+        ours, theirs, unnamed = eni_of("c1"), eni_of("c2"), eni_of("")
+        env.advance(FIVE_MINUTES + 1)
+        named = env.make_cloud(env.instance_id, cluster_name="c1")
+        assert named.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == [ours]
+        # without CLUSTER_NAME, upstream's filter has no cluster term: every node's ENIs
+        everyone = env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True)
+        assert everyone == sorted([ours, theirs, unnamed])
+
+    # -- DeleteOnTermination -----------------------------------------------------------------
+
+    @pytest.mark.parametrize("delete_on_termination", [True, False])
+    def test_create_eni_calls_with_and_without_delete_on_termination(
+        self, env: CloudEnv, delete_on_termination: bool
+    ) -> None:
+        calls: list[CallRecord] = []
+        cloud = env.make_cloud(
+            env.instance_id, delete_on_termination=delete_on_termination, observer=calls.append
+        )
+        eni = cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        mutating = [c.action for c in calls if c.mutating]
+        expected = ["CreateNetworkInterface", "AttachNetworkInterface"]
+        if delete_on_termination:
+            expected.append("ModifyNetworkInterfaceAttribute")
+        assert mutating == expected
+        assert CREATED_AT_TAG in eni.tag_map  # stamped in the create call, no CreateTags
+        described = find_eni(env, eni.eni_id)
+        assert (described.device_index, len(described.ipv4_addresses)) == (1, 2)
+
+    @pytest.mark.parametrize("delete_on_termination", [True, False])
+    def test_a_terminated_nodes_enis_stay_only_without_delete_on_termination(
+        self, env: CloudEnv, delete_on_termination: bool
+    ) -> None:
+        self.requires("supports_delete_on_termination")
+        other = env.launch_instance()
+        cloud = env.make_cloud(other, delete_on_termination=delete_on_termination)
+        theirs = cloud.create_eni(other, env.subnet_id, []).eni_id
+        env.terminate_instance(other)
+        env.advance(FIVE_MINUTES + 1)
+        found = env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True)
+        assert found == ([] if delete_on_termination else [theirs])
+
+    def test_another_node_frees_a_terminated_nodes_eni(self, env: CloudEnv) -> None:
+        other = env.launch_instance()
+        cloud = env.make_cloud(other, cluster_name="c1", delete_on_termination=False)
+        theirs = cloud.create_eni(other, env.subnet_id, [], ipv4_count=2).eni_id
+        env.terminate_instance(other)
+        mine = env.make_cloud(env.instance_id, cluster_name="c1")
+        assert mine.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+        env.advance(FIVE_MINUTES + 1)
+        assert mine.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == [theirs]
+        assert mine.find_leaked_enis(env.instance_id, env.now()) == []  # not this node's own
+        mine.free_eni(theirs)
+        assert mine.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
+        expect_failure(FailureKind.NOT_FOUND, lambda: mine.free_eni(theirs))
 
     # -- limits (what moto does not enforce) -------------------------------------------------
 
