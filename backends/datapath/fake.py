@@ -65,6 +65,12 @@ class FakeDatapath(FaultInjection):
         self.links: dict[str, Link] = {}
         self.routes: set[Route] = set()
         self.rules: set[Rule] = set()
+        # Indexes that make a pod's setup and teardown O(1), not O(pods on the node): the
+        # routes through each host device and the tables of each (priority, selector) rule.
+        # ``routes`` and ``rules`` stay the truth; an index entry whose route or rule a test
+        # removed directly is only discarded again.
+        self._dev_routes: dict[str, set[Route]] = {}
+        self._rule_tables: dict[tuple[int, str], set[int]] = {}
         self.sysctls: dict[str, str] = {}
         self.nat: dict[str, list[str]] = {"POSTROUTING": []}
         # The latest calls, for tests; bounded, so a long-running daemon on the fake datapath
@@ -100,9 +106,18 @@ class FakeDatapath(FaultInjection):
                 {"links": self.links, "routes": self.routes, "rules": self.rules, "nat": self.nat}
             )
 
+    def _add_route(self, route: Route) -> None:
+        self.routes.add(route)
+        self._dev_routes.setdefault(route[2], set()).add(route)
+
+    def _add_rule(self, rule: Rule) -> None:
+        self.rules.add(rule)
+        self._rule_tables.setdefault((rule[0], rule[1]), set()).add(rule[2])
+
     def _del_host_link(self, name: str) -> None:
         link = self.links.pop(name, None)
-        self.routes = {r for r in self.routes if r[2] != name}
+        for route in self._dev_routes.pop(name, ()):
+            self.routes.discard(route)
         if link is not None and link.peer is not None:
             ns = self.namespaces.get(link.peer[0])
             if ns is not None:
@@ -148,11 +163,9 @@ class FakeDatapath(FaultInjection):
             link.mtu, link.up = eni.mtu, True
             prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
             link.addresses.add(f"{eni.primary_ip}/{prefix}")
-            self.routes |= {
-                (eni.route_table, f"{eni.gateway}/32", name, None),
-                (eni.route_table, "0.0.0.0/0", name, eni.gateway),
-            }
-            self.rules.add((ENI_RULE_PRIORITY, f"from {eni.primary_ip}/32", eni.route_table))
+            self._add_route((eni.route_table, f"{eni.gateway}/32", name, None))
+            self._add_route((eni.route_table, "0.0.0.0/0", name, eni.gateway))
+            self._add_rule((ENI_RULE_PRIORITY, f"from {eni.primary_ip}/32", eni.route_table))
 
     # ----------------------------------------------------------------- pods
 
@@ -162,10 +175,11 @@ class FakeDatapath(FaultInjection):
             ns = self.namespaces.get(pod.netns_path)
             if ns is None:
                 raise E.NetnsNotFound(pod.netns_path)
-            # What a failed setup restores: the maps (building adds and removes entries but
-            # changes no existing Link) and, deep, the two namespaces it may change: the
-            # pod's and the one holding the peer of a host veth of the same name. Not a
-            # deep copy of every link: that made each setup cost O(pods on the node).
+            # What a failed setup restores: the host entries building may replace (the host
+            # veth's link and routes, the pod address's two rules; building changes no
+            # existing Link) and, deep, the two namespaces it may change: the pod's and the
+            # one holding the peer of a host veth of the same name. Not copies of every link,
+            # route and rule: that made each setup cost O(pods on the node).
             old = self.links.get(pod.host_veth)
             touched = {pod.netns_path} | ({old.peer[0]} if old and old.peer else set())
             saved_ns = {
@@ -173,11 +187,21 @@ class FakeDatapath(FaultInjection):
                 for path in touched
                 if path in self.namespaces
             }
-            saved = (dict(self.links), set(self.routes), set(self.rules))
+            rule_keys = _pod_rule_keys(pod)
+            saved_routes = set(self._dev_routes.get(pod.host_veth, ()))
+            saved_rules = {k: set(self._rule_tables.get(k, ())) for k in rule_keys}
             try:
                 self._build_pod(pod, ns)
             except Exception:
-                self.links, self.routes, self.rules = saved
+                self._del_host_link(pod.host_veth)
+                if old is not None:
+                    self.links[pod.host_veth] = old
+                for route in saved_routes:
+                    self._add_route(route)
+                for key, tables in saved_rules.items():
+                    self._del_rules(*key)
+                    for table in tables:
+                        self._add_rule((*key, table))
                 self.namespaces.update(saved_ns)
                 raise
 
@@ -204,15 +228,16 @@ class FakeDatapath(FaultInjection):
         ns.neigh[POD_GATEWAY] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
-        self.routes.add((MAIN, f"{pod.ipv4}/32", pod.host_veth, None))
+        self._add_route((MAIN, f"{pod.ipv4}/32", pod.host_veth, None))
         self._step("setup_pod", "rules")
-        self.rules.add((POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN))
+        self._add_rule((POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN))
         if pod.route_table is not None:
             self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
-            self.rules.add((POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32", pod.route_table))
+            self._add_rule((POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32", pod.route_table))
 
     def _del_rules(self, priority: int, selector: str) -> None:
-        self.rules = {r for r in self.rules if (r[0], r[1]) != (priority, selector)}
+        for table in self._rule_tables.pop((priority, selector), ()):
+            self.rules.discard((priority, selector, table))
 
     def teardown_pod(self, pod: PodNetwork) -> None:
         with self._lock:
@@ -284,3 +309,11 @@ class FakeDatapath(FaultInjection):
         if neigh is None or neigh[0] != pod.if_name or (host and neigh[1] != host.mac):
             missing.append(E.POD_GATEWAY_NEIGH)
         return missing
+
+
+def _pod_rule_keys(pod: PodNetwork) -> tuple[tuple[int, str], tuple[int, str]]:
+    """The (priority, selector) of a pod address's two rules."""
+    return (
+        (POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32"),
+        (POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32"),
+    )
