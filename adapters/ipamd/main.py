@@ -12,7 +12,7 @@ import concurrent.futures
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from adapters.ipamd.clock import SystemClock
 from adapters.ipamd.daemon import Daemon, fan_out
@@ -41,7 +41,6 @@ configuration comes from the environment (upstream's variable names), e.g.:
   AWS_VPC_K8S_CNI_LOGLEVEL=INFO IPAMD_LOG_FORMAT=auto|json|text
   AWS_REGION= AWS_EC2_ENDPOINT= AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254
   IPAMD_CLOUD=aws|fake IPAMD_DATAPATH=linux|fake IPAMD_ADD_WAIT_SECONDS=5
-  IPAMD_EVENT_LOOP=uvloop|asyncio
 exit codes: 0 stopped by SIGTERM, 1 start failed, 2 bad setting
 """
 
@@ -100,20 +99,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.check_config:
         print("configuration ok")
         return 0
-    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-        return runner.run(run(settings, environ))
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """``uvloop`` (the default): libuv's event loop, a drop-in asyncio loop whose socket and
-    transport work is in C. One connection per request makes that work most of the daemon's
-    per-request cost (``benchmarks/rpc.py``, 64 clients: about a fifth less daemon CPU a pair).
-    ``asyncio``: the standard library's loop."""
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
+    return asyncio.run(run(settings, environ))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import socket
 import stat
 import struct
 from collections.abc import Iterable
-from typing import cast
 
 from adapters import protocol as p
 from adapters.ipamd.agent import Agent
@@ -44,8 +43,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio's.
-        self._transport = cast(asyncio.Transport, transport)
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._server.read_timeout_s, self._timed_out)
 

@@ -21,7 +21,6 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
 * ``IPAMD_POLICY`` = ``upstream`` (default) | ``upstream-faithful`` | ``adaptive`` (see
   :class:`ipamcore.config.PolicyName`; ``adaptive`` is the project's own policy,
   :mod:`ipamcore.adaptive`, where the WARM_* knobs only set floors).
-* ``IPAMD_EVENT_LOOP`` = ``uvloop`` (default) | ``asyncio``: the event loop the daemon runs on.
 * ``ENI_DELETE_ON_TERMINATION`` = ``true`` (default, upstream's behaviour: one
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
@@ -131,7 +130,6 @@ class Settings:
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
     crash_point: str = ""  # test hook, see the module docstring
-    event_loop: str = "uvloop"
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
@@ -418,5 +416,4 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
         ),
         crash_point=_crash_point(env),
-        event_loop=parse_choice(env, "IPAMD_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
     )

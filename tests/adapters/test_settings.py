@@ -47,7 +47,6 @@ BAD = [
     ("IPAMD_SOCKET", "ipam.sock"),
     ("IPAMD_PENDING_DEL_DIR", "pending"),
     ("IPAMD_DATAPATH", "ebpf"),
-    ("IPAMD_EVENT_LOOP", "trio"),
     ("IPAMD_CLOUD", "gcp"),
     ("IPAMD_ADD_WAIT_SECONDS", "soon"),
     ("IPAMD_FAKE_LATENCY", "slow"),

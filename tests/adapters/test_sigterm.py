@@ -10,8 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from adapters import protocol as p
 from backends.checkpoint import read_checkpoint_file
 from tests.adapters.harness import add_request, base_env
@@ -38,13 +36,12 @@ def wait_for_event(proc: subprocess.Popen[bytes], event: str, timeout: float = 2
     raise AssertionError(f"no {event!r} log line in time: {buffered[-2000:]!r}")
 
 
-@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
-def test_sigterm_exits_0_with_the_checkpoint_written(event_loop: str) -> None:
+def test_sigterm_exits_0_with_the_checkpoint_written(tmp_path: object) -> None:
     import tempfile
 
     state = tempfile.mkdtemp(prefix="ipamd-", dir="/tmp")
     env = {**os.environ, **base_env(state), "IPAMD_LOG_FORMAT": "json",
-           "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO", "IPAMD_EVENT_LOOP": event_loop}  # fmt: skip
+           "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO"}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapters.ipamd.main"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
