@@ -36,6 +36,7 @@ import enum
 import heapq
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import attrs
 
@@ -54,6 +55,14 @@ _STATE = 3  # tag & _STATE is the state
 
 _SHIFT = 32
 _MASK = (1 << _SHIFT) - 1
+
+# A slot's record sits at ``slot << _RECORD`` in two arrays, so that touching a slot touches
+# about two cache lines, not one per column: four machine words in ``_num`` (the tag, the
+# address as an int, then, read as floats through ``_time``, the release time and a spare
+# word) and four references in ``_ref``.
+_RECORD = 2  # a record is 1 << _RECORD entries long
+_TAG, _IP, _RELEASED = 0, 1, 2  # in _num / _time
+_BLOCK, _ENI, _ADDRESS, _ALLOCATION = 0, 1, 2, 3  # in _ref
 
 
 class SlotState(enum.Enum):
@@ -142,6 +151,11 @@ def bucket_key(network_card: int, device_index: int, rank: int) -> int:
     return (network_card << 48) | (device_index << 32) | rank
 
 
+def _float_view(words: array.array[int]) -> memoryview[float]:
+    """The same memory as float64 words: a slot record's release time is kept as one."""
+    return memoryview(words).cast("B").cast("d")
+
+
 def prefix_addresses(prefix: str) -> tuple[str, ...]:
     net = ipaddress.ip_network(prefix, strict=False)
     return tuple(str(a) for a in net)
@@ -158,7 +172,8 @@ class Slot:
 
     @property
     def address(self) -> str:
-        return self._pool._address[self.index]
+        address: str = self._pool._ref[self.index << _RECORD | _ADDRESS]
+        return address
 
     @property
     def block(self) -> str:
@@ -171,28 +186,29 @@ class Slot:
 
     @property
     def state(self) -> SlotState:
-        return _STATES[self._pool._tag[self.index] & _STATE]
+        return _STATES[self._pool._num[self.index << _RECORD | _TAG] & _STATE]
 
     @property
     def cooling(self) -> bool:
-        return self._pool._tag[self.index] & _STATE == _COOLING
+        return self._pool._num[self.index << _RECORD | _TAG] & _STATE == _COOLING
 
     @property
     def released_at(self) -> float:
-        return self._pool._released_at[self.index]
+        return self._pool._time[self.index << _RECORD | _RELEASED]
 
     @property
     def ready_at(self) -> float:
-        return self._pool._released_at[self.index] + self._pool.cooldown_s
+        return self.released_at + self._pool.cooldown_s
 
     @property
     def key(self) -> AllocationKey | None:
-        allocation = self._pool._allocation[self.index]
+        allocation: Allocation | None = self._pool._ref[self.index << _RECORD | _ALLOCATION]
         return allocation.key if allocation is not None else None
 
     @property
     def _owner(self) -> Block:
-        return self._pool._owner[self.index]
+        block: Block = self._pool._ref[self.index << _RECORD | _BLOCK]
+        return block
 
     def __repr__(self) -> str:
         return f"Slot({self.address!r}, {self.state.value}, cooling={self.cooling})"
@@ -229,7 +245,8 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
         pool = self._pool
         index = pool._slot_of.get(key)
         if index is not None:
-            return pool._allocation[index]
+            allocation: Allocation = pool._ref[index << _RECORD | _ALLOCATION]
+            return allocation
         return pool._slotless.get(key, default)
 
     def __getitem__(self, key: AllocationKey) -> Allocation:
@@ -267,13 +284,11 @@ class AddressPool:
     def __init__(self, cooldown_s: float) -> None:
         self.cooldown_s = cooldown_s
         self.enis: dict[str, EniState] = {}
-        # Per slot number: what a Slot object would hold, column by column.
-        self._address: list[str] = []
-        self._ip: array.array[int] = array.array("q")
-        self._tag: array.array[int] = array.array("q")  # generation << 2 | state
-        self._released_at: array.array[float] = array.array("d")
-        self._owner: list[Block] = []  # kept after removal, until the number is reused
-        self._allocation: list[Allocation | None] = []
+        # Per slot number, a record of what a Slot object would hold (see _RECORD). A removed
+        # slot keeps its block and address until the number is reused.
+        self._num: array.array[int] = array.array("q")  # tag: generation << 2 | state
+        self._time = _float_view(self._num)
+        self._ref: list[Any] = []  # Block, EniState, address, Allocation | None
         self._unused: list[int] = []  # slot numbers of removed blocks, for reuse
         self._index: dict[str, int] = {}  # address -> slot number
         self._slot_of: dict[AllocationKey, int] = {}  # the pool's one per-pair dictionary
@@ -321,9 +336,11 @@ class AddressPool:
     def _push_ready(self, index: int) -> None:
         """Queue a free slot in its ready bucket (with a new generation)."""
         self._gen += 1
-        self._tag[index] = tag = self._gen << 2  # | _FREE
-        released, ip = self._released_at[index], self._ip[index]
-        bucket = self._owner[index].bucket
+        tag = self._gen << 2  # | _FREE
+        at = index << _RECORD
+        self._num[at] = tag  # at | _TAG
+        released, ip = self._time[at | _RELEASED], self._num[at | _IP]
+        bucket = self._ref[at].bucket  # at | _BLOCK
         last = bucket.last_released
         if not bucket.fifo or last < released or (last == released and bucket.last_ip < ip):
             bucket.fifo.append(tag << _SHIFT | index)
@@ -349,15 +366,16 @@ class AddressPool:
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into their ready buckets."""
-        cooling, late, tags = self._cooling, self._cooling_late, self._tag
-        cooldown, released_at = self.cooldown_s, self._released_at
+        cooling, late, num = self._cooling, self._cooling_late, self._num
+        cooldown, time = self.cooldown_s, self._time
         while cooling:
             entry = cooling[0]
             index = entry & _MASK
-            if tags[index] != entry >> _SHIFT:
+            at = index << _RECORD
+            if num[at] != entry >> _SHIFT:  # at | _TAG
                 cooling.popleft()  # re-assigned, re-released or removed since
                 continue
-            if released_at[index] + cooldown > now:
+            if time[at | _RELEASED] + cooldown > now:
                 break
             cooling.popleft()
             self._end_cooling(index)
@@ -365,19 +383,20 @@ class AddressPool:
         while late and late[0][0] <= now:
             entry = heapq.heappop(late)[1]
             index = entry & _MASK
-            if tags[index] == entry >> _SHIFT:
+            if num[index << _RECORD] == entry >> _SHIFT:
                 self._end_cooling(index)
                 self._push_ready(index)
 
     def _end_cooling(self, index: int) -> None:
-        owner = self._owner[index]
-        self._tag[index] ^= _COOLING  # -> _FREE, same generation
+        at = index << _RECORD
+        self._num[at] ^= _COOLING  # -> _FREE, same generation
+        ref = self._ref
         self.cooling -= 1
-        owner.eni.cooling -= 1
-        owner.busy -= 1
+        ref[at | _ENI].cooling -= 1
+        ref[at].busy -= 1  # at | _BLOCK
 
     def is_cooling(self, slot: Slot) -> bool:
-        return self._tag[slot.index] & _STATE == _COOLING
+        return slot.cooling
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
@@ -394,25 +413,28 @@ class AddressPool:
         bucket.retired = False  # the key may be in use again (an ENI re-attached)
         return bucket
 
-    def _new_slot(self, address: str, owner: Block) -> int:
-        ip = int(ipaddress.ip_address(address))
-        if self._unused:
-            index = self._unused.pop()
-            self._address[index] = address
-            self._ip[index] = ip
-            self._released_at[index] = NEVER
-            self._owner[index] = owner
-            self._allocation[index] = None
-        else:
-            index = len(self._address)
-            self._address.append(address)
-            self._ip.append(ip)
-            self._tag.append(_LEAVING)  # made free by _push_ready
-            self._released_at.append(NEVER)
-            self._owner.append(owner)
-            self._allocation.append(None)
-        self._index[address] = index
-        return index
+    def _new_slots(self, owner: Block) -> tuple[int, ...]:
+        """Slot numbers for a new block's addresses (reused ones first), with records."""
+        addresses = owner.addresses
+        reused = min(len(self._unused), len(addresses))
+        fresh = len(addresses) - reused
+        if fresh:  # the float view must be let go while the words array grows
+            first = len(self._num) >> _RECORD
+            self._time.release()
+            self._num.extend([_LEAVING, 0, 0, 0] * fresh)  # made free by _push_ready
+            self._time = _float_view(self._num)
+            self._ref.extend([None] * (fresh << _RECORD))
+        indexes = [self._unused.pop() for _ in range(reused)]
+        if fresh:
+            indexes.extend(range(first, first + fresh))
+        num, time, ref = self._num, self._time, self._ref
+        for index, address in zip(indexes, addresses):
+            at = index << _RECORD
+            num[at | _IP] = int(ipaddress.ip_address(address))
+            time[at | _RELEASED] = NEVER
+            ref[at : at + (1 << _RECORD)] = (owner, owner.eni, address, None)
+            self._index[address] = index
+        return tuple(indexes)
 
     def add_block(self, eni_id: str, block_id: str, is_prefix: bool, now: float) -> bool:
         """Add a secondary IP or a /28 prefix to an ENI; False if it is already there or
@@ -430,7 +452,7 @@ class AddressPool:
         block = eni.blocks[block_id] = Block(
             block_id, is_prefix, rank, now, addresses, eni, bucket, ()
         )
-        block.slots = tuple(self._new_slot(a, block) for a in addresses)
+        block.slots = self._new_slots(block)
         eni.slots += len(addresses)
         self.total += len(addresses)
         if eni.leaving:
@@ -446,10 +468,11 @@ class AddressPool:
         if block.is_prefix:
             self._retire_bucket(block.bucket)
         removed: list[Allocation] = []
-        tags = self._tag
+        num, ref = self._num, self._ref
         for index in block.slots:
-            state = tags[index] & _STATE
-            allocation = self._allocation[index]
+            at = index << _RECORD
+            state = num[at] & _STATE
+            allocation: Allocation | None = ref[at | _ALLOCATION]
             eni.slots -= 1
             self.total -= 1
             if state == _ASSIGNED and allocation is not None:
@@ -462,9 +485,9 @@ class AddressPool:
             elif state == _COOLING:
                 self.cooling -= 1
                 eni.cooling -= 1
-            del self._index[self._address[index]]
-            tags[index] |= _LEAVING  # every queued entry for it is now stale
-            self._allocation[index] = None
+            del self._index[ref[at | _ADDRESS]]
+            num[at] |= _LEAVING  # every queued entry for it is now stale
+            ref[at | _ALLOCATION] = None
             self._unused.append(index)
         return removed
 
@@ -492,13 +515,12 @@ class AddressPool:
         """Give ``key`` an address; the same address again if it already has one."""
         index = self._slot_of.get(key)
         if index is not None:
-            existing = self._allocation[index]
-            assert existing is not None
+            existing: Allocation = self._ref[index << _RECORD | _ALLOCATION]
             return existing
         if self._slotless and key in self._slotless:
             return self._slotless[key]
         self.advance(now)
-        tags = self._tag
+        num = self._num
         while True:
             bucket = self._top
             if bucket is None:
@@ -513,23 +535,22 @@ class AddressPool:
                     entry = heapq.heappop(heap)[2]
                 else:  # the smaller head, once stale FIFO heads are dropped
                     entry = fifo[0]
-                    index = entry & _MASK
-                    if tags[index] != entry >> _SHIFT:
+                    at = (entry & _MASK) << _RECORD
+                    if num[at] != entry >> _SHIFT:
                         fifo.popleft()
                         continue
-                    if heap[0] < (self._released_at[index], self._ip[index], entry):
+                    if heap[0] < (self._time[at | _RELEASED], num[at | _IP], entry):
                         entry = heapq.heappop(heap)[2]
                     else:
                         fifo.popleft()
                 index = entry & _MASK
-                if tags[index] != entry >> _SHIFT:
+                if num[index << _RECORD] != entry >> _SHIFT:
                     continue  # assigned, re-queued, leaving or removed since
-                owner = self._owner[index]
-                if owner.eni.leaving:
+                if self._ref[index << _RECORD | _ENI].leaving:
                     continue
                 if not fifo and not heap:
                     self._dequeue(bucket)
-                return self._bind(index, owner, key, pod, now)
+                return self._bind(index, key, pod, now)
             self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
 
@@ -540,18 +561,18 @@ class AddressPool:
         if bucket.retired and self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
 
-    def _bind(
-        self, index: int, owner: Block, key: AllocationKey, pod: PodRef, now: float
-    ) -> Allocation:
+    def _bind(self, index: int, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         """Give a free slot to ``key`` (its queue entries go stale with the state change)."""
-        self._tag[index] |= _ASSIGNED
-        eni = owner.eni
+        at = index << _RECORD
+        self._num[at] |= _ASSIGNED
+        ref = self._ref
+        block, eni, address = ref[at], ref[at | _ENI], ref[at | _ADDRESS]
         eni.assigned += 1
-        owner.busy += 1
+        block.busy += 1
         self.assigned += 1
         info = eni.info
-        self._allocation[index] = allocation = Allocation(
-            key, pod, self._address[index], None, now, info.eni_id, info.device_index
+        ref[at | _ALLOCATION] = allocation = Allocation(
+            key, pod, address, None, now, info.eni_id, info.device_index
         )
         self._slot_of[key] = index
         return allocation
@@ -564,13 +585,12 @@ class AddressPool:
         index = self._index.get(allocation.ipv4)
         if index is None:
             return None
-        state = self._tag[index] & _STATE
-        owner = self._owner[index]
-        if state not in (_FREE, _COOLING) or owner.eni.leaving:
+        state = self._num[index << _RECORD] & _STATE
+        if state not in (_FREE, _COOLING) or self._ref[index << _RECORD | _ENI].leaving:
             return None
         if state == _COOLING:
             self._end_cooling(index)
-        return self._bind(index, owner, allocation.key, allocation.pod, allocation.allocated_at)
+        return self._bind(index, allocation.key, allocation.pod, allocation.allocated_at)
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Take an address back; it cools down before anyone gets it again (an IPv6
@@ -578,33 +598,36 @@ class AddressPool:
         index = self._slot_of.pop(key, None)
         if index is None:
             return self._slotless.pop(key, None) if self._slotless else None
-        allocation = self._allocation[index]
-        self._allocation[index] = None
-        owner = self._owner[index]
-        owner.eni.assigned -= 1
+        at = index << _RECORD
+        ref = self._ref
+        allocation: Allocation | None = ref[at | _ALLOCATION]
+        ref[at | _ALLOCATION] = None
+        ref[at | _ENI].assigned -= 1
         self.assigned -= 1
-        owner.busy -= 1
-        self._start_cooling(index, owner, now, now)
+        ref[at].busy -= 1  # at | _BLOCK
+        self._start_cooling(index, now, now)
         return allocation
 
     def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
         """Put a free slot into cooldown that started at ``released_at``."""
         index = slot.index
-        if self._tag[index] & _STATE == _COOLING:
+        if slot.cooling:
             self._end_cooling(index)
-        self._start_cooling(index, self._owner[index], released_at, now)
+        self._start_cooling(index, released_at, now)
 
-    def _start_cooling(self, index: int, owner: Block, released_at: float, now: float) -> None:
-        self._released_at[index] = released_at
+    def _start_cooling(self, index: int, released_at: float, now: float) -> None:
+        at = index << _RECORD
+        self._time[at | _RELEASED] = released_at
         ready_at = released_at + self.cooldown_s
         if ready_at <= now:
             self._push_ready(index)
             return
         self._gen += 1
-        self._tag[index] = tag = self._gen << 2 | _COOLING
+        self._num[at] = tag = self._gen << 2 | _COOLING
+        ref = self._ref
         self.cooling += 1
-        owner.eni.cooling += 1
-        owner.busy += 1
+        ref[at | _ENI].cooling += 1
+        ref[at].busy += 1  # at | _BLOCK
         if not self._cooling or self._cooling_last <= ready_at:
             self._cooling.append(tag << _SHIFT | index)
             self._cooling_last = ready_at
@@ -629,8 +652,9 @@ class AddressPool:
         if block.busy:
             raise UsageError(f"block {block_id} still has assigned or cooling addresses")
         block.leaving = True
+        num = self._num
         for index in block.slots:
-            self._tag[index] = self._tag[index] & ~_STATE | _LEAVING
+            num[index << _RECORD] |= _LEAVING
             self.leaving += 1
 
     def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
@@ -658,14 +682,16 @@ class AddressPool:
         self.leaving -= eni.slots
         for block in eni.blocks.values():
             for index in block.slots:
-                if self._tag[index] & _STATE == _FREE:
+                if self._num[index << _RECORD] & _STATE == _FREE:
                     self._push_ready(index)
 
     # ------------------------------------------------------------ inspection
     def released_times(self) -> Iterable[tuple[str, float]]:
+        num, time = self._num, self._time
         for address, index in self._index.items():
-            released = self._released_at[index]
-            if self._tag[index] & _STATE in (_FREE, _COOLING) and released > NEVER:
+            at = index << _RECORD
+            released = time[at | _RELEASED]
+            if num[at] & _STATE in (_FREE, _COOLING) and released > NEVER:
                 yield address, released
 
 
