@@ -383,7 +383,14 @@ class AddressPool:
         else:
             heapq.heappush(bucket.heap, (released, ip, tag << _SHIFT | index))
         if not bucket.queued:
-            self._queue(bucket)
+            ready = self._ready
+            if self._top is None and not (ready and ready[0] < bucket.key):
+                # The usual case in a large pool: a slot just out of its cooldown, in an empty
+                # bucket below all others (pods are packed low), taken by the next assign.
+                bucket.queued = True
+                self._top = bucket
+            else:
+                self._queue(bucket)
 
     def _queue(self, bucket: ReadyBucket) -> None:
         bucket.queued = True
@@ -586,8 +593,11 @@ class AddressPool:
                     continue  # assigned, re-queued, leaving or removed since
                 if self._ref[index << _RECORD].leaving:  # | _ENI
                     continue
-                if not fifo.items and not heap:
-                    self._dequeue(bucket)
+                if not fifo.items and not heap:  # (_dequeue, inline: once a pair in a large pool)
+                    self._top = None
+                    bucket.queued = False
+                    if bucket.retired:
+                        self._dequeue(bucket)
                 return self._bind(index, key, pod, now)
             self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
