@@ -384,7 +384,7 @@ class Ipam:
         out = tuple(removed)
         for allocation in out:
             if allocation.ipv4 is not None:
-                orphan = attrs.evolve(allocation, eni_id="", device_index=0)
+                orphan = allocation._replace(eni_id="", device_index=0)
                 self.pool.record_allocation(orphan)
                 self._orphans[allocation.ipv4] = orphan
         return out
@@ -521,8 +521,8 @@ class Ipam:
                 if address in net:
                     offset = int(address) - int(net.network_address)
                     self._v6_next[prefix] = max(self._v6_next.get(prefix, 1), offset + 1)
-                    allocation = attrs.evolve(
-                        allocation, eni_id=state.eni_id, device_index=state.info.device_index
+                    allocation = allocation._replace(
+                        eni_id=state.eni_id, device_index=state.info.device_index
                     )
         self.pool.record_allocation(allocation)
         return allocation

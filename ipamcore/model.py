@@ -1,13 +1,15 @@
 """Value classes of the model: ENIs as observed, allocations, pods.
 
-Everything here is a frozen attrs class: safe to share, hash and compare. The mutable
-bookkeeping lives in :mod:`ipamcore.pool`.
+Everything here is a frozen value (attrs classes; named tuples for the two made on every
+ADD and DEL): safe to share, hash and compare. The mutable bookkeeping lives in
+:mod:`ipamcore.pool`.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+from typing import NamedTuple
 
 import attrs
 
@@ -28,9 +30,12 @@ class BlockKind(enum.Enum):
     IPV6_PREFIX = "ipv6_prefix"  # the /80 of an ENI in IPv6 mode
 
 
-@attrs.frozen(cache_hash=True)
-class AllocationKey:
-    """The identity of one pod interface, as the CNI spec defines it."""
+class AllocationKey(NamedTuple):
+    """The identity of one pod interface, as the CNI spec defines it.
+
+    A named tuple: it is looked up on every ADD and DEL, and a tuple hashes and compares in
+    C, where attrs' ``__hash__`` is a Python call (and its cached hash an object per key).
+    """
 
     network_name: str
     container_id: str
@@ -48,13 +53,15 @@ class PodRef:
     name: str = ""
 
 
-@attrs.frozen
-class Allocation:
+class Allocation(NamedTuple):
     """One address handed to one pod interface.
 
     ``eni_id`` and ``device_index`` tell the datapath which route table serves the pod
     (device N uses table N+1; the primary ENI, device 0, uses the main table).
     ``allocated_at`` is Unix seconds as given by the caller's ``now``.
+
+    A named tuple (``_replace`` makes a changed copy): one is made on every ADD and DEL, and
+    an attrs frozen class takes several times longer to make.
     """
 
     key: AllocationKey

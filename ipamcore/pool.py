@@ -17,25 +17,27 @@ How an address is chosen (deterministic, documented, O(log n)):
 How it is stored, and why: the pool may hold tens of thousands of addresses, and at that size
 the cost of an assign+release pair is set by how many cold cache lines and garbage-collected
 objects it touches, not by the number of steps. So an address is a slot number, and its state
-lives in flat arrays indexed by it (a tag packing generation and state, the release time, the
-address as an int; the block, allocation and address string in lists); the ready time is the
-release time plus the one cooldown. Queue entries are single ints, ``tag << 32 | slot``, and
-a pair allocates no container object of the pool's own. A new generation is taken whenever a
-slot becomes free or starts cooling, and any state change alters the tag, so older entries
-for it are stale: removal is O(1) and stale entries are dropped when they reach a queue's
-head. The pool maps an allocation key straight to its slot, so a pair hashes the key three
-times and probes no other dictionary. :class:`Slot`, :attr:`AddressPool.slots` and
-:attr:`AddressPool.allocations` are views over that storage.
+is one record in flat arrays (a tag packing the slot's generation and state, the address as an
+int, the release time and allocation time as floats; the ENI, address string, and the key and
+pod of its allocation as references); the ready time is the release time plus the one
+cooldown. The pool keeps no Allocation object: it makes one from the record when asked.
+Queue entries are single ints, ``tag << 24 | slot``, kept in flat arrays (no object per
+entry), and a pair allocates no container object of the pool's own. A slot takes its next
+generation whenever it becomes free or starts cooling, and any state change alters the tag,
+so older entries for it are stale: removal is O(1) and stale entries are dropped when they
+reach a queue's head. The pool maps an allocation key straight to its slot, so a pair hashes
+the key three times and probes no other dictionary. :class:`Slot`, :attr:`AddressPool.slots`
+and :attr:`AddressPool.allocations` are views over that storage.
 """
 
 from __future__ import annotations
 
 import array
-import collections
 import enum
 import heapq
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import attrs
 
@@ -44,16 +46,27 @@ from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEn
 
 NEVER = float("-inf")
 
-# A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << 32 | slot``, valid
-# while the slot's tag is still the one it was made with.
+# A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << _SHIFT | slot``,
+# valid while the slot's tag is still the one it was made with. Generations count per slot,
+# so an entry fits a signed 64-bit word for 2**37 state changes of one slot.
 _FREE = 0  # ready (or leaving with its ENI)
 _COOLING = 1  # free, waiting for its cooldown to end
 _ASSIGNED = 2
 _LEAVING = 3  # its block is being given back
 _STATE = 3  # tag & _STATE is the state
 
-_SHIFT = 32
-_MASK = (1 << _SHIFT) - 1
+_SHIFT = 24
+_MASK = (1 << _SHIFT) - 1  # at most 2**24 slot numbers
+
+# A slot's record sits at ``slot << _RECORD`` in two arrays, so that touching a slot touches
+# about two cache lines, not one per column: four machine words in ``_num`` (the tag and the
+# address as an int, then, read as floats through ``_time``, the release time and the time
+# of the allocation) and four references in ``_ref`` (the ENI, the address string, and the
+# key and pod of the allocation holding it, if any). The block is in ``_block``: a release
+# does not need it.
+_RECORD = 2  # a record is 1 << _RECORD entries long
+_TAG, _IP, _RELEASED, _ALLOCATED = 0, 1, 2, 3  # in _num / _time
+_ENI, _ADDRESS, _KEY, _POD = 0, 1, 2, 3  # in _ref
 
 
 class SlotState(enum.Enum):
@@ -94,6 +107,40 @@ class EniState:
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
 
+class EntryFifo:
+    """Queue entries in arrival order, in one flat array read from ``head``.
+
+    Unlike a deque of ints it holds no object per entry, so reading the head of a long queue
+    touches no cold int object. The array is emptied whenever its last entry is taken, so
+    ``items`` is empty exactly when the queue is, and compacted once half of it is taken.
+    """
+
+    __slots__ = ("head", "items")
+
+    def __init__(self) -> None:
+        self.items: array.array[int] = array.array("q")
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def first(self) -> int:
+        return self.items[self.head]
+
+    def popleft(self) -> int:
+        items, head = self.items, self.head
+        entry = items[head]
+        head += 1
+        if head == len(items):
+            del items[:]
+            head = 0
+        elif head >= 64 and head << 1 >= len(items):
+            del items[:head]
+            head = 0
+        self.head = head
+        return entry
+
+
 @attrs.define(eq=False)
 class ReadyBucket:
     """Ready slots of one packing rank (an ENI's secondary IPs, or one /28 prefix), ordered by
@@ -106,7 +153,7 @@ class ReadyBucket:
     """
 
     key: int  # bucket_key(network card, device index, block rank)
-    fifo: collections.deque[int] = attrs.field(factory=collections.deque)
+    fifo: EntryFifo = attrs.field(factory=EntryFifo)
     heap: list[tuple[float, int, int]] = attrs.field(factory=list)
     last_released: float = NEVER  # order of the FIFO's last entry
     last_ip: int = -1
@@ -114,7 +161,7 @@ class ReadyBucket:
     retired: bool = False  # no live block uses it: dropped once it leaves that heap
 
     def __bool__(self) -> bool:
-        return bool(self.fifo or self.heap)
+        return bool(self.fifo.items or self.heap)
 
 
 @attrs.define(eq=False)
@@ -142,6 +189,11 @@ def bucket_key(network_card: int, device_index: int, rank: int) -> int:
     return (network_card << 48) | (device_index << 32) | rank
 
 
+def _float_view(words: array.array[int]) -> memoryview[float]:
+    """The same memory as float64 words: a slot record's release time is kept as one."""
+    return memoryview(words).cast("B").cast("d")
+
+
 def prefix_addresses(prefix: str) -> tuple[str, ...]:
     net = ipaddress.ip_network(prefix, strict=False)
     return tuple(str(a) for a in net)
@@ -158,7 +210,8 @@ class Slot:
 
     @property
     def address(self) -> str:
-        return self._pool._address[self.index]
+        address: str = self._pool._ref[self.index << _RECORD | _ADDRESS]
+        return address
 
     @property
     def block(self) -> str:
@@ -171,28 +224,28 @@ class Slot:
 
     @property
     def state(self) -> SlotState:
-        return _STATES[self._pool._tag[self.index] & _STATE]
+        return _STATES[self._pool._num[self.index << _RECORD | _TAG] & _STATE]
 
     @property
     def cooling(self) -> bool:
-        return self._pool._tag[self.index] & _STATE == _COOLING
+        return self._pool._num[self.index << _RECORD | _TAG] & _STATE == _COOLING
 
     @property
     def released_at(self) -> float:
-        return self._pool._released_at[self.index]
+        return self._pool._time[self.index << _RECORD | _RELEASED]
 
     @property
     def ready_at(self) -> float:
-        return self._pool._released_at[self.index] + self._pool.cooldown_s
+        return self.released_at + self._pool.cooldown_s
 
     @property
     def key(self) -> AllocationKey | None:
-        allocation = self._pool._allocation[self.index]
-        return allocation.key if allocation is not None else None
+        key: AllocationKey | None = self._pool._ref[self.index << _RECORD | _KEY]
+        return key
 
     @property
     def _owner(self) -> Block:
-        return self._pool._owner[self.index]
+        return self._pool._block[self.index]
 
     def __repr__(self) -> str:
         return f"Slot({self.address!r}, {self.state.value}, cooling={self.cooling})"
@@ -229,7 +282,7 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
         pool = self._pool
         index = pool._slot_of.get(key)
         if index is not None:
-            return pool._allocation[index]
+            return pool._allocation(index)
         return pool._slotless.get(key, default)
 
     def __getitem__(self, key: AllocationKey) -> Allocation:
@@ -267,13 +320,12 @@ class AddressPool:
     def __init__(self, cooldown_s: float) -> None:
         self.cooldown_s = cooldown_s
         self.enis: dict[str, EniState] = {}
-        # Per slot number: what a Slot object would hold, column by column.
-        self._address: list[str] = []
-        self._ip: array.array[int] = array.array("q")
-        self._tag: array.array[int] = array.array("q")  # generation << 2 | state
-        self._released_at: array.array[float] = array.array("d")
-        self._owner: list[Block] = []  # kept after removal, until the number is reused
-        self._allocation: list[Allocation | None] = []
+        # Per slot number, a record of what a Slot object would hold (see _RECORD). A removed
+        # slot keeps its block and address until the number is reused.
+        self._num: array.array[int] = array.array("q")  # tag: generation << 2 | state
+        self._time = _float_view(self._num)
+        self._ref: list[Any] = []  # EniState, address, AllocationKey | None, PodRef | None
+        self._block: list[Block] = []  # per slot number
         self._unused: list[int] = []  # slot numbers of removed blocks, for reuse
         self._index: dict[str, int] = {}  # address -> slot number
         self._slot_of: dict[AllocationKey, int] = {}  # the pool's one per-pair dictionary
@@ -285,10 +337,9 @@ class AddressPool:
         # Cooldown is one constant, so addresses released in time order end their cooldown in
         # that order: a FIFO of entries. Out-of-order release times (from a restored
         # checkpoint) go to a small heap of (ready_at, entry) instead.
-        self._cooling: collections.deque[int] = collections.deque()
+        self._cooling = EntryFifo()
         self._cooling_last = NEVER  # ready_at of the FIFO's last entry
         self._cooling_late: list[tuple[float, int]] = []
-        self._gen = 0
         self.slots = SlotsView(self)
         self.allocations = AllocationsView(self)
         self.total = 0  # slots on ENIs, leaving ones included
@@ -319,19 +370,27 @@ class AddressPool:
 
     # ------------------------------------------------------------ time / queues
     def _push_ready(self, index: int) -> None:
-        """Queue a free slot in its ready bucket (with a new generation)."""
-        self._gen += 1
-        self._tag[index] = tag = self._gen << 2  # | _FREE
-        released, ip = self._released_at[index], self._ip[index]
-        bucket = self._owner[index].bucket
+        """Queue a free slot in its ready bucket (with its next generation)."""
+        at = index << _RECORD
+        self._num[at] = tag = (self._num[at] | _STATE) + 1  # at | _TAG; state _FREE
+        released, ip = self._time[at | _RELEASED], self._num[at | _IP]
+        bucket = self._block[index].bucket
         last = bucket.last_released
-        if not bucket.fifo or last < released or (last == released and bucket.last_ip < ip):
-            bucket.fifo.append(tag << _SHIFT | index)
+        fifo = bucket.fifo.items
+        if not fifo or last < released or (last == released and bucket.last_ip < ip):
+            fifo.append(tag << _SHIFT | index)
             bucket.last_released, bucket.last_ip = released, ip
         else:
             heapq.heappush(bucket.heap, (released, ip, tag << _SHIFT | index))
         if not bucket.queued:
-            self._queue(bucket)
+            ready = self._ready
+            if self._top is None and not (ready and ready[0] < bucket.key):
+                # The usual case in a large pool: a slot just out of its cooldown, in an empty
+                # bucket below all others (pods are packed low), taken by the next assign.
+                bucket.queued = True
+                self._top = bucket
+            else:
+                self._queue(bucket)
 
     def _queue(self, bucket: ReadyBucket) -> None:
         bucket.queued = True
@@ -349,15 +408,16 @@ class AddressPool:
 
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into their ready buckets."""
-        cooling, late, tags = self._cooling, self._cooling_late, self._tag
-        cooldown, released_at = self.cooldown_s, self._released_at
-        while cooling:
-            entry = cooling[0]
+        cooling, late, num = self._cooling, self._cooling_late, self._num
+        cooldown, time = self.cooldown_s, self._time
+        while cooling.items:
+            entry = cooling.first()
             index = entry & _MASK
-            if tags[index] != entry >> _SHIFT:
+            at = index << _RECORD
+            if num[at] != entry >> _SHIFT:  # at | _TAG
                 cooling.popleft()  # re-assigned, re-released or removed since
                 continue
-            if released_at[index] + cooldown > now:
+            if time[at | _RELEASED] + cooldown > now:
                 break
             cooling.popleft()
             self._end_cooling(index)
@@ -365,19 +425,20 @@ class AddressPool:
         while late and late[0][0] <= now:
             entry = heapq.heappop(late)[1]
             index = entry & _MASK
-            if tags[index] == entry >> _SHIFT:
+            if num[index << _RECORD] == entry >> _SHIFT:
                 self._end_cooling(index)
                 self._push_ready(index)
 
     def _end_cooling(self, index: int) -> None:
-        owner = self._owner[index]
-        self._tag[index] ^= _COOLING  # -> _FREE, same generation
+        at = index << _RECORD
+        self._num[at] ^= _COOLING  # -> _FREE, same generation
+        block = self._block[index]
         self.cooling -= 1
-        owner.eni.cooling -= 1
-        owner.busy -= 1
+        block.eni.cooling -= 1
+        block.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
-        return self._tag[slot.index] & _STATE == _COOLING
+        return slot.cooling
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
@@ -394,25 +455,32 @@ class AddressPool:
         bucket.retired = False  # the key may be in use again (an ENI re-attached)
         return bucket
 
-    def _new_slot(self, address: str, owner: Block) -> int:
-        ip = int(ipaddress.ip_address(address))
-        if self._unused:
-            index = self._unused.pop()
-            self._address[index] = address
-            self._ip[index] = ip
-            self._released_at[index] = NEVER
-            self._owner[index] = owner
-            self._allocation[index] = None
-        else:
-            index = len(self._address)
-            self._address.append(address)
-            self._ip.append(ip)
-            self._tag.append(_LEAVING)  # made free by _push_ready
-            self._released_at.append(NEVER)
-            self._owner.append(owner)
-            self._allocation.append(None)
-        self._index[address] = index
-        return index
+    def _new_slots(self, owner: Block) -> tuple[int, ...]:
+        """Slot numbers for a new block's addresses (reused ones first), with records."""
+        addresses = owner.addresses
+        reused = min(len(self._unused), len(addresses))
+        fresh = len(addresses) - reused
+        if fresh:  # the float view must be let go while the words array grows
+            first = len(self._num) >> _RECORD
+            if first + fresh > _MASK + 1:
+                raise UsageError(f"the pool holds at most {_MASK + 1} addresses")
+            self._time.release()
+            self._num.extend([_LEAVING, 0, 0, 0] * fresh)  # made free by _push_ready
+            self._time = _float_view(self._num)
+            self._ref.extend([None] * (fresh << _RECORD))
+            self._block.extend([owner] * fresh)
+        indexes = [self._unused.pop() for _ in range(reused)]
+        if fresh:
+            indexes.extend(range(first, first + fresh))
+        num, time, ref = self._num, self._time, self._ref
+        for index, address in zip(indexes, addresses, strict=True):
+            at = index << _RECORD
+            num[at | _IP] = int(ipaddress.ip_address(address))
+            time[at | _RELEASED] = NEVER
+            ref[at : at + (1 << _RECORD)] = (owner.eni, address, None, None)
+            self._block[index] = owner
+            self._index[address] = index
+        return tuple(indexes)
 
     def add_block(self, eni_id: str, block_id: str, is_prefix: bool, now: float) -> bool:
         """Add a secondary IP or a /28 prefix to an ENI; False if it is already there or
@@ -430,7 +498,7 @@ class AddressPool:
         block = eni.blocks[block_id] = Block(
             block_id, is_prefix, rank, now, addresses, eni, bucket, ()
         )
-        block.slots = tuple(self._new_slot(a, block) for a in addresses)
+        block.slots = self._new_slots(block)
         eni.slots += len(addresses)
         self.total += len(addresses)
         if eni.leaving:
@@ -446,10 +514,11 @@ class AddressPool:
         if block.is_prefix:
             self._retire_bucket(block.bucket)
         removed: list[Allocation] = []
-        tags = self._tag
+        num, ref = self._num, self._ref
         for index in block.slots:
-            state = tags[index] & _STATE
-            allocation = self._allocation[index]
+            at = index << _RECORD
+            state = num[at] & _STATE
+            allocation = self._allocation(index) if ref[at | _KEY] is not None else None
             eni.slots -= 1
             self.total -= 1
             if state == _ASSIGNED and allocation is not None:
@@ -462,9 +531,9 @@ class AddressPool:
             elif state == _COOLING:
                 self.cooling -= 1
                 eni.cooling -= 1
-            del self._index[self._address[index]]
-            tags[index] |= _LEAVING  # every queued entry for it is now stale
-            self._allocation[index] = None
+            del self._index[ref[at | _ADDRESS]]
+            num[at] |= _LEAVING  # every queued entry for it is now stale
+            ref[at | _KEY] = ref[at | _POD] = None
             self._unused.append(index)
         return removed
 
@@ -492,13 +561,11 @@ class AddressPool:
         """Give ``key`` an address; the same address again if it already has one."""
         index = self._slot_of.get(key)
         if index is not None:
-            existing = self._allocation[index]
-            assert existing is not None
-            return existing
+            return self._allocation(index)
         if self._slotless and key in self._slotless:
             return self._slotless[key]
         self.advance(now)
-        tags = self._tag
+        num = self._num
         while True:
             bucket = self._top
             if bucket is None:
@@ -506,30 +573,32 @@ class AddressPool:
                     break
                 bucket = self._top = self._buckets[heapq.heappop(self._ready)]
             fifo, heap = bucket.fifo, bucket.heap
-            while fifo or heap:
+            while fifo.items or heap:
                 if not heap:
                     entry = fifo.popleft()
-                elif not fifo:
+                elif not fifo.items:
                     entry = heapq.heappop(heap)[2]
                 else:  # the smaller head, once stale FIFO heads are dropped
-                    entry = fifo[0]
-                    index = entry & _MASK
-                    if tags[index] != entry >> _SHIFT:
+                    entry = fifo.first()
+                    at = (entry & _MASK) << _RECORD
+                    if num[at] != entry >> _SHIFT:
                         fifo.popleft()
                         continue
-                    if heap[0] < (self._released_at[index], self._ip[index], entry):
+                    if heap[0] < (self._time[at | _RELEASED], num[at | _IP], entry):
                         entry = heapq.heappop(heap)[2]
                     else:
                         fifo.popleft()
                 index = entry & _MASK
-                if tags[index] != entry >> _SHIFT:
+                if num[index << _RECORD] != entry >> _SHIFT:
                     continue  # assigned, re-queued, leaving or removed since
-                owner = self._owner[index]
-                if owner.eni.leaving:
+                if self._ref[index << _RECORD].leaving:  # | _ENI
                     continue
-                if not fifo and not heap:
-                    self._dequeue(bucket)
-                return self._bind(index, owner, key, pod, now)
+                if not fifo.items and not heap:  # (_dequeue, inline: once a pair in a large pool)
+                    self._top = None
+                    bucket.queued = False
+                    if bucket.retired:
+                        self._dequeue(bucket)
+                return self._bind(index, key, pod, now)
             self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
 
@@ -540,21 +609,30 @@ class AddressPool:
         if bucket.retired and self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
 
-    def _bind(
-        self, index: int, owner: Block, key: AllocationKey, pod: PodRef, now: float
-    ) -> Allocation:
+    def _bind(self, index: int, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         """Give a free slot to ``key`` (its queue entries go stale with the state change)."""
-        self._tag[index] |= _ASSIGNED
-        eni = owner.eni
+        at = index << _RECORD
+        self._num[at] |= _ASSIGNED
+        self._time[at | _ALLOCATED] = now
+        ref = self._ref
+        ref[at | _KEY], ref[at | _POD] = key, pod
+        eni = ref[at]  # at | _ENI
         eni.assigned += 1
-        owner.busy += 1
+        self._block[index].busy += 1
         self.assigned += 1
-        info = eni.info
-        self._allocation[index] = allocation = Allocation(
-            key, pod, self._address[index], None, now, info.eni_id, info.device_index
-        )
         self._slot_of[key] = index
-        return allocation
+        info = eni.info
+        return Allocation(key, pod, ref[at | _ADDRESS], None, now, info.eni_id, info.device_index)
+
+    def _allocation(self, index: int) -> Allocation:
+        """The allocation an assigned slot holds (made on demand: the pool keeps its parts)."""
+        at = index << _RECORD
+        ref = self._ref
+        info = ref[at].info  # at | _ENI
+        return Allocation(
+            ref[at | _KEY], ref[at | _POD], ref[at | _ADDRESS], None,
+            self._time[at | _ALLOCATED], info.eni_id, info.device_index,
+        )  # fmt: skip
 
     def bind_address(self, allocation: Allocation) -> Allocation | None:
         """Re-bind a restored allocation to its address; None if the address is not in the
@@ -564,13 +642,12 @@ class AddressPool:
         index = self._index.get(allocation.ipv4)
         if index is None:
             return None
-        state = self._tag[index] & _STATE
-        owner = self._owner[index]
-        if state not in (_FREE, _COOLING) or owner.eni.leaving:
+        state = self._num[index << _RECORD] & _STATE
+        if state not in (_FREE, _COOLING) or self._ref[index << _RECORD].leaving:  # | _ENI
             return None
         if state == _COOLING:
             self._end_cooling(index)
-        return self._bind(index, owner, allocation.key, allocation.pod, allocation.allocated_at)
+        return self._bind(index, allocation.key, allocation.pod, allocation.allocated_at)
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Take an address back; it cools down before anyone gets it again (an IPv6
@@ -578,38 +655,42 @@ class AddressPool:
         index = self._slot_of.pop(key, None)
         if index is None:
             return self._slotless.pop(key, None) if self._slotless else None
-        allocation = self._allocation[index]
-        self._allocation[index] = None
-        owner = self._owner[index]
-        owner.eni.assigned -= 1
+        allocation = self._allocation(index)
+        at = index << _RECORD
+        ref = self._ref
+        ref[at | _KEY] = ref[at | _POD] = None
+        ref[at].assigned -= 1  # at | _ENI
         self.assigned -= 1
-        owner.busy -= 1
-        self._start_cooling(index, owner, now, now)
+        if not self._start_cooling(index, now, now):
+            self._block[index].busy -= 1  # (a cooling slot is busy too)
         return allocation
 
     def mark_released(self, slot: Slot, released_at: float, now: float) -> None:
         """Put a free slot into cooldown that started at ``released_at``."""
         index = slot.index
-        if self._tag[index] & _STATE == _COOLING:
+        if slot.cooling:
             self._end_cooling(index)
-        self._start_cooling(index, self._owner[index], released_at, now)
+        if self._start_cooling(index, released_at, now):
+            self._block[index].busy += 1
 
-    def _start_cooling(self, index: int, owner: Block, released_at: float, now: float) -> None:
-        self._released_at[index] = released_at
+    def _start_cooling(self, index: int, released_at: float, now: float) -> bool:
+        """Cool a slot down from ``released_at``, or make it ready if that is over: True if
+        it is cooling (the caller counts it in its block's ``busy``)."""
+        at = index << _RECORD
+        self._time[at | _RELEASED] = released_at
         ready_at = released_at + self.cooldown_s
         if ready_at <= now:
             self._push_ready(index)
-            return
-        self._gen += 1
-        self._tag[index] = tag = self._gen << 2 | _COOLING
+            return False
+        self._num[at] = tag = (self._num[at] | _STATE) + 1 + _COOLING  # next generation
         self.cooling += 1
-        owner.eni.cooling += 1
-        owner.busy += 1
-        if not self._cooling or self._cooling_last <= ready_at:
-            self._cooling.append(tag << _SHIFT | index)
+        self._ref[at].cooling += 1  # at | _ENI
+        if not self._cooling.items or self._cooling_last <= ready_at:
+            self._cooling.items.append(tag << _SHIFT | index)
             self._cooling_last = ready_at
         else:
             heapq.heappush(self._cooling_late, (ready_at, tag << _SHIFT | index))
+        return True
 
     def record_allocation(self, allocation: Allocation) -> None:
         """Record an allocation that holds no pool address (IPv6, or one the caller keeps
@@ -629,8 +710,9 @@ class AddressPool:
         if block.busy:
             raise UsageError(f"block {block_id} still has assigned or cooling addresses")
         block.leaving = True
+        num = self._num
         for index in block.slots:
-            self._tag[index] = self._tag[index] & ~_STATE | _LEAVING
+            num[index << _RECORD] |= _LEAVING
             self.leaving += 1
 
     def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
@@ -658,14 +740,16 @@ class AddressPool:
         self.leaving -= eni.slots
         for block in eni.blocks.values():
             for index in block.slots:
-                if self._tag[index] & _STATE == _FREE:
+                if self._num[index << _RECORD] & _STATE == _FREE:
                     self._push_ready(index)
 
     # ------------------------------------------------------------ inspection
     def released_times(self) -> Iterable[tuple[str, float]]:
+        num, time = self._num, self._time
         for address, index in self._index.items():
-            released = self._released_at[index]
-            if self._tag[index] & _STATE in (_FREE, _COOLING) and released > NEVER:
+            at = index << _RECORD
+            released = time[at | _RELEASED]
+            if num[at] & _STATE in (_FREE, _COOLING) and released > NEVER:
                 yield address, released
 
 

@@ -187,14 +187,14 @@ def checkpoints() -> st.SearchStrategy[Checkpoint]:
 
 
 CHANGES = {
-    "network_name": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, network_name="other")),
-    "container_id": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, container_id="other")),
-    "if_name": lambda a: attrs.evolve(a, key=attrs.evolve(a.key, if_name="eth9")),
-    "ipv4": lambda a: attrs.evolve(a, ipv4="10.9.9.9" if a.ipv4 != "10.9.9.9" else None),
-    "ipv6": lambda a: attrs.evolve(a, ipv6="fd00::9" if a.ipv6 != "fd00::9" else None),
-    "allocated_at": lambda a: attrs.evolve(a, allocated_at=a.allocated_at + 0.5),
-    "namespace": lambda a: attrs.evolve(a, pod=attrs.evolve(a.pod, namespace="other")),
-    "name": lambda a: attrs.evolve(a, pod=attrs.evolve(a.pod, name="other")),
+    "network_name": lambda a: a._replace(key=a.key._replace(network_name="other")),
+    "container_id": lambda a: a._replace(key=a.key._replace(container_id="other")),
+    "if_name": lambda a: a._replace(key=a.key._replace(if_name="eth9")),
+    "ipv4": lambda a: a._replace(ipv4="10.9.9.9" if a.ipv4 != "10.9.9.9" else None),
+    "ipv6": lambda a: a._replace(ipv6="fd00::9" if a.ipv6 != "fd00::9" else None),
+    "allocated_at": lambda a: a._replace(allocated_at=a.allocated_at + 0.5),
+    "namespace": lambda a: a._replace(pod=attrs.evolve(a.pod, namespace="other")),
+    "name": lambda a: a._replace(pod=attrs.evolve(a.pod, name="other")),
 }
 
 
@@ -230,7 +230,7 @@ def test_encoder_forgets_entries_that_left_the_checkpoint() -> None:
     encoder = CheckpointEncoder()
     first = Allocation(AllocationKey("aws-cni", "c1", "eth0"), PodRef("ns", "a"), "10.0.0.1",
                        None, 1.7e9)  # fmt: skip
-    moved = attrs.evolve(first, ipv4="10.0.0.2")  # same pod, another address
+    moved = first._replace(ipv4="10.0.0.2")  # same pod, another address
     encoder.encode(Checkpoint(allocations=(first,), released_at=(("10.0.0.9", 1.7e9),)))
     data = encoder.encode(Checkpoint(allocations=(moved,)))
     assert decode(data) == Checkpoint(allocations=(moved,))

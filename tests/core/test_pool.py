@@ -170,3 +170,35 @@ def test_an_allocation_holding_an_address_cannot_be_deleted_from_the_view() -> N
     assert pool.assign(key(2), pod(2), 1.0) == kept
     del pool.allocations[key(2)]
     assert key(2) not in pool.allocations and len(pool.allocations) == 1
+
+
+@pytest.mark.parametrize("cooldown_s", [0.0, 10.0])
+def test_a_blocks_busy_count_follows_assignments_releases_and_cooldowns(cooldown_s: float) -> None:
+    pool = _pool_with_eni(cooldown_s=cooldown_s)
+    pool.add_block("eni-a", "10.0.1.0/28", True, 0.0)
+    block = pool.enis["eni-a"].blocks["10.0.1.0/28"]
+    for n in range(4):
+        pool.assign(key(n), pod(n), 0.0)
+    pool.release(key(0), 1.0)
+    pool.release(key(1), 1.0)
+    cooling = 2 if cooldown_s else 0
+    assert (block.busy, pool.cooling) == (2 + cooling, cooling)
+    pool.advance(1.0 + cooldown_s)  # the cooldowns end
+    assert (block.busy, pool.cooling) == (2, 0)
+    free = next(s for s in pool.slots.values() if s.state.value == "free")
+    pool.mark_released(free, 2.0, 2.0)  # a restored release time
+    assert block.busy == (3 if cooldown_s else 2)
+
+
+def test_a_long_queue_keeps_its_order_across_compactions() -> None:
+    from ipamcore.pool import EntryFifo
+
+    fifo, expected = EntryFifo(), []
+    for n in range(1000):
+        fifo.items.append(n)
+        expected.append(n)
+        if n % 3:  # takes two entries in three, so the queue never empties: it is compacted
+            assert fifo.popleft() == expected.pop(0)
+    assert len(fifo) == len(expected) == 334 and len(fifo.items) < 500
+    assert [fifo.popleft() for _ in range(len(expected))] == expected
+    assert not fifo.items and fifo.head == 0

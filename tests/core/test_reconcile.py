@@ -29,7 +29,7 @@ def test_vanished_addresses_are_removed_and_their_pods_reported() -> None:
     assert report.force_removed == (allocation,)
     assert ipam.stats(100.0).total == 2
     # The pod still holds the address: its record stays (eni unknown) until its DEL.
-    assert ipam.get(key(1)) == attrs.evolve(allocation, eni_id="", device_index=0)
+    assert ipam.get(key(1)) == allocation._replace(eni_id="", device_index=0)
     assert set(ipam.orphaned) == {allocation.address}
 
 
