@@ -9,8 +9,11 @@ Upstream (v1.23) writes::
 
 This module reads exactly that. What upstream loses on restart (when each released address
 was released, so cooldowns survive) is written in an extra top-level field,
-``"releasedAddresses": [{"address": "10.0.1.9", "releasedAt": <unix ns>}]``, which upstream's
-Go decoder ignores. Anything malformed is a :class:`CheckpointError`, never an empty pool.
+``"releasedAddresses": [{"address": "10.0.1.9", "releasedAt": <unix ns>}]``, and the pod's
+network namespace path, which a restart needs to tell a live pod from a gone one, in an
+extra field of its allocation, ``"netns": "/var/run/netns/cni-..."`` (written when known);
+upstream's Go decoder ignores both. Anything malformed is a :class:`CheckpointError`, never
+an empty pool.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class Checkpoint:
 
     allocations: tuple[Allocation, ...] = ()
     released_at: tuple[tuple[str, float], ...] = ()
+    # The network namespace path of an allocation's pod, where the writer knows it: data for
+    # the shell (the core does not use it), kept with the allocations so a save is one file.
+    netns: tuple[tuple[AllocationKey, str], ...] = ()
     from_upstream: bool = attrs.field(default=False, eq=False)
 
 
@@ -58,8 +64,8 @@ def _from_ns(ns: int) -> float:
     return ns / NS_PER_S
 
 
-def _allocation_json(a: Allocation) -> str:
-    entry = {
+def _allocation_json(a: Allocation, netns: str = "") -> str:
+    entry: dict[str, object] = {
         "networkName": a.key.network_name,
         "containerID": a.key.container_id,
         "ifName": a.key.if_name,
@@ -68,6 +74,8 @@ def _allocation_json(a: Allocation) -> str:
         "allocationTimestamp": _to_ns(a.allocated_at),
         "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
     }
+    if netns:
+        entry["netns"] = netns
     return json.dumps(entry, separators=(",", ":"))
 
 
@@ -87,8 +95,9 @@ def _document(allocations: list[str], released: list[str]) -> bytes:
 
 def encode(checkpoint: Checkpoint) -> bytes:
     """The upstream JSON document (with our extra field), as UTF-8 bytes."""
+    paths = dict(checkpoint.netns)
     return _document(
-        [_allocation_json(a) for a in checkpoint.allocations],
+        [_allocation_json(a, paths.get(a.key, "")) for a in checkpoint.allocations],
         [_released_json(r) for r in checkpoint.released_at],
     )
 
@@ -106,11 +115,13 @@ class CheckpointEncoder:
     def encode(self, checkpoint: Checkpoint) -> bytes:
         allocations: dict[tuple[object, ...], str] = {}
         parts: list[str] = []
+        paths = dict(checkpoint.netns)
         for a in checkpoint.allocations:
+            netns = paths.get(a.key, "")
             # Every field the JSON shows (a plain tuple hashes faster than the Allocation).
             fields = (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
-                      a.allocated_at, a.pod.namespace, a.pod.name)  # fmt: skip
-            part = self._allocations.get(fields) or _allocation_json(a)
+                      a.allocated_at, a.pod.namespace, a.pod.name, netns)  # fmt: skip
+            part = self._allocations.get(fields) or _allocation_json(a, netns)
             allocations[fields] = part
             parts.append(part)
         released = {r: self._released.get(r) or _released_json(r) for r in checkpoint.released_at}
@@ -202,6 +213,11 @@ def decode(data: bytes | str) -> Checkpoint:
     if not isinstance(raw_allocs, list):
         raise CheckpointError("field 'allocations' must be a list")
     allocations = tuple(_decode_allocation(e) for e in raw_allocs)
+    netns = tuple(
+        (a.key, path)
+        for a, e in zip(allocations, raw_allocs, strict=True)
+        if (path := _str_field(e, "netns", required=False))
+    )
     keys = [a.key for a in allocations]
     if len(set(keys)) != len(keys):
         raise CheckpointError("two allocations share one (networkName, containerID, ifName)")
@@ -218,5 +234,8 @@ def decode(data: bytes | str) -> Checkpoint:
             raise CheckpointError("field 'address' is missing or empty")
         released.append((address, _from_ns(_timestamp_field(entry, "releasedAt"))))
     return Checkpoint(
-        allocations=allocations, released_at=tuple(released), from_upstream=from_upstream
+        allocations=allocations,
+        released_at=tuple(released),
+        netns=netns,
+        from_upstream=from_upstream,
     )

@@ -139,7 +139,7 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.calls = calls if calls is not None else CallCounter()
         self.hints = NetnsHints(settings.checkpoint_path + ".netns")
-        self.committer = GroupCommitter(_HintedStore(ports.store, self.hints), self._snapshot)
+        self.committer = GroupCommitter(ports.store, self._snapshot)
         self.key_locks = KeyLocks()
         self.ipam: Ipam | None = None
         self.identity: InstanceIdentity | None = None
@@ -190,7 +190,7 @@ class Agent:
         self.metrics.observe_call(record)
 
     def _snapshot(self) -> Any:
-        return self.core.checkpoint()
+        return attrs.evolve(self.core.checkpoint(), netns=self.hints.pairs())
 
     def stats(self) -> PoolStats:
         return self.core.stats(self.clock.now())
@@ -350,24 +350,3 @@ def _describe(effect: Effect) -> dict[str, object]:
     fields = attrs.asdict(effect)
     fields.pop("effect_id", None)
     return {"effect_id": effect.effect_id, **fields}
-
-
-class _HintedStore:
-    """The netns hints file, then the checkpoint store: one commit batch.
-
-    One after the other, not side by side: renaming the hints file in the checkpoint's
-    directory while the checkpoint's fsyncs run made one client's saves two to three times
-    slower on this project's ext4 disk (``benchmarks/rpc.py``). The checkpoint's directory
-    fsync then makes the hints rename durable too.
-    """
-
-    def __init__(self, store: CheckpointStore, hints: NetnsHints) -> None:
-        self._store = store
-        self._hints = hints
-
-    async def load(self) -> Any:
-        return await self._store.load()
-
-    async def save(self, checkpoint: Any) -> None:
-        await self._hints.save_if_changed()
-        await self._store.save(checkpoint)

@@ -302,16 +302,17 @@ async def start(agent: Agent) -> None:
     await refresh_subnets(agent)
     await sweep_leaked_enis(agent)
 
-    agent.hints.load()
+    legacy_hints = agent.hints.load_legacy()
     checkpoint = await read_checkpoint(agent)
     if checkpoint is not None:
+        agent.hints.adopt(checkpoint.netns)
         report = agent.core.restore(checkpoint, now, keep=lambda a: pod_still_there(agent, a))
         for allocation, reason in report.dropped:
             agent.log.warning("allocation not restored", key=str(allocation.key), reason=reason)
         agent.log.info(
             "checkpoint restored", restored=len(report.restored), dropped=len(report.dropped)
         )
-    agent.hints.retain({str(a.key) for a in agent.core.allocations()})
+    agent.hints.retain({a.key for a in agent.core.allocations()})
     await process_pending_dels(agent)
 
     for eni in sorted(enis, key=lambda e: e.device_index):
@@ -325,6 +326,8 @@ async def start(agent: Agent) -> None:
         )
         await agent.in_datapath(agent.ports.datapath.setup_node, node)
     await agent.committer.commit()
+    if legacy_hints:
+        agent.hints.drop_legacy_file()  # the checkpoint just written carries the paths
     agent.metrics.bind_pool(agent.stats)
     elapsed = time.monotonic() - began
     agent.metrics.startup_duration.set(elapsed)

@@ -136,33 +136,49 @@ async def test_pool_empty_after_the_wait(world: World) -> None:
         await d.stop()
 
 
-async def test_netns_hints_are_written_with_the_checkpoint(world: World, daemon: Daemon) -> None:
-    hints = world.checkpoint_path + ".netns"
+async def test_netns_paths_are_written_in_the_checkpoint(world: World, daemon: Daemon) -> None:
     reply = await call(world.socket_path, add_request(1))
     assert reply.ok
-    key = f"aws-cni/{add_request(1).container_id}/eth0"
-    with open(hints, encoding="utf-8") as f:
-        assert json.load(f) == {key: add_request(1).netns}  # no later write needed
+    with open(world.checkpoint_path, encoding="utf-8") as f:
+        (entry,) = json.load(f)["allocations"]
+    assert entry["containerID"] == add_request(1).container_id
+    assert entry["netns"] == add_request(1).netns  # durable with the allocation, no side file
+    assert not os.path.exists(world.checkpoint_path + ".netns")
     assert (await call(world.socket_path, del_request(1))).ok
-    with open(hints, encoding="utf-8") as f:
-        assert json.load(f) == {}
+    with open(world.checkpoint_path, encoding="utf-8") as f:
+        assert json.load(f)["allocations"] == []
 
 
-async def test_a_failed_hints_write_is_retried_with_the_next_batch(
-    world: World, daemon: Daemon
-) -> None:
-    hints = world.checkpoint_path + ".netns"
-    taken = f"{hints}.tmp-{os.getpid()}"
-    os.mkdir(taken)  # the hints' temp path is taken: their write fails
+async def test_an_earlier_versions_side_file_is_read_then_removed(world: World) -> None:
+    """A node upgraded from a version that kept the paths in ``ipam.json.netns``: the restart
+    uses them (a pod gone while the daemon was down is dropped), writes them into the
+    checkpoint and removes the side file."""
+    d = world.daemon()
+    await d.start()
+    ips = {n: (await call(world.socket_path, add_request(n))).result["ipv4"] for n in (1, 2)}
+    await d.stop()
+    with open(world.checkpoint_path, encoding="utf-8") as f:
+        doc = json.load(f)
+    for entry in doc["allocations"]:  # as the earlier version wrote it
+        del entry["netns"]
+    with open(world.checkpoint_path, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+    side = world.checkpoint_path + ".netns"
+    with open(side, "w", encoding="utf-8") as f:
+        json.dump({f"aws-cni/{add_request(n).container_id}/eth0": NETNS.format(n)
+                   for n in (1, 2)}, f)  # fmt: skip
+    world.datapath.remove_netns(add_request(2).netns)
+
+    d2 = world.daemon()
+    await d2.start()
     try:
-        assert (await call(world.socket_path, add_request(1))).ok
-        assert len(saved_ips(world)) == 1  # the checkpoint is durable all the same
+        assert saved_ips(world) == {ips[1]}
+        assert not os.path.exists(side)
+        with open(world.checkpoint_path, encoding="utf-8") as f:
+            (entry,) = json.load(f)["allocations"]
+        assert entry["netns"] == NETNS.format(1)
     finally:
-        os.rmdir(taken)
-    assert not os.path.exists(hints)
-    assert (await call(world.socket_path, add_request(1))).ok  # same pod: hints unchanged
-    with open(hints, encoding="utf-8") as f:
-        assert json.load(f) == {f"aws-cni/{add_request(1).container_id}/eth0": NETNS.format(1)}
+        await d2.stop()
 
 
 async def test_restart_restores_allocations_and_drops_gone_pods(world: World) -> None:

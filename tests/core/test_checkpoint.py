@@ -90,6 +90,8 @@ def test_restore_drops_an_address_no_longer_on_any_eni() -> None:
         b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a"}]}',
         b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":"1.1.1.1",'
         b'"allocationTimestamp":"x"}]}',
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":"1.1.1.1",'
+        b'"netns":5}]}',
         b"\xff\xfe", b"[" * 100_000,
     ],
 )
@@ -116,18 +118,32 @@ names = st.text(st.characters(codec="utf-8"), max_size=20)
 
 @given(
     st.lists(
-        st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names), max_size=5,
-        unique_by=lambda t: t[:3],
+        st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names, names),
+        max_size=5, unique_by=lambda t: t[:3],
     ).filter(lambda rows: all(r[1] for r in rows))
 )
 def test_round_trip_of_arbitrary_allocations(
-    rows: list[tuple[str, str, str, float, str, str]],
+    rows: list[tuple[str, str, str, float, str, str, str]],
 ) -> None:
-    checkpoint = Checkpoint(allocations=tuple(
+    allocations = tuple(
         Allocation(AllocationKey(n, c, i), PodRef(ns, p), f"10.0.0.{k}", None, t)
-        for k, (n, c, i, t, ns, p) in enumerate(rows)
-    ))
+        for k, (n, c, i, t, ns, p, _) in enumerate(rows)
+    )
+    netns = tuple((a.key, row[6]) for a, row in zip(allocations, rows, strict=True) if row[6])
+    checkpoint = Checkpoint(allocations=allocations, netns=netns)
     assert decode(encode(checkpoint)) == checkpoint
+
+
+def test_pod_netns_paths_ride_in_an_extra_field_of_their_allocation() -> None:
+    a1 = Allocation(AllocationKey("aws-cni", "c1", "eth0"), PodRef("ns", "a"), "10.0.0.1",
+                    None, 1.7e9)  # fmt: skip
+    a2 = a1._replace(key=AllocationKey("aws-cni", "c2", "eth0"), ipv4="10.0.0.2")
+    checkpoint = Checkpoint(allocations=(a1, a2), netns=((a2.key, "/var/run/netns/cni-2"),))
+    doc = json.loads(encode(checkpoint))
+    assert "netns" not in doc["allocations"][0]
+    assert doc["allocations"][1]["netns"] == "/var/run/netns/cni-2"
+    assert decode(encode(checkpoint)).netns == ((a2.key, "/var/run/netns/cni-2"),)
+    assert decode(UPSTREAM).netns == ()  # upstream's files carry none
 
 
 def ns(seconds: float) -> int:
@@ -137,6 +153,7 @@ def ns(seconds: float) -> int:
 
 def reference_encode(checkpoint: Checkpoint) -> bytes:
     """The document as one ``json.dumps`` writes it (what ``encode`` must equal)."""
+    paths = dict(checkpoint.netns)
     return json.dumps(
         {
             "version": "vpc-cni-ipam/1",
@@ -149,6 +166,7 @@ def reference_encode(checkpoint: Checkpoint) -> bytes:
                     "ipv6": a.ipv6 or "",
                     "allocationTimestamp": ns(a.allocated_at),
                     "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
+                    **({"netns": paths[a.key]} if paths.get(a.key) else {}),
                 }
                 for a in checkpoint.allocations
             ],
@@ -163,7 +181,8 @@ def reference_encode(checkpoint: Checkpoint) -> bytes:
 
 allocation_rows = st.lists(
     st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names,
-              st.sampled_from(["10.0.0.1", "10.0.0.2", None]), st.sampled_from(["fd00::1", None])),
+              st.sampled_from(["10.0.0.1", "10.0.0.2", None]), st.sampled_from(["fd00::1", None]),
+              st.sampled_from(["", "/var/run/netns/a", "/var/run/netns/b"])),
     max_size=6,
 )  # fmt: skip
 released_rows = st.lists(
@@ -177,9 +196,10 @@ def checkpoints() -> st.SearchStrategy[Checkpoint]:
         lambda rows, released: Checkpoint(
             allocations=tuple(
                 Allocation(AllocationKey(n, c, i), PodRef(ns, p), v4, v6, t)
-                for n, c, i, t, ns, p, v4, v6 in rows
+                for n, c, i, t, ns, p, v4, v6, _ in rows
             ),
             released_at=tuple(released),
+            netns=tuple((AllocationKey(*r[:3]), r[8]) for r in rows if r[8]),
         ),
         allocation_rows,
         released_rows,
@@ -205,11 +225,22 @@ def checkpoint_sequences(draw: st.DrawFn) -> list[Checkpoint]:
     sequence = [draw(checkpoints())]
     for _ in range(draw(st.integers(1, 4))):
         allocations = []
+        paths = dict(sequence[-1].netns)
+        netns = []
         for a in sequence[-1].allocations:
-            change = draw(st.sampled_from(["keep", "drop", *CHANGES]))
-            if change != "drop":
-                allocations.append(a if change == "keep" else CHANGES[change](a))
-        sequence.append(Checkpoint(tuple(allocations), tuple(draw(released_rows))))
+            change = draw(st.sampled_from(["keep", "drop", "netns", *CHANGES]))
+            if change == "drop":
+                continue
+            b = CHANGES[change](a) if change in CHANGES else a
+            allocations.append(b)
+            path = paths.get(a.key, "")
+            if change == "netns":
+                path = draw(st.sampled_from(["", "/var/run/netns/a", "/var/run/netns/c"]))
+            if path:
+                netns.append((b.key, path))
+        sequence.append(
+            Checkpoint(tuple(allocations), tuple(draw(released_rows)), netns=tuple(netns))
+        )
     return sequence
 
 

@@ -221,15 +221,15 @@ async def test_daemon_ignores_pending_records_that_are_symlinks(world: World) ->
 
 
 def test_netns_hints_file_is_hostile_input(tmp_path: Path) -> None:
-    """The hints file is read back at start: deep nesting does not crash the load, and only
-    netns paths the socket would accept are kept."""
+    """The netns side file of earlier versions is read back at start: deep nesting does not
+    crash the load, and only netns paths the socket would accept are kept."""
     from adapters.ipamd.hints import NetnsHints
     from ipamcore.model import AllocationKey
 
     path = tmp_path / "ipam.json.netns"
     path.write_text("[" * 100_000)
     hints = NetnsHints(str(path))
-    hints.load()
+    hints.load_legacy()
     assert hints.get(AllocationKey("aws-cni", "c1", "eth0")) is None
     path.write_text(json.dumps({
         "aws-cni/c1/eth0": "/var/run/netns/cni-1",
@@ -237,7 +237,7 @@ def test_netns_hints_file_is_hostile_input(tmp_path: Path) -> None:
         "aws-cni/c3/eth0": "/etc/shadow",
         "aws-cni/c4/eth0": 7,
     }))  # fmt: skip
-    hints.load()
+    hints.load_legacy()
     assert hints.get(AllocationKey("aws-cni", "c1", "eth0")) == "/var/run/netns/cni-1"
     for cid in ("c2", "c3", "c4"):
         assert hints.get(AllocationKey("aws-cni", cid, "eth0")) is None
