@@ -131,9 +131,8 @@ def _save_file(directory: str, tmp: str, path: str, data: bytes, step: Step) -> 
     (open, write, fsync, close, rename, directory fsync: six hops); each hop costs the event
     loop a hand-off and a wake-up (``benchmarks/rpc.py``, one client: daemon CPU 3.6 -> 2.3 ms
     a pair, ADD p50 2.0 -> 1.5 ms). An earlier attempt at one job looked two to three times
-    slower; that was the netns hints file being renamed in the same directory by another
-    thread during this save's fsyncs, which the agent now writes before the save, not beside
-    it.
+    slower; that was the daemon's netns side file being renamed in the same directory by
+    another thread during this save's fsyncs (the paths now ride in the checkpoint itself).
     """
     try:
         try:
