@@ -198,9 +198,12 @@ class LocalNode:
 
 def _start_moto(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
     log = open(os.path.join(workdir, "moto.log"), "ab")  # noqa: SIM115
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    # moto_server, with EC2's rules for the addresses it gives ENIs (adapters.moto_addresses).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapters.moto_addresses", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=log,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/", 60, proc)
     return proc, url
