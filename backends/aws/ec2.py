@@ -363,10 +363,14 @@ class Ec2Backend:
         available = {"Name": "status", "Values": ["available"]}
         if not any_instance:
             return [{"Name": f"tag:{INSTANCE_ID_TAG}", "Values": [instance_id]}, available]
-        filters = [{"Name": "tag-key", "Values": [INSTANCE_ID_TAG]}, available]
         vpc_id = self._vpc_of(instance_id)
-        if vpc_id:
-            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        if not vpc_id:  # never wider than the node's VPC: without it, the node's own ENIs
+            return [{"Name": f"tag:{INSTANCE_ID_TAG}", "Values": [instance_id]}, available]
+        filters = [
+            {"Name": "tag-key", "Values": [INSTANCE_ID_TAG]},
+            available,
+            {"Name": "vpc-id", "Values": [vpc_id]},
+        ]
         if self.config.cluster_name:
             filters.append(
                 {"Name": f"tag:{CLUSTER_NAME_TAG}", "Values": [self.config.cluster_name]}

@@ -459,3 +459,16 @@ def test_leak_search_of_any_instance_is_upstreams_filter(
         )
     assert backend.find_leaked_enis(IID, NOW, any_instance=True) == ["eni-0old"]
     assert backend.find_leaked_enis(IID, NOW, any_instance=True) == ["eni-0old"]
+
+
+def test_leak_search_without_the_nodes_vpc_stays_on_the_nodes_own_enis(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    """If no attached ENI shows the node's VPC, the search is never widened to the region."""
+    backend, stub = stubbed
+    expect_describe(stub)  # no attached ENI: no VPC known
+    mine = [{"Name": f"tag:{INSTANCE_ID_TAG}", "Values": [IID]},
+            {"Name": "status", "Values": ["available"]}]  # fmt: skip
+    stub.add_response("describe_network_interfaces", {"NetworkInterfaces": []}, {"Filters": mine})
+    assert backend.find_leaked_enis(IID, NOW, any_instance=True) == []
+    stub.assert_no_pending_responses()
