@@ -54,7 +54,7 @@ import attrs
 from ipamcore.config import AdaptiveTuning
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni
 from ipamcore.model import IPS_PER_PREFIX
-from ipamcore.policy import PolicyInput, unassign_from_highest
+from ipamcore.policy import PolicyInput, may_free, unassign_from_highest
 from ipamcore.pool import AddressPool, EniState
 
 
@@ -280,16 +280,10 @@ def decide_shrink(
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
     for eni in enis_high_first:
         if (
-            eni.info.is_primary
-            or eni.excluded
-            or eni.leaving
-            or eni.eni_id in inp.busy_enis
-            or eni.assigned
-            or eni.cooling
-            or now - eni.seen_at < cfg.eni_min_age_s
+            may_free(eni, inp, now)
+            and eni.slots <= surplus_addresses
+            and _spare_after(pool, eni, inp) >= aim.keep
         ):
-            continue
-        if eni.slots <= surplus_addresses and _spare_after(pool, eni, inp) >= aim.keep:
             return [FreeEni(effect_id=0, eni_id=eni.eni_id)]
     surplus = surplus_addresses // _unit(inp)
     if surplus <= 0:

@@ -188,6 +188,21 @@ def _eni_needed(pool: AddressPool, eni: EniState, inp: PolicyInput) -> bool:
     return available_after < cfg.warm_eni_target * inp.per_eni
 
 
+def may_free(eni: EniState, inp: PolicyInput, now: float) -> bool:
+    """Upstream's guards on freeing an ENI, whatever the pool needs: not the primary, managed,
+    not already leaving or busy with an effect, no assigned or cooling address, and at least
+    ``eni_min_age_s`` old."""
+    return not (
+        eni.info.is_primary
+        or eni.excluded
+        or eni.leaving
+        or eni.eni_id in inp.busy_enis
+        or eni.assigned
+        or eni.cooling
+        or now - eni.seen_at < inp.config.eni_min_age_s
+    )
+
+
 def decide_shrink(pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
     effects: list[Effect] = []
     surplus = _surplus(pool, inp)
@@ -197,19 +212,8 @@ def decide_shrink(pool: AddressPool, inp: PolicyInput, now: float) -> list[Effec
         if effects:
             return effects
     for eni in enis_high_first:
-        if (
-            eni.info.is_primary
-            or eni.excluded
-            or eni.leaving
-            or eni.eni_id in inp.busy_enis
-            or eni.assigned
-            or eni.cooling
-            or now - eni.seen_at < inp.config.eni_min_age_s
-        ):
-            continue
-        if _eni_needed(pool, eni, inp):
-            continue
-        return [FreeEni(effect_id=0, eni_id=eni.eni_id)]
+        if may_free(eni, inp, now) and not _eni_needed(pool, eni, inp):
+            return [FreeEni(effect_id=0, eni_id=eni.eni_id)]
     return []
 
 
