@@ -35,6 +35,7 @@ import boto3  # type: ignore[import-untyped]
 
 from adapters.cni_runtime import CniRuntime, Libcni, PluginExec
 from adapters.eni_hotplug import EniHotplug, ip_link_runner
+from adapters.ipamd.settings import state_env
 
 REGION = "us-west-2"
 ZONE = "us-west-2a"
@@ -306,9 +307,7 @@ def local_node(
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata_url,
             "IPAMD_CLOUD": "aws",
             "IPAMD_DATAPATH": "linux" if real else "fake",
-            "IPAMD_SOCKET": os.path.join(workdir, "ipam.sock"),
-            "IPAMD_PENDING_DEL_DIR": os.path.join(workdir, "pending-del"),
-            "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(workdir, "ipam.json"),
+            **state_env(workdir),
             "INTROSPECTION_BIND_ADDRESS": f"127.0.0.1:{introspection_port}",
             "METRICS_BIND_ADDRESS": f"127.0.0.1:{free_port()}",
             "IPAMD_LOG_FORMAT": "json",

@@ -53,6 +53,7 @@ import time
 from collections import Counter
 
 from adapters import protocol as p
+from adapters.ipamd.settings import state_env
 from backends.fakecloud.latency import (
     REALISTIC_LATENCIES,
     REALISTIC_METADATA_LAG_S,
@@ -75,9 +76,7 @@ def start_daemon(state: str, policy: str, delete_on_termination: bool) -> subpro
         "IPAMD_POLICY": policy,
         "ENI_DELETE_ON_TERMINATION": "true" if delete_on_termination else "false",
         "IPAMD_ADD_WAIT_SECONDS": "30",  # measure a slow burst rather than fail it
-        "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(state, "ipam.json"),
-        "IPAMD_SOCKET": os.path.join(state, "ipam.sock"),
-        "IPAMD_PENDING_DEL_DIR": os.path.join(state, "pending"),
+        **state_env(state),
         "DISABLE_INTROSPECTION": "true", "DISABLE_METRICS": "true",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
     }  # fmt: skip

@@ -43,7 +43,7 @@ from adapters.ipamd.clock import VirtualClock, settle_loop
 from adapters.ipamd.daemon import Daemon, fan_out
 from adapters.ipamd.handlers import pod_network
 from adapters.ipamd.logs import make_logger
-from adapters.ipamd.settings import load_settings
+from adapters.ipamd.settings import load_settings, state_env
 from adapters.ipamd.wiring import AutoFakeDatapath, LockedCloud, LockedMetadata
 from adapters.metrics import Metrics
 from backends.checkpoint import JsonFileCheckpointStore
@@ -71,9 +71,7 @@ class Node:
         self.datapath = AutoFakeDatapath()
         self.state = tempfile.mkdtemp(prefix="ipamd-faults-", dir="/tmp")
         self.env = {
-            "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(self.state, "ipam.json"),
-            "IPAMD_SOCKET": os.path.join(self.state, "ipam.sock"),
-            "IPAMD_PENDING_DEL_DIR": os.path.join(self.state, "pending-del"),
+            **state_env(self.state),
             "DISABLE_INTROSPECTION": "true", "DISABLE_METRICS": "true",
             "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake", "IPAMD_ADD_WAIT_SECONDS": "5",
             "AWS_VPC_K8S_CNI_LOGLEVEL": "ERROR", **MODES[mode],

@@ -41,6 +41,7 @@ import threading
 import time
 
 from adapters import protocol as p
+from adapters.ipamd.settings import state_env
 
 LEVELS = (1, 8, 64)
 
@@ -50,9 +51,7 @@ def start_daemon(state: str) -> subprocess.Popen[bytes]:
         **os.environ,
         "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake", "IPAMD_FAKE_INSTANCE_TYPE": "c5.4xlarge",
         "WARM_IP_TARGET": "100", "IP_COOLDOWN_PERIOD": "0",
-        "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(state, "ipam.json"),
-        "IPAMD_SOCKET": os.path.join(state, "ipam.sock"),
-        "IPAMD_PENDING_DEL_DIR": os.path.join(state, "pending"),
+        **state_env(state),
         "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:0", "METRICS_BIND_ADDRESS": "127.0.0.1:0",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
     }  # fmt: skip

@@ -35,6 +35,7 @@ import tempfile
 import time
 
 from adapters import protocol as p
+from adapters.ipamd.settings import state_env
 
 FD_SLACK = 2  # an fd or two may be open for a moment (a log write, a checkpoint rename)
 
@@ -46,9 +47,7 @@ def start_daemon(state: str, args: argparse.Namespace) -> subprocess.Popen[bytes
         "WARM_IP_TARGET": str(args.warm_ip_target), "IP_COOLDOWN_PERIOD": str(args.cooldown),
         "IPAMD_POLICY_INTERVAL_SECONDS": str(args.policy_interval),
         "IPAMD_RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval),
-        "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(state, "ipam.json"),
-        "IPAMD_SOCKET": os.path.join(state, "ipam.sock"),
-        "IPAMD_PENDING_DEL_DIR": os.path.join(state, "pending"),
+        **state_env(state),
         "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:0", "METRICS_BIND_ADDRESS": "127.0.0.1:0",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
     }  # fmt: skip

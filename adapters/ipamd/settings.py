@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -199,6 +200,16 @@ def parse_float(env: Mapping[str, str], name: str, default: float, lo: float = 0
     if not value >= lo or value == float("inf"):
         raise SettingsError(name, accepts, raw)
     return value
+
+
+def state_env(directory: str) -> dict[str, str]:
+    """The variables that put a daemon's files (checkpoint, socket, pending-DEL records) in
+    one ``directory``: for tests, benchmarks and local nodes."""
+    return {
+        "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(directory, "ipam.json"),
+        "IPAMD_SOCKET": os.path.join(directory, "ipam.sock"),
+        "IPAMD_PENDING_DEL_DIR": os.path.join(directory, "pending-del"),
+    }
 
 
 def parse_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

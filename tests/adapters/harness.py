@@ -21,7 +21,7 @@ from adapters.ipamd.agent import Agent, Ports
 from adapters.ipamd.clock import VirtualClock, settle_loop
 from adapters.ipamd.daemon import Daemon, fan_out
 from adapters.ipamd.logs import make_logger
-from adapters.ipamd.settings import Settings, load_settings
+from adapters.ipamd.settings import Settings, load_settings, state_env
 from adapters.ipamd.wiring import AutoFakeDatapath, LockedCloud, LockedMetadata
 from adapters.metrics import Metrics
 from backends.checkpoint import JsonFileCheckpointStore
@@ -33,9 +33,7 @@ NETNS = "/var/run/netns/cni-{}"
 
 def base_env(state_dir: str, **extra: str) -> dict[str, str]:
     env = {
-        "AWS_VPC_K8S_CNI_BACKING_STORE": os.path.join(state_dir, "ipam.json"),
-        "IPAMD_SOCKET": os.path.join(state_dir, "ipam.sock"),
-        "IPAMD_PENDING_DEL_DIR": os.path.join(state_dir, "pending-del"),
+        **state_env(state_dir),
         "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:0",
         "METRICS_BIND_ADDRESS": "127.0.0.1:0",
         "IPAMD_CLOUD": "fake",
