@@ -55,7 +55,8 @@ from ipamcore.config import AdaptiveTuning
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni
 from ipamcore.model import IPS_PER_PREFIX
 from ipamcore.policy import PolicyInput, may_free, unassign_from_highest
-from ipamcore.pool import AddressPool, EniState
+from ipamcore.pool import AddressPool
+from ipamcore.pool_parts import EniState
 
 
 class Demand:

@@ -42,7 +42,8 @@ from ipamcore.model import (
     Subnet,
 )
 from ipamcore.policy import PolicyInput, decide_growth, decide_shrink
-from ipamcore.pool import AddressPool, EniState, SlotState
+from ipamcore.pool import AddressPool
+from ipamcore.pool_parts import EniState, SlotState
 from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
 from ipamcore.views import AddressView, BlockView, EniView, PoolStats
 

@@ -33,18 +33,23 @@ and :attr:`AddressPool.allocations` are views over that storage.
 from __future__ import annotations
 
 import array
-import enum
 import heapq
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import attrs
-
 from ipamcore.errors import PoolExhausted, UsageError
 from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
-
-NEVER = float("-inf")
+from ipamcore.pool_parts import (
+    NEVER,
+    Block,
+    EniState,
+    EntryFifo,
+    ReadyBucket,
+    SlotState,
+    bucket_key,
+    prefix_addresses,
+)
 
 # A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << _SHIFT | slot``,
 # valid while the slot's tag is still the one it was made with. Generations count per slot,
@@ -69,134 +74,12 @@ _TAG, _IP, _RELEASED, _ALLOCATED = 0, 1, 2, 3  # in _num / _time
 _ENI, _ADDRESS, _KEY, _POD = 0, 1, 2, 3  # in _ref
 
 
-class SlotState(enum.Enum):
-    FREE = "free"  # ready, or cooling when ready_at > now
-    ASSIGNED = "assigned"
-    LEAVING = "leaving"  # an unassign or ENI free is in flight
-
-
 _STATES = (SlotState.FREE, SlotState.FREE, SlotState.ASSIGNED, SlotState.LEAVING)
-
-
-@attrs.define(eq=False)
-class EniState:
-    """An ENI as the pool tracks it."""
-
-    info: ObservedEni
-    seen_at: float
-    excluded: bool  # carries no pod addresses (unmanaged, trunk, EFA, custom-networking primary)
-    blocks: dict[str, Block] = attrs.field(factory=dict)
-    next_block_rank: int = 1
-    slots: int = 0
-    assigned: int = 0
-    cooling: int = 0
-    leaving: bool = False
-
-    @property
-    def eni_id(self) -> str:
-        return self.info.eni_id
-
-    @property
-    def rank(self) -> tuple[int, int]:
-        return (self.info.network_card, self.info.device_index)
-
-    def ipv4_count(self) -> int:
-        return sum(1 for b in self.blocks.values() if not b.is_prefix)
-
-    def prefix_count(self) -> int:
-        return sum(1 for b in self.blocks.values() if b.is_prefix)
-
-
-class EntryFifo:
-    """Queue entries in arrival order, in one flat array read from ``head``.
-
-    Unlike a deque of ints it holds no object per entry, so reading the head of a long queue
-    touches no cold int object. The array is emptied whenever its last entry is taken, so
-    ``items`` is empty exactly when the queue is, and compacted once half of it is taken.
-    """
-
-    __slots__ = ("head", "items")
-
-    def __init__(self) -> None:
-        self.items: array.array[int] = array.array("q")
-        self.head = 0
-
-    def __len__(self) -> int:
-        return len(self.items) - self.head
-
-    def first(self) -> int:
-        return self.items[self.head]
-
-    def popleft(self) -> int:
-        items, head = self.items, self.head
-        entry = items[head]
-        head += 1
-        if head == len(items):
-            del items[:]
-            head = 0
-        elif head >= 64 and head << 1 >= len(items):
-            del items[:head]
-            head = 0
-        self.head = head
-        return entry
-
-
-@attrs.define(eq=False)
-class ReadyBucket:
-    """Ready slots of one packing rank (an ENI's secondary IPs, or one /28 prefix), ordered by
-    ``(released_at, address)``.
-
-    Addresses leave their cooldown in the order they were released, so they nearly always
-    arrive in order: those go to a FIFO of entries (O(1)); the few that do not (restored
-    release times, equal release times in falling address order) go to a heap of
-    ``(released_at, address, entry)``. The next slot is the smaller of the two heads.
-    """
-
-    key: int  # bucket_key(network card, device index, block rank)
-    fifo: EntryFifo = attrs.field(factory=EntryFifo)
-    heap: list[tuple[float, int, int]] = attrs.field(factory=list)
-    last_released: float = NEVER  # order of the FIFO's last entry
-    last_ip: int = -1
-    queued: bool = False  # it is the pool's top bucket or its key is in the heap below it
-    retired: bool = False  # no live block uses it: dropped once it leaves that heap
-
-    def __bool__(self) -> bool:
-        return bool(self.fifo.items or self.heap)
-
-
-@attrs.define(eq=False)
-class Block:
-    """A secondary IP (/32) or a /28 prefix on an ENI."""
-
-    block_id: str
-    is_prefix: bool
-    rank: int
-    acquired_at: float
-    addresses: tuple[str, ...]
-    eni: EniState
-    bucket: ReadyBucket
-    slots: tuple[int, ...]  # slot numbers, in address order
-    busy: int = 0  # assigned or cooling slots
-    leaving: bool = False
-
-    @property
-    def bucket_key(self) -> int:
-        return self.bucket.key
-
-
-def bucket_key(network_card: int, device_index: int, rank: int) -> int:
-    """One int that orders like ``(network card, device index, block rank)``."""
-    return (network_card << 48) | (device_index << 32) | rank
 
 
 def _float_view(words: array.array[int]) -> memoryview[float]:
     """The same memory as float64 words: a slot record's release time is kept as one."""
     return memoryview(words).cast("B").cast("d")
-
-
-def prefix_addresses(prefix: str) -> tuple[str, ...]:
-    net = ipaddress.ip_network(prefix, strict=False)
-    return tuple(str(a) for a in net)
 
 
 class Slot:
@@ -753,4 +636,4 @@ class AddressPool:
                 yield address, released
 
 
-__all__ = ["IPS_PER_PREFIX", "AddressPool", "Block", "EniState", "Slot", "SlotState"]
+__all__ = ["IPS_PER_PREFIX", "AddressPool", "Slot"]
