@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable
 
 from adapters import protocol as p
-from adapters.ipamd.agent import Agent
+from adapters.ipamd.executor import NodeExecutor
 from adapters.ipamd.handlers import handle
 
 SOCKET_MODE = 0o600
@@ -102,7 +102,7 @@ def _send(transport: asyncio.Transport, data: bytes) -> None:
 class SocketServer:
     def __init__(
         self,
-        agent: Agent,
+        agent: NodeExecutor,
         path: str,
         read_timeout_s: float = 10.0,
         allowed_uids: Iterable[int] = (),

@@ -45,7 +45,7 @@ async def test_add_then_del(world: World, daemon: Daemon) -> None:
     assert reply.ok and reply.result["released"] is True
     assert ip not in saved_ips(world)
     assert result.host_veth not in world.datapath.links
-    assert daemon.agent.stats().assigned == 0
+    assert daemon.executor.stats().assigned == 0
 
 
 async def test_add_is_idempotent(world: World, daemon: Daemon) -> None:
@@ -53,7 +53,7 @@ async def test_add_is_idempotent(world: World, daemon: Daemon) -> None:
     second = await call(world.socket_path, add_request(1))
     assert first.ok and second.ok and first.result == second.result
     assert world.datapath.calls.count("setup_pod") == 1  # check_pod found it all in place
-    assert daemon.agent.stats().assigned == 1
+    assert daemon.executor.stats().assigned == 1
 
 
 async def test_add_rebuilds_missing_datapath_pieces(world: World, daemon: Daemon) -> None:
@@ -73,7 +73,7 @@ async def test_datapath_failure_leaks_nothing(world: World, daemon: Daemon) -> N
     world.datapath.fail_next("setup_pod", "rules")
     reply = await call(world.socket_path, add_request(1))
     assert not reply.ok and reply.error_code == p.ERR_DATAPATH_FAILED
-    assert daemon.agent.core.allocations() == []
+    assert daemon.executor.core.allocations() == []
     assert saved_ips(world) == set()
     assert not [n for n, link in world.datapath.links.items() if link.peer]
     assert (await call(world.socket_path, add_request(2))).ok
@@ -96,7 +96,7 @@ async def test_gc_releases_attachments_not_listed(world: World, daemon: Daemon) 
     gc = p.Request(p.OP_GC, network_name="aws-cni", valid_attachments=[("c0002", "eth0")])
     reply = await call(world.socket_path, gc)
     assert reply.ok and reply.result["released"] == 2
-    assert [a.key.container_id for a in daemon.agent.core.allocations()] == ["c0002"]
+    assert [a.key.container_id for a in daemon.executor.core.allocations()] == ["c0002"]
     assert len(saved_ips(world)) == 1
 
 
@@ -109,16 +109,16 @@ async def test_pool_short_kicks_policy_and_add_succeeds(world: World) -> None:
     d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
     await d.start()
     try:
-        assert d.agent.stats().total == 0  # no warm pool: the ADD must kick the policy
+        assert d.executor.stats().total == 0  # no warm pool: the ADD must kick the policy
         world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
         task = asyncio.create_task(call(world.socket_path, add_request(1)))
-        await eventually(lambda: d.agent.calls.total("AssignPrivateIpAddresses") >= 1)
-        await eventually(lambda: d.agent.effects_in_flight == 0)
+        await eventually(lambda: d.executor.calls.total("AssignPrivateIpAddresses") >= 1)
+        await eventually(lambda: d.executor.effects_in_flight == 0)
         assert not task.done()  # throttled: growth paused, the ADD waits
         await until(task.done, world.clock, step=1.0)  # policy retries after the pause
         reply = task.result()
         assert reply.ok, reply
-        assert d.agent.metrics.no_ip._value.get() == 1
+        assert d.executor.metrics.no_ip._value.get() == 1
     finally:
         await d.stop()
 
@@ -131,7 +131,7 @@ async def test_pool_empty_after_the_wait(world: World) -> None:
         task = asyncio.create_task(call(world.socket_path, add_request(1)))
         await until(task.done, world.clock, step=1.0)
         assert task.result().error_code == p.ERR_POOL_EMPTY
-        assert d.agent.core.allocations() == []
+        assert d.executor.core.allocations() == []
     finally:
         await d.stop()
 
@@ -193,7 +193,7 @@ async def test_restart_restores_allocations_and_drops_gone_pods(world: World) ->
     d2 = world.daemon()
     await d2.start()
     try:
-        kept = {a.ipv4 for a in d2.agent.core.allocations()}
+        kept = {a.ipv4 for a in d2.executor.core.allocations()}
         assert kept == {ips[1], ips[3]}
         assert "allocation not restored" in logs(world)
         assert saved_ips(world) == {ips[1], ips[3]}
@@ -216,7 +216,7 @@ async def test_pending_dels_are_processed_at_start(world: World) -> None:
     await d2.start()
     try:
         assert not os.path.exists(record)
-        assert {a.ipv4 for a in d2.agent.core.allocations()} == {ip2}
+        assert {a.ipv4 for a in d2.executor.core.allocations()} == {ip2}
         assert saved_ips(world) == {ip2} and ip1 != ip2
     finally:
         await d2.stop()
@@ -236,7 +236,7 @@ async def test_corrupt_checkpoint_quarantines_every_address(world: World) -> Non
     try:
         assert "CHECKPOINT UNREADABLE" in logs(world)
         assert any(n.startswith("ipam.json.corrupt-") for n in os.listdir(world.state_dir))
-        stats = d2.agent.stats()
+        stats = d2.executor.stats()
         assert stats.assigned == 0 and stats.cooling == len(before) and used in before
         reply = await call(world.socket_path, add_request(9))
         assert reply.ok and reply.result["ipv4"] not in before
@@ -260,7 +260,7 @@ async def test_garbage_costs_nothing(world: World, daemon: Daemon) -> None:
         reply = p.decode_reply(await raw_call(world.socket_path, data))
         assert not reply.ok and reply.error_code == code, (data[:40], reply)
     assert daemon.server.rejected == len(cases)
-    assert daemon.agent.core.allocations() == []
+    assert daemon.executor.core.allocations() == []
     assert (await call(world.socket_path, add_request(1))).ok
 
 
@@ -269,13 +269,13 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
     d = world.daemon(WARM_IP_TARGET="40")
     await d.start()
     try:
-        await until(lambda: d.agent.stats().available >= 40, world.clock)
-        saves_before = d.agent.committer.saves
+        await until(lambda: d.executor.stats().available >= 40, world.clock)
+        saves_before = d.executor.node.saves
         n = 32
         replies = await asyncio.gather(*(call(world.socket_path, add_request(i)) for i in range(n)))
         assert all(r.ok for r in replies)
         assert len({r.result["ipv4"] for r in replies}) == n
-        saves = d.agent.committer.saves - saves_before
+        saves = d.executor.node.saves - saves_before
         assert 1 <= saves < n, saves
         assert len(saved_ips(world)) == n
         assert "setup_eni" in world.datapath.calls  # the second ENI was wired
@@ -286,11 +286,11 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
 
 async def test_reconcile_picks_up_out_of_band_changes(world: World, daemon: Daemon) -> None:
     primary = world.cloud.enis_of(world.instance_id)[0]
-    total = daemon.agent.stats().total
+    total = daemon.executor.stats().total
     world.cloud.add_address(primary.eni_id, "10.0.9.9")
     await world.clock.advance(61)
-    await until(lambda: daemon.agent.stats().total == total + 1, world.clock)
-    assert daemon.agent.metrics.reconcile.labels("eni")._value.get() >= 1
+    await until(lambda: daemon.executor.stats().total == total + 1, world.clock)
+    assert daemon.executor.metrics.reconcile.labels("eni")._value.get() >= 1
 
 
 async def test_leaked_enis_are_freed(world: World) -> None:
@@ -320,33 +320,13 @@ async def test_a_new_eni_is_used_only_once_instance_metadata_shows_it(world: Wor
     await d.start()
     try:
         began = world.clock.now()
-        await eventually(lambda: d.agent.calls.total("ModifyNetworkInterfaceAttribute") == 1)
+        await eventually(lambda: d.executor.calls.total("ModifyNetworkInterfaceAttribute") == 1)
         await world.clock.advance(1.0)
         await asyncio.sleep(0.01)
-        assert d.agent.stats().enis == 1  # created and attached, but not visible yet
-        assert (d.agent.stats().pending, d.agent.stats().in_flight) == (9, 1)  # still coming
-        await until(lambda: d.agent.stats().enis == 2, world.clock, step=0.25)
+        assert d.executor.stats().enis == 1  # created and attached, but not visible yet
+        assert (d.executor.stats().pending, d.executor.stats().in_flight) == (9, 1)  # still coming
+        await until(lambda: d.executor.stats().enis == 2, world.clock, step=0.25)
         assert 2.0 <= world.clock.now() - began <= 2.5
         assert "not in instance metadata" not in logs(world)
-    finally:
-        await d.stop()
-
-
-async def test_a_pool_change_wakes_waiting_adds_in_order_and_not_all_at_once(world: World) -> None:
-    """A burst of waiting ADDs woken all at once on every change kept the event loop busy
-    enough to delay the cloud calls they waited for (benchmarks/burst.py: 2.2x the least
-    time); now a change wakes the oldest waiters, as many as there are addresses (>= 1)."""
-    d = world.daemon(WARM_ENI_TARGET="0")
-    await d.start()
-    try:
-        assert d.agent.stats().available == 0
-        waiters = [d.agent.address_waiter() for _ in range(3)]
-        d.agent.notify_pool_changed()
-        assert [w.done() for w in waiters] == [True, False, False]
-        again = d.agent.address_waiter(first=True)  # its turn came but found nothing
-        d.agent.notify_pool_changed()
-        assert [again.done(), waiters[1].done(), waiters[2].done()] == [True, False, False]
-        for w in waiters[1:]:
-            w.cancel()
     finally:
         await d.stop()

@@ -82,7 +82,7 @@ async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> 
         asleep on the virtual clock again (policy, reconciliation, leaked-ENI cleanup)."""
         await settle_loop()
         await eventually(
-            lambda: daemon.agent.effects_in_flight == 0 and clock.sleepers >= sleeping
+            lambda: daemon.executor.effects_in_flight == 0 and clock.sleepers >= sleeping
         )
         await settle_loop()
 
@@ -99,7 +99,7 @@ async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> 
     await daemon.start()
     try:
         await settle_loop()
-        await eventually(lambda: daemon.agent.effects_in_flight == 0)
+        await eventually(lambda: daemon.executor.effects_in_flight == 0)
         await asyncio.sleep(0.05)
         sleeping = clock.sleepers
         await quiet()
