@@ -92,6 +92,9 @@ class NodeExecutor:
         self.metrics = metrics or Metrics()
         self.calls = calls if calls is not None else CallCounter()
         self.node = Node(node_config(settings))
+        # Called with each input and the commands it led to (tests, the flight recorder).
+        self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+        self.commands_in_flight = 0  # commands started and not answered yet
         self.hints = NetnsHints(settings.checkpoint_path + ".netns")
         self.stopping = False
         self._request_ids = itertools.count(1)
@@ -142,7 +145,14 @@ class NodeExecutor:
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
         """Give the node one input and start every command it returns."""
-        for command in self.node.receive(inp):
+        commands = self.node.receive(inp)
+        if self.observe is not None:
+            self.observe(inp, commands)
+        if hasattr(inp, "cid"):
+            self.commands_in_flight -= 1
+        for command in commands:
+            if hasattr(command, "cid"):
+                self.commands_in_flight += 1
             self._perform[type(command)](command)
         wake = self.node.wake_at
         if wake != self._armed_at and self._wake_changed is not None:
