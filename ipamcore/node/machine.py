@@ -812,6 +812,11 @@ class Node:
                 restored=len(report.restored),
                 dropped=len(report.dropped),
             )
+            # A pod found gone may have left host pieces (rules, routes): removed quietly,
+            # before its address can go to another pod.
+            for allocation, _reason in report.dropped:
+                if allocation.key in gone:
+                    yield from self._teardown_quietly(allocation, "")
         kept = {a.key for a in ipam.allocations()}
         self.hints = {k: v for k, v in self.hints.items() if k in kept}
         error = yield from self._process_pending_dels()

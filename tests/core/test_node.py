@@ -210,6 +210,9 @@ def test_the_restore_asks_the_executor_which_pods_are_gone() -> None:
     check = d.take(c.CheckPodsPresent)
     assert [p.key for p in check.pods] == [key(1), key(2)]  # no netns known: kept unasked
     d.feed(i.PodsPresent(d.now, check.cid, frozenset({key(2)})))
+    teardown = d.take(c.TearDownPod)  # what the gone pod left on the host goes too
+    assert teardown.network.ipv4 == "10.0.0.11"
+    d.feed(i.Done(d.now, teardown.cid))
     d.finish_boot()
     assert {a.key for a in d.node.core.allocations()} == {key(1), key(3)}
     assert set(d.node.hints) == {key(1)}
