@@ -2,7 +2,7 @@
 
 ``now()`` is Unix seconds (what the core's ``now`` means); ``sleep(s)`` waits ``s`` seconds
 of that clock. :class:`SystemClock` is real time; :class:`VirtualClock` only moves when a test
-calls :meth:`VirtualClock.advance`, so the pool policy, reconciliation and leaked-ENI loops
+calls :meth:`VirtualClock.advance`, so the node's timers (pool policy, reconciliation, leaked ENIs)
 are tested without sleeping for real.
 """
 
