@@ -417,6 +417,20 @@ class Node:
         # The datapath setup and the durable commit run at once.
         setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
         setup_failed = isinstance(setup, i.Failed)
+        if (setup_failed or commit_error is not None) and existed:
+            # A repeated ADD of a pod that already had this address (durable since its first
+            # ADD): a failure now never takes the address or the network from a live pod.
+            code = replies.DATAPATH_FAILED if setup_failed else replies.INTERNAL
+            message = setup.describe() if setup_failed else commit_error.describe()
+            self._log(
+                "error",
+                "repeated add failed; the pod keeps its address",
+                key=str(key),
+                code=code,
+                error=message,
+            )
+            self._reply(req.request_id, code, message)
+            return
         if setup_failed or commit_error is not None:
             if not setup_failed:
                 yield from self._teardown_quietly(allocation, req.netns)
@@ -500,10 +514,12 @@ class Node:
                 )
                 return
         ipam.release(key, self._now)
-        self.hints.pop(key, None)
+        netns = self.hints.pop(key, "")
         self._count("del_req", "PodDeleted")
         error = yield DURABLE
         if error is not None:
+            # The file still holds the allocation: so does memory, and a retried DEL frees it.
+            self._keep_after_failed_write(((allocation, netns),))
             self._reply(
                 req.request_id, replies.INTERNAL, f"checkpoint write failed: {error.message}"
             )
@@ -536,24 +552,41 @@ class Node:
             if a.key.network_name == req.network_name
             and (a.key.container_id, a.key.if_name) not in req.valid
         ]
-        released = 0
+        released: list[tuple[Allocation, str]] = []
         for allocation in stale:
             yield Turn(allocation.key)
             if self.core.get(allocation.key) is not None:
                 yield from self._teardown_quietly(allocation, "")
                 self.core.release(allocation.key, self._now)
-                self.hints.pop(allocation.key, None)
-                released += 1
+                released.append((allocation, self.hints.pop(allocation.key, "")))
             self._leave(allocation.key)
         if released:
-            self._log("info", "gc released allocations", count=released)
+            self._log("info", "gc released allocations", count=len(released))
             error = yield DURABLE
             if error is not None:
+                self._keep_after_failed_write(released)
                 self._reply(
                     req.request_id, replies.INTERNAL, f"checkpoint write failed: {error.message}"
                 )
                 return
-        self._reply(req.request_id, released=released)
+        self._reply(req.request_id, released=len(released))
+
+    def _keep_after_failed_write(self, released: Iterable[tuple[Allocation, str]]) -> None:
+        """Bind released allocations again after the write of their release failed, so that
+        memory, the answer (an error) and the file agree: the address stays the pod's until a
+        retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
+        pairs = list(released)
+        report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
+        for allocation, reason in report.dropped:
+            self._log(
+                "error",
+                "released allocation could not be kept after a failed checkpoint write",
+                key=str(allocation.key),
+                reason=reason,
+            )
+        for allocation, netns in pairs:
+            if netns:
+                self.hints[allocation.key] = netns
 
     def _teardown_quietly(self, allocation: Allocation, netns: str) -> Any:
         """Best-effort teardown (start-up, GC, an unwound ADD): a failure is logged."""

@@ -10,8 +10,10 @@ import os
 from adapters import pending_dels as pd
 from adapters import protocol as p
 from adapters.ipamd.daemon import Daemon
-from backends.checkpoint import read_checkpoint_file
+from backends.checkpoint import JsonFileCheckpointStore, read_checkpoint_file
+from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import FailureKind
+from ipamcore.model import AllocationKey
 from tests.adapters.harness import (
     NETNS,
     World,
@@ -328,5 +330,47 @@ async def test_a_new_eni_is_used_only_once_instance_metadata_shows_it(world: Wor
         await until(lambda: d.executor.stats().enis == 2, world.clock, step=0.25)
         assert 2.0 <= world.clock.now() - began <= 2.5
         assert "not in instance metadata" not in logs(world)
+    finally:
+        await d.stop()
+
+
+def key_of(n: int) -> AllocationKey:
+    return AllocationKey("aws-cni", f"c{n:04d}", "eth0")
+
+
+class FlakyStore(JsonFileCheckpointStore):
+    """The real checkpoint file, whose writes fail while ``full`` (a full disk)."""
+
+    full = False
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        await super().save(checkpoint)
+
+
+async def test_a_full_disk_never_takes_an_address_from_a_live_pod(world: World) -> None:
+    """Issue 16 item 7: a repeated ADD or a DEL whose checkpoint write fails leaves the pod
+    its address (and its network, for the ADD); memory, replies and the file agree."""
+    settings = world.settings()
+    store = FlakyStore(settings.checkpoint_path, clock=world.clock.now)
+    d = world.daemon(settings=settings, store=store)
+    await d.start()
+    try:
+        first = await call(world.socket_path, add_request(1))
+        assert first.ok
+        ip, veth = first.result["ipv4"], first.result["host_veth"]
+        store.full = True
+        again = await call(world.socket_path, add_request(1))
+        assert again.error_code == p.ERR_INTERNAL
+        assert veth in world.datapath.links and saved_ips(world) == {ip}
+        assert [a.ipv4 for a in d.executor.core.allocations()] == [ip]
+        gone = await call(world.socket_path, del_request(1))
+        assert gone.error_code == p.ERR_INTERNAL
+        assert saved_ips(world) == {ip} and d.executor.core.get(key_of(1)) is not None
+        store.full = False
+        retry = await call(world.socket_path, del_request(1))
+        assert retry.ok and retry.result == {"released": True, "ipv4": ip}
+        assert saved_ips(world) == set() and d.executor.core.allocations() == []
     finally:
         await d.stop()

@@ -374,3 +374,35 @@ def test_inputs_are_frozen_values() -> None:
     add = i.Add(T0, 1, key(1), PodRef("default", "p"))
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         add.now = 0.0  # type: ignore[misc]
+
+
+def test_a_failed_write_never_takes_the_address_of_a_live_pod() -> None:
+    """Issue 16 item 7: a repeated ADD of a running pod while the checkpoint cannot be
+    written keeps the pod's address and network."""
+    d = Drive()
+    d.boot()
+    first = d.add(1)
+    d.settle()
+    ip = d.replies[first].allocation.ipv4  # type: ignore[union-attr]
+    again = d.add(1)
+    d.done(c.SetUpPod)
+    d.feed(i.Failed(d.now, d.take(c.Persist).cid, "disk full", error_type="OSError"))
+    assert d.replies[again].error == replies.INTERNAL
+    assert not d.has(c.TearDownPod)
+    assert d.node.core.get(key(1)).ipv4 == ip  # type: ignore[union-attr]
+
+
+def test_a_del_whose_write_fails_keeps_memory_answer_and_file_in_agreement() -> None:
+    d = Drive()
+    d.boot()
+    d.add(1)
+    d.settle()
+    first = d.delete(1)
+    d.done(c.TearDownPod)
+    d.feed(i.Failed(d.now, d.take(c.Persist).cid, "disk full", error_type="OSError"))
+    assert d.replies[first].error == replies.INTERNAL
+    assert d.node.core.get(key(1)) is not None  # as the file still says
+    assert key(1) in d.node.checkpoint().netns[0]
+    retry = d.delete(1)
+    d.settle()
+    assert d.replies[retry].released == 1 and d.node.core.get(key(1)) is None
