@@ -28,6 +28,7 @@ from adapters.pending_dels import read_pending_dels, remove_pending_del
 from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
+from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import CheckpointError, CloudError, UnsupportedCheckpointVersion
 from ipamcore.model import AllocationKey
 from ipamcore.node import Node, NodeConfig
@@ -142,6 +143,16 @@ class NodeExecutor:
             c.DropLegacyHints: self._drop_legacy_hints,
         }
 
+    # ------------------------------------------------------------------ time
+    def _now(self) -> float:
+        """The node's ``now``: the monotonic clock (deadlines and cooldowns never step)."""
+        return self.clock.monotonic()
+
+    def _wall_offset(self) -> float:
+        """Wall time minus monotonic time: what converts the node's times at the boundary
+        (the checkpoint file, the HTTP views and EC2 tags hold wall time)."""
+        return self.clock.now() - self.clock.monotonic()
+
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
         """Give the node one input and start every command it returns."""
@@ -169,11 +180,11 @@ class NodeExecutor:
             if wake is None:
                 await changed.wait()
                 continue
-            delay = wake - self.clock.now()
+            delay = wake - self._now()
             if delay > 0:
                 await race_timeout(self.clock, changed.wait(), delay)
                 continue
-            self.feed(i.Tick(self.clock.now()))
+            self.feed(i.Tick(self._now()))
             await asyncio.sleep(0)
 
     def _spawn(self, coro: Any) -> None:
@@ -199,10 +210,10 @@ class NodeExecutor:
         if not self.node.ready:
             self._failures[cid] = exc  # a start that aborts raises it
         kind = exc.kind if isinstance(exc, CloudError) else None
-        return i.Failed(self.clock.now(), cid, str(exc), kind, type(exc).__name__)
+        return i.Failed(self._now(), cid, str(exc), kind, type(exc).__name__)
 
     def _done(self, cid: int) -> Callable[[Any], i.Input]:
-        return lambda _result: i.Done(self.clock.now(), cid)
+        return lambda _result: i.Done(self._now(), cid)
 
     def _in_datapath(self, cid: int, fn: Callable[..., Any], *args: Any) -> None:
         future = self._datapath_workers.submit(fn, *args)
@@ -242,20 +253,20 @@ class NodeExecutor:
 
     async def _write_checkpoint(self, cid: int) -> None:
         try:
-            await self.ports.store.save(self.node.checkpoint())
+            await self.ports.store.save(shift(self.node.checkpoint(), self._wall_offset()))
         except Exception as exc:
             self._persist_failure = exc
             self.feed(self._failed(cid, exc))
         else:
             self._persist_failure = None
-            self.feed(i.Done(self.clock.now(), cid))
+            self.feed(i.Done(self._now(), cid))
 
     def _setup_pod(self, cmd: c.SetUpPod) -> None:
         self._in_datapath(cmd.cid, _setup_pod, self.ports.datapath, cmd.network, cmd.repeat)
 
     def _check_pod(self, cmd: c.CheckPod) -> None:
         future = self._datapath_workers.submit(self.ports.datapath.check_pod, cmd.network)
-        make = lambda missing: i.PodChecked(self.clock.now(), cmd.cid, tuple(missing))  # noqa: E731
+        make = lambda missing: i.PodChecked(self._now(), cmd.cid, tuple(missing))  # noqa: E731
         future.add_done_callback(self._answer_from(cmd.cid, make))
 
     def _setup_eni(self, cmd: c.SetUpEni) -> None:
@@ -265,7 +276,7 @@ class NodeExecutor:
         def make(_result: Any) -> i.Input:
             if cmd.created:
                 self.ports.crash("eni.recorded")
-            return i.Done(self.clock.now(), cmd.cid)
+            return i.Done(self._now(), cmd.cid)
 
         future = self._datapath_workers.submit(setup)
         future.add_done_callback(self._answer_from(cmd.cid, make))
@@ -274,42 +285,42 @@ class NodeExecutor:
         identity = self.node.identity
         assert identity is not None
         tags = dict(self.settings.additional_eni_tags)
-        make = lambda outcome: i.EffectDone(self.clock.now(), cmd.cid, outcome)  # noqa: E731
+        make = lambda outcome: i.EffectDone(self._now(), cmd.cid, outcome)  # noqa: E731
         self._in_cloud(
             cmd.cid, perform, self.ports.cloud, identity.instance_id, cmd.effect, tags, make=make
         )
 
     def _read_metadata_enis(self, cmd: c.ReadMetadataEnis) -> None:
-        make = lambda enis: i.MetadataEnisRead(self.clock.now(), cmd.cid, tuple(enis))  # noqa: E731
+        make = lambda enis: i.MetadataEnisRead(self._now(), cmd.cid, tuple(enis))  # noqa: E731
         self._in_cloud(cmd.cid, self.ports.metadata.enis, make=make)
 
     def _read_identity(self, cmd: c.ReadIdentity) -> None:
-        make = lambda identity: i.IdentityRead(self.clock.now(), cmd.cid, identity)  # noqa: E731
+        make = lambda identity: i.IdentityRead(self._now(), cmd.cid, identity)  # noqa: E731
         self._in_cloud(cmd.cid, self.ports.metadata.identity, make=make)
 
     def _describe_instance_type(self, cmd: c.DescribeInstanceType) -> None:
-        make = lambda limits: i.InstanceTypeDescribed(self.clock.now(), cmd.cid, limits)  # noqa: E731
+        make = lambda limits: i.InstanceTypeDescribed(self._now(), cmd.cid, limits)  # noqa: E731
         self._in_cloud(
             cmd.cid, self.ports.cloud.describe_instance_type, cmd.instance_type, make=make
         )
 
     def _describe_enis(self, cmd: c.DescribeEnis) -> None:
-        make = lambda enis: i.EnisDescribed(self.clock.now(), cmd.cid, tuple(enis))  # noqa: E731
+        make = lambda enis: i.EnisDescribed(self._now(), cmd.cid, tuple(enis))  # noqa: E731
         self._in_cloud(cmd.cid, self.ports.cloud.describe_enis, cmd.instance_id, make=make)
 
     def _describe_subnets(self, cmd: c.DescribeSubnets) -> None:
-        make = lambda subnets: i.SubnetsDescribed(self.clock.now(), cmd.cid, tuple(subnets))  # noqa: E731
+        make = lambda subnets: i.SubnetsDescribed(self._now(), cmd.cid, tuple(subnets))  # noqa: E731
         self._in_cloud(
             cmd.cid, self.ports.cloud.describe_subnets, cmd.subnet_ids, cmd.tag_key, make=make
         )
 
     def _find_leaked_enis(self, cmd: c.FindLeakedEnis) -> None:
-        make = lambda ids: i.LeakedEnisFound(self.clock.now(), cmd.cid, tuple(ids))  # noqa: E731
+        make = lambda ids: i.LeakedEnisFound(self._now(), cmd.cid, tuple(ids))  # noqa: E731
         cloud = self.ports.cloud
 
         def find() -> list[str]:
-            return cloud.find_leaked_enis(
-                cmd.instance_id, cmd.now, cmd.any_instance, min_age_s=cmd.min_age_s
+            return cloud.find_leaked_enis(  # createdAt tags hold wall time
+                cmd.instance_id, self.clock.now(), cmd.any_instance, min_age_s=cmd.min_age_s
             )
 
         self._in_cloud(cmd.cid, find, make=make)
@@ -331,7 +342,7 @@ class NodeExecutor:
                     gone.add(pod.key)
             return frozenset(gone)
 
-        make = lambda gone: i.PodsPresent(self.clock.now(), cmd.cid, gone)  # noqa: E731
+        make = lambda gone: i.PodsPresent(self._now(), cmd.cid, gone)  # noqa: E731
         future = self._datapath_workers.submit(check)
         future.add_done_callback(self._answer_from(cmd.cid, make))
 
@@ -344,20 +355,21 @@ class NodeExecutor:
                 checkpoint = await self.ports.store.load()
             except UnsupportedCheckpointVersion as exc:
                 answer = i.CheckpointRead(
-                    self.clock.now(), cmd.cid, None, i.NEWER_VERSION, str(exc.version),
+                    self._now(), cmd.cid, None, i.NEWER_VERSION, str(exc.version),
                     getattr(exc, "moved_to", ""), legacy, legacy_file,
                 )  # fmt: skip
             except CheckpointError as exc:
                 answer = i.CheckpointRead(
-                    self.clock.now(), cmd.cid, None, i.UNREADABLE, str(exc),
+                    self._now(), cmd.cid, None, i.UNREADABLE, str(exc),
                     getattr(exc, "moved_to", ""), legacy, legacy_file,
                 )  # fmt: skip
             else:
                 if checkpoint is not None:  # the paths are input too: keep valid ones only
                     valid = tuple(pair for pair in checkpoint.netns if _netns_ok(pair[1]))
                     checkpoint = attrs.evolve(checkpoint, netns=valid)
+                    checkpoint = shift(checkpoint, -self._wall_offset())
                 answer = i.CheckpointRead(
-                    self.clock.now(), cmd.cid, checkpoint, legacy_hints=legacy,
+                    self._now(), cmd.cid, checkpoint, legacy_hints=legacy,
                     legacy_file=legacy_file,
                 )  # fmt: skip
         except Exception as exc:
@@ -374,14 +386,14 @@ class NodeExecutor:
         try:
             requests = await asyncio.to_thread(read_pending_dels, directory, on_error)
         except p.ProtocolError as exc:
-            self.feed(i.Failed(self.clock.now(), cmd.cid, exc.message))
+            self.feed(i.Failed(self._now(), cmd.cid, exc.message))
             return
         dels = []
         for req in requests:
             key = AllocationKey(req.network_name, req.container_id, req.if_name)
             self._pending_dels[key] = req
             dels.append(i.PendingDel(key, req.netns))
-        self.feed(i.PendingDelsRead(self.clock.now(), cmd.cid, tuple(dels)))
+        self.feed(i.PendingDelsRead(self._now(), cmd.cid, tuple(dels)))
 
     async def _remove_pending_dels(self, cmd: c.RemovePendingDels) -> None:
         directory = self.settings.pending_del_dir
@@ -393,11 +405,11 @@ class NodeExecutor:
                 remove_pending_del(directory, req)
             except p.ProtocolError as exc:
                 self.log.error("cannot remove pending DEL record", error=exc.message)
-        self.feed(i.Done(self.clock.now(), cmd.cid))
+        self.feed(i.Done(self._now(), cmd.cid))
 
     def _drop_legacy_hints(self, cmd: c.DropLegacyHints) -> None:
         self.hints.drop_legacy_file()
-        self.feed(i.Done(self.clock.now(), cmd.cid))
+        self.feed(i.Done(self._now(), cmd.cid))
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -406,7 +418,7 @@ class NodeExecutor:
         self._started = loop.create_future()
         self._wake_changed = asyncio.Event()
         self._timer = loop.create_task(self._run_timer(), name="node-timer")
-        self.feed(i.Start(self.clock.now()))
+        self.feed(i.Start(self._now()))
         await self._started
 
     async def request(self, make: Callable[[float, int], i.Request]) -> c.Reply:
@@ -414,14 +426,14 @@ class NodeExecutor:
         request_id = next(self._request_ids)
         future: asyncio.Future[c.Reply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
-        self.feed(make(self.clock.now(), request_id))
+        self.feed(make(self._now(), request_id))
         return await future
 
     async def stop(self, timeout: float = 10.0) -> None:
         """No new requests or effects; wait (real time, bounded) for effects in flight,
         then write the checkpoint a last time (raises if that write fails)."""
         self.stopping = True
-        self.feed(i.Stop(self.clock.now()))
+        self.feed(i.Stop(self._now()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.node.effects_in_flight and loop.time() < deadline:
@@ -456,15 +468,43 @@ class NodeExecutor:
         return self.node.effects_in_flight
 
     def stats(self) -> PoolStats:
-        return self.node.stats(self.clock.now())
+        return self.node.stats(self._now())
 
     def eni_views(self) -> list[EniView]:
-        return self.node.eni_views(self.clock.now())
+        """The node's ENIs, with assignment and release times in wall time."""
+        offset = self._wall_offset()
+        return [
+            attrs.evolve(view, blocks=tuple(
+                attrs.evolve(block, addresses=tuple(
+                    attrs.evolve(
+                        a,
+                        assigned_at=None if a.assigned_at is None else a.assigned_at + offset,
+                        released_at=None if a.released_at is None else a.released_at + offset,
+                    )
+                    for a in block.addresses
+                ))
+                for block in view.blocks
+            ))
+            for view in self.node.eni_views(self._now())
+        ]  # fmt: skip
 
     def observe_call(self, record: CallRecord) -> None:
         """CallObserver for the cloud backend: counts for /stats, metrics for Prometheus."""
         self.calls(record)
         self.metrics.observe_call(record)
+
+
+def shift(checkpoint: Checkpoint, seconds: float) -> Checkpoint:
+    """``checkpoint`` with every time moved by ``seconds`` (monotonic <-> wall)."""
+    if not seconds:
+        return checkpoint
+    return attrs.evolve(
+        checkpoint,
+        allocations=tuple(
+            a._replace(allocated_at=a.allocated_at + seconds) for a in checkpoint.allocations
+        ),
+        released_at=tuple((address, t + seconds) for address, t in checkpoint.released_at),
+    )
 
 
 def _setup_pod(datapath: DatapathPort, net: Any, repeat: bool) -> None:

@@ -175,7 +175,7 @@ class SimNode:
             self._cloud(
                 cmd.cid,
                 lambda: self.port.find_leaked_enis(
-                    cmd.instance_id, cmd.now, cmd.any_instance, min_age_s=cmd.min_age_s
+                    cmd.instance_id, now, cmd.any_instance, min_age_s=cmd.min_age_s
                 ),
                 lambda ids: i.LeakedEnisFound(now, cmd.cid, tuple(ids)),
             )

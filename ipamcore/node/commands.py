@@ -59,13 +59,12 @@ class DescribeSubnets:
 
 @attrs.frozen
 class FindLeakedEnis:
-    """Available ENIs tagged by this CNI and created over ``min_age_s`` before ``now``
-    (``None``: at any age) -> ``LeakedEnisFound``. ``now`` is the wall time the backend also
-    stamps an untagged ENI's ``createdAt`` with."""
+    """Available ENIs tagged by this CNI and created over ``min_age_s`` before the executor's
+    wall time (``None``: at any age) -> ``LeakedEnisFound``. The wall time is the executor's:
+    the backend compares it with ``createdAt`` tags, and stamps it on an ENI without one."""
 
     cid: int
     instance_id: str
-    now: float
     any_instance: bool
     min_age_s: float | None
 

@@ -723,7 +723,7 @@ class Node:
         :data:`LEAKED_ENI_AGE_S` ago (upstream's scope and age)."""
         assert self.identity is not None
         found = yield c.FindLeakedEnis(
-            self._cid(), self.identity.instance_id, self._now, True, LEAKED_ENI_AGE_S
+            self._cid(), self.identity.instance_id, True, LEAKED_ENI_AGE_S
         )
         if isinstance(found, i.Failed):
             self._log("warning", "leaked ENI cleanup failed", error=found.message)
@@ -930,9 +930,7 @@ class Node:
             self._log("info", "leaked-ENI sweep at start skipped: DISABLE_LEAKED_ENI_CLEANUP")
             return
         assert self.identity is not None
-        found = yield c.FindLeakedEnis(
-            self._cid(), self.identity.instance_id, self._now, False, None
-        )
+        found = yield c.FindLeakedEnis(self._cid(), self.identity.instance_id, False, None)
         if isinstance(found, i.Failed):
             self._log("warning", "leaked-ENI sweep at start failed", error=found.message)
             return
@@ -975,7 +973,24 @@ class Node:
                 path=path, allocations=len(checkpoint.allocations),
             )  # fmt: skip
             return self._cool_unallocated(checkpoint)
-        return checkpoint
+        return self._clamped(checkpoint)
+
+    def _clamped(self, checkpoint: Checkpoint) -> Checkpoint:
+        """No restored time is later than now (a wall clock stepped back before the restart
+        must not make an address cool, or an allocation look new, for longer than it
+        should)."""
+        now = self._now
+        if all(t <= now for _, t in checkpoint.released_at) and all(
+            a.allocated_at <= now for a in checkpoint.allocations
+        ):
+            return checkpoint
+        return attrs.evolve(
+            checkpoint,
+            allocations=tuple(
+                a._replace(allocated_at=min(a.allocated_at, now)) for a in checkpoint.allocations
+            ),
+            released_at=tuple((address, min(t, now)) for address, t in checkpoint.released_at),
+        )
 
     def _instance_addresses(self) -> list[str]:
         return [

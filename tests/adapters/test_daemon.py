@@ -374,3 +374,34 @@ async def test_a_full_disk_never_takes_an_address_from_a_live_pod(world: World) 
         assert saved_ips(world) == set() and d.executor.core.allocations() == []
     finally:
         await d.stop()
+
+
+async def test_wall_clock_steps_move_no_deadline_or_cooldown(world: World) -> None:
+    """Issue 16 item 10: deadlines and cooldowns run on the monotonic clock; wall time is only
+    what the checkpoint file holds, converted when written and read."""
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="5")
+    await d.start()
+    try:
+        world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
+        waiting = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await eventually(lambda: d.executor.node.waiting == 1)
+        world.clock.step_wall(-3600.0)  # back an hour: the ADD's 5 s still end in 5 s
+        await until(waiting.done, world.clock, step=1.0, limit=8)
+    finally:
+        await d.stop()
+    d = world.daemon(WARM_IP_TARGET="3")
+    await d.start()
+    try:
+        await until(lambda: d.executor.stats().available >= 3, world.clock)
+        added = await call(world.socket_path, add_request(2))
+        assert (await call(world.socket_path, del_request(2))).ok
+        world.clock.step_wall(3600.0)  # forward an hour: the address still cools 30 s
+        assert d.executor.stats().cooling == 1
+        released = dict(read_checkpoint_file(world.checkpoint_path).released_at)  # type: ignore[union-attr]
+        wall = released[added.result["ipv4"]]
+        assert abs(wall - (world.clock.now() - 3600.0)) < 1.0  # written before the step
+        assert (await call(world.socket_path, add_request(3))).ok
+        saved = read_checkpoint_file(world.checkpoint_path)
+        assert saved is not None and abs(saved.allocations[0].allocated_at - world.clock.now()) < 1
+    finally:
+        await d.stop()

@@ -150,7 +150,7 @@ def test_start_up_order_and_the_sweep_of_leaked_enis_takes_any_age_at_the_real_n
         d.open.clear()
         kinds.append(type(command).__name__)
         if isinstance(command, c.FindLeakedEnis):
-            assert (command.now, command.min_age_s, command.any_instance) == (d.now, None, False)
+            assert (command.min_age_s, command.any_instance) == (None, False)
         d.feed(answer(command))
     assert kinds == [
         "ReadIdentity", "DescribeEnis", "ReadMetadataEnis", "FindLeakedEnis", "ReadCheckpoint",
@@ -334,7 +334,7 @@ def test_the_periodic_leaked_eni_cleanup_uses_the_five_minute_age_rule() -> None
         if d.has(c.DescribeEnis):
             d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, (PRIMARY,)))
     find = d.take(c.FindLeakedEnis)
-    assert (find.any_instance, find.min_age_s, find.now) == (True, LEAKED_ENI_AGE_S, d.now)
+    assert (find.any_instance, find.min_age_s) == (True, LEAKED_ENI_AGE_S)
     assert 3600 <= d.now - t <= 3960
 
 
@@ -406,3 +406,13 @@ def test_a_del_whose_write_fails_keeps_memory_answer_and_file_in_agreement() -> 
     retry = d.delete(1)
     d.settle()
     assert d.replies[retry].released == 1 and d.node.core.get(key(1)) is None
+
+
+def test_restored_times_are_never_later_than_now() -> None:
+    """A wall clock stepped back before a restart: a release time 'in the future' would keep
+    the address cooling for far longer than the cooldown."""
+    d = Drive()
+    future = Checkpoint(released_at=(("10.0.0.10", T0 + 3600),))
+    d.boot(checkpoint=future)
+    assert d.node.stats(d.now).cooling == 1
+    assert d.node.stats(d.now + 31).cooling == 0
