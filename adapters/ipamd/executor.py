@@ -427,7 +427,12 @@ class NodeExecutor:
         future: asyncio.Future[c.Reply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
         self.feed(make(self._now(), request_id))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:  # the client is gone: the node keeps nothing for it
+            self._replies.pop(request_id, None)
+            self.feed(i.Cancel(self._now(), request_id))
+            raise
 
     async def stop(self, timeout: float = 10.0) -> None:
         """No new requests or effects; wait (real time, bounded) for effects in flight,

@@ -77,6 +77,15 @@ class Check:
 
 
 @attrs.frozen
+class Cancel:
+    """The client of request ``request_id`` is gone (it will read no reply): an ADD keeps no
+    address for it. Other requests go on (a DEL still frees)."""
+
+    now: float
+    request_id: int
+
+
+@attrs.frozen
 class Gc:
     """Release ``network_name``'s allocations whose (container id, interface) is not valid."""
 
@@ -216,4 +225,4 @@ Answer = (
     | PodChecked | EffectDone
 )  # fmt: skip
 Request = Add | Del | Check | Gc
-Input = Start | Tick | Stop | Flush | Request | Answer
+Input = Start | Tick | Stop | Flush | Cancel | Request | Answer

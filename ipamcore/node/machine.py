@@ -104,6 +104,8 @@ class Node:
         self._sleep_seq = 0
         self._waiters: collections.deque[AddressWait] = collections.deque()
         self._waiting_by_key: dict[AllocationKey, AddressWait] = {}
+        self._adds_open: set[int] = set()  # request ids of ADDs not answered yet
+        self._abandoned: set[int] = set()  # ... whose client is gone
         self._holders: dict[AllocationKey, collections.deque[tuple[Task, int]]] = {}
         self._persist_cid: int | None = None
         self._batch: list[tuple[Task, int]] = []
@@ -120,6 +122,7 @@ class Node:
             i.Tick: self._on_tick,
             i.Stop: self._on_stop,
             i.Flush: self._on_flush,
+            i.Cancel: self._on_cancel,
             i.Add: self._on_request,
             i.Del: self._on_request,
             i.Check: self._on_request,
@@ -371,15 +374,24 @@ class Node:
         if kind is i.Add:
             assert isinstance(req, i.Add)
             self._count("add_req")
+            waiting = self._waiting_by_key.get(req.key)
+            if waiting is not None:
+                # A retried ADD of an attachment still waiting: the newer request takes the
+                # older one's place in the queue (and its deadline); the older is answered now,
+                # so same-key ADDs never wait one after another.
+                older = waiting.request
+                superseded = "superseded by a newer ADD for this attachment"
+                self._reply(older.request_id, replies.POOL_EMPTY, superseded)
+                waiting.request = req
+                self._adds_open.add(req.request_id)
+                return
+            self._adds_open.add(req.request_id)
             self._spawn(self._add(req), "add")
         elif kind is i.Del:
             assert isinstance(req, i.Del)
             waiting = self._waiting_by_key.get(req.key)
             if waiting is not None:  # the pod is gone before its ADD got an address
-                waiting.cancelled = True
-                self._waiters.remove(waiting)
-                assert waiting.task is not None
-                self._resolve(waiting.task, 0, None)
+                self._stop_waiting(waiting, "a DEL for this attachment arrived")
             self._spawn(self._delete(req), "del")
         elif kind is i.Check:
             assert isinstance(req, i.Check)
@@ -389,7 +401,25 @@ class Node:
             self._spawn(self._gc(req), "gc")
 
     def _reply(self, request_id: int, error: str = "", message: str = "", **kw: Any) -> None:
+        self._adds_open.discard(request_id)
+        self._abandoned.discard(request_id)
         self._out.append(c.Reply(request_id, error, message, **kw))
+
+    def _on_cancel(self, inp: i.Cancel) -> None:
+        rid = inp.request_id
+        if rid not in self._adds_open:
+            return  # answered already, or not an ADD: a DEL or GC goes on
+        for wait in self._waiting_by_key.values():
+            if wait.request.request_id == rid:
+                self._stop_waiting(wait, "the client is gone")
+                return
+        self._abandoned.add(rid)  # set up and persisted, then undone (see _add_holding)
+
+    def _stop_waiting(self, wait: AddressWait, why: str) -> None:
+        wait.cancelled = why
+        self._waiters.remove(wait)
+        assert wait.task is not None
+        self._resolve(wait.task, 0, None)
 
     def _add(self, req: i.Add) -> TaskGen:
         yield Turn(req.key)
@@ -402,7 +432,9 @@ class Node:
         try:
             allocation: Allocation | None = ipam.assign(key, req.pod, self._now)
         except PoolExhausted:
-            allocation = yield from self._wait_for_address(req)
+            wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
+            allocation = yield from self._wait_for_address(wait)
+            req = wait.request  # a newer ADD for this attachment may have taken the place
         if allocation is None:
             return
         if allocation.ipv4 is None:
@@ -417,6 +449,9 @@ class Node:
         # The datapath setup and the durable commit run at once.
         setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
         setup_failed = isinstance(setup, i.Failed)
+        if not existed and req.request_id in self._abandoned and not setup_failed:
+            # Nobody will read the reply: keep no address for it (undone as a failure).
+            commit_error = i.Failed(self._now, 0, "the client is gone before the reply")
         if (setup_failed or commit_error is not None) and existed:
             # A repeated ADD of a pod that already had this address (durable since its first
             # ADD): a failure now never takes the address or the network from a live pod.
@@ -447,24 +482,22 @@ class Node:
         self._log("debug", "add", key=str(key), ipv4=allocation.ipv4)
         self._reply(req.request_id, allocation=allocation, pod=net)
 
-    def _wait_for_address(self, req: i.Add) -> Any:
+    def _wait_for_address(self, wait: AddressWait) -> Any:
         """Wait (FIFO) for an address until ``add_wait_s`` passes; the policy counts the
         waiter and is kicked at once."""
         self._count("no_ip")
-        now = self._now
-        wait = AddressWait(req.key, req.pod, now, now + self.config.add_wait_s)
-        self._waiting_by_key[req.key] = wait
+        self._waiting_by_key[wait.key] = wait
         self._kick()
         allocation = yield wait
-        self._waiting_by_key.pop(req.key, None)
+        self._waiting_by_key.pop(wait.key, None)
+        req = wait.request
         if allocation is not None:
             return allocation
         if wait.cancelled:
             self._reply(
-                req.request_id,
-                replies.POOL_EMPTY,
-                "cancelled: a DEL for this attachment arrived while it waited for an address",
-            )
+                req.request_id, replies.POOL_EMPTY,
+                f"cancelled while waiting for an address: {wait.cancelled}",
+            )  # fmt: skip
             return None
         stats = self.core.stats(self._now)
         self._reply(

@@ -32,14 +32,17 @@ class Turn:
 
 @attrs.define(eq=False)
 class AddressWait:
-    """A waiting ADD: FIFO among the others, served on each pool change until ``deadline``."""
+    """A waiting ADD: FIFO among the others, served on each pool change until ``deadline``.
+    ``request`` is the ADD it answers: a newer ADD for the same attachment takes its place.
+    ``cancelled`` says why it stopped waiting without an address ("" while it waits)."""
 
     key: AllocationKey
     pod: PodRef
     since: float
     deadline: float
+    request: Any = None
     task: Task | None = None
-    cancelled: bool = False
+    cancelled: str = ""
 
 
 class _Durable:

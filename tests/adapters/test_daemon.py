@@ -405,3 +405,25 @@ async def test_wall_clock_steps_move_no_deadline_or_cooldown(world: World) -> No
         assert saved is not None and abs(saved.allocations[0].allocated_at - world.clock.now()) < 1
     finally:
         await d.stop()
+
+
+async def test_an_add_whose_client_left_keeps_no_address(world: World) -> None:
+    """Issue 16 item 14: the plugin gave up (its socket closed) while its ADD waited for an
+    address; the address that then comes goes to nobody's pod."""
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
+    await d.start()
+    try:
+        world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
+        _, writer = await asyncio.open_unix_connection(world.socket_path)
+        writer.write(p.encode_request(add_request(1)))
+        await writer.drain()
+        await eventually(lambda: d.executor.node.waiting == 1)
+        writer.close()
+        await eventually(lambda: d.executor.node.waiting == 0)
+        assert d.executor.core.allocations() == []
+        second = asyncio.create_task(call(world.socket_path, add_request(2)))
+        await until(second.done, world.clock, step=1.0)
+        assert second.result().ok
+        assert [a.key.container_id for a in d.executor.core.allocations()] == ["c0002"]
+    finally:
+        await d.stop()

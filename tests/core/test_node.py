@@ -416,3 +416,39 @@ def test_restored_times_are_never_later_than_now() -> None:
     d.boot(checkpoint=future)
     assert d.node.stats(d.now).cooling == 1
     assert d.node.stats(d.now + 31).cooling == 0
+
+
+def test_same_key_adds_on_an_empty_pool_do_not_queue_one_after_another() -> None:
+    """Issue 16 item 14: a retried ADD takes the waiting one's place (which is answered at
+    once); the newest gets the address when it comes, within the first one's deadline."""
+    d = Drive()
+    d.boot(enis=(eni(0),))
+    first = d.add(1)
+    d.now += 1
+    second = d.add(1)
+    third = d.add(1)
+    assert d.replies[first].error == d.replies[second].error == replies.POOL_EMPTY
+    assert "superseded" in d.replies[first].message and d.node.waiting == 1
+    d.tick()
+    effect = d.take(c.PerformEffect)
+    one = AddressesAssigned(effect.effect.effect_id, "eni-0", ("10.0.0.10",))
+    d.feed(i.EffectDone(d.now, effect.cid, one))
+    d.settle()
+    assert d.replies[third].allocation is not None
+
+
+def test_an_add_whose_client_is_gone_keeps_no_address() -> None:
+    d = Drive()
+    d.boot(enis=(eni(0),))
+    waiting = d.add(1)
+    d.feed(i.Cancel(d.now, waiting))
+    assert d.node.waiting == 0 and d.node.core.get(key(1)) is None
+    d2 = Drive()
+    d2.boot()
+    rid = d2.add(2)
+    d2.feed(i.Cancel(d2.now, rid))  # gone while its pod was set up
+    d2.done(c.SetUpPod)
+    d2.done(c.Persist)
+    assert d2.has(c.TearDownPod)
+    d2.settle()
+    assert d2.node.core.get(key(2)) is None and d2.replies[rid].error == replies.INTERNAL
