@@ -78,6 +78,9 @@ from ipamcore.node.tasks import DURABLE, AddressWait, Sleep, Task, TaskGen, Turn
 from ipamcore.views import EniView, PoolStats
 
 INF = math.inf
+# The key upstream gave entries it migrated from the CRI checkpoint (no network or ifname).
+LEGACY_NETWORK = "_migrated-from-cri"
+LEGACY_IF_NAME = "unknown"
 _RETRYABLE_AT_START = (FailureKind.THROTTLED, FailureKind.OTHER)
 
 
@@ -183,14 +186,16 @@ class Node:
     def eni_views(self, now: float) -> list[EniView]:
         return self.core.eni_views(now)
 
-    def pod_network(self, allocation: Allocation, netns: str, mtu: int | None = None) -> PodNetwork:
+    def pod_network(
+        self, allocation: Allocation, netns: str, mtu: int | None = None, if_name: str = ""
+    ) -> PodNetwork:
         """The datapath of ``allocation``'s pod. The host veth is upstream's name from the
         pod's namespace and name; the container id stands in for a pod without Kubernetes
         metadata, so two such pods never share a name."""
         assert allocation.ipv4 is not None
         return PodNetwork(
             netns_path=netns,
-            if_name=allocation.key.if_name,
+            if_name=if_name or allocation.key.if_name,
             host_veth=self._host_veth(allocation),
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
@@ -428,9 +433,11 @@ class Node:
 
     def _add_holding(self, req: i.Add) -> TaskGen:
         ipam, key = self.core, req.key
-        existed = ipam.get(key) is not None
+        legacy = self._legacy(key)
+        existed = legacy is not None or ipam.get(key) is not None
         try:
-            allocation: Allocation | None = ipam.assign(key, req.pod, self._now)
+            # An upstream entry of this container (legacy key) is its address: never a second.
+            allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
             allocation = yield from self._wait_for_address(wait)
@@ -443,9 +450,9 @@ class Node:
                 req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
             )
             return
-        net = self.pod_network(allocation, req.netns, req.mtu)
+        net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
         if req.netns:
-            self.hints[key] = req.netns
+            self.hints[allocation.key] = req.netns
         # The datapath setup and the durable commit run at once.
         setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
         setup_failed = isinstance(setup, i.Failed)
@@ -481,6 +488,15 @@ class Node:
             return
         self._log("debug", "add", key=str(key), ipv4=allocation.ipv4)
         self._reply(req.request_id, allocation=allocation, pod=net)
+
+    def _legacy(self, key: AllocationKey) -> Allocation | None:
+        """The allocation an upstream checkpoint migrated from CRI holds for ``key``'s
+        container (upstream's key ``_migrated-from-cri/<container>/unknown``): DEL, CHECK and
+        ADD fall back to it as upstream's datastore does, so it can be freed and is never
+        doubled by a second address."""
+        if key.network_name == LEGACY_NETWORK:
+            return None
+        return self.core.get(AllocationKey(LEGACY_NETWORK, key.container_id, LEGACY_IF_NAME))
 
     def _wait_for_address(self, wait: AddressWait) -> Any:
         """Wait (FIFO) for an address until ``add_wait_s`` passes; the policy counts the
@@ -532,20 +548,22 @@ class Node:
 
     def _delete_holding(self, req: i.Del) -> TaskGen:
         ipam, key = self.core, req.key
-        allocation = ipam.get(key)
+        allocation = ipam.get(key) or self._legacy(key)
         if allocation is None:
             self._count("del_req", "unknown")
             self._reply(req.request_id, released=0)
             return
         if allocation.ipv4 is not None:
-            netns = req.netns or self.hints.get(key, "")
-            done = yield c.TearDownPod(self._cid(), self.pod_network(allocation, netns))
+            netns = req.netns or self.hints.get(allocation.key, "")
+            net = self.pod_network(allocation, netns, if_name=key.if_name)
+            done = yield c.TearDownPod(self._cid(), net)
             if isinstance(done, i.Failed):
                 self._log("error", "teardown failed", key=str(key), error=done.message)
                 self._reply(
                     req.request_id, replies.DATAPATH_FAILED, f"teardown failed: {done.message}"
                 )
                 return
+        key = allocation.key
         ipam.release(key, self._now)
         netns = self.hints.pop(key, "")
         self._count("del_req", "PodDeleted")
@@ -560,11 +578,11 @@ class Node:
         self._reply(req.request_id, released=1, allocation=allocation)
 
     def _check(self, req: i.Check) -> TaskGen:
-        allocation = self.core.get(req.key)
+        allocation = self.core.get(req.key) or self._legacy(req.key)
         if allocation is None or allocation.ipv4 is None:
             self._reply(req.request_id, replies.NOT_FOUND, f"no address for {req.key}")
             return
-        net = self.pod_network(allocation, req.netns, req.mtu)
+        net = self.pod_network(allocation, req.netns, req.mtu, req.key.if_name)
         checked = yield c.CheckPod(self._cid(), net)
         if isinstance(checked, i.Failed):
             self._reply(req.request_id, replies.DATAPATH_FAILED, f"check failed: {checked.message}")
@@ -582,8 +600,15 @@ class Node:
         stale = [
             a
             for a in self.core.allocations()
-            if a.key.network_name == req.network_name
-            and (a.key.container_id, a.key.if_name) not in req.valid
+            if (
+                a.key.network_name == req.network_name
+                and (a.key.container_id, a.key.if_name) not in req.valid
+            )
+            or (  # an upstream entry: stale once no valid attachment is of its container
+                a.key.network_name == LEGACY_NETWORK
+                and a.key.if_name == LEGACY_IF_NAME
+                and all(container != a.key.container_id for container, _ in req.valid)
+            )
         ]
         released: list[tuple[Allocation, str]] = []
         for allocation in stale:

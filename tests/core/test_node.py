@@ -452,3 +452,35 @@ def test_an_add_whose_client_is_gone_keeps_no_address() -> None:
     assert d2.has(c.TearDownPod)
     d2.settle()
     assert d2.node.core.get(key(2)) is None and d2.replies[rid].error == replies.INTERNAL
+
+
+def test_upstream_entries_migrated_from_cri_are_found_by_their_container() -> None:
+    """Issue 16 item 4: upstream keyed entries it migrated from CRI
+    ``_migrated-from-cri/<container>/unknown``; DEL, CHECK and a re-ADD fall back to that key
+    as upstream's datastore does, and GC frees such an entry once its container is gone."""
+    legacy = AllocationKey("_migrated-from-cri", "c1", "unknown")
+    old = AllocationKey("_migrated-from-cri", "c9", "unknown")
+    held = (
+        Allocation(legacy, PodRef("default", "pod-1"), "10.0.0.10", None, T0),
+        Allocation(old, PodRef("default", "pod-9"), "10.0.0.11", None, T0),
+    )
+    d = Drive()
+    d.boot(checkpoint=Checkpoint(allocations=held, from_upstream=True))
+    again = d.add(1)  # the same container, now with its real key
+    d.settle()
+    reply = d.replies[again].allocation
+    assert reply is not None and reply.ipv4 == "10.0.0.10" and reply.key == legacy
+    assert d.node.core.stats(d.now).assigned == 2  # no second address
+    d._rid += 1
+    d.feed(i.Check(d.now, d._rid, key(1)))
+    check = d.take(c.CheckPod)
+    assert check.network.if_name == "eth0"
+    d.feed(i.PodChecked(d.now, check.cid, ()))
+    assert d.replies[d._rid].error == ""
+    d._rid += 1
+    d.feed(i.Gc(d.now, d._rid, "aws-cni", frozenset({("c1", "eth0")})))
+    d.settle()
+    assert d.replies[d._rid].released == 1 and d.node.core.get(old) is None
+    gone = d.delete(1)
+    d.settle()
+    assert d.replies[gone].released == 1 and d.node.core.allocations() == []
