@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, run_doctor
+from adapters.ipamctl.flight import add_parsers as add_flight_parsers
+from adapters.ipamctl.flight import run_explain, run_replay
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
@@ -196,13 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
     add_simulate_parser(sub)
     add_recommend_parser(sub)
+    add_flight_parsers(sub)
     return parser
 
 
 COMMANDS = {
     "enis": cmd_enis, "pods": cmd_pods, "stats": cmd_stats, "env": cmd_env,
     "checkpoint": cmd_checkpoint, "max-pods": cmd_max_pods, "doctor": cmd_doctor,
-    "simulate": run_simulate, "recommend": run_recommend,
+    "simulate": run_simulate, "recommend": run_recommend, "replay": run_replay,
+    "explain": run_explain,
 }  # fmt: skip
 
 

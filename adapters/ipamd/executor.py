@@ -20,6 +20,7 @@ import attrs
 
 from adapters import protocol as p
 from adapters.ipamd.clock import Clock, race_timeout
+from adapters.ipamd.flight import FlightRecorder, record_path
 from adapters.ipamd.hints import NetnsHints, _netns_ok
 from adapters.ipamd.settings import Settings
 from adapters.ipamd.workers import WorkerThreads
@@ -95,6 +96,15 @@ class NodeExecutor:
         self.node = Node(node_config(settings))
         # Called with each input and the commands it led to (tests, the flight recorder).
         self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+        self.recorder: FlightRecorder | None = None
+        if settings.flight_recorder_bytes:
+            path = record_path(settings.checkpoint_path)
+            try:
+                self.recorder = FlightRecorder(
+                    path, settings.flight_recorder_bytes, self.node.config, self._wall_offset()
+                )
+            except OSError as exc:
+                log.warning("flight recorder off: cannot open its file", path=path, error=str(exc))
         self.commands_in_flight = 0  # commands started and not answered yet
         self.hints = NetnsHints(settings.checkpoint_path + ".netns")
         self.stopping = False
@@ -157,6 +167,8 @@ class NodeExecutor:
     def feed(self, inp: i.Input) -> None:
         """Give the node one input and start every command it returns."""
         commands = self.node.receive(inp)
+        if self.recorder is not None:
+            self.recorder(inp, commands)
         if self.observe is not None:
             self.observe(inp, commands)
         if hasattr(inp, "cid"):
@@ -453,9 +465,11 @@ class NodeExecutor:
                 self._timer.cancel()
 
     def close(self) -> None:
-        """Release the worker threads (after stop)."""
+        """Release the worker threads and the flight record (after stop)."""
         if self._timer is not None:
             self._timer.cancel()
+        if self.recorder is not None:
+            self.recorder.close()
         self._datapath_workers.close()
         self._cloud_workers.close()
 

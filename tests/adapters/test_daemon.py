@@ -427,3 +427,41 @@ async def test_an_add_whose_client_left_keeps_no_address(world: World) -> None:
         assert [a.key.container_id for a in d.executor.core.allocations()] == ["c0002"]
     finally:
         await d.stop()
+
+
+async def test_the_flight_record_replays_and_explains_a_wait(world: World) -> None:
+    """Issue 17 section 4: the daemon records every node input; ``ipamctl replay`` gives
+    every command again and ``ipamctl explain`` tells why a pod waited."""
+    import io
+
+    from adapters.ipamctl.main import main as ipamctl
+
+    world.cloud.metadata_lag = 2.0
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
+    await d.start()
+    try:
+        first = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await until(first.done, world.clock, step=0.5)
+        assert first.result().ok
+        for n in range(2, 12):  # past the primary ENI: a new ENI, after metadata shows it
+            task = asyncio.create_task(call(world.socket_path, add_request(n)))
+            await until(task.done, world.clock, step=0.5)
+            assert task.result().ok
+        assert (await call(world.socket_path, del_request(3))).ok
+    finally:
+        await d.stop()
+    log = os.path.join(world.state_dir, "flight.log")
+    out = io.StringIO()
+    assert ipamctl(["replay", log], out) == 0, out.getvalue()
+    assert "commands reproduced bit for bit" in out.getvalue()
+    stories = []
+    for n in range(1, 12):
+        out = io.StringIO()
+        assert ipamctl(["explain", "--log", log, "--pod", f"default/pod-{n}"], out) == 0
+        stories.append(out.getvalue())
+    assert all("reply: 10." in story for story in stories)
+    assert any("it waits" in story and "created and attached" in story for story in stories)
+    out = io.StringIO()
+    eni_id = world.cloud.enis_of(world.instance_id)[1].eni_id
+    assert ipamctl(["explain", "--log", log, "--eni", eni_id], out) == 0
+    assert "instance metadata lists" in out.getvalue()

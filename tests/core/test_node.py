@@ -484,3 +484,27 @@ def test_upstream_entries_migrated_from_cri_are_found_by_their_container() -> No
     gone = d.delete(1)
     d.settle()
     assert d.replies[gone].released == 1 and d.node.core.allocations() == []
+
+
+def test_a_record_of_the_inputs_replays_bit_for_bit() -> None:
+    from ipamcore.node import record
+
+    d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=2)))
+    held = Allocation(key(7), PodRef("default", "pod-7"), "10.0.0.12", None, T0 - 5)
+    d.boot(checkpoint=Checkpoint(allocations=(held,), netns=((key(7), "/var/run/netns/x"),)))
+    d.feed(i.PodsPresent(d.now, d.take(c.CheckPodsPresent).cid, frozenset()))
+    d.finish_boot()
+    d.tick()
+    effect = d.take(c.PerformEffect)
+    new = eni(1, ("10.0.1.10",), device_index=effect.effect.device_index)
+    d.feed(i.EffectDone(d.now, effect.cid, EniCreated(effect.effect.effect_id, new)))
+    d.feed(i.MetadataEnisRead(d.now, d.take(c.ReadMetadataEnis).cid, (PRIMARY, new)))
+    d.add(1)
+    d.settle()
+    d.feed(i.Failed(d.now + 1, d.take(c.SetUpEni).cid, "no link", FailureKind.OTHER, "OSError"))
+    lines = [record.config_line(d.node.config)] + [record.input_line(x, o) for x, o in d.trace]
+    rec = record.read(lines)
+    assert rec.config == d.node.config and [s[0] for s in rec.steps] == [x for x, _ in d.trace]
+    replayed = list(record.replay(rec.config, rec.steps))
+    assert all(step.matches for step in replayed)
+    assert [list(step.commands) for step in replayed] == [o for _, o in d.trace]
