@@ -4,8 +4,8 @@ A record is one line per input, ``{"in": <input>, "out": <digest of its commands
 first line ``{"config": <NodeConfig>}``. Feeding the inputs of a record to a new
 :class:`~ipamcore.node.machine.Node` with that configuration gives the same commands, bit for
 bit (the node is deterministic); :func:`replay` checks every digest. Values are encoded
-generically (attrs classes, named tuples, enums, tuples, frozensets), so floats round-trip
-exactly. Pure: the shell reads and writes the lines.
+generically and positionally (attrs classes, named tuples, enums, tuples, frozensets: see
+:func:`encode`), so floats round-trip exactly. Pure: the shell reads and writes the lines.
 """
 
 from __future__ import annotations
@@ -41,49 +41,60 @@ def _registry() -> dict[str, type]:
 
 
 _TYPES = _registry()
+_ATTRS_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in attrs.fields(cls) if f.init)
+    for cls in _TYPES.values()
+    if attrs.has(cls)
+}
+_SCALARS = (type(None), bool, int, float, str)
+# A value that is not a scalar is a JSON list whose first item says what it is.
+_CLASS, _TUPLE, _SET, _ENUM, _DICT = range(5)
 
 
 def encode(value: Any) -> Any:
-    """``value`` as JSON data (see the module docstring)."""
-    if value is None or isinstance(value, bool | int | float | str):
+    """``value`` as JSON data (see the module docstring): an attrs class or named tuple is
+    ``[0, name, *fields]``, a tuple ``[1, *items]``, a frozenset ``[2, *sorted items]``, an
+    enum ``[3, name, value]``, a dict ``[4, [key, value]...]``."""
+    kind = type(value)
+    if kind in _SCALARS:
         return value
+    names = _ATTRS_FIELDS.get(kind)
+    if names is not None:
+        return [_CLASS, kind.__name__, *[encode(getattr(value, n)) for n in names]]
+    if kind is tuple or kind is list:
+        return [_TUPLE, *[encode(v) for v in value]]
     if isinstance(value, enum.Enum):
-        return {"@": type(value).__name__, "value": value.value}
-    if attrs.has(type(value)):
-        names = [f.name for f in attrs.fields(type(value)) if f.init]
-        return {"@": type(value).__name__, **{n: encode(getattr(value, n)) for n in names}}
+        return [_ENUM, kind.__name__, value.value]
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        pairs = zip(value._fields, value, strict=True)
-        return {"@": type(value).__name__, **{k: encode(v) for k, v in pairs}}
+        return [_CLASS, kind.__name__, *[encode(v) for v in value]]
     if isinstance(value, frozenset | set):
-        return {"@set": sorted((encode(v) for v in value), key=json.dumps)}
-    if isinstance(value, tuple | list):
-        return [encode(v) for v in value]
+        return [_SET, *sorted((encode(v) for v in value), key=json.dumps)]
     if isinstance(value, dict):
-        return {"@dict": [[encode(k), encode(v)] for k, v in value.items()]}
-    raise TypeError(f"cannot record a {type(value).__name__}")
+        return [_DICT, *[[encode(k), encode(v)] for k, v in value.items()]]
+    raise TypeError(f"cannot record a {kind.__name__}")
 
 
 def decode(data: Any) -> Any:
-    """The value :func:`encode` made ``data`` from (lists become tuples)."""
-    if isinstance(data, list):
-        return tuple(decode(v) for v in data)
-    if not isinstance(data, dict):
+    """The value :func:`encode` made ``data`` from."""
+    if not isinstance(data, list):
         return data
-    if "@set" in data:
-        return frozenset(decode(v) for v in data["@set"])
-    if "@dict" in data:
-        return {decode(k): decode(v) for k, v in data["@dict"]}
-    cls = _TYPES[data["@"]]
-    if issubclass(cls, enum.Enum):
-        return cls(data["value"])
-    return cls(**{k: decode(v) for k, v in data.items() if k != "@"})
+    tag = data[0]
+    if tag == _TUPLE:
+        return tuple(decode(v) for v in data[1:])
+    if tag == _CLASS:
+        return _TYPES[data[1]](*(decode(v) for v in data[2:]))
+    if tag == _SET:
+        return frozenset(decode(v) for v in data[1:])
+    if tag == _ENUM:
+        return _TYPES[data[1]](data[2])
+    return {decode(k): decode(v) for k, v in data[1:]}
 
 
 def digest(out: Iterable[commands.Command]) -> str:
-    """A short fingerprint of a list of commands (what a record keeps of them)."""
-    text = json.dumps(encode(list(out)), sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    """A short fingerprint of a list of commands (what a record keeps of them): of their
+    ``repr``, which attrs makes from every field (commands hold no sets, whose order could
+    differ between processes)."""
+    return hashlib.blake2b(repr(list(out)).encode(), digest_size=8).hexdigest()
 
 
 def config_line(config_: node_config.NodeConfig, wall_offset: float = 0.0) -> str:
