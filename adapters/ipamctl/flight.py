@@ -1,9 +1,12 @@
 """``ipamctl replay`` and ``ipamctl explain``: read the daemon's flight record.
 
 ``replay LOG`` re-runs the record (``LOG.1`` first when it exists) through the node and checks
-that every command comes out as the daemon issued it. ``explain --pod NS/NAME`` (or ``--eni
-ID``) replays it too and tells, with times, why the pod waited or the ENI came or went: the
-inputs and the rule that decided.
+that every command comes out as the daemon issued it. ``replay LOG --what-if
+WARM_IP_TARGET=5`` (repeatable) runs the record's pod arrivals and departures through the
+simulator (the same node, the fake cloud in virtual time, the instance type of the record)
+twice, with the recorded settings and with the changed ones, and prints both measures.
+``explain --pod NS/NAME`` (or ``--eni ID``) replays it too and tells, with times, why the pod
+waited or the ENI came or went: the inputs and the rule that decided.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ import os
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+import attrs
+
 from adapters.ipamctl.render import as_json
+from adapters.simulator import Cluster, PodEvent, SimConfig
+from adapters.simulator.workload import ADD, DEL
+from ipamcore.config import PolicyName
 from ipamcore.effects import CreateEni, FreeEni
 from ipamcore.events import EffectFailed, EniCreated, EniFreed
 from ipamcore.node import Node, record
@@ -27,6 +35,11 @@ DEFAULT_LOG = "/var/run/aws-node/flight.log"
 def add_parsers(sub: Any) -> None:
     rp = sub.add_parser("replay", help="re-run the daemon's flight record and check it")
     rp.add_argument("log", nargs="?", default=DEFAULT_LOG, help="default %(default)s")
+    rp.add_argument(
+        "--what-if", action="append", default=[], metavar="NAME=VALUE",
+        help="replay the record's pods through the simulator with this setting changed: "
+        + ", ".join(sorted(WHAT_IF)),
+    )  # fmt: skip
     ex = sub.add_parser("explain", help="why a pod waited or an ENI came or went (flight record)")
     ex.add_argument("--log", default=DEFAULT_LOG, help="default %(default)s")
     what = ex.add_mutually_exclusive_group(required=True)
@@ -52,10 +65,76 @@ def _load(path: str, out: TextIO) -> record.Record | None:
     return rec
 
 
+# Settings a what-if may change: variable -> (PoolConfig field, parser).
+WHAT_IF: dict[str, tuple[str, Any]] = {
+    "WARM_ENI_TARGET": ("warm_eni_target", int),
+    "WARM_IP_TARGET": ("warm_ip_target", int),
+    "MINIMUM_IP_TARGET": ("minimum_ip_target", int),
+    "WARM_PREFIX_TARGET": ("warm_prefix_target", int),
+    "IPAMD_POLICY": ("policy", PolicyName),
+}
+
+
+def pod_events(rec: record.Record) -> tuple[str, list[PodEvent]]:
+    """The record's instance type and its pods' arrivals (ADD) and departures (DEL), in
+    seconds from the record's start, as a simulator workload for one node."""
+    instance_type, events = "", []
+    start = rec.steps[0][0].now if rec.steps else 0.0
+    names: dict[Any, str] = {}
+    for inp, _ in rec.steps:
+        if isinstance(inp, i.IdentityRead):
+            instance_type = inp.identity.instance_type
+        elif isinstance(inp, i.Add) and inp.key not in names:
+            names[inp.key] = f"{inp.pod.namespace}/{inp.pod.name or inp.key.container_id}"
+            events.append(PodEvent(round(inp.now - start, 6), 0, ADD, names[inp.key]))
+        elif isinstance(inp, i.Del) and inp.key in names:
+            events.append(PodEvent(round(inp.now - start, 6), 0, DEL, names.pop(inp.key)))
+    return instance_type, events
+
+
+def run_what_if(args: argparse.Namespace, rec: record.Record, out: TextIO) -> int:
+    assert rec.config is not None
+    changes: dict[str, Any] = {}
+    for item in args.what_if:
+        name, _, value = item.partition("=")
+        if name not in WHAT_IF:
+            out.write(f"--what-if: {name!r} is not one of {', '.join(sorted(WHAT_IF))}\n")
+            return 2
+        field, parse = WHAT_IF[name]
+        changes[field] = parse(value)
+    instance_type, events = pod_events(rec)
+    if not instance_type or not events:
+        out.write("the record holds no start or no pod: nothing to simulate\n")
+        return 1
+    duration = max(e.time for e in events) + 600.0
+    recorded = rec.config.pool
+    results = {}
+    for label, pool in (("recorded", recorded), ("what-if", attrs.evolve(recorded, **changes))):
+        sim = SimConfig(
+            nodes=1, duration_s=duration, instance_type=instance_type, pool=pool,
+            policy_interval_s=rec.config.policy_interval_s,
+            reconcile_interval_s=rec.config.reconcile_interval_s,
+        )  # fmt: skip
+        results[label] = Cluster(sim, events).run()
+    if args.json:
+        as_json(out, {label: m.to_dict() for label, m in results.items()})
+        return 0
+    rows = zip(results["recorded"].rows(), results["what-if"].rows(), strict=True)
+    what = ", ".join(args.what_if)
+    out.write(f"{len(events)} pod events of the record on a simulated {instance_type}\n")
+    width = max(len(name) for name, _ in results["recorded"].rows())
+    out.write(f"{'':{width}}  {'recorded settings':>28}  {what:>28}\n")
+    for (name, a), (_, b) in rows:
+        out.write(f"{name:{width}}  {a:>28}  {b:>28}\n")
+    return 0
+
+
 def run_replay(args: argparse.Namespace, out: TextIO) -> int:
     rec = _load(args.log, out)
     if rec is None or rec.config is None:
         return 1
+    if args.what_if:
+        return run_what_if(args, rec, out)
     total = commands = 0
     first_bad: record.Step | None = None
     for step in record.replay(rec.config, rec.steps):

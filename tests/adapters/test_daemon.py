@@ -461,6 +461,9 @@ async def test_the_flight_record_replays_and_explains_a_wait(world: World) -> No
         stories.append(out.getvalue())
     assert all("reply: 10." in story for story in stories)
     assert any("it waits" in story and "created and attached" in story for story in stories)
+    out = io.StringIO()  # what if the node had kept 5 addresses warm: no pod waits
+    assert ipamctl(["replay", log, "--what-if", "WARM_IP_TARGET=5"], out) == 0, out.getvalue()
+    assert "WARM_IP_TARGET=5" in out.getvalue() and "address wait" in out.getvalue()
     out = io.StringIO()
     eni_id = world.cloud.enis_of(world.instance_id)[1].eni_id
     assert ipamctl(["explain", "--log", log, "--eni", eni_id], out) == 0
