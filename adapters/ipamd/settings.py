@@ -24,7 +24,7 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
 * ``ENI_DELETE_ON_TERMINATION`` = ``true`` (default, upstream's behaviour: one
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
-  another node's hourly leaked-ENI cleanup, see :mod:`ipamcore.node.machine`).
+  another node's hourly leaked-ENI cleanup, see :mod:`ipamcore.node.upkeep`).
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
