@@ -196,7 +196,11 @@ class NodeExecutor:
             if delay > 0:
                 await race_timeout(self.clock, changed.wait(), delay)
                 continue
-            self.feed(i.Tick(self._now()))
+            try:
+                self.feed(i.Tick(self._now()))
+            except Exception as exc:  # a bug must not stop the node's timers
+                self.log.exception("tick failed", error=str(exc))
+                await self.clock.sleep(self.settings.policy_interval_s)
             await asyncio.sleep(0)
 
     def _spawn(self, coro: Any) -> None:
