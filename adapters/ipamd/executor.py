@@ -110,6 +110,7 @@ class NodeExecutor:
         self.stopping = False
         self._request_ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[c.Reply]] = {}
+        self._request_of_task: dict[asyncio.Task[Any], int] = {}
         self._failures: dict[int, BaseException] = {}
         self._persist_failure: BaseException | None = None
         self._pending_dels: dict[AllocationKey, p.Request] = {}
@@ -442,13 +443,26 @@ class NodeExecutor:
         request_id = next(self._request_ids)
         future: asyncio.Future[c.Reply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
+        task = asyncio.current_task()
+        if task is not None:
+            self._request_of_task[task] = request_id
         self.feed(make(self._now(), request_id))
         try:
             return await future
-        except asyncio.CancelledError:  # the client is gone: the node keeps nothing for it
+        except asyncio.CancelledError:  # the caller is gone: the node keeps nothing for it
             self._replies.pop(request_id, None)
             self.feed(i.Cancel(self._now(), request_id))
             raise
+        finally:
+            if task is not None:
+                self._request_of_task.pop(task, None)
+
+    def client_gone(self, task: asyncio.Task[Any]) -> None:
+        """The client of the request ``task`` serves has closed its connection: the node
+        is told (an ADD then keeps no address); the request still gets its answer."""
+        request_id = self._request_of_task.get(task)
+        if request_id is not None:
+            self.feed(i.Cancel(self._now(), request_id))
 
     async def stop(self, timeout: float = 10.0) -> None:
         """No new requests or effects; wait (real time, bounded) for effects in flight,

@@ -75,8 +75,7 @@ class _Connection(asyncio.Protocol):
             # The protocol's clients never half-close: EOF while a request is served means
             # the client is gone (the plugin was killed or timed out). An ADD keeps no
             # address for it; a DEL still completes.
-            self._task.cancel()
-            return False
+            self._server.client_gone(self._task)
         if not self._answered:
             what = "before any data" if not self._buffer else "before the newline"
             self._reject(p.ERR_BAD_REQUEST, f"connection closed {what}")
@@ -164,6 +163,11 @@ class SocketServer:
         if uid in self.allowed_uids:
             return ""
         return f"uid {uid} may not use this socket"
+
+    def client_gone(self, task: asyncio.Task[None]) -> None:
+        """The client of the request ``task`` serves closed its end."""
+        if self.agent is not None:
+            self.agent.client_gone(task)
 
     @property
     def in_flight(self) -> int:
