@@ -131,10 +131,11 @@ class LocalNode:
         netns: str,
         container_id: str,
         prev_result: dict[str, Any] | None = None,
+        if_name: str = "eth0",
     ) -> dict[str, Any]:
         """One CNI command through this node's runtime; raises CniError when it fails."""
         cni = self.cni or PluginExec(self.cni_config())
-        return cni(command, pod, netns, container_id, prev_result)
+        return cni(command, pod, netns, container_id, prev_result, if_name)
 
     def make_netns(self, name: str) -> str:
         if not self.real:

@@ -67,6 +67,9 @@ from adapters.validators import (
     ERR_BAD_REQUEST as ERR_BAD_REQUEST,
 )
 from adapters.validators import (
+    ERR_CONNECTION_LOST as ERR_CONNECTION_LOST,
+)
+from adapters.validators import (
     ERR_DATAPATH_FAILED as ERR_DATAPATH_FAILED,
 )
 from adapters.validators import (
@@ -667,8 +670,10 @@ def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> R
 
     Raises ProtocolError: ``unavailable`` when nothing accepts on ``sock_path`` (the daemon is
     not running: the request was certainly not processed), ``timeout`` when connected but no
-    reply came in time (it may have been processed), ``bad_reply`` for a malformed reply, and
-    the encode errors of :func:`encode_request`.
+    reply came in time (it may have been processed), ``connection_lost`` when the connection
+    closed or was reset before a complete reply (the daemon crashed or stopped mid-request; it
+    may have been processed), ``bad_reply`` for a malformed reply, and the encode errors of
+    :func:`encode_request`.
     """
     data = encode_request(req)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -690,10 +695,11 @@ def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> R
                 ERR_TIMEOUT, f"no reply from {sock_path} within {timeout:g}s"
             ) from None
         except ProtocolError as e:
-            raise ProtocolError(ERR_BAD_REPLY, e.message) from None
+            lost = e.code == ERR_BAD_REQUEST  # closed before a complete reply
+            raise ProtocolError(ERR_CONNECTION_LOST if lost else ERR_BAD_REPLY, e.message) from None
         except OSError as e:
             raise ProtocolError(
-                ERR_BAD_REPLY, f"connection to {sock_path} failed: {e.strerror or e}"
+                ERR_CONNECTION_LOST, f"connection to {sock_path} failed: {e.strerror or e}"
             ) from None
         return decode_reply(frame)
     finally:

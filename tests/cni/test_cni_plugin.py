@@ -141,7 +141,7 @@ def test_add_ipv6(run_plugin: PluginExec, fake_ipamd: FakeIpamd, short_tmp: Path
         (p.Reply.success({"ipv4": "10.0.0.9"}), 999),  # no host_veth
         (p.Reply.success(p.AddResult("eni1", "net9", ipv4="10.0.0.9").to_dict()), 999),
         (b"garbage\n", 999),
-        (b"", 999),
+        (b"", 11),  # closed without a reply: a crash mid-request, try again later
     ],
 )
 def test_add_daemon_errors(
@@ -460,3 +460,12 @@ def test_shipped_conflist_is_valid() -> None:
     assert ours["type"] == "vpc-cni" and ours["socketPath"] == p.DEFAULT_SOCKET_PATH
     assert ours["pendingDelDir"] == p.DEFAULT_PENDING_DEL_DIR
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+
+
+def test_plugin_tag_is_the_cores_tag() -> None:
+    """The plugin repeats ipamcore.netspec.attachment_tag (it imports nothing heavy)."""
+    from adapters.cni.plugin import attachment_tag as plugin_tag
+    from ipamcore.netspec import attachment_tag
+
+    for key in (("aws-cni", "c1", "eth0"), ("n", "x" * 64, "eth1"), ("a\u00e9", "b", "c")):
+        assert plugin_tag(*key) == attachment_tag(*key)
