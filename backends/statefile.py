@@ -33,6 +33,8 @@ def read_state_file(path: str, limit: int) -> bytes:
         raise
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # an operator's mistake, not input: the caller's error
+            raise IsADirectoryError(errno.EISDIR, "a directory", path)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeStateFile(errno.EINVAL, "not a regular file; refused", path)
         if st.st_size > limit:

@@ -45,11 +45,15 @@ def host_veth_name(
     return f"{prefix}{digest[:VETH_HASH_DIGITS]}"
 
 
+def legacy_veth_suffix(namespace: str, pod_name: str) -> str:
+    """Upstream's veth name without its prefix: the first 11 hex digits of sha1("<ns>.<pod>")."""
+    return hashlib.sha1(f"{namespace}.{pod_name}".encode()).hexdigest()[:VETH_HASH_DIGITS]
+
+
 def legacy_host_veth_name(namespace: str, pod_name: str, prefix: str = DEFAULT_VETH_PREFIX) -> str:
-    """Upstream's host veth name: prefix + first 11 hex digits of sha1("<ns>.<pod>") (pods set
-    up by upstream, or by an earlier version of this daemon, carry it)."""
-    digest = hashlib.sha1(f"{namespace}.{pod_name}".encode()).hexdigest()
-    return f"{prefix}{digest[:VETH_HASH_DIGITS]}"
+    """Upstream's host veth name (pods set up by upstream, or by an earlier version of this
+    daemon, carry it): the prefix and :func:`legacy_veth_suffix`."""
+    return prefix + legacy_veth_suffix(namespace, pod_name)
 
 
 def route_table_for_device(device_index: int) -> int | None:

@@ -221,10 +221,12 @@ class JsonFileCheckpointStore:
                 bad = CheckpointError(f"{self.path}: {exc.strerror}")
                 raise moved_aside_error(self.path, moved_to, bad) from None
             try:
-                return decode_file_bytes(data)
+                checkpoint = decode_file_bytes(data)
             except CheckpointError as exc:
                 moved_to = await _amove_aside(self.path, self.corrupt_path(self._clock()))
                 raise moved_aside_error(self.path, moved_to, exc) from exc
+            self._encoder.preserve(checkpoint)  # unknown fields, exact timestamps: kept
+            return checkpoint
 
     async def save(self, checkpoint: Checkpoint) -> None:
         data = self._encoder.encode(checkpoint)

@@ -164,8 +164,11 @@ def test_state_file_reads_are_bounded(tmp_path: Path) -> None:
     with pytest.raises(UnsafeStateFile, match="larger than 4096"):
         read_state_file(str(big), 4096)
     assert read_state_file(str(big), 4097) == b"x" * 4097
-    with pytest.raises(UnsafeStateFile, match="not a regular file"):
+    with pytest.raises(IsADirectoryError):
         read_state_file(str(tmp_path), 10)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UnsafeStateFile, match="not a regular file"):
+        read_state_file(str(tmp_path / "fifo"), 10)
     with pytest.raises(FileNotFoundError):
         read_state_file(str(tmp_path / "missing"), 10)
 
