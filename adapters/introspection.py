@@ -12,6 +12,7 @@ module does not depend on the daemon package.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
@@ -193,12 +194,99 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class HttpServer:
-    """An aiohttp app on host:port (port 0: any free port, see :attr:`port`)."""
+HEADER_TIMEOUT_S = 10.0  # a connection must have sent a whole request by then
+MAX_CONNECTIONS = 128  # open at once, per server; more are closed at once
 
-    def __init__(self, app: web.Application) -> None:
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind a cap and a deadline: past the server's
+    connection cap it is closed at once; one that has not sent a whole request within the
+    header timeout is closed. One request per connection (the answer closes it), so an idle
+    or half-sent connection never holds a descriptor for long."""
+
+    def __init__(self, owner: HttpServer, inner: asyncio.Protocol) -> None:
+        self._owner = owner
+        self._inner = inner
+        self._transport: asyncio.BaseTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        owner = self._owner
+        if len(owner.connections) >= owner.max_connections:
+            owner.refused += 1
+            transport.abort()
+            return
+        self._counted = True
+        owner.connections[transport] = self
+        self._timer = asyncio.get_running_loop().call_later(
+            owner.header_timeout_s, self._expired
+        )
+        self._inner.connection_made(transport)
+
+    def request_started(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._owner.timed_out += 1
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._counted:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._counted else None
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:
+            return
+        self.request_started()
+        self._owner.connections.pop(self._transport, None)  # type: ignore[arg-type]
+        self._inner.connection_lost(exc)
+
+
+class HttpServer:
+    """An aiohttp app on host:port (port 0: any free port, see :attr:`port`), hardened for
+    a port that anyone on the network may reach (the metrics port listens on every address
+    by default): at most ``max_connections`` open connections, a whole request within
+    ``header_timeout_s`` of connecting, one request per connection."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        app.middlewares.append(self._one_request)
         self._runner = web.AppRunner(app, access_log=None)
+        self._server: asyncio.AbstractServer | None = None
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.connections: dict[asyncio.BaseTransport, _Guarded] = {}
+        self.refused = 0  # connections closed at once: over the cap
+        self.timed_out = 0  # connections closed: no whole request in time
         self.port = 0
+
+    @web.middleware
+    async def _one_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        guarded = self.connections.get(request.transport)  # type: ignore[arg-type]
+        if guarded is not None:
+            guarded.request_started()
+        response: web.StreamResponse = await handler(request)
+        response.force_close()
+        return response
 
     async def start(self, host: str, port: int, allow_non_loopback: bool = True) -> int:
         if not allow_non_loopback and not is_loopback(host):
@@ -207,12 +295,18 @@ class HttpServer:
                 "set INTROSPECTION_ALLOW_NON_LOOPBACK=true to allow it"
             )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or ()
+        handlers = self._runner.server
+        assert handlers is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Guarded(self, handlers()), host or None, port, reuse_address=True
+        )
+        sockets = self._server.sockets or ()
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for transport in list(self.connections):
+            transport.abort()
         await self._runner.cleanup()

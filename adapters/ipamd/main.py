@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.ipamd.clock import SystemClock
 from adapters.ipamd.daemon import Daemon, fan_out
-from adapters.ipamd.logs import make_logger, secret_values
+from adapters.ipamd.logs import LoopErrorLog, make_logger, secret_values
 from adapters.ipamd.settings import Settings, SettingsError, load_settings
 from adapters.ipamd.statelock import StateDirLocked, lock_state_dir
 from adapters.ipamd.wiring import build_ports
@@ -68,6 +68,7 @@ exit codes: 0 stopped by SIGTERM/SIGINT/SIGHUP, 1 start failed, 2 bad setting
 
 async def run(settings: Settings, env: Mapping[str, str]) -> int:
     log = make_logger(settings.log_level, settings.log_json, secrets=secret_values(env))
+    asyncio.get_running_loop().set_exception_handler(LoopErrorLog(log))
     stop = asyncio.Event()
     for sig in STOP_SIGNALS:  # from the first moment: a stop signal is never ignored
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

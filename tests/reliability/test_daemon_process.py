@@ -4,8 +4,10 @@ directory, stop signals, and ADDs cut off by a crash as the runtime sees them (l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -30,14 +32,20 @@ from tests.adapters.harness import add_request, base_env
 class Daemon:
     """``vpc-ipamd`` as a process, its JSON log lines collected from stderr."""
 
-    def __init__(self, state: str, **extra: str) -> None:
+    def __init__(self, state: str, nofile: int | None = None, **extra: str) -> None:
         env = {**os.environ, **base_env(state), "IPAMD_LOG_FORMAT": "json",
                "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO", **extra}  # fmt: skip
         self.state = state
         self.socket = env["IPAMD_SOCKET"]
+
+        def limit() -> None:  # the default soft limit of many systems
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "adapters.ipamd.main"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []
         self._buffer = b""
@@ -100,8 +108,8 @@ def daemons() -> Iterator[list[Daemon]]:
         d.kill()
 
 
-def start(daemons: list[Daemon], state: str, **extra: str) -> Daemon:
-    d = Daemon(state, **extra)
+def start(daemons: list[Daemon], state: str, nofile: int | None = None, **extra: str) -> Daemon:
+    d = Daemon(state, nofile, **extra)
     daemons.append(d)
     return d
 
@@ -191,9 +199,7 @@ def test_a_second_daemon_on_the_same_state_directory_leaves_the_first_alone(
     assert reply.ok, reply
 
 
-def test_a_socket_someone_listens_on_is_never_unlinked(
-    state: str, daemons: list[Daemon]
-) -> None:
+def test_a_socket_someone_listens_on_is_never_unlinked(state: str, daemons: list[Daemon]) -> None:
     other_dir = tempfile.mkdtemp(prefix="ipamd-s-", dir="/tmp")
     path = os.path.join(other_dir, "ipam.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -291,3 +297,44 @@ def test_del_of_a_sandbox_whose_add_was_refused_succeeds(runtime: Any) -> None:
         cni("ADD", "Web-0", "/var/run/netns/cni-del2", "c0del2")  # not a Kubernetes name
     assert refused.value.doc["code"] == 4
     cni("DEL", "Web-0", "/var/run/netns/cni-del2", "c0del2")  # exits 0
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+def test_thousands_of_idle_http_connections_do_not_block_cni_adds(
+    state: str, daemons: list[Daemon], libcni_runner: Path
+) -> None:
+    if not os.access(os.path.join(SYSTEM_CNI_DIR, "portmap"), os.X_OK):
+        pytest.skip(f"no portmap in {SYSTEM_CNI_DIR}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 8192:
+        pytest.skip(f"the hard open-file limit ({hard}) is too low for the flood")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 8192), hard))
+    d = start(daemons, state, nofile=1024)  # the daemon raises it itself
+    ports = [d.wait_for("introspection serving")["port"], d.wait_for("metrics serving")["port"]]
+    d.wait_for("serving")
+    flood: list[socket.socket] = []
+    work = tempfile.mkdtemp(prefix="ipamd-cni-", dir="/tmp")
+    try:
+        for i in range(3000):  # idle: connected, nothing sent
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", ports[i % 2]))
+            flood.append(s)
+        runtime = Libcni(str(libcni_runner), work, d.socket, os.path.join(state, "pending"), None)
+        began = time.monotonic()
+        for n in range(3):
+            result = runtime("ADD", f"web-{n}", f"/var/run/netns/cni-flood{n}", f"c0flood{n}")
+            assert result["ips"], result
+        assert time.monotonic() - began < 60
+    finally:
+        for s in flood:
+            s.close()
+        shutil.rmtree(work, ignore_errors=True)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.exit_code() == 0
+    errors = [line for line in d.lines if line.get("level") == "error"]
+    assert len(errors) < 20, errors[:5]
