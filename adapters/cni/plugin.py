@@ -270,7 +270,6 @@ class Env:
             }.get(e.message.split(" ", 1)[0], "environment")
             raise CniError(E_INVALID_ENV, f"invalid {name}", e.message) from None
 
-
     def validate_del(self) -> None:
         """DEL must always be able to finish: what ADD would refuse is dropped, not refused.
 
@@ -354,6 +353,16 @@ def attachment_tag(network_name: str, container_id: str, if_name: str) -> str:
 
     raw = f"{network_name}\0{container_id}\0{if_name}".encode()
     return "vpc-cni:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def prev_result_addresses(prev: dict[str, Any] | None) -> set[str]:
+    """The ``ips[].address`` values of a prevResult (CIDR text)."""
+    ips = prev.get("ips") if prev else None
+    if not isinstance(ips, list):
+        return set()
+    return {
+        ip["address"] for ip in ips if isinstance(ip, dict) and isinstance(ip.get("address"), str)
+    }
 
 
 def host_veth_from_prev_result(prev: dict[str, Any] | None) -> str | None:
@@ -600,7 +609,7 @@ class Plugin:
     def cmd_check(self, conf: NetConf, env: Env) -> int:
         if conf.prev_result is None:
             raise CniError(E_INVALID_CONFIG, "check: the configuration has no prevResult")
-        req = self._request(conf, env, p.OP_CHECK, prev_result=conf.prev_result)
+        req = self._request(conf, env, p.OP_CHECK, prev_result=conf.prev_result, mtu=conf.mtu)
         try:
             reply = self._call(conf, req)
         except p.ProtocolError as e:
@@ -608,6 +617,15 @@ class Plugin:
             raise CniError(code, f"check: cannot reach ipamd ({e.code})", e.message) from None
         if not reply.ok:
             raise self._daemon_error(reply, "check")
+        held = reply.result.get("ipv4") if isinstance(reply.result, dict) else None
+        listed = prev_result_addresses(conf.prev_result)
+        if held and f"{held}/32" not in listed:
+            # The spec: CHECK fails when the runtime's prevResult no longer matches.
+            raise CniError(
+                E_OTHER,
+                "check: the address differs from prevResult",
+                f"ipamd holds {held}; prevResult lists {', '.join(sorted(listed)) or 'none'}",
+            )
         return 0
 
     def cmd_status(self, conf: NetConf, env: Env) -> int:

@@ -314,3 +314,57 @@ def test_check_and_teardown_while_the_kernel_destroys_a_namespace(
         assert E.NETNS in h.datapath.check_pod(pod)
         h.datapath.teardown_pod(pod)
         assert h.rules(pod.ipv4) == []
+
+
+# ---------------------------------------------------------------------- issue 16, item 12
+
+
+def test_a_fifo_as_netns_fails_at_once_and_never_holds_the_lock(
+    linux_harness: LinuxHarness, tmp_path: Any
+) -> None:
+    import threading
+
+    h = linux_harness
+    fifo = tmp_path / "netns-fifo"
+    os.mkfifo(fifo)
+    hostile = PodNetwork(str(fifo), "eth0", host_veth_name("t", "fifo", "eth0"), "10.0.7.9")
+    outcome: list[BaseException | None] = []
+
+    def hostile_setup() -> None:
+        try:
+            h.datapath.setup_pod(hostile)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    attacker = threading.Thread(target=hostile_setup, daemon=True)
+    attacker.start()
+    attacker.join(10)
+    pod = make_pod(h)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (h.datapath.setup_pod(pod), done.set()), daemon=True)
+    worker.start()
+    worker.join(20)
+    if not attacker.is_alive():
+        assert isinstance(outcome[0], E.NotANetns), outcome
+    else:  # unblock the open so the thread ends, then fail
+        with open(fifo, "wb"):
+            pass
+    assert done.is_set(), "another pod's setup waited behind the FIFO's open"
+    assert not attacker.is_alive(), "the open of a FIFO blocked"
+    assert h.datapath.check_pod(pod) == []
+    h.datapath.teardown_pod(hostile)  # DEL copes (nothing of it is entered or removed)
+
+
+def test_a_symlink_as_netns_is_not_followed(linux_harness: LinuxHarness, tmp_path: Any) -> None:
+    h = linux_harness
+    real = h.new_netns()
+    link = tmp_path / "netns-link"
+    link.symlink_to(real)
+    pod = PodNetwork(str(link), "eth0", host_veth_name("t", "link", "eth0"), "10.0.7.10")
+    before = h.host_snapshot()
+    with pytest.raises(E.NotANetns, match="symbolic link"):
+        h.datapath.setup_pod(pod)
+    assert h.host_snapshot() == before
+    with pytest.raises(E.NotANetns):
+        h.datapath.setup_pod(attrs.evolve(pod, netns_path="/dev/null"))

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from adapters import protocol as p
-from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni
+from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni, PluginExec
 from backends.checkpoint import read_checkpoint_file
 from backends.statefile import UnsafeStateFile, read_state_file
 from tests.adapters.harness import add_request, base_env
@@ -302,6 +302,19 @@ def test_del_of_a_sandbox_whose_add_was_refused_succeeds(runtime: Any) -> None:
 # --------------------------------------------------------------------------- item 11
 
 
+def connected(sockets: list[socket.socket], deadline: float) -> None:
+    """Wait (on the sockets, epoll) until every non-blocking connect has completed or failed."""
+    import selectors
+
+    waiting = selectors.DefaultSelector()
+    for s in sockets:
+        waiting.register(s, selectors.EVENT_WRITE)
+    while waiting.get_map() and time.monotonic() < deadline:
+        for key, _ in waiting.select(timeout=1.0):
+            waiting.unregister(key.fileobj)
+    waiting.close()
+
+
 def test_thousands_of_idle_http_connections_do_not_block_cni_adds(
     state: str, daemons: list[Daemon], libcni_runner: Path
 ) -> None:
@@ -323,6 +336,7 @@ def test_thousands_of_idle_http_connections_do_not_block_cni_adds(
             with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", ports[i % 2]))
             flood.append(s)
+        connected(flood, deadline=time.monotonic() + 30)  # past the listen backlog: accepted
         runtime = Libcni(str(libcni_runner), work, d.socket, os.path.join(state, "pending"), None)
         began = time.monotonic()
         for n in range(3):
@@ -338,3 +352,22 @@ def test_thousands_of_idle_http_connections_do_not_block_cni_adds(
     assert d.exit_code() == 0
     errors = [line for line in d.lines if line.get("level") == "error"]
     assert len(errors) < 20, errors[:5]
+
+
+# --------------------------------------------------------------------------- CHECK
+
+
+def test_check_with_the_conflists_mtu_and_prev_result(runtime: Any, state: str) -> None:
+    d, cni = runtime
+    conf = json.loads(cni.conflist.read_text())
+    conf["plugins"][0]["mtu"] = 1500  # not POD_MTU (9001): ADD applied it, CHECK must too
+    cni.conflist.write_text(json.dumps(conf))
+    result = cni("ADD", "web-0", "/var/run/netns/cni-chk1", "c0chk1")
+    cni("CHECK", "web-0", "/var/run/netns/cni-chk1", "c0chk1")
+    # The same CHECK with a prevResult naming another address fails (the spec's CHECK).
+    direct = PluginExec({**conf["plugins"][0], "cniVersion": "1.0.0", "name": conf["name"]})
+    other = json.loads(json.dumps(result))
+    other["ips"][0]["address"] = "10.255.255.254/32"
+    with pytest.raises(CniError, match="differs from prevResult"):
+        direct("CHECK", "web-0", "/var/run/netns/cni-chk1", "c0chk1", other)
+    direct("CHECK", "web-0", "/var/run/netns/cni-chk1", "c0chk1", result)
