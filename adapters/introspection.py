@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -36,7 +37,7 @@ IPAMD_ENV = (
     "DISABLE_METRICS", "DISABLE_LEAKED_ENI_CLEANUP", "ENI_DELETE_ON_TERMINATION",
     "AWS_VPC_K8S_CNI_LOGLEVEL",
     "AWS_EC2_ENDPOINT", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "IPAMD_SOCKET",
-    "IPAMD_PENDING_DEL_DIR", "IPAMD_DATAPATH", "IPAMD_CLOUD", "AWS_REGION",
+    "IPAMD_PENDING_DEL_DIR", "IPAMD_DATAPATH", "IPAMD_CLOUD", "AWS_REGION", "IPAMD_HOST_NETNS",
 )  # fmt: skip
 NETWORKUTILS_ENV = (
     "AWS_VPC_K8S_CNI_EXTERNALSNAT", "AWS_VPC_K8S_CNI_RANDOMIZESNAT", "AWS_VPC_ENI_MTU",
@@ -119,8 +120,16 @@ def enis_document(views: list[EniView]) -> dict[str, Any]:
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
 
 
+def container_tag(container_id: str) -> str:
+    """A short tag of a container id that does not reveal it (12 hex digits of its sha256):
+    enough to tell two sandboxes of one pod apart, or to match a known id."""
+    return hashlib.sha256(container_id.encode()).hexdigest()[:12]
+
+
 def pods_document(views: list[EniView]) -> dict[str, Any]:
-    """Pods by ``namespace/name/ifname``: address, ENI, device (container ids blanked)."""
+    """Every allocation, by ``network/container tag/ifname`` (two sandboxes of one pod, or
+    pods without Kubernetes names, are rows of their own): pod, address, ENI, device, and
+    the container's tag (:func:`container_tag`; ids themselves stay hidden)."""
     pods: dict[str, Any] = {}
     for view in views:
         for block in view.blocks:
@@ -128,8 +137,9 @@ def pods_document(views: list[EniView]) -> dict[str, Any]:
                 if a.state != "assigned" or a.key is None:
                     continue
                 ns, name = (a.pod.namespace, a.pod.name) if a.pod else ("", "")
-                pods[f"{ns}/{name}/{a.key.if_name}"] = {
-                    "Namespace": ns, "Name": name, "Container": "",
+                tag = container_tag(a.key.container_id)
+                pods[f"{a.key.network_name}/{tag}/{a.key.if_name}"] = {
+                    "Namespace": ns, "Name": name, "Container": tag,
                     "NetworkName": a.key.network_name, "IfName": a.key.if_name,
                     "IP": a.address, "ENI": view.eni_id, "DeviceNumber": view.device_index,
                     "AssignedTime": go_time(a.assigned_at),

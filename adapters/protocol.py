@@ -33,11 +33,13 @@ For the daemon:
 - DEL must be idempotent (unknown attachment -> ok, or ``not_found`` which the plugin treats as
   success). CHECK of an unknown attachment -> ``not_found`` (CNI error 3).
 - Pending DELs (:mod:`adapters.pending_dels`): the plugin records a DEL it could not deliver
-  (``write_pending_del``). At
-  start the daemon should bind and listen first, then ``for req in read_pending_dels(dir)``:
-  release it exactly like a DEL, then ``remove_pending_del(dir, req)``; then accept. (A plugin
-  whose connect fails before the listen writes its record before the scan.) Rescanning
-  periodically, e.g. in the reconcile loop, closes the remaining race.
+  (``write_pending_del``). What the daemon does today: during its start, before it listens,
+  ``for req in read_pending_dels(dir)``: release it exactly like a DEL, then
+  ``remove_pending_del(dir, req)``; it does not rescan. So a DEL recorded while a start is
+  under way (after that scan, before the listen) is processed at the next start; until
+  then its address stays held (never handed out twice) and the runtime's GC, or a repeated
+  DEL, releases it sooner. Listening before the scan and rescanning periodically would close
+  that window; both belong with the request handling (the daemon's own key locks).
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ async def test_pods_stats_and_env(world: World, daemon: Daemon) -> None:
     assert daemon.introspection is not None
     port = daemon.introspection.port
     pods = await get(port, "/v1/pods")
-    assert list(pods) == ["default/pod-1/eth0"] and pods["default/pod-1/eth0"]["Container"] == ""
+    ((key, row),) = pods.items()
+    assert key == f"aws-cni/{row['Container']}/eth0" and len(row["Container"]) == 12
+    assert (row["Namespace"], row["Name"]) == ("default", "pod-1")
     stats = await get(port, "/stats")
     assert stats["assigned"] == 1 and stats["enis"] >= 1
     assert stats["ec2_calls"]["AssignPrivateIpAddresses"]["ok"] >= 1

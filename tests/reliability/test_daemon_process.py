@@ -358,7 +358,7 @@ def test_thousands_of_idle_http_connections_do_not_block_cni_adds(
 
 
 def test_check_with_the_conflists_mtu_and_prev_result(runtime: Any, state: str) -> None:
-    d, cni = runtime
+    _d, cni = runtime
     conf = json.loads(cni.conflist.read_text())
     conf["plugins"][0]["mtu"] = 1500  # not POD_MTU (9001): ADD applied it, CHECK must too
     cni.conflist.write_text(json.dumps(conf))
