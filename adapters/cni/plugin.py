@@ -389,7 +389,10 @@ class Plugin:
         self.environ = environ
         self.stdin = stdin
         self.stdout = stdout
-        self.log = Logger()
+        # No log file until the configuration names one (or its default applies): an error
+        # before that (unreadable stdin, a bad configuration) is reported on stdout in the
+        # spec's error shape, which the runtime logs.
+        self.log = Logger(path="")
         self.version = LATEST_VERSION
 
     def make_logger(self, conf: NetConf) -> Logger:

@@ -166,7 +166,7 @@ async def test_doctor_checks_the_daemons_configured_paths(
     assert daemon.introspection is not None
     for name in ("IPAMD_SOCKET", "AWS_VPC_K8S_CNI_BACKING_STORE"):
         monkeypatch.delenv(name, raising=False)
-    code, out = await arun(
+    _code, out = await arun(
         "--introspection", f"http://127.0.0.1:{daemon.introspection.port}", "--json", "doctor"
     )
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
