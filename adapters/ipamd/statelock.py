@@ -24,7 +24,9 @@ def lock_state_dir(directory: str) -> int:
     descriptor, to keep open for the life of the process. StateDirLocked when it is held."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    # Read-only: a descriptor open for writing would keep the filesystem from being
+    # remounted read-only (an operator's fix, or a test's fault).
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -33,6 +35,4 @@ def lock_state_dir(directory: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     return fd
