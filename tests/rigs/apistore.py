@@ -30,7 +30,13 @@ class Resource:
     singular: str
     short_names: tuple[str, ...] = ()
     verbs: tuple[str, ...] = (
-        "create", "delete", "get", "list", "patch", "update", "watch",
+        "create",
+        "delete",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
     )
 
     @property
@@ -75,6 +81,7 @@ def status(code: int, reason: str, message: str) -> Obj:
 
 
 # ---------------------------------------------------------------- selectors
+
 
 def field_value(obj: Obj, path: str) -> str:
     cur: Any = obj
@@ -155,6 +162,7 @@ def parse_label_selector(text: str) -> Callable[[Obj], bool]:
 
 # ---------------------------------------------------------------- patches
 
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -178,6 +186,7 @@ def strip_directives(patch: Any) -> Any:
 
 
 # ---------------------------------------------------------------- store
+
 
 @dataclass
 class Change:
@@ -219,9 +228,7 @@ class Store:
 
     def list(self, res: Resource, namespace: str | None) -> list[Obj]:
         items = self.objects[res.key]
-        return [
-            o for (ns, _), o in sorted(items.items()) if namespace is None or ns == namespace
-        ]
+        return [o for (ns, _), o in sorted(items.items()) if namespace is None or ns == namespace]
 
     def get(self, res: Resource, namespace: str, name: str) -> Obj:
         obj = self.objects[res.key].get((namespace, name))

@@ -96,7 +96,7 @@ class Fault:
         return self.watch is None or self.watch == watch
 
 
-@dataclass
+@dataclass(eq=False)
 class Watch:
     """One open watch stream."""
 
@@ -337,7 +337,12 @@ class FakeApiServer:
         if wants_table(request):
             return json_response(table(res, items, rv, meta))
         return json_response(
-            {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": meta,
+                "items": items,
+            }
         )
 
     async def _watch(
@@ -454,7 +459,9 @@ async def read_json(request: web.Request) -> Obj:
     return body
 
 
-def json_response(body: Any, code: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, code: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         text=json.dumps(body), status=code, content_type="application/json", headers=headers
     )
@@ -553,7 +560,9 @@ def table(res: Resource, items: list[Obj], rv: str, meta: Obj | None = None) -> 
     elif res.kind == "ENIConfig":
         extra = [("Subnet", lambda o: (o.get("spec") or {}).get("subnet", ""))]
     elif res.kind == "Node":
-        extra = [("Pods", lambda o: ((o.get("status") or {}).get("capacity") or {}).get("pods", ""))]
+        extra = [
+            ("Pods", lambda o: ((o.get("status") or {}).get("capacity") or {}).get("pods", ""))
+        ]
     columns += [{"name": n, "type": "string", "format": "", "description": n} for n, _ in extra]
     columns.append({"name": "Created", "type": "string", "format": "", "description": "Created"})
     rows = [
