@@ -165,6 +165,7 @@ class Reflector:
         self.last_error: KubeError | None = None
         self.stats = ReflectorStats()
         self._stopped = False
+        self._delivered = False
 
     def stop(self) -> None:
         self._stopped = True
@@ -172,10 +173,11 @@ class Reflector:
     async def run(self) -> None:
         attempt = 0
         while not self._stopped:
+            listed = False  # a LIST just now and nothing watched since
             try:
                 if not self.resource_version:
                     await self._list()
-                    attempt = 0
+                    listed = True
                 if await self._watch():
                     attempt = 0
                 else:  # a stream that ended empty: do not spin on a server doing that
@@ -187,8 +189,10 @@ class Reflector:
                 if e.kind is KubeFailure.EXPIRED:
                     self.stats.expired += 1
                     log.info("kube_watch_expired", kind=self.kind, rv=self.resource_version)
-                    self.resource_version = ""  # relist at once, as client-go does
-                    continue
+                    self.resource_version = ""
+                    if not (listed and not self._delivered):
+                        continue  # relist at once, as client-go does
+                    # expired right after a list: a confused server; back off below
                 self.stats.errors += 1
                 delay = self.backoff.delay(attempt, e.retry_after)
                 attempt += 1
@@ -207,12 +211,13 @@ class Reflector:
         """One watch stream until it ends; whether it delivered anything."""
         self.stats.watches += 1
         delivered = False
+        self._delivered = False
         stream = self.api.watch(
             self.kind, self.resource_version, self.selector, self.watch_timeout_s
         )
         try:
             async for event in stream:
-                delivered = True
+                delivered = self._delivered = True
                 self.connected = True
                 if event.resource_version:
                     self.resource_version = event.resource_version
