@@ -356,7 +356,8 @@ async def test_annotate_uses_the_cache_and_retries_conflicts(watcher):
     assert not task.done()  # second conflict: waiting 0.05 s
     await clock.advance(0.05)
     assert await task
-    assert api.calls == ["patch pod web", "get pod web", "patch pod web", "get pod web", "patch pod web"]
+    patch, get = "patch pod web", "get pod web"
+    assert api.calls == [patch, get, patch, get, patch]
     assert api.objects[("pod", "ns", "web")].annotations[POD_IPS_ANNOTATION] == ""
 
 
@@ -373,6 +374,7 @@ async def test_post_event_on_the_aws_node_pod(watcher):
     w, api, _ = watcher
     assert await w.post_event(KubeEvent("Warning", "MissingEniConfig", "x", "CreateEni"))
     event, ref = api.events[0]
+    assert event.reason == "MissingEniConfig"
     assert ref == ObjectRef("Pod", "aws-node-1", "kube-system", "u-1")
     api.down = True
     assert not await w.post_event(KubeEvent("Warning", "MissingEniConfig", "x"))
