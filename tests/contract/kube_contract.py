@@ -307,7 +307,8 @@ class KubeContract:
         name = harness.name("az")
         start = (await harness.api.list("eniconfig")).resource_version
         events = asyncio.ensure_future(collect(harness.api.watch("eniconfig", start), 3))
-        body = {"metadata": {"name": name}, "spec": {"subnet": "subnet-1", "securityGroups": ["sg-1"]}}
+        spec = {"subnet": "subnet-1", "securityGroups": ["sg-1"]}
+        body = {"metadata": {"name": name}, "spec": spec}
         await harness.create(ENICONFIGS, body)
         got = await harness.api.get_eniconfig(name)
         assert got.spec == EniConfigSpec("subnet-1", ("sg-1",))

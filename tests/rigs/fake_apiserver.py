@@ -641,7 +641,11 @@ def admin_app(server: FakeApiServer) -> web.Application:
         return json_response({"down": False})
 
     @routes.post("/compact")
-    async def compact(_: web.Request) -> web.Response:
+    async def compact(request: web.Request) -> web.Response:
+        """As if ``writes`` (1) changes happened elsewhere and etcd compacted them away:
+        every version before now is too old to watch from."""
+        body = await request.json() if request.can_read_body else {}
+        server.store.rv += int(body.get("writes", 1))
         server.store.compact()
         return json_response({"compacted": server.store.compacted})
 
