@@ -11,6 +11,7 @@ of real time; waits are bounded.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -212,9 +213,8 @@ def test_kubectl_against_the_fake(rig, tmp_path: Path):
     assert "pod/web-1 annotated" in kubectl(
         rig, "annotate", "pod", "web-1", "vpc.amazonaws.com/pod-ips=10.0.0.9"
     )
-    got = kubectl(
-        rig, "get", "pod", "web-1", "-o", r"jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-ips}"
-    )
+    jsonpath = r"jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-ips}"
+    got = kubectl(rig, "get", "pod", "web-1", "-o", jsonpath)
     assert got == "10.0.0.9"
     manifest: dict[str, Any] = {
         "apiVersion": "crd.k8s.amazonaws.com/v1alpha1",
@@ -222,14 +222,13 @@ def test_kubectl_against_the_fake(rig, tmp_path: Path):
         "metadata": {"name": "us-west-2b"},
         "spec": {"subnet": "subnet-b", "securityGroups": ["sg-b"]},
     }
-    import json
-
     path = tmp_path / "eniconfig.json"
     path.write_text(json.dumps(manifest))
     assert "created" in kubectl(rig, "apply", "-f", str(path))
     manifest["spec"]["subnet"] = "subnet-b2"
     path.write_text(json.dumps(manifest))
     assert "configured" in kubectl(rig, "apply", "-f", str(path))
-    assert kubectl(rig, "get", "eniconfig", "us-west-2b", "-o", "jsonpath={.spec.subnet}") == "subnet-b2"
+    subnet = kubectl(rig, "get", "eniconfig", "us-west-2b", "-o", "jsonpath={.spec.subnet}")
+    assert subnet == "subnet-b2"
     out = kubectl(rig, "get", "pods", "-A", "--field-selector", f"spec.nodeName={NODE}")
     assert out.count("web-") == 3
