@@ -73,6 +73,7 @@ SERVER_VERSION = {
     "platform": "linux/amd64",
 }
 MERGE = "application/merge-patch+json"
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 STRATEGIC = "application/strategic-merge-patch+json"
 
 
@@ -259,6 +260,13 @@ class FakeApiServer:
             return json_response(api_group_list())
         if path == "/openapi/v3":
             return json_response(openapi_index())
+        if path == "/openapi/v2":
+            # An empty OpenAPI v2 document: kubectl before 1.27 (Debian's is 1.20) downloads
+            # it, as protobuf, to validate and patch; with no schema it validates nothing
+            # and patches built-in kinds from their Go structs.
+            if "protobuf" in request.headers.get("Accept", ""):
+                return web.Response(body=b"", content_type=OPENAPI_V2_PROTOBUF)
+            return json_response({"swagger": "2.0", "info": {"title": "fake", "version": "v1"}})
         if parts[:2] == ["openapi", "v3"]:
             return json_response(openapi_group_version("/".join(parts[2:])))
         if parts[:1] == ["api"] and len(parts) == 2:
