@@ -23,6 +23,7 @@ from backends.kubernetes.client import LightkubeApi, cluster_config
 from backends.kubernetes.informer import Backoff
 from backends.kubernetes.settings import KubeSettings
 from backends.kubernetes.watcher import KubeWatcher
+from ipamcore.kube import KubeError, KubeFailure
 from tests.contract.kube_contract import ENICONFIGS, NODES, SystemClock, eventually, pods_path
 from tests.rigs.kube_rig import FakeApiServerProcess
 
@@ -131,6 +132,30 @@ async def test_outage_serves_cache_and_resumes_without_relist_storm(rig, watcher
     add_pod(rig, "after-outage")
     await eventually(lambda: "after-outage" in pod_names(watcher), timeout=15.0)
     assert counts(rig)["lists"] == 3  # resumed from resourceVersion: no LIST at all
+
+
+async def test_timed_outage_ends_by_itself(rig, watcher):
+    rig.admin("POST", "/outage", {"seconds": 1.0})
+    await asyncio.sleep(0.3)
+    assert not watcher.connected()
+    await eventually(lambda: rig.admin("GET", "/watches")["open"] == 3, timeout=15.0)
+    add_pod(rig, "after-timed-outage")
+    await eventually(lambda: "after-timed-outage" in pod_names(watcher))
+    assert counts(rig)["lists"] == 3
+
+
+async def test_slow_answers_time_out_as_unavailable(rig):
+    seed(rig)
+    settings = KubeSettings.from_env({**ENV, "KUBECONFIG": str(rig.kubeconfig)})
+    api = LightkubeApi(cluster_config(settings), request_timeout_s=0.3)
+    rig.admin("POST", "/faults", {"status": 0, "delay": 1.0, "count": 1, "method": "GET"})
+    try:
+        with pytest.raises(KubeError) as info:
+            await api.get_node(NODE)
+        assert info.value.kind is KubeFailure.UNAVAILABLE
+        assert (await api.get_node(NODE)).name == NODE  # the next one is served
+    finally:
+        await api.aclose()
 
 
 async def test_outage_with_compaction_relists_once(rig, watcher):
