@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Callable
 
 import structlog
@@ -69,6 +70,13 @@ log = structlog.get_logger("ipamd.kube")
 CONFLICT_DELAYS_S = (0.01, 0.05, 0.25, 1.25)  # client-go's retry.DefaultBackoff, no jitter
 
 
+def spread_watch_timeout(node_name: str) -> int:
+    """300 to 599 s, fixed per node: client-go picks 5 to 10 min at random so that a fleet's
+    watches do not all end and reopen together; a hash of the node name does the same
+    without randomness."""
+    return 300 + zlib.crc32(node_name.encode()) % 300
+
+
 class KubeWatcher:
     def __init__(
         self,
@@ -76,11 +84,13 @@ class KubeWatcher:
         settings: KubeSettings,
         clock: Clock,
         backoff: Backoff = Backoff(),
-        watch_timeout_s: int = 300,
+        watch_timeout_s: int | None = None,
     ) -> None:
         self.api, self.settings, self.clock = api, settings, clock
         self.cache = KubeCache()
         node = settings.node_name
+        if watch_timeout_s is None:
+            watch_timeout_s = spread_watch_timeout(node)
         self.reflectors = [
             Reflector(
                 api, self.cache, "node", clock,
