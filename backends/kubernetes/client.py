@@ -198,8 +198,10 @@ def translate(e: BaseException) -> KubeError:
     if isinstance(e, KubeError):
         return e
     if isinstance(e, ApiError):
-        code = int(e.status.code or e.response.status_code if e.response is not None else 0)
-        return KubeError(failure_for(code), str(e.status.message or e), _retry_after(e.response))
+        code = e.status.code or (e.response.status_code if e.response is not None else 0)
+        return KubeError(
+            failure_for(int(code)), str(e.status.message or e), _retry_after(e.response)
+        )
     if isinstance(e, httpx2.HTTPStatusError):
         code = e.response.status_code
         return KubeError(failure_for(code), f"HTTP {code}", _retry_after(e.response))
