@@ -107,6 +107,27 @@ class KubeWatcher:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._aws_node_uid = ""
+        self._last_choice: EniConfigChoice | None = None
+        if settings.custom_networking:
+            self.cache.listeners.append(self._log_eniconfig_choice)
+
+    def _log_eniconfig_choice(self, change: CacheChange) -> None:
+        """A log line whenever the node's ENIConfig changes, goes missing or comes back."""
+        if change.kind not in ("node", "eniconfig"):
+            return
+        choice = self.eniconfig_for_node()
+        if choice is None or choice == self._last_choice:
+            return
+        self._last_choice = choice
+        if choice.spec is None:
+            log.error("eniconfig_missing", eniconfig=choice.name, node=self.settings.node_name)
+        else:
+            log.info(
+                "eniconfig_for_node",
+                eniconfig=choice.name,
+                subnet=choice.spec.subnet,
+                security_groups=list(choice.spec.security_groups),
+            )
 
     # ------------------------------------------------------------ lifecycle
 

@@ -402,3 +402,32 @@ async def test_wait_synced_times_out_in_virtual_time():
     assert await waiting is False
     assert w.node() is None and w.max_pods(58) == 58
     await w.stop()
+
+
+async def test_late_api_server_is_picked_up_and_told():
+    api, clock = MemoryApi(), VirtualClock()
+    api.down = True
+    w = KubeWatcher(api, settings(), clock)
+    heard: list[tuple[str, str]] = []
+    w.subscribe(lambda c: heard.append((c.kind, c.type)))
+    await w.start()
+    waiting = asyncio.ensure_future(w.wait_synced(30.0))
+    await settle_loop()
+    await clock.advance(30.0)
+    assert await waiting is False  # upstream: start without it after 30 s
+    api.down = False
+    api.put(NodeInfo("n1", capacity_pods="58"))
+    await clock.advance(30.0)
+    assert w.synced() and w.max_pods(110) == 58
+    assert ("node", "ADDED") in heard
+    await w.stop()
+
+
+async def test_missing_eniconfig_is_logged_once(watcher, capsys):
+    w, api, _ = watcher
+    api.put(EniConfig("az-a", EniConfigSpec("")), "DELETED")
+    await settle_loop()
+    api.put(NodeInfo("n1", labels={"topology.kubernetes.io/zone": "az-a", "x": "y"}))
+    await settle_loop()
+    out = capsys.readouterr().out
+    assert out.count("eniconfig_missing") == 1
