@@ -431,3 +431,4 @@ async def test_missing_eniconfig_is_logged_once(watcher, capsys):
     await settle_loop()
     out = capsys.readouterr().out
     assert out.count("eniconfig_missing") == 1
+    assert w.eniconfig_for_node().spec is None  # type: ignore[union-attr]
