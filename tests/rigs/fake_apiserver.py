@@ -423,11 +423,14 @@ class FakeApiServer:
 async def next_change(watch: Watch, wait: float) -> Change | None:
     getter = asyncio.ensure_future(watch.queue.get())
     dropped = asyncio.ensure_future(watch.dropped.wait())
-    done, _ = await asyncio.wait({getter, dropped}, timeout=wait, return_when="FIRST_COMPLETED")
-    dropped.cancel()
-    if getter in done:
+    try:
+        await asyncio.wait({getter, dropped}, timeout=wait, return_when="FIRST_COMPLETED")
+    finally:  # also when the handler is cancelled (the client went away)
+        dropped.cancel()
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
         return getter.result()
-    getter.cancel()
     return None
 
 
