@@ -19,12 +19,16 @@ feature. How the daemon wires it (the daemon itself is not changed here)::
     max_pods = kube.max_pods(fallback)
     await kube.annotate_pod_ips(ns, name, ip)             # on ADD (ANNOTATE_POD_IP)
     await kube.annotate_pod_ips(ns, name, "", released)   # on DEL
-    await kube.post_event(event)         # from ipamcore.eniconfig.EventGate.step(...)
+    await kube.report(Observations(eniconfig=choice, subnet_full=..., pods_waiting=...))
+                                     # Events for what an operator must act on (or post_event)
     await kube.ensure_cninode_feature()  # once the node's ENIConfig is known
     await kube.stop()
 
 Writes never raise: they log and return False (the API server being away must not fail an
-ADD or a DEL; upstream logs these failures too).
+ADD or a DEL; upstream logs these failures too). Upstream awaits the annotation inside the
+ADD; here it is best run after the reply, in a task serialized with that pod's other
+ADD/DEL work (the daemon's per-key locks), so that an API server that is slow or away adds
+no latency to pods and a DEL's clear never overtakes its ADD's set.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from backends.kubernetes.settings import KubeSettings
 from ipamcore.eniconfig import (
     AnnotationAction,
     EniConfigChoice,
+    EventGate,
+    Observations,
     choose_eniconfig,
     cninode_feature_for,
     eniconfig_name,
@@ -108,6 +114,7 @@ class KubeWatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._aws_node_uid = ""
         self._last_choice: EniConfigChoice | None = None
+        self.events = EventGate()
         if settings.custom_networking:
             self.cache.listeners.append(self._log_eniconfig_choice)
 
@@ -244,6 +251,12 @@ class KubeWatcher:
         except KubeError as e:
             log.warning("kube_event_failed", reason=event.reason, error=str(e))
             return False
+
+    async def report(self, observations: Observations) -> list[KubeEvent]:
+        """Post the Events the observations call for now (:class:`EventGate`: each when its
+        condition starts, then every 10 min while it lasts); the ones posted."""
+        due = self.events.step(observations, self.clock.now())
+        return [e for e in due if await self.post_event(e)]
 
     async def ensure_cninode_feature(self) -> bool:
         """Upstream's ``AddFeatureToCNINode(CustomNetworking, <ENIConfig name>)``: with

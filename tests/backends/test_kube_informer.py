@@ -432,3 +432,17 @@ async def test_missing_eniconfig_is_logged_once(watcher, capsys):
     out = capsys.readouterr().out
     assert out.count("eniconfig_missing") == 1
     assert w.eniconfig_for_node().spec is None  # type: ignore[union-attr]
+
+
+async def test_report_posts_due_events_once(watcher):
+    from ipamcore.eniconfig import Observations
+
+    w, api, clock = watcher
+    obs = Observations(subnet_full="subnet-a", pods_waiting=2, waiting_since=clock.now() - 60)
+    posted = await w.report(obs)
+    reasons = sorted(e.reason for e in posted)
+    assert reasons == ["InsufficientSubnetAddresses", "PodsWaitingForAddresses"]
+    assert await w.report(obs) == []
+    await clock.advance(600.0)
+    assert len(await w.report(obs)) == 2
+    assert len(api.events) == 4
