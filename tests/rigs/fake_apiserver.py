@@ -21,7 +21,8 @@ per-group discovery documents ``kubectl`` needs, and ``Table`` answers for ``kub
   ``metadata.resourceVersion`` is stale.
 - Fault injection on a separate plain-HTTP admin port (never behind the faults):
   ``POST /faults`` ``{"status": 429|500|..., "count": n, "method": "GET", "path": "regex",
-  "watch": true|false, "retry_after": s, "delay": s}``, ``DELETE /faults``,
+  "watch": true|false, "retry_after": s, "delay": s}`` (``"status": 0`` with a ``delay``:
+  slowness only, the request is then served), ``DELETE /faults``,
   ``POST /drop-watches`` (connections cut mid-stream), ``POST /outage`` ``{"seconds": s}``
   (the listening socket closes and every connection is cut; back after ``s`` seconds or on
   ``POST /restore``), ``POST /compact``, ``POST /tokens``, ``POST /config``, ``POST /reset``,
