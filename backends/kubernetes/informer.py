@@ -174,6 +174,7 @@ class Reflector:
         attempt = 0
         while not self._stopped:
             listed = False  # a LIST just now and nothing watched since
+            self._delivered = False
             try:
                 if not self.resource_version:
                     await self._list()
@@ -186,6 +187,8 @@ class Reflector:
             except KubeError as e:
                 self.connected = False
                 self.last_error = e
+                if self._delivered:  # the watch worked before it broke: start over
+                    attempt = 0
                 if e.kind is KubeFailure.EXPIRED:
                     self.stats.expired += 1
                     log.info("kube_watch_expired", kind=self.kind, rv=self.resource_version)

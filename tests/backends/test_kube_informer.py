@@ -244,6 +244,27 @@ async def test_outage_serves_cache_backs_off_and_resumes_without_relist():
     await stop(r, task)
 
 
+async def test_a_watch_that_worked_restarts_the_backoff():
+    api, clock = MemoryApi(), VirtualClock()
+    r, cache, task = await run_reflector(api, clock)
+    api.down = True
+    api.cut_watches()
+    await settle_loop()
+    for step in (0.5, 1.0, 2.0, 4.0):
+        await clock.advance(step)
+    api.down = False
+    await clock.advance(8.0)  # back: the watch resumes
+    api.put(PodInfo("ns", "a"))
+    await settle_loop()
+    assert [p.name for p in cache.pods()] == ["a"]
+    api.cut_watches()  # broken again after it delivered: the first wait is the base one
+    await settle_loop()
+    calls = len(api.calls)
+    await clock.advance(0.5)
+    assert len(api.calls) == calls + 1
+    await stop(r, task)
+
+
 async def test_expired_version_relists_once():
     api, clock = MemoryApi(), VirtualClock()
     api.put(PodInfo("ns", "a"))
