@@ -38,6 +38,7 @@ import contextlib
 import zlib
 from collections.abc import Callable
 
+import attrs
 import structlog
 
 from backends.kubernetes.informer import (
@@ -181,6 +182,23 @@ class KubeWatcher:
 
     def connected(self) -> bool:
         return all(r.connected for r in self.reflectors)
+
+    def stats(self) -> dict[str, object]:
+        """For introspection and metrics: per kind, its version, whether its watch is up,
+        and its LIST, WATCH, error, 410 and bookmark counts."""
+        return {
+            "synced": self.synced(),
+            "connected": self.connected(),
+            "kinds": {
+                r.kind: {
+                    "resourceVersion": r.resource_version,
+                    "connected": r.connected,
+                    **attrs.asdict(r.stats),
+                    "lastError": str(r.last_error) if r.last_error else "",
+                }
+                for r in self.reflectors
+            },
+        }
 
     def node(self) -> NodeInfo | None:
         return self.cache.node()

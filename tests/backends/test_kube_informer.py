@@ -353,6 +353,9 @@ async def watcher():
 async def test_watcher_reads(watcher):
     w, api, _ = watcher
     assert w.max_pods(110) == 29
+    stats = w.stats()
+    assert stats["synced"] and set(stats["kinds"]) == {"node", "pod", "eniconfig"}  # type: ignore[arg-type]
+    assert stats["kinds"]["pod"]["lists"] == 1  # type: ignore[index]
     choice = w.eniconfig_for_node()
     assert choice is not None and choice.spec == EniConfigSpec("subnet-a", ("sg-1",))
     api.put(EniConfig("az-a", EniConfigSpec("subnet-a2", ("sg-2",))))  # changed: new ENIs
