@@ -232,6 +232,18 @@ class KubeContract:
         rest = await collect(harness.api.watch("node", first[0].resource_version, sel), 2)
         assert [e.obj.name for e in rest if e.obj] == [harness.name("r2"), harness.name("r3")]
 
+    async def test_watch_sees_an_object_leave_its_selector(self, harness: KubeHarness) -> None:
+        tag = harness.suffix
+        sel = Selector(labels=f"contract={tag}")
+        start = (await harness.api.list("node", sel)).resource_version
+        events = asyncio.ensure_future(collect(harness.api.watch("node", start, sel), 2))
+        node = await harness.node("leaving", labels={"contract": tag})
+        await harness.patch(
+            f"{NODES}/{node['metadata']['name']}", {"metadata": {"labels": {"contract": None}}}
+        )
+        got = await events
+        assert [e.type for e in got] == ["ADDED", "DELETED"]
+
     async def test_watch_from_a_compacted_version_is_gone(self, harness: KubeHarness) -> None:
         with pytest.raises(KubeError) as info:
             await collect(harness.api.watch("node", "1"), 1)
@@ -375,10 +387,12 @@ class KubeContract:
         assert [p.name for p in w.pods()] == [pod_name]
         assert await w.annotate_pod_ips(harness.namespace, pod_name, "10.1.2.3")
         await eventually(
-            lambda: (w.cache.pod(harness.namespace, pod_name) or PodInfo("", "")).annotations.get(
-                POD_IPS_ANNOTATION
+            lambda: (
+                (w.cache.pod(harness.namespace, pod_name) or PodInfo("", "")).annotations.get(
+                    POD_IPS_ANNOTATION
+                )
+                == "10.1.2.3"
             )
-            == "10.1.2.3"
         )
         assert await w.annotate_pod_ips(harness.namespace, pod_name, "", "10.1.2.3")
         fresh = await harness.api.get_pod(harness.namespace, pod_name)
