@@ -203,7 +203,9 @@ def disk_round(break_disk: Callable[[str], Any], heal: Callable[[str, Any], None
                 retry = request(d, p.OP_DEL, 2)
                 if retry is not None and retry.ok:
                     if not retry.result.get("released"):
-                        problems.append("a DEL refused on the full disk was done in memory")
+                        problems.append(
+                            "a DEL refused on the broken disk was done in memory (item 7)"
+                        )
                     released.add(2)
             if d.stop() != 0:
                 problems.append("the daemon did not stop cleanly")
