@@ -136,6 +136,10 @@ class NodeExecutor:
             c.PerformEffect: self._perform_effect,
             c.ReadMetadataEnis: self._read_metadata_enis,
             c.SetUpEni: self._setup_eni,
+            c.TearDownEni: lambda cmd: self._in_datapath(
+                cmd.cid, self.ports.datapath.teardown_eni, cmd.network
+            ),
+            c.RemoveStale: self._remove_stale,
             c.SetUpNode: lambda cmd: self._in_datapath(
                 cmd.cid, self.ports.datapath.setup_node, cmd.network
             ),
@@ -342,6 +346,11 @@ class NodeExecutor:
 
         self._in_cloud(cmd.cid, find, make=make)
 
+    def _remove_stale(self, cmd: c.RemoveStale) -> None:
+        future = self._datapath_workers.submit(self.ports.datapath.remove_stale, cmd.live)
+        make = lambda removed: i.StaleRemoved(self._now(), cmd.cid, tuple(removed))  # noqa: E731
+        future.add_done_callback(self._answer_from(cmd.cid, make))
+
     def _check_pods_present(self, cmd: c.CheckPodsPresent) -> None:
         """In a datapath thread (never on the event loop): which pods are gone. A check
         that fails keeps the pod's address (logged)."""
@@ -351,7 +360,7 @@ class NodeExecutor:
             gone = set()
             for pod in cmd.pods:
                 try:
-                    present = datapath.pod_present(pod.netns, pod.host_veth)
+                    present = datapath.pod_present(pod.netns, pod.host_veth, pod.ipv4)
                 except Exception as exc:
                     log.warning("pod_present failed; keeping", key=str(pod.key), error=str(exc))
                     present = True
