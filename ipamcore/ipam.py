@@ -76,7 +76,11 @@ class Ipam:
         self.max_enis -= config.reserved_trunk_enis
         self.per_eni = limits.prefixes_per_eni if self.prefix_mode else limits.ips_per_eni
         limit_pods = limits.max_pods_prefix_delegation if self.prefix_mode else limits.max_pods
-        self.max_pods = config.max_pods or limit_pods
+        self._max_pods_base = config.max_pods or limit_pods
+        self.max_pods = self._max_pods_base
+        # Custom networking from the node's ENIConfig (Kubernetes): (subnet, groups), the
+        # subnet "" while the ENIConfig is missing (no new ENI); None: the configuration's.
+        self._eniconfig: tuple[str, tuple[str, ...]] | None = None
         self._in_flight: dict[int, Effect] = {}
         self._next_effect_id = 1
         self._growth_paused_until = -INF
@@ -255,9 +259,29 @@ class Ipam:
                 pending += e.ipv4_count + e.prefix_count * IPS_PER_PREFIX
         return pending
 
+    def use_eniconfig(self, subnet_id: str | None, security_groups: tuple[str, ...]) -> None:
+        """New ENIs go to the node's ENIConfig's subnet with its security groups (the
+        primary ENI's when it names none), from now on; ``subnet_id`` None: the ENIConfig
+        is missing, so no new ENI is created (never one in the wrong subnet) until it
+        exists. Existing ENIs are kept and still topped up."""
+        self._eniconfig = (subnet_id or "", tuple(security_groups))
+
+    @property
+    def eniconfig_missing(self) -> bool:
+        return self._eniconfig is not None and not self._eniconfig[0]
+
+    def cap_max_pods(self, node_max_pods: int | None) -> None:
+        """The Node's capacity ``pods`` (Kubernetes) caps the pool's max pods (None: the
+        instance's limits or ``MAX_PODS`` alone)."""
+        base = self._max_pods_base
+        self.max_pods = base if not node_max_pods else min(base, node_max_pods)
+
     def _placement(self) -> tuple[str, tuple[str, ...]]:
         placement = self.config.placement
         primary = self.primary_eni()
+        if self._eniconfig is not None:
+            subnet, groups = self._eniconfig
+            return subnet, groups or (primary.security_groups if primary else ())
         if placement.custom_networking or placement.subnet_id:
             groups = placement.security_groups or (primary.security_groups if primary else ())
             return placement.subnet_id, groups

@@ -15,6 +15,7 @@ from typing import Any
 from adapters.introspection import HttpServer, make_app, make_metrics_app
 from adapters.ipamd.clock import Clock
 from adapters.ipamd.executor import NodeExecutor, Ports
+from adapters.ipamd.kube import KubeLink
 from adapters.ipamd.server import SocketServer
 from adapters.ipamd.settings import Settings
 from adapters.metrics import Metrics
@@ -42,12 +43,18 @@ class Daemon:
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
         calls: CallCounter | None = None,
+        kube: KubeLink | None = None,
     ) -> None:
         self.settings = settings
         self.executor = NodeExecutor(settings, ports, clock, log, metrics, calls)
         self.log = log
         self.env = dict(env or {})
         self.rng = rng or random.Random()
+        # The Kubernetes API (None: no Kubernetes, the daemon runs as before). Built from
+        # the environment unless a test passes one.
+        self.kube = kube if kube is not None else (
+            KubeLink.from_env(self.env, self.executor, clock, log) if settings.kubernetes else None
+        )  # fmt: skip
         self.server = SocketServer(
             self.executor, settings.socket_path, allowed_uids=settings.socket_allowed_uids
         )
@@ -56,7 +63,10 @@ class Daemon:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Start the node (to ready), then serve the socket and HTTP endpoints."""
+        """Wait for the API server as upstream does (when on Kubernetes), start the node
+        (to ready), then serve the socket and HTTP endpoints."""
+        if self.kube is not None:
+            await self.kube.start()
         await self.executor.start()
         await self.server.start()
         settings = self.settings
@@ -94,5 +104,7 @@ class Daemon:
             self.executor.close()
             raise
         self.executor.close()
+        if self.kube is not None:
+            await self.kube.stop()
         self.log.info("stopped")
         self._stopped.set()

@@ -96,6 +96,10 @@ class NodeExecutor:
         self.node = Node(node_config(settings))
         # Called with each input and the commands it led to (tests, the flight recorder).
         self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+        # More watchers of inputs (the Kubernetes link's Events), and of requests' replies
+        # (its pod-ips annotations), called on the event loop; they must not block.
+        self.input_hooks: list[Callable[[i.Input, list[c.Command]], None]] = []
+        self.reply_hooks: list[Callable[[i.Input, c.Reply], None]] = []
         self.recorder: FlightRecorder | None = None
         if settings.flight_recorder_bytes:
             path = record_path(settings.checkpoint_path)
@@ -176,6 +180,8 @@ class NodeExecutor:
             self.recorder(inp, commands)
         if self.observe is not None:
             self.observe(inp, commands)
+        for hook in self.input_hooks:
+            hook(inp, commands)
         if hasattr(inp, "cid"):
             self.commands_in_flight -= 1
         for command in commands:
@@ -455,9 +461,13 @@ class NodeExecutor:
         task = asyncio.current_task()
         if task is not None:
             self._request_of_task[task] = request_id
-        self.feed(make(self._now(), request_id))
+        inp = make(self._now(), request_id)
+        self.feed(inp)
         try:
-            return await future
+            reply = await future
+            for hook in self.reply_hooks:
+                hook(inp, reply)
+            return reply
         except asyncio.CancelledError:  # the caller is gone: the node keeps nothing for it
             self._replies.pop(request_id, None)
             self.feed(i.Cancel(self._now(), request_id))

@@ -43,6 +43,7 @@ import attrs
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
 from adapters.redact import redact_url
 from backends.crashpoints import STEPS, parse_crash_point
+from backends.kubernetes.settings import KubeSettings, KubeSettingsError
 from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
 
@@ -134,6 +135,9 @@ class Settings:
     # up to this many bytes; 0 turns it off.
     flight_recorder_bytes: int = 2 * 1024 * 1024
     crash_point: str = ""  # test hook, see the module docstring
+    # Under Kubernetes (MY_NODE_NAME and an API server: in a pod or KUBECONFIG); its own
+    # variables are parsed by backends.kubernetes.settings.
+    kubernetes: bool = False
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
@@ -305,12 +309,23 @@ def _policy(env: Mapping[str, str]) -> PolicyName:
     return PolicyName(parse_choice(env, "IPAMD_POLICY", PolicyName.UPSTREAM.value, choices))
 
 
-def _pool(env: Mapping[str, str]) -> PoolConfig:
+def _kubernetes(env: Mapping[str, str]) -> bool:
+    if not _get(env, "MY_NODE_NAME"):
+        return False
+    try:
+        settings = KubeSettings.from_env(env)
+    except KubeSettingsError as exc:
+        variable = str(exc).split("=")[0].split(" ")[0]
+        raise SettingsError(variable, str(exc)) from None
+    return bool(settings.cluster_endpoint or settings.service_host or settings.kubeconfig)
+
+
+def _pool(env: Mapping[str, str], kubernetes: bool = False) -> PoolConfig:
     custom = parse_bool(env, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
     subnet = parse_ids(env, "ENI_CONFIG_SUBNET", "subnet-")
     if len(subnet) > 1:
         raise SettingsError("ENI_CONFIG_SUBNET", "one subnet-... id", ",".join(subnet))
-    if custom and not subnet:
+    if custom and not subnet and not kubernetes:  # under Kubernetes: the node's ENIConfig
         raise SettingsError(
             "ENI_CONFIG_SUBNET",
             "a subnet-... id when AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true",
@@ -386,8 +401,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     level = parse_choice(env, "AWS_VPC_K8S_CNI_LOGLEVEL", "info", levels)
     log_format = parse_choice(env, "IPAMD_LOG_FORMAT", "auto", ("auto", "json", "text"))
     path_accepts = "an absolute path"
+    kubernetes = _kubernetes(env)
     return Settings(
-        pool=_pool(env),
+        pool=_pool(env, kubernetes),
+        kubernetes=kubernetes,
         eni_mtu=eni_mtu,
         pod_mtu=parse_int(env, "POD_MTU", eni_mtu, lo=576, hi=9001),
         veth_prefix=_veth_prefix(env),

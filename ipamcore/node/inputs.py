@@ -46,6 +46,26 @@ class Flush:
     request_id: int
 
 
+@attrs.frozen
+class EniConfigChanged:
+    """Custom networking from Kubernetes: the node's ENIConfig ``name`` now says new ENIs
+    go to ``subnet_id`` with ``security_groups`` (none: the primary ENI's);
+    ``subnet_id`` None: no such ENIConfig exists, so no new ENI until it does."""
+
+    now: float
+    name: str
+    subnet_id: str | None
+    security_groups: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class MaxPodsChanged:
+    """The Node's capacity ``pods`` (None: unknown): it caps the pool's max pods."""
+
+    now: float
+    max_pods: int | None
+
+
 # ---------------------------------------------------------------- requests
 
 
@@ -234,4 +254,7 @@ Answer = (
     | PodChecked | EffectDone | StaleRemoved
 )  # fmt: skip
 Request = Add | Del | Check | Gc
-Input = Start | Tick | Stop | Flush | Cancel | Request | Answer
+Input = (
+    Start | Tick | Stop | Flush | Cancel | EniConfigChanged | MaxPodsChanged | Request
+    | Answer
+)  # fmt: skip

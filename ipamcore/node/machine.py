@@ -60,6 +60,8 @@ class Node(StartUp):
             i.Stop: self._on_stop,
             i.Flush: self._on_flush,
             i.Cancel: self._on_cancel,
+            i.EniConfigChanged: self._on_eniconfig,
+            i.MaxPodsChanged: self._on_max_pods,
             i.Add: self._on_request,
             i.Del: self._on_request,
             i.Check: self._on_request,

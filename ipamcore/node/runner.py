@@ -48,6 +48,9 @@ class Runner:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.ipam: Ipam | None = None
+        # From Kubernetes, kept for an Ipam made later (inputs may come before start-up).
+        self.eniconfig: i.EniConfigChanged | None = None
+        self.node_max_pods: int | None = None
         self.identity: InstanceIdentity | None = None
         self.ready = False
         self.stopping = False
@@ -264,6 +267,12 @@ class Runner:
 
     def _count(self, metric: str, label: str = "", amount: int = 1) -> None:
         self._out.append(c.Count(metric, label, amount))
+
+    def waiting_adds(self) -> tuple[int, float | None]:
+        """ADDs waiting for an address, and when the oldest arrived (None: none waits)."""
+        if not self._waiters:
+            return 0, None
+        return len(self._waiters), min(w.since for w in self._waiters)
 
     def _kick(self) -> None:
         """Run the pool policy at the next tick (an ADD found the pool short, or state

@@ -75,6 +75,7 @@ class StartUp(Requests):
                 return
             limits = described.limits
         ipam = self.ipam = Ipam(self.config.pool, limits)
+        self._apply_kube(ipam)
         for notice in ipam.notices:
             self._log("warning", notice)
         now = self._now

@@ -13,6 +13,7 @@ import attrs
 
 from ipamcore.effects import Effect, FreeEni
 from ipamcore.errors import FailureKind
+from ipamcore.ipam import Ipam
 from ipamcore.events import EffectFailed, EniCreated, EniFreed, Outcome
 from ipamcore.model import (
     SUBNET_DISCOVERY_TAG,
@@ -53,6 +54,40 @@ class Upkeep(Runner):
         sleepers, self._sleepers = self._sleepers, []
         for _, _, task, slot in sleepers:
             self._resolve(task, slot, None)
+
+    def _on_eniconfig(self, inp: i.EniConfigChanged) -> None:
+        """Custom networking from Kubernetes: new ENIs follow the node's ENIConfig from now
+        on; while it is missing, growth by new ENIs is paused (existing ENIs still grow)."""
+        old = self.eniconfig
+        if old is not None and attrs.evolve(old, now=inp.now) == inp:
+            return
+        self.eniconfig = inp
+        if inp.subnet_id is None:
+            self._log(
+                "error", "eniconfig missing: no new ENI until it exists", eniconfig=inp.name
+            )
+        else:
+            self._log(
+                "info", "eniconfig for new ENIs", eniconfig=inp.name, subnet=inp.subnet_id,
+                security_groups=list(inp.security_groups),
+            )  # fmt: skip
+        if self.ipam is not None:
+            self._apply_kube(self.ipam)
+            self._kick()
+
+    def _on_max_pods(self, inp: i.MaxPodsChanged) -> None:
+        if inp.max_pods == self.node_max_pods:
+            return
+        self.node_max_pods = inp.max_pods
+        if self.ipam is not None:
+            self._apply_kube(self.ipam)
+            self._log("info", "max pods from the Node", max_pods=self.ipam.max_pods)
+            self._kick()
+
+    def _apply_kube(self, ipam: Ipam) -> None:
+        if self.eniconfig is not None:
+            ipam.use_eniconfig(self.eniconfig.subnet_id, self.eniconfig.security_groups)
+        ipam.cap_max_pods(self.node_max_pods)
 
     def _run_policy(self) -> None:
         now = self._now
