@@ -138,7 +138,7 @@ class KubeLink:
             if max_pods != self._fed_max_pods:
                 self._fed_max_pods = max_pods
                 self.executor.feed(i.MaxPodsChanged(now, max_pods))
-        choice = self.watcher.eniconfig_for_node()
+        choice = self._choice()
         if choice is None or choice == self._fed_eniconfig:
             return
         self._fed_eniconfig = choice
@@ -226,11 +226,16 @@ class KubeLink:
         elif "Unauthorized" in message or "AccessDenied" in message:
             self._unauthorized = message.split(":")[0][:120]
 
+    def _choice(self) -> EniConfigChoice | None:
+        """The node's ENIConfig, once every watch has listed (before, the Node may be known
+        and the ENIConfigs not yet: no false "missing")."""
+        return self.watcher.eniconfig_for_node() if self.watcher.synced() else None
+
     def observations(self) -> Observations:
         count, since = self.executor.node.waiting_adds()
         offset = self.clock.now() - self.clock.monotonic()
         return Observations(
-            eniconfig=self.watcher.eniconfig_for_node(),
+            eniconfig=self._choice(),
             subnet_full=self._subnet_full,
             ec2_unauthorized=self._unauthorized,
             throttled_since=self._throttled_since,
