@@ -54,7 +54,7 @@ class KubeLink:
         self.settings: KubeSettings = watcher.settings
         self.report_interval_s = report_interval_s
         self._fed_eniconfig: EniConfigChoice | None = None
-        self._fed_max_pods: int | None | bool = False  # False: nothing fed yet
+        self._fed_max_pods: int | bool | None = False  # False: nothing fed yet
         self._cninode_for = ""
         self._chains: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()

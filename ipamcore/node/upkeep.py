@@ -13,8 +13,8 @@ import attrs
 
 from ipamcore.effects import Effect, FreeEni
 from ipamcore.errors import FailureKind
-from ipamcore.ipam import Ipam
 from ipamcore.events import EffectFailed, EniCreated, EniFreed, Outcome
+from ipamcore.ipam import Ipam
 from ipamcore.model import (
     SUBNET_DISCOVERY_TAG,
     ObservedEni,
@@ -63,9 +63,7 @@ class Upkeep(Runner):
             return
         self.eniconfig = inp
         if inp.subnet_id is None:
-            self._log(
-                "error", "eniconfig missing: no new ENI until it exists", eniconfig=inp.name
-            )
+            self._log("error", "eniconfig missing: no new ENI until it exists", eniconfig=inp.name)
         else:
             self._log(
                 "info", "eniconfig for new ENIs", eniconfig=inp.name, subnet=inp.subnet_id,

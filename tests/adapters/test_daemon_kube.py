@@ -45,7 +45,9 @@ def world() -> Iterator[World]:
     w.cleanup()
 
 
-def seed(rig: FakeApiServerProcess, zone: str = "us-west-2a", pods: int = 3, **eniconfigs: str) -> None:
+def seed(
+    rig: FakeApiServerProcess, zone: str = "us-west-2a", pods: int = 3, **eniconfigs: str
+) -> None:
     rig.reset()
     node = {
         "metadata": {"name": NODE, "labels": {ZONE_LABEL: zone}},
@@ -86,7 +88,9 @@ async def stopper() -> AsyncIterator[list[Daemon]]:
         await d.stop()
 
 
-async def start(world: World, rig: FakeApiServerProcess, stopper: list[Daemon], **env: str) -> Daemon:
+async def start(
+    world: World, rig: FakeApiServerProcess, stopper: list[Daemon], **env: str
+) -> Daemon:
     d = world.daemon(**kube_env(rig, **env))
     assert d.kube is not None
     await d.start()

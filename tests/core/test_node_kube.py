@@ -44,7 +44,7 @@ def test_a_missing_eniconfig_creates_no_eni_and_says_so_then_its_arrival_resumes
     d.feed(i.EniConfigChanged(d.now, "us-east-1b", None))
     assert any("eniconfig missing" in log.event for log in d.logs)
     assert d.node.core.eniconfig_missing
-    for step in range(3):
+    for _ in range(3):
         assert not any(isinstance(e, CreateEni) for e in effects(d.tick(d.now + 10)))
     d.feed(i.EniConfigChanged(d.now, "us-east-1b", "subnet-b", ("sg-9",)))
     assert d.node.wake_at == d.now  # kicked: the policy runs at once
@@ -72,9 +72,7 @@ def test_the_same_eniconfig_again_is_no_change() -> None:
 
 
 def test_a_missing_eniconfig_still_tops_up_existing_enis() -> None:
-    pool = PoolConfig(
-        warm_ip_target=20, placement=EniPlacement(custom_networking=True)
-    )
+    pool = PoolConfig(warm_ip_target=20, placement=EniPlacement(custom_networking=True))
     d = Drive(NodeConfig(pool=pool))
     d.feed(i.EniConfigChanged(d.now, "x", None))
     d.boot((PRIMARY, eni(1, ("10.0.1.10",))))
