@@ -7,11 +7,13 @@ that into exit code 2.
 
 Choices beyond upstream's variables (documented in the README of the daemon, ``--help``):
 
-* custom networking: upstream reads the subnet and security groups of new ENIs from the
-  node's ENIConfig custom resource. This daemon does not talk to Kubernetes, so they come
-  from ``ENI_CONFIG_SUBNET`` (``subnet-...``) and ``ENI_CONFIG_SECURITY_GROUPS``
-  (comma-separated ``sg-...``). With ``AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true`` the subnet
-  is required; without it, a set ``ENI_CONFIG_SUBNET`` still places new ENIs there.
+* custom networking: under Kubernetes (``MY_NODE_NAME`` with an API server: in a pod or
+  ``KUBECONFIG``; :mod:`adapters.ipamd.kube`) the subnet and security groups of new ENIs
+  come from the node's ENIConfig, as upstream. Without Kubernetes they come from
+  ``ENI_CONFIG_SUBNET`` (``subnet-...``) and ``ENI_CONFIG_SECURITY_GROUPS``
+  (comma-separated ``sg-...``): with ``AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true`` the subnet
+  is then required; without it, a set ``ENI_CONFIG_SUBNET`` still places new ENIs there.
+  The Kubernetes variables themselves are parsed by :mod:`backends.kubernetes.settings`.
 * ``IPAMD_DATAPATH`` = ``linux`` (default) | ``fake``; ``IPAMD_CLOUD`` = ``aws`` (default) |
   ``fake`` (an in-memory cloud with one instance: demos, benchmarks, subprocess tests).
   With the fake cloud, ``IPAMD_FAKE_LATENCY`` = ``none`` (default: every call answers at
