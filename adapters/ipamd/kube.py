@@ -25,6 +25,8 @@ from typing import Any
 
 from adapters.ipamd.clock import Clock
 from adapters.ipamd.executor import NodeExecutor
+from backends.kubernetes import informer
+from backends.kubernetes import watcher as watcher_module
 from backends.kubernetes.client import LightkubeApi, cluster_config
 from backends.kubernetes.informer import CacheChange
 from backends.kubernetes.settings import KubeSettings
@@ -51,6 +53,9 @@ class KubeLink:
         report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         self.watcher, self.executor, self.clock, self.log = watcher, executor, clock, log
+        kube_log = log.bind(component="kube") if hasattr(log, "bind") else log
+        informer.use_logger(kube_log)
+        watcher_module.use_logger(kube_log)
         self.settings: KubeSettings = watcher.settings
         self.report_interval_s = report_interval_s
         self._fed_eniconfig: EniConfigChoice | None = None

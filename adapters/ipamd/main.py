@@ -101,12 +101,16 @@ async def run(settings: Settings, env: Mapping[str, str]) -> int:
         with contextlib.suppress(BaseException):
             await starting
         await daemon.server.stop()
+        if daemon.kube is not None:  # perhaps still waiting for the API server
+            await daemon.kube.stop()
         return 0
     stopping.cancel()
     if starting.exception() is not None:
         exc = starting.exception()
         log.error("start failed", error=f"{type(exc).__name__}: {exc}")
         await daemon.server.stop()
+        if daemon.kube is not None:
+            await daemon.kube.stop()
         return 1
     await stop.wait()
     try:

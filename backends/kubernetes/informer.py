@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import structlog
@@ -36,7 +36,14 @@ from ipamcore.kube import (
     WatchType,
 )
 
-log = structlog.get_logger("ipamd.kube")
+log: Any = structlog.get_logger("ipamd.kube")
+
+
+def use_logger(logger: Any) -> None:
+    """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
+    structlog's default one."""
+    global log
+    log = logger
 
 
 class Clock(Protocol):

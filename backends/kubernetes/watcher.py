@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import structlog
@@ -73,7 +74,14 @@ from ipamcore.kube import (
     Selector,
 )
 
-log = structlog.get_logger("ipamd.kube")
+log: Any = structlog.get_logger("ipamd.kube")
+
+
+def use_logger(logger: Any) -> None:
+    """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
+    structlog's default one."""
+    global log
+    log = logger
 CONFLICT_DELAYS_S = (0.01, 0.05, 0.25, 1.25)  # client-go's retry.DefaultBackoff, no jitter
 
 
