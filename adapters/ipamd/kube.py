@@ -11,7 +11,8 @@
   new ENIs, or missing: no new ENI) and the Node's capacity ``pods``
   (:class:`~ipamcore.node.inputs.MaxPodsChanged`), each time the watch cache changes them.
 - **Writes**, never on a request's path: the pod-ips annotation after an ADD's reply and
-  its clear after a DEL's, in a chain per pod (a DEL's clear waits for its ADD's set); the
+  its clear after a DEL's, in a chain per pod (a DEL's clear waits for its ADD's set; one
+  the API server's absence stopped is written when it returns, within 10 min); the
   CNINode feature when the ENIConfig name is known; Events on the aws-node pod for what an
   operator must act on, from the node's state every ``REPORT_INTERVAL_S`` of the clock.
 """
@@ -41,6 +42,8 @@ from ipamcore.node import inputs as i
 
 REPORT_INTERVAL_S = 10.0
 ANNOTATION_DRAIN_S = 2.0  # at stop, annotations in flight get this long
+ANNOTATION_RETRY_EVERY_S = 5.0  # an annotation the API server's absence stopped: tried again
+ANNOTATION_RETRY_FOR_S = 600.0  # ... once it is back, for at most this long
 
 
 class KubeLink:
@@ -196,6 +199,14 @@ class KubeLink:
             with contextlib.suppress(BaseException):
                 await before
         ok = await self.watcher.annotate_pod_ips(key[0], key[1], ip, released)
+        waited = 0.0
+        while not ok and not self.watcher.connected() and waited < ANNOTATION_RETRY_FOR_S:
+            # The API server is away: try again once the watches are back (the chain keeps
+            # this pod's later set or clear behind this one).
+            await self.clock.sleep(ANNOTATION_RETRY_EVERY_S)
+            waited += ANNOTATION_RETRY_EVERY_S
+            if self.watcher.connected():
+                ok = await self.watcher.annotate_pod_ips(key[0], key[1], ip, released)
         if not ok:
             self.log.warning(
                 "pod-ips annotation not written", pod=f"{key[0]}/{key[1]}",

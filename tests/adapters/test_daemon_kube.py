@@ -227,7 +227,8 @@ async def test_api_server_gone_for_a_minute_disturbs_nothing_and_watches_resume_
         await world.clock.advance(10)
         await asyncio.sleep(0.02)
         if step == 2:
-            assert (await call(world.socket_path, add_request(3))).ok  # warm-pool ADD
+            added = await call(world.socket_path, add_request(3))  # warm-pool ADD
+            assert added.ok
             assert (await call(world.socket_path, del_request(1))).ok  # DEL
     assert not d.kube.watcher.connected()  # type: ignore[union-attr]
     keys = {a.key for a in d.executor.node.core.allocations()}
@@ -238,6 +239,10 @@ async def test_api_server_gone_for_a_minute_disturbs_nothing_and_watches_resume_
     await eventually(lambda: rig.admin("GET", "/watches")["open"] == 3)
     assert lists(rig) == before  # resumed from resourceVersion: no relist storm
     assert d.executor.stats().max_pods == 20
+    # the annotations the outage held back are written once it is over
+    await until_real(lambda: annotation(rig, 3) == added.result["ipv4"], world)
+    await until_real(lambda: annotation(rig, 1) == "", world)
+    assert lists(rig) == before
 
 
 async def test_without_a_feature_needing_it_the_start_goes_on_after_30_s_and_connects_later(
@@ -280,3 +285,22 @@ def test_custom_networking_needs_env_subnet_only_without_kubernetes(
         world.settings(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true")
     s = world.settings(**kube_env(rig, AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true"))
     assert s.kubernetes and s.pool.placement.custom_networking
+
+
+async def test_a_full_subnet_is_an_event_on_the_aws_node_pod(
+    rig: FakeApiServerProcess, world: World, stopper: list[Daemon]
+) -> None:
+    tiny = world.cloud.add_subnet("10.0.112.0/28", "us-west-2a")  # 11 usable: one ENI's worth
+    seed(rig, pods=0, us_west_2a=tiny)
+    d = await start(world, rig, stopper, **CUSTOM)
+    await until(lambda: d.executor.stats().available > 0, world.clock)
+    assert (await call(world.socket_path, add_request(1))).ok  # the pool wants a second ENI
+    await until_real(lambda: "InsufficientSubnetAddresses" in event_reasons(rig), world)
+    _, events = rig.api("GET", EVENTS)
+    [full] = [e for e in events["items"] if e["reason"] == "InsufficientSubnetAddresses"]
+    assert tiny in full["note"] and full["type"] == "Warning"
+    # while it lasts, the same Event at most every 10 min
+    for _ in range(12):
+        await world.clock.advance(10)
+        await asyncio.sleep(0.01)
+    assert event_reasons(rig).count("InsufficientSubnetAddresses") == 1
