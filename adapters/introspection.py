@@ -165,7 +165,13 @@ def env_subset(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]
     return {name: redact_setting(name, env[name]) for name in names if name in env}
 
 
-def make_app(source: IntrospectionSource, env: Mapping[str, str]) -> web.Application:
+def make_app(
+    source: IntrospectionSource,
+    env: Mapping[str, str],
+    kube: Callable[[], dict[str, object]] | None = None,
+) -> web.Application:
+    """``kube``: the Kubernetes API's state (``/v1/kube``: per kind its resourceVersion,
+    whether its watch is up, LIST/WATCH/error counts; the Events posted)."""
     env = dict(env)
 
     def route(build: Callable[[], Any]) -> Callable[[web.Request], Any]:
@@ -182,6 +188,8 @@ def make_app(source: IntrospectionSource, env: Mapping[str, str]) -> web.Applica
         "/v1/networkutils-env-settings", route(lambda: env_subset(env, NETWORKUTILS_ENV))
     )
     app.router.add_get("/stats", route(lambda: stats_document(source.stats(), source.calls)))
+    if kube is not None:
+        app.router.add_get("/v1/kube", route(kube))
     return app
 
 

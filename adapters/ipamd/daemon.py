@@ -71,7 +71,8 @@ class Daemon:
         await self.server.start()
         settings = self.settings
         if settings.introspection_enabled:
-            self.introspection = HttpServer(make_app(self.executor, self.env))
+            kube = self.kube.stats if self.kube is not None else None
+            self.introspection = HttpServer(make_app(self.executor, self.env, kube))
             port = await self.introspection.start(
                 settings.introspection.host,
                 settings.introspection.port,

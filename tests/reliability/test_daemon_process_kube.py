@@ -6,8 +6,10 @@ stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +83,13 @@ def test_daemon_process_with_the_api_server(
     eventually(lambda: annotation(rig) == ip)
     assert p.request(d.socket, del_request(1), timeout=10).ok
     eventually(lambda: annotation(rig) == "")
+    port = d.wait_for("introspection serving")["port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/kube", timeout=5) as resp:
+        kube = json.loads(resp.read())
+    assert kube["synced"] and kube["eventsPosted"] == ["MissingEniConfig"]
+    assert {k: v["lists"] for k, v in kube["kinds"].items()} == {
+        "node": 1, "pod": 1, "eniconfig": 1,
+    }  # fmt: skip
     d.proc.send_signal(signal.SIGTERM)
     assert d.exit_code() == 0
     events = rig.api("GET", "/apis/events.k8s.io/v1/namespaces/kube-system/events")[1]
