@@ -89,3 +89,16 @@ def test_node_capacity_caps_max_pods() -> None:
     assert d.node.stats(d.now).max_pods == 29  # m5.large
     d.feed(i.MaxPodsChanged(d.now, None))
     assert d.node.stats(d.now).max_pods == 29
+
+
+def test_the_kubernetes_inputs_go_into_the_flight_record() -> None:
+    import json
+
+    from ipamcore.node import record
+
+    for inp in (
+        i.EniConfigChanged(1.5, "a", None),
+        i.EniConfigChanged(1.5, "a", "subnet-a", ("sg-1",)),
+        i.MaxPodsChanged(2.5, 17),
+    ):
+        assert record.decode(json.loads(json.dumps(record.encode(inp)))) == inp
