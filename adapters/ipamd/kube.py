@@ -57,8 +57,7 @@ class KubeLink:
     ) -> None:
         self.watcher, self.executor, self.clock, self.log = watcher, executor, clock, log
         kube_log = log.bind(component="kube") if hasattr(log, "bind") else log
-        informer.use_logger(kube_log)
-        watcher_module.use_logger(kube_log)
+        self._loggers = (informer.use_logger(kube_log), watcher_module.use_logger(kube_log))
         self.settings: KubeSettings = watcher.settings
         self.report_interval_s = report_interval_s
         self._fed_eniconfig: EniConfigChoice | None = None
@@ -128,6 +127,8 @@ class KubeLink:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+        informer.use_logger(self._loggers[0])
+        watcher_module.use_logger(self._loggers[1])
 
     def stats(self) -> dict[str, object]:
         return {**self.watcher.stats(), "eventsPosted": list(self.events_posted)}

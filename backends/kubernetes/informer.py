@@ -39,11 +39,12 @@ from ipamcore.kube import (
 log: Any = structlog.get_logger("ipamd.kube")
 
 
-def use_logger(logger: Any) -> None:
+def use_logger(logger: Any) -> Any:
     """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
-    structlog's default one."""
+    structlog's default one; returns the logger used until now (to put back)."""
     global log
-    log = logger
+    previous, log = log, logger
+    return previous
 
 
 class Clock(Protocol):

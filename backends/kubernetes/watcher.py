@@ -77,11 +77,12 @@ from ipamcore.kube import (
 log: Any = structlog.get_logger("ipamd.kube")
 
 
-def use_logger(logger: Any) -> None:
+def use_logger(logger: Any) -> Any:
     """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
-    structlog's default one."""
+    structlog's default one; returns the logger used until now (to put back)."""
     global log
-    log = logger
+    previous, log = log, logger
+    return previous
 CONFLICT_DELAYS_S = (0.01, 0.05, 0.25, 1.25)  # client-go's retry.DefaultBackoff, no jitter
 
 
