@@ -56,8 +56,7 @@ class KubeLink:
         report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         self.watcher, self.executor, self.clock, self.log = watcher, executor, clock, log
-        kube_log = log.bind(component="kube") if hasattr(log, "bind") else log
-        self._loggers = (informer.use_logger(kube_log), watcher_module.use_logger(kube_log))
+        self._loggers: tuple[Any, Any] | None = None
         self.settings: KubeSettings = watcher.settings
         self.report_interval_s = report_interval_s
         self._fed_eniconfig: EniConfigChoice | None = None
@@ -95,6 +94,8 @@ class KubeLink:
     async def start(self) -> None:
         """Start the watches and wait for the API server as upstream does; then feed the
         node what is known (before its start-up, so its first ENI is placed right)."""
+        log = self.log.bind(component="kube") if hasattr(self.log, "bind") else self.log
+        self._loggers = (informer.use_logger(log), watcher_module.use_logger(log))
         self.watcher.subscribe(self._on_change)
         self.executor.input_hooks.append(self._on_input)
         self.executor.reply_hooks.append(self._on_reply)
@@ -127,8 +128,10 @@ class KubeLink:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-        informer.use_logger(self._loggers[0])
-        watcher_module.use_logger(self._loggers[1])
+        if self._loggers is not None:
+            informer.use_logger(self._loggers[0])
+            watcher_module.use_logger(self._loggers[1])
+            self._loggers = None
 
     def stats(self) -> dict[str, object]:
         return {**self.watcher.stats(), "eventsPosted": list(self.events_posted)}
