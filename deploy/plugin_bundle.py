@@ -106,8 +106,8 @@ def copy_stdlib(dest: Path) -> None:
                 if so.name.startswith(DYNLOAD_KEEP):
                     shutil.copy2(so, dest / "lib-dynload" / so.name)
         elif entry.is_dir():
-            shutil.copytree(entry, dest / entry.name,
-                            ignore=shutil.ignore_patterns("__pycache__", "test", "tests"))  # fmt: skip
+            skip = shutil.ignore_patterns("__pycache__", "test", "tests")
+            shutil.copytree(entry, dest / entry.name, ignore=skip)
         elif entry.suffix == ".py":
             shutil.copy2(entry, dest / entry.name)
 
