@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -195,7 +196,8 @@ class Entrypoint:
         if tee:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
-            self.opts.ipamd_command or ipamd_command(),
+            shlex.split(self.opts.ipamd_command) if self.opts.ipamd_command
+            else ipamd_command(),
             env=dict(self.env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if tee else None,
             stderr=subprocess.STDOUT if tee else None,
@@ -273,7 +275,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     ap.add_argument("--bin-source", default="/app", help="where the plugin build is")
     ap.add_argument("--stop-timeout", type=float, default=8.0, help="seconds before SIGKILL")
     ap.add_argument("--poll-interval", type=float, default=0.1, help="seconds between probes")
-    ap.add_argument("--ipamd-command", nargs="+", default=None, help="instead of vpc-ipamd")
+    ap.add_argument("--ipamd-command", default=None, help="instead of vpc-ipamd (shell words)")
     opts = ap.parse_args(argv)
     environ = dict(os.environ if env is None else env)
     try:

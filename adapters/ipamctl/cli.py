@@ -9,7 +9,7 @@ import sys
 
 def main() -> int:
     argv = sys.argv[1:]
-    if argv[:1] == ["health"]:
+    if argv[:1] == ["health"]:  # the probe's form: nothing before the command
         from adapters.ipamctl.health import main as health
 
         return health(argv[1:])

@@ -219,7 +219,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "health" in words:  # its options are its own (adapters.ipamctl.health)
+        at = words.index("health")
+        if all(w.startswith("-") for w in words[:at]):
+            from adapters.ipamctl.health import main as health
+
+            return health(words[at + 1 :])
+    args = build_parser().parse_args(words)
     stream = out if out is not None else sys.stdout
     try:
         return COMMANDS[args.command](args, stream)

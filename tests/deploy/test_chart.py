@@ -244,5 +244,5 @@ def test_options(full_objs: list[dict[str, Any]]) -> None:
 def test_eniconfig_needs_subnets() -> None:
     from helm_python.errors import HelmError
 
-    with pytest.raises(HelmError, match="eniConfig.subnets must be specified"):
+    with pytest.raises(HelmError, match=r"eniConfig\.subnets must be specified"):
         chart.render({"eniConfig": {"create": True, "subnets": None}})
