@@ -120,7 +120,6 @@ class Store:
             self.containers_conf,
             f"""[containers]
 default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
-netns = "host"
 log_driver = "k8s-file"
 
 [engine]
@@ -284,8 +283,14 @@ def build(cache: Path | None = None, tag: str = DEFAULT_TAG) -> str:
         store.podman("import", str(tar), base)
     began = time.monotonic()
     with build_context(cache) as ctx:
+        # RUN steps bind the wheelhouse rather than copy it, so podman's layer cache does not
+        # see its content: its digest, passed as a build argument, does
+        digest = hashlib.sha256()
+        for whl in sorted((ctx / "wheels").glob("*.whl")):
+            digest.update(whl.name.encode() + whl.read_bytes())
         store.podman(
             "build", "--network", "host", "--layers", "--build-arg", f"BASE={base}",
+            "--build-arg", f"WHEELS={digest.hexdigest()[:16]}",
             "-f", str(ctx / "Containerfile"), "-t", tag, str(ctx), timeout=1800,
         )  # fmt: skip
     _log(f"podman build {tag} in {time.monotonic() - began:.1f} s")
@@ -344,7 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif opts.command in ("run", "podman"):
             store = Store(cache / "store")
             store.ensure()
-            args = ["run", "--rm", "--network", "host", *extra] if opts.command == "run" else extra
+            net = [] if any(a.startswith(("--network", "--net=")) for a in extra) else [
+                "--network", "host"]
+            args = ["run", "--rm", *net, *extra] if opts.command == "run" else extra
             return store.podman(*args, check=False, capture=False).returncode
         elif opts.command == "clean":
             store = Store(cache / "store")

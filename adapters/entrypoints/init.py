@@ -8,7 +8,8 @@
 2. Finds the primary interface: the link whose MAC is instance metadata's ``mac``
    (IMDSv2 at ``AWS_EC2_METADATA_SERVICE_ENDPOINT``, default ``http://169.254.169.254``).
 3. Sysctls, as upstream: ``net/ipv4/conf/<primary>/rp_filter=2`` (loose: replies to pods on
-   secondary ENIs arrive on the primary); ``net/ipv4/tcp_early_demux`` 0 when
+   secondary ENIs arrive on the primary); ``net/ipv4/ip_forward=1`` (ipamd's node setting,
+   written here because the aws-node container's /proc/sys is read-only); ``net/ipv4/tcp_early_demux`` 0 when
    ``DISABLE_TCP_EARLY_DEMUX=true`` else 1 (where the kernel has it); with ``ENABLE_IPv6=true``
    ``net/ipv6/conf/all/disable_ipv6=0``, and with it or ``ENABLE_V6_EGRESS=true``
    ``net/ipv6/conf/all/forwarding=1`` and ``net/ipv6/conf/<primary>/accept_ra=2``.
@@ -82,7 +83,9 @@ def interface_by_mac(mac: str, sys_class_net: Path) -> str:
 
 def sysctl_settings(env: Mapping[str, str], primary: str, proc_sys: Path) -> list[tuple[str, str]]:
     """The (key, value) pairs to write, in order; keys are paths under /proc/sys."""
-    settings = [(f"net/ipv4/conf/{primary}/rp_filter", "2")]
+    # ip_forward: ipamd's too, but its container cannot write /proc/sys (it skips a value
+    # already in place), so the init container sets it first
+    settings = [("net/ipv4/ip_forward", "1"), (f"net/ipv4/conf/{primary}/rp_filter", "2")]
     if (proc_sys / "net/ipv4/tcp_early_demux").exists():
         disable = env.get("DISABLE_TCP_EARLY_DEMUX", "false").strip().lower() == "true"
         settings.append(("net/ipv4/tcp_early_demux", "0" if disable else "1"))

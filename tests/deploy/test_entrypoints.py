@@ -90,6 +90,7 @@ def fake_host(root: Path) -> tuple[Path, Path]:
         (net / name / "address").write_text(mac + "\n")
     proc = root / "proc" / "sys"
     for key, value in (
+        ("net/ipv4/ip_forward", "0"),
         ("net/ipv4/conf/ens5/rp_filter", "1"), ("net/ipv4/conf/ens6/rp_filter", "1"),
         ("net/ipv4/tcp_early_demux", "1"), ("net/ipv6/conf/all/disable_ipv6", "1"),
         ("net/ipv6/conf/all/forwarding", "0"), ("net/ipv6/conf/ens5/accept_ra", "1"),
@@ -121,10 +122,11 @@ def test_init_installs_and_sets_sysctls(tmp_path: Path, imds: str) -> None:
         assert (host_bin / name).read_text() == f"#!/bin/sh\necho {name}\n"
         assert (host_bin / name).stat().st_mode & 0o777 == 0o755
     values = {k: (proc / k).read_text().strip() for k in (
-        "net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter",
+        "net/ipv4/ip_forward", "net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter",
         "net/ipv4/tcp_early_demux", "net/ipv6/conf/all/disable_ipv6",
         "net/ipv6/conf/all/forwarding", "net/ipv6/conf/ens5/accept_ra")}  # fmt: skip
     assert values == {
+        "net/ipv4/ip_forward": "1",
         "net/ipv4/conf/ens5/rp_filter": "2",  # the primary, found by its MAC
         "net/ipv4/conf/ens6/rp_filter": "1",  # others untouched
         "net/ipv4/tcp_early_demux": "0",
