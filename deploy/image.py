@@ -227,7 +227,28 @@ def wheelhouse(cache: Path) -> Path:
     return out
 
 
-def project_wheel(dest: Path) -> Path:
+def source_digest() -> str:
+    """The project's sources that go into its wheel (an unchanged tree: the wheel is reused)."""
+    h = hashlib.sha256()
+    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    for top in ("ipamcore", "backends", "adapters"):
+        files += [f for f in (REPO / top).rglob("*")
+                  if f.is_file() and "__pycache__" not in f.parts]  # fmt: skip
+    for f in sorted(files):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def project_wheel(cache: Path) -> Path:
+    """The project's wheel, built once per source digest."""
+    out = cache / f"project-{source_digest()}"
+    found = sorted(out.glob("ipamcore-*.whl"))
+    if found:
+        return found[0]
+    for stale in cache.glob("project-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    dest = out.with_name(out.name + ".partial")
+    shutil.rmtree(dest, ignore_errors=True)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
          "--wheel-dir", str(dest), str(REPO)],
@@ -235,7 +256,8 @@ def project_wheel(dest: Path) -> Path:
     )  # fmt: skip
     if proc.returncode != 0:
         raise ImageError(f"building the project's wheel failed:\n{proc.stderr[-4000:]}")
-    return next(dest.glob("ipamcore-*.whl"))
+    dest.rename(out)
+    return next(out.glob("ipamcore-*.whl"))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -253,9 +275,8 @@ def build_context(cache: Path) -> Iterator[Path]:
         (ctx / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             _link_or_copy(whl, ctx / "wheels" / whl.name)
-        built = project_wheel(ctx / "build")
-        shutil.move(str(built), ctx / "wheels" / built.name)
-        shutil.rmtree(ctx / "build", ignore_errors=True)
+        built = project_wheel(cache)
+        _link_or_copy(built, ctx / "wheels" / built.name)
         shutil.copy2(DEPLOY / "Containerfile", ctx / "Containerfile")
         from deploy.plugin_bundle import PLUGIN_MODULES
 
@@ -294,8 +315,8 @@ def build(cache: Path | None = None, tag: str = DEFAULT_TAG) -> str:
             "-f", str(ctx / "Containerfile"), "-t", tag, str(ctx), timeout=1800,
         )  # fmt: skip
     _log(f"podman build {tag} in {time.monotonic() - began:.1f} s")
-    # keep the store small: dangling images of earlier builds go
-    store.podman("image", "prune", "-f", check=False)
+    # the layer cache of the last day stays; older dangling images go
+    store.podman("image", "prune", "-f", "--filter", "until=24h", check=False)
     return tag
 
 
