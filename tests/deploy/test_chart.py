@@ -75,6 +75,9 @@ def test_manifest_is_the_rendered_chart() -> None:
     assert chart.MANIFEST.read_text() == chart.manifest_text(), (
         "deploy/aws-k8s-cni.yaml is stale: run python -m deploy.chart manifest"
     )
+    ds = one(chart.objects(chart.MANIFEST.read_text()), "DaemonSet")
+    # upstream's selector (immutable in a DaemonSet): kubectl apply over upstream's aws-node
+    assert ds["spec"]["selector"] == {"matchLabels": {"k8s-app": "aws-node"}}
 
 
 def validate_all(objs: list[dict[str, Any]]) -> list[str]:
