@@ -240,7 +240,8 @@ def test_options(full_objs: list[dict[str, Any]]) -> None:
     sa = one(full_objs, "ServiceAccount")
     assert sa["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/aws-node"}
-    assert ds["spec"]["template"]["metadata"]["annotations"] == {"team": "net"}
+    assert ds["spec"]["template"]["metadata"]["annotations"] == {
+        "kubectl.kubernetes.io/default-container": "aws-node", "team": "net"}
     assert one(full_objs, "PodMonitor")["metadata"]["labels"] == {"release": "prom"}
 
 
