@@ -9,8 +9,9 @@
    (IMDSv2 at ``AWS_EC2_METADATA_SERVICE_ENDPOINT``, default ``http://169.254.169.254``).
 3. Sysctls, as upstream: ``net/ipv4/conf/<primary>/rp_filter=2`` (loose: replies to pods on
    secondary ENIs arrive on the primary); ``net/ipv4/ip_forward=1`` (ipamd's node setting,
-   written here because the aws-node container's /proc/sys is read-only); ``net/ipv4/tcp_early_demux`` 0 when
-   ``DISABLE_TCP_EARLY_DEMUX=true`` else 1 (where the kernel has it); with ``ENABLE_IPv6=true``
+   written here because the aws-node container's /proc/sys is read-only);
+   ``net/ipv4/tcp_early_demux`` 0 when ``DISABLE_TCP_EARLY_DEMUX=true`` else 1 (where the
+   kernel has it); with ``ENABLE_IPv6=true``
    ``net/ipv6/conf/all/disable_ipv6=0``, and with it or ``ENABLE_V6_EGRESS=true``
    ``net/ipv6/conf/all/forwarding=1`` and ``net/ipv6/conf/<primary>/accept_ra=2``.
 

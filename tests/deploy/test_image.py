@@ -185,6 +185,16 @@ def test_plugin_runs_without_python(
     assert ops == ["add", "check", "del"] and pods == {"web-1"}
     log = (tmp / "log" / "plugin.log").read_text()
     assert "ADD" in log or "add" in log
+    # ipamd down: DEL still succeeds and leaves a pending-DEL record for ipamd's next start
+    done = store.podman(
+        "run", "--rm", "--network", "none", "-v", f"{host_bin}:/opt/cni/bin:ro",
+        "-v", f"{tmp / 'conf'}:/conf:ro", "-v", f"{tmp / 'run'}:/var/run/aws-node",
+        "-v", f"{tmp / 'log'}:/var/log/aws-routed-eni", tag, "bash", "-c",
+        f"rm -rf /usr/bin/python3* /usr/lib/python3* /opt/ipamcore && {runner} -cmd del",
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert len(list((tmp / "run" / "pending-del").iterdir())) == 1
 
 
 def fake_primary_ip() -> str:
