@@ -306,12 +306,12 @@ def build(cache: Path | None = None, tag: str = DEFAULT_TAG) -> str:
     with build_context(cache) as ctx:
         # RUN steps bind the wheelhouse rather than copy it, so podman's layer cache does not
         # see its content: its digest, passed as a build argument, does
-        digest = hashlib.sha256()
+        wheels = hashlib.sha256()
         for whl in sorted((ctx / "wheels").glob("*.whl")):
-            digest.update(whl.name.encode() + whl.read_bytes())
+            wheels.update(whl.name.encode() + whl.read_bytes())
         store.podman(
             "build", "--network", "host", "--layers", "--build-arg", f"BASE={base}",
-            "--build-arg", f"WHEELS={digest.hexdigest()[:16]}",
+            "--build-arg", f"WHEELS={wheels.hexdigest()[:16]}",
             "-f", str(ctx / "Containerfile"), "-t", tag, str(ctx), timeout=1800,
         )  # fmt: skip
     _log(f"podman build {tag} in {time.monotonic() - began:.1f} s")
@@ -320,36 +320,25 @@ def build(cache: Path | None = None, tag: str = DEFAULT_TAG) -> str:
     return tag
 
 
-def leftovers() -> dict[str, set[str]]:
-    """What exists now in the places podman writes outside its store."""
-    seen: dict[str, set[str]] = {}
-    for path in PODMAN_LEFTOVERS:
-        p = Path(path)
-        seen[path] = set(os.listdir(p)) if p.is_dir() else set()
-        if p.exists() and not p.is_dir():
-            seen[path].add(".")
-    return seen
+def leftovers() -> dict[str, bool]:
+    """Which of the places podman writes outside its store exist now."""
+    return {path: os.path.lexists(path) for path in PODMAN_LEFTOVERS}
 
 
-def remove_new_leftovers(before: dict[str, set[str]]) -> list[str]:
-    """Remove what appeared in podman's outside places since ``before`` (tests' teardown).
-    A directory that did not exist before and is empty after is removed too."""
+def remove_new_leftovers(before: dict[str, bool]) -> list[str]:
+    """Remove those of podman's outside places that did not exist at ``before`` (tests'
+    teardown). A place that existed is left alone: another user of podman on this machine
+    may be using it (a running container's state)."""
     removed: list[str] = []
-    for path, old in before.items():
-        p = Path(path)
-        if not p.is_dir():
+    for path, existed in before.items():
+        if existed or not os.path.lexists(path):
             continue
-        for name in set(os.listdir(p)) - old:
-            target = p / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
-            removed.append(str(target))
-        if not old and not os.listdir(p):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             with contextlib.suppress(OSError):
-                p.rmdir()
-                removed.append(str(p))
+                os.unlink(path)
+        removed.append(path)
     return removed
 
 

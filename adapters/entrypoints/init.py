@@ -66,7 +66,8 @@ def metadata_mac(endpoint: str, timeout: float = 2.0, attempts: int = 5) -> str:
                 base + "/latest/meta-data/mac", headers={"X-aws-ec2-metadata-token": token}
             )
             with urllib.request.urlopen(get, timeout=timeout) as resp:
-                return resp.read().decode().strip().lower()
+                mac: str = resp.read().decode().strip().lower()
+                return mac
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = exc
     raise InitError(f"instance metadata {base}: cannot read the primary MAC: {last}")
