@@ -23,7 +23,6 @@ the file must appear only when ipamd can serve. In order:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -160,23 +159,40 @@ def ipamd_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "adapters.ipamd.main"]
 
 
-def _tee(stream: Any, sink: Any, path: str) -> None:
-    """Copy ipamd's lines to our own stream and append them to ``path``."""
+LOG_FILE_MAX_BYTES = 100 * 1024 * 1024  # then rotated once to <file>.1, as upstream's ipamd.log
+
+
+def _tee(stream: Any, sink: Any, path: str, max_bytes: int = LOG_FILE_MAX_BYTES) -> None:
+    """Copy ipamd's lines to our own stream and append them to ``path`` (rotated to
+    ``path.1`` past ``max_bytes``, so the host's disk never fills)."""
+
+    def reopen() -> Any:
+        try:
+            return open(path, "ab")
+        except OSError as exc:
+            log("aws-vpc-cni", f"cannot open {path}: {exc}; ipamd logs to the container only",
+                "warn")  # fmt: skip
+            return None
+
+    f = reopen()
     try:
-        f = open(path, "ab")  # noqa: SIM115
-    except OSError as exc:
-        log("aws-vpc-cni", f"cannot open {path}: {exc}; ipamd logs to the container only", "warn")
-        f = None
-    with contextlib.ExitStack() as stack:
-        if f is not None:
-            stack.enter_context(f)
         for line in iter(stream.readline, b""):
             sink.write(line)
             sink.flush()
-            if f is not None:
-                with contextlib.suppress(OSError):
-                    f.write(line)
-                    f.flush()
+            if f is None:
+                continue
+            try:
+                f.write(line)
+                f.flush()
+                if f.tell() > max_bytes:
+                    f.close()
+                    os.replace(path, path + ".1")
+                    f = reopen()
+            except OSError:
+                pass
+    finally:
+        if f is not None:
+            f.close()
 
 
 class Entrypoint:

@@ -346,3 +346,15 @@ def test_health_is_fast(short_tmp: Path) -> None:
         subprocess.run([sys.executable, "-c", "import json, socket"], check=True)
         bare.append(time.perf_counter() - began)
     assert sorted(times)[2] < max(0.5, 3 * sorted(bare)[2]), (times, bare)
+
+
+def test_ipamd_log_file_is_rotated(tmp_path: Path) -> None:
+    import io
+
+    path = tmp_path / "ipamd.log"
+    lines = b"".join(f"line {n:04d} ".encode() + b"x" * 80 + b"\n" for n in range(100))
+    sink = io.BytesIO()
+    main._tee(io.BytesIO(lines), sink, str(path), max_bytes=4000)
+    assert sink.getvalue() == lines  # the container's log has everything
+    kept = (tmp_path / "ipamd.log.1").read_bytes() + path.read_bytes()
+    assert lines.endswith(kept) and path.stat().st_size <= 4000 + 100
