@@ -250,3 +250,20 @@ def test_eniconfig_needs_subnets() -> None:
 
     with pytest.raises(HelmError, match=r"eniConfig\.subnets must be specified"):
         chart.render({"eniConfig": {"create": True, "subnets": None}})
+
+
+def test_chart_defaults_are_valid_settings(default_objs: list[dict[str, Any]]) -> None:
+    """The env the chart gives the aws-node container is accepted by ipamd's settings and by
+    the entrypoint (a bad default would crash-loop every node)."""
+    from adapters.entrypoints import main as entrypoint
+    from adapters.ipamd.settings import load_settings
+
+    node = one(default_objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in node["env"] if "value" in e}
+    settings = load_settings(env)
+    assert settings.pool.warm_eni_target == 1 and settings.log_level == "DEBUG"
+    entrypoint.validate_env(env)
+    conf = entrypoint.render_conflist(
+        (chart.DEPLOY.parent / "adapters" / "cni" / "10-vpc-cni.conflist").read_text(), env)
+    assert conf["plugins"][0]["pluginLogFile"] == "/var/log/aws-routed-eni/plugin.log"
+    load_settings({**env, **EVERYTHING["env"]})  # type: ignore[dict-item]

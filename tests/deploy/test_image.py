@@ -197,6 +197,20 @@ def test_plugin_runs_without_python(
     assert len(list((tmp / "run" / "pending-del").iterdir())) == 1
 
 
+def chart_capabilities() -> list[str]:
+    """The aws-node container's capabilities as the chart renders them (the least privilege
+    claimed there is what this test grants), as podman flags."""
+    pytest.importorskip("helm_python", reason="pip install -e '.[test]' (helm-python-sdk)")
+    from deploy import chart
+
+    ds = next(o for o in chart.objects(chart.render()) if o["kind"] == "DaemonSet")
+    node = ds["spec"]["template"]["spec"]["containers"][0]
+    assert "privileged" not in node["securityContext"]
+    caps = node["securityContext"]["capabilities"]["add"]
+    assert caps == ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
+    return [flag for cap in caps for flag in ("--cap-add", cap)]
+
+
 def fake_primary_ip() -> str:
     from adapters.ipamd.wiring import fake_cloud_ports
 
@@ -224,8 +238,7 @@ def test_main_container_with_least_privileges(
         began = time.monotonic()
         with container(
             store, f"dpl-aws-node-{os.getpid()}", "--network", f"ns:/var/run/netns/{ns}",
-            "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
-            "--cap-add", "SYS_ADMIN",
+            "--cap-drop", "ALL", *chart_capabilities(),
             "-v", f"{dirs['bin']}:/host/opt/cni/bin", "-v", f"{dirs['net.d']}:/host/etc/cni/net.d",
             "-v", f"{dirs['run']}:/var/run/aws-node",
             "-v", f"{dirs['log']}:/host/var/log/aws-routed-eni",
