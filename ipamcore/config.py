@@ -73,7 +73,8 @@ def _non_negative(name: str, kind: type = int) -> Callable[[object, object, Any]
             return
         kinds: tuple[type, ...] = (int, float) if kind is float else (int,)
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ConfigError(name, f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
+            shown = f"{type(value).__name__} {value!r}"
+            raise ConfigError(name, f"must be {kind.__name__}, got {shown}")
         number = float(cast(float, value))
         if not math.isfinite(number):
             raise ConfigError(name, f"must be a finite number, got {value}")

@@ -489,8 +489,8 @@ class Ipam:
         if isinstance(outcome, EffectFailed) and not isinstance(outcome.kind, FailureKind):
             raise UsageError(f"EffectFailed.kind must be a FailureKind, got {outcome.kind!r}")
         if isinstance(outcome, EniCreated):
-            if outcome.eni.eni_id in self.pool.enis:
-                raise DataError(f"EniCreated: ENI {outcome.eni.eni_id} is already in the pool")
+            # (The ENI may be in the pool already: reconciliation can see a new ENI before
+            # its CreateEni is answered. Its addresses are then merged.)
             self._check_observed((outcome.eni,), "EniCreated")
         elif isinstance(outcome, AddressesAssigned) and isinstance(effect, AssignAddresses):
             if outcome.eni_id != effect.eni_id:
