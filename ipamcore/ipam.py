@@ -210,7 +210,7 @@ class Ipam:
         ``GetIPStats("6")``), no cooldown."""
         total = prefixes = 0
         for state in self.pool.enis.values():
-            if state.excluded:
+            if state.info.is_trunk or state.info.is_efa:
                 continue
             for prefix in state.info.ipv6_prefixes:
                 total += ipaddress.ip_network(prefix, strict=False).num_addresses
