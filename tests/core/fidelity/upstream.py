@@ -48,9 +48,11 @@ def limits(max_enis: int = 4, per_eni: int = 14) -> InstanceLimits:
 
 
 def datastore(
-    enis: Iterable[ObservedEni], config: PoolConfig | None = None, lim: InstanceLimits | None = None,
+    enis: Iterable[ObservedEni],
+    config: PoolConfig | None = None,
+    lim: InstanceLimits | None = None,
     now: float = 0.0,
-) -> Ipam:  # fmt: skip
+) -> Ipam:
     ipam = Ipam(config or PoolConfig(), lim or limits())
     ipam.load(tuple(enis), now)
     return ipam
