@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.ipamd.main import main
 from adapters.ipamd import settings as settings_module
+from adapters.ipamd.main import main
 from adapters.ipamd.settings import SettingsError, load_settings
 from ipamcore.config import PolicyName
 from ipamcore.errors import ConfigError
