@@ -336,6 +336,8 @@ class AdaptivePolicy:
     """The ``adaptive`` policy behind :class:`ipamcore.policy.Policy`: demand, backoff and
     the node's age are its own state."""
 
+    observes_pods = True
+
     def __init__(self, tuning: AdaptiveTuning) -> None:
         self.tuning = tuning
         self.demand = Demand(tuning.rate_window_s)

@@ -140,6 +140,7 @@ class Ipam:
         self._availability_zone = ""
         self._v6_next: dict[str, int] = {}
         self._policy = make_policy(config)
+        self._observes_pods = self._policy.observes_pods
         # Refusals of room: subnets (InsufficientFreeAddressesInSubnet, with subnet discovery)
         # until a time, and ENIs (PrivateIpAddressLimitExceeded) until reconciled.
         self._full_subnets: dict[str, float] = {}
@@ -245,9 +246,11 @@ class Ipam:
         if self._ipv6:
             return self._assign_v6(key, pod, now)
         pool = self.pool
+        if not self._observes_pods:
+            return pool.assign(key, pod, now)
         before = pool.assigned
         allocation = pool.assign(key, pod, now)
-        if pool.assigned != before:
+        if pool.assigned != before:  # a new allocation, not the same key again
             self._policy.assigned(now)
         return allocation
 
@@ -259,7 +262,7 @@ class Ipam:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
         released = self.pool.release(key, now)
-        if released is not None:
+        if released is not None and self._observes_pods:
             self._policy.released(now)
         return released
 

@@ -294,6 +294,10 @@ class Policy(Protocol):
     :func:`make_policy`; :class:`ipamcore.ipam.Ipam` asks it for growth and shrink and tells
     it what happened. Its own state (demand, backoff) lives in it."""
 
+    # Whether :meth:`assigned` and :meth:`released` are wanted: they are called on every ADD
+    # and DEL, so a policy that ignores them says so once and costs the hot path nothing.
+    observes_pods: bool
+
     def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
         """Growth effects (``effect_id=0``), or none."""
         ...
@@ -332,6 +336,8 @@ class Policy(Protocol):
 class UpstreamPolicy:
     """Upstream's warm targets (``upstream``), or with ``faithful`` upstream's arithmetic
     exactly (``upstream-faithful``: cooling addresses count as available, one ENI per pass)."""
+
+    observes_pods = False
 
     def __init__(self, config: PoolConfig, faithful: bool) -> None:
         self.config = config
