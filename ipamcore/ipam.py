@@ -63,6 +63,7 @@ from ipamcore.pool import AddressPool
 from ipamcore.pool_parts import EniState, SlotState
 from ipamcore.reactions import Reaction, reactions
 from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
+from ipamcore.validation import check_observed, check_outcome
 from ipamcore.views import AddressView, BlockView, EniView, PoolStats
 
 INF = float("inf")
@@ -457,7 +458,7 @@ class Ipam:
                 self._given_up.discard(outcome.effect_id)
                 return ()
             raise UsageError(f"no effect {outcome.effect_id} is in flight")
-        self._check_outcome(effect, outcome)
+        check_outcome(effect, outcome, self.pool)
         del self._in_flight[outcome.effect_id]
         del self._issued_at[outcome.effect_id]
         self.pool.advance(now)
@@ -480,61 +481,6 @@ class Ipam:
             self._park_secondary_ips()
         self._rebind_orphans()
         return ()
-
-    def _check_outcome(self, effect: Effect, outcome: Outcome) -> None:
-        """Raise unless ``outcome`` can answer ``effect`` (nothing is changed here)."""
-        answers = {
-            EniCreated: CreateEni, AddressesAssigned: AssignAddresses,
-            AddressesUnassigned: UnassignAddresses, EniFreed: FreeEni,
-        }  # fmt: skip
-        if not isinstance(outcome, EffectFailed) and answers[type(outcome)] is not type(effect):
-            raise UsageError(f"outcome {type(outcome).__name__} does not answer {effect!r}")
-        if isinstance(outcome, EffectFailed) and not isinstance(outcome.kind, FailureKind):
-            raise UsageError(f"EffectFailed.kind must be a FailureKind, got {outcome.kind!r}")
-        if isinstance(outcome, EniCreated):
-            # (The ENI may be in the pool already: reconciliation can see a new ENI before
-            # its CreateEni is answered. Its addresses are then merged.)
-            self._check_observed((outcome.eni,), "EniCreated")
-        elif isinstance(outcome, AddressesAssigned) and isinstance(effect, AssignAddresses):
-            if outcome.eni_id != effect.eni_id:
-                raise UsageError(
-                    f"AddressesAssigned for {outcome.eni_id} answers an effect on {effect.eni_id}"
-                )
-            if outcome.eni_id not in self.pool.enis:
-                raise UsageError(f"AddressesAssigned: ENI {outcome.eni_id} is not in the pool")
-            _check_blocks(outcome.ipv4_addresses, outcome.prefixes, "AddressesAssigned")
-            taken = [
-                a for a in (*outcome.ipv4_addresses, *outcome.prefixes)
-                if a in self.pool.slots or any(
-                    a in e.blocks for e in self.pool.enis.values()
-                )
-            ]  # fmt: skip
-            if taken:
-                raise DataError(f"AddressesAssigned: already in the pool: {taken[:3]}")
-
-    def _check_observed(self, enis: Sequence[ObservedEni], what: str) -> None:
-        """Observed ENIs must be well formed: unique ids, IPv4 addresses and /28 prefixes
-        (IPv6 /80s in IPv6 mode) that parse, no address twice."""
-        seen: set[str] = set()
-        addresses: set[str] = set()
-        for info in enis:
-            if not isinstance(info, ObservedEni):
-                raise UsageError(f"{what}: expected ObservedEni, got {type(info).__name__}")
-            if not info.eni_id or info.eni_id in seen:
-                raise DataError(f"{what}: ENI id {info.eni_id!r} is empty or given twice")
-            seen.add(info.eni_id)
-            _check_blocks(info.ipv4_addresses, info.ipv4_prefixes, f"{what} {info.eni_id}")
-            for prefix in info.ipv6_prefixes:
-                try:
-                    ipaddress.IPv6Network(prefix, strict=False)
-                except ValueError:
-                    raise DataError(
-                        f"{what} {info.eni_id}: not an IPv6 prefix: {prefix[:60]!r}"
-                    ) from None
-            for block in (*info.ipv4_addresses, *info.ipv4_prefixes):
-                if block in addresses:
-                    raise DataError(f"{what}: {block} is on two ENIs")
-                addresses.add(block)
 
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
@@ -655,7 +601,7 @@ class Ipam:
         from the cloud for a running instance would otherwise drop every ENI and orphan
         every allocation (upstream aborts the reconcile too). Malformed ENIs raise
         :class:`DataError` before anything changes."""
-        self._check_observed(observed.enis, "reconcile")
+        check_observed(observed.enis, "reconcile")
         primary = self.primary_eni()
         shown = {e.eni_id for e in observed.enis}
         refused = ""
@@ -692,7 +638,7 @@ class Ipam:
         if self._loaded:
             raise UsageError("load() was already called: use reconcile() for later views")
         observed = tuple(enis)
-        self._check_observed(observed, "load")
+        check_observed(observed, "load")
         primaries = [e.eni_id for e in observed if _is_primary(e)]
         if len(primaries) != 1:
             raise DataError(
@@ -850,24 +796,3 @@ class Ipam:
 
 def _is_primary(info: ObservedEni) -> bool:
     return info.is_primary or (info.device_index == 0 and info.network_card == 0)
-
-
-def _check_blocks(addresses: Sequence[str], prefixes: Sequence[str], what: str) -> None:
-    """Secondary IPv4 addresses and /28 IPv4 prefixes, in canonical text, none twice."""
-    for address in addresses:
-        try:
-            canonical = str(ipaddress.IPv4Address(address))
-        except (ValueError, TypeError):
-            raise DataError(f"{what}: not an IPv4 address: {str(address)[:60]!r}") from None
-        if canonical != address:
-            raise DataError(f"{what}: {address!r} is not in canonical form ({canonical})")
-    for prefix in prefixes:
-        try:
-            net = ipaddress.IPv4Network(prefix)
-        except (ValueError, TypeError):
-            raise DataError(f"{what}: not an IPv4 /28 prefix: {str(prefix)[:60]!r}") from None
-        if net.prefixlen != 28 or str(net) != prefix:
-            raise DataError(f"{what}: not a canonical IPv4 /28 prefix: {prefix!r}")
-    blocks = (*addresses, *prefixes)
-    if len(set(blocks)) != len(blocks):
-        raise DataError(f"{what}: an address or prefix is given twice")
