@@ -41,8 +41,9 @@ with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.
   at most ``urgent_backoff_cap_s``.
 
 Where it loses (README, "The adaptive policy"): a burst after a quiet spell waits one EC2
-call (~0.3 s) where WARM_ENI_TARGET had a whole ENI ready (batch jobs: p99 0.3 s vs 0), and
-it makes more EC2 calls than WARM_ENI_TARGET (fewer than WARM_IP_TARGET).
+call (~0.3 s) for its first addresses, it holds a little more idle than WARM_IP_TARGET=5 in
+bursts and batches, and it makes more EC2 calls than WARM_ENI_TARGET (fewer than
+WARM_IP_TARGET).
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ Why each row is what it is:
 * Growth refused for lack of room: for a whole subnet (``InsufficientFreeAddressesInSubnet``)
   a top-up moves on to a new ENI in another subnet when subnet discovery is on (upstream's
   ``TestIncreaseIPPoolSubnetDiscoveryUnfilledENI``), else growth pauses
-  ``subnet_full_pause_s``; for one ENI (``PrivateIpAddressLimitExceeded``) that ENI gets no
-  more top-ups until reconciled and the next plan creates an ENI instead (upstream does the
-  same in one pass); a CreateEni refused either way pauses growth.
+  ``subnet_full_pause_s``. For one ENI (``PrivateIpAddressLimitExceeded``: the core counts
+  an ENI's secondary IPs and prefixes together, as EC2 does, so this means the pool's view
+  of the ENI is stale, an address added out of band say) growth pauses as well, and that
+  ENI gets no top-up until reconciliation shows its real room (upstream re-reads the ENI
+  from EC2 at this point); a CreateEni refused either way pauses growth.
 * A top-up whose ENI EC2 does not find: the ENI is left alone until reconciliation, which
   sees the whole instance, removes it or clears it (one NotFound is not proof: a new ENI can
   be NotFound for a while).
@@ -43,7 +45,7 @@ class Reaction(enum.Enum):
         "with subnet discovery, top-ups in the ENI's subnet stop and new ENIs go elsewhere "
         "for subnet_full_pause_s; without it, PAUSE_GROWTH_LONG"
     )
-    AVOID_ENI = "the ENI gets no top-up until reconciled; growth creates an ENI instead"
+    AVOID_ENI = "the ENI gets no top-up until reconciliation shows its real room"
     SUSPECT_ENI = "the ENI is left alone by the policy until reconciliation decides"
     FORGET_BLOCKS = "the addresses are dropped from the pool (they are gone)"
     FORGET_ENI = "the ENI is dropped from the pool; its allocations become orphans"
@@ -66,7 +68,7 @@ REACTIONS: Mapping[tuple[EffectType, FailureKind], tuple[Reaction, ...]] = {
     (CreateEni, K.OTHER): (R.PAUSE_GROWTH,),
     (AssignAddresses, K.THROTTLED): (R.BACK_OFF,),
     (AssignAddresses, K.SUBNET_FULL): (R.AVOID_SUBNET,),
-    (AssignAddresses, K.LIMIT_EXCEEDED): (R.AVOID_ENI,),
+    (AssignAddresses, K.LIMIT_EXCEEDED): (R.AVOID_ENI, R.PAUSE_GROWTH_LONG),
     (AssignAddresses, K.NOT_FOUND): (R.SUSPECT_ENI,),
     (AssignAddresses, K.OTHER): (R.PAUSE_GROWTH,),
     (UnassignAddresses, K.THROTTLED): (R.RESTORE_BLOCKS, R.SHRINK_LATER, R.HOLD_POOL),
