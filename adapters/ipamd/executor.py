@@ -118,6 +118,7 @@ class NodeExecutor:
         self._wake_changed: asyncio.Event | None = None
         self._armed_at: float | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._serving: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._datapath_workers = WorkerThreads(DATAPATH_THREADS, "datapath")
         self._cloud_workers = WorkerThreads(CLOUD_THREADS, "cloud")
@@ -190,7 +191,11 @@ class NodeExecutor:
     async def _run_timer(self) -> None:
         assert self._wake_changed is not None
         changed = self._wake_changed
+        serving = self._serving
+        assert serving is not None
         while True:
+            if self.node.ready and not serving.is_set():
+                await serving.wait()  # the first policy pass once the daemon serves
             wake = self.node.wake_at
             self._armed_at = wake
             changed.clear()
@@ -443,9 +448,16 @@ class NodeExecutor:
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()
         self._wake_changed = asyncio.Event()
+        self._serving = asyncio.Event()
         self._timer = loop.create_task(self._run_timer(), name="node-timer")
         self.feed(i.Start(self._now()))
         await self._started
+
+    def serve(self) -> None:
+        """The daemon serves requests: the node's timers run from now on (during the start
+        only its retries do)."""
+        if self._serving is not None:
+            self._serving.set()
 
     async def request(self, make: Callable[[float, int], i.Request]) -> c.Reply:
         """Feed a request made by ``make(now, request_id)`` and wait for its reply."""
