@@ -24,7 +24,7 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
 * ``ENI_DELETE_ON_TERMINATION`` = ``true`` (default, upstream's behaviour: one
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
-  another node's hourly leaked-ENI cleanup, see :mod:`adapters.ipamd.loops`).
+  another node's hourly leaked-ENI cleanup, see :mod:`ipamcore.node.upkeep`).
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -130,6 +130,9 @@ class Settings:
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
+    # The flight recorder (adapters.ipamd.flight): <checkpoint dir>/flight.log and .1, each
+    # up to this many bytes; 0 turns it off.
+    flight_recorder_bytes: int = 2 * 1024 * 1024
     crash_point: str = ""  # test hook, see the module docstring
 
     def public(self) -> dict[str, object]:
@@ -425,6 +428,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_interval_s=parse_float(env, "IPAMD_RECONCILE_INTERVAL_SECONDS", 60.0, lo=1.0),
         leaked_eni_interval_s=parse_float(
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
+        ),
+        flight_recorder_bytes=parse_int(
+            env, "IPAMD_FLIGHT_RECORDER_BYTES", 2 * 1024 * 1024, lo=0, hi=1 << 30
         ),
         crash_point=_crash_point(env),
     )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.ipamd.agent import Ports
+from adapters.ipamd.executor import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JsonFileCheckpointStore
 from backends.crashpoints import Step, no_step, parse_crash_point
@@ -100,10 +100,14 @@ class LockedCloud:
         self._locked(self._cloud.free_eni, eni_id)
 
     def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = 300.0,
     ) -> list[str]:
         return self._locked(  # type: ignore[no-any-return]
-            self._cloud.find_leaked_enis, instance_id, now, any_instance
+            self._cloud.find_leaked_enis, instance_id, now, any_instance, min_age_s
         )
 
     def describe_instance_type(self, instance_type: str) -> InstanceLimits:

@@ -51,10 +51,14 @@ class AsyncCloud:
         await asyncio.to_thread(self.cloud.free_eni, eni_id)
 
     async def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = 300.0,
     ) -> list[str]:
         return await asyncio.to_thread(
-            self.cloud.find_leaked_enis, instance_id, now, any_instance
+            self.cloud.find_leaked_enis, instance_id, now, any_instance, min_age_s
         )
 
     async def describe_instance_type(self, instance_type: str) -> InstanceLimits:
