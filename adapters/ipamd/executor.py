@@ -464,6 +464,11 @@ class NodeExecutor:
                 reply = await self.request(lambda now, rid: i.Flush(now, rid))  # type: ignore[arg-type,return-value]
                 if reply.error:
                     raise self._persist_failure or RuntimeError(reply.message)
+                # A journaled store folds its journal into the checkpoint file now, so a
+                # rollback to upstream (which reads only that file) finds every allocation.
+                compact = getattr(self.ports.store, "compact", None)
+                if compact is not None:
+                    await compact()
         finally:
             if self._timer is not None:
                 self._timer.cancel()

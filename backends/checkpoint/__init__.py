@@ -5,6 +5,7 @@ from backends.checkpoint.errors import (
     CorruptCheckpoint,
     UnsupportedCheckpoint,
 )
+from backends.checkpoint.journal import JournalCheckpointStore
 from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     JsonFileCheckpointStore,
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_PATH",
     "CheckpointMovedAside",
     "CorruptCheckpoint",
+    "JournalCheckpointStore",
     "JsonFileCheckpointStore",
     "MemoryCheckpointStore",
     "UnsupportedCheckpoint",
