@@ -246,6 +246,7 @@ class JournalCheckpointStore:
         self._background: set[asyncio.Future[None]] = set()
         self.syncs = 0
         self.records = 0
+        self.bytes_appended = 0
         self.compactions = 0
 
     def corrupt_path(self, path: str, timestamp: float) -> str:
@@ -437,6 +438,7 @@ class JournalCheckpointStore:
             self._state, self._seq = new, seq
             self._off += len(record)
             self.records += 1
+            self.bytes_appended += len(record)
             if self._off > self._compact_at():
                 self._compaction = self._run(self._compact_blocking, new)
                 self._compaction.add_done_callback(_retrieve)
