@@ -91,10 +91,15 @@ def build_ipam() -> Any:
     limits = InstanceLimits("bench.node", max_enis=8, ipv4_per_eni=30)
     observed = [
         ObservedEni(
-            eni_id=f"eni-{e}", mac=f"02:00:00:00:00:{e:02x}", device_index=e,
-            subnet_id="subnet-bench", subnet_cidr="10.0.0.0/16", primary_ip=f"10.0.{e}.1",
-            is_primary=e == 0, ipv4_addresses=tuple(f"10.0.{e}.{a}" for a in range(2, 31)),
-        )  # fmt: skip
+            eni_id=f"eni-{e}",
+            mac=f"02:00:00:00:00:{e:02x}",
+            device_index=e,
+            subnet_id="subnet-bench",
+            subnet_cidr="10.0.0.0/16",
+            primary_ip=f"10.0.{e}.1",
+            is_primary=e == 0,
+            ipv4_addresses=tuple(f"10.0.{e}.{a}" for a in range(2, 31)),
+        )
         for e in range(8)
     ]
     ipam = Ipam(PoolConfig(cooldown_s=0.0), limits)
@@ -218,6 +223,7 @@ def socket_levels(
     state: str, kind: str, seconds: float, repeats: int, levels: tuple[int, ...]
 ) -> dict[str, Any]:
     from adapters import protocol as p
+
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from rpc import cpu_seconds, rpc, wait_ready  # benchmarks/rpc.py
 
@@ -346,7 +352,8 @@ def main() -> None:
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         result["goal_single_client_80pct_floor"] = result["single_client_vs_floor"] >= 0.8
         if "clients_64_pairs_per_fsync" in result:
-            result["goal_64_clients_10_pairs_per_fsync"] = result["clients_64_pairs_per_fsync"] >= 10
+            per_fsync = result["clients_64_pairs_per_fsync"]
+            result["goal_64_clients_10_pairs_per_fsync"] = per_fsync >= 10
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(json.dumps(result))
