@@ -275,3 +275,18 @@ async def test_files_read_at_start_must_be_regular_files(tmp_path: Path, which: 
     os.mkfifo(target)
     with pytest.raises(UnsafeStateFile):
         await journal_store(path).load()
+
+
+@pytest.mark.parametrize(("value", "journal"), [(None, True), ("true", True), ("false", False)])
+def test_the_setting_selects_the_store(tmp_path: Path, value: str | None, journal: bool) -> None:
+    from adapters.ipamd.settings import load_settings, state_env
+    from adapters.ipamd.wiring import build_ports
+    from backends.observe import CallCounter
+
+    env = {**state_env(str(tmp_path)), "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake"}
+    if value is not None:
+        env["IPAMD_CHECKPOINT_JOURNAL"] = value
+    settings = load_settings(env)
+    assert settings.checkpoint_journal is journal
+    store = build_ports(settings, CallCounter(), fixed_clock).store
+    assert isinstance(store, JournalCheckpointStore if journal else JsonFileCheckpointStore)
