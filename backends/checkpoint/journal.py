@@ -242,6 +242,7 @@ class JournalCheckpointStore:
         self._fd = -1
         self._off = FILE_HEADER.size
         self._compaction: asyncio.Future[None] | None = None
+        self._resetting = False
         self._unsynced = False
         self._background: set[asyncio.Future[None]] = set()
         self.syncs = 0
@@ -299,14 +300,26 @@ class JournalCheckpointStore:
             if checkpoint is None:
                 return None
             self._seq = base or 0
-            self._open_journal()
+            if not self._try_open_journal():
+                return checkpoint
             # A document without journalSeq (upstream's) is rewritten by the next save, so
             # no record is ever appended to a journal that ipam.json does not point to.
             self._state = _state_of(checkpoint) if base is not None else None
             return checkpoint
-        self._state, self._seq = state, records[-1][0]
-        self._open_journal(end)
+        self._seq = records[-1][0]
+        if self._try_open_journal(end):
+            self._state = state
         return self._checkpoint_of(state)
+
+    def _try_open_journal(self, end: int | None = None) -> bool:
+        """Open the journal for appends; if that fails (a full disk cannot preallocate
+        it), the start goes on and the first save rewrites ``ipam.json`` instead."""
+        try:
+            self._open_journal(end)
+        except OSError:
+            self._close_fd()
+            return False
+        return True
 
     def _remove_stale_temps(self) -> None:
         try:
@@ -436,8 +449,9 @@ class JournalCheckpointStore:
                     self._append(record, False)  # page cache only: no thread hop, no sync
             except BaseException:
                 # What reached the disk is unknown (a failed fdatasync may drop dirty
-                # pages): the next save rewrites everything (compaction), never appends.
-                self._state = None
+                # pages, or the record may be there): the next save rewrites everything,
+                # with a journalSeq past this record's, so it is never replayed.
+                self._state, self._seq = None, seq
                 raise
             self._state, self._seq = new, seq
             self._off += len(record)
@@ -549,6 +563,7 @@ class JournalCheckpointStore:
         _fsync_dir(self.directory)
         self.syncs += 1
         step("compact.dir-fsynced")
+        self._resetting = True  # a failure from here leaves the journal's start unknown
         if self._fd < 0:
             self._open_journal()
         else:
@@ -556,19 +571,27 @@ class JournalCheckpointStore:
             os.fdatasync(self._fd)
             self.syncs += 1
             self._off = FILE_HEADER.size
+        self._resetting = False
         self._unsynced = False
         self.synced_to = self._off
         self.compactions += 1
         step("journal.reset")
 
     async def _settle(self) -> None:
-        """Wait for a background compaction; if it failed, the next save writes it all."""
+        """Wait for a background compaction. One that failed before the journal reset
+        (disk full for the temporary file, say) changed nothing the journal relies on:
+        ``ipam.json`` is the old one, or the new one whose ``journalSeq`` the journal's
+        records continue; commits go on appending (the journal is preallocated, so a full
+        disk does not stop them). A failure in the reset leaves the journal's first record
+        unknown: the next save then rewrites everything."""
         pending, self._compaction = self._compaction, None
         if pending is not None:
             try:
                 await pending
             except OSError:
-                self._state = None  # unknown on disk: the next save is a full one
+                if self._resetting:
+                    self._state = None
+                    self._resetting = False
 
     async def compact(self) -> None:
         """Fold the journal into ``ipam.json`` (orderly stop; rollback reads ipam.json)."""

@@ -290,3 +290,35 @@ def test_the_setting_selects_the_store(tmp_path: Path, value: str | None, journa
     assert settings.checkpoint_journal is journal
     store = build_ports(settings, CallCounter(), fixed_clock).store
     assert isinstance(store, JournalCheckpointStore if journal else JsonFileCheckpointStore)
+
+
+async def test_a_failed_background_compaction_leaves_commits_appending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the compaction's temporary file; the preallocated journal still
+    takes commits, and what it holds is what was acknowledged."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(Checkpoint())  # the first save writes ipam.json
+    real = os.replace
+    failures = []
+
+    def full(src: str, dst: str) -> None:
+        failures.append(dst)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    cp = Checkpoint()
+    n = 0
+    while not failures:
+        n += 1
+        cp = sample_checkpoint(1 + n % 5, base=n)
+        await store.save(cp)
+        assert n < 1000
+    monkeypatch.setattr(os, "replace", real)
+    records = store.records
+    cp = sample_checkpoint(3, base=5000)
+    await store.save(cp)
+    assert store.records == records + 1  # appended, not rewritten
+    assert await journal_store(path).load() == cp
