@@ -611,3 +611,31 @@ class JournalCheckpointStore:
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self._writer.submit(fn, *args))
+
+
+def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpoint | None:
+    """The checkpoint as the daemon would restore it (``ipam.json`` + its journal), read
+    without changing anything, for tools (``ipamctl checkpoint``, ``doctor``) that may run
+    next to the daemon. A compaction between the two reads shows as a journal that does not
+    continue the document read: both are read again."""
+    for _ in range(attempts):
+        data = read_regular_file(path)
+        if data is None:
+            return None
+        checkpoint = decode_file_bytes(data)
+        found = _SEQ_TAIL.search(data[-64:])
+        if found is None:
+            return checkpoint
+        journal = read_regular_file(path + ".journal")
+        if journal is None:
+            return checkpoint
+        base = int(found.group(1))
+        records, _end = parse_journal(journal)
+        fresh = [r for r in records if r[0] > base]
+        if fresh and fresh[0][0] != base + 1:
+            continue  # compacted meanwhile
+        state = _state_of(checkpoint)
+        for _seq, payload in fresh:
+            JournalCheckpointStore._apply(state, payload)
+        return decode_file_bytes(state.document(0))
+    raise CheckpointError("the checkpoint kept changing while it was read")

@@ -122,7 +122,6 @@ class LinuxDatapath(FaultInjection):
 
     # ----------------------------------------------------------------- plumbing
 
-
     @contextlib.contextmanager
     def _host(self) -> Iterator[IPRoute]:
         try:

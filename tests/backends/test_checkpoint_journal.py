@@ -322,3 +322,15 @@ async def test_a_failed_background_compaction_leaves_commits_appending(
     await store.save(cp)
     assert store.records == records + 1  # appended, not rewritten
     assert await journal_store(path).load() == cp
+
+
+async def test_tools_read_the_checkpoint_with_its_journal(tmp_path: Path) -> None:
+    from backends.checkpoint import read_checkpoint_file
+
+    path = tmp_path / "ipam.json"
+    store, _ = await _two_records(path)
+    assert decode(path.read_bytes()) == cp_with(A)  # the journal holds B and C
+    assert read_checkpoint_file(str(path)) == cp_with(A, B, C)
+    await store.compact()
+    assert read_checkpoint_file(str(path)) == cp_with(A, B, C)
+    assert read_checkpoint_file(str(tmp_path / "none.json")) is None
