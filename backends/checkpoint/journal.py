@@ -3,7 +3,7 @@
 Why: :class:`~backends.checkpoint.jsonfile.JsonFileCheckpointStore` rewrites the whole
 document for every commit (temp file, fsync, rename, directory fsync: two fsyncs of two
 inodes, and encode work that grows with the pool). Here a commit appends one record, the
-*change* since the previous commit, to ``ipam.json.journal`` and ``fdatasync``\\ s it: no
+*change* since the previous commit, to ``ipam.json.journal`` and ``fdatasync``-s it: no
 rename, no directory fsync, and the journal file is preallocated (written with zeros and
 fsynced once when it is created, then overwritten in place) so the ``fdatasync`` has no
 metadata (size, extents) to write. ``ipam.json`` stays upstream's document, rewritten
@@ -12,6 +12,12 @@ when the journal has grown past a bound (in the store's single writer thread, af
 commit was acknowledged: the next commit waits for it), when a record would not fit, and at
 every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
 a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
+
+Threads: a commit that adds is appended and ``fdatasync``\ ed on the caller's thread (the
+event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
+thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
+anyway); slower, it moves to the store's one writer thread, where compactions always run.
+A commit that only releases is a ``pwrite`` to the page cache on the caller's thread.
 
 Files (all in the checkpoint's directory, mode 0600):
 
@@ -101,6 +107,10 @@ RECORD_MAGIC = 0x4C4E524A  # "JRNL"
 RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 MIN_COMPACT_BYTES = 256 * 1024
+# A commit's fdatasync runs on the caller's thread (the event loop) while the disk answers
+# faster than this on average: a thread hop costs more than such a sync. A slower disk moves
+# it to the store's writer thread, so the loop never waits long for the disk.
+INLINE_SYNC_S = 0.001
 _SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
 
 Fields = tuple[Any, ...]
@@ -243,6 +253,7 @@ class JournalCheckpointStore:
         self._off = FILE_HEADER.size
         self._compaction: asyncio.Future[None] | None = None
         self._resetting = False
+        self._sync_s = 0.0  # moving average of the journal's fdatasync, seconds
         self._unsynced = False
         self._background: set[asyncio.Future[None]] = set()
         self.syncs = 0
@@ -444,7 +455,10 @@ class JournalCheckpointStore:
                 return
             try:
                 if adds or self._sync_releases:
-                    await self._run(self._append, record, True)
+                    if self._sync_s < INLINE_SYNC_S:
+                        self._append(record, True)  # a fast disk: no thread hop at all
+                    else:
+                        await self._run(self._append, record, True)
                 else:
                     self._append(record, False)  # page cache only: no thread hop, no sync
             except BaseException:
@@ -513,7 +527,9 @@ class JournalCheckpointStore:
         os.pwrite(self._fd, record, self._off)
         self._step("journal.appended")
         if sync:
+            began = time.perf_counter()
             os.fdatasync(self._fd)
+            self._sync_s += (time.perf_counter() - began - self._sync_s) * 0.2
             self.syncs += 1
             self._unsynced = False
             self.synced_to = self._off + len(record)
