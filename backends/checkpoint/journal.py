@@ -13,7 +13,7 @@ commit was acknowledged: the next commit waits for it), when a record would not 
 every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
 a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
 
-Threads: a commit that adds is appended and ``fdatasync``\ ed on the caller's thread (the
+Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thread (the
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
 anyway); slower, it moves to the store's one writer thread, where compactions always run.
