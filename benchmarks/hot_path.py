@@ -154,6 +154,8 @@ class NoOpExecutor:
             return i.CheckpointRead(now, cid, None)
         if kind is c.ReadPendingDels:
             return i.PendingDelsRead(now, cid, ())
+        if kind is c.RemoveStale:
+            return i.StaleRemoved(now, cid, ())
         return i.Done(now, cid)
 
 

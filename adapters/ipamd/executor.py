@@ -112,6 +112,7 @@ class NodeExecutor:
         self.stopping = False
         self._request_ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[c.Reply]] = {}
+        self._request_of_task: dict[asyncio.Task[Any], int] = {}
         self._failures: dict[int, BaseException] = {}
         self._persist_failure: BaseException | None = None
         self._pending_dels: dict[AllocationKey, p.Request] = {}
@@ -137,6 +138,10 @@ class NodeExecutor:
             c.PerformEffect: self._perform_effect,
             c.ReadMetadataEnis: self._read_metadata_enis,
             c.SetUpEni: self._setup_eni,
+            c.TearDownEni: lambda cmd: self._in_datapath(
+                cmd.cid, self.ports.datapath.teardown_eni, cmd.network
+            ),
+            c.RemoveStale: self._remove_stale,
             c.SetUpNode: lambda cmd: self._in_datapath(
                 cmd.cid, self.ports.datapath.setup_node, cmd.network
             ),
@@ -352,6 +357,11 @@ class NodeExecutor:
 
         self._in_cloud(cmd.cid, find, make=make)
 
+    def _remove_stale(self, cmd: c.RemoveStale) -> None:
+        future = self._datapath_workers.submit(self.ports.datapath.remove_stale, cmd.live)
+        make = lambda removed: i.StaleRemoved(self._now(), cmd.cid, tuple(removed))  # noqa: E731
+        future.add_done_callback(self._answer_from(cmd.cid, make))
+
     def _check_pods_present(self, cmd: c.CheckPodsPresent) -> None:
         """In a datapath thread (never on the event loop): which pods are gone. A check
         that fails keeps the pod's address (logged)."""
@@ -361,7 +371,7 @@ class NodeExecutor:
             gone = set()
             for pod in cmd.pods:
                 try:
-                    present = datapath.pod_present(pod.netns, pod.host_veth)
+                    present = datapath.pod_present(pod.netns, pod.host_veth, pod.ipv4)
                 except Exception as exc:
                     log.warning("pod_present failed; keeping", key=str(pod.key), error=str(exc))
                     present = True
@@ -453,13 +463,26 @@ class NodeExecutor:
         request_id = next(self._request_ids)
         future: asyncio.Future[c.Reply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
+        task = asyncio.current_task()
+        if task is not None:
+            self._request_of_task[task] = request_id
         self.feed(make(self._now(), request_id))
         try:
             return await future
-        except asyncio.CancelledError:  # the client is gone: the node keeps nothing for it
+        except asyncio.CancelledError:  # the caller is gone: the node keeps nothing for it
             self._replies.pop(request_id, None)
             self.feed(i.Cancel(self._now(), request_id))
             raise
+        finally:
+            if task is not None:
+                self._request_of_task.pop(task, None)
+
+    def client_gone(self, task: asyncio.Task[Any]) -> None:
+        """The client of the request ``task`` serves has closed its connection: the node
+        is told (an ADD then keeps no address); the request still gets its answer."""
+        request_id = self._request_of_task.get(task)
+        if request_id is not None:
+            self.feed(i.Cancel(self._now(), request_id))
 
     async def stop(self, timeout: float = 10.0) -> None:
         """No new requests or effects; wait (real time, bounded) for effects in flight,

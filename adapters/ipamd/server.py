@@ -75,8 +75,7 @@ class _Connection(asyncio.Protocol):
             # The protocol's clients never half-close: EOF while a request is served means
             # the client is gone (the plugin was killed or timed out). An ADD keeps no
             # address for it; a DEL still completes.
-            self._task.cancel()
-            return False
+            self._server.client_gone(self._task)
         if not self._answered:
             what = "before any data" if not self._buffer else "before the newline"
             self._reject(p.ERR_BAD_REQUEST, f"connection closed {what}")
@@ -102,6 +101,23 @@ class _Connection(asyncio.Protocol):
         _send(self._transport, p.error_reply(code, message))
 
 
+class SocketInUse(RuntimeError):
+    """A process is listening on the socket path: it is not unlinked."""
+
+
+def _someone_listens(path: str) -> bool:
+    """Whether a connect to the Unix socket at ``path`` succeeds (a live daemon)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False  # refused (nobody listens), or not connectable at all: stale
+    finally:
+        probe.close()
+    return True
+
+
 def _send(transport: asyncio.Transport, data: bytes) -> None:
     if not transport.is_closing():
         transport.write(data)
@@ -123,6 +139,7 @@ class SocketServer:
         self.allowed_uids = frozenset({0, os.geteuid(), *allowed_uids})
         self._server: asyncio.AbstractServer | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._inode: int | None = None  # the socket file this server bound
         self.rejected = 0
 
     async def start(self) -> None:
@@ -130,6 +147,8 @@ class SocketServer:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                if _someone_listens(self.path):
+                    raise SocketInUse(f"another process is listening on {self.path}")
                 os.unlink(self.path)  # a stale socket of a previous run
         old = os.umask(0o177)
         try:
@@ -140,13 +159,16 @@ class SocketServer:
         finally:
             os.umask(old)
         os.chmod(self.path, SOCKET_MODE)
+        self._inode = os.lstat(self.path).st_ino
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, then wait (bounded, real time) for requests in flight."""
         if self._server is not None:
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)  # ours: never another process's socket at that path
+        self._inode = None
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=timeout)
 
@@ -164,6 +186,11 @@ class SocketServer:
         if uid in self.allowed_uids:
             return ""
         return f"uid {uid} may not use this socket"
+
+    def client_gone(self, task: asyncio.Task[None]) -> None:
+        """The client of the request ``task`` serves closed its end."""
+        if self.agent is not None:
+            self.agent.client_gone(task)
 
     @property
     def in_flight(self) -> int:

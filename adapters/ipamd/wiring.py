@@ -52,14 +52,14 @@ class AutoFakeDatapath(FakeDatapath):
             self._removed.add(path)
             super().remove_netns(path)
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+    def pod_present(self, netns_path: str, host_veth: str, ipv4: str | None = None) -> bool:
         """A namespace it never saw is assumed present: namespaces are made on demand, so a
         restarted daemon process has nothing real to look for (and must not drop the
         allocations it restores); one removed (a test's dead pod) is gone."""
         with self._lock:
             if netns_path not in self.namespaces and netns_path not in self._removed:
                 return True
-        return super().pod_present(netns_path, host_veth)
+        return super().pod_present(netns_path, host_veth, ipv4)
 
 
 class LockedCloud:

@@ -206,6 +206,9 @@ class SimNode:
         elif kind is c.CheckPod:
             assert isinstance(cmd, c.CheckPod)
             self._answers.append(i.PodChecked(now, cmd.cid, ()))
+        elif kind is c.RemoveStale:
+            assert isinstance(cmd, c.RemoveStale)
+            self._answers.append(i.StaleRemoved(now, cmd.cid, ()))
         else:  # datapath setup and teardown, checkpoint writes, file removals: done at once
             self._answers.append(i.Done(now, cmd.cid))  # type: ignore[union-attr]
 

@@ -13,7 +13,7 @@ import attrs
 
 from ipamcore.effects import Effect
 from ipamcore.model import Allocation, AllocationKey
-from ipamcore.netspec import EniNetwork, NodeNetwork, PodNetwork
+from ipamcore.netspec import EniNetwork, LiveNetwork, NodeNetwork, PodNetwork
 
 # ---------------------------------------------------------------- start-up observations
 
@@ -92,6 +92,7 @@ class PodToCheck:
     key: AllocationKey
     netns: str
     host_veth: str
+    ipv4: str | None = None  # a host veth routing it counts too (one named the upstream way)
 
 
 @attrs.frozen
@@ -144,6 +145,24 @@ class SetUpEni:
     eni_id: str
     network: EniNetwork
     created: bool = False
+
+
+@attrs.frozen
+class TearDownEni:
+    """Remove a freed ENI's rule and routes from the host -> ``Done``."""
+
+    cid: int
+    eni_id: str
+    network: EniNetwork
+
+
+@attrs.frozen
+class RemoveStale:
+    """Remove the host pieces no live allocation needs (pods and ENIs gone while the daemon
+    was down) -> ``StaleRemoved``."""
+
+    cid: int
+    live: LiveNetwork
 
 
 @attrs.frozen
@@ -240,6 +259,7 @@ class Abort:
 Command = (
     ReadIdentity | DescribeInstanceType | DescribeEnis | ReadMetadataEnis | DescribeSubnets
     | FindLeakedEnis | FreeLeakedEni | ReadCheckpoint | CheckPodsPresent | ReadPendingDels
-    | RemovePendingDels | DropLegacyHints | PerformEffect | SetUpEni | SetUpNode | SetUpPod
+    | RemovePendingDels | DropLegacyHints | PerformEffect | SetUpEni | TearDownEni | RemoveStale
+    | SetUpNode | SetUpPod
     | TearDownPod | CheckPod | Persist | Reply | Log | Count | Ready | Abort
 )  # fmt: skip

@@ -206,6 +206,15 @@ class PendingDelsRead:
 
 
 @attrs.frozen
+class StaleRemoved:
+    """Answer to ``RemoveStale``: a description of each piece removed."""
+
+    now: float
+    cid: int
+    removed: tuple[str, ...]
+
+
+@attrs.frozen
 class PodChecked:
     now: float
     cid: int
@@ -222,7 +231,7 @@ class EffectDone:
 Answer = (
     Done | Failed | IdentityRead | InstanceTypeDescribed | EnisDescribed | MetadataEnisRead
     | SubnetsDescribed | LeakedEnisFound | CheckpointRead | PodsPresent | PendingDelsRead
-    | PodChecked | EffectDone
+    | PodChecked | EffectDone | StaleRemoved
 )  # fmt: skip
 Request = Add | Del | Check | Gc
 Input = Start | Tick | Stop | Flush | Cancel | Request | Answer

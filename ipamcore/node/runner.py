@@ -27,6 +27,7 @@ from ipamcore.model import (
 from ipamcore.netspec import (
     EniNetwork,
     PodNetwork,
+    attachment_tag,
     host_veth_name,
     route_table_for_device,
 )
@@ -134,9 +135,9 @@ class Runner:
     def pod_network(
         self, allocation: Allocation, netns: str, mtu: int | None = None, if_name: str = ""
     ) -> PodNetwork:
-        """The datapath of ``allocation``'s pod. The host veth is upstream's name from the
-        pod's namespace and name; the container id stands in for a pod without Kubernetes
-        metadata, so two such pods never share a name."""
+        """The datapath of ``allocation``'s pod: one host veth per attachment (network,
+        container id, interface; see :func:`ipamcore.netspec.host_veth_name`), tagged with
+        it, so teardown only ever removes that attachment's own veth."""
         assert allocation.ipv4 is not None
         return PodNetwork(
             netns_path=netns,
@@ -145,12 +146,13 @@ class Runner:
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
             route_table=route_table_for_device(allocation.device_index),
+            tag=attachment_tag(*allocation.key),
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
-        pod = allocation.pod
+        key = allocation.key
         return host_veth_name(
-            pod.namespace, pod.name or allocation.key.container_id, self.config.veth_prefix
+            key.network_name, key.container_id, key.if_name, self.config.veth_prefix
         )
 
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:

@@ -15,9 +15,7 @@ from ipamcore.limits import limits_for
 from ipamcore.model import (
     ObservedEni,
 )
-from ipamcore.netspec import (
-    NodeNetwork,
-)
+from ipamcore.netspec import LiveNetwork, NodeNetwork
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
 from ipamcore.node.config import CORRUPT_QUARANTINE_S
@@ -133,6 +131,7 @@ class StartUp(Requests):
             if isinstance(done, i.Failed):
                 self._abort(done, f"node datapath setup failed: {done.message}")
                 return
+        yield from self._remove_stale(enis)
         error = yield DURABLE
         if error is not None:
             self._abort(error, f"checkpoint write failed: {error.message}")
@@ -156,6 +155,28 @@ class StartUp(Requests):
         early, self._early = self._early, []
         for req in early:
             self._on_request(req)
+
+    def _remove_stale(self, enis: list[ObservedEni]) -> TaskGen:
+        """Remove the host's rules and veths no live allocation needs (pods that vanished,
+        ENIs freed, while the daemon was down). Skipped under quarantine: after an unreadable
+        checkpoint the live pods are unknown, and their network must not be cut."""
+        if self.quarantine_until > 0:
+            self._log("warning", "stale datapath cleanup skipped: the checkpoint was unreadable")
+            return
+        live = LiveNetwork(
+            pods=tuple(
+                self.pod_network(a, self.hints.get(a.key, ""))
+                for a in self.core.allocations()
+                if a.ipv4 is not None
+            ),
+            eni_ips=tuple(e.primary_ip for e in enis),
+        )
+        done = yield c.RemoveStale(self._cid(), live)
+        if isinstance(done, i.Failed):
+            self._log("warning", "stale datapath cleanup failed", error=done.message)
+            return
+        for piece in done.removed:
+            self._log("warning", "stale datapath piece removed", piece=piece)
 
     def _observe_enis(self) -> Any:
         """EC2's view of the attached ENIs. Metadata is only compared, never added: it may
@@ -287,7 +308,7 @@ class StartUp(Requests):
         allocation without a netns path is kept: dropping a live pod's address would hand
         it out twice, keeping a dead one's leaks one address until GC)."""
         pods = tuple(
-            c.PodToCheck(a.key, self.hints[a.key], self._host_veth(a))
+            c.PodToCheck(a.key, self.hints[a.key], self._host_veth(a), a.ipv4)
             for a in checkpoint.allocations
             if a.key in self.hints
         )

@@ -11,9 +11,9 @@ from typing import Any
 
 import attrs
 
-from ipamcore.effects import Effect
+from ipamcore.effects import Effect, FreeEni
 from ipamcore.errors import FailureKind
-from ipamcore.events import EffectFailed, EniCreated, Outcome
+from ipamcore.events import EffectFailed, EniCreated, EniFreed, Outcome
 from ipamcore.model import (
     SUBNET_DISCOVERY_TAG,
     ObservedEni,
@@ -77,6 +77,8 @@ class Upkeep(Runner):
                 "warning", "effect failed", effect_id=effect.effect_id, kind=outcome.kind.value,
                 message=outcome.message,
             )  # fmt: skip
+        if isinstance(outcome, EniFreed) and isinstance(effect, FreeEni):
+            yield from self._teardown_eni(effect.eni_id)
         removed = self.core.apply(outcome, self._now)
         if removed:
             self._count("force_removed_ips", amount=len(removed))
@@ -106,6 +108,17 @@ class Upkeep(Runner):
                 )  # fmt: skip
                 return
             yield Sleep(self._now + self.config.eni_visible_poll_s)
+
+    def _teardown_eni(self, eni_id: str) -> TaskGen:
+        """Remove a freed ENI's rule and routes from the host (a failure is logged: the
+        start's stale cleanup removes what is left)."""
+        info = self.core.eni(eni_id)
+        net = None if info is None else self.eni_network(info)
+        if net is None:
+            return
+        done = yield c.TearDownEni(self._cid(), eni_id, net)
+        if isinstance(done, i.Failed):
+            self._log("warning", "eni teardown failed", eni=eni_id, error=done.message)
 
     def _setup_eni(self, eni: ObservedEni, created: bool = False) -> Any:
         net = self.eni_network(eni)

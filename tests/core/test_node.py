@@ -103,6 +103,8 @@ class Drive:
         while self.has(c.SetUpEni):
             self.done(c.SetUpEni)
         self.done(c.SetUpNode)
+        if self.has(c.RemoveStale):  # skipped under quarantine
+            self.feed(i.StaleRemoved(self.now, self.take(c.RemoveStale).cid, ()))
         self.done(c.Persist)
         assert self.ready
 
@@ -144,6 +146,7 @@ def test_start_up_order_and_the_sweep_of_leaked_enis_takes_any_age_at_the_real_n
         lambda x: i.CheckpointRead(d.now, x.cid, None),
         lambda x: i.PendingDelsRead(d.now, x.cid, ()),
         lambda x: i.Done(d.now, x.cid),
+        lambda x: i.StaleRemoved(d.now, x.cid, ()),
         lambda x: i.Done(d.now, x.cid),
     ):
         [command] = d.open
@@ -154,7 +157,7 @@ def test_start_up_order_and_the_sweep_of_leaked_enis_takes_any_age_at_the_real_n
         d.feed(answer(command))
     assert kinds == [
         "ReadIdentity", "DescribeEnis", "ReadMetadataEnis", "FindLeakedEnis", "ReadCheckpoint",
-        "ReadPendingDels", "SetUpNode", "Persist",
+        "ReadPendingDels", "SetUpNode", "RemoveStale", "Persist",
     ]  # fmt: skip
     assert d.ready and d.node.wake_at == d.now  # the first policy pass at once
 
@@ -184,6 +187,7 @@ def test_an_eni_only_metadata_shows_is_not_adopted() -> None:
 def test_an_unreadable_checkpoint_quarantines_every_address() -> None:
     d = Drive()
     d.boot(checkpoint=None, problem=i.UNREADABLE, detail="truncated")
+    assert any("stale datapath cleanup skipped" in log.event for log in d.logs)
     assert d.node.stats(d.now).available == 0
     assert d.node.stats(d.now + 299).available == 0
     assert d.node.stats(d.now + 301).available == 9
