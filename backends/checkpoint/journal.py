@@ -84,17 +84,20 @@ from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     DIR_MODE,
     FILE_MODE,
+    MAX_CHECKPOINT_BYTES,
     _fsync_dir,
     _move_aside,
     _write_all,
     decode_file_bytes,
 )
-from backends.checkpoint.safe_read import MAX_STATE_FILE, read_regular_file
 from backends.crashpoints import Step, no_step
+from backends.statefile import UnsafeStateFile, read_state_file
 from ipamcore.checkpoint import (
     Checkpoint,
+    Preserved,
     _allocation_json,
     _document,
+    _kept,
     _released_json,
 )
 from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
@@ -107,6 +110,7 @@ RECORD_MAGIC = 0x4C4E524A  # "JRNL"
 RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 MIN_COMPACT_BYTES = 256 * 1024
+MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # A commit's fdatasync runs on the caller's thread (the event loop) while the disk answers
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
@@ -114,6 +118,16 @@ INLINE_SYNC_S = 0.001
 _SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
 
 Fields = tuple[Any, ...]
+
+
+def _read(path: str, limit: int) -> bytes | None:
+    """A state file's bytes (None: there is none); a link, FIFO, device or oversized file is
+    :class:`UnsafeStateFile` (:mod:`backends.statefile`: never followed, waited on or read
+    without bound)."""
+    try:
+        return read_state_file(path, limit)
+    except FileNotFoundError:
+        return None
 
 
 def _record(seq: int, payload: bytes) -> bytes:
@@ -185,6 +199,9 @@ class _State:
     def __init__(self) -> None:
         self.allocs: dict[AllocationKey, tuple[Fields, str]] = {}
         self.released: dict[str, tuple[float, str]] = {}
+        # What a decoded entry keeps (exact timestamp, unknown fields), written back for as
+        # long as the allocation lives (ipamcore.checkpoint.Preserved).
+        self.preserved: dict[AllocationKey, Preserved] = {}
 
     def document(self, seq: int) -> bytes:
         doc = _document(
@@ -193,17 +210,19 @@ class _State:
         return doc[:-1] + b',"journalSeq":%d}' % seq
 
 
-def _fields(a: Any, netns: str) -> Fields:
+def _fields(a: Any, netns: str, kept: Preserved | None = None) -> Fields:
     return (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
-            a.allocated_at, a.pod.namespace, a.pod.name, netns)  # fmt: skip
+            a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
 
 
-def _state_of(cp: Checkpoint) -> _State:
+def _state_of(cp: Checkpoint, known: dict[AllocationKey, Preserved] | None = None) -> _State:
     state = _State()
     paths = dict(cp.netns)
+    state.preserved = {**known, **dict(cp.preserved)} if known else dict(cp.preserved)
     for a in cp.allocations:
         netns = paths.get(a.key, "")
-        state.allocs[a.key] = (_fields(a, netns), _allocation_json(a, netns))
+        kept = _kept(a, state.preserved.get(a.key))
+        state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
     for r in cp.released_at:
         state.released[r[0]] = (r[1], _released_json(r))
     return state
@@ -253,6 +272,9 @@ class JournalCheckpointStore:
         self._off = FILE_HEADER.size
         self._compaction: asyncio.Future[None] | None = None
         self._resetting = False
+        # What the decoded checkpoint keeps (unknown fields, exact timestamps): carried into
+        # the first full save when the document loaded was upstream's.
+        self._loaded_preserved: dict[AllocationKey, Preserved] = {}
         self._sync_s = 0.0  # moving average of the journal's fdatasync, seconds
         self._unsynced = False
         self._background: set[asyncio.Future[None]] = set()
@@ -277,21 +299,41 @@ class JournalCheckpointStore:
         self._close_fd()
         self._state, self._seq = None, 0
         self._remove_stale_temps()
-        data = read_regular_file(self.path)
         base: int | None = None
         checkpoint: Checkpoint | None = None
+        try:
+            data = _read(self.path, MAX_CHECKPOINT_BYTES)
+        except UnsafeStateFile as exc:
+            # Never followed, waited on or read without bound: moved aside (a link is
+            # renamed, not its target), and the start goes on as for a corrupt file.
+            moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
+            bad = CheckpointError(f"{self.path}: {exc.strerror}")
+            raise moved_aside_error(self.path, moved, bad) from None
         if data is not None:
             try:
                 checkpoint = decode_file_bytes(data)
             except CheckpointError as exc:
                 moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
                 raise moved_aside_error(self.path, moved, exc) from exc
+            self._loaded_preserved = dict(checkpoint.preserved)
             found = _SEQ_TAIL.search(data[-64:])
             base = int(found.group(1)) if found else None
-        journal = read_regular_file(self.journal_path, MAX_STATE_FILE)
         records: list[tuple[int, bytes]] = []
         end = FILE_HEADER.size
-        if journal is not None and base is not None:
+        journal: bytes | None = b""
+        if base is not None:
+            try:
+                journal = _read(self.journal_path, MAX_JOURNAL_BYTES)
+            except UnsafeStateFile as exc:
+                journal = None
+                unsafe: CheckpointError | None = CheckpointError(
+                    f"{self.journal_path}: {exc.strerror}"
+                )
+            else:
+                unsafe = None
+            if unsafe is not None:
+                self._move_both_aside(data, unsafe)
+        if journal and base is not None:
             try:
                 records, end = parse_journal(journal)
                 records = [r for r in records if r[0] > base]
@@ -299,12 +341,7 @@ class JournalCheckpointStore:
                 for _seq, payload in records:
                     self._apply(state, payload)
             except CheckpointError as exc:
-                moved = _move_aside(
-                    self.journal_path, self.corrupt_path(self.journal_path, self._clock())
-                )
-                if data is not None:
-                    _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-                raise moved_aside_error(self.journal_path, moved, exc) from exc
+                self._move_both_aside(data, exc)
         if not records:
             # Nothing to replay: the state is ipam.json; a journal of another history (or
             # one whose records are all compacted) is reset before anything is appended.
@@ -332,6 +369,15 @@ class JournalCheckpointStore:
             return False
         return True
 
+    def _move_both_aside(self, data: bytes | None, cause: CheckpointError) -> None:
+        """The journal cannot be trusted: it and ipam.json are moved aside (ipam.json
+        without its journal could lack acknowledged changes) and the start goes on as for a
+        corrupt checkpoint (every address quarantined)."""
+        moved = _move_aside(self.journal_path, self.corrupt_path(self.journal_path, self._clock()))
+        if data is not None:
+            _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
+        raise moved_aside_error(self.journal_path, moved, cause) from cause
+
     def _remove_stale_temps(self) -> None:
         try:
             names = os.listdir(self.directory)
@@ -357,16 +403,20 @@ class JournalCheckpointStore:
         if not isinstance(change, dict):
             raise CheckpointError("journal record must be an object")
         for raw in change.get("del", []):
-            state.allocs.pop(_key_of(raw), None)
+            key = _key_of(raw)
+            state.allocs.pop(key, None)
+            state.preserved.pop(key, None)
         puts = change.get("put", [])
         if puts:
             cp = decode_file_bytes(
                 _document([json.dumps(e, separators=(",", ":")) for e in puts], [])
             )
             paths = dict(cp.netns)
+            state.preserved.update(cp.preserved)
             for a in cp.allocations:
                 netns = paths.get(a.key, "")
-                state.allocs[a.key] = (_fields(a, netns), _allocation_json(a, netns))
+                kept = _kept(a, state.preserved.get(a.key))
+                state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
         for addr in change.get("unrel", []):
             state.released.pop(addr, None)
         rel = change.get("rel", [])
@@ -440,7 +490,7 @@ class JournalCheckpointStore:
             await self._settle()
             state = self._state
             if state is None or self._fd < 0:
-                await self._full(_state_of(checkpoint))
+                await self._full(_state_of(checkpoint, self._loaded_preserved))
                 return
             new, payload, adds = self._diff(state, checkpoint)
             if payload is None:
@@ -487,18 +537,25 @@ class JournalCheckpointStore:
         old_allocs, old_rel = state.allocs, state.released
         puts: list[str] = []
         paths = dict(cp.netns) if cp.netns else {}
+        preserved = state.preserved
+        if cp.preserved:
+            preserved = {**preserved, **dict(cp.preserved)}
         for a in cp.allocations:
             netns = paths.get(a.key, "")
-            fields = _fields(a, netns)
+            kept = _kept(a, preserved.get(a.key)) if preserved else None
+            fields = _fields(a, netns, kept)
             old = old_allocs.get(a.key)
             if old is not None and old[0] == fields:
                 new.allocs[a.key] = old
             else:
-                js = _allocation_json(a, netns)
+                js = _allocation_json(a, netns, kept)
                 new.allocs[a.key] = (fields, js)
                 puts.append(js)
         dels = [k for k in old_allocs if k not in new.allocs] if (
             len(new.allocs) - len(puts) != len(old_allocs)) else []  # fmt: skip
+        if dels and preserved:
+            preserved = {k: v for k, v in preserved.items() if k in new.allocs}
+        new.preserved = preserved
         rels: list[str] = []
         for r in cp.released_at:
             prev = old_rel.get(r[0])
@@ -635,14 +692,17 @@ def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpo
     next to the daemon. A compaction between the two reads shows as a journal that does not
     continue the document read: both are read again."""
     for _ in range(attempts):
-        data = read_regular_file(path)
+        try:
+            data = _read(path, MAX_CHECKPOINT_BYTES)
+            journal = _read(path + ".journal", MAX_JOURNAL_BYTES)
+        except UnsafeStateFile as exc:
+            raise CheckpointError(f"{exc.filename}: {exc.strerror}") from None
         if data is None:
             return None
         checkpoint = decode_file_bytes(data)
         found = _SEQ_TAIL.search(data[-64:])
         if found is None:
             return checkpoint
-        journal = read_regular_file(path + ".journal")
         if journal is None:
             return checkpoint
         base = int(found.group(1))

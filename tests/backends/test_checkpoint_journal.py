@@ -12,7 +12,6 @@ import pytest
 from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
 from backends.checkpoint.errors import CorruptCheckpoint, UnsupportedCheckpoint
 from backends.checkpoint.journal import FILE_HEADER, RECORD_HEADER, parse_journal
-from backends.checkpoint.safe_read import UnsafeStateFile
 from ipamcore.checkpoint import Checkpoint, decode
 from ipamcore.ports import CheckpointStore
 from tests.contract.checkpoint_contract import (
@@ -262,19 +261,44 @@ async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
 
 @pytest.mark.parametrize("which", ["ipam.json", "ipam.json.journal"])
 async def test_files_read_at_start_must_be_regular_files(tmp_path: Path, which: str) -> None:
-    path = tmp_path / "state" / "ipam.json"
-    await _two_records(path)
-    target = path.parent / which
-    outside = tmp_path / "elsewhere"
-    outside.write_bytes(target.read_bytes())
-    target.unlink()
-    target.symlink_to(outside)
-    with pytest.raises(UnsafeStateFile):
-        await journal_store(path).load()
-    target.unlink()
-    os.mkfifo(target)
-    with pytest.raises(UnsafeStateFile):
-        await journal_store(path).load()
+    """A link (even to a valid file) or a FIFO is never followed or waited on: moved aside
+    and reported as corrupt (the node then quarantines every address)."""
+    for kind in ("symlink", "fifo"):
+        path = tmp_path / kind / "state" / "ipam.json"
+        await _two_records(path)
+        target = path.parent / which
+        if kind == "symlink":
+            outside = tmp_path / kind / "elsewhere"
+            outside.write_bytes(target.read_bytes())
+            target.unlink()
+            target.symlink_to(outside)
+        else:
+            target.unlink()
+            os.mkfifo(target)
+        with pytest.raises(CorruptCheckpoint):
+            await journal_store(path).load()
+        assert not target.exists() and not target.is_symlink()
+        assert await journal_store(path).load() is None
+
+
+async def test_unknown_fields_and_exact_timestamps_survive_the_journal(tmp_path: Path) -> None:
+    """Issue 16 item 5 (as the full-rewrite store does): an upstream entry's unknown fields
+    and nanosecond timestamp are written back by the journal and by its compaction."""
+    path = tmp_path / "ipam.json"
+    doc = json.loads(UPSTREAM_IPAM_JSON)
+    doc["allocations"][0]["interfacesCount"] = 2
+    path.write_bytes(json.dumps(doc).encode())
+    store = journal_store(path)
+    cp = await store.load()
+    assert cp is not None
+    await store.save(cp_with(*cp.allocations, A))  # the first save rewrites upstream's file
+    await store.save(cp_with(*cp.allocations, A, B))  # an append
+    again = await journal_store(path).load()
+    assert again is not None and len(again.allocations) == 5
+    await store.compact()
+    entry = json.loads(path.read_bytes())["allocations"][0]
+    assert entry["interfacesCount"] == 2
+    assert entry["allocationTimestamp"] == 1700000000123456789
 
 
 @pytest.mark.parametrize(("value", "journal"), [(None, True), ("true", True), ("false", False)])
