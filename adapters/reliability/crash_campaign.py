@@ -358,9 +358,7 @@ def journal_steps() -> tuple[str, ...]:
     return JOURNAL_STEPS
 
 
-def journal_step_kill(
-    node: LocalNode, ledger: Ledger, step: str, op: str, tag: str
-) -> StepOutcome:
+def journal_step_kill(node: LocalNode, ledger: Ledger, step: str, op: str, tag: str) -> StepOutcome:
     """Kill at ``step`` of the journaled store (``IPAMD_CHECKPOINT_JOURNAL``, the default).
 
     An append step is hit by the second commit of this run: the request under test (an ADD,
