@@ -40,6 +40,7 @@ from ipamcore.views import EniView, PoolStats
 
 T = TypeVar("T")
 DATAPATH_THREADS = 8
+OFFSET_SLACK_S = 0.5  # a wall-clock change smaller than this keeps the stored times
 CLOUD_THREADS = 8
 
 
@@ -90,6 +91,7 @@ class NodeExecutor:
         self.settings = settings
         self.ports = ports
         self.clock = clock
+        self._offset: float | None = None
         self.log = log
         self.metrics = metrics or Metrics()
         self.calls = calls if calls is not None else CallCounter()
@@ -166,8 +168,17 @@ class NodeExecutor:
 
     def _wall_offset(self) -> float:
         """Wall time minus monotonic time: what converts the node's times at the boundary
-        (the checkpoint file, the HTTP views and EC2 tags hold wall time)."""
-        return self.clock.now() - self.clock.monotonic()
+        (the checkpoint file, the HTTP views and EC2 tags hold wall time).
+
+        Kept as long as the clocks agree with it within :data:`OFFSET_SLACK_S`: reading the
+        two clocks again gives a slightly different sum each time, which would change every
+        allocation's stored time at every commit (the journaled store writes only what
+        changed; it would write the whole pool). A step of the wall clock moves it."""
+        offset = self.clock.now() - self.clock.monotonic()
+        kept = self._offset
+        if kept is None or abs(offset - kept) > OFFSET_SLACK_S:
+            self._offset = kept = offset
+        return kept
 
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
@@ -499,6 +510,11 @@ class NodeExecutor:
                 reply = await self.request(lambda now, rid: i.Flush(now, rid))  # type: ignore[arg-type,return-value]
                 if reply.error:
                     raise self._persist_failure or RuntimeError(reply.message)
+                # A journaled store folds its journal into the checkpoint file now, so a
+                # rollback to upstream (which reads only that file) finds every allocation.
+                compact = getattr(self.ports.store, "compact", None)
+                if compact is not None:
+                    await compact()
         finally:
             if self._timer is not None:
                 self._timer.cancel()
