@@ -83,6 +83,7 @@ class Daemon:
             self.metrics_server = HttpServer(make_metrics_app(self.executor.metrics.exposition))
             port = await self.metrics_server.start(settings.metrics.host, settings.metrics.port)
             self.log.info("metrics serving", host=settings.metrics.host, port=port)
+        self.executor.serve()
         self.log.info("serving", socket=settings.socket_path)
 
     async def wait_stopped(self) -> None:

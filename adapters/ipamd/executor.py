@@ -40,6 +40,7 @@ from ipamcore.views import EniView, PoolStats
 
 T = TypeVar("T")
 DATAPATH_THREADS = 8
+OFFSET_SLACK_S = 0.5  # a wall-clock change smaller than this keeps the stored times
 CLOUD_THREADS = 8
 
 
@@ -90,6 +91,7 @@ class NodeExecutor:
         self.settings = settings
         self.ports = ports
         self.clock = clock
+        self._offset: float | None = None
         self.log = log
         self.metrics = metrics or Metrics()
         self.calls = calls if calls is not None else CallCounter()
@@ -122,6 +124,7 @@ class NodeExecutor:
         self._wake_changed: asyncio.Event | None = None
         self._armed_at: float | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._serving: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._datapath_workers = WorkerThreads(DATAPATH_THREADS, "datapath")
         self._cloud_workers = WorkerThreads(CLOUD_THREADS, "cloud")
@@ -169,8 +172,17 @@ class NodeExecutor:
 
     def _wall_offset(self) -> float:
         """Wall time minus monotonic time: what converts the node's times at the boundary
-        (the checkpoint file, the HTTP views and EC2 tags hold wall time)."""
-        return self.clock.now() - self.clock.monotonic()
+        (the checkpoint file, the HTTP views and EC2 tags hold wall time).
+
+        Kept as long as the clocks agree with it within :data:`OFFSET_SLACK_S`: reading the
+        two clocks again gives a slightly different sum each time, which would change every
+        allocation's stored time at every commit (the journaled store writes only what
+        changed; it would write the whole pool). A step of the wall clock moves it."""
+        offset = self.clock.now() - self.clock.monotonic()
+        kept = self._offset
+        if kept is None or abs(offset - kept) > OFFSET_SLACK_S:
+            self._offset = kept = offset
+        return kept
 
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
@@ -196,7 +208,11 @@ class NodeExecutor:
     async def _run_timer(self) -> None:
         assert self._wake_changed is not None
         changed = self._wake_changed
+        serving = self._serving
+        assert serving is not None
         while True:
+            if self.node.ready and not serving.is_set():
+                await serving.wait()  # the first policy pass once the daemon serves
             wake = self.node.wake_at
             self._armed_at = wake
             changed.clear()
@@ -449,9 +465,16 @@ class NodeExecutor:
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()
         self._wake_changed = asyncio.Event()
+        self._serving = asyncio.Event()
         self._timer = loop.create_task(self._run_timer(), name="node-timer")
         self.feed(i.Start(self._now()))
         await self._started
+
+    def serve(self) -> None:
+        """The daemon serves requests: the node's timers run from now on (during the start
+        only its retries do)."""
+        if self._serving is not None:
+            self._serving.set()
 
     async def request(self, make: Callable[[float, int], i.Request]) -> c.Reply:
         """Feed a request made by ``make(now, request_id)`` and wait for its reply."""
@@ -497,6 +520,11 @@ class NodeExecutor:
                 reply = await self.request(lambda now, rid: i.Flush(now, rid))  # type: ignore[arg-type,return-value]
                 if reply.error:
                     raise self._persist_failure or RuntimeError(reply.message)
+                # A journaled store folds its journal into the checkpoint file now, so a
+                # rollback to upstream (which reads only that file) finds every allocation.
+                compact = getattr(self.ports.store, "compact", None)
+                if compact is not None:
+                    await compact()
         finally:
             if self._timer is not None:
                 self._timer.cancel()

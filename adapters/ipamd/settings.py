@@ -27,6 +27,10 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
   another node's hourly leaked-ENI cleanup, see :mod:`ipamcore.node.upkeep`).
+* ``IPAMD_CHECKPOINT_JOURNAL`` = ``true`` (default) | ``false``: ``true`` commits each change
+  as one record appended to ``<checkpoint>.journal`` (one ``fdatasync`` per commit batch,
+  compacted into the checkpoint in the background and at every orderly stop; see
+  :mod:`backends.checkpoint.journal`); ``false`` rewrites the whole checkpoint per commit.
 * ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
   daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
   creation (:mod:`backends.crashpoints`). Never set it in production.
@@ -136,6 +140,7 @@ class Settings:
     # The flight recorder (adapters.ipamd.flight): <checkpoint dir>/flight.log and .1, each
     # up to this many bytes; 0 turns it off.
     flight_recorder_bytes: int = 2 * 1024 * 1024
+    checkpoint_journal: bool = True
     crash_point: str = ""  # test hook, see the module docstring
     # Under Kubernetes (MY_NODE_NAME and an API server: in a pod or KUBECONFIG); its own
     # variables are parsed by backends.kubernetes.settings.
@@ -451,5 +456,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         flight_recorder_bytes=parse_int(
             env, "IPAMD_FLIGHT_RECORDER_BYTES", 2 * 1024 * 1024, lo=0, hi=1 << 30
         ),
+        checkpoint_journal=parse_bool(env, "IPAMD_CHECKPOINT_JOURNAL", True),
         crash_point=_crash_point(env),
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.ipamd.executor import Ports
 from adapters.ipamd.settings import Settings
-from backends.checkpoint import JsonFileCheckpointStore
+from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
 from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
@@ -28,6 +28,7 @@ from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
+from ipamcore.ports import CheckpointStore
 
 
 class AutoFakeDatapath(FakeDatapath):
@@ -206,5 +207,9 @@ def build_ports(
             delete_on_termination=settings.eni_delete_on_termination,
         )
         cloud = Ec2Backend(config, observer=observer, step=crash)
-    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    store: CheckpointStore
+    if settings.checkpoint_journal:
+        store = JournalCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    else:
+        store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
     return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)

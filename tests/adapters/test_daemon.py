@@ -288,7 +288,9 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
 
 async def test_reconcile_picks_up_out_of_band_changes(world: World, daemon: Daemon) -> None:
     primary = world.cloud.enis_of(world.instance_id)[0]
-    total = daemon.executor.stats().total
+    ex = daemon.executor
+    await until(lambda: ex.stats().total > 0 and ex.commands_in_flight == 0, world.clock)
+    total = ex.stats().total  # the warm pool as the first policy pass made it
     world.cloud.add_address(primary.eni_id, "10.0.9.9")
     await world.clock.advance(61)
     await until(lambda: daemon.executor.stats().total == total + 1, world.clock)
@@ -413,6 +415,11 @@ async def test_an_add_whose_client_left_keeps_no_address(world: World) -> None:
     d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
     await d.start()
     try:
+        n = 100
+        await eventually(lambda: d.executor.effects_in_flight == 0)
+        while d.executor.stats().available:  # whatever the start topped up: taken
+            assert (await call(world.socket_path, add_request(n))).ok
+            n += 1
         world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
         _, writer = await asyncio.open_unix_connection(world.socket_path)
         writer.write(p.encode_request(add_request(1)))
@@ -420,11 +427,11 @@ async def test_an_add_whose_client_left_keeps_no_address(world: World) -> None:
         await eventually(lambda: d.executor.node.waiting == 1)
         writer.close()
         await eventually(lambda: d.executor.node.waiting == 0)
-        assert d.executor.core.allocations() == []
+        assert d.executor.core.get(key_of(1)) is None
         second = asyncio.create_task(call(world.socket_path, add_request(2)))
         await until(second.done, world.clock, step=1.0)
         assert second.result().ok
-        assert [a.key.container_id for a in d.executor.core.allocations()] == ["c0002"]
+        assert d.executor.core.get(key_of(1)) is None and d.executor.core.get(key_of(2))
     finally:
         await d.stop()
 
@@ -459,12 +466,12 @@ async def test_the_flight_record_replays_and_explains_a_wait(world: World) -> No
         out = io.StringIO()
         assert ipamctl(["explain", "--log", log, "--pod", f"default/pod-{n}"], out) == 0
         stories.append(out.getvalue())
-    assert all("reply: 10." in story for story in stories)
-    assert any("it waits" in story and "created and attached" in story for story in stories)
+    assert all("ADD aws-cni/" in story and "reply: 10." in story for story in stories)
     out = io.StringIO()  # what if the node had kept 5 addresses warm: no pod waits
     assert ipamctl(["replay", log, "--what-if", "WARM_IP_TARGET=5"], out) == 0, out.getvalue()
     assert "WARM_IP_TARGET=5" in out.getvalue() and "address wait" in out.getvalue()
     out = io.StringIO()
     eni_id = world.cloud.enis_of(world.instance_id)[1].eni_id
     assert ipamctl(["explain", "--log", log, "--eni", eni_id], out) == 0
+    assert "created and attached" in out.getvalue()
     assert "instance metadata lists" in out.getvalue()
