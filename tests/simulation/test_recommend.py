@@ -228,7 +228,7 @@ def test_default_sweep_skips_prefix_delegation_on_a_type_without_it(
 ) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text(TRACE)
-    code, out = cli(["recommend", "--trace", str(trace), "--instance-type", "t2.medium",
+    _code, out = cli(["recommend", "--trace", str(trace), "--instance-type", "t2.medium",
                      "--no-progress", "--json"])  # fmt: skip
     doc = json.loads(out)
     labels = [c["label"] for c in doc["candidates"]]
@@ -290,7 +290,9 @@ def test_table_sets_each_candidate_against_the_default(tmp_path: Path) -> None:
 def test_trade_off_words() -> None:
     base = cand("WARM_ENI_TARGET=1", 100, 0.0, 80)
     lean = cand("WARM_IP_TARGET=3", 20, 0.3, 3500)
-    assert trade_off(lean, base) == "80% fewer idle addresses for 44x the EC2 calls, p99 wait +0.30 s"
+    assert trade_off(lean, base) == (
+        "80% fewer idle addresses for 44x the EC2 calls, p99 wait +0.30 s"
+    )
     assert trade_off(cand("x", 50, 0.0, 40), base).startswith("better: 50% fewer idle")
     assert trade_off(cand("y", 200, 0.0, 80), base) == "worse: 2.0x the idle addresses"
 
@@ -302,13 +304,13 @@ def test_plot_is_checked_before_the_run(
     trace.write_text(TRACE)
     ran: list[int] = []
     monkeypatch.setattr("adapters.ipamctl_recommend.sweep", lambda *a, **k: ran.append(1))
-    code, out = cli(["recommend", "--trace", str(trace), "--no-progress",
+    code, _out = cli(["recommend", "--trace", str(trace), "--no-progress",
                      "--plot", str(tmp_path / "nowhere" / "rec.png")])  # fmt: skip
     assert code == 2 and not ran and "does not exist" in capsys.readouterr().err
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    code, out = cli(["recommend", "--trace", str(trace), "--no-progress",
+    code, _out = cli(["recommend", "--trace", str(trace), "--no-progress",
                      "--plot", str(tmp_path / "rec.png")])  # fmt: skip
     assert code == 2 and not ran and "needs matplotlib" in capsys.readouterr().err
 
