@@ -18,7 +18,12 @@ from typing import Any, TextIO
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, run_doctor
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
-from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
+from adapters.ipamctl_simulate import (
+    add_import_parser,
+    add_simulate_parser,
+    run_import,
+    run_simulate,
+)
 from adapters.protocol import DEFAULT_SOCKET_PATH
 from backends.checkpoint import DEFAULT_PATH, read_checkpoint_file
 from ipamcore.errors import CheckpointError, UnknownInstanceType
@@ -196,13 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
     add_simulate_parser(sub)
     add_recommend_parser(sub)
+    add_import_parser(sub)
     return parser
 
 
 COMMANDS = {
     "enis": cmd_enis, "pods": cmd_pods, "stats": cmd_stats, "env": cmd_env,
     "checkpoint": cmd_checkpoint, "max-pods": cmd_max_pods, "doctor": cmd_doctor,
-    "simulate": run_simulate, "recommend": run_recommend,
+    "simulate": run_simulate, "recommend": run_recommend, "import-trace": run_import,
 }  # fmt: skip
 
 

@@ -263,7 +263,7 @@ def to_csv(trace: Trace) -> str:
     """A trace as CSV with its node names (what ``--trace`` reads back)."""
     out = []
     if trace.rebased_by:
-        out.append(f"# times are seconds after Unix time {trace.rebased_by:.0f}")
+        out.append(f"# times are seconds after Unix time {trace.rebased_by:.6f}")
     out.append("time,node,event,pod")
     out.extend(f"{round(e.time, 6)!r},{trace.node_names[e.node]},{e.event},{e.pod}"
                for e in trace.events)  # fmt: skip
