@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, run_doctor
+from adapters.ipamctl.economy import add_economy_parsers, cmd_fragmentation, cmd_subnets
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl_simulate import (
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
     doc.add_argument("--kubernetes-version", default="", help="e.g. 1.31 (checks the table)")
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
+    add_economy_parsers(sub)
     add_simulate_parser(sub)
     add_recommend_parser(sub)
     add_import_parser(sub)
@@ -209,6 +211,8 @@ COMMANDS = {
     "enis": cmd_enis, "pods": cmd_pods, "stats": cmd_stats, "env": cmd_env,
     "checkpoint": cmd_checkpoint, "max-pods": cmd_max_pods, "doctor": cmd_doctor,
     "simulate": run_simulate, "recommend": run_recommend, "import-trace": run_import,
+    "subnets": lambda args, out: cmd_subnets(args, out, fetch),
+    "fragmentation": lambda args, out: cmd_fragmentation(args, out, fetch),
 }  # fmt: skip
 
 

@@ -90,7 +90,8 @@ async def _wait_for_address(agent: Agent, key: AllocationKey, pod: PodRef) -> Al
     ``add_wait_s`` passes."""
     agent.metrics.no_ip.inc()
     agent.waiting += 1
-    deadline = agent.clock.now() + agent.settings.add_wait_s
+    began = agent.clock.now()
+    deadline = began + agent.settings.add_wait_s
     woken_before = False
     try:
         while True:
@@ -107,6 +108,7 @@ async def _wait_for_address(agent: Agent, key: AllocationKey, pod: PodRef) -> Al
                 woken_before = True
     finally:
         agent.waiting -= 1
+        agent.metrics.ip_wait.observe(agent.clock.now() - began)
 
 
 async def add(agent: Agent, req: p.Request) -> p.Reply:

@@ -329,6 +329,7 @@ async def start(agent: Agent) -> None:
     if legacy_hints:
         agent.hints.drop_legacy_file()  # the checkpoint just written carries the paths
     agent.metrics.bind_pool(agent.stats)
+    agent.metrics.bind_node(agent.eni_views, lambda: agent.waiting, agent.ports.cloud)
     elapsed = time.monotonic() - began
     agent.metrics.startup_duration.set(elapsed)
     agent.ready = True
