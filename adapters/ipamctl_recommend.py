@@ -315,6 +315,20 @@ def trade_off(c: Candidate, base: Candidate) -> str:
     return ", ".join(gains) + " for " + ", ".join(costs)
 
 
+def no_regret(candidates: Sequence[Candidate], default: Candidate) -> Candidate | None:
+    """The setting with the fewest idle address-hours among those at least as good as the
+    default on every measure (idle, p99, calls, pods over the threshold, unserved,
+    throttled) and better on one: a change that costs nothing. None if there is none."""
+    def key(c: Candidate) -> tuple[float, ...]:
+        m = c.measures
+        return (m.idle_address_hours, m.wait_p99_s, float(m.mutating_total),
+                float(m.pods_over_threshold), float(m.pods_unserved), float(m.throttled_total))
+
+    base = key(default)
+    better = [c for c in candidates if c is not default and dominates(key(c), base)]
+    return min(better, key=lambda c: c.measures.idle_address_hours, default=None)
+
+
 def peak_pods_per_node(events: Sequence[PodEvent]) -> tuple[int, int]:
     """(most pods alive at once on one node, that node's index) in a workload."""
     live: Counter[int] = Counter()
@@ -432,9 +446,10 @@ def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, pa
         while any(abs(fx - px) < 0.03 and abs(fy + 0.035 * k - py) < 0.03 for px, py in placed):
             k += 1
         placed.append((fx, fy + 0.035 * k))
+        leader = {"arrowstyle": "-", "lw": 0.6, "color": "gray"} if k else None
         ax.annotate(str(i), (m.idle_address_hours, m.wait_p99_s), fontsize=9,
-                    fontweight="bold", xytext=(7, 5 + 13 * k),
-                    textcoords="offset points", zorder=4)  # fmt: skip
+                    fontweight="bold", xytext=(7, 5 + 13 * k), textcoords="offset points",
+                    zorder=4, arrowprops=leader)  # fmt: skip
     from matplotlib.lines import Line2D
 
     handles = ax.get_legend_handles_labels()[0] + [
@@ -543,6 +558,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     default = next(c for c in candidates if c.is_default())
     title = f"{setup.source}, {base.nodes} x {base.instance_type}"
     code = 0 if verdict.met else 1
+    safe = no_regret(candidates, default)
     if args.rec_json or getattr(args, "json", False):
         doc = {
             "source": setup.source, "nodes": base.nodes, "instance_type": base.instance_type,
@@ -566,6 +582,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "recommendation": dict(best.summary(), trade_off=trade_off(best, default))
             if verdict.met else None,
             "closest": None if verdict.met else best.summary(),
+            "no_regret": safe.label if safe is not None else None,
             "definitions": {"idle_address_hours": IDLE_DEFINITION},
         }  # fmt: skip
         stream.write(json.dumps(doc, indent=2) + "\n")
@@ -633,4 +650,8 @@ def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdic
         stream.write(f"  trade-off: {trade_off(best, default)}\n")
     for note in best.notes:
         stream.write(f"  warning: {note}\n")
+    safe = no_regret(candidates, default)
+    if safe is not None and safe is not best:
+        stream.write(f"\nno-regret alternative: {safe.label} is at least as good as the default "
+                     f"on every measure ({trade_off(safe, default)}): {figures(safe.measures)}\n")
     stream.write(f"\n{IDLE_DEFINITION}.\n")

@@ -407,7 +407,7 @@ def plot(measures: Measures, path: str, title: str) -> None:
     top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
              color="tab:gray", linestyle=":")  # fmt: skip
     top.set_ylabel("addresses (whole cluster)")
-    top.legend(loc="upper left", fontsize=8, ncol=2)
+    top.legend(loc="center right", fontsize=8)
     top.set_title(title, fontsize=10)
     top.grid(alpha=0.3)
     top.text(0.99, 0.97, f"idle address-hours {measures.idle_address_hours:,.1f}\n"

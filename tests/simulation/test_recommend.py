@@ -17,6 +17,7 @@ from adapters.ipamctl_recommend import (
     add_recommend_parser,
     dominates,
     frontier,
+    no_regret,
     parse_candidate,
     recommend,
     run_recommend,
@@ -337,3 +338,12 @@ def test_help_describes_the_trace_format(capsys: pytest.CaptureFixture[str]) -> 
         ipamctl_main(["recommend", "--help"])
     text = capsys.readouterr().out
     assert "time,node,event,pod" in text and "Unix epoch" in text and "kubectl-pods" in text
+
+
+def test_no_regret_alternative_is_better_than_the_default_on_every_measure() -> None:
+    default = Candidate("WARM_ENI_TARGET=1", "upstream", (), measures(100, 0.0, 80))
+    lean = cand("WARM_IP_TARGET=2", 20, 0.7, 4000)
+    safe = cand("WARM_IP_TARGET=5,MINIMUM_IP_TARGET=20", 70, 0.0, 80)
+    worse = cand("WARM_ENI_TARGET=2", 150, 0.0, 140)
+    assert no_regret([default, lean, safe, worse], default) is safe
+    assert no_regret([default, lean, worse], default) is None
