@@ -53,11 +53,12 @@ from ipamcore.views import EniView, PoolStats
 
 ADD_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 IP_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
-# DescribeSubnets at most this often per node (only while someone scrapes). EC2 meters
-# non-mutating actions per account with a bucket of 100 tokens refilled at 20 a second: a
-# 1,000-node cluster asking every 600 s spends 1.7 tokens a second, under a tenth of the
-# refill, and never touches the mutating actions' buckets that pods wait on. Above about
-# 2,000 nodes, raise it (nodes / 2 seconds keeps it under a twentieth).
+# DescribeSubnets at most this often per node (only while someone scrapes). EC2 meters each
+# action per account in a token bucket of its own; a non-mutating action's holds 100 tokens
+# refilled at 20 a second: a 1,000-node cluster asking every 600 s spends 1.7 tokens a second
+# of DescribeSubnets' bucket, under a tenth of its refill, and nothing of the buckets of the
+# calls pods wait on. Above about 2,000 nodes, raise it (nodes / 2 seconds keeps it at a
+# twentieth).
 SUBNET_REFRESH_S = 600.0
 SUBNET_JITTER = 0.1
 
