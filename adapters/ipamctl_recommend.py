@@ -57,6 +57,7 @@ from adapters.ipamctl_simulate import (
 from backends.simulation import Cluster, Measures, SimConfig
 from backends.simulation.workload import ADD, PodEvent
 from ipamcore.config import PolicyName, PoolConfig
+from ipamcore.economy import usable_addresses
 from ipamcore.limits import InstanceLimits, limits_for
 
 DEFAULT_SPEC = "WARM_ENI_TARGET=1"
@@ -340,6 +341,15 @@ def peak_pods_per_node(events: Sequence[PodEvent]) -> tuple[int, int]:
     return peak, where
 
 
+def peak_pods_in_cluster(events: Sequence[PodEvent]) -> int:
+    """Most pods alive at once across the cluster."""
+    live = peak = 0
+    for e in events:
+        live += 1 if e.event == ADD else -1
+        peak = max(peak, live)
+    return peak
+
+
 @attrs.frozen
 class Verdict:
     """The recommendation, or the closest setting and why nothing qualifies."""
@@ -356,6 +366,7 @@ def judge(
     limits: InstanceLimits,
     node_names: Sequence[str] = (),
     skipped: Sequence[str] = (),
+    subnet_addresses: int = 0,
 ) -> Verdict:
     """:func:`recommend`, and when its choice does not qualify, the reasons in numbers."""
     best = recommend(candidates, max_p99_s)
@@ -387,6 +398,19 @@ def judge(
             pd = node_capacity(limits, PoolConfig(prefix_delegation=True))
             why += f"; with prefix delegation it holds {pd:,}"
         reasons.append(why)
+    if m.failed_effects.get("subnet_full") or m.subnet_peak_fraction >= 0.98:
+        full = m.failed_effects.get("subnet_full", 0)
+        reasons.append(
+            f"subnets full: the fullest subnet reached {m.subnet_peak_fraction:.0%} of its "
+            f"addresses ({m.subnet_peak_used:,} in use across the subnets; "
+            f"{plural(full, 'call')} failed with InsufficientFreeAddressesInSubnet): a "
+            "larger subnet, fewer nodes a subnet, or a warm pool that holds fewer idle "
+            "addresses"
+        )
+        if subnet_addresses:
+            live = peak_pods_in_cluster(events)
+            reasons[-1] += (f"; the workload has up to {live:,} pods at once, the subnets "
+                            f"{subnet_addresses:,} addresses for pods")
     throttled = [c for c in candidates if not qualifies(c, max_p99_s)
                  and c.measures.throttled_total > 0]  # fmt: skip
     if len(throttled) == len(candidates) and candidates:
@@ -552,7 +576,9 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     progress = None if args.no_progress else sys.stderr
     candidates = sweep(base, setup.events, specs, progress, notes=notes)
     names = setup.trace.node_names if setup.trace is not None else ()
-    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped)
+    subnets = -(-base.nodes // base.nodes_per_subnet)
+    room = subnets * usable_addresses(f"10.0.0.0/{base.subnet_prefix_len}") - base.nodes
+    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room)
     best = verdict.best
     front = frontier(candidates)
     default = next(c for c in candidates if c.is_default())

@@ -129,6 +129,11 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
                     help="nodes boot spread over this long (scenario default ~0.3 s a node)")
     sp.add_argument("--wait-threshold", type=float, default=5.0, metavar="SECONDS",
                     help="count pods that waited longer than this (default %(default)s)")
+    sp.add_argument("--subnet-size", metavar="/N", default="/16",
+                    help="each subnet's prefix length, /16 to /28 (default %(default)s): a "
+                    "small one runs out, as real subnets do")
+    sp.add_argument("--nodes-per-subnet", type=int, default=250, metavar="N",
+                    help="nodes launched in each subnet (default %(default)s)")
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -319,6 +324,15 @@ def build_setup(args: argparse.Namespace) -> Setup:
         limits = limits_for(instance_type)
     except UnknownInstanceType:
         raise SimulateUsageError(f"unknown instance type {instance_type!r}") from None
+    subnet_len = parse_subnet_size(getattr(args, "subnet_size", "/16"))
+    per_subnet = getattr(args, "nodes_per_subnet", 250)
+    if per_subnet < 1:
+        raise SimulateUsageError("--nodes-per-subnet must be 1 or more")
+    if -(-nodes // per_subnet) > 256:
+        raise SimulateUsageError(
+            f"{nodes} nodes at {per_subnet} a subnet need more than the 256 subnets "
+            "10.0.0.0/8 holds: raise --nodes-per-subnet"
+        )
     impossible, ignored = check_settings(pool, knob_names(args.knobs), limits)
     if impossible:
         raise SimulateUsageError("; ".join(impossible))
@@ -326,8 +340,17 @@ def build_setup(args: argparse.Namespace) -> Setup:
     config = SimConfig(
         nodes=nodes, duration_s=duration, instance_type=instance_type, pool=pool,
         seed=args.seed, boot_spread_s=spread, wait_threshold_s=args.wait_threshold,
+        subnet_prefix_len=subnet_len, nodes_per_subnet=per_subnet,
     )  # fmt: skip
     return Setup(config, events, source, tuple(notes), trace)
+
+
+def parse_subnet_size(text: str) -> int:
+    """``/24`` or ``24`` -> 24, from 16 to 28."""
+    value = str(text).strip().lstrip("/")
+    if not value.isdigit() or not 16 <= int(value) <= 28:
+        raise SimulateUsageError(f"--subnet-size {text!r}: a prefix length from /16 to /28")
+    return int(value)
 
 
 def build_config(args: argparse.Namespace) -> tuple[SimConfig, list[PodEvent]]:

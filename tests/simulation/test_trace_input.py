@@ -160,3 +160,31 @@ def test_table_defines_idle_address_hours() -> None:
     code, out = cli(["simulate", "--scenario", "burst", "--nodes", "1", "--duration", "120",
                      "--no-progress"])  # fmt: skip
     assert code == 0 and "idle address-hours: addresses held on the nodes' ENIs" in out
+
+
+def test_a_small_subnet_runs_out(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = cli(["--json", "simulate", "--scenario", "burst", "--nodes", "4",
+                     "--duration", "600", "--subnet-size", "/26", "--nodes-per-subnet", "4",
+                     "--no-progress"])  # fmt: skip
+    assert code == 0
+    m = json.loads(out)["measures"]
+    assert m["failed_effects"].get("subnet_full", 0) > 0 and m["pods_over_threshold"] > 0
+    assert m["subnet_peak_fraction"] > 0.7  # what the ENIs took; a whole ENI no longer fits
+
+
+@pytest.mark.parametrize("size", ["/15", "/29", "big"])
+def test_bad_subnet_size_is_refused(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = cli(["simulate", "--scenario", "burst", "--subnet-size", size, "--no-progress"])
+    assert code == 2 and "--subnet-size" in capsys.readouterr().err
+
+
+def test_recommend_says_the_subnets_are_full() -> None:
+    from adapters.ipamctl.main import main as ipamctl_main
+
+    out = io.StringIO()
+    code = ipamctl_main(["recommend", "--scenario", "burst", "--nodes", "4", "--duration",
+                         "600", "--subnet-size", "/26", "--nodes-per-subnet", "4",
+                         "--no-progress", "--candidate", "WARM_IP_TARGET=2"], out)  # fmt: skip
+    text = out.getvalue()
+    assert code == 1 and "NO RECOMMENDATION" in text
+    assert "subnets full" in text and "InsufficientFreeAddressesInSubnet" in text
