@@ -138,7 +138,9 @@ class SubnetWatch:
         self._busy = False
 
     def current(self) -> tuple[list[Subnet], dict[str, float]]:
-        """The last description (maybe none yet); starts a refresh when it is stale."""
+        """The last description (maybe none yet); starts a refresh when it is stale. The
+        node's subnet ids are read here, in the caller's thread (the pool's views are the
+        event loop's); only the EC2 call runs in the refresh thread."""
         now = self.clock()
         with self._lock:
             stale = self.asked_at is None or now - self.asked_at >= self.interval_s
@@ -148,12 +150,17 @@ class SubnetWatch:
                 self.asked_at = now
             subnets, when = list(self.subnets), dict(self.described_at)
         if start:
-            self.spawn(self._refresh)
+            try:
+                ids = sorted(set(self.subnet_ids()))
+            except Exception:
+                with self._lock:
+                    self._busy = False
+                raise
+            self.spawn(lambda: self._refresh(ids))
         return subnets, when
 
-    def _refresh(self) -> None:
+    def _refresh(self, ids: list[str]) -> None:
         try:
-            ids = sorted(set(self.subnet_ids()))
             if not ids:
                 return
             self.calls += 1
