@@ -134,6 +134,9 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
                     "small one runs out, as real subnets do")
     sp.add_argument("--nodes-per-subnet", type=int, default=250, metavar="N",
                     help="nodes launched in each subnet (default %(default)s)")
+    sp.add_argument("--metadata-lag", type=float, default=0.0, metavar="SECONDS",
+                    help="instance metadata shows a new ENI this long after its attach; the "
+                    "node uses it only then (default %(default)s; about 1.5 on EC2)")
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -333,6 +336,9 @@ def build_setup(args: argparse.Namespace) -> Setup:
             f"{nodes} nodes at {per_subnet} a subnet need more than the 256 subnets "
             "10.0.0.0/8 holds: raise --nodes-per-subnet"
         )
+    lag = float(getattr(args, "metadata_lag", 0.0))
+    if not 0 <= lag <= 60:
+        raise SimulateUsageError("--metadata-lag must be from 0 to 60 seconds")
     impossible, ignored = check_settings(pool, knob_names(args.knobs), limits)
     if impossible:
         raise SimulateUsageError("; ".join(impossible))
@@ -341,6 +347,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
         nodes=nodes, duration_s=duration, instance_type=instance_type, pool=pool,
         seed=args.seed, boot_spread_s=spread, wait_threshold_s=args.wait_threshold,
         subnet_prefix_len=subnet_len, nodes_per_subnet=per_subnet,
+        metadata_lag_s=lag,
     )  # fmt: skip
     return Setup(config, events, source, tuple(notes), trace)
 

@@ -61,6 +61,7 @@ class SimNode:
         self.instance_id = instance_id
         self.port = cloud.port(instance_id)
         self.metadata = cloud.metadata(instance_id)
+        self.metadata_lag_s = cloud.metadata_lag  # a new ENI is used once metadata shows it
         self.clock = clock
         self.ipam = Ipam(config, limits)
         self.rec = recorder
@@ -152,6 +153,8 @@ class SimNode:
         now = self.clock.now
         for effect in self.ipam.plan(now, waiting=len(self.waiting)):
             outcome, latency = self._call_cloud(effect)
+            if isinstance(outcome, EniCreated):  # as the daemon: not before metadata lists it
+                latency += self.metadata_lag_s
             self.clock.at(now + latency, self._apply, outcome)
         self._serve()  # cooldowns may have ended
         self._tick_gen += 1

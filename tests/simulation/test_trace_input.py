@@ -188,3 +188,18 @@ def test_recommend_says_the_subnets_are_full() -> None:
     text = out.getvalue()
     assert code == 1 and "NO RECOMMENDATION" in text
     assert "subnets full" in text and "InsufficientFreeAddressesInSubnet" in text
+
+
+def test_metadata_lag_delays_a_new_enis_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "burst.csv"
+    path.write_text("".join(f"{30 + i * 0.01:.2f},0,add,p{i}\n" for i in range(40)))
+
+    def max_wait(lag: str) -> float:
+        code, out = cli(["--json", "simulate", "--trace", str(path), "--metadata-lag", lag,
+                         "--no-progress"])  # fmt: skip
+        assert code == 0
+        return float(json.loads(out)["measures"]["wait_max_s"])
+
+    # 40 pods at once outgrow the warm ENIs: the last wait for a new ENI, then its metadata
+    assert max_wait("0") > 0
+    assert max_wait("1.5") >= max_wait("0") + 1.4
