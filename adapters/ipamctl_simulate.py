@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from backends.fakecloud.latency import REALISTIC_METADATA_LAG_S
 from backends.simulation import SCENARIOS, Cluster, Measures, SimConfig, TraceError
 from backends.simulation.importers import SOURCES, import_trace, to_csv
 from backends.simulation.workload import EPOCH_THRESHOLD_S, PodEvent, Trace, read_trace
@@ -134,9 +135,11 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
                     "small one runs out, as real subnets do")
     sp.add_argument("--nodes-per-subnet", type=int, default=250, metavar="N",
                     help="nodes launched in each subnet (default %(default)s)")
-    sp.add_argument("--metadata-lag", type=float, default=0.0, metavar="SECONDS",
+    sp.add_argument("--metadata-lag", type=float, default=REALISTIC_METADATA_LAG_S,
+                    metavar="SECONDS",
                     help="instance metadata shows a new ENI this long after its attach; the "
-                    "node uses it only then (default %(default)s; about 1.5 on EC2)")
+                    "node uses it only then (default %(default)s, as on EC2; "
+                    "benchmarks/calibration.py)")
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -336,7 +339,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
             f"{nodes} nodes at {per_subnet} a subnet need more than the 256 subnets "
             "10.0.0.0/8 holds: raise --nodes-per-subnet"
         )
-    lag = float(getattr(args, "metadata_lag", 0.0))
+    lag = float(getattr(args, "metadata_lag", REALISTIC_METADATA_LAG_S))
     if not 0 <= lag <= 60:
         raise SimulateUsageError("--metadata-lag must be from 0 to 60 seconds")
     impossible, ignored = check_settings(pool, knob_names(args.knobs), limits)
