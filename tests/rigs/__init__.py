@@ -1,0 +1,1 @@
+"""Test rigs: stand-ins for services the tests cannot get here (not shipped)."""
