@@ -2,7 +2,7 @@
 every 5 minutes for an hour, each pod living 1-2 minutes; Unix-epoch times and node names,
 as an export of a real cluster would have them.
 
-    python benchmarks/cronjob_trace.py [--pods-per-node-per-wave 10] [--seed 1] > cron.csv
+    python benchmarks/traces/cronjob_trace.py [--pods 200] [--waves 12] [--seed 1] > cron.csv
     ipamctl recommend --trace cron.csv --plot rec.png
 
 Deterministic for a seed. ``--pods 400`` on ``--instance-type t2.medium`` gives nodes that
