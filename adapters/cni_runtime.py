@@ -39,6 +39,7 @@ class CniRuntime(Protocol):
         netns: str,
         container_id: str,
         prev_result: dict[str, Any] | None = None,
+        if_name: str = "eth0",
     ) -> dict[str, Any]: ...
 
 
@@ -59,13 +60,14 @@ class PluginExec:
         netns: str,
         container_id: str,
         prev_result: dict[str, Any] | None = None,
+        if_name: str = "eth0",
     ) -> dict[str, Any]:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": container_id,
             "CNI_NETNS": netns,
-            "CNI_IFNAME": "eth0",
+            "CNI_IFNAME": if_name,
             "CNI_PATH": os.path.dirname(sys.executable),
             "CNI_ARGS": pod_args(pod),
         }
@@ -144,13 +146,14 @@ class Libcni:
         netns: str,
         container_id: str,
         prev_result: dict[str, Any] | None = None,
+        if_name: str = "eth0",
     ) -> dict[str, Any]:
         # prev_result is not passed: libcni hands DEL/CHECK the result it cached on ADD.
         inside = [] if self.netns is None else ["ip", "netns", "exec", self.netns]
         done = subprocess.run(
             [*inside, self.runner, "-cmd", command.lower(), "-conflist", str(self.conflist),
              "-bin-dirs", str(self.bin_dir), "-cache-dir", str(self.cache_dir),
-             "-container-id", container_id, "-netns", netns, "-ifname", "eth0",
+             "-container-id", container_id, "-netns", netns, "-ifname", if_name,
              "-args", pod_args(pod)],
             capture_output=True,
             timeout=90,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
 import ipaddress
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ IPAMD_ENV = (
     "DISABLE_METRICS", "DISABLE_LEAKED_ENI_CLEANUP", "ENI_DELETE_ON_TERMINATION",
     "AWS_VPC_K8S_CNI_LOGLEVEL",
     "AWS_EC2_ENDPOINT", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "IPAMD_SOCKET",
-    "IPAMD_PENDING_DEL_DIR", "IPAMD_DATAPATH", "IPAMD_CLOUD", "AWS_REGION",
+    "IPAMD_PENDING_DEL_DIR", "IPAMD_DATAPATH", "IPAMD_CLOUD", "AWS_REGION", "IPAMD_HOST_NETNS",
 )  # fmt: skip
 NETWORKUTILS_ENV = (
     "AWS_VPC_K8S_CNI_EXTERNALSNAT", "AWS_VPC_K8S_CNI_RANDOMIZESNAT", "AWS_VPC_ENI_MTU",
@@ -124,8 +125,16 @@ def enis_document(views: list[EniView]) -> dict[str, Any]:
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
 
 
+def container_tag(container_id: str) -> str:
+    """A short tag of a container id that does not reveal it (12 hex digits of its sha256):
+    enough to tell two sandboxes of one pod apart, or to match a known id."""
+    return hashlib.sha256(container_id.encode()).hexdigest()[:12]
+
+
 def pods_document(views: list[EniView]) -> dict[str, Any]:
-    """Pods by ``namespace/name/ifname``: address, ENI, device (container ids blanked)."""
+    """Every allocation, by ``network/container tag/ifname`` (two sandboxes of one pod, or
+    pods without Kubernetes names, are rows of their own): pod, address, ENI, device, and
+    the container's tag (:func:`container_tag`; ids themselves stay hidden)."""
     pods: dict[str, Any] = {}
     for view in views:
         for block in view.blocks:
@@ -133,8 +142,9 @@ def pods_document(views: list[EniView]) -> dict[str, Any]:
                 if a.state != "assigned" or a.key is None:
                     continue
                 ns, name = (a.pod.namespace, a.pod.name) if a.pod else ("", "")
-                pods[f"{ns}/{name}/{a.key.if_name}"] = {
-                    "Namespace": ns, "Name": name, "Container": "",
+                tag = container_tag(a.key.container_id)
+                pods[f"{a.key.network_name}/{tag}/{a.key.if_name}"] = {
+                    "Namespace": ns, "Name": name, "Container": tag,
                     "NetworkName": a.key.network_name, "IfName": a.key.if_name,
                     "IP": a.address, "ENI": view.eni_id, "DeviceNumber": view.device_index,
                     "AssignedTime": go_time(a.assigned_at),
@@ -268,12 +278,99 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class HttpServer:
-    """An aiohttp app on host:port (port 0: any free port, see :attr:`port`)."""
+HEADER_TIMEOUT_S = 10.0  # a connection must have sent a whole request by then
+MAX_CONNECTIONS = 128  # open at once, per server; more are closed at once
 
-    def __init__(self, app: web.Application) -> None:
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind a cap and a deadline: past the server's
+    connection cap it is closed at once; one that has not sent a whole request within the
+    header timeout is closed. One request per connection (the answer closes it), so an idle
+    or half-sent connection never holds a descriptor for long."""
+
+    def __init__(self, owner: HttpServer, inner: asyncio.Protocol) -> None:
+        self._owner = owner
+        self._inner = inner
+        self._transport: asyncio.BaseTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        owner = self._owner
+        if len(owner.connections) >= owner.max_connections:
+            owner.refused += 1
+            transport.abort()
+            return
+        self._counted = True
+        owner.connections[transport] = self
+        self._timer = asyncio.get_running_loop().call_later(
+            owner.header_timeout_s, self._expired
+        )
+        self._inner.connection_made(transport)
+
+    def request_started(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._owner.timed_out += 1
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._counted:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._counted else None
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:
+            return
+        self.request_started()
+        self._owner.connections.pop(self._transport, None)  # type: ignore[arg-type]
+        self._inner.connection_lost(exc)
+
+
+class HttpServer:
+    """An aiohttp app on host:port (port 0: any free port, see :attr:`port`), hardened for
+    a port that anyone on the network may reach (the metrics port listens on every address
+    by default): at most ``max_connections`` open connections, a whole request within
+    ``header_timeout_s`` of connecting, one request per connection."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        app.middlewares.append(self._one_request)
         self._runner = web.AppRunner(app, access_log=None)
+        self._server: asyncio.AbstractServer | None = None
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.connections: dict[asyncio.BaseTransport, _Guarded] = {}
+        self.refused = 0  # connections closed at once: over the cap
+        self.timed_out = 0  # connections closed: no whole request in time
         self.port = 0
+
+    @web.middleware
+    async def _one_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        guarded = self.connections.get(request.transport)  # type: ignore[arg-type]
+        if guarded is not None:
+            guarded.request_started()
+        response: web.StreamResponse = await handler(request)
+        response.force_close()
+        return response
 
     async def start(self, host: str, port: int, allow_non_loopback: bool = True) -> int:
         if not allow_non_loopback and not is_loopback(host):
@@ -282,12 +379,18 @@ class HttpServer:
                 "set INTROSPECTION_ALLOW_NON_LOOPBACK=true to allow it"
             )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or ()
+        handlers = self._runner.server
+        assert handlers is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Guarded(self, handlers()), host or None, port, reuse_address=True
+        )
+        sockets = self._server.sockets or ()
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for transport in list(self.connections):
+            transport.abort()
         await self._runner.cleanup()

@@ -131,10 +131,11 @@ class LocalNode:
         netns: str,
         container_id: str,
         prev_result: dict[str, Any] | None = None,
+        if_name: str = "eth0",
     ) -> dict[str, Any]:
         """One CNI command through this node's runtime; raises CniError when it fails."""
         cni = self.cni or PluginExec(self.cni_config())
-        return cni(command, pod, netns, container_id, prev_result)
+        return cni(command, pod, netns, container_id, prev_result, if_name)
 
     def make_netns(self, name: str) -> str:
         if not self.real:
@@ -143,6 +144,15 @@ class LocalNode:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         self.netns_made.append(ns)
         return f"/var/run/netns/{ns}"
+
+    def forget_netns(self, name: str) -> None:
+        """Delete the namespace made for ``name`` (a failed ADD's, before a retry)."""
+        if not self.real:
+            return
+        ns = f"ipc-{self.tag or os.getpid()}-{name}"
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        if ns in self.netns_made:
+            self.netns_made.remove(ns)
 
     def add_pod(self, name: str) -> Pod:
         container_id = f"c{name.replace('-', '')}{self.tag.replace('-', '')}"
@@ -263,8 +273,13 @@ def local_node(
     extra_env: Mapping[str, str] | None = None,
     instance_type: str = "m5.large",
     libcni_runner: str | None = None,
+    keep_workdir_on_error: bool = False,
 ) -> Iterator[LocalNode]:
     """Bring a node up; tear everything down on exit, whatever happened.
+
+    ``keep_workdir_on_error``: when the block raises, the work directory (``ipamd.log``,
+    ``moto.log``, ``plugin.log``, the checkpoint) is kept for a look, and its path is in
+    :attr:`LocalNode.workdir`; otherwise it is removed.
 
     ``libcni_runner``: a built ``tests/cni/runner``; CNI commands then go through libcni with
     the shipped conflist (run inside the node namespace), else the plugin is run directly.
@@ -274,6 +289,7 @@ def local_node(
     workdir = tempfile.mkdtemp(prefix="ipamcore-node-", dir="/tmp")
     procs: list[subprocess.Popen[bytes]] = []
     node: LocalNode | None = None
+    failed = False
     hotplug: EniHotplug | None = None
     tag = f"{os.getpid()}-{secrets.token_hex(2)}"
     node_netns = f"ipc-node-{tag}"
@@ -331,6 +347,9 @@ def local_node(
             )  # fmt: skip
         node.start_daemon()
         yield node
+    except BaseException:
+        failed = True
+        raise
     finally:
         if node is not None:
             for name in list(node.pods):
@@ -352,4 +371,5 @@ def local_node(
                 proc.kill()
         if real:
             subprocess.run(["ip", "netns", "del", node_netns], check=False, capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not (failed and keep_workdir_on_error):
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -33,11 +33,13 @@ For the daemon:
 - DEL must be idempotent (unknown attachment -> ok, or ``not_found`` which the plugin treats as
   success). CHECK of an unknown attachment -> ``not_found`` (CNI error 3).
 - Pending DELs (:mod:`adapters.pending_dels`): the plugin records a DEL it could not deliver
-  (``write_pending_del``). At
-  start the daemon should bind and listen first, then ``for req in read_pending_dels(dir)``:
-  release it exactly like a DEL, then ``remove_pending_del(dir, req)``; then accept. (A plugin
-  whose connect fails before the listen writes its record before the scan.) Rescanning
-  periodically, e.g. in the reconcile loop, closes the remaining race.
+  (``write_pending_del``). What the daemon does today: during its start, before it listens,
+  ``for req in read_pending_dels(dir)``: release it exactly like a DEL, then
+  ``remove_pending_del(dir, req)``; it does not rescan. So a DEL recorded while a start is
+  under way (after that scan, before the listen) is processed at the next start; until
+  then its address stays held (never handed out twice) and the runtime's GC, or a repeated
+  DEL, releases it sooner. Listening before the scan and rescanning periodically would close
+  that window; both belong with the request handling (the daemon's own key locks).
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ from adapters.validators import (
 )
 from adapters.validators import (
     ERR_BAD_REQUEST as ERR_BAD_REQUEST,
+)
+from adapters.validators import (
+    ERR_CONNECTION_LOST as ERR_CONNECTION_LOST,
 )
 from adapters.validators import (
     ERR_DATAPATH_FAILED as ERR_DATAPATH_FAILED,
@@ -667,8 +672,10 @@ def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> R
 
     Raises ProtocolError: ``unavailable`` when nothing accepts on ``sock_path`` (the daemon is
     not running: the request was certainly not processed), ``timeout`` when connected but no
-    reply came in time (it may have been processed), ``bad_reply`` for a malformed reply, and
-    the encode errors of :func:`encode_request`.
+    reply came in time (it may have been processed), ``connection_lost`` when the connection
+    closed or was reset before a complete reply (the daemon crashed or stopped mid-request; it
+    may have been processed), ``bad_reply`` for a malformed reply, and the encode errors of
+    :func:`encode_request`.
     """
     data = encode_request(req)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -690,10 +697,11 @@ def request(sock_path: str, req: Request, timeout: float = DEFAULT_TIMEOUT) -> R
                 ERR_TIMEOUT, f"no reply from {sock_path} within {timeout:g}s"
             ) from None
         except ProtocolError as e:
-            raise ProtocolError(ERR_BAD_REPLY, e.message) from None
+            lost = e.code == ERR_BAD_REQUEST  # closed before a complete reply
+            raise ProtocolError(ERR_CONNECTION_LOST if lost else ERR_BAD_REPLY, e.message) from None
         except OSError as e:
             raise ProtocolError(
-                ERR_BAD_REPLY, f"connection to {sock_path} failed: {e.strerror or e}"
+                ERR_CONNECTION_LOST, f"connection to {sock_path} failed: {e.strerror or e}"
             ) from None
         return decode_reply(frame)
     finally:

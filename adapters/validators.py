@@ -29,6 +29,9 @@ ERR_FORBIDDEN = "forbidden"  # the peer's uid may not use the socket
 ERR_UNAVAILABLE = "unavailable"  # could not connect to the socket: the daemon is not running
 ERR_TIMEOUT = "timeout"  # connected, but no complete reply in time
 ERR_BAD_REPLY = "bad_reply"  # the daemon's reply is malformed
+# The connection closed or was reset before a complete reply (the daemon crashed or stopped
+# mid-request): the request may or may not have been processed; retrying is safe.
+ERR_CONNECTION_LOST = "connection_lost"
 ERR_IO = "io"  # a local file operation failed (pending-DEL records)
 
 DAEMON_ERROR_CODES = frozenset(

@@ -97,7 +97,7 @@ def main() -> int:
             PodNetwork(
                 netns_path=f"/var/run/netns/{netns(f'{prefix}-pod{i}')}",
                 if_name="eth0",
-                host_veth=host_veth_name("bench", f"pod-{i}"),
+                host_veth=host_veth_name("bench", f"pod-{i}", "eth0"),
                 ipv4=f"10.1.{i // 250}.{i % 250 + 1}",
                 route_table=ROUTE_TABLE,
             )

@@ -114,7 +114,7 @@ class _SandboxedPlugin(cni.Plugin):
         conf.pending_del_dir = self.sandbox
         super()._record_pending_del(conf, req, why)
 
-    def _delete_link(self, veth: str) -> None:
+    def _delete_link(self, veth: str, tag: str) -> None:
         self.deleted_links.append(veth)
 
 

@@ -4,7 +4,11 @@ Runs each part as its own process (so a crash in one cannot hide in another), re
 object each prints last, and prints one JSON object last with the totals:
 
     {"kills_survived": N, "faults_injected": N, "fuzz_inputs": N, "soak_pairs": N,
-     "invariant_violations": 0, "parts": {...}}
+     "invariant_violations": 0, "fault_classes": {...}, "parts": {...}}
+
+``fault_classes``: runs and violations per class of the faults driven from outside the
+daemon (``reliability_hostile.py``: disk full and read-only during ADD/DEL, a second daemon,
+hostile files and paths, idle-connection floods, sandbox recreation, clock steps).
 
 ``invariant_violations`` counts every violation any part reports, plus one for each part
 that fails to run or to print its figures: a part that cannot report has not proved anything.
@@ -32,6 +36,7 @@ PARTS: dict[str, tuple[str, list[str], list[str]]] = {
     "faults": ("reliability_faults.py", [], ["--quick"]),
     "fuzz": ("reliability_fuzz.py", ["--inputs", "1000000"], ["--inputs", "20000"]),
     "soak": ("soak.py", ["--pairs", "100000"], ["--pairs", "5000"]),
+    "hostile": ("reliability_hostile.py", ["--rounds", "3"], ["--quick"]),
 }
 
 
@@ -68,7 +73,8 @@ def main() -> int:
             value = figures.get(key, 0)
             totals[key] += value if isinstance(value, int) else 0
     campaign = "quick" if args.quick else "full"
-    print(json.dumps({**totals, "campaign": campaign, "parts": results}))
+    classes = results.get("hostile", {}).get("classes", {})
+    print(json.dumps({**totals, "campaign": campaign, "fault_classes": classes, "parts": results}))
     return 0 if totals["invariant_violations"] == 0 else 1
 
 

@@ -14,12 +14,18 @@ network namespace path, which a restart needs to tell a live pod from a gone one
 extra field of its allocation, ``"netns": "/var/run/netns/cni-..."`` (written when known);
 upstream's Go decoder ignores both. Anything malformed is a :class:`CheckpointError`, never
 an empty pool.
+
+A rewrite keeps what it does not use: fields of an allocation or of its metadata that this
+module does not know (upstream's ``interfacesCount``, or a newer upstream's fields) and the
+exact ``allocationTimestamp`` (nanoseconds; a float of seconds keeps only about a quarter of a
+microsecond) are carried in :attr:`Checkpoint.preserved` and written back for as long as the
+allocation lives (:class:`CheckpointEncoder` remembers them from the decoded file).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -27,10 +33,30 @@ import attrs
 
 from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
 from ipamcore.model import Allocation, AllocationKey, PodRef
+from ipamcore.netspec import legacy_veth_suffix
 
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
 MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
+MAX_TIMESTAMP_S = (MAX_TIMESTAMP_NS // NS_PER_S) - 1  # whole seconds that still fit, with margin
+_KNOWN_ENTRY = frozenset(
+    {"networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata",
+     "netns"}
+)  # fmt: skip
+_KNOWN_METADATA = frozenset({"k8sPodNamespace", "k8sPodName"})
+# A timestamp written back exactly when the allocation's float seconds round to within this.
+_SAME_ALLOCATION_NS = 1_000
+
+
+@attrs.frozen
+class Preserved:
+    """What a rewrite keeps of one decoded allocation: its exact timestamp and the JSON
+    members it does not know, in the entry and in its metadata (in their order; each value
+    as compact JSON text, so the record is hashable)."""
+
+    timestamp_ns: int
+    fields: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -49,13 +75,25 @@ class Checkpoint:
     # the shell (the core does not use it), kept with the allocations so a save is one file.
     netns: tuple[tuple[AllocationKey, str], ...] = ()
     from_upstream: bool = attrs.field(default=False, eq=False)
+    # What a rewrite keeps of each decoded allocation (the module docstring).
+    preserved: tuple[tuple[AllocationKey, Preserved], ...] = attrs.field(default=(), eq=False)
 
 
 def _to_ns(seconds: float) -> int:
     """Unix seconds to nanoseconds: whole seconds and the (exactly computed) fraction apart,
-    so a present-day time keeps nanosecond precision."""
+    so a present-day time keeps nanosecond precision. A time :func:`decode` would refuse
+    (NaN, infinite, negative, past Go's int64 nanoseconds: ``now`` in milliseconds, say)
+    raises :class:`CheckpointError` here, so that ``encode`` never writes what ``decode``
+    rejects."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise CheckpointError(f"a time must be Unix seconds, got {type(seconds).__name__}")
+    if not 0 <= seconds <= MAX_TIMESTAMP_S:  # also False for NaN
+        raise CheckpointError(
+            f"time {seconds!r} is outside 0..{MAX_TIMESTAMP_S:.0f} Unix seconds "
+            "(is it in milliseconds?)"
+        )
     whole = int(seconds // 1)
-    return whole * NS_PER_S + round((seconds - whole) * NS_PER_S)
+    return min(whole * NS_PER_S + round((seconds - whole) * NS_PER_S), MAX_TIMESTAMP_NS)
 
 
 def _from_ns(ns: int) -> float:
@@ -64,18 +102,30 @@ def _from_ns(ns: int) -> float:
     return ns / NS_PER_S
 
 
-def _allocation_json(a: Allocation, netns: str = "") -> str:
+def _kept(a: Allocation, kept: Preserved | None) -> Preserved | None:
+    """``kept`` if it is this allocation's (its timestamp matches), else None: a later
+    allocation under the same key gets nothing of an earlier one."""
+    if kept is None or abs(_to_ns(a.allocated_at) - kept.timestamp_ns) > _SAME_ALLOCATION_NS:
+        return None
+    return kept
+
+
+def _allocation_json(a: Allocation, netns: str = "", kept: Preserved | None = None) -> str:
+    metadata: dict[str, object] = {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name}
     entry: dict[str, object] = {
         "networkName": a.key.network_name,
         "containerID": a.key.container_id,
         "ifName": a.key.if_name,
         "ipv4": a.ipv4 or "",
         "ipv6": a.ipv6 or "",
-        "allocationTimestamp": _to_ns(a.allocated_at),
-        "metadata": {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name},
+        "allocationTimestamp": _to_ns(a.allocated_at) if kept is None else kept.timestamp_ns,
+        "metadata": metadata,
     }
     if netns:
         entry["netns"] = netns
+    if kept is not None:
+        metadata.update((k, json.loads(v)) for k, v in kept.metadata)
+        entry.update((k, json.loads(v)) for k, v in kept.fields)
     return json.dumps(entry, separators=(",", ":"))
 
 
@@ -95,9 +145,12 @@ def _document(allocations: list[str], released: list[str]) -> bytes:
 
 def encode(checkpoint: Checkpoint) -> bytes:
     """The upstream JSON document (with our extra field), as UTF-8 bytes."""
-    paths = dict(checkpoint.netns)
+    paths, kept = dict(checkpoint.netns), dict(checkpoint.preserved)
     return _document(
-        [_allocation_json(a, paths.get(a.key, "")) for a in checkpoint.allocations],
+        [
+            _allocation_json(a, paths.get(a.key, ""), _kept(a, kept.get(a.key)))
+            for a in checkpoint.allocations
+        ],
         [_released_json(r) for r in checkpoint.released_at],
     )
 
@@ -111,17 +164,25 @@ class CheckpointEncoder:
     def __init__(self) -> None:
         self._allocations: dict[tuple[object, ...], str] = {}
         self._released: dict[tuple[str, float], str] = {}
+        self._preserved: dict[AllocationKey, Preserved] = {}
+
+    def preserve(self, checkpoint: Checkpoint) -> None:
+        """Remember what a decoded ``checkpoint`` keeps (:attr:`Checkpoint.preserved`), so
+        checkpoints built from memory (which carry none of it) write it back."""
+        self._preserved = dict(checkpoint.preserved)
 
     def encode(self, checkpoint: Checkpoint) -> bytes:
         allocations: dict[tuple[object, ...], str] = {}
         parts: list[str] = []
         paths = dict(checkpoint.netns)
+        preserved = {**self._preserved, **dict(checkpoint.preserved)}
         for a in checkpoint.allocations:
             netns = paths.get(a.key, "")
+            kept = _kept(a, preserved.get(a.key)) if preserved else None
             # Every field the JSON shows (a plain tuple hashes faster than the Allocation).
             fields = (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
-                      a.allocated_at, a.pod.namespace, a.pod.name, netns)  # fmt: skip
-            part = self._allocations.get(fields) or _allocation_json(a, netns)
+                      a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
+            part = self._allocations.get(fields) or _allocation_json(a, netns, kept)
             allocations[fields] = part
             parts.append(part)
         released = {r: self._released.get(r) or _released_json(r) for r in checkpoint.released_at}
@@ -194,16 +255,24 @@ def _decode_allocation(entry: object) -> Allocation:
     )
 
 
+def _no_constants(name: str) -> object:
+    raise CheckpointError(f"not valid JSON: {name} is not a JSON number")
+
+
 def decode(data: bytes | str) -> Checkpoint:
     """Parse a checkpoint written by this project or by the upstream daemon."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise CheckpointError("not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise CheckpointError("the checkpoint must be a JSON object")
+    if "version" not in doc:
+        raise CheckpointError(
+            f"not a checkpoint: no 'version' field (expected {CHECKPOINT_VERSION!r})"
+        )
     version = doc.get("version")
     if version != CHECKPOINT_VERSION:
         raise UnsupportedCheckpointVersion(version)
@@ -217,6 +286,9 @@ def decode(data: bytes | str) -> Checkpoint:
         (a.key, path)
         for a, e in zip(allocations, raw_allocs, strict=True)
         if (path := _str_field(e, "netns", required=False))
+    )
+    preserved = tuple(
+        (a.key, _preserved(e)) for a, e in zip(allocations, raw_allocs, strict=True)
     )
     keys = [a.key for a in allocations]
     if len(set(keys)) != len(keys):
@@ -238,4 +310,36 @@ def decode(data: bytes | str) -> Checkpoint:
         released_at=tuple(released),
         netns=netns,
         from_upstream=from_upstream,
+        preserved=preserved,
+    )
+
+
+def _preserved(entry: Mapping[str, Any]) -> Preserved:
+    meta = entry.get("metadata") or {}
+    return Preserved(
+        timestamp_ns=_timestamp_field(entry, "allocationTimestamp"),
+        fields=tuple((k, _compact(v)) for k, v in entry.items() if k not in _KNOWN_ENTRY),
+        metadata=tuple((k, _compact(v)) for k, v in meta.items() if k not in _KNOWN_METADATA),
+    )
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def upstream_stale(checkpoint: Checkpoint, host_links: Iterable[str]) -> tuple[Allocation, ...]:
+    """Upstream's rule at restore (``normalizeCheckpointDataByPodVethExistence``): an
+    allocation of an upstream checkpoint that names its pod (namespace and name both set)
+    and for which no host link's name ends in that pod's veth suffix is stale (the pod was
+    deleted while no daemon ran). Empty for this project's checkpoints, whose veth names
+    do not derive from the pod's name (the restart asks the datapath about each pod)."""
+    if not checkpoint.from_upstream:
+        return ()
+    names = tuple(host_links)
+    return tuple(
+        a
+        for a in checkpoint.allocations
+        if a.pod.namespace
+        and a.pod.name
+        and not any(n.endswith(legacy_veth_suffix(a.pod.namespace, a.pod.name)) for n in names)
     )

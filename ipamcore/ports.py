@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ipamcore.checkpoint import Checkpoint
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
-from ipamcore.netspec import EniNetwork, NodeNetwork, PodNetwork
+from ipamcore.netspec import EniNetwork, LiveNetwork, NodeNetwork, PodNetwork
 
 
 class CloudPort(Protocol):
@@ -29,19 +30,13 @@ class CloudPort(Protocol):
         ...
 
     def create_eni(
-        self,
-        instance_id: str,
-        subnet_id: str,
-        security_groups: Sequence[str],
-        ipv4_count: int = 0,
-        prefix_count: int = 0,
-        ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
-        device_index: int = 0,
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
     ) -> ObservedEni:
-        """Create, tag (``createdAt`` in the create call itself), attach at ``device_index``
-        (0: the lowest free one), and set DeleteOnTermination unless the backend was built
-        with it off (``ENI_DELETE_ON_TERMINATION=false``: one mutating call fewer per ENI).
+        """Perform ``effect``: create the ENI in its subnet with its security groups and
+        addresses, tag it (``createdAt`` in the create call itself, plus ``tags``), attach
+        it at its ``device_index`` (0: the lowest free one), and set DeleteOnTermination
+        unless the backend was built with it off (``ENI_DELETE_ON_TERMINATION=false``: one
+        mutating call fewer per ENI).
 
         On failure after creation the backend deletes what it created before raising.
         """
@@ -87,20 +82,41 @@ class DatapathPort(Protocol):
 
     def setup_eni(self, eni: EniNetwork) -> None: ...
 
+    def teardown_eni(self, eni: EniNetwork) -> None:
+        """Remove what :meth:`setup_eni` added for an ENI that was freed: its
+        ``from <primary ip> lookup <table>`` rule and its table's routes through its link (if
+        the link is still there). Idempotent."""
+        ...
+
     def setup_pod(self, pod: PodNetwork) -> None:
-        """Build every piece; on failure, remove what was built and raise."""
+        """Build every piece; on failure, remove what was built and raise.
+
+        Never takes over another attachment's host veth: a link of that name that is not
+        this attachment's (see :class:`PodNetwork`) is an error, and so is a pod namespace
+        that already holds another attachment of this plugin (a second interface or a second
+        network: both would route through 169.254.1.1)."""
         ...
 
     def teardown_pod(self, pod: PodNetwork) -> None:
-        """Idempotent; tolerates missing pieces (netns gone, veth gone)."""
+        """Idempotent; tolerates missing pieces (netns gone, veth gone). Removes only what
+        belongs to this attachment: its address's rules and host route, and a host veth only
+        when it is this attachment's."""
+        ...
+
+    def remove_stale(self, live: LiveNetwork) -> list[str]:
+        """Remove what no live allocation needs (pods and ENIs gone while the daemon was
+        down): pod rules of addresses no live pod holds, host veths tagged for attachments
+        that are not live, ENI rules of addresses no attached ENI has. Returns a description
+        of each piece removed."""
         ...
 
     def check_pod(self, pod: PodNetwork) -> list[str]:
         """Names of missing or wrong pieces; empty when all is in place."""
         ...
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
-        """Whether the pod's netns and host veth still exist (for restore at start)."""
+    def pod_present(self, netns_path: str, host_veth: str, ipv4: str | None = None) -> bool:
+        """Whether the pod's netns and host veth still exist (for restore at start). With
+        ``ipv4``, a host veth that routes it counts too (a veth named the upstream way)."""
         ...
 
 

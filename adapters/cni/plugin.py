@@ -20,9 +20,11 @@ no ``.`` or ``..`` components):
 
 DEL while ipamd is unreachable succeeds: the plugin writes a pending-DEL record (see
 :func:`adapters.pending_dels.write_pending_del`) that ipamd processes when it starts, and, where the
-prevResult names the host-side veth, deletes that veth with ``ip link del`` (best effort: this
-plugin has no netlink library; deleting the host end also removes the pod end). Where ``ip`` is
-missing or fails, ipamd's own cleanup of the pending record removes the veth.
+prevResult names the host-side veth and that veth carries this attachment's tag (its ifalias),
+deletes it with ``ip link del`` (best effort: this plugin has no netlink library; deleting the
+host end also removes the pod end). A veth of that name without the tag is another
+attachment's and is left alone. Where ``ip`` is missing or fails, ipamd's own processing of
+the pending record removes the veth.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ E_INVALID_CONFIG = 7
 E_TRY_AGAIN = 11
 E_NOT_AVAILABLE = 50
 E_OTHER = 999
+
+# The daemon is not there, did not answer in time, or went away mid-request (a crash, a
+# stop): the runtime should try again later (spec code 11), not give up (999).
+_RETRYABLE = (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT, p.ERR_CONNECTION_LOST)
 
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
 
@@ -238,9 +244,14 @@ class Env:
         self.args = parse_cni_args(environ.get("CNI_ARGS", ""))
         self.pod_namespace = self.args.get("K8S_POD_NAMESPACE", "")
         self.pod_name = self.args.get("K8S_POD_NAME", "")
+        self.skipped: list[str] = []  # DEL: what was not sent, and why (validate_del)
+        self.nothing_to_release = ""  # DEL: why no address can exist (validate_del)
 
     def validate(self) -> None:
         """Check the variables this command needs (spec error 4 for a bad one)."""
+        if self.command == "DEL":
+            self.validate_del()
+            return
         try:
             if self.command in ("ADD", "DEL", "CHECK"):
                 p.validate_container_id(self.container_id)
@@ -258,6 +269,34 @@ class Env:
                 "pod_name": "K8S_POD_NAME",
             }.get(e.message.split(" ", 1)[0], "environment")
             raise CniError(E_INVALID_ENV, f"invalid {name}", e.message) from None
+
+    def validate_del(self) -> None:
+        """DEL must always be able to finish: what ADD would refuse is dropped, not refused.
+
+        A netns outside the allowed directories is not sent (ipamd releases the address and
+        skips entering the namespace); a pod namespace or name that is not a Kubernetes name
+        is not sent (they only label the request). ``skipped`` says what was dropped, for the
+        log. A container id or interface name that ADD refuses cannot hold an address:
+        ``nothing_to_release`` is set and the DEL succeeds without asking ipamd."""
+        try:
+            p.validate_container_id(self.container_id)
+            p.validate_if_name(self.if_name)
+        except p.ProtocolError as e:
+            self.nothing_to_release = e.message
+            return
+        checks = (
+            ("netns", self.netns, p.validate_netns),
+            ("pod_namespace", self.pod_namespace, p.validate_pod_namespace),
+            ("pod_name", self.pod_name, p.validate_pod_name),
+        )
+        for field, value, check in checks:
+            if not value:
+                continue
+            try:
+                check(value)
+            except p.ProtocolError as e:
+                self.skipped.append(f"{field} not sent ({e.message})")
+                setattr(self, field, "")
 
 
 # --------------------------------------------------------------------------- results
@@ -307,6 +346,25 @@ def format_result(res: p.AddResult, version: str, netns: str) -> dict[str, Any]:
     }
 
 
+def attachment_tag(network_name: str, container_id: str, if_name: str) -> str:
+    """The ifalias ipamd sets on an attachment's host veth (``ipamcore.netspec.attachment_tag``,
+    repeated here: the plugin imports nothing beyond the standard library and the protocol)."""
+    import hashlib
+
+    raw = f"{network_name}\0{container_id}\0{if_name}".encode()
+    return "vpc-cni:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def prev_result_addresses(prev: dict[str, Any] | None) -> set[str]:
+    """The ``ips[].address`` values of a prevResult (CIDR text)."""
+    ips = prev.get("ips") if prev else None
+    if not isinstance(ips, list):
+        return set()
+    return {
+        ip["address"] for ip in ips if isinstance(ip, dict) and isinstance(ip.get("address"), str)
+    }
+
+
 def host_veth_from_prev_result(prev: dict[str, Any] | None) -> str | None:
     """The host-side interface named in a prevResult (the first without a sandbox)."""
     if not prev:
@@ -331,7 +389,10 @@ class Plugin:
         self.environ = environ
         self.stdin = stdin
         self.stdout = stdout
-        self.log = Logger()
+        # No log file until the configuration names one (or its default applies): an error
+        # before that (unreadable stdin, a bad configuration) is reported on stdout in the
+        # spec's error shape, which the runtime logs.
+        self.log = Logger(path="")
         self.version = LATEST_VERSION
 
     def make_logger(self, conf: NetConf) -> Logger:
@@ -439,7 +500,7 @@ class Plugin:
         try:
             reply = self._call(conf, req)
         except p.ProtocolError as e:
-            code = E_TRY_AGAIN if e.code in (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT) else E_OTHER
+            code = E_TRY_AGAIN if e.code in _RETRYABLE else E_OTHER
             raise CniError(code, f"add: cannot reach ipamd ({e.code})", e.message) from None
         if not reply.ok:
             raise self._daemon_error(reply, "add")
@@ -461,6 +522,11 @@ class Plugin:
         return 0
 
     def cmd_del(self, conf: NetConf, env: Env) -> int:
+        if env.nothing_to_release:
+            self.log.warn(f"del: nothing to release ({env.nothing_to_release}); done")
+            return 0
+        for note in env.skipped:
+            self.log.warn(f"del: {note}; releasing anyway")
         req = self._request(conf, env, p.OP_DEL, prev_result=conf.prev_result)
         try:
             p.encode_request(req)
@@ -500,12 +566,31 @@ class Plugin:
         self.log.warn(f"ipamd unreachable ({why}); recorded pending DEL {path}")
         veth = host_veth_from_prev_result(conf.prev_result)
         if veth:
-            self._delete_link(veth)
+            self._delete_link(veth, attachment_tag(req.network_name, req.container_id, req.if_name))
 
-    def _delete_link(self, veth: str) -> None:
-        """Best effort ``ip link del <veth>`` (validated name, no shell)."""
+    def _delete_link(self, veth: str, tag: str) -> None:
+        """Best effort ``ip link del <veth>`` (validated name, no shell), only when the veth
+        carries this attachment's tag (its ifalias): a veth of that name without it belongs to
+        another attachment (a newer sandbox of the same pod named the upstream way) or predates
+        tags, and ipamd's processing of the pending record removes this attachment's own."""
         import subprocess
 
+        try:
+            shown = subprocess.run(
+                ["ip", "-j", "link", "show", "dev", veth],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=5,
+                check=False,
+            )
+            links = json.loads(shown.stdout or b"[]") if shown.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            self.log.warn(f"ip link show {veth} failed: {e}")
+            return
+        alias = links[0].get("ifalias") if links and isinstance(links[0], dict) else None
+        if alias != tag:
+            self.log.info(f"host veth {veth} is not this attachment's (alias {alias!r}); kept")
+            return
         try:
             done = subprocess.run(
                 ["ip", "link", "del", veth],
@@ -527,14 +612,23 @@ class Plugin:
     def cmd_check(self, conf: NetConf, env: Env) -> int:
         if conf.prev_result is None:
             raise CniError(E_INVALID_CONFIG, "check: the configuration has no prevResult")
-        req = self._request(conf, env, p.OP_CHECK, prev_result=conf.prev_result)
+        req = self._request(conf, env, p.OP_CHECK, prev_result=conf.prev_result, mtu=conf.mtu)
         try:
             reply = self._call(conf, req)
         except p.ProtocolError as e:
-            code = E_TRY_AGAIN if e.code in (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT) else E_OTHER
+            code = E_TRY_AGAIN if e.code in _RETRYABLE else E_OTHER
             raise CniError(code, f"check: cannot reach ipamd ({e.code})", e.message) from None
         if not reply.ok:
             raise self._daemon_error(reply, "check")
+        held = reply.result.get("ipv4") if isinstance(reply.result, dict) else None
+        listed = prev_result_addresses(conf.prev_result)
+        if held and f"{held}/32" not in listed:
+            # The spec: CHECK fails when the runtime's prevResult no longer matches.
+            raise CniError(
+                E_OTHER,
+                "check: the address differs from prevResult",
+                f"ipamd holds {held}; prevResult lists {', '.join(sorted(listed)) or 'none'}",
+            )
         return 0
 
     def cmd_status(self, conf: NetConf, env: Env) -> int:
@@ -574,7 +668,7 @@ class Plugin:
         try:
             reply = self._call(conf, req)
         except p.ProtocolError as e:
-            code = E_TRY_AGAIN if e.code in (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT) else E_OTHER
+            code = E_TRY_AGAIN if e.code in _RETRYABLE else E_OTHER
             if e.code == p.ERR_TOO_LARGE:
                 code = E_OTHER
             raise CniError(code, f"gc: cannot reach ipamd ({e.code})", e.message) from None

@@ -67,6 +67,19 @@ def check_versions(kubernetes: str, cni: str) -> Check:
     return Check("versions", OK, f"VPC CNI {cni} >= {needed} for Kubernetes {minor}")
 
 
+def configured(introspection_url: str, timeout: float) -> dict[str, str]:
+    """The daemon's own settings (``/v1/ipamd-env-settings``); empty when unreachable, so the
+    doctor checks the paths and namespace the daemon uses, not this tool's defaults."""
+    try:
+        with urllib.request.urlopen(
+            introspection_url + "/v1/ipamd-env-settings", timeout=timeout
+        ) as response:
+            doc = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def check_socket(path: str, timeout: float) -> Check:
     try:
         reply = p.request(path, p.Request(p.OP_STATUS, network_name="aws-cni"), timeout)
@@ -113,9 +126,27 @@ def _read(path: str) -> str | None:
         return None
 
 
-def check_kernel(proc_root: str) -> list[Check]:
-    sys_ipv4 = os.path.join(proc_root, "sys/net/ipv4")
-    forward = _read(os.path.join(sys_ipv4, "ip_forward"))
+def _reader(proc_root: str, host_netns: str | None) -> Callable[[str], str | None]:
+    """Reads ``net/ipv4/...`` keys: under ``proc_root``, or inside the daemon's host namespace
+    (``IPAMD_HOST_NETNS``), where the datapath applies them."""
+    if not host_netns:
+        return lambda key: _read(os.path.join(proc_root, "sys", key))
+    from backends.datapath.sysctls import ProcSysctlWriter
+
+    writer = ProcSysctlWriter(host_netns)
+
+    def read(key: str) -> str | None:
+        try:
+            return writer.read(key)
+        except Exception:
+            return None
+
+    return read
+
+
+def check_kernel(proc_root: str, host_netns: str | None = None) -> list[Check]:
+    read = _reader(proc_root, host_netns)
+    forward = read("net/ipv4/ip_forward")
     checks = []
     if forward is None:
         checks.append(Check("ip_forward", WARN, "cannot read net.ipv4.ip_forward"))
@@ -123,7 +154,7 @@ def check_kernel(proc_root: str) -> list[Check]:
         checks.append(Check("ip_forward", FAIL, f"net.ipv4.ip_forward = {forward}, need 1"))
     else:
         checks.append(Check("ip_forward", OK, "net.ipv4.ip_forward = 1"))
-    rp = _read(os.path.join(sys_ipv4, "conf/all/rp_filter"))
+    rp = read("net/ipv4/conf/all/rp_filter")
     if rp is None:
         checks.append(Check("rp_filter", WARN, "cannot read net.ipv4.conf.all.rp_filter"))
     elif rp == "1":
@@ -145,12 +176,13 @@ def run_doctor(
     cni: str = "",
     timeout: float = 3.0,
     extra: Callable[[], list[Check]] | None = None,
+    host_netns: str | None = None,
 ) -> list[Check]:
     checks = [
         check_socket(socket_path, timeout),
         check_checkpoint(checkpoint_path),
         check_introspection(introspection_url, timeout),
-        *check_kernel(proc_root),
+        *check_kernel(proc_root, host_netns),
     ]
     if kubernetes:
         checks.append(check_versions(kubernetes, cni))

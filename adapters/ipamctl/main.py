@@ -7,6 +7,7 @@ Exit codes scripts can trust: 0 ok; 1 a problem was found or the daemon is unrea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, run_doctor
+from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, configured, run_doctor
 from adapters.ipamctl.economy import add_economy_parsers, cmd_fragmentation, cmd_subnets
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
@@ -72,10 +73,14 @@ def cmd_pods(args: argparse.Namespace, out: TextIO) -> int:
         as_json(out, doc)
         return 0
     rows = [
-        [p["Namespace"], p["Name"], p["IfName"], p["IP"], p["ENI"], p["DeviceNumber"]]
-        for p in sorted(doc.values(), key=lambda p: (p["Namespace"], p["Name"], p["IfName"]))
-    ]
-    table(out, ["NAMESPACE", "POD", "IF", "IP", "ENI", "DEVICE"], rows)
+        [p["Namespace"], p["Name"], p.get("Container", ""), p["IfName"], p["IP"], p["ENI"],
+         p["DeviceNumber"]]
+        for p in sorted(
+            doc.values(),
+            key=lambda p: (p["Namespace"], p["Name"], p["IfName"], p.get("Container", "")),
+        )
+    ]  # fmt: skip
+    table(out, ["NAMESPACE", "POD", "CONTAINER", "IF", "IP", "ENI", "DEVICE"], rows)
     return 0
 
 
@@ -150,9 +155,19 @@ def cmd_max_pods(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    # Given on the command line (or in this tool's environment) wins; else what the daemon
+    # is configured with; else the defaults.
+    daemon = configured(args.introspection, args.timeout)
+    env = os.environ
+    socket_path = args.socket or env.get("IPAMD_SOCKET") or daemon.get("IPAMD_SOCKET")
+    checkpoint = (
+        args.checkpoint or env.get("AWS_VPC_K8S_CNI_BACKING_STORE")
+        or daemon.get("AWS_VPC_K8S_CNI_BACKING_STORE")
+    )  # fmt: skip
     checks = run_doctor(
-        args.socket, args.checkpoint, args.introspection, args.proc_root,
-        args.kubernetes_version, args.cni_version, args.timeout,
+        socket_path or DEFAULT_SOCKET_PATH, checkpoint or DEFAULT_PATH, args.introspection,
+        args.proc_root, args.kubernetes_version, args.cni_version, args.timeout,
+        host_netns=args.host_netns or daemon.get("IPAMD_HOST_NETNS") or None,
     )  # fmt: skip
     if args.json:
         as_json(out, {"checks": [{"name": c.name, "status": c.status, "detail": c.detail}
@@ -193,10 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("instance_type", metavar="TYPE", help="e.g. m5.large")
     mp.add_argument("--prefix-delegation", action="store_true", help="with /28 prefixes")
     doc = sub.add_parser("doctor", help="check socket, checkpoint, introspection, kernel")
-    doc.add_argument("--socket", default=env.get("IPAMD_SOCKET", DEFAULT_SOCKET_PATH))
+    doc.add_argument("--socket", default="", help="default: the daemon's IPAMD_SOCKET")
     doc.add_argument(
-        "--checkpoint", default=env.get("AWS_VPC_K8S_CNI_BACKING_STORE", DEFAULT_PATH)
+        "--checkpoint", default="", help="default: the daemon's AWS_VPC_K8S_CNI_BACKING_STORE"
     )
+    doc.add_argument(
+        "--host-netns", default="", help="namespace of the kernel checks (default: the daemon's "
+        "IPAMD_HOST_NETNS, else this one)",
+    )  # fmt: skip
     doc.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
     doc.add_argument("--kubernetes-version", default="", help="e.g. 1.31 (checks the table)")
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
@@ -220,10 +239,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     stream = out if out is not None else sys.stdout
     try:
-        return COMMANDS[args.command](args, stream)
+        code: int = COMMANDS[args.command](args, stream)
+        stream.flush()
     except Unreachable as exc:
         sys.stderr.write(f"ipamctl: daemon unreachable: {exc}\n")
         return 1
+    except BrokenPipeError:
+        # The reader went away (``ipamctl pods | head``): no traceback; stdout is pointed at
+        # /dev/null so the interpreter's own flush at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

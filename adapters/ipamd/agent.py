@@ -37,10 +37,11 @@ from adapters.metrics import Metrics
 from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
-from ipamcore.effects import Effect
+from ipamcore.effects import Effect, FreeEni
 from ipamcore.events import (
     EffectFailed,
     EniCreated,
+    EniFreed,
     Outcome,
 )
 from ipamcore.ipam import Ipam
@@ -257,6 +258,18 @@ class Agent:
         self._enis_to_set_up.discard(eni.eni_id)
         return True
 
+    async def teardown_eni(self, eni_id: str) -> None:
+        """Remove a freed ENI's rule and routes from the host (failures logged: the start's
+        ``remove_stale`` removes what is left)."""
+        info = self.core.eni(eni_id)
+        net = None if info is None else self.eni_network(info)
+        if net is None:
+            return
+        try:
+            await self.in_datapath(self.ports.datapath.teardown_eni, net)
+        except Exception as exc:
+            self.log.warning("eni teardown failed", eni=eni_id, error=str(exc))
+
     async def retry_eni_setups(self) -> None:
         for eni_id in sorted(self._enis_to_set_up):
             info = self.core.eni(eni_id)
@@ -287,6 +300,8 @@ class Agent:
                 "effect failed", effect_id=effect.effect_id, kind=outcome.kind.value,
                 message=outcome.message,
             )  # fmt: skip
+        if isinstance(outcome, EniFreed) and isinstance(effect, FreeEni):
+            await self.teardown_eni(effect.eni_id)
         removed = self.core.apply(outcome, self.clock.now())
         if removed:
             self.metrics.force_removed_ips.inc(len(removed))

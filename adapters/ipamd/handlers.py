@@ -19,16 +19,17 @@ from adapters.ipamd.agent import Agent
 from adapters.ipamd.clock import race_timeout
 from ipamcore.errors import PoolExhausted
 from ipamcore.model import Allocation, AllocationKey, PodRef
-from ipamcore.netspec import PodNetwork, host_veth_name, route_table_for_device
+from ipamcore.netspec import PodNetwork, attachment_tag, host_veth_name, route_table_for_device
 from ipamcore.ports import DatapathPort
 
 
 def host_veth_for(agent: Agent, allocation: Allocation) -> str:
-    """Upstream's name from pod namespace and name; the container id stands in for a pod
-    without Kubernetes metadata, so two such pods never share a name."""
-    pod = allocation.pod
-    name = pod.name or allocation.key.container_id
-    return host_veth_name(pod.namespace, name, agent.settings.veth_prefix)
+    """One name per attachment (network, container id, interface): see
+    :func:`ipamcore.netspec.host_veth_name` for why not upstream's pod namespace and name."""
+    key = allocation.key
+    return host_veth_name(
+        key.network_name, key.container_id, key.if_name, agent.settings.veth_prefix
+    )
 
 
 def pod_network(
@@ -42,6 +43,7 @@ def pod_network(
         ipv4=allocation.ipv4,
         mtu=mtu or agent.settings.pod_mtu,
         route_table=route_table_for_device(allocation.device_index),
+        tag=attachment_tag(*allocation.key),
     )
 
 

@@ -26,7 +26,10 @@ import os
 from collections.abc import Iterable
 
 from adapters.validators import ProtocolError, validate_netns
+from backends.statefile import read_state_file
 from ipamcore.model import AllocationKey
+
+MAX_LEGACY_BYTES = 16 * 1024 * 1024
 
 
 class NetnsHints:
@@ -67,11 +70,10 @@ class NetnsHints:
         unreadable one means no hints. Temporary files a killed process left are removed."""
         _remove_stale_temps(self.legacy_path)
         try:
-            with open(self.legacy_path, encoding="utf-8") as f:
-                doc = json.load(f)
+            doc = json.loads(read_state_file(self.legacy_path, MAX_LEGACY_BYTES))
         except FileNotFoundError:
             return False
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError, RecursionError):  # a link, FIFO, device... too: ignored
             return True
         if isinstance(doc, dict):
             for name, netns in doc.items():

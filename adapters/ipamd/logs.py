@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -88,3 +89,36 @@ def make_logger(
         cache_logger_on_first_use=True,
     )
     return logger
+
+
+class LoopErrorLog:
+    """The event loop's exception handler: one structured line per kind of error (its
+    message and exception type), at most once per ``interval_s`` (monotonic), with the count
+    of those suppressed since; no traceback. ``accept()`` failing for lack of descriptors
+    under a connection flood used to write a traceback per attempt (66 MB)."""
+
+    def __init__(
+        self, log: Any, interval_s: float = 10.0, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._now = now
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def __call__(self, _loop: Any, context: Mapping[str, Any]) -> None:
+        exc = context.get("exception")
+        kind = (str(context.get("message", "")), type(exc).__name__ if exc else "")
+        now = self._now()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval_s:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        if len(self._last) > 1000:  # bounded memory, whatever the variety of errors
+            self._last.clear()
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        self._log.error(
+            "event loop error", message=kind[0][:200], exception=kind[1],
+            error=str(exc)[:200] if exc else "", suppressed_since_last=suppressed,
+        )  # fmt: skip

@@ -1,7 +1,8 @@
 """``vpc-ipamd``: the node agent's entry point.
 
-Exit codes: 0 after an orderly stop (SIGTERM/SIGINT), 1 when start fails, 2 for a bad
-setting (the message names the variable and what it accepts).
+Exit codes: 0 after an orderly stop (SIGTERM, SIGINT or SIGHUP, during the start too), 1 when
+start fails (another daemon holds the state directory's lock, say), 2 for a bad setting (the
+message names the variable and what it accepts).
 """
 
 from __future__ import annotations
@@ -9,20 +10,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import resource
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from adapters.ipamd.clock import SystemClock
 from adapters.ipamd.daemon import Daemon, fan_out
-from adapters.ipamd.logs import make_logger, secret_values
+from adapters.ipamd.logs import LoopErrorLog, make_logger, secret_values
 from adapters.ipamd.settings import Settings, SettingsError, load_settings
+from adapters.ipamd.statelock import StateDirLocked, lock_state_dir
 from adapters.ipamd.wiring import build_ports
 from adapters.metrics import Metrics
 from backends.observe import CallCounter
 
 WORKER_THREADS = 32
+# Each asks for an orderly stop (requests in flight finish, checkpoint written, socket
+# removed): SIGHUP too, which a closed terminal or a supervisor may send.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_file_limit(log: Any) -> None:
+    """Raise the soft open-file limit to the hard one (at most OPEN_FILES_WANTED): the
+    default 1024 let idle HTTP connections use up the descriptors every ADD needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit", soft=soft, error=str(exc))
 
 EPILOG = """\
 configuration comes from the environment (upstream's variable names), e.g.:
@@ -41,12 +62,22 @@ configuration comes from the environment (upstream's variable names), e.g.:
   AWS_VPC_K8S_CNI_LOGLEVEL=INFO IPAMD_LOG_FORMAT=auto|json|text
   AWS_REGION= AWS_EC2_ENDPOINT= AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254
   IPAMD_CLOUD=aws|fake IPAMD_DATAPATH=linux|fake IPAMD_ADD_WAIT_SECONDS=5
-exit codes: 0 stopped by SIGTERM, 1 start failed, 2 bad setting
+exit codes: 0 stopped by SIGTERM/SIGINT/SIGHUP, 1 start failed, 2 bad setting
 """
 
 
 async def run(settings: Settings, env: Mapping[str, str]) -> int:
     log = make_logger(settings.log_level, settings.log_json, secrets=secret_values(env))
+    asyncio.get_running_loop().set_exception_handler(LoopErrorLog(log))
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:  # from the first moment: a stop signal is never ignored
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:  # before anything in the state directory is touched
+        lock_state_dir(os.path.dirname(settings.checkpoint_path))
+    except (StateDirLocked, OSError) as exc:
+        log.error("cannot lock the state directory", error=str(exc))
+        return 1
+    raise_open_file_limit(log)
     # Datapath, cloud and checkpoint calls all run in worker threads: room for a burst of pods.
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="ipamd")
@@ -61,14 +92,21 @@ async def run(settings: Settings, env: Mapping[str, str]) -> int:
         log.error("cannot build backends", error=f"{type(exc).__name__}: {exc}")
         return 1
     daemon = Daemon(settings, ports, clock, log, env=env, metrics=metrics, calls=calls)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await daemon.start()
-    except Exception as exc:
-        log.exception("start failed", error=f"{type(exc).__name__}: {exc}")
+    starting = asyncio.ensure_future(daemon.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # a stop signal during the start: give up the start, stop
+        log.info("stop signal during start")
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        await daemon.server.stop()
+        return 0
+    stopping.cancel()
+    if starting.exception() is not None:
+        exc = starting.exception()
+        log.error("start failed", error=f"{type(exc).__name__}: {exc}")
+        await daemon.server.stop()
         return 1
     await stop.wait()
     try:

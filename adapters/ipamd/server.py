@@ -93,6 +93,23 @@ class _Connection(asyncio.Protocol):
         _send(self._transport, p.error_reply(code, message))
 
 
+class SocketInUse(RuntimeError):
+    """A process is listening on the socket path: it is not unlinked."""
+
+
+def _someone_listens(path: str) -> bool:
+    """Whether a connect to the Unix socket at ``path`` succeeds (a live daemon)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False  # refused (nobody listens), or not connectable at all: stale
+    finally:
+        probe.close()
+    return True
+
+
 def _send(transport: asyncio.Transport, data: bytes) -> None:
     if not transport.is_closing():
         transport.write(data)
@@ -114,6 +131,7 @@ class SocketServer:
         self.allowed_uids = frozenset({0, os.geteuid(), *allowed_uids})
         self._server: asyncio.AbstractServer | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._inode: int | None = None  # the socket file this server bound
         self.rejected = 0
 
     async def start(self) -> None:
@@ -121,6 +139,8 @@ class SocketServer:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                if _someone_listens(self.path):
+                    raise SocketInUse(f"another process is listening on {self.path}")
                 os.unlink(self.path)  # a stale socket of a previous run
         old = os.umask(0o177)
         try:
@@ -131,13 +151,16 @@ class SocketServer:
         finally:
             os.umask(old)
         os.chmod(self.path, SOCKET_MODE)
+        self._inode = os.lstat(self.path).st_ino
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, then wait (bounded, real time) for requests in flight."""
         if self._server is not None:
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)  # ours: never another process's socket at that path
+        self._inode = None
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=timeout)
 

@@ -11,7 +11,9 @@
 4. the checkpoint read (upstream's ipam.json included) and every allocation restored except
    those whose pod netns or host veth is gone (``datapath.pod_present``);
 5. pending-DEL records (DELs the plugin could not deliver) processed: release, then remove;
-6. secondary ENIs set up in the datapath, then the node (SNAT, sysctls);
+6. secondary ENIs set up in the datapath, then the node (SNAT, sysctls), then what no live
+   allocation needs removed (``datapath.remove_stale``: rules and veths of pods, rules of
+   ENIs, gone while the daemon was down);
 7. a checkpoint written, "ready" logged.
 
 EC2 calls made before "ready" are retried with a capped backoff (on the agent's clock) while EC2
@@ -47,7 +49,7 @@ from typing import Any, TypeVar
 import attrs
 
 from adapters.ipamd.agent import Agent
-from adapters.ipamd.handlers import host_veth_for, teardown_quietly
+from adapters.ipamd.handlers import host_veth_for, pod_network, teardown_quietly
 from adapters.pending_dels import read_pending_dels, remove_pending_del
 from adapters.protocol import ProtocolError
 from ipamcore.checkpoint import Checkpoint
@@ -61,7 +63,7 @@ from ipamcore.errors import (
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import SUBNET_DISCOVERY_TAG, Allocation, AllocationKey, ObservedEni
-from ipamcore.netspec import NodeNetwork
+from ipamcore.netspec import LiveNetwork, NodeNetwork
 
 CORRUPT_QUARANTINE_S = 300.0
 START_RETRY_FIRST_S = 1.0
@@ -250,10 +252,36 @@ def pod_still_there(agent: Agent, allocation: Allocation) -> bool:
     if netns is None:
         return True
     try:
-        return agent.ports.datapath.pod_present(netns, host_veth_for(agent, allocation))
+        return agent.ports.datapath.pod_present(
+            netns, host_veth_for(agent, allocation), allocation.ipv4
+        )
     except Exception as exc:
         agent.log.warning("pod_present failed; keeping", key=str(allocation.key), error=str(exc))
         return True
+
+
+async def remove_stale_pieces(agent: Agent, enis: list[ObservedEni]) -> None:
+    """Remove the host's rules and veths that no live allocation needs (pods that vanished,
+    ENIs freed, while the daemon was down). Skipped under quarantine: after an unreadable
+    checkpoint the live pods are unknown, and their network must not be cut."""
+    if agent.quarantine_until > 0:
+        agent.log.warning("stale datapath cleanup skipped: the checkpoint was unreadable")
+        return
+    live = LiveNetwork(
+        pods=tuple(
+            pod_network(agent, a, agent.hints.get(a.key) or "")
+            for a in agent.core.allocations()
+            if a.ipv4 is not None
+        ),
+        eni_ips=tuple(e.primary_ip for e in enis),
+    )
+    try:
+        removed = await agent.in_datapath(agent.ports.datapath.remove_stale, live)
+    except Exception as exc:
+        agent.log.warning("stale datapath cleanup failed", error=str(exc))
+        return
+    for piece in removed:
+        agent.log.warning("stale datapath piece removed", piece=piece)
 
 
 async def process_pending_dels(agent: Agent) -> int:
@@ -325,6 +353,7 @@ async def start(agent: Agent) -> None:
             external_snat=agent.settings.external_snat,
         )
         await agent.in_datapath(agent.ports.datapath.setup_node, node)
+    await remove_stale_pieces(agent, enis)
     await agent.committer.commit()
     if legacy_hints:
         agent.hints.drop_legacy_file()  # the checkpoint just written carries the paths

@@ -24,6 +24,7 @@ from backends.checkpoint import JsonFileCheckpointStore
 from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
@@ -51,14 +52,14 @@ class AutoFakeDatapath(FakeDatapath):
             self._removed.add(path)
             super().remove_netns(path)
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+    def pod_present(self, netns_path: str, host_veth: str, ipv4: str | None = None) -> bool:
         """A namespace it never saw is assumed present: namespaces are made on demand, so a
         restarted daemon process has nothing real to look for (and must not drop the
         allocations it restores); one removed (a test's dead pod) is gone."""
         with self._lock:
             if netns_path not in self.namespaces and netns_path not in self._removed:
                 return True
-        return super().pod_present(netns_path, host_veth)
+        return super().pod_present(netns_path, host_veth, ipv4)
 
 
 class LockedCloud:
@@ -79,14 +80,9 @@ class LockedCloud:
         return self._locked(self._cloud.describe_subnets, subnet_ids, tag_key)  # type: ignore[no-any-return]
 
     def create_eni(
-        self, instance_id: str, subnet_id: str, security_groups: Sequence[str],
-        ipv4_count: int = 0, prefix_count: int = 0, ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None, device_index: int = 0,
-    ) -> ObservedEni:  # fmt: skip
-        return self._locked(  # type: ignore[no-any-return]
-            self._cloud.create_eni, instance_id, subnet_id, security_groups, ipv4_count,
-            prefix_count, ipv6_prefix, tags, device_index,
-        )  # fmt: skip
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
+    ) -> ObservedEni:
+        return self._locked(self._cloud.create_eni, instance_id, effect, tags)  # type: ignore[no-any-return]
 
     def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
         return self._locked(self._cloud.assign_ipv4, eni_id, count)  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.ports import CloudPort, MetadataPort
@@ -30,27 +31,9 @@ class AsyncCloud:
         return await asyncio.to_thread(self.cloud.describe_subnets, subnet_ids, tag_key)
 
     async def create_eni(
-        self,
-        instance_id: str,
-        subnet_id: str,
-        security_groups: Sequence[str],
-        ipv4_count: int = 0,
-        prefix_count: int = 0,
-        ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
-        device_index: int = 0,
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
     ) -> ObservedEni:
-        return await asyncio.to_thread(
-            self.cloud.create_eni,
-            instance_id,
-            subnet_id,
-            security_groups,
-            ipv4_count,
-            prefix_count,
-            ipv6_prefix,
-            tags,
-            device_index,
-        )
+        return await asyncio.to_thread(self.cloud.create_eni, instance_id, effect, tags)
 
     async def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
         return await asyncio.to_thread(self.cloud.assign_ipv4, eni_id, count)

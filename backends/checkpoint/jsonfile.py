@@ -9,6 +9,9 @@ is removed by the next :meth:`~JsonFileCheckpointStore.load`.
 What ``load`` makes of the file:
 
 * missing file: ``None`` (no checkpoint yet: first start of the node);
+* a symbolic link, a FIFO, a device or a directory, or more than ``MAX_CHECKPOINT_BYTES``:
+  never followed, waited on or read (:mod:`backends.statefile`); moved aside and reported as
+  corrupt, like the next case;
 * empty, truncated or malformed file: corrupt. The file is renamed to
   ``ipam.json.corrupt-<timestamp>`` (an injectable clock, Unix seconds; ``.1``, ``.2``... is
   appended rather than overwrite an earlier one) and :class:`CorruptCheckpoint` is raised,
@@ -44,10 +47,13 @@ import aiofiles.os
 
 from backends.checkpoint.errors import moved_aside_error
 from backends.crashpoints import Step, no_step
+from backends.statefile import UnsafeStateFile, read_state_file
 from ipamcore.checkpoint import Checkpoint, CheckpointEncoder, decode
 from ipamcore.errors import CheckpointError
 
 DEFAULT_PATH = "/var/run/aws-node/ipam.json"
+# A bound on what is read: far above any node's checkpoint (a few hundred bytes an address).
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -67,10 +73,11 @@ def read_checkpoint_file(path: str = DEFAULT_PATH) -> Checkpoint | None:
     file by rename, a concurrent save never shows a partial document to this reader.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_state_file(path, MAX_CHECKPOINT_BYTES)
     except FileNotFoundError:
         return None
+    except UnsafeStateFile as exc:
+        raise CheckpointError(f"{path}: {exc.strerror}") from None
     return decode_file_bytes(data)
 
 
@@ -167,6 +174,7 @@ def _replace(src: str, dst: str) -> None:
 # Through aiofiles' executor wrapper, like the reads: one hop for the whole save.
 _asave_file = aiofiles.os.wrap(_save_file)
 _amove_aside = aiofiles.os.wrap(_move_aside)
+_aread = aiofiles.os.wrap(read_state_file)
 
 
 class JsonFileCheckpointStore:
@@ -203,15 +211,22 @@ class JsonFileCheckpointStore:
         async with self._lock:
             await self._remove_stale_temps()
             try:
-                async with aiofiles.open(self.path, "rb") as f:
-                    data = await f.read()
+                data = await _aread(self.path, MAX_CHECKPOINT_BYTES)
             except FileNotFoundError:
                 return None
+            except UnsafeStateFile as exc:
+                # Never followed, waited on or read without bound: moved aside (a link is
+                # renamed, not its target) and the start goes on as for a corrupt file.
+                moved_to = await _amove_aside(self.path, self.corrupt_path(self._clock()))
+                bad = CheckpointError(f"{self.path}: {exc.strerror}")
+                raise moved_aside_error(self.path, moved_to, bad) from None
             try:
-                return decode_file_bytes(data)
+                checkpoint = decode_file_bytes(data)
             except CheckpointError as exc:
                 moved_to = await _amove_aside(self.path, self.corrupt_path(self._clock()))
                 raise moved_aside_error(self.path, moved_to, exc) from exc
+            self._encoder.preserve(checkpoint)  # unknown fields, exact timestamps: kept
+            return checkpoint
 
     async def save(self, checkpoint: Checkpoint) -> None:
         data = self._encoder.encode(checkpoint)

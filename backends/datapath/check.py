@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
+from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from ipamcore.netspec import (
@@ -19,9 +20,18 @@ NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 
 
+_GONE = (errno.ENOENT, errno.ENODEV)
+
+
 def _lookup(ipr: IPRoute, name: str) -> Any | None:
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
+    """The link named ``name``, in one request: a lookup of the index followed by a get raced
+    with the kernel, which destroys a deleted namespace's veths asynchronously (ENODEV)."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            return None
+        raise
 
 
 def _route_table(route: Any) -> int:

@@ -15,6 +15,29 @@ class NetnsNotFound(DatapathError):
         self.path = path
 
 
+class VethTaken(DatapathError):
+    """A host link of the veth's name exists and is not this attachment's: never taken over."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"host veth {name} belongs to another attachment; not replaced")
+        self.name = name
+
+
+class SecondAttachment(DatapathError):
+    """The pod's namespace already holds another attachment of this plugin."""
+
+    def __init__(self, path: str, if_name: str) -> None:
+        super().__init__(
+            f"the pod namespace {path!r} already has an attachment of this plugin on "
+            f"{if_name}; a second interface or network through this plugin is not supported"
+        )
+        self.if_name = if_name
+
+
+class NotANetns(DatapathError):
+    """The path is not a network namespace (a FIFO, a regular file, a link...): refused."""
+
+
 class InjectedFault(DatapathError):
     """Raised by ``fail_next`` (tests): a failure on demand at a named step."""
 

@@ -22,11 +22,13 @@ from backends.datapath.faults import FaultInjection
 from backends.datapath.snat import chain_rules, jump_rule
 from backends.datapath.sysctls import node_sysctls
 from ipamcore.netspec import (
+    ATTACHMENT_TAG_PREFIX,
     ENI_RULE_PRIORITY,
     POD_GATEWAY,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
+    LiveNetwork,
     NodeNetwork,
     PodNetwork,
 )
@@ -45,6 +47,7 @@ class Link:
     mtu: int = 1500
     up: bool = False
     peer: tuple[str, str] | None = None  # (netns, if_name) of a veth's other end
+    alias: str = ""  # ifalias: an attachment's tag on its host veth
     addresses: set[str] = attrs.field(factory=set)  # "ip/len"
 
 
@@ -167,6 +170,61 @@ class FakeDatapath(FaultInjection):
             self._add_route((eni.route_table, "0.0.0.0/0", name, eni.gateway))
             self._add_rule((ENI_RULE_PRIORITY, f"from {eni.primary_ip}/32", eni.route_table))
 
+    def teardown_eni(self, eni: EniNetwork) -> None:
+        with self._lock:
+            self.calls.append("teardown_eni")
+            self._del_rules(ENI_RULE_PRIORITY, f"from {eni.primary_ip}/32")
+            name = next((n for n, lk in self.links.items() if lk.mac == eni.mac.lower()), None)
+            if name is None:
+                return
+            for route in list(self._dev_routes.get(name, ())):
+                if route[0] == eni.route_table:
+                    self.routes.discard(route)
+                    self._dev_routes[name].discard(route)
+            prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
+            self.links[name].addresses.discard(f"{eni.primary_ip}/{prefix}")
+
+    def remove_stale(self, live: LiveNetwork) -> list[str]:
+        with self._lock:
+            self.calls.append("remove_stale")
+            ips = {p.ipv4 for p in live.pods}
+            tags = {p.tag for p in live.pods if p.tag}
+            removed: list[str] = []
+            for prio, selector, table in sorted(self.rules):
+                side, _, cidr = selector.partition(" ")
+                ip = cidr.removesuffix("/32")
+                if (prio == POD_RULE_TO_PRIORITY and side == "to") or (
+                    prio == POD_RULE_FROM_PRIORITY and side == "from"
+                ):
+                    keep = ip in ips
+                elif prio == ENI_RULE_PRIORITY and side == "from":
+                    keep = ip in live.eni_ips
+                else:
+                    continue
+                if not keep:
+                    self.rules.discard((prio, selector, table))
+                    self._rule_tables.get((prio, selector), set()).discard(table)
+                    removed.append(f"rule {prio}: {side} {ip} lookup {table}")
+            for name, link in sorted(self.links.items()):
+                if link.alias.startswith(ATTACHMENT_TAG_PREFIX) and link.alias not in tags:
+                    self._del_host_link(name)
+                    removed.append(f"veth {name} ({link.alias})")
+            return removed
+
+    def _owns(self, name: str, pod: PodNetwork) -> bool:
+        """Linux's rule: the veth carries the attachment's tag, or no tag of ours and the
+        route to the attachment's address."""
+        link = self.links.get(name)
+        if link is None or link.peer is None:
+            return False
+        if link.alias.startswith(ATTACHMENT_TAG_PREFIX):
+            return bool(pod.tag) and link.alias == pod.tag
+        return (MAIN, f"{pod.ipv4}/32", name, None) in self.routes
+
+    def _owned_veths(self, pod: PodNetwork) -> list[str]:
+        routing = [r[2] for r in self.routes if r[0] == MAIN and r[1] == f"{pod.ipv4}/32"]
+        return [n for n in dict.fromkeys([pod.host_veth, *sorted(routing)]) if self._owns(n, pod)]
+
     # ----------------------------------------------------------------- pods
 
     def setup_pod(self, pod: PodNetwork) -> None:
@@ -207,11 +265,23 @@ class FakeDatapath(FaultInjection):
 
     def _build_pod(self, pod: PodNetwork, ns: Netns) -> None:
         self._step("setup_pod", "veth")
-        self._del_host_link(pod.host_veth)
+        if pod.host_veth in self.links:
+            if not self._owns(pod.host_veth, pod):
+                raise E.VethTaken(pod.host_veth)
+            self._del_host_link(pod.host_veth)
+        other = next(
+            (dev for dst, dev, _ in sorted(ns.routes)
+             if dst == f"{POD_GATEWAY}/32" and dev != pod.if_name),
+            None,
+        )  # fmt: skip
+        if other is not None:
+            raise E.SecondAttachment(pod.netns_path, other)
         if pod.if_name in ns.links:
             raise E.DatapathError(f"{pod.if_name} exists in {pod.netns_path}")
         mac = self._mac()
-        self.links[pod.host_veth] = Link(mac=mac, mtu=pod.mtu, peer=(pod.netns_path, pod.if_name))
+        self.links[pod.host_veth] = Link(
+            mac=mac, mtu=pod.mtu, peer=(pod.netns_path, pod.if_name), alias=pod.tag
+        )
         ns.links[pod.if_name] = Link(
             mac=self._mac(), mtu=pod.mtu, peer=(pod.netns_path, pod.host_veth)
         )
@@ -245,15 +315,31 @@ class FakeDatapath(FaultInjection):
             self._step("teardown_pod", "rules")
             self._del_rules(POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32")
             self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
-            self._del_host_link(pod.host_veth)
+            owned = self._owned_veths(pod)
+            for name in owned:
+                self._del_host_link(name)
             ns = self.namespaces.get(pod.netns_path)
-            if ns is not None and pod.if_name in ns.links and ns.links[pod.if_name].peer:
+            pod_end = ns.links.get(pod.if_name) if ns is not None else None
+            if (
+                not owned
+                and ns is not None
+                and pod_end is not None
+                and pod_end.peer
+                and f"{pod.ipv4}/32" in pod_end.addresses
+            ):
                 del ns.links[pod.if_name]
                 ns.routes = {r for r in ns.routes if r[1] != pod.if_name}
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+    def pod_present(self, netns_path: str, host_veth: str, ipv4: str | None = None) -> bool:
         with self._lock:
-            return netns_path in self.namespaces and host_veth in self.links
+            if netns_path not in self.namespaces:
+                return False
+            if host_veth in self.links:
+                return True
+            return ipv4 is not None and any(
+                r[0] == MAIN and r[1] == f"{ipv4}/32" and self.links.get(r[2], Link("")).peer
+                for r in self.routes
+            )
 
     def check_pod(self, pod: PodNetwork) -> list[str]:
         with self._lock:

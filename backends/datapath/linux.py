@@ -30,11 +30,13 @@ from backends.datapath.netns import iproute, open_netns
 from backends.datapath.snat import IptablesRunner, SnatManager
 from backends.datapath.sysctls import ProcSysctlWriter, SysctlWriter, node_sysctls
 from ipamcore.netspec import (
+    ATTACHMENT_TAG_PREFIX,
     ENI_RULE_PRIORITY,
     POD_GATEWAY,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
+    LiveNetwork,
     NodeNetwork,
     PodNetwork,
 )
@@ -61,6 +63,16 @@ def _ignore(codes: tuple[int, ...], fn: Callable[[], Any]) -> bool:
 def _link(ipr: IPRoute, name: str) -> Any | None:
     try:
         return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            return None
+        raise
+
+
+def _link_at(ipr: IPRoute, index: int) -> Any | None:
+    """The link at ``index``; None once it is gone (it may vanish between two requests)."""
+    try:
+        return ipr.link("get", index=index)[0]
     except NetlinkError as exc:
         if exc.code in _GONE:
             return None
@@ -122,15 +134,9 @@ class LinuxDatapath(FaultInjection):
 
     # ----------------------------------------------------------------- plumbing
 
-
     @contextlib.contextmanager
     def _host(self) -> Iterator[IPRoute]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError("LinuxDatapath is blocking: call it via asyncio.to_thread")
+        _not_on_event_loop()
         fd = None if self.host_netns is None else open_netns(self.host_netns)
         try:
             with iproute(fd) as ipr:
@@ -141,6 +147,7 @@ class LinuxDatapath(FaultInjection):
 
     @contextlib.contextmanager
     def _netns(self, path: str) -> Iterator[tuple[int, IPRoute]]:
+        _not_on_event_loop()
         fd = open_netns(path)
         try:
             with iproute(fd) as ipr:
@@ -217,11 +224,45 @@ class LinuxDatapath(FaultInjection):
             except NetlinkError as exc:
                 raise E.DatapathError(f"setup_eni {eni.mac}: {exc}") from exc
 
+    def teardown_eni(self, eni: EniNetwork) -> None:
+        mac = eni.mac.lower()
+        with self._lock, self._host() as host:
+            try:
+                for rule in _rules(host, ENI_RULE_PRIORITY, eni.primary_ip, "src"):
+                    table = _rule_table(rule)
+                    _ignore(
+                        _GONE,
+                        lambda t=table: host.rule(
+                            "del", priority=ENI_RULE_PRIORITY, src=eni.primary_ip, src_len=32,
+                            table=t,
+                        ),
+                    )  # fmt: skip
+                link = next(
+                    (lk for lk in host.get_links()
+                     if str(lk.get_attr("IFLA_ADDRESS") or "").lower() == mac),
+                    None,
+                )  # fmt: skip
+                if link is None:
+                    return  # detached: its routes went with the link
+                idx = link["index"]
+                for route in host.get_routes(family=2, table=eni.route_table):
+                    if route.get_attr("RTA_OIF") == idx and _route_table(route) == eni.route_table:
+                        _ignore(_GONE, lambda r=route: host.route("del", **_route_key(r)))
+                prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
+                _ignore(
+                    _GONE,
+                    lambda: host.addr("del", index=idx, address=eni.primary_ip, prefixlen=prefix),
+                )
+            except NetlinkError as exc:
+                raise E.DatapathError(f"teardown_eni {eni.mac}: {exc}") from exc
+
     # ----------------------------------------------------------------- pods
 
     def setup_pod(self, pod: PodNetwork) -> None:
         undo: list[Callable[[], Any]] = []
-        with self._lock, self._host() as host, self._netns(pod.netns_path) as (fd, ns):
+        # The pod's namespace is a path from outside: it is opened (no links followed, never
+        # blocking, checked to be a network namespace) before the node-wide lock is taken.
+        with self._netns(pod.netns_path) as (fd, ns), self._lock, self._host() as host:
             try:
                 self._build_pod(pod, host, fd, ns, undo)
             except BaseException as exc:
@@ -238,8 +279,15 @@ class LinuxDatapath(FaultInjection):
         self, pod: PodNetwork, host: IPRoute, fd: int, ns: IPRoute, undo: list[Callable[[], Any]]
     ) -> None:
         self._step("setup_pod", "veth")
-        # A stale veth of the same name (same pod, earlier sandbox) is replaced.
-        _ignore(_GONE, lambda: host.link("del", ifname=pod.host_veth))
+        existing = _link(host, pod.host_veth)
+        if existing is not None:
+            if not _owns(host, existing, pod):
+                raise E.VethTaken(pod.host_veth)
+            # This attachment's own veth (a repeated ADD repairing it) is rebuilt.
+            _ignore(_GONE, lambda: host.link("del", index=existing["index"]))
+        other = _other_attachment(ns, pod.if_name)
+        if other is not None:
+            raise E.SecondAttachment(pod.netns_path, other)
         host.link(
             "add",
             ifname=pod.host_veth,
@@ -251,6 +299,8 @@ class LinuxDatapath(FaultInjection):
         host_link = _must_link(host, pod.host_veth)
         host_mac = host_link.get_attr("IFLA_ADDRESS")
         host_idx = host_link["index"]
+        if pod.tag:
+            host.link("set", index=host_idx, ifalias=pod.tag)
 
         self._step("setup_pod", "pod_link")
         pod_idx = _must_link(ns, pod.if_name)["index"]
@@ -286,32 +336,172 @@ class LinuxDatapath(FaultInjection):
             try:
                 _del_rules(host, POD_RULE_TO_PRIORITY, {"dst": pod.ipv4, "dst_len": 32})
                 _del_rules(host, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
-                # Deleting the host end deletes the pod end and every route through it.
-                if not _ignore(_GONE, lambda: host.link("del", ifname=pod.host_veth)):
-                    self._teardown_pod_side(pod)
+                # Only this attachment's veth: deleting the host end deletes the pod end and
+                # every route through it. A veth of the same name that is not this
+                # attachment's (a newer sandbox of the same pod, set up the upstream way) stays.
+                owned = _owned_veths(host, pod)
+                for idx in owned:
+                    _ignore(_GONE, lambda i=idx: host.link("del", index=i))
             except NetlinkError as exc:
                 raise E.DatapathError(f"teardown_pod {pod.host_veth}: {exc}") from exc
+        if not owned and pod.netns_path:
+            self._teardown_pod_side(pod)  # outside the lock: the path is from outside
 
     def _teardown_pod_side(self, pod: PodNetwork) -> None:
-        """A pod end left behind without its host end (half-built by someone else)."""
+        """A pod end left behind without its host end: deleted only when it holds this
+        attachment's address."""
         try:
             with self._netns(pod.netns_path) as (_, ns):
                 link = _link(ns, pod.if_name)
-                if link is not None and _kind(link) == "veth":
+                if link is None or _kind(link) != "veth":
+                    return
+                if any(
+                    a.get_attr("IFA_ADDRESS") == pod.ipv4
+                    for a in ns.get_addr(family=2, index=link["index"])
+                ):
                     _ignore(_GONE, lambda: ns.link("del", index=link["index"]))
-        except E.NetnsNotFound:
+        except E.DatapathError:
+            return  # gone, or not a namespace: nothing of ours to remove there
+        except NetlinkError:
             return
 
-    def pod_present(self, netns_path: str, host_veth: str) -> bool:
+    def remove_stale(self, live: LiveNetwork) -> list[str]:
+        ips = {p.ipv4 for p in live.pods}
+        tags = {p.tag for p in live.pods if p.tag}
+        eni_ips = set(live.eni_ips)
+        removed: list[str] = []
+        with self._lock, self._host() as host:
+            try:
+                for rule in host.get_rules(family=2):
+                    prio = rule.get_attr("FRA_PRIORITY")
+                    table = _rule_table(rule)
+                    if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == 32:
+                        ip, sel = rule.get_attr("FRA_DST"), {"dst": rule.get_attr("FRA_DST")}
+                        keep = ip in ips
+                    elif (
+                        prio in (POD_RULE_FROM_PRIORITY, ENI_RULE_PRIORITY)
+                        and rule["src_len"] == 32
+                    ):
+                        ip, sel = rule.get_attr("FRA_SRC"), {"src": rule.get_attr("FRA_SRC")}
+                        keep = ip in (ips if prio == POD_RULE_FROM_PRIORITY else eni_ips)
+                    else:
+                        continue
+                    if keep:
+                        continue
+                    length = {f"{next(iter(sel))}_len": 32}
+                    if _ignore(
+                        _GONE,
+                        lambda p=prio, s=sel, n=length, t=table: host.rule(
+                            "del", priority=p, table=t, **s, **n
+                        ),
+                    ):
+                        side = "to" if "dst" in sel else "from"
+                        removed.append(f"rule {prio}: {side} {ip} lookup {table}")
+                for link in host.get_links():
+                    alias = link.get_attr("IFLA_IFALIAS") or ""
+                    if (
+                        _kind(link) == "veth"
+                        and alias.startswith(ATTACHMENT_TAG_PREFIX)
+                        and alias not in tags
+                    ):
+                        name = link.get_attr("IFLA_IFNAME")
+                        if _ignore(_GONE, lambda i=link["index"]: host.link("del", index=i)):
+                            removed.append(f"veth {name} ({alias})")
+            except NetlinkError as exc:
+                raise E.DatapathError(f"remove_stale: {exc}") from exc
+        return removed
+
+    def pod_present(self, netns_path: str, host_veth: str, ipv4: str | None = None) -> bool:
         if not os.path.exists(netns_path):
             return False
         with self._host() as host:
-            return bool(host.link_lookup(ifname=host_veth))
+            if host.link_lookup(ifname=host_veth):
+                return True
+            return ipv4 is not None and bool(_veths_routing(host, ipv4))
 
     def check_pod(self, pod: PodNetwork) -> list[str]:
+        try:
+            with self._netns(pod.netns_path) as (_, ns), self._host() as host:
+                return check_pod_pieces(pod, host, ns)
+        except E.NetnsNotFound:
+            pass
         with self._host() as host:
-            try:
-                with self._netns(pod.netns_path) as (_, ns):
-                    return check_pod_pieces(pod, host, ns)
-            except E.NetnsNotFound:
-                return check_pod_pieces(pod, host, None)
+            return check_pod_pieces(pod, host, None)
+
+
+def _not_on_event_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError("LinuxDatapath is blocking: call it via asyncio.to_thread")
+
+
+def _route_key(route: Any) -> dict[str, Any]:
+    """What identifies ``route`` for a delete."""
+    key: dict[str, Any] = {"table": _route_table(route), "dst_len": route["dst_len"]}
+    for attr, name in (("RTA_DST", "dst"), ("RTA_OIF", "oif"), ("RTA_GATEWAY", "gateway")):
+        value = route.get_attr(attr)
+        if value is not None:
+            key[name] = value
+    return key
+
+
+def _route_table(route: Any) -> int:
+    return int(route.get_attr("RTA_TABLE") or route["table"])
+
+
+def _veths_routing(host: IPRoute, ipv4: str) -> list[int]:
+    """Indexes of the veths the main table routes ``ipv4``/32 through."""
+    found = []
+    for route in host.get_routes(family=2, table=MAIN_TABLE):
+        if (
+            route["dst_len"] == 32
+            and route.get_attr("RTA_DST") == ipv4
+            and _route_table(route) == MAIN_TABLE
+            and route.get_attr("RTA_OIF") is not None
+        ):
+            link = _link_at(host, route.get_attr("RTA_OIF"))
+            if link is not None and _kind(link) == "veth":
+                found.append(int(link["index"]))
+    return found
+
+
+def _owns(host: IPRoute, link: Any, pod: PodNetwork) -> bool:
+    """Whether the host link ``link`` is ``pod``'s veth: it carries the attachment's tag, or
+    it carries no tag of ours and routes the attachment's address (a veth set up before tags;
+    an address belongs to one attachment at a time)."""
+    if _kind(link) != "veth":
+        return False
+    alias = link.get_attr("IFLA_IFALIAS") or ""
+    if alias.startswith(ATTACHMENT_TAG_PREFIX):
+        return bool(pod.tag) and alias == pod.tag
+    return int(link["index"]) in _veths_routing(host, pod.ipv4)
+
+
+def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
+    """The host veths that are ``pod``'s: the one of its name if it is, and any veth that
+    routes its address (named the upstream way) unless tagged for another attachment."""
+    owned: list[int] = []
+    link = _link(host, pod.host_veth)
+    if link is not None and _owns(host, link, pod):
+        owned.append(int(link["index"]))
+    for idx in _veths_routing(host, pod.ipv4):
+        if idx in owned:
+            continue
+        link = _link_at(host, idx)
+        if link is not None and _owns(host, link, pod):
+            owned.append(idx)
+    return owned
+
+
+def _other_attachment(ns: IPRoute, if_name: str) -> str | None:
+    """The interface of another attachment of this plugin in the pod's namespace (it routes
+    169.254.1.1), if any."""
+    for route in ns.get_routes(family=2, table=MAIN_TABLE):
+        if route["dst_len"] == 32 and route.get_attr("RTA_DST") == POD_GATEWAY:
+            link = _link_at(ns, route.get_attr("RTA_OIF"))
+            name = None if link is None else link.get_attr("IFLA_IFNAME")
+            if name is not None and name != if_name:
+                return str(name)
+    return None

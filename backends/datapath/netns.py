@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -19,21 +21,45 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
-from backends.datapath.errors import DatapathError, NetnsNotFound
+from backends.datapath.errors import DatapathError, NetnsNotFound, NotANetns
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
+# /proc/<pid>/ns/net (or a thread's): a "magic" link into nsfs, the one link followed.
+_PROC_NS = re.compile(r"/proc/[0-9]+(/task/[0-9]+)?/ns/net")
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): the namespace type of an nsfs file
+
+
 def open_netns(path: str) -> int:
-    """Open ``path`` read-only (no O_CREAT): NetnsNotFound when missing. Caller closes."""
+    """Open the network namespace at ``path`` (never created): NetnsNotFound when missing,
+    NotANetns for anything that is not one. Caller closes.
+
+    ``path`` comes from outside (CNI_NETNS): a symlink is not followed (except the
+    kernel's own /proc/<pid>/ns/net), the open never blocks (O_NONBLOCK: a FIFO does
+    not hang it), and the file must be an nsfs file of type CLONE_NEWNET (ioctl
+    NS_GET_NSTYPE) before anything uses it."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    if not _PROC_NS.fullmatch(path):
+        flags |= os.O_NOFOLLOW
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise NetnsNotFound(path) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotANetns(f"netns {path!r} is a symbolic link; refused") from None
         raise DatapathError(f"cannot open netns {path!r}: {exc}") from exc
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        nstype = None
+    if nstype != CLONE_NEWNET:
+        os.close(fd)
+        raise NotANetns(f"{path!r} is not a network namespace; refused")
+    return fd
 
 
 def netns_exists(path: str) -> bool:

@@ -46,7 +46,9 @@ async def test_pods_stats_and_env(world: World, daemon: Daemon) -> None:
     assert daemon.introspection is not None
     port = daemon.introspection.port
     pods = await get(port, "/v1/pods")
-    assert list(pods) == ["default/pod-1/eth0"] and pods["default/pod-1/eth0"]["Container"] == ""
+    ((key, row),) = pods.items()
+    assert key == f"aws-cni/{row['Container']}/eth0" and len(row["Container"]) == 12
+    assert (row["Namespace"], row["Name"]) == ("default", "pod-1")
     stats = await get(port, "/stats")
     assert stats["assigned"] == 1 and stats["enis"] >= 1
     assert stats["ec2_calls"]["AssignPrivateIpAddresses"]["ok"] >= 1
@@ -94,3 +96,68 @@ def test_go_cidr_mask_is_base64() -> None:
     assert go_cidr("10.0.0.16/28") == {
         "IP": "10.0.0.16", "Mask": base64.b64encode(bytes([255, 255, 255, 240])).decode(),
     }  # fmt: skip
+
+
+# ---------------------------------------------------------------- issue 16, item 11
+
+
+async def _closed_by_server(reader: Any) -> bool:
+    """Whether the server closes (EOF or reset) the connection: waits on the socket, not a
+    timer of its own."""
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(reader.read(), 10) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_http_server_caps_connections_and_closes_half_sent_requests() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    app = web.Application()
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app.router.add_get("/", hello)
+    server = HttpServer(app, header_timeout_s=0.2, max_connections=4)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        held[0][1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        over = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed_by_server(over[0])  # past the cap: closed at once
+        for reader, _writer in held:  # idle or half-sent: closed after the header timeout
+            assert await _closed_by_server(reader)
+        assert server.refused >= 1 and server.timed_out == 4
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered, then closed
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hi")
+        for _reader, w in [*held, over, (reader, writer)]:
+            w.close()
+    finally:
+        await server.stop()
+
+
+def test_loop_errors_are_logged_once_per_interval() -> None:
+    from adapters.ipamd.logs import LoopErrorLog
+
+    lines: list[dict[str, Any]] = []
+
+    class Log:
+        def error(self, event: str, **kw: Any) -> None:
+            lines.append({"event": event, **kw})
+
+    now = [0.0]
+    handler = LoopErrorLog(Log(), interval_s=10.0, now=lambda: now[0])
+    context = {"message": "socket.accept() out of system resource", "exception": OSError(24)}
+    for _ in range(1000):
+        handler(None, context)
+    now[0] = 11.0
+    handler(None, context)
+    assert [line["suppressed_since_last"] for line in lines] == [0, 999]
+    assert all(line["exception"] == "OSError" for line in lines)

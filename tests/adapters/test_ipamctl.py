@@ -117,3 +117,59 @@ def test_version_table() -> None:
     assert check_versions("1.29", "v1.20.4").status == "fail"
     assert check_versions("1.29", "v1.22.0").status == "ok"
     assert check_versions("1.28", "v1.18.0").status == "warn"
+
+
+# ---------------------------------------------------------------- issue 16, smaller things
+
+
+async def test_pods_shows_every_allocation_with_a_container_tag(
+    world: World, daemon: Daemon
+) -> None:
+    assert daemon.introspection is not None
+    url = f"http://127.0.0.1:{daemon.introspection.port}"
+    # Two sandboxes of one pod, and a pod without Kubernetes names: three rows.
+    for n, name in ((1, "web-0"), (2, "web-0"), (3, "")):
+        reply = await call(world.socket_path, add_request(n, pod_name=name, pod_namespace=""))
+        assert reply.ok
+    code, out = await arun("--introspection", url, "--json", "pods")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 3
+    tags = {row["Container"] for row in rows.values()}
+    assert len(tags) == 3 and all(len(t) == 12 for t in tags)
+    assert not any(f"c000{n}" in out for n in (1, 2, 3))  # the ids themselves stay hidden
+    code, out = await arun("--introspection", url, "pods")
+    assert code == 0 and out.count("web-0") == 2 and "CONTAINER" in out
+
+
+async def test_a_closed_pipe_is_not_a_traceback(world: World, daemon: Daemon) -> None:
+    import subprocess
+    import sys
+
+    assert daemon.introspection is not None
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # ``| head`` that has already exited
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "adapters.ipamctl.main", "--introspection",
+             f"http://127.0.0.1:{daemon.introspection.port}", "env"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=30,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert b"Traceback" not in done.stderr and done.returncode == 0, done.stderr
+
+
+async def test_doctor_checks_the_daemons_configured_paths(
+    world: World, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert daemon.introspection is not None
+    for name in ("IPAMD_SOCKET", "AWS_VPC_K8S_CNI_BACKING_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    _code, out = await arun(
+        "--introspection", f"http://127.0.0.1:{daemon.introspection.port}", "--json", "doctor"
+    )
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["socket"]["status"] == "ok", checks["socket"]
+    assert world.socket_path in checks["socket"]["detail"]
+    assert world.checkpoint_path in checks["checkpoint"]["detail"]

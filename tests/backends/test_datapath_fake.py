@@ -103,6 +103,9 @@ class FakeHarness:
     def sysctl(self, key: str) -> str | None:
         return self.datapath.sysctls.get(key)
 
+    def rules(self, ip: str) -> list[str]:
+        return sorted(f"{r[0]}: {r[1]} {r[2]}" for r in self.datapath.rules if f" {ip}/" in r[1])
+
 
 class TestFakeDatapath(DatapathContract):
     @pytest.fixture
@@ -132,14 +135,15 @@ def test_deleting_host_veth_takes_pod_end_with_it() -> None:
 
 
 def test_failed_setup_restores_the_namespace_of_a_replaced_host_veth() -> None:
-    """A setup that reuses a host veth name first deletes the old pair (its pod end lives in
-    another namespace); when the setup then fails, that namespace is restored too."""
+    """A setup of the same attachment (its tag) in another namespace first deletes its old pair
+    (the pod end lives in the other namespace); when the setup then fails, that namespace is
+    restored too."""
     h = FakeHarness()
     first = make_pod(h)
     h.datapath.setup_pod(first)
     before = h.host_snapshot()
     old_ns = copy.deepcopy(h.datapath.namespaces[first.netns_path])
-    second = attrs.evolve(make_pod(h), host_veth=first.host_veth)
+    second = attrs.evolve(make_pod(h), host_veth=first.host_veth, tag=first.tag)
     h.datapath.fail_next("setup_pod", "rules")
     with pytest.raises(E.InjectedFault):
         h.datapath.setup_pod(second)

@@ -19,6 +19,7 @@ from botocore.stub import Stubber  # type: ignore[import-untyped]
 from backends.aws.imds import TOKEN_HEADER, TOKEN_TTL_HEADER, ImdsClient
 from backends.aws.metadata_server import MetadataServer
 from backends.aws.threaded import AsyncCloud, AsyncMetadata
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.model import InstanceIdentity, ObservedEni
 from tests.backends import moto_fixtures
@@ -82,7 +83,7 @@ def test_identity(moto_env: MotoEnv, server: MetadataServer) -> None:
 def test_enis_match_what_ec2_describes(moto_env: MotoEnv, server: MetadataServer) -> None:
     backend = moto_env.backend()
     created = backend.create_eni(
-        moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id], ipv4_count=2
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,), ipv4_count=2)
     )
     imds = ImdsClient(server.url, timeout_s=SLOW_MACHINE_S).enis()
     assert [(e.eni_id, e.device_index, e.is_primary) for e in imds] == [
@@ -232,12 +233,15 @@ class _RecordingPort:
         return call
 
 
+CREATE = CreateEni(0, "subnet-1", ("sg-1",), ipv4_count=2, device_index=3)
+
+
 async def test_async_wrappers_run_calls_in_worker_threads() -> None:
     port = _RecordingPort()
     cloud, metadata = AsyncCloud(port), AsyncMetadata(port)
     results: tuple[Any, ...] = await asyncio.gather(
         cloud.describe_enis("i-1"),
-        cloud.create_eni("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}, 3),
+        cloud.create_eni("i-1", CREATE, {"a": "b"}),
         cloud.assign_ipv4("eni-1", 3),
         cloud.free_eni("eni-1"),
         metadata.identity(),
@@ -246,7 +250,7 @@ async def test_async_wrappers_run_calls_in_worker_threads() -> None:
     assert results[0] == ("describe_enis", ("i-1",))
     assert results[1] == (
         "create_eni",
-        ("i-1", "subnet-1", ["sg-1"], 2, 0, False, {"a": "b"}, 3),
+        ("i-1", CREATE, {"a": "b"}),
     )
     assert results[2] == ("assign_ipv4", ("eni-1", 3))
     assert results[4] == ("identity", ())

@@ -141,7 +141,7 @@ def test_add_ipv6(run_plugin: PluginExec, fake_ipamd: FakeIpamd, short_tmp: Path
         (p.Reply.success({"ipv4": "10.0.0.9"}), 999),  # no host_veth
         (p.Reply.success(p.AddResult("eni1", "net9", ipv4="10.0.0.9").to_dict()), 999),
         (b"garbage\n", 999),
-        (b"", 999),
+        (b"", 11),  # closed without a reply: a crash mid-request, try again later
     ],
 )
 def test_add_daemon_errors(
@@ -460,3 +460,40 @@ def test_shipped_conflist_is_valid() -> None:
     assert ours["type"] == "vpc-cni" and ours["socketPath"] == p.DEFAULT_SOCKET_PATH
     assert ours["pendingDelDir"] == p.DEFAULT_PENDING_DEL_DIR
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+
+
+def test_plugin_tag_is_the_cores_tag() -> None:
+    """The plugin repeats ipamcore.netspec.attachment_tag (it imports nothing heavy)."""
+    from adapters.cni.plugin import attachment_tag as plugin_tag
+    from ipamcore.netspec import attachment_tag
+
+    for key in (("aws-cni", "c1", "eth0"), ("n", "x" * 64, "eth1"), ("a\u00e9", "b", "c")):
+        assert plugin_tag(*key) == attachment_tag(*key)
+
+
+@pytest.mark.parametrize(
+    "stdin", [b"not json", b'{"cniVersion": "1.0.0", "socketPath": "rel/x"}', b"{}"]
+)
+def test_errors_before_the_configuration_open_no_log_file(
+    stdin: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: tests run as root appended to the system's plugin log; an error before the
+    configuration names a log file (or says to use the default) is reported on stdout only."""
+    import io
+
+    from adapters.cni import plugin as cni
+
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith("/var/log"):
+            opened.append(str(path))
+            raise PermissionError(13, "not in a test", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(cni.os, "open", recording_open)
+    out = io.StringIO()
+    plugin = cni.Plugin({"CNI_COMMAND": "ADD"}, stdin, out)
+    assert plugin.run() == 1 and json.loads(out.getvalue())["code"] in (6, 7, 1)
+    assert opened == []

@@ -472,13 +472,19 @@ def test_client_daemon_not_running(short_tmp: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "answer", [b"", b"not json\n", b'{"version": 1, "ok": true', b"x" * (p.MAX_MESSAGE_SIZE + 10)]
+    ("answer", "code"),
+    [
+        (b"", p.ERR_CONNECTION_LOST),  # closed before a complete reply: a crash mid-request
+        (b'{"version": 1, "ok": true', p.ERR_CONNECTION_LOST),
+        (b"not json\n", p.ERR_BAD_REPLY),
+        (b"x" * (p.MAX_MESSAGE_SIZE + 10), p.ERR_TOO_LARGE),
+    ],
 )
-def test_client_bad_replies(fake_ipamd: FakeIpamd, answer: bytes) -> None:
+def test_client_bad_replies(fake_ipamd: FakeIpamd, answer: bytes, code: str) -> None:
     fake_ipamd.replies[p.OP_ADD] = answer
     with pytest.raises(p.ProtocolError) as ei:
         p.request(fake_ipamd.sock_path, add_req(), timeout=5)
-    assert ei.value.code in (p.ERR_BAD_REPLY, p.ERR_TOO_LARGE)
+    assert ei.value.code in (code, p.ERR_BAD_REPLY if code == p.ERR_TOO_LARGE else code)
 
 
 def test_client_timeout(fake_ipamd: FakeIpamd) -> None:

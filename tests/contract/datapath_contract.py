@@ -10,12 +10,21 @@ from __future__ import annotations
 import itertools
 from typing import Any, Protocol
 
+import attrs
 import pytest
 
 from backends.datapath import errors as E
 from backends.datapath.snat import chain_rules
 from backends.datapath.sysctls import IP_FORWARD
-from ipamcore.netspec import EniNetwork, NodeNetwork, PodNetwork, host_veth_name
+from ipamcore.netspec import (
+    EniNetwork,
+    LiveNetwork,
+    NodeNetwork,
+    PodNetwork,
+    attachment_tag,
+    host_veth_name,
+    legacy_host_veth_name,
+)
 
 PRIMARY_IP = "10.0.0.10"  # on the harness's primary host interface
 PRIMARY_IF = "eth0"
@@ -52,6 +61,7 @@ class DatapathHarness(Protocol):
     def eni_configured(self, eni: EniNetwork) -> bool: ...
     def nat(self, chain: str) -> tuple[int, list[str]]: ...  # (jumps to chain, its rules)
     def sysctl(self, key: str) -> str | None: ...
+    def rules(self, ip: str) -> list[str]: ...  # the host's rules that name ``ip``
 
 
 def make_pod(h: DatapathHarness, route_table: int | None = None, mtu: int = 9001) -> PodNetwork:
@@ -59,7 +69,8 @@ def make_pod(h: DatapathHarness, route_table: int | None = None, mtu: int = 9001
     return PodNetwork(
         netns_path=h.new_netns(),
         if_name="eth0",
-        host_veth=host_veth_name("contract", f"pod-{n}"),
+        host_veth=host_veth_name("contract", f"c{n}", "eth0"),
+        tag=attachment_tag("contract", f"c{n}", "eth0"),
         ipv4=f"10.0.{100 + n // 250}.{n % 250 + 1}",
         mtu=mtu,
         route_table=route_table,
@@ -180,7 +191,7 @@ class DatapathContract:
 
     def test_missing_netns_is_an_error_and_not_created(self, harness: DatapathHarness) -> None:
         path = harness.missing_netns_path()
-        pod = PodNetwork(path, "eth0", host_veth_name("contract", "ghost"), "10.0.99.9")
+        pod = PodNetwork(path, "eth0", host_veth_name("contract", "ghost", "eth0"), "10.0.99.9")
         before = harness.host_snapshot()
         with pytest.raises(E.NetnsNotFound):
             harness.datapath.setup_pod(pod)
@@ -256,3 +267,108 @@ class DatapathContract:
         harness.datapath.setup_node(NodeNetwork(PRIMARY_IP, VPC))
         assert harness.sysctl(IP_FORWARD) == "1"
         assert harness.sysctl(f"net/ipv4/conf/{PRIMARY_IF}/rp_filter") == "2"
+
+    # ------------------------------------------------------------- attachments (issue 16)
+
+    def test_sandboxes_of_one_pod_get_their_own_veth(self, harness: DatapathHarness) -> None:
+        """A recreated sandbox (same pod, new container id): neither setup nor the old one's
+        teardown touches the other's network."""
+        old = make_pod(harness, route_table=3)
+        new = attrs.evolve(
+            make_pod(harness, route_table=3),
+            host_veth=host_veth_name("contract", "new-sandbox", "eth0"),
+            tag=attachment_tag("contract", "new-sandbox", "eth0"),
+        )
+        assert new.host_veth != old.host_veth
+        harness.datapath.setup_pod(old)
+        harness.datapath.setup_pod(new)
+        assert harness.datapath.check_pod(old) == []
+        harness.datapath.teardown_pod(old)
+        assert harness.datapath.check_pod(new) == []
+
+    def test_setup_never_takes_over_another_attachments_veth(
+        self, harness: DatapathHarness
+    ) -> None:
+        first = make_pod(harness, route_table=3)
+        harness.datapath.setup_pod(first)
+        thief = attrs.evolve(make_pod(harness), host_veth=first.host_veth)
+        with pytest.raises(E.VethTaken):
+            harness.datapath.setup_pod(thief)
+        assert harness.datapath.check_pod(first) == []
+
+    def test_teardown_leaves_a_veth_of_the_same_name_that_is_not_its_own(
+        self, harness: DatapathHarness
+    ) -> None:
+        """Named the upstream way (no tag): the old sandbox's DEL finds a veth of its name that
+        routes another address (the new sandbox's) and leaves it."""
+        name = legacy_host_veth_name("default", "web-0")
+        new = attrs.evolve(make_pod(harness), host_veth=name, tag="")
+        harness.datapath.setup_pod(new)
+        old = attrs.evolve(make_pod(harness), host_veth=name, tag="")
+        harness.datapath.teardown_pod(old)
+        assert harness.datapath.check_pod(new) == []
+        harness.datapath.teardown_pod(new)  # and its own teardown removes it (by its route)
+        assert E.HOST_VETH in harness.datapath.check_pod(new)
+        assert not harness.datapath.pod_present(new.netns_path, name)
+
+    def test_pod_present_finds_an_untagged_veth_by_its_route(
+        self, harness: DatapathHarness
+    ) -> None:
+        pod = attrs.evolve(make_pod(harness), host_veth=legacy_host_veth_name("d", "p"), tag="")
+        harness.datapath.setup_pod(pod)
+        renamed = host_veth_name("contract", "other", "eth0")
+        assert harness.datapath.pod_present(pod.netns_path, renamed, pod.ipv4)
+        assert not harness.datapath.pod_present(pod.netns_path, renamed)
+
+    def test_a_second_attachment_in_one_pod_is_refused(self, harness: DatapathHarness) -> None:
+        first = make_pod(harness, route_table=3)
+        harness.datapath.setup_pod(first)
+        second = PodNetwork(
+            first.netns_path, "eth1", host_veth_name("contract", "x", "eth1"), "10.0.98.1",
+            tag=attachment_tag("contract", "x", "eth1"),
+        )  # fmt: skip
+        before = harness.host_snapshot()
+        with pytest.raises(E.SecondAttachment, match="eth0"):
+            harness.datapath.setup_pod(second)
+        assert harness.host_snapshot() == before
+        assert harness.datapath.check_pod(first) == []
+        harness.datapath.teardown_pod(second)
+        assert harness.datapath.check_pod(first) == []
+
+    def test_teardown_eni_removes_its_rule_and_routes(self, harness: DatapathHarness) -> None:
+        harness.add_eni_link(ENI_MAC)
+        harness.datapath.setup_eni(eni())
+        harness.datapath.teardown_eni(eni())
+        assert not harness.eni_configured(eni())
+        assert harness.rules(eni().primary_ip) == []
+        harness.datapath.teardown_eni(eni())  # idempotent
+        harness.datapath.setup_eni(eni())
+        assert harness.eni_configured(eni())
+
+    def test_remove_stale_keeps_exactly_what_live_allocations_need(
+        self, harness: DatapathHarness
+    ) -> None:
+        live, gone = make_pod(harness, route_table=3), make_pod(harness, route_table=3)
+        harness.add_eni_link(ENI_MAC)
+        harness.datapath.setup_eni(eni())
+        harness.datapath.setup_pod(live)
+        harness.datapath.setup_pod(gone)
+        harness.remove_netns(gone.netns_path)  # the pod vanished while the daemon was down
+        removed = harness.datapath.remove_stale(
+            LiveNetwork(pods=(live,), eni_ips=(eni().primary_ip,))
+        )
+        # gone's two rules, and its veth unless the kernel already took it with its netns
+        # (a namespace is destroyed asynchronously after its last reference goes)
+        assert [r for r in removed if r.startswith("rule")] == [
+            f"rule 512: to {gone.ipv4} lookup 254", f"rule 1536: from {gone.ipv4} lookup 3",
+        ], removed  # fmt: skip
+        assert all(r.startswith(("rule", f"veth {gone.host_veth}")) for r in removed), removed
+        assert harness.rules(gone.ipv4) == []
+        assert harness.datapath.check_pod(live) == []
+        assert harness.eni_configured(eni())
+        assert harness.datapath.remove_stale(
+            LiveNetwork(pods=(live,), eni_ips=(eni().primary_ip,))
+        ) == []
+        harness.datapath.remove_stale(LiveNetwork())  # the ENI freed, the pod gone too
+        assert harness.rules(eni().primary_ip) == [] and harness.rules(live.ipv4) == []
+        assert E.HOST_VETH in harness.datapath.check_pod(live)

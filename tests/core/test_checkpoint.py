@@ -44,7 +44,14 @@ def test_writes_upstream_field_names_and_keeps_release_times_in_an_extra_field()
     doc = json.loads(encode(ipam.checkpoint()))
     assert doc["version"] == "vpc-cni-ipam/1"
     assert set(doc["allocations"][0]) == {
-        "networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata"}
+        "networkName",
+        "containerID",
+        "ifName",
+        "ipv4",
+        "ipv6",
+        "allocationTimestamp",
+        "metadata",
+    }
     assert doc["allocations"][0]["allocationTimestamp"] == 1700000000500000000
     assert doc["releasedAddresses"] == [{"address": "10.0.0.11", "releasedAt": 1700000010250000000}]
 
@@ -74,8 +81,7 @@ def test_restore_drops_allocations_whose_pod_is_gone_and_cools_their_address() -
 
 
 def test_restore_drops_an_address_no_longer_on_any_eni() -> None:
-    checkpoint = Checkpoint(allocations=(
-        Allocation(key(1), pod(1), "10.9.9.9", None, 0.0),))
+    checkpoint = Checkpoint(allocations=(Allocation(key(1), pod(1), "10.9.9.9", None, 0.0),))
     report = node(enis=(eni(0, ips=1),)).restore(checkpoint, 0.0)
     assert report.dropped[0][1] == "address is on no ENI"
 
@@ -83,7 +89,11 @@ def test_restore_drops_an_address_no_longer_on_any_eni() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"", b"{", b"[]", b"null", b'{"version":"vpc-cni-ipam/1","allocations":{}}',
+        b"",
+        b"{",
+        b"[]",
+        b"null",
+        b'{"version":"vpc-cni-ipam/1","allocations":{}}',
         b'{"version":"vpc-cni-ipam/1","allocations":[1]}',
         b'{"version":"vpc-cni-ipam/1","allocations":[{"ipv4":"10.0.0.1"}]}',
         b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":5}]}',
@@ -92,7 +102,8 @@ def test_restore_drops_an_address_no_longer_on_any_eni() -> None:
         b'"allocationTimestamp":"x"}]}',
         b'{"version":"vpc-cni-ipam/1","allocations":[{"containerID":"a","ipv4":"1.1.1.1",'
         b'"netns":5}]}',
-        b"\xff\xfe", b"[" * 100_000,
+        b"\xff\xfe",
+        b"[" * 100_000,
     ],
 )
 def test_malformed_content_is_a_typed_error(data: bytes) -> None:
@@ -119,7 +130,8 @@ names = st.text(st.characters(codec="utf-8"), max_size=20)
 @given(
     st.lists(
         st.tuples(names, names, names, st.floats(1.5e9, 4e9), names, names, names),
-        max_size=5, unique_by=lambda t: t[:3],
+        max_size=5,
+        unique_by=lambda t: t[:3],
     ).filter(lambda rows: all(r[1] for r in rows))
 )
 def test_round_trip_of_arbitrary_allocations(
@@ -171,8 +183,7 @@ def reference_encode(checkpoint: Checkpoint) -> bytes:
                 for a in checkpoint.allocations
             ],
             "releasedAddresses": [
-                {"address": address, "releasedAt": ns(at)}
-                for address, at in checkpoint.released_at
+                {"address": address, "releasedAt": ns(at)} for address, at in checkpoint.released_at
             ],
         },
         separators=(",", ":"),
@@ -266,3 +277,57 @@ def test_encoder_forgets_entries_that_left_the_checkpoint() -> None:
     data = encoder.encode(Checkpoint(allocations=(moved,)))
     assert decode(data) == Checkpoint(allocations=(moved,))
     assert len(encoder._allocations) == 1 and not encoder._released
+
+
+# ------------------------------------------------------------------ issue 16, item 5
+
+UPSTREAM_WITH_EXTRAS = (
+    '{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni",'
+    '"containerID":"c1","ifName":"eth0","ipv4":"10.0.1.5","allocationTimestamp":'
+    '1733580000123456789,"metadata":{"k8sPodNamespace":"default","k8sPodName":"web-0",'
+    '"interfacesCount":2},"futureField":{"a":[1,2]}}]}'
+)
+
+
+def test_a_rewrite_keeps_unknown_fields_and_the_exact_timestamp() -> None:
+    from ipamcore.checkpoint import CheckpointEncoder
+
+    decoded = decode(UPSTREAM_WITH_EXTRAS)
+    entry = json.loads(encode(decoded))["allocations"][0]
+    assert entry["allocationTimestamp"] == 1733580000123456789
+    assert entry["metadata"]["interfacesCount"] == 2
+    assert entry["futureField"] == {"a": [1, 2]}
+    # A checkpoint built from memory (the daemon's) carries none of it: the encoder that
+    # saw the decoded file writes it back, for as long as the allocation lives.
+    from_memory = attrs.evolve(decoded, preserved=())
+    encoder = CheckpointEncoder()
+    encoder.preserve(decoded)
+    assert json.loads(encoder.encode(from_memory))["allocations"][0] == entry
+    # A later allocation under the same key gets nothing of the earlier one.
+    (a,) = decoded.allocations
+    later = attrs.evolve(
+        from_memory, allocations=(a._replace(allocated_at=a.allocated_at + 60),)
+    )
+    again = json.loads(encoder.encode(later))["allocations"][0]
+    assert "futureField" not in again and "interfacesCount" not in again["metadata"]
+
+
+def test_upstream_stale_is_upstreams_veth_rule() -> None:
+    from ipamcore.checkpoint import upstream_stale
+    from ipamcore.netspec import legacy_host_veth_name
+
+    doc = json.loads(UPSTREAM_WITH_EXTRAS)
+    doc["allocations"].append(
+        {"networkName": "aws-cni", "containerID": "c2", "ifName": "eth0", "ipv4": "10.0.1.6",
+         "allocationTimestamp": 1, "metadata": {"k8sPodNamespace": "default", "k8sPodName": "db"}}
+    )  # fmt: skip
+    doc["allocations"].append(
+        {"networkName": "aws-cni", "containerID": "c3", "ifName": "eth0", "ipv4": "10.0.1.7",
+         "allocationTimestamp": 1, "metadata": {}}
+    )  # fmt: skip
+    checkpoint = decode(json.dumps(doc))
+    links = ["lo", "eth0", legacy_host_veth_name("default", "web-0", prefix="abc")]
+    stale = upstream_stale(checkpoint, links)
+    assert [a.key.container_id for a in stale] == ["c2"]  # no veth; c3 names no pod: kept
+    ours = attrs.evolve(checkpoint, from_upstream=False)
+    assert upstream_stale(ours, links) == ()

@@ -81,7 +81,32 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("command", ["ADD", "DEL"])
+@pytest.mark.parametrize(("variable", "value", "msg"), HOSTILE_ENV)
+def test_del_finishes_whatever_add_refused(
+    tree: Path, variable: str, value: str, msg: str
+) -> None:
+    """Issue 16 item 13: DEL succeeds; a hostile value is never sent nor written anywhere (an
+    id or interface ADD refuses holds nothing: no record; a netns or pod name is dropped)."""
+    env = dict(GOOD)
+    env[variable] = value
+    rc, out = run_plugin(tree, "DEL", env, prevResult=PREV)
+    assert (rc, out) == (0, None)
+    files = files_under(tree) - {"log/plugin.log"}
+    if variable in ("CNI_CONTAINERID", "CNI_IFNAME"):
+        assert files == set()
+    else:
+        (record,) = files
+        assert record.startswith("run/pending-del/")
+        req = pd.read_pending_dels(str(tree / "run" / "pending-del"))[0]
+        field = {"CNI_NETNS": "netns"}.get(variable) or (
+            "pod_namespace" if "NAMESPACE" in value else "pod_name"
+        )
+        assert getattr(req, field) == ""
+    log = (tree / "log" / "plugin.log").read_text()
+    assert "\x00" not in log and "del:" in log
+
+
+@pytest.mark.parametrize("command", ["ADD"])
 @pytest.mark.parametrize(("variable", "value", "msg"), HOSTILE_ENV)
 def test_plugin_rejects_hostile_names(
     tree: Path, command: str, variable: str, value: str, msg: str
@@ -132,7 +157,7 @@ def test_prev_result_veth_with_traversal_is_not_deleted(tree: Path) -> None:
     seen: list[str] = []
 
     class Recording(cni.Plugin):
-        def _delete_link(self, veth: str) -> None:
+        def _delete_link(self, veth: str, tag: str) -> None:
             seen.append(veth)
 
     doc = {
