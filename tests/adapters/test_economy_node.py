@@ -52,6 +52,7 @@ async def test_every_family_is_exposed_with_subnet_and_eni_labels(
 ) -> None:
     reply = await call(world.socket_path, add_request(1))
     eni = reply.result["eni_id"]
+    await eventually(lambda: daemon.agent.effects_in_flight == 0)  # the pool as it stays
     text = await scrape(daemon)  # starts the first DescribeSubnets
     watch = daemon.agent.metrics.subnets
     assert watch is not None
@@ -186,6 +187,7 @@ async def test_ipamctl_subnets_shows_free_blocks_and_the_node_share(
     world: World, daemon: Daemon
 ) -> None:
     await call(world.socket_path, add_request(1))
+    await eventually(lambda: daemon.agent.effects_in_flight == 0)
     assert daemon.introspection is not None
     url = f"http://127.0.0.1:{daemon.introspection.port}"
     out = io.StringIO()

@@ -236,6 +236,9 @@ def trouble() -> Iterator[tuple[str, str]]:
         try:
             for n in range(1, 10):
                 assert (await call(world.socket_path, add_request(n))).ok
+            # the warm pool's next ENI takes the subnet under 15 % free (4 of 27): wait for it
+            await until(lambda: world.cloud.free_addresses(world.subnet_id) <= 4
+                        and daemon.agent.effects_in_flight == 0, world.clock, step=1.0)
             world.cloud.fail_when(lambda *_a: True, FailureKind.THROTTLED,
                                   action="AssignPrivateIpAddresses")  # fmt: skip
             world.cloud.fail_when(lambda *_a: True, FailureKind.THROTTLED,
