@@ -2,8 +2,11 @@
 
 Endpoints (GET): ``/v1/enis`` (upstream's ENI datastore dump, container ids blanked as
 upstream v1.23.0 does), ``/v1/pods``, ``/v1/ipamd-env-settings``,
-``/v1/networkutils-env-settings`` and ``/stats`` (pool figures and EC2 calls by action and
-outcome). The server refuses a non-loopback address unless explicitly allowed: the dump
+``/v1/networkutils-env-settings``, ``/stats`` (pool figures and EC2 calls by action and
+outcome), and the project's ``/v1/subnets`` (the node's subnets as EC2 last described them,
+free /28 blocks at most, this node's share; ``ipamctl subnets``) and ``/v1/fragmentation``
+(the node's /28 prefixes by use and what repacking would free; ``ipamctl fragmentation``).
+The server refuses a non-loopback address unless explicitly allowed: the dump
 names every pod on the node.
 
 The daemon's state is read through the small :class:`IntrospectionSource` protocol, so this
@@ -17,6 +20,7 @@ import base64
 import datetime
 import hashlib
 import ipaddress
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -24,6 +28,7 @@ from aiohttp import web
 
 from adapters.redact import redact_setting
 from backends.observe import CallCounter
+from ipamcore import economy
 from ipamcore.views import AddressView, EniView, PoolStats
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -163,6 +168,63 @@ def stats_document(stats: PoolStats, calls: CallCounter) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def subnets_document(views: list[EniView], watch: Any, now: float) -> dict[str, Any]:
+    """The node's subnets (``watch``: an ``adapters.metrics.SubnetWatch`` or None) and what
+    this node holds in each."""
+    subnets, when = watch.current() if watch is not None else ([], {})
+    rows = []
+    for u in economy.subnet_uses(subnets, views, when):
+        rows.append({
+            "subnet_id": u.subnet_id, "cidr": u.cidr, "availability_zone": u.availability_zone,
+            "usable": u.usable, "available": u.available if u.described_at else None,
+            "free_prefixes_at_most": u.free_prefixes_at_most if u.described_at else None,
+            "node_taken": u.node_taken, "node_idle": u.node_idle,
+            "node_share_of_used": round(u.node_share_of_used, 4) if u.described_at else None,
+            "described_at": go_time(u.described_at) if u.described_at else None,
+            "age_s": round(now - u.described_at, 1) if u.described_at else None,
+        })  # fmt: skip
+    return {
+        "subnets": rows,
+        "refresh_interval_s": round(watch.interval_s, 1) if watch is not None else None,
+        "describe_calls": watch.calls if watch is not None else 0,
+        "error": watch.error if watch is not None else "subnet figures are not bound",
+    }
+
+
+def fragmentation_document(views: list[EniView]) -> dict[str, Any]:
+    """Prefixes by use and the repacking plan, by subnet, with the pods to move."""
+    pods: dict[str, list[str]] = {}
+    for v in views:
+        for b in v.blocks:
+            if b.is_prefix:
+                pods[b.block_id] = sorted(
+                    f"{a.pod.namespace}/{a.pod.name}" for a in b.addresses
+                    if a.state == "assigned" and a.pod is not None
+                )  # fmt: skip
+    out = []
+    for f in economy.fragmentation(views):
+        out.append({
+            "subnet_id": f.subnet_id, "prefixes": f.prefixes, "assigned": f.assigned,
+            "by_use": f.by_use, "needed": f.needed, "freeable": f.freeable,
+            "addresses_freed": f.addresses_freed, "pods_to_move": f.pods_to_move,
+            "drain": [{"prefix": p.prefix, "eni": p.eni_id, "assigned": p.assigned,
+                       "pods": pods.get(p.prefix, [])} for p in f.drain],
+        })  # fmt: skip
+    return {"subnets": out, "prefix_mode": any(b.is_prefix for v in views for b in v.blocks)}
+
+
+async def _subnets_when_described(source: Any, wait_s: float) -> dict[str, Any]:
+    """``/v1/subnets``; with ``?wait=SECONDS`` wait (up to 10 s) for a refresh started now."""
+    watch = getattr(getattr(source, "metrics", None), "subnets", None)
+    doc = subnets_document(source.eni_views(), watch, time.time())
+    deadline = time.monotonic() + min(wait_s, 10.0)
+    while (watch is not None and time.monotonic() < deadline and not watch.error
+           and any(r["described_at"] is None for r in doc["subnets"])):  # fmt: skip
+        await asyncio.sleep(0.05)
+        doc = subnets_document(source.eni_views(), watch, time.time())
+    return doc
+
+
 def env_subset(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
     """The listed settings, redacted (see :func:`redact_setting`)."""
     return {name: redact_setting(name, env[name]) for name in names if name in env}
@@ -193,6 +255,18 @@ def make_app(
     app.router.add_get("/stats", route(lambda: stats_document(source.stats(), source.calls)))
     if kube is not None:
         app.router.add_get("/v1/kube", route(kube))
+    app.router.add_get(
+        "/v1/fragmentation", route(lambda: fragmentation_document(source.eni_views()))
+    )
+
+    async def subnets(request: web.Request) -> web.Response:
+        try:
+            wait_s = float(request.query.get("wait", "0"))
+        except ValueError:
+            wait_s = 0.0
+        return web.json_response(await _subnets_when_described(source, max(wait_s, 0.0)))
+
+    app.router.add_get("/v1/subnets", subnets)
     return app
 
 

@@ -1,57 +1,83 @@
 """``ipamctl recommend``: sweep the warm-pool knobs on a trace or scenario in the simulator and
-print the settings on the trade-off frontier (idle address-hours, p99 address wait, EC2
-mutating calls), with one recommendation and its figures.
+print every setting side by side with upstream's default (idle address-hours, p99 address
+wait, pods waiting over 5 s, EC2 mutating calls), the trade-off each one makes against it, the
+settings on the trade-off frontier, and one recommendation, or why there is none.
 
-Every candidate runs the same workload (same seed) on the same simulated cluster; a candidate
-is on the frontier when no other is at least as good on all three measures and better on
+Every candidate runs the same workload (same seed) on the same simulated cluster; upstream's
+default (WARM_ENI_TARGET=1) always runs too, as the baseline. A candidate is on the frontier
+when no other is at least as good on idle address-hours, p99 wait and EC2 calls and better on
 one. The recommendation: among frontier candidates that served every pod with a p99 wait
-within ``--max-p99`` (default 1 s: one EC2 round trip) and no throttled calls if any
-candidate managed none, the one holding the fewest idle address-hours (ties, within 5 %:
-fewer EC2 calls). If none qualifies, the one with the lowest p99 wait.
+within ``--max-p99`` (default 1 s: one EC2 round trip), no pod over ``--wait-threshold``
+(when that is above the p99 budget) and no throttled calls if any candidate managed none,
+the one holding the fewest idle address-hours (ties, within 5 %: fewer EC2 calls).
 
-``--json`` prints every candidate and the recommendation; ``--plot FILE.png`` draws idle
-address-hours against p99 wait, calls as the marker size, the frontier joined up.
-Exit codes: 0 ok, 2 bad arguments or trace.
+When none qualifies the command says so and why (nodes full: more pods at once than a node
+holds; EC2 throttling; pods arriving faster than a call brings addresses), names the closest
+setting (lowest p99) without recommending it, and exits 1; ``--json`` has ``"met": false``
+and the reasons. Settings impossible on the instance type (prefix delegation on a type that
+is not Nitro, WARM_IP_TARGET beyond what a node holds) are refused in ``--candidate`` and
+skipped, with a note, in the default sweep; knobs a setting ignores are named.
+
+Labels are ``--candidate`` specs (``WARM_IP_TARGET=5,MINIMUM_IP_TARGET=20``,
+``policy=adaptive``): paste one back to rerun it, or set its knobs on the node.
+``--plot FILE.png`` draws idle address-hours against p99 wait (checked before the run).
+Exit codes: 0 a recommendation, 1 none meets the requirements (or the picture failed),
+2 bad arguments, an impossible setting or a bad trace.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import attrs
 
 from adapters.ipamctl_simulate import (
+    IDLE_DEFINITION,
+    TRACE_HELP,
+    ProgressBar,
+    Setup,
     SimulateUsageError,
     add_source_arguments,
-    build_config,
+    build_setup,
+    check_plot_target,
+    check_settings,
+    draw_safely,
+    knob_names,
+    node_capacity,
     pool_config,
 )
 from adapters.simulator import Cluster, Measures, SimConfig
-from adapters.simulator.workload import PodEvent
-from ipamcore.config import PolicyName
+from adapters.simulator.workload import ADD, PodEvent
+from ipamcore.config import PolicyName, PoolConfig
+from ipamcore.economy import usable_addresses
+from ipamcore.limits import InstanceLimits, limits_for
 
-# (label, policy, knobs): upstream's knobs in the ranges operators use, and the adaptive policy.
-DEFAULT_CANDIDATES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("WARM_ENI_TARGET=1 (default)", "upstream", ()),
-    ("WARM_ENI_TARGET=2", "upstream", ("WARM_ENI_TARGET=2",)),
-    ("WARM_IP_TARGET=1", "upstream", ("WARM_IP_TARGET=1",)),
-    ("WARM_IP_TARGET=2", "upstream", ("WARM_IP_TARGET=2",)),
-    ("WARM_IP_TARGET=3", "upstream", ("WARM_IP_TARGET=3",)),
-    ("WARM_IP_TARGET=5", "upstream", ("WARM_IP_TARGET=5",)),
-    ("WARM_IP_TARGET=8", "upstream", ("WARM_IP_TARGET=8",)),
-    ("WARM_IP_TARGET=5 MINIMUM_IP_TARGET=20", "upstream",
-     ("WARM_IP_TARGET=5", "MINIMUM_IP_TARGET=20")),
-    ("prefix delegation, WARM_PREFIX_TARGET=1", "upstream",
-     ("ENABLE_PREFIX_DELEGATION=true", "WARM_PREFIX_TARGET=1")),
-    ("adaptive policy", "adaptive", ()),
-)  # fmt: skip
+DEFAULT_SPEC = "WARM_ENI_TARGET=1"
+# upstream's knobs in the ranges operators use, and the adaptive policy (labels are specs)
+DEFAULT_SPECS: tuple[str, ...] = (
+    DEFAULT_SPEC,
+    "WARM_ENI_TARGET=2",
+    "WARM_IP_TARGET=1",
+    "WARM_IP_TARGET=2",
+    "WARM_IP_TARGET=3",
+    "WARM_IP_TARGET=5",
+    "WARM_IP_TARGET=8",
+    "WARM_IP_TARGET=5,MINIMUM_IP_TARGET=20",
+    "ENABLE_PREFIX_DELEGATION=true,WARM_PREFIX_TARGET=1",
+    "policy=adaptive",
+)
 MEASURES = ("idle_address_hours", "wait_p99_s", "mutating_total")
 IDLE_TIE = 0.05
+SAME = 0.05  # a ratio within 5 % of the default's is "the same"
+P99_SAME_S = 0.05
 
 
 @attrs.frozen
@@ -62,6 +88,7 @@ class Candidate:
     policy: str
     knobs: tuple[str, ...]
     measures: Measures
+    notes: tuple[str, ...] = ()
 
     def key(self) -> tuple[float, float, float]:
         m = self.measures
@@ -75,8 +102,11 @@ class Candidate:
             "wait_p99_s": m.wait_p99_s, "wait_max_s": m.wait_max_s,
             "pods_over_threshold": m.pods_over_threshold, "pods_unserved": m.pods_unserved,
             "mutating_calls": m.mutating_total, "throttled_calls": m.throttled_total,
-            "peak_held": m.peak_held,
+            "peak_held": m.peak_held, "notes": list(self.notes),
         }  # fmt: skip
+
+    def is_default(self) -> bool:
+        return pool_config(self.policy, self.knobs) == PoolConfig()
 
 
 def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -91,28 +121,49 @@ def frontier(candidates: Sequence[Candidate]) -> list[Candidate]:
             if not any(dominates(other, k) for other in keys)]  # fmt: skip
 
 
+def qualifies(c: Candidate, max_p99_s: float) -> bool:
+    """Served every pod, p99 within the budget, and (when the budget is below the wait
+    threshold) no pod over the threshold."""
+    m = c.measures
+    over_ok = m.pods_over_threshold == 0 or max_p99_s >= m.wait_threshold_s
+    return m.pods_unserved == 0 and m.wait_p99_s <= max_p99_s and over_ok
+
+
 def recommend(candidates: Sequence[Candidate], max_p99_s: float) -> Candidate:
-    """The frontier candidate to use (see the module docstring for the rule)."""
+    """The frontier candidate to use, or, when none qualifies, the closest (lowest p99);
+    :func:`qualifies` tells which (see the module docstring for the rule)."""
     front = frontier(candidates)
-    ok = [c for c in front
-          if c.measures.pods_unserved == 0 and c.measures.wait_p99_s <= max_p99_s]  # fmt: skip
+    ok = [c for c in front if qualifies(c, max_p99_s)]
     calm = [c for c in ok if c.measures.throttled_total == 0]
     pool = calm or ok
     if not pool:
-        return min(front, key=lambda c: (c.measures.wait_p99_s, c.measures.idle_address_hours))
+        return min(candidates, key=lambda c: (
+            c.measures.pods_unserved, c.measures.pods_over_threshold, c.measures.wait_p99_s,
+            c.measures.throttled_total, c.measures.idle_address_hours))  # fmt: skip
     least = min(c.measures.idle_address_hours for c in pool)
     near = [c for c in pool if c.measures.idle_address_hours <= least * (1 + IDLE_TIE) + 1e-9]
     return min(near, key=lambda c: (c.measures.mutating_total, c.measures.idle_address_hours))
 
 
+def canonical_label(policy: str, knobs: Sequence[str]) -> str:
+    """The spec that ``--candidate`` reads back: ``policy=X`` first (if not upstream), then
+    the knobs as given, comma-separated without spaces."""
+    parts = [] if policy == PolicyName.UPSTREAM.value else [f"policy={policy}"]
+    parts += ["=".join(p.strip() for p in k.partition("=")[::2]) for k in knobs]
+    return ",".join(parts) or DEFAULT_SPEC
+
+
 def parse_candidate(spec: str) -> tuple[str, str, tuple[str, ...]]:
-    """``--candidate "policy=adaptive"`` or ``"WARM_IP_TARGET=5,MINIMUM_IP_TARGET=10"``."""
+    """``--candidate "policy=adaptive"`` or ``"WARM_IP_TARGET=5,MINIMUM_IP_TARGET=10"``;
+    returns (label, policy, knobs) with the label in the canonical, pasteable form."""
     policy, knobs = PolicyName.UPSTREAM.value, []
+    policies = 0
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
         name, _, value = item.partition("=")
         if name.strip().lower() == "policy":
+            policies += 1
             policy = value.strip()
             if policy not in {p.value for p in PolicyName}:
                 raise SimulateUsageError(
@@ -121,22 +172,32 @@ def parse_candidate(spec: str) -> tuple[str, str, tuple[str, ...]]:
                 )
         else:
             knobs.append(item)
-    pool_config(policy, knobs)  # validate now, before any run
-    return spec, policy, tuple(knobs)
+    if policies > 1:
+        raise SimulateUsageError(f"--candidate {spec!r}: policy is given twice")
+    try:
+        pool_config(policy, knobs)  # validate now, before any run
+    except SimulateUsageError as exc:
+        raise SimulateUsageError(f"--candidate {spec!r}: {exc}") from None
+    return canonical_label(policy, knobs), policy, tuple(knobs)
 
 
 def add_recommend_parser(subparsers: Any) -> argparse.ArgumentParser:
     sp: argparse.ArgumentParser = subparsers.add_parser(
         "recommend",
         help="sweep warm-pool settings in the simulator and recommend one",
-        description="Run the workload once per candidate setting, print the trade-off "
-        "frontier (idle address-hours vs p99 wait vs EC2 calls) and one recommendation.",
+        description="Run the workload once per candidate setting and upstream's default, "
+        "print each side by side with the default (idle address-hours, p99 wait, pods "
+        "waiting, EC2 calls) with the trade-off it makes, the frontier, and one "
+        "recommendation, or why none meets --max-p99 (exit 1).",
+        epilog=TRACE_HELP + "\n" + IDLE_DEFINITION + ".\n\nexit codes: 0 a recommendation, "
+        "1 no setting meets the requirements, 2 bad arguments or an impossible setting",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_source_arguments(sp)
     sp.add_argument("--candidate", action="append", default=[], metavar="SPEC",
                     help='a setting to try instead of the default sweep, e.g. '
                     '"WARM_IP_TARGET=5,MINIMUM_IP_TARGET=10" or "policy=adaptive" '
-                    "(repeat)")  # fmt: skip
+                    "(repeat; the labels printed are specs you can paste back)")  # fmt: skip
     sp.add_argument("--max-p99", type=float, default=1.0, metavar="SECONDS",
                     help="p99 wait a recommendation may have (default %(default)s)")
     sp.add_argument("--json", action="store_true", dest="rec_json", help="print JSON")
@@ -146,6 +207,7 @@ def add_recommend_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 Runner = Callable[[SimConfig, Sequence[PodEvent]], Measures]
+Spec = tuple[str, str, tuple[str, ...]]
 
 
 def _run(config: SimConfig, events: Sequence[PodEvent]) -> Measures:
@@ -155,102 +217,467 @@ def _run(config: SimConfig, events: Sequence[PodEvent]) -> Measures:
 def sweep(
     base: SimConfig,
     events: Sequence[PodEvent],
-    specs: Sequence[tuple[str, str, tuple[str, ...]]],
+    specs: Sequence[Spec],
     progress: TextIO | None = None,
     run: Runner = _run,
+    notes: dict[str, tuple[str, ...]] | None = None,
 ) -> list[Candidate]:
-    """Run every candidate on the same workload; a line on ``progress`` per candidate."""
+    """Run every candidate on the same workload; a line on ``progress`` per candidate (and
+    a bar by wall time while one runs)."""
     out: list[Candidate] = []
     began = time.perf_counter()
     for i, (label, policy, knobs) in enumerate(specs, start=1):
-        if progress is not None:
-            progress.write(f"[{i}/{len(specs)}] {label} ...")
-            progress.flush()
         config = attrs.evolve(base, pool=pool_config(policy, knobs))
-        measures = run(config, events)
-        out.append(Candidate(label, policy, knobs, measures))
         if progress is not None:
-            progress.write(f" idle {measures.idle_address_hours:g} addr-h, p99 "
-                           f"{measures.wait_p99_s:g} s, {measures.mutating_total} calls "
-                           f"({time.perf_counter() - began:.1f} s)\n")  # fmt: skip
+            head = f"[{i}/{len(specs)}] {label}"
+            bar = ProgressBar(progress, width=20)
+            progress.write(head)
+            progress.flush()
+            if run is _run:
+                measures = Cluster(config, events).run(
+                    lambda d, t, c, bar=bar, head=head: _bar(progress, head, bar, d, t),
+                    steps=ProgressBar.STEPS,
+                )
+            else:
+                measures = run(config, events)
+            progress.write(f"\r{head}: idle {measures.idle_address_hours:,.1f} address-hours, "
+                           f"p99 {measures.wait_p99_s:.2f} s, {measures.mutating_total:,} "
+                           f"calls ({time.perf_counter() - began:.1f} s){' ' * 20}\n")
+        else:
+            measures = run(config, events)
+        out.append(Candidate(label, policy, knobs, measures, (notes or {}).get(label, ())))
     return out
 
 
-def plot(candidates: Sequence[Candidate], best: Candidate, path: str, title: str) -> None:
-    """Idle address-hours against p99 wait; marker area grows with EC2 calls."""
+def _bar(stream: TextIO, head: str, bar: ProgressBar, done: float, total: float) -> None:
+    frac = min(done / total, 1.0) if total else 1.0
+    wall = bar.wall() - bar.began
+    if frac >= 1.0 or wall - bar.drawn < bar.every_s:
+        return
+    bar.drawn = wall
+    stream.write(f"\r{head} ... {frac:4.0%} simulated, {wall:.0f} s")
+    stream.flush()
+
+
+# --------------------------------------------------------------------------- judging
+def ratio_text(value: float, base: float) -> str:
+    """"0.19x", "44x", "=" against the default's figure."""
+    if base <= 0:
+        return "=" if value <= 0 else "new"
+    r = value / base
+    if abs(r - 1) <= SAME:
+        return "="
+    return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
+
+
+def trade_off(c: Candidate, base: Candidate) -> str:
+    """What ``c`` gives and what it gets against the default, in words."""
+    same_over = c.measures.pods_over_threshold == base.measures.pods_over_threshold
+    if c.key() == base.key() and same_over:
+        return "the default" if c.is_default() else "the same as the default"
+    m, d = c.measures, base.measures
+    gains: list[str] = []
+    costs: list[str] = []
+
+    def compare(value: float, ref: float, fewer: str, more: str) -> None:
+        if ref <= 0 and value <= 0:
+            return
+        r = value / ref if ref > 0 else math.inf
+        if r < 1 - SAME:
+            gains.append(fewer.format(pct=f"{1 - r:.0%}"))
+        elif r > 1 + SAME:
+            costs.append(more.format(x=f"{r:.1f}x" if r < 10 else f"{r:,.0f}x")
+                         if math.isfinite(r) else more.format(x="some"))  # fmt: skip
+
+    compare(m.idle_address_hours, d.idle_address_hours, "{pct} fewer idle addresses",
+            "{x} the idle addresses")  # fmt: skip
+    compare(m.mutating_total, d.mutating_total, "{pct} fewer EC2 calls", "{x} the EC2 calls")
+    dp = m.wait_p99_s - d.wait_p99_s
+    if dp > P99_SAME_S:
+        costs.append(f"p99 wait +{dp:.2f} s")
+    elif dp < -P99_SAME_S:
+        gains.append(f"p99 wait {dp:.2f} s")
+    do = m.pods_over_threshold - d.pods_over_threshold
+    if do > 0:
+        costs.append(f"{do:,} more pods waiting > {m.wait_threshold_s:g} s")
+    elif do < 0:
+        gains.append(f"{-do:,} fewer pods waiting > {m.wait_threshold_s:g} s")
+    if m.pods_unserved > d.pods_unserved:
+        costs.append(f"{m.pods_unserved - d.pods_unserved:,} more pods never served")
+    dt = m.throttled_total - d.throttled_total
+    if dt > 0:
+        costs.append(f"{dt:,} more throttled calls")
+    elif dt < 0:
+        gains.append(f"{-dt:,} fewer throttled calls")
+    if not costs:
+        return "better: " + ", ".join(gains)
+    if not gains:
+        return "worse: " + ", ".join(costs)
+    return ", ".join(gains) + " for " + ", ".join(costs)
+
+
+def no_regret(candidates: Sequence[Candidate], default: Candidate) -> Candidate | None:
+    """The setting with the fewest idle address-hours among those at least as good as the
+    default on every measure (idle, p99, calls, pods over the threshold, unserved,
+    throttled) and better on one: a change that costs nothing. None if there is none."""
+    def key(c: Candidate) -> tuple[float, ...]:
+        m = c.measures
+        return (m.idle_address_hours, m.wait_p99_s, float(m.mutating_total),
+                float(m.pods_over_threshold), float(m.pods_unserved), float(m.throttled_total))
+
+    base = key(default)
+    better = [c for c in candidates if c is not default and dominates(key(c), base)]
+    return min(better, key=lambda c: c.measures.idle_address_hours, default=None)
+
+
+def peak_pods_per_node(events: Sequence[PodEvent]) -> tuple[int, int]:
+    """(most pods alive at once on one node, that node's index) in a workload."""
+    live: Counter[int] = Counter()
+    peak, where = 0, 0
+    for e in events:
+        live[e.node] += 1 if e.event == ADD else -1
+        if live[e.node] > peak:
+            peak, where = live[e.node], e.node
+    return peak, where
+
+
+def peak_pods_in_cluster(events: Sequence[PodEvent]) -> int:
+    """Most pods alive at once across the cluster."""
+    live = peak = 0
+    for e in events:
+        live += 1 if e.event == ADD else -1
+        peak = max(peak, live)
+    return peak
+
+
+@attrs.frozen
+class Verdict:
+    """The recommendation, or the closest setting and why nothing qualifies."""
+
+    best: Candidate
+    met: bool
+    reasons: tuple[str, ...] = ()
+
+
+def judge(
+    candidates: Sequence[Candidate],
+    max_p99_s: float,
+    events: Sequence[PodEvent],
+    limits: InstanceLimits,
+    node_names: Sequence[str] = (),
+    skipped: Sequence[str] = (),
+    subnet_addresses: int = 0,
+) -> Verdict:
+    """:func:`recommend`, and when its choice does not qualify, the reasons in numbers."""
+    best = recommend(candidates, max_p99_s)
+    if qualifies(best, max_p99_s):
+        return Verdict(best, True)
+    m = best.measures
+    reasons: list[str] = []
+    bad = []
+    if m.pods_unserved:
+        bad.append(f"{m.pods_unserved:,} pods never got an address")
+    if m.wait_p99_s > max_p99_s:
+        bad.append(f"p99 wait {m.wait_p99_s:.2f} s > --max-p99 {max_p99_s:g} s")
+    if m.pods_over_threshold and max_p99_s < m.wait_threshold_s:
+        bad.append(f"{m.pods_over_threshold:,} pods waited > {m.wait_threshold_s:g} s")
+    reasons.append(f"no setting meets the requirements; the closest ({best.label}): "
+                   + ", ".join(bad))  # fmt: skip
+    peak, where = peak_pods_per_node(events)
+    name = node_names[where] if where < len(node_names) else str(where)
+    secondary = node_capacity(limits, PoolConfig())
+    itype = limits.instance_type
+    if peak > secondary:
+        why = (f"nodes full: node {name} has up to {peak:,} pods at once; a {itype} node "
+               f"holds {secondary:,} pod addresses ({limits.max_enis} ENIs x "
+               f"{limits.ips_per_eni}) without prefix delegation")  # fmt: skip
+        if not limits.supports_prefix_delegation:
+            why += (f", and prefix delegation is unsupported on {itype} (not Nitro): "
+                    "use a larger or Nitro instance type, or fewer pods a node")
+        else:
+            pd = node_capacity(limits, PoolConfig(prefix_delegation=True))
+            why += f"; with prefix delegation it holds {pd:,}"
+        reasons.append(why)
+    if m.failed_effects.get("subnet_full") or m.subnet_peak_fraction >= 0.98:
+        full = m.failed_effects.get("subnet_full", 0)
+        reasons.append(
+            f"subnets full: the fullest subnet reached {m.subnet_peak_fraction:.0%} of its "
+            f"addresses ({m.subnet_peak_used:,} in use across the subnets; "
+            f"{plural(full, 'call')} failed with InsufficientFreeAddressesInSubnet): a "
+            "larger subnet, fewer nodes a subnet, or a warm pool that holds fewer idle "
+            "addresses"
+        )
+        if subnet_addresses:
+            live = peak_pods_in_cluster(events)
+            reasons[-1] += (f"; the workload has up to {live:,} pods at once, the subnets "
+                            f"{subnet_addresses:,} addresses for pods")
+    throttled = [c for c in candidates if not qualifies(c, max_p99_s)
+                 and c.measures.throttled_total > 0]  # fmt: skip
+    if len(throttled) == len(candidates) and candidates:
+        least = min(c.measures.throttled_total for c in candidates)
+        reasons.append(f"EC2 throttled every setting (at least {least:,} throttled calls): "
+                       f"{m.nodes:,} nodes share the account's buckets (about 5 calls a second "
+                       "per action); spread node launches or pre-warm with MINIMUM_IP_TARGET")
+    if len(reasons) == 1:
+        reasons.append(f"pods arrive faster than an EC2 call brings addresses: the lowest p99 "
+                       f"of any setting is {m.wait_p99_s:.2f} s; raise --max-p99 or add "
+                       "settings that keep more addresses ready (--candidate)")  # fmt: skip
+    reasons.extend(skipped)
+    return Verdict(best, False, tuple(reasons))
+
+
+# --------------------------------------------------------------------------- picture
+def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, path: str,
+         title: str) -> None:  # fmt: skip
+    """Idle address-hours against p99 wait, one numbered point a setting (the key on the
+    right), marker area by EC2 calls; the idle-vs-p99 frontier as a staircase, the
+    ``--max-p99`` line, the default and the recommendation marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    best = verdict.best
     front = frontier(candidates)
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 6.5),
+                                  gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
     top = max((c.measures.mutating_total for c in candidates), default=1) or 1
-    for c in candidates:
+    xs = [c.measures.idle_address_hours for c in candidates]
+    ys = [c.measures.wait_p99_s for c in candidates]
+    # the 2-D frontier (idle vs p99): sorted by idle, each step lowers p99 (monotone)
+    stairs: list[tuple[float, float]] = []
+    for x, y in sorted(zip(xs, ys, strict=True)):
+        if not stairs or y < stairs[-1][1]:
+            stairs.append((x, y))
+    ax.step([x for x, _ in stairs], [y for _, y in stairs], where="post", color="tab:blue",
+            linewidth=1.2, alpha=0.7, label="frontier: least p99 for the idle addresses")
+    ax.axhline(max_p99_s, color="red", linestyle="--", linewidth=1,
+               label=f"--max-p99 {max_p99_s:g} s")  # fmt: skip
+    span_x = (max(xs) - min(0.0, min(xs))) or 1.0
+    span_y = (max([*ys, max_p99_s]) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []  # label spots, in axis fractions
+    for i, c in enumerate(candidates, start=1):
         m = c.measures
         on = c in front
-        ax.scatter([m.idle_address_hours], [m.wait_p99_s], s=30 + 400 * m.mutating_total / top,
-                   alpha=0.8 if on else 0.35, color="tab:blue" if on else "tab:gray",
-                   edgecolors="black" if c is best else "none", linewidths=2)  # fmt: skip
-        ax.annotate(c.label, (m.idle_address_hours, m.wait_p99_s), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    pts = sorted((c.measures.idle_address_hours, c.measures.wait_p99_s) for c in front)
-    ax.plot([x for x, _ in pts], [y for _, y in pts], color="tab:blue", linewidth=0.8,
-            label="frontier (marker area: EC2 calls)")  # fmt: skip
-    ax.set_xlabel("idle address-hours")
-    ax.set_ylabel("p99 address wait (s)")
-    ax.set_title(f"{title}\nrecommended: {best.label}")
-    ax.legend(loc="upper right")
+        color = "tab:green" if qualifies(c, max_p99_s) else "tab:red"
+        marker = "s" if c.is_default() else "o"
+        ax.scatter([m.idle_address_hours], [m.wait_p99_s],
+                   s=40 + 500 * m.mutating_total / top, marker=marker, color=color,
+                   alpha=0.75 if on else 0.3, edgecolors="black" if c is best else "none",
+                   linewidths=2.5, zorder=3)  # fmt: skip
+        fx, fy = m.idle_address_hours / span_x, m.wait_p99_s / span_y
+        k = 0
+        while any(abs(fx - px) < 0.03 and abs(fy + 0.035 * k - py) < 0.03 for px, py in placed):
+            k += 1
+        placed.append((fx, fy + 0.035 * k))
+        leader = {"arrowstyle": "-", "lw": 0.6, "color": "gray"} if k else None
+        ax.annotate(str(i), (m.idle_address_hours, m.wait_p99_s), fontsize=9,
+                    fontweight="bold", xytext=(7, 5 + 13 * k), textcoords="offset points",
+                    zorder=4, arrowprops=leader)  # fmt: skip
+    from matplotlib.lines import Line2D
+
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], marker="o", linestyle="", color="tab:green", label="meets --max-p99"),
+        Line2D([], [], marker="o", linestyle="", color="tab:red", label="does not"),
+        Line2D([], [], marker="s", linestyle="", color="gray", label="upstream default"),
+        Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="black",
+               markeredgewidth=2, label="recommended" if verdict.met else "closest (not met)"),
+        Line2D([], [], marker="o", linestyle="", color="gray", alpha=0.3,
+               label="off the frontier (faint); area: EC2 calls"),
+    ]  # fmt: skip
+    key.legend(handles=handles, loc="lower left", fontsize=8, frameon=False)
+    ax.set_xlabel("idle address-hours (held, not assigned; lower is better)")
+    ax.set_ylabel("p99 address wait, s (lower is better)")
+    high = max([*ys, max_p99_s])
+    if max(ys) > 20 * max(max_p99_s, 0.1):
+        ax.set_yscale("symlog", linthresh=max(max_p99_s, 0.1))
+        ax.set_ylim(0, high * 2.5)
+    else:
+        ax.set_ylim(-0.04 * high, high * 1.15)
+    ax.set_xlim(0, max(xs) * 1.08)
+    if not verdict.met:
+        why = "\n".join(textwrap.wrap(verdict.reasons[-1 if len(verdict.reasons) < 2 else 1],
+                                       70))
+        ax.text(0.02, 0.5, why, transform=ax.transAxes, fontsize=8, va="center",
+                bbox={"boxstyle": "round", "facecolor": "mistyrose", "alpha": 0.9})
+    ax.grid(alpha=0.3)
+    head = "recommended" if verdict.met else "NOTHING MEETS THE REQUIREMENTS; closest"
+    ax.set_title(f"{title}\n{head}: {best.label}", fontsize=10)
+    key.axis("off")
+    d = next((c for c in candidates if c.is_default()), candidates[0])
+    width = max(len(c.label) for c in candidates)
+    lines = [f"{'':>3} {'setting':<{width}} {'idle':>6} {'p99 s':>6} {'calls':>7}"]
+    for i, c in enumerate(candidates, start=1):
+        m = c.measures
+        mark = ("=" if c.is_default() else "") + ("*" if c in front else "")
+        lines.append(f"{i:>2}{mark:<1} {c.label:<{width}} {m.idle_address_hours:>6,.0f} "
+                     f"{m.wait_p99_s:>6.2f} {m.mutating_total:>7,}")  # fmt: skip
+    lines += ["", "= upstream default (WARM_ENI_TARGET=1)",
+              "* on the frontier of idle, p99 and EC2 calls",
+              "idle: address-hours held but not assigned",
+              f"default: {d.measures.idle_address_hours:,.0f} idle, "
+              f"{d.measures.mutating_total:,} calls"]
+    key.text(0, 1, "\n".join(lines), family="monospace", fontsize=8 if width < 40 else 7.5,
+             va="top", transform=key.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def candidate_specs(args: argparse.Namespace, limits: InstanceLimits
+                    ) -> tuple[list[Spec], dict[str, tuple[str, ...]], list[str]]:  # fmt: skip
+    """(specs to run, notes by label, skipped settings): the default always first; a
+    ``--candidate`` impossible on the type is refused, one of the default sweep skipped."""
+    given = [parse_candidate(s) for s in args.candidate]
+    seen: set[str] = set()
+    for label, _p, _k in given:
+        if label in seen:
+            raise SimulateUsageError(f"--candidate {label} is given twice")
+        seen.add(label)
+    specs = given or [parse_candidate(s) for s in DEFAULT_SPECS]
+    if not any(pool_config(p, k) == PoolConfig() for _l, p, k in specs):
+        specs.insert(0, parse_candidate(DEFAULT_SPEC))
+    out: list[Spec] = []
+    notes: dict[str, tuple[str, ...]] = {}
+    skipped: list[str] = []
+    for label, policy, knobs in specs:
+        impossible, ignored = check_settings(pool_config(policy, knobs), knob_names(knobs),
+                                             limits)  # fmt: skip
+        if impossible:
+            if given:
+                raise SimulateUsageError(f"--candidate {label}: " + "; ".join(impossible))
+            skipped.append(f"skipped {label}: " + "; ".join(impossible))
+            continue
+        notes[label] = tuple(ignored)
+        out.append((label, policy, knobs))
+    return out, notes, skipped
 
 
 def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     try:
         args.policy, args.knobs = PolicyName.UPSTREAM.value, []
-        base, events = build_config(args)
-        specs = [parse_candidate(s) for s in args.candidate] or list(DEFAULT_CANDIDATES)
+        setup: Setup = build_setup(args)
+        base = setup.config
+        limits = limits_for(base.instance_type)
+        specs, notes, skipped = candidate_specs(args, limits)
         if args.max_p99 < 0:
             raise SimulateUsageError("--max-p99 must be 0 or more")
+        if args.plot:
+            check_plot_target(args.plot)
     except SimulateUsageError as exc:
         sys.stderr.write(f"ipamctl recommend: {exc}\n")
         return 2
+    for note in [*setup.notes, *skipped]:
+        sys.stderr.write(f"ipamctl recommend: {note}\n")
+    for label, warnings in notes.items():
+        for w in warnings:
+            sys.stderr.write(f"ipamctl recommend: warning: {label}: {w}\n")
     progress = None if args.no_progress else sys.stderr
-    candidates = sweep(base, events, specs, progress)
-    best = recommend(candidates, args.max_p99)
+    candidates = sweep(base, setup.events, specs, progress, notes=notes)
+    names = setup.trace.node_names if setup.trace is not None else ()
+    subnets = -(-base.nodes // base.nodes_per_subnet)
+    room = subnets * usable_addresses(f"10.0.0.0/{base.subnet_prefix_len}") - base.nodes
+    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room)
+    best = verdict.best
     front = frontier(candidates)
-    source = f"scenario {args.scenario}" if args.scenario else f"trace {args.trace}"
-    title = f"{source}, {base.nodes} x {base.instance_type}"
-    if args.plot:
-        plot(candidates, best, args.plot, title)
+    default = next(c for c in candidates if c.is_default())
+    title = f"{setup.source}, {base.nodes} x {base.instance_type}"
+    code = 0 if verdict.met else 1
+    safe = no_regret(candidates, default)
     if args.rec_json or getattr(args, "json", False):
         doc = {
-            "source": source, "nodes": base.nodes, "instance_type": base.instance_type,
-            "seed": base.seed, "max_p99_s": args.max_p99,
-            "candidates": [dict(c.summary(), frontier=c in front) for c in candidates],
-            "recommendation": best.summary(),
+            "source": setup.source, "nodes": base.nodes, "instance_type": base.instance_type,
+            "seed": base.seed, "max_p99_s": args.max_p99, "met": verdict.met,
+            "reasons": list(verdict.reasons), "notes": list(setup.notes),
+            "skipped": skipped, "default": default.label,
+            "candidates": [
+                dict(c.summary(), frontier=c in front, default=c.is_default(),
+                     meets_requirements=qualifies(c, args.max_p99),
+                     trade_off=trade_off(c, default),
+                     vs_default={
+                         "idle_address_hours": ratio_text(c.measures.idle_address_hours,
+                                                          default.measures.idle_address_hours),
+                         "mutating_calls": ratio_text(c.measures.mutating_total,
+                                                      default.measures.mutating_total),
+                         "wait_p99_s_delta": round(c.measures.wait_p99_s
+                                                   - default.measures.wait_p99_s, 6),
+                     })
+                for c in candidates
+            ],
+            "recommendation": dict(best.summary(), trade_off=trade_off(best, default))
+            if verdict.met else None,
+            "closest": None if verdict.met else best.summary(),
+            "no_regret": safe.label if safe is not None else None,
+            "definitions": {"idle_address_hours": IDLE_DEFINITION},
         }  # fmt: skip
         stream.write(json.dumps(doc, indent=2) + "\n")
-        return 0
-    header = ("", "SETTING", "IDLE ADDR-H", "P99 WAIT S", "MAX WAIT S", "EC2 CALLS", "THROTTLED")
-    rows = [header] + [
-        ("*" if c in front else "", c.label, f"{c.measures.idle_address_hours:.1f}",
-         f"{c.measures.wait_p99_s:.2f}", f"{c.measures.wait_max_s:.2f}",
-         str(c.measures.mutating_total), str(c.measures.throttled_total))
-        for c in candidates
-    ]  # fmt: skip
+    else:
+        write_table(stream, candidates, verdict, default, front, title, args.max_p99)
+    stream.flush()
+    if args.plot and not draw_safely(
+        lambda: plot(candidates, verdict, args.max_p99, args.plot, title), args.plot, "recommend"
+    ):
+        code = 1
+    return code
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdict,
+                default: Candidate, front: Sequence[Candidate], title: str,
+                max_p99_s: float) -> None:  # fmt: skip
+    d = default.measures
+    thr = f"{d.wait_threshold_s:g}"
+    header = ("", "SETTING", "IDLE ADDR-H", "P99 WAIT S", f"PODS >{thr}S", "EC2 CALLS",
+              "THROTTLED", "AGAINST THE DEFAULT")  # fmt: skip
+    rows = [header]
+    for c in candidates:
+        m = c.measures
+        mark = ("=" if c.is_default() else "") + ("*" if c in front else "")
+        idle_r = ratio_text(m.idle_address_hours, d.idle_address_hours)
+        calls_r = ratio_text(m.mutating_total, d.mutating_total)
+        unserved = f" +{m.pods_unserved:,} unserved" if m.pods_unserved else ""
+        rows.append((
+            mark, c.label,
+            f"{m.idle_address_hours:,.1f}" + ("" if c.is_default() else f" ({idle_r})"),
+            f"{m.wait_p99_s:.2f}", f"{m.pods_over_threshold:,}{unserved}",
+            f"{m.mutating_total:,}" + ("" if c.is_default() else f" ({calls_r})"),
+            f"{m.throttled_total:,}", trade_off(c, default),
+        ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    stream.write(f"{title}: {len(candidates)} settings, * = on the frontier\n")
+    stream.write(f"{title}: {plural(len(candidates), 'setting')}; = upstream's default, "
+                 "* on the frontier (no other setting is better on idle, p99 and calls at "
+                 "once); (0.19x) = against the default\n")  # fmt: skip
     for row in rows:
         stream.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         stream.write("\n")
+    best = verdict.best
     m = best.measures
-    stream.write(
-        f"\nrecommended: {best.label}\n  idle {m.idle_address_hours:g} address-hours, "
-        f"p99 wait {m.wait_p99_s:g} s (max {m.wait_max_s:g} s, {m.pods_over_threshold} pods "
-        f"over {m.wait_threshold_s:g} s), {m.mutating_total} EC2 mutating calls "
-        f"({m.throttled_total} throttled)\n"
-    )
-    return 0
+
+    def figures(x: Measures) -> str:
+        return (f"idle {x.idle_address_hours:,.1f} address-hours, p99 wait {x.wait_p99_s:.2f} s "
+                f"(max {x.wait_max_s:.2f} s), {plural(x.pods_over_threshold, 'pod')} waiting > "
+                f"{x.wait_threshold_s:g} s, {x.pods_unserved:,} never served, "
+                f"{x.mutating_total:,} EC2 mutating calls ({x.throttled_total:,} throttled)")
+
+    if verdict.met:
+        stream.write(f"\nrecommended: {best.label}\n")
+    else:
+        stream.write(f"\nNO RECOMMENDATION: no setting meets --max-p99 {max_p99_s:g} s with "
+                     f"every pod served; the closest is {best.label}, not recommended\n")
+        for reason in verdict.reasons:
+            stream.write(f"  why: {reason}\n")
+    stream.write(f"  {best.label}: {figures(m)}\n")
+    if not best.is_default():
+        stream.write(f"  default {default.label}: {figures(d)}\n")
+        stream.write(f"  trade-off: {trade_off(best, default)}\n")
+    for note in best.notes:
+        stream.write(f"  warning: {note}\n")
+    safe = no_regret(candidates, default)
+    if safe is not None and safe is not best:
+        stream.write(f"\nno-regret alternative: {safe.label} is at least as good as the default "
+                     f"on every measure ({trade_off(safe, default)}): {figures(safe.measures)}\n")
+    stream.write(f"\n{IDLE_DEFINITION}.\n")

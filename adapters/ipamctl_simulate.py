@@ -8,25 +8,40 @@ Wire it into ``ipamctl`` (``adapters/ipamctl/main.py``)::
     add_simulate_parser(sub)                      # in build_parser(), after the others
     COMMANDS["simulate"] = lambda args, out: run_simulate(args, out)
 
-``--json`` works before or after ``simulate``. Exit codes: 0 ok, 2 bad arguments or trace.
+``--json`` works before or after ``simulate``. Exit codes: 0 ok, 2 bad arguments, an
+impossible setting or a bad trace.
+
+Settings are checked against the instance type before the run (:func:`check_settings`):
+impossible ones are refused (prefix delegation on a type that is not Nitro, a WARM_IP_TARGET
+or MINIMUM_IP_TARGET above what a node can hold), ignored ones are named on stderr (knobs
+the adaptive policy does not read, WARM_ENI_TARGET under WARM_IP_TARGET, ...). ``--plot`` is
+checked before the run too (matplotlib importable, the directory exists), and the table is
+printed even if drawing fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
 
-from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError, load_trace
-from adapters.simulator.workload import PodEvent
+from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError
+from adapters.simulator.importers import SOURCES, import_trace, to_csv
+from adapters.simulator.workload import EPOCH_THRESHOLD_S, PodEvent, Trace, read_trace
+from backends.fakecloud.latency import REALISTIC_METADATA_LAG_S
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.errors import ConfigError, UnknownInstanceType
-from ipamcore.limits import limits_for
+from ipamcore.limits import InstanceLimits, limits_for
+from ipamcore.model import IPS_PER_PREFIX
 
 KNOBS: dict[str, tuple[str, type]] = {
     "WARM_ENI_TARGET": ("warm_eni_target", int),
@@ -38,6 +53,34 @@ KNOBS: dict[str, tuple[str, type]] = {
 }
 TRUE = ("true", "1", "yes")
 FALSE = ("false", "0", "no")
+IDLE_DEFINITION = (
+    "idle address-hours: addresses held on the nodes' ENIs but not assigned to a pod, summed "
+    "over the run (one address idle for one hour = 1); the subnet addresses the warm pool keeps "
+    "from everyone else"
+)
+TRACE_HELP = """\
+trace files (--trace FILE): one pod event a line, CSV or JSON lines (.csv; .jsonl/.ndjson/.json;
+else sniffed: a line starting with { is JSON). Blank lines and lines starting with # are skipped.
+  CSV, optional header:   time,node,event,pod
+                          0.0,ip-10-0-1-7.ec2.internal,add,web-1
+                          600,ip-10-0-1-7.ec2.internal,del,web-1
+  JSON lines:             {"time": 0.0, "node": 0, "event": "add", "pod": "web-1"}
+  time   seconds from the start, Unix epoch seconds, or an ISO 8601 date-time with a zone;
+         absolute times (after 1973) are rebased so the first event comes 30 s after the
+         nodes boot (said on stderr)
+  node   an integer >= 0 (the node's index) or a node name (numbered in order of appearance)
+  event  add (the pod's CNI ADD: it needs an address) or del (its address is released)
+  pod    a name, unique on its node while the pod lives; a del must follow its add
+Without --nodes the cluster has as many nodes as the trace names.
+
+--trace-from reads a cluster export instead (so you can replay your own cluster):
+  kubectl-pods  kubectl get pods -A -o json > pods.json  (pods that exist now: start times,
+                completion or deletion times, node names; host-network pods skipped)
+  events        kubectl get events -A -o json  (Scheduled / Killing events of pods)
+  audit         API-server audit log, JSON lines (pods/binding creates, pod deletes and
+                completions; level Request or above)
+  ipamctl import-trace --from KIND FILE writes the CSV trace it makes, to read or edit.
+"""
 
 
 class SimulateUsageError(Exception):
@@ -53,6 +96,8 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "throttling buckets and subnets) through a pod workload, and report pod address "
         "waits, idle addresses, EC2 calls and throttling. Scenarios: "
         + "; ".join(f"{s.name} ({s.description})" for s in SCENARIOS.values()),
+        epilog=TRACE_HELP + "\n" + IDLE_DEFINITION + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_source_arguments(sp)
     sp.add_argument(
@@ -73,7 +118,10 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
     """The workload and cluster arguments ``simulate`` and ``recommend`` share."""
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--scenario", choices=sorted(SCENARIOS), help="a built-in workload")
-    src.add_argument("--trace", metavar="FILE", help="a CSV or JSON-lines trace of pod events")
+    src.add_argument("--trace", metavar="FILE",
+                     help="a CSV or JSON-lines trace of pod events (format below)")
+    sp.add_argument("--trace-from", choices=SOURCES, metavar="KIND",
+                    help="--trace is a cluster export: " + ", ".join(SOURCES) + " (below)")
     sp.add_argument("--nodes", type=int, help="nodes (default: the scenario's, or the trace's)")
     sp.add_argument("--instance-type", help="EC2 instance type (default: the scenario's)")
     sp.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds")
@@ -82,11 +130,22 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
                     help="nodes boot spread over this long (scenario default ~0.3 s a node)")
     sp.add_argument("--wait-threshold", type=float, default=5.0, metavar="SECONDS",
                     help="count pods that waited longer than this (default %(default)s)")
+    sp.add_argument("--subnet-size", metavar="/N", default="/16",
+                    help="each subnet's prefix length, /16 to /28 (default %(default)s): a "
+                    "small one runs out, as real subnets do")
+    sp.add_argument("--nodes-per-subnet", type=int, default=250, metavar="N",
+                    help="nodes launched in each subnet (default %(default)s)")
+    sp.add_argument("--metadata-lag", type=float, default=REALISTIC_METADATA_LAG_S,
+                    metavar="SECONDS",
+                    help="instance metadata shows a new ENI this long after its attach; the "
+                    "node uses it only then (default %(default)s, as on EC2; "
+                    "benchmarks/calibration.py)")
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
     """A PoolConfig from ``--policy`` and ``--set KNOB=VALUE`` items."""
     fields: dict[str, Any] = {"policy": PolicyName(policy)}
+    seen: dict[str, str] = {}
     for item in knobs:
         name, sep, value = item.partition("=")
         name, value = name.strip().upper(), value.strip()
@@ -94,6 +153,11 @@ def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
             raise SimulateUsageError(
                 f"--set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(KNOBS)}"
             )
+        if name in seen:
+            raise SimulateUsageError(
+                f"{name} is given twice ({seen[name]} and {value}): give each knob once"
+            )
+        seen[name] = value
         field, kind = KNOBS[name]
         try:
             if kind is bool:
@@ -110,13 +174,134 @@ def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
         raise SimulateUsageError(f"{exc.setting}: {exc.message}") from None
 
 
-def build_config(args: argparse.Namespace) -> tuple[SimConfig, list[PodEvent]]:
-    """The run's SimConfig and workload from the parsed arguments."""
+def knob_names(knobs: Sequence[str]) -> set[str]:
+    """The knob names given in ``KNOB=VALUE`` items (upper case)."""
+    return {item.partition("=")[0].strip().upper() for item in knobs}
+
+
+def node_capacity(limits: InstanceLimits, pool: PoolConfig) -> int:
+    """Pod addresses one node can hold under ``pool`` (MAX_ENI, prefix delegation)."""
+    enis = min(limits.max_enis, pool.max_eni or limits.max_enis)
+    if pool.prefix_delegation:
+        return enis * limits.prefixes_per_eni * IPS_PER_PREFIX
+    return enis * limits.ips_per_eni
+
+
+def check_settings(
+    pool: PoolConfig, given: set[str], limits: InstanceLimits
+) -> tuple[list[str], list[str]]:
+    """(impossible, ignored): why a setting cannot work on this instance type, and which
+    knobs given would have no effect. Both name the knob and the figure."""
+    itype = limits.instance_type
+    impossible: list[str] = []
+    ignored: list[str] = []
+    if pool.prefix_delegation and not limits.supports_prefix_delegation:
+        impossible.append(
+            f"ENABLE_PREFIX_DELEGATION=true: {itype} is not a Nitro instance type (hypervisor "
+            f"{limits.hypervisor}); EC2 assigns /28 prefixes only to Nitro instances"
+        )
+    cap = node_capacity(limits, pool)
+    enis = min(limits.max_enis, pool.max_eni or limits.max_enis)
+    how = (f"{enis} ENIs x {limits.prefixes_per_eni} /28 prefixes x {IPS_PER_PREFIX}"
+           if pool.prefix_delegation else f"{enis} ENIs x {limits.ips_per_eni}")  # fmt: skip
+    for knob, value in (("WARM_IP_TARGET", pool.warm_ip_target),
+                        ("MINIMUM_IP_TARGET", pool.minimum_ip_target)):  # fmt: skip
+        if value > cap:
+            impossible.append(
+                f"{knob}={value}: a {itype} node holds at most {cap} pod addresses ({how}); "
+                "the pool could never reach it"
+            )
+    if pool.prefix_delegation and pool.warm_prefix_target > enis * limits.prefixes_per_eni:
+        impossible.append(
+            f"WARM_PREFIX_TARGET={pool.warm_prefix_target}: a {itype} node holds at most "
+            f"{enis * limits.prefixes_per_eni} prefixes"
+        )
+    adaptive = pool.policy is PolicyName.ADAPTIVE
+    if adaptive:
+        for knob in ("WARM_ENI_TARGET", "WARM_PREFIX_TARGET"):
+            if knob in given:
+                ignored.append(
+                    f"{knob} is ignored by the adaptive policy (it sizes the pool from demand; "
+                    "it reads WARM_IP_TARGET as a floor and MINIMUM_IP_TARGET)"
+                )
+    else:
+        if "WARM_ENI_TARGET" in given and pool.warm_ip_targets_defined:
+            ignored.append(
+                "WARM_ENI_TARGET is ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set "
+                "(upstream's rule)"
+            )
+        if "WARM_ENI_TARGET" in given and pool.prefix_delegation:
+            ignored.append("WARM_ENI_TARGET is ignored with prefix delegation (upstream's rule)")
+        if "WARM_ENI_TARGET" in given and pool.warm_eni_target >= enis and not ignored:
+            ignored.append(
+                f"WARM_ENI_TARGET={pool.warm_eni_target}: a {itype} node has {enis} ENIs; "
+                "every ENI is filled at boot, any value from "
+                f"{max(enis - 1, 1)} up behaves the same"
+            )
+        if "WARM_PREFIX_TARGET" in given and not pool.prefix_delegation:
+            ignored.append(
+                "WARM_PREFIX_TARGET is ignored without ENABLE_PREFIX_DELEGATION=true"
+            )
+        elif "WARM_PREFIX_TARGET" in given and pool.warm_ip_targets_defined:
+            ignored.append(
+                "WARM_PREFIX_TARGET is ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set "
+                "(upstream's rule)"
+            )
+    return impossible, ignored
+
+
+@attrs.frozen
+class Setup:
+    """What a run needs, from the command line: config, workload, and notes for stderr."""
+
+    config: SimConfig
+    events: list[PodEvent]
+    source: str
+    notes: tuple[str, ...] = ()
+    trace: Trace | None = None
+
+
+def load_workload_trace(args: argparse.Namespace) -> tuple[Trace, list[str]]:
+    """The trace of ``--trace`` (or of a cluster export, ``--trace-from``) and notes."""
+    notes: list[str] = []
+    try:
+        if getattr(args, "trace_from", None):
+            imported = import_trace(args.trace, args.trace_from)
+            trace = imported.trace
+            notes.append(
+                f"{args.trace}: {len(trace.events)} pod events on {trace.nodes} nodes from "
+                f"{args.trace_from}" + ("; " + "; ".join(imported.notes()) if imported.skipped
+                                         else "")
+            )  # fmt: skip
+        else:
+            trace = read_trace(args.trace)
+    except OSError as exc:
+        raise SimulateUsageError(f"--trace: {exc}") from None
+    except TraceError as exc:
+        raise SimulateUsageError(str(exc)) from None
+    if not trace.events:
+        raise SimulateUsageError(f"{args.trace}: no pod events")
+    if trace.rebased_by:
+        first = datetime.datetime.fromtimestamp(trace.rebased_by + 30.0, tz=datetime.UTC)
+        notes.append(
+            f"{args.trace}: times are absolute (first event {first:%Y-%m-%d %H:%M:%S} UTC); "
+            f"rebased so the first event comes at 30 s (simulated span "
+            f"{max(e.time for e in trace.events):,.0f} s)"
+        )
+    return trace, notes
+
+
+def build_setup(args: argparse.Namespace) -> Setup:
+    """The run's SimConfig and workload from the parsed arguments (settings checked)."""
     pool = pool_config(args.policy, args.knobs)
     if args.nodes is not None and args.nodes < 1:
         raise SimulateUsageError("--nodes must be 1 or more")
     if args.duration is not None and args.duration <= 0:
         raise SimulateUsageError("--duration must be > 0")
+    if getattr(args, "trace_from", None) and not args.trace:
+        raise SimulateUsageError("--trace-from needs --trace FILE")
+    notes: list[str] = []
+    trace = None
     if args.scenario:
         scenario = SCENARIOS[args.scenario]
         nodes = args.nodes or scenario.nodes
@@ -124,49 +309,111 @@ def build_config(args: argparse.Namespace) -> tuple[SimConfig, list[PodEvent]]:
         instance_type = args.instance_type or scenario.instance_type
         spread = scenario.boot_spread_s(nodes)
         events = scenario.events(nodes, duration, args.seed)
+        source = f"scenario {args.scenario}"
     else:
-        try:
-            events = load_trace(args.trace)
-        except OSError as exc:
-            raise SimulateUsageError(f"--trace: {exc}") from None
-        except TraceError as exc:
-            raise SimulateUsageError(str(exc)) from None
-        needed = max((e.node for e in events), default=0) + 1
+        trace, notes = load_workload_trace(args)
+        events = trace.events
+        needed = max(trace.nodes, max((e.node for e in events), default=0) + 1)
         nodes = args.nodes or needed
         if nodes < needed:
             raise SimulateUsageError(f"the trace uses {needed} nodes; --nodes is {nodes}")
         last = max((e.time for e in events), default=0.0)
+        if last > EPOCH_THRESHOLD_S:
+            raise SimulateUsageError(f"{args.trace}: the trace spans {last:,.0f} s")
         duration = args.duration or last + 60.0
         instance_type = args.instance_type or "m5.xlarge"
         spread = 0.0
+        source = f"trace {Path(args.trace).name}"
     if args.boot_spread is not None:
         spread = args.boot_spread
     try:
-        limits_for(instance_type)
+        limits = limits_for(instance_type)
     except UnknownInstanceType:
         raise SimulateUsageError(f"unknown instance type {instance_type!r}") from None
+    subnet_len = parse_subnet_size(getattr(args, "subnet_size", "/16"))
+    per_subnet = getattr(args, "nodes_per_subnet", 250)
+    if per_subnet < 1:
+        raise SimulateUsageError("--nodes-per-subnet must be 1 or more")
+    if -(-nodes // per_subnet) > 256:
+        raise SimulateUsageError(
+            f"{nodes} nodes at {per_subnet} a subnet need more than the 256 subnets "
+            "10.0.0.0/8 holds: raise --nodes-per-subnet"
+        )
+    lag = float(getattr(args, "metadata_lag", REALISTIC_METADATA_LAG_S))
+    if not 0 <= lag <= 60:
+        raise SimulateUsageError("--metadata-lag must be from 0 to 60 seconds")
+    impossible, ignored = check_settings(pool, knob_names(args.knobs), limits)
+    if impossible:
+        raise SimulateUsageError("; ".join(impossible))
+    notes.extend(f"warning: {w}" for w in ignored)
     config = SimConfig(
         nodes=nodes, duration_s=duration, instance_type=instance_type, pool=pool,
         seed=args.seed, boot_spread_s=spread, wait_threshold_s=args.wait_threshold,
+        subnet_prefix_len=subnet_len, nodes_per_subnet=per_subnet,
+        metadata_lag_s=lag,
     )  # fmt: skip
-    return config, events
+    return Setup(config, events, source, tuple(notes), trace)
+
+
+def parse_subnet_size(text: str) -> int:
+    """``/24`` or ``24`` -> 24, from 16 to 28."""
+    value = str(text).strip().lstrip("/")
+    if not value.isdigit() or not 16 <= int(value) <= 28:
+        raise SimulateUsageError(f"--subnet-size {text!r}: a prefix length from /16 to /28")
+    return int(value)
+
+
+def build_config(args: argparse.Namespace) -> tuple[SimConfig, list[PodEvent]]:
+    """The run's SimConfig and workload (see :func:`build_setup`)."""
+    setup = build_setup(args)
+    return setup.config, setup.events
+
+
+def check_plot_target(path: str) -> None:
+    """Refuse ``--plot`` before a run that could not draw it: matplotlib missing, the
+    directory missing or not writable, not a .png name."""
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise SimulateUsageError(f"--plot {path}: the picture is a PNG; name it FILE.png")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise SimulateUsageError(f"--plot {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise SimulateUsageError(f"--plot {path}: directory {parent} is not writable")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SimulateUsageError(
+            "--plot needs matplotlib, which is not installed: pip install 'ipamcore[plot]' "
+            "(or pip install matplotlib), or leave --plot out"
+        )
 
 
 class ProgressBar:
-    """A plain-text bar on a stream, redrawn in place with ``\\r``."""
+    """A plain-text bar on a stream, redrawn in place with ``\\r`` at most every
+    ``every_s`` of wall time (and at the end), whatever the simulated span."""
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    STEPS = 1000  # the run calls the bar this often; it draws by wall time
+
+    def __init__(self, stream: TextIO, width: int = 30, every_s: float = 0.5,
+                 wall: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         self.stream = stream
         self.width = width
-        self.began = time.perf_counter()
+        self.every_s = every_s
+        self.wall = wall
+        self.began = wall()
+        self.drawn = 0.0
 
-    def __call__(self, done_s: float, total_s: float, cluster: Cluster) -> None:
+    def __call__(self, done_s: float, total_s: float, cluster: Cluster | None) -> None:
         frac = min(done_s / total_s, 1.0) if total_s else 1.0
+        wall = self.wall() - self.began
+        if frac < 1.0 and wall - self.drawn < self.every_s:
+            return
+        self.drawn = wall
         filled = int(frac * self.width)
         bar = "#" * filled + "." * (self.width - filled)
-        wall = time.perf_counter() - self.began
+        eta = f", ~{wall / frac - wall:.0f} s left" if 0.02 <= frac < 1.0 else ""
         self.stream.write(
-            f"\r[{bar}] {frac:4.0%} {done_s:,.0f}/{total_s:,.0f} s simulated, {wall:.1f} s wall"
+            f"\r[{bar}] {frac:4.0%} {done_s:,.0f}/{total_s:,.0f} s simulated, "
+            f"{wall:.1f} s wall{eta}   "
         )
         if frac >= 1.0:
             self.stream.write("\n")
@@ -174,27 +421,80 @@ class ProgressBar:
 
 
 def plot(measures: Measures, path: str, title: str) -> None:
-    """Addresses held / assigned / available over time, and each pod's wait (PNG)."""
+    """Addresses held / assigned / available / cooling over time (top); pods waiting for an
+    address and each waiting pod's wait (bottom), with the wait figures written in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    t = [s.t for s in measures.samples]
-    top.plot(t, [s.held for s in measures.samples], label="held")
-    top.plot(t, [s.assigned for s in measures.samples], label="assigned")
-    top.plot(t, [s.available for s in measures.samples], label="available")
-    top.plot(t, [s.cooling for s in measures.samples], label="cooling", linestyle=":")
-    top.set_ylabel("addresses (cluster)")
-    top.legend(loc="upper left")
-    top.set_title(title)
-    waits = [(a, w) for a, w in measures.waits if w > 0]
-    bottom.scatter([a for a, _ in waits], [w for _, w in waits], s=4, label="pods that waited")
-    bottom.axhline(measures.wait_threshold_s, color="red", linewidth=0.8, label="threshold")
-    bottom.set_xlabel("simulated seconds")
-    bottom.set_ylabel("address wait (s)")
-    bottom.legend(loc="upper left")
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    samples = measures.samples
+    t = [s.t / 60.0 for s in samples]
+    top.plot(t, [s.held for s in samples], label="held on the ENIs", color="tab:blue")
+    top.plot(t, [s.assigned for s in samples], label="assigned to pods", color="tab:green")
+    top.fill_between(t, [s.assigned for s in samples], [s.held for s in samples],
+                     color="tab:orange", alpha=0.25, label="idle (held, not assigned)")
+    top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
+             color="tab:gray", linestyle=":")  # fmt: skip
+    top.set_ylabel("addresses (whole cluster)")
+    top.legend(loc="center right", fontsize=8)
+    top.set_title(title, fontsize=10)
+    top.grid(alpha=0.3)
+    top.text(0.99, 0.97, f"idle address-hours {measures.idle_address_hours:,.1f}\n"
+             f"EC2 mutating calls {measures.mutating_total:,}"
+             f" ({measures.throttled_total:,} throttled)", transform=top.transAxes,
+             ha="right", va="top", fontsize=8,
+             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})  # fmt: skip
+
+    # pods arriving each bin (grey), those that waited (red); the longest wait each bin
+    span = max([s.t for s in samples] + [a for a, _ in measures.waits] + [60.0])
+    bin_s = 60.0 if span <= 4 * 3600 else 600.0
+    nbins = int(span // bin_s) + 1
+    arrived = [0] * nbins
+    delayed = [0] * nbins
+    longest = [0.0] * nbins
+    for at, w in measures.waits:
+        i = min(int(at // bin_s), nbins - 1)
+        arrived[i] += 1
+        if w > 0:
+            delayed[i] += 1
+            longest[i] = max(longest[i], w)
+    lefts = [i * bin_s / 60.0 for i in range(nbins)]
+    width = bin_s / 60.0
+    bottom.bar(lefts, arrived, width=width, align="edge", color="tab:gray", alpha=0.45,
+               label=f"pods arriving per {bin_s / 60:g} min")
+    bottom.bar(lefts, delayed, width=width, align="edge", color="tab:red", alpha=0.8,
+               label="... of which waited for an address")
+    bottom.set_ylabel(f"pods per {bin_s / 60:g} min")
+    bottom.set_xlabel("simulated minutes")
+    bottom.grid(alpha=0.3)
+    right = bottom.twinx()
+    waited = [(a, w) for a, w in measures.waits if w > 0]
+    pts = [(lefts[i] + width / 2, longest[i]) for i in range(nbins) if delayed[i]]
+    right.plot([x for x, _ in pts], [y for _, y in pts], "o", color="black", markersize=3,
+               label="longest wait in the bin (s, right)")
+    right.axhline(measures.wait_threshold_s, color="red", linewidth=0.8, linestyle="--",
+                  label=f"{measures.wait_threshold_s:g} s (a CNI ADD times out near here)")
+    top_wait = max([w for _, w in waited] + [measures.wait_threshold_s * 1.2])
+    right.set_ylim(0, top_wait * 1.1)
+    right.set_ylabel("address wait (s)")
+    bottom.set_ylim(0, max([*arrived, 1]) * 1.6)
+    handles = bottom.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = bottom.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    bottom.legend(handles, labels, loc="upper left", fontsize=8)
+    served_waiting = len(waited)
+    summary = (
+        f"{served_waiting:,} of {measures.pods_served + measures.pods_unserved:,} pods waited; "
+        f"p50 {measures.wait_p50_s:.2f} s, p99 {measures.wait_p99_s:.2f} s, "
+        f"max {measures.wait_max_s:.2f} s; {measures.pods_over_threshold:,} over "
+        f"{measures.wait_threshold_s:g} s; {measures.pods_unserved:,} never served"
+        if served_waiting or measures.pods_unserved else "no pod waited for an address"
+    )
+    bottom.text(0.99, 0.95, summary, transform=bottom.transAxes, ha="right", va="top",
+                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -212,20 +512,33 @@ def pool_doc(pool: PoolConfig) -> dict[str, Any]:
     return doc
 
 
+def draw_safely(draw: Callable[[], None], path: str, command: str) -> bool:
+    """Draw a picture; on failure say why on stderr (no traceback), False."""
+    try:
+        draw()
+    except Exception as exc:  # a picture must never cost the run's figures
+        sys.stderr.write(f"ipamctl {command}: --plot {path} failed: {exc}\n")
+        return False
+    return True
+
+
 def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``ipamctl simulate``; measures as a table (or JSON) on ``out``."""
     stream = out if out is not None else sys.stdout
     try:
-        config, events = build_config(args)
+        setup = build_setup(args)
+        if args.plot:
+            check_plot_target(args.plot)
     except SimulateUsageError as exc:
         sys.stderr.write(f"ipamctl simulate: {exc}\n")
         return 2
+    for note in setup.notes:
+        sys.stderr.write(f"ipamctl simulate: {note}\n")
+    config = setup.config
     progress = None if args.no_progress else ProgressBar(sys.stderr)
-    measures = Cluster(config, events).run(progress)
-    source = f"scenario {args.scenario}" if args.scenario else f"trace {args.trace}"
-    if args.plot:
-        plot(measures, args.plot, f"{source}, {config.nodes} x {config.instance_type}, "
-             f"policy {config.pool.policy.value}")  # fmt: skip
+    measures = Cluster(config, setup.events).run(progress, steps=ProgressBar.STEPS)
+    source = setup.source
+    code = 0
     if args.sim_json or getattr(args, "json", False):
         doc = {
             "source": source,
@@ -233,16 +546,67 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "seed": config.seed,
             "pool": pool_doc(config.pool),
             "measures": measures.to_dict(),
+            "notes": list(setup.notes),
+            "definitions": {"idle_address_hours": IDLE_DEFINITION},
         }  # fmt: skip
+        if setup.trace is not None and setup.trace.rebased_by:
+            doc["trace_rebased_by_s"] = setup.trace.rebased_by
         stream.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        return 0
-    rows = [("source", source), ("instance type", config.instance_type),
-            ("policy", config.pool.policy.value), *measures.rows()]  # fmt: skip
-    width = max(len(k) for k, _ in rows)
-    stream.write(f"{'MEASURE'.ljust(width)}  VALUE\n")
-    for key, value in rows:
-        stream.write(f"{key.ljust(width)}  {value}\n")
-    return 0
+    else:
+        rows = [("source", source), ("instance type", config.instance_type),
+                ("policy", config.pool.policy.value), *measures.rows()]  # fmt: skip
+        width = max(len(k) for k, _ in rows)
+        stream.write(f"{'MEASURE'.ljust(width)}  VALUE\n")
+        for key, value in rows:
+            stream.write(f"{key.ljust(width)}  {value}\n")
+        stream.write(f"\n{IDLE_DEFINITION}.\n")
+    stream.flush()
+    if args.plot:
+        title = (f"{source}, {config.nodes} x {config.instance_type}, "
+                 f"policy {config.pool.policy.value}")  # fmt: skip
+        if not draw_safely(lambda: plot(measures, args.plot, title), args.plot, "simulate"):
+            code = 1
+    return code
+
+
+def add_import_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``ipamctl import-trace --from KIND FILE``: a cluster export as a CSV trace."""
+    sp: argparse.ArgumentParser = subparsers.add_parser(
+        "import-trace",
+        help="turn kubectl pods / events / an audit log into a trace for simulate and recommend",
+        description="Read a cluster export and print the CSV trace it makes (pod arrivals and "
+        "departures by node name; absolute times rebased), to replay with "
+        "`ipamctl simulate --trace FILE` or `ipamctl recommend --trace FILE`.",
+        epilog=TRACE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("--from", dest="kind", choices=SOURCES, required=True, help="export kind")
+    sp.add_argument("file", metavar="FILE", help="the export (JSON, a List, or JSON lines)")
+    sp.add_argument("-o", "--output", metavar="OUT.csv", help="write here instead of stdout")
+    return sp
+
+
+def run_import(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out if out is not None else sys.stdout
+    try:
+        imported = import_trace(args.file, args.kind)
+    except OSError as exc:
+        sys.stderr.write(f"ipamctl import-trace: {exc}\n")
+        return 2
+    except TraceError as exc:
+        sys.stderr.write(f"ipamctl import-trace: {exc}\n")
+        return 2
+    trace = imported.trace
+    text = to_csv(trace)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        stream.write(text)
+    adds = sum(1 for e in trace.events if e.event == "add")
+    sys.stderr.write(f"ipamctl import-trace: {adds} pods, {len(trace.events)} events on "
+                     f"{trace.nodes} nodes" + "".join(f"; {n}" for n in imported.notes())
+                     + "\n")  # fmt: skip
+    return 0 if trace.events else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -138,7 +138,7 @@ class NoOpExecutor:
         if kind is c.Reply:
             self.replies += 1
             return None
-        if kind is c.Log or kind is c.Count or kind is c.Ready:
+        if kind is c.Log or kind is c.Count or kind is c.Observe or kind is c.Ready:
             return None
         cid: int = cmd.cid  # type: ignore[union-attr]
         if kind is c.ReadIdentity:

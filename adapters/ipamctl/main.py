@@ -17,11 +17,17 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, configured, run_doctor
+from adapters.ipamctl.economy import add_economy_parsers, cmd_fragmentation, cmd_subnets
 from adapters.ipamctl.flight import add_parsers as add_flight_parsers
 from adapters.ipamctl.flight import run_explain, run_replay
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
-from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
+from adapters.ipamctl_simulate import (
+    add_import_parser,
+    add_simulate_parser,
+    run_import,
+    run_simulate,
+)
 from adapters.protocol import DEFAULT_SOCKET_PATH
 from backends.checkpoint import DEFAULT_PATH, read_checkpoint_file
 from ipamcore.errors import CheckpointError, UnknownInstanceType
@@ -221,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
     doc.add_argument("--kubernetes-version", default="", help="e.g. 1.31 (checks the table)")
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
+    add_economy_parsers(sub)
     health = sub.add_parser(
         "health", add_help=False,
         help="probe ipamd over its socket (exit 0 healthy): [--ready] [--ready-min-ips N]",
@@ -229,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_recommend_parser(sub)
     add_flight_parsers(sub)
+    add_import_parser(sub)
     return parser
 
 
@@ -238,6 +246,9 @@ COMMANDS = {
     "health": cmd_health,
     "simulate": run_simulate, "recommend": run_recommend, "replay": run_replay,
     "explain": run_explain,
+    "import-trace": run_import,
+    "subnets": lambda args, out: cmd_subnets(args, out, fetch),
+    "fragmentation": lambda args, out: cmd_fragmentation(args, out, fetch),
 }  # fmt: skip
 
 

@@ -132,6 +132,7 @@ class NodeExecutor:
             c.Reply: self._reply,
             c.Log: self._log,
             c.Count: self._count,
+            c.Observe: self._observe,
             c.Ready: self._ready,
             c.Abort: self._abort,
             c.Persist: self._persist,
@@ -279,8 +280,12 @@ class NodeExecutor:
         metric = getattr(self.metrics, cmd.metric)
         (metric.labels(cmd.label) if cmd.label else metric).inc(cmd.amount)
 
+    def _observe(self, cmd: c.Observe) -> None:
+        getattr(self.metrics, cmd.metric).observe(cmd.value)
+
     def _ready(self, cmd: c.Ready) -> None:
         self.metrics.bind_pool(self.stats)
+        self.metrics.bind_node(self.eni_views, lambda: self.waiting, self.ports.cloud)
         self.metrics.startup_duration.set(cmd.startup_s)
         if self._started is not None and not self._started.done():
             self._started.set_result(None)
@@ -550,6 +555,11 @@ class NodeExecutor:
     @property
     def effects_in_flight(self) -> int:
         return self.node.effects_in_flight
+
+    @property
+    def waiting(self) -> int:
+        """ADDs waiting for an address now."""
+        return self.node.waiting_adds()[0]
 
     def stats(self) -> PoolStats:
         return self.node.stats(self._now())

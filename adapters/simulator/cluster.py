@@ -62,7 +62,8 @@ class SimConfig:
     metadata_lag_s: float = 0.0
     leaked_eni_cleanup: bool = True  # the daemon's default: a sweep at boot, then hourly
     latencies: tuple[tuple[str, float], ...] = DEFAULT_LATENCIES
-    nodes_per_subnet: int = 250  # each subnet a /16 of 10.0.0.0/8
+    nodes_per_subnet: int = 250  # each subnet a /subnet_prefix_len of 10.0.0.0/8
+    subnet_prefix_len: int = attrs.field(default=16, validator=attrs.validators.in_(range(16, 29)))
     start: float = DEFAULT_START
 
     def __attrs_post_init__(self) -> None:
@@ -91,7 +92,8 @@ class Cluster:
         for action, seconds in config.latencies:
             cloud.set_latency(action, seconds)
         n_subnets = math.ceil(config.nodes / config.nodes_per_subnet)
-        self.subnets = [cloud.add_subnet(f"10.{i}.0.0/16") for i in range(n_subnets)]
+        size = config.subnet_prefix_len
+        self.subnets = [cloud.add_subnet(f"10.{i}.0.0/{size}") for i in range(n_subnets)]
         self._subnet_capacity = {s: cloud.free_addresses(s) for s in self.subnets}
         limits_for(config.instance_type)  # an unknown type fails here, before the run
         self.nodes: list[SimNode] = []

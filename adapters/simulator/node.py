@@ -142,7 +142,7 @@ class SimNode:
             assert isinstance(cmd, c.Count)
             if cmd.metric == "force_removed_ips":
                 self.rec.force_removed += cmd.amount
-        elif kind in (c.Log, c.Ready):
+        elif kind in (c.Log, c.Ready, c.Observe):
             pass
         elif kind is c.Abort:
             assert isinstance(cmd, c.Abort)

@@ -8,13 +8,14 @@ Trace files
 -----------
 Two formats, chosen by extension (``.csv``; ``.jsonl``/``.json``/``.ndjson``) or, for any
 other name, by the first non-blank character (``{`` means JSON lines). Blank lines and lines
-starting with ``#`` are skipped in both.
+starting with ``#`` are skipped in both. (:mod:`.importers` turns ``kubectl get pods -o json``,
+Kubernetes events and audit logs into this.)
 
 CSV, one event a line, an optional header ``time,node,event,pod``::
 
     # time,node,event,pod
     0.0,0,add,web-1
-    12.5,1,add,web-2
+    12.5,ip-10-0-1-7.ec2.internal,add,web-2
     600,0,del,web-1
 
 JSON lines, one object a line with the same four keys::
@@ -22,10 +23,17 @@ JSON lines, one object a line with the same four keys::
     {"time": 0.0, "node": 0, "event": "add", "pod": "web-1"}
     {"time": 600, "node": 0, "event": "del", "pod": "web-1"}
 
-``time`` is a finite number >= 0, ``node`` an integer >= 0, ``event`` ``add`` or ``del``,
-``pod`` a non-empty name unique per node while it lives. A ``del`` must follow the pod's
-``add`` (in time order); a second ``add`` of a live pod is an error. Any bad line raises
+``time`` is seconds (a finite number >= 0) or an ISO 8601 date-time with a zone
+(``2026-12-07T10:00:00Z``). ``node`` is an integer >= 0 (its index in the cluster) or a name:
+when every node of a trace is an integer they are the indices, otherwise each distinct node
+gets an index in order of first appearance. ``event`` is ``add`` or ``del``, ``pod`` a
+non-empty name unique per node while it lives. A ``del`` must follow the pod's ``add`` (in
+time order); a second ``add`` of a live pod is an error. Any bad line raises
 :class:`TraceError` naming the file and the line number.
+
+Absolute times (Unix epoch seconds, or ISO dates) are detected (the first event after
+:data:`EPOCH_THRESHOLD_S`, 1973) and rebased so the first event comes :data:`REBASE_LEAD_S`
+after the start (the nodes boot at 0): :attr:`Trace.rebased_by` says by how much.
 
 Built-in scenarios
 ------------------
@@ -39,6 +47,7 @@ so a seed fixes the workload.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
@@ -74,26 +83,56 @@ class TraceError(ValueError):
 
 
 # ------------------------------------------------------------------------------ traces
+EPOCH_THRESHOLD_S = 1e8  # 1973-03-03: a first event later than this is an absolute time
+REBASE_LEAD_S = 30.0  # a rebased trace starts this long after the nodes boot
+
+
+@attrs.frozen
+class Trace:
+    """A parsed trace: the events, the node names by index, and the rebase applied."""
+
+    events: list[PodEvent]
+    node_names: tuple[str, ...]
+    rebased_by: float = 0.0  # seconds subtracted from every time (absolute-time traces)
+    source: str = "<trace>"
+
+    @property
+    def nodes(self) -> int:
+        return len(self.node_names)
+
+
+RawRow = tuple[int, float, int | str, str, str]  # line, time, node, event, pod
+
+
 def parse_trace(text: str, source: str = "<trace>", fmt: str | None = None) -> list[PodEvent]:
     """Parse a trace (``fmt`` "csv" or "jsonl"; None: guess from the first character)."""
+    return read_trace_text(text, source, fmt).events
+
+
+def read_trace_text(text: str, source: str = "<trace>", fmt: str | None = None) -> Trace:
+    """Parse a trace into a :class:`Trace` (node names, rebase of absolute times)."""
     if fmt is None:
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
         fmt = "jsonl" if first.startswith("{") else "csv"
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"unknown trace format {fmt!r} (csv or jsonl)")
     raw = _csv_rows(text, source) if fmt == "csv" else _json_rows(text, source)
-    events = [_event(source, line, fields) for line, fields in raw]
-    return _checked(events, source)
+    return build_trace([_row(source, line, fields) for line, fields in raw], source)
 
 
 def load_trace(path: str | Path) -> list[PodEvent]:
     """Read and parse a trace file (format from the extension, else sniffed)."""
+    return read_trace(path).events
+
+
+def read_trace(path: str | Path) -> Trace:
+    """Read a trace file into a :class:`Trace`."""
     p = Path(path)
     suffix = p.suffix.lower()
     fmt = "csv" if suffix == ".csv" else None
     if suffix in (".jsonl", ".json", ".ndjson"):
         fmt = "jsonl"
-    return parse_trace(p.read_text(encoding="utf-8"), str(p), fmt)
+    return read_trace_text(p.read_text(encoding="utf-8"), str(p), fmt)
 
 
 def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -128,48 +167,93 @@ def _json_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, obj
 
 
-def _event(source: str, line: int, fields: dict[str, Any]) -> tuple[int, PodEvent]:
-    t, node, event, pod = (fields[k] for k in CSV_FIELDS)
+def parse_time(value: Any) -> float | None:
+    """Seconds from a number, a numeric string or an ISO 8601 date-time with a zone (epoch
+    seconds); None if it is none of these."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
     try:
-        if isinstance(t, bool):
-            raise ValueError
-        time = float(t)
-    except (TypeError, ValueError):
-        raise TraceError(source, line, f"time {t!r} is not a number") from None
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
+def _row(source: str, line: int, fields: dict[str, Any]) -> RawRow:
+    t, node, event, pod = (fields[k] for k in CSV_FIELDS)
+    time = parse_time(t)
+    if time is None:
+        raise TraceError(
+            source, line, f"time {t!r} is not a number (seconds) or an ISO date-time with a zone"
+        )
     if not math.isfinite(time) or time < 0:
         raise TraceError(source, line, f"time {t!r} must be a finite number >= 0")
-    if isinstance(node, bool) or not (
-        isinstance(node, int) or (isinstance(node, str) and node.isdigit())
-    ):
-        raise TraceError(source, line, f"node {node!r} is not an integer >= 0")
-    index = int(node)
-    if index < 0:
-        raise TraceError(source, line, f"node {node!r} is not an integer >= 0")
+    who: int | str
+    if isinstance(node, bool) or node is None:
+        raise TraceError(source, line, f"node {node!r} is neither an integer >= 0 nor a name")
+    if isinstance(node, int):
+        who = node
+    elif isinstance(node, str) and node.strip().isdigit():
+        who = int(node.strip())
+    elif isinstance(node, str) and node.strip() and not node.strip().lstrip("-").isdigit():
+        who = node.strip()
+    else:
+        raise TraceError(source, line, f"node {node!r} is neither an integer >= 0 nor a name")
+    if isinstance(who, int) and who < 0:
+        raise TraceError(source, line, f"node {node!r} is neither an integer >= 0 nor a name")
     kind = str(event).strip().lower()
     if kind not in (ADD, DEL):
         raise TraceError(source, line, f"event {event!r} is neither 'add' nor 'del'")
     if not isinstance(pod, str) or not pod.strip():
         raise TraceError(source, line, "pod name is empty")
-    return line, PodEvent(time, index, kind, pod.strip())
+    return line, time, who, kind, pod.strip()
 
 
-def _checked(events: list[tuple[int, PodEvent]], source: str) -> list[PodEvent]:
-    """Sort by time (stable: file order breaks ties) and check each pod's add/del order."""
+def build_trace(rows: list[RawRow], source: str = "<trace>") -> Trace:
+    """Number the nodes, rebase absolute times, sort by time (stable: input order breaks
+    ties) and check each pod's add/del order."""
+    if all(isinstance(node, int) for _l, _t, node, _e, _p in rows):
+        count = max((int(node) for _l, _t, node, _e, _p in rows), default=-1) + 1
+        names = tuple(str(i) for i in range(count))
+        index: dict[int | str, int] = {i: i for i in range(count)}
+    else:
+        order: dict[str, int] = {}
+        for _l, _t, node, _e, _p in rows:
+            order.setdefault(str(node), len(order))
+        names = tuple(order)
+        index = {node: order[str(node)] for _l, _t, node, _e, _p in rows}
+    first = min((t for _l, t, _n, _e, _p in rows), default=0.0)
+    shift = first - REBASE_LEAD_S if first >= EPOCH_THRESHOLD_S else 0.0
+    events = [
+        (line, PodEvent(t - shift, index[node], kind, pod)) for line, t, node, kind, pod in rows
+    ]
     events.sort(key=lambda le: le[1].time)
     live: set[tuple[int, str]] = set()
     for line, ev in events:
         who = (ev.node, ev.pod)
+        name = names[ev.node] if ev.node < len(names) else str(ev.node)
         if ev.event == ADD:
             if who in live:
-                raise TraceError(source, line, f"pod {ev.pod!r} is already on node {ev.node}")
+                raise TraceError(source, line, f"pod {ev.pod!r} is already on node {name}")
             live.add(who)
         else:
             if who not in live:
                 raise TraceError(
-                    source, line, f"del of pod {ev.pod!r} on node {ev.node} with no live add"
+                    source, line, f"del of pod {ev.pod!r} on node {name} with no live add"
                 )
             live.discard(who)
-    return [ev for _line, ev in events]
+    return Trace([ev for _line, ev in events], names, shift, source)
 
 
 def dump_csv(events: Iterable[PodEvent]) -> str:

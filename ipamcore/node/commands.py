@@ -242,6 +242,14 @@ class Count:
 
 
 @attrs.frozen
+class Observe:
+    """Record ``value`` in histogram ``metric`` (e.g. how long an ADD waited for an address)."""
+
+    metric: str
+    value: float
+
+
+@attrs.frozen
 class Ready:
     """Start-up is complete: serve requests. ``startup_s`` on the inputs' clock."""
 
@@ -261,5 +269,5 @@ Command = (
     | FindLeakedEnis | FreeLeakedEni | ReadCheckpoint | CheckPodsPresent | ReadPendingDels
     | RemovePendingDels | DropLegacyHints | PerformEffect | SetUpEni | TearDownEni | RemoveStale
     | SetUpNode | SetUpPod
-    | TearDownPod | CheckPod | Persist | Reply | Log | Count | Ready | Abort
+    | TearDownPod | CheckPod | Persist | Reply | Log | Count | Observe | Ready | Abort
 )  # fmt: skip

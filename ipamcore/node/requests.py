@@ -171,6 +171,7 @@ class Requests(Upkeep):
         self._kick()
         allocation = yield wait
         self._waiting_by_key.pop(wait.key, None)
+        self._observe("ip_wait", max(0.0, self._now - wait.since))
         req = wait.request
         if allocation is not None:
             return allocation

@@ -268,6 +268,9 @@ class Runner:
     def _count(self, metric: str, label: str = "", amount: int = 1) -> None:
         self._out.append(c.Count(metric, label, amount))
 
+    def _observe(self, metric: str, value: float) -> None:
+        self._out.append(c.Observe(metric, value))
+
     def waiting_adds(self) -> tuple[int, float | None]:
         """ADDs waiting for an address, and when the oldest arrived (None: none waits)."""
         if not self._waiters:
