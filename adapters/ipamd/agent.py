@@ -34,9 +34,9 @@ from adapters.ipamd.hints import NetnsHints
 from adapters.ipamd.settings import Settings
 from adapters.ipamd.workers import WorkerThreads
 from adapters.metrics import Metrics
-from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
+from backends.steps import Step, no_step
 from ipamcore.effects import Effect, FreeEni
 from ipamcore.events import (
     EffectFailed,
@@ -65,7 +65,7 @@ class Ports:
     metadata: MetadataPort
     datapath: DatapathPort
     store: CheckpointStore
-    crash: Step = no_step  # crash-injection hook (backends.crashpoints), tests only
+    crash: Step = no_step  # crash-injection hook (backends.steps), a no-op but in tests
 
 
 class KeyLocks:

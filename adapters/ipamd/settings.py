@@ -25,9 +25,6 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
   another node's hourly leaked-ENI cleanup, see :mod:`adapters.ipamd.loops`).
-* ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
-  daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
-  creation (:mod:`backends.crashpoints`). Never set it in production.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
 from adapters.redact import redact_url
-from backends.crashpoints import STEPS, parse_crash_point
 from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
 
@@ -130,7 +126,6 @@ class Settings:
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
-    crash_point: str = ""  # test hook, see the module docstring
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
@@ -354,19 +349,6 @@ def _url(value: str) -> bool:
     return value.startswith(("http://", "https://")) and " " not in value
 
 
-def _crash_point(env: Mapping[str, str]) -> str:
-    name = "IPAMD_CRASH_POINT"
-    raw = _get(env, name)
-    if raw is None:
-        return ""
-    try:
-        parse_crash_point(raw)
-    except ValueError:
-        accepts = "STEP or STEP:N with STEP one of " + ", ".join(STEPS)
-        raise SettingsError(name, accepts, raw) from None
-    return raw
-
-
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from ``env`` (e.g. ``os.environ``); SettingsError on any bad value."""
     eni_mtu = parse_int(env, "AWS_VPC_ENI_MTU", 9001, lo=576, hi=9001)
@@ -426,5 +408,4 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         leaked_eni_interval_s=parse_float(
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
         ),
-        crash_point=_crash_point(env),
     )

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from adapters import protocol as p
-from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni, PluginExec
 from backends.checkpoint import read_checkpoint_file
 from backends.statefile import UnsafeStateFile, read_state_file
 from tests.adapters.harness import add_request, base_env
+from tests.rigs.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni, PluginExec
 
 
 class Daemon:
@@ -44,7 +44,7 @@ class Daemon:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.ipamd.main"],
+            [sys.executable, "-m", "tests.rigs.crashpoints"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []

@@ -1,45 +1,30 @@
-"""Crash points: a test hook that kills the process (SIGKILL) at a named step.
+"""Crash points: a step hook that kills the process (SIGKILL) at a named step.
 
 The crash-injection tests stop the daemon between two steps of a checkpoint write or of an
-ENI creation, deterministically: the daemon is started with ``IPAMD_CRASH_POINT=<step>`` or
-``<step>:<n>`` (the n-th time that step is reached, default the first) and kills itself
-there, exactly as a power cut or the OOM killer would. Backends take a :data:`Step` callable
-and call it after each step; without the setting it is :func:`no_step`, which does nothing.
+ENI creation (:mod:`backends.steps`), deterministically: the daemon is started as
+``python -m tests.rigs.crashpoints`` (the real ``vpc-ipamd`` with this hook) and
+``IPAMD_CRASH_POINT=<step>`` or ``<step>:<n>`` (the n-th time that step is reached, default
+the first) and kills itself there, exactly as a power cut or the OOM killer would. Without
+the setting the hook is :func:`backends.steps.no_step`. A test rig: it does not ship.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
 
-# The steps of JsonFileCheckpointStore.save, in order.
-CHECKPOINT_STEPS = (
-    "checkpoint.temp-created",  # the temporary file exists, empty
-    "checkpoint.temp-written",  # every byte written, not yet fsynced
-    "checkpoint.temp-fsynced",  # the temporary file is durable, not yet renamed
-    "checkpoint.renamed",  # renamed over the checkpoint, directory not yet fsynced
-    "checkpoint.dir-fsynced",  # durable; the caller has not been told yet
-)
-# The steps of an ENI creation, in order (Ec2Backend.create_eni, then the agent).
-ENI_STEPS = (
-    "eni.created",  # CreateNetworkInterface done (tags are part of that call): not attached
-    "eni.attached",  # AttachNetworkInterface done; DeleteOnTermination not yet set
-    "eni.configured",  # DeleteOnTermination set (or not asked for); the agent has not heard
-    "eni.recorded",  # the core applied EniCreated and the datapath set the ENI up
-)
-STEPS = CHECKPOINT_STEPS + ENI_STEPS
+from backends.steps import CHECKPOINT_STEPS, ENI_STEPS, STEPS, Step, no_step
 
-Step = Callable[[str], None]
+__all__ = ["CHECKPOINT_STEPS", "ENI_STEPS", "STEPS", "CrashPoint", "parse_crash_point"]
 
-
-def no_step(_name: str) -> None:
-    """The hook when no crash point is set."""
+SETTING = "IPAMD_CRASH_POINT"
 
 
 class CrashPoint:
-    """A :data:`Step` that SIGKILLs this process the ``hit``-th time ``name`` is reached."""
+    """A :data:`~backends.steps.Step` that SIGKILLs this process the ``hit``-th time ``name``
+    is reached."""
 
     def __init__(self, name: str, hit: int = 1) -> None:
         if name not in STEPS:
@@ -66,3 +51,25 @@ def parse_crash_point(text: str) -> CrashPoint:
     if sep and not count.isdigit():
         raise ValueError(f"crash point hit must be a positive integer, got {count!r}")
     return CrashPoint(name, int(count) if sep else 1)
+
+
+def step_from_env(env: dict[str, str]) -> Step:
+    """The hook ``IPAMD_CRASH_POINT`` in ``env`` asks for (no setting: no hook)."""
+    raw = env.get(SETTING, "")
+    return parse_crash_point(raw) if raw else no_step
+
+
+def main() -> int:
+    """``vpc-ipamd`` with the crash point of ``IPAMD_CRASH_POINT`` (exit 2 if it is bad)."""
+    from adapters.ipamd.main import main as ipamd_main
+
+    try:
+        step = step_from_env(dict(os.environ))
+    except ValueError as exc:
+        print(f"vpc-ipamd: bad setting: {SETTING}: {exc}", file=sys.stderr)
+        return 2
+    return ipamd_main(step=step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
