@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, configured, run_doctor
+from adapters.ipamctl.recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl.render import as_json, table
-from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
-from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
+from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
 from adapters.protocol import DEFAULT_SOCKET_PATH
 from backends.checkpoint import DEFAULT_PATH, read_checkpoint_file
 from ipamcore.errors import CheckpointError, UnknownInstanceType

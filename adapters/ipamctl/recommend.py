@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from adapters.ipamctl_simulate import (
+from adapters.ipamctl.simulate import (
     SimulateUsageError,
     add_source_arguments,
     build_config,

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from adapters.ipamctl.main import main as ipamctl_main
-from adapters.ipamctl_recommend import (
+from adapters.ipamctl.recommend import (
     Candidate,
     add_recommend_parser,
     dominates,
@@ -20,7 +20,7 @@ from adapters.ipamctl_recommend import (
     recommend,
     run_recommend,
 )
-from adapters.ipamctl_simulate import SimulateUsageError
+from adapters.ipamctl.simulate import SimulateUsageError
 from backends.simulation import Measures
 
 TRACE = """\
