@@ -32,12 +32,7 @@ def perform(
     eid = effect.effect_id
     try:
         if isinstance(effect, CreateEni):
-            eni = cloud.create_eni(
-                instance_id, effect.subnet_id, effect.security_groups,
-                effect.ipv4_count, effect.prefix_count, effect.ipv6_prefix, dict(tags or {}),
-                effect.device_index,
-            )  # fmt: skip
-            return EniCreated(eid, eni)
+            return EniCreated(eid, cloud.create_eni(instance_id, effect, dict(tags or {})))
         if isinstance(effect, AssignAddresses):
             if effect.prefix_count:
                 got = cloud.assign_prefixes(effect.eni_id, effect.prefix_count)

@@ -16,6 +16,7 @@ import time
 
 from backends.fakecloud import FakeCloud
 from backends.observe import CallCounter
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 
 TARGET = 20_000
@@ -30,7 +31,7 @@ def one_run(prefixes: bool, cycles: int) -> float:
     subnet = cloud.add_subnet("10.0.0.0/16", "us-west-2a")
     iid = cloud.launch_instance("bench.large", subnet)
     port = cloud.port(iid, observer=CallCounter())
-    eni = port.create_eni(iid, subnet, [], ipv4_count=10).eni_id
+    eni = port.create_eni(iid, CreateEni(0, subnet, (), ipv4_count=10)).eni_id
     assign = port.assign_prefixes if prefixes else port.assign_ipv4
     unassign = port.unassign_prefixes if prefixes else port.unassign_ipv4
     advance = cloud.advance

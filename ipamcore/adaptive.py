@@ -24,7 +24,8 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
   per pass (every ``shrink_interval_s``) while pods still come; an empty ENI is freed only
   when the other ENIs still leave a whole spare ENI of room.
 
-Three situations change that (:class:`Situation`, kept by :class:`Backoff`):
+Three situations change that (:class:`Situation`, kept by :class:`Backoff`; the whole policy,
+with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.policy.Policy`):
 
 * young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled, the
   first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
@@ -40,8 +41,9 @@ Three situations change that (:class:`Situation`, kept by :class:`Backoff`):
   at most ``urgent_backoff_cap_s``.
 
 Where it loses (README, "The adaptive policy"): a burst after a quiet spell waits one EC2
-call (~0.3 s) where WARM_ENI_TARGET had a whole ENI ready (batch jobs: p99 0.3 s vs 0), and
-it makes more EC2 calls than WARM_ENI_TARGET (fewer than WARM_IP_TARGET).
+call (~0.3 s) for its first addresses, it holds a little more idle than WARM_IP_TARGET=5 in
+bursts and batches, and it makes more EC2 calls than WARM_ENI_TARGET (fewer than
+WARM_IP_TARGET).
 """
 
 from __future__ import annotations
@@ -52,9 +54,18 @@ import zlib
 import attrs
 
 from ipamcore.config import AdaptiveTuning
-from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni
+from ipamcore.effects import CreateEni, Effect, FreeEni
 from ipamcore.model import IPS_PER_PREFIX
-from ipamcore.policy import PolicyInput, may_free, unassign_from_highest
+from ipamcore.policy import (
+    PolicyInput,
+    assign_effect,
+    create_effect,
+    free_blocks,
+    growable,
+    may_free,
+    room,
+    unassign_from_highest,
+)
 from ipamcore.pool import AddressPool
 from ipamcore.pool_parts import EniState
 
@@ -89,9 +100,12 @@ class Demand:
         self._releases += 1.0
 
     def rates(self, now: float) -> Rates:
-        self._decay(now)
-        arrivals = self._arrivals / self.window_s
-        return Rates(arrivals, arrivals - self._releases / self.window_s)
+        """The rates as of ``now`` (a query: the averages are decayed in the answer only)."""
+        factor = math.exp(-(now - self._at) / self.window_s) if now > self._at else 1.0
+        if not (self._arrivals or self._releases):
+            factor = 0.0
+        arrivals = self._arrivals * factor / self.window_s
+        return Rates(arrivals, arrivals - self._releases * factor / self.window_s)
 
 
 @attrs.frozen
@@ -130,9 +144,15 @@ class Backoff:
         self.streak: dict[str, int] = {}
         self.paused_from: dict[str, tuple[float, float]] = {}  # action -> (throttled at, pause)
 
-    def situation(self, demand: Demand, now: float) -> Situation:
+    def start(self, now: float) -> None:
+        """The node's first plan: the boot hold counts from here (once)."""
         if self.first_plan_at is None:
             self.first_plan_at = now
+
+    def situation(self, demand: Demand, now: float) -> Situation:
+        """The situation at ``now`` (a query: nothing is recorded; before :meth:`start` the
+        node counts as just started)."""
+        started = now if self.first_plan_at is None else self.first_plan_at
         never = (-math.inf, 0.0)
         assign_at, assign_pause = self.paused_from.get("assign", never)
         create_at, create_pause = self.paused_from.get("create", never)
@@ -141,7 +161,7 @@ class Backoff:
         settled = demand.seen > 0 and rates.net <= self.tuning.settled_rate
         return Situation(
             rates=rates,
-            young=now - self.first_plan_at < self.tuning.boot_hold_s and not settled,
+            young=now - started < self.tuning.boot_hold_s and not settled,
             congested=now < self.congested_until,
             can_assign=now >= assign_at + min(assign_pause, urgent_cap),
             can_create=now >= create_at + create_pause,
@@ -165,6 +185,16 @@ class Backoff:
 
     def succeeded(self, effect: Effect) -> None:
         self.streak.pop("create" if isinstance(effect, CreateEni) else "assign", None)
+
+    def wake_at(self, now: float) -> float:
+        """The next time a pause or hold recorded here ends (inf if none is pending)."""
+        ends = [at + pause for at, pause in self.paused_from.values()]
+        ends += [at + min(pause, self.tuning.urgent_backoff_cap_s)
+                 for at, pause in self.paused_from.values()]  # fmt: skip
+        ends.append(self.congested_until)
+        if self.first_plan_at is not None:
+            ends.append(self.first_plan_at + self.tuning.boot_hold_s)
+        return min((t for t in ends if t > now), default=math.inf)
 
 
 @attrs.frozen
@@ -198,19 +228,6 @@ def _available(pool: AddressPool) -> int:
     return pool.available
 
 
-def _room(eni: EniState, inp: PolicyInput) -> int:
-    held = eni.prefix_count() if inp.prefix_mode else eni.ipv4_count()
-    return max(inp.per_eni - held, 0)
-
-
-def _growable(pool: AddressPool, inp: PolicyInput) -> list[EniState]:
-    return [
-        eni
-        for eni in sorted(pool.enis.values(), key=lambda e: e.rank)
-        if not (eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis)
-    ]
-
-
 def decide_growth(
     pool: AddressPool, inp: PolicyInput, situation: Situation, tuning: AdaptiveTuning
 ) -> list[Effect]:
@@ -227,26 +244,26 @@ def decide_growth(
         short = aim.high - ready
     short = max(short, inp.config.minimum_ip_target - total)
     short = _units(min(short, room_pods), inp) if short > 0 else 0
-    enis = _growable(pool, inp)
+    enis = growable(pool, inp)
     effects: list[Effect] = []
     if situation.young and enis and not inp.prefix_mode and not inp.pending_addresses:
         first = enis[: tuning.boot_enis]
-        boot = sum(_room(e, inp) for e in first)
+        boot = sum(room(e, inp) for e in first)
         boot += max(tuning.boot_enis - len(first) - inp.pending_enis, 0) * inp.per_eni
         short = max(short, min(boot, room_pods))
     for eni in enis:
         if short <= 0:
             break
-        room = _room(eni, inp)
-        n = room if congested else min(room, short)
+        free_slots = room(eni, inp)
+        n = free_slots if congested else min(free_slots, short)
         if n > 0:
             if situation.can_assign:  # else: wait for the backoff, not for a new ENI
-                effects.append(_assign(eni.eni_id, n, inp.prefix_mode))
+                effects.append(assign_effect(eni.eni_id, n, inp.prefix_mode))
             short -= n
     eni_slots = inp.max_enis - len(pool.enis) - inp.pending_enis
     while short > 0 and eni_slots > 0 and inp.subnet_id and situation.can_create_urgently:
         n = inp.per_eni if congested else min(inp.per_eni, short)
-        effects.append(_create(inp, n))
+        effects.append(create_effect(inp, n))
         short -= n
         eni_slots -= 1
     if effects or eni_slots <= 0 or inp.pending_enis or not inp.subnet_id:
@@ -254,13 +271,13 @@ def decide_growth(
     if not situation.can_create:
         return []
     # Look-ahead: the room left on attached ENIs (plus what is ready) at the net rate.
-    room = sum(_room(eni, inp) for eni in enis) * _unit(inp) + max(ready, 0)
-    if rates.net > 0 and room < rates.net * tuning.eni_lookahead_s and room < room_pods:
+    headroom = sum(room(eni, inp) for eni in enis) * _unit(inp) + max(ready, 0)
+    if rates.net > 0 and headroom < rates.net * tuning.eni_lookahead_s and headroom < room_pods:
         n = max(_units(aim.high - aim.low, inp), 1)
         if congested:  # top-ups later would be throttled too: ask for more now
             n = max(n, inp.per_eni * 2 // 3)
         n = min(inp.per_eni, n)
-        return [_create(inp, n)]
+        return [create_effect(inp, n)]
     return []
 
 
@@ -290,7 +307,7 @@ def decide_shrink(
     if surplus <= 0:
         return []
     give = surplus if situation.rates.net <= 0 else max(1, surplus // 2)
-    return unassign_from_highest(pool, inp, enis_high_first, give, _free_blocks)
+    return unassign_from_highest(pool, inp, enis_high_first, give, free_blocks)
 
 
 def _spare_after(pool: AddressPool, leaving: EniState, inp: PolicyInput) -> int:
@@ -302,22 +319,6 @@ def _spare_after(pool: AddressPool, leaving: EniState, inp: PolicyInput) -> int:
         if eni is not leaving and not eni.excluded and not eni.leaving
     )
     return (capacity - inp.per_eni) * _unit(inp) - pool.assigned
-
-
-def _free_blocks(
-    pool: AddressPool, eni: EniState, prefix_mode: bool, limit: int
-) -> tuple[str, ...]:
-    """Wholly free blocks (no assigned or cooling address), last in packing order first."""
-    blocks = [
-        b
-        for b in eni.blocks.values()
-        if b.is_prefix == prefix_mode
-        and not b.leaving
-        and b.busy == 0
-        and not any(pool.slots[a].key is not None for a in b.addresses)
-    ]
-    blocks.sort(key=lambda b: (b.rank, b.block_id), reverse=True)
-    return tuple(b.block_id for b in blocks[:limit])
 
 
 def backoff_delay(attempt: int, seed: str, tuning: AdaptiveTuning) -> float:
@@ -332,17 +333,40 @@ def backoff_delay(attempt: int, seed: str, tuning: AdaptiveTuning) -> float:
     return ceiling * (0.5 + 0.5 * fraction)
 
 
-def _create(inp: PolicyInput, n: int) -> CreateEni:
-    return CreateEni(
-        effect_id=0,
-        subnet_id=inp.subnet_id,
-        security_groups=inp.security_groups,
-        ipv4_count=0 if inp.prefix_mode else n,
-        prefix_count=n if inp.prefix_mode else 0,
-    )
+class AdaptivePolicy:
+    """The ``adaptive`` policy behind :class:`ipamcore.policy.Policy`: demand, backoff and
+    the node's age are its own state."""
 
+    observes_pods = True
 
-def _assign(eni_id: str, n: int, prefix_mode: bool) -> AssignAddresses:
-    if prefix_mode:
-        return AssignAddresses(effect_id=0, eni_id=eni_id, prefix_count=n)
-    return AssignAddresses(effect_id=0, eni_id=eni_id, ipv4_count=n)
+    def __init__(self, tuning: AdaptiveTuning) -> None:
+        self.tuning = tuning
+        self.demand = Demand(tuning.rate_window_s)
+        self.backoff = Backoff(tuning)
+
+    def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        self.backoff.start(now)
+        return decide_growth(pool, inp, self.backoff.situation(self.demand, now), self.tuning)
+
+    def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        situation = self.backoff.situation(self.demand, now)
+        return decide_shrink(pool, inp, situation, self.tuning, now)
+
+    def assigned(self, now: float) -> None:
+        self.demand.arrival(now)
+
+    def released(self, now: float) -> None:
+        self.demand.release(now)
+
+    def succeeded(self, effect: Effect) -> None:
+        self.backoff.succeeded(effect)
+
+    def throttled(self, effect: Effect, seed: str, now: float) -> float:
+        self.backoff.throttled(effect, seed, now)
+        return -math.inf  # per action, in the situation: no pause of all growth
+
+    def shrink_throttled(self, now: float) -> None:
+        self.backoff.congested(now)  # calls are scarce: hold what the node has
+
+    def wake_at(self, now: float) -> float:
+        return self.backoff.wake_at(now)

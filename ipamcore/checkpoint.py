@@ -38,6 +38,7 @@ from ipamcore.netspec import legacy_veth_suffix
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
 MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
+MAX_TIMESTAMP_S = (MAX_TIMESTAMP_NS // NS_PER_S) - 1  # whole seconds that still fit, with margin
 _KNOWN_ENTRY = frozenset(
     {"networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata",
      "netns"}
@@ -80,9 +81,19 @@ class Checkpoint:
 
 def _to_ns(seconds: float) -> int:
     """Unix seconds to nanoseconds: whole seconds and the (exactly computed) fraction apart,
-    so a present-day time keeps nanosecond precision."""
+    so a present-day time keeps nanosecond precision. A time :func:`decode` would refuse
+    (NaN, infinite, negative, past Go's int64 nanoseconds: ``now`` in milliseconds, say)
+    raises :class:`CheckpointError` here, so that ``encode`` never writes what ``decode``
+    rejects."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise CheckpointError(f"a time must be Unix seconds, got {type(seconds).__name__}")
+    if not 0 <= seconds <= MAX_TIMESTAMP_S:  # also False for NaN
+        raise CheckpointError(
+            f"time {seconds!r} is outside 0..{MAX_TIMESTAMP_S:.0f} Unix seconds "
+            "(is it in milliseconds?)"
+        )
     whole = int(seconds // 1)
-    return whole * NS_PER_S + round((seconds - whole) * NS_PER_S)
+    return min(whole * NS_PER_S + round((seconds - whole) * NS_PER_S), MAX_TIMESTAMP_NS)
 
 
 def _from_ns(ns: int) -> float:
@@ -244,16 +255,24 @@ def _decode_allocation(entry: object) -> Allocation:
     )
 
 
+def _no_constants(name: str) -> object:
+    raise CheckpointError(f"not valid JSON: {name} is not a JSON number")
+
+
 def decode(data: bytes | str) -> Checkpoint:
     """Parse a checkpoint written by this project or by the upstream daemon."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise CheckpointError("not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise CheckpointError("the checkpoint must be a JSON object")
+    if "version" not in doc:
+        raise CheckpointError(
+            f"not a checkpoint: no 'version' field (expected {CHECKPOINT_VERSION!r})"
+        )
     version = doc.get("version")
     if version != CHECKPOINT_VERSION:
         raise UnsupportedCheckpointVersion(version)

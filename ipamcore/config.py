@@ -8,8 +8,9 @@ the variable's name.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -63,10 +64,31 @@ class AdaptiveTuning:
     urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now
 
 
-def _non_negative(name: str) -> Callable[[object, object, Any], None]:
+def _non_negative(name: str, kind: type = int) -> Callable[[object, object, Any], None]:
+    """A validator: ``None`` or a number of ``kind`` (an int is a float too; never a bool),
+    0 or more, finite."""
+
     def check(_inst: object, _attr: object, value: Any) -> None:
-        if value is not None and value < 0:
+        if value is None:
+            return
+        kinds: tuple[type, ...] = (int, float) if kind is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            shown = f"{type(value).__name__} {value!r}"
+            raise ConfigError(name, f"must be {kind.__name__}, got {shown}")
+        number = float(cast(float, value))
+        if not math.isfinite(number):
+            raise ConfigError(name, f"must be a finite number, got {value}")
+        if number < 0:
             raise ConfigError(name, f"must be 0 or more, got {value}")
+
+    return check
+
+
+def _is(name: str, kind: type) -> Callable[[object, object, Any], None]:
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        if not isinstance(value, kind):
+            shown = f"{type(value).__name__} {value!r}"
+            raise ConfigError(name, f"must be {kind.__name__}, got {shown}")
 
     return check
 
@@ -78,38 +100,62 @@ class PoolConfig:
     warm_eni_target: int = attrs.field(default=1, validator=_non_negative("WARM_ENI_TARGET"))
     warm_ip_target: int = attrs.field(default=0, validator=_non_negative("WARM_IP_TARGET"))
     minimum_ip_target: int = attrs.field(default=0, validator=_non_negative("MINIMUM_IP_TARGET"))
+    # Unset reads as 1, as in upstream's manifests (upstream's code reads unset as 0); 0 is
+    # valid: the pool then grows only when nothing is available.
     warm_prefix_target: int = attrs.field(default=1, validator=_non_negative("WARM_PREFIX_TARGET"))
-    prefix_delegation: bool = False
-    ipv6: bool = False
+    prefix_delegation: bool = attrs.field(
+        default=False, validator=_is("ENABLE_PREFIX_DELEGATION", bool)
+    )
+    ipv6: bool = attrs.field(default=False, validator=_is("ENABLE_IPv6", bool))
     max_eni: int | None = attrs.field(default=None, validator=_non_negative("MAX_ENI"))
-    cooldown_s: float = attrs.field(default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD"))
+    cooldown_s: float = attrs.field(
+        default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD", float)
+    )
     max_pods: int | None = attrs.field(default=None, validator=_non_negative("MAX_PODS"))
-    placement: EniPlacement = EniPlacement()
-    policy: PolicyName = PolicyName.UPSTREAM
-    eni_min_age_s: float = 60.0  # an ENI younger than this is never freed
-    shrink_interval_s: float = 30.0  # at most one shrink pass this often
-    subnet_full_pause_s: float = 120.0  # growth paused after InsufficientFreeAddressesInSubnet
-    throttle_pause_s: float = 5.0  # growth paused after a throttled call
-    reconcile_grace_s: float = 60.0  # recently released / acquired addresses kept out of diffs
-    reserved_trunk_enis: int = 0
-    adaptive: AdaptiveTuning = AdaptiveTuning()
+    placement: EniPlacement = attrs.field(
+        default=EniPlacement(), validator=_is("placement", EniPlacement)
+    )
+    policy: PolicyName = attrs.field(
+        default=PolicyName.UPSTREAM, validator=_is("IPAMD_POLICY", PolicyName)
+    )
+    # an ENI younger than this is never freed
+    eni_min_age_s: float = attrs.field(
+        default=60.0, validator=_non_negative("eni_min_age_s", float)
+    )
+    # at most one shrink pass this often
+    shrink_interval_s: float = attrs.field(
+        default=30.0, validator=_non_negative("shrink_interval_s", float)
+    )
+    # growth paused after InsufficientFreeAddressesInSubnet
+    subnet_full_pause_s: float = attrs.field(
+        default=120.0, validator=_non_negative("subnet_full_pause_s", float)
+    )
+    # growth paused after a throttled call
+    throttle_pause_s: float = attrs.field(
+        default=5.0, validator=_non_negative("throttle_pause_s", float)
+    )
+    # recently released / acquired addresses kept out of diffs
+    reconcile_grace_s: float = attrs.field(
+        default=60.0, validator=_non_negative("reconcile_grace_s", float)
+    )
+    reserved_trunk_enis: int = attrs.field(
+        default=0, validator=_non_negative("reserved_trunk_enis")
+    )
+    adaptive: AdaptiveTuning = attrs.field(
+        default=AdaptiveTuning(), validator=_is("adaptive", AdaptiveTuning)
+    )
+    # an effect unanswered this long is given up as failed (see ipamcore.ipam)
+    effect_timeout_s: float = attrs.field(
+        default=600.0, validator=_non_negative("effect_timeout_s", float)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.prefix_delegation and self.ipv6:
             raise ConfigError(
                 "ENABLE_PREFIX_DELEGATION", "IPv4 prefix delegation does not apply in IPv6 mode"
             )
-        if (
-            self.prefix_delegation
-            and self.warm_ip_target <= 0
-            and self.warm_prefix_target <= 0
-            and self.minimum_ip_target <= 0
-        ):
-            raise ConfigError(
-                "WARM_PREFIX_TARGET",
-                "with ENABLE_PREFIX_DELEGATION=true, set WARM_PREFIX_TARGET, WARM_IP_TARGET or "
-                "MINIMUM_IP_TARGET above 0 (all three are 0 or unset)",
-            )
+        if self.effect_timeout_s <= 0:
+            raise ConfigError("effect_timeout_s", "must be above 0")
         if self.max_eni == 0:
             raise ConfigError("MAX_ENI", "must be 1 or more (the primary ENI counts)")
 

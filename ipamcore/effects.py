@@ -1,8 +1,12 @@
 """Effects: what the core asks the shell to do in the cloud.
 
 Each effect carries an ``effect_id`` unique within one :class:`ipamcore.ipam.Ipam`. The shell
-performs it and reports back exactly one event for that id (see :mod:`ipamcore.events`).
-While an effect is in flight the core never issues an equivalent one again.
+performs it and must report back exactly one outcome for that id (see :mod:`ipamcore.events`),
+a failure included. While an effect is in flight the core never issues an equivalent one
+again; one left unanswered for ``PoolConfig.effect_timeout_s`` is given up as failed (and its
+late outcome ignored), so a lost answer cannot block the pool forever. What each failure
+does is :mod:`ipamcore.reactions`. ``Effect`` and the classes here can also be imported from
+:mod:`ipamcore.ipam`, where ``plan`` and ``apply`` are.
 """
 
 from __future__ import annotations

@@ -9,6 +9,23 @@ This is the one object a daemon, a simulator or an embedding program drives:
 * persistence: :meth:`Ipam.checkpoint` / :meth:`Ipam.restore`.
 
 Every method that depends on time takes ``now`` (Unix seconds, float). Nothing here does I/O.
+
+Driving it (the cadence): call :meth:`Ipam.plan` after every input that can change a
+decision (an ADD that got :class:`~ipamcore.errors.PoolExhausted`, a release, an outcome
+given to :meth:`Ipam.apply`, a reconciliation), and otherwise at the latest at
+:meth:`Ipam.next_wake_at` (when a cooldown, a pause, a backoff or an effect's expiry ends).
+Queries (:meth:`Ipam.stats`, :meth:`Ipam.eni_views`, :meth:`Ipam.next_wake_at`...) never move
+the pool's time: only commands (``assign``, ``release``, ``plan``, ``apply``, ``reconcile``,
+``load``, ``restore``) do.
+
+Every effect :meth:`Ipam.plan` returns must be answered by exactly one outcome through
+:meth:`Ipam.apply` (a failure too: :class:`~ipamcore.events.EffectFailed`). An effect left
+unanswered for ``PoolConfig.effect_timeout_s`` is given up as if it had failed (kind
+``OTHER``), so that it does not block growth or shrink forever; its late outcome is then
+accepted and ignored, and reconciliation picks up whatever the cloud really did.
+
+:attr:`Ipam.notices` collects messages for the operator (a setting ignored for this instance
+type, a reconciliation snapshot refused, an effect given up); the shell logs and clears it.
 """
 
 from __future__ import annotations
@@ -18,11 +35,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from ipamcore import adaptive
+from ipamcore.adaptive import AdaptivePolicy
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import FailureKind, PoolExhausted, UsageError
+from ipamcore.errors import ConfigError, DataError, FailureKind, PoolExhausted, UsageError
 from ipamcore.events import (
     AddressesAssigned,
     AddressesUnassigned,
@@ -41,13 +58,39 @@ from ipamcore.model import (
     PodRef,
     Subnet,
 )
-from ipamcore.policy import PolicyInput, decide_growth, decide_shrink
+from ipamcore.policy import Policy, PolicyInput, UpstreamPolicy
 from ipamcore.pool import AddressPool
 from ipamcore.pool_parts import EniState, SlotState
+from ipamcore.reactions import Reaction, reactions
 from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
+from ipamcore.validation import check_observed, check_outcome
 from ipamcore.views import AddressView, BlockView, EniView, PoolStats
 
 INF = float("inf")
+
+__all__ = [
+    "AddressesAssigned",
+    "AddressesUnassigned",
+    "AssignAddresses",
+    "CreateEni",
+    "Effect",
+    "EffectFailed",
+    "EniCreated",
+    "EniFreed",
+    "FreeEni",
+    "Ipam",
+    "Outcome",
+    "RestoreReport",
+    "UnassignAddresses",
+    "make_policy",
+]
+
+
+def make_policy(config: PoolConfig) -> Policy:
+    """The policy ``config.policy`` names (the one place a policy is chosen)."""
+    if config.policy is PolicyName.ADAPTIVE:
+        return AdaptivePolicy(config.adaptive)
+    return UpstreamPolicy(config, faithful=config.policy is PolicyName.UPSTREAM_FAITHFUL)
 
 
 @attrs.frozen
@@ -62,6 +105,14 @@ class Ipam:
     """The IPAM state machine of one node. Not thread-safe: drive it from one task or lock."""
 
     def __init__(self, config: PoolConfig, limits: InstanceLimits) -> None:
+        if not isinstance(config, PoolConfig) or not isinstance(limits, InstanceLimits):
+            raise UsageError("Ipam(config, limits) takes a PoolConfig and an InstanceLimits")
+        if config.ipv6 and not limits.supports_prefix_delegation:
+            raise ConfigError(
+                "ENABLE_IPv6",
+                f"IPv6 needs prefix delegation, which {limits.instance_type} (neither nitro nor "
+                "bare metal) does not support",
+            )
         self.config = config
         self.limits = limits
         self.notices: list[str] = []
@@ -71,23 +122,30 @@ class Ipam:
                 f"ENABLE_PREFIX_DELEGATION ignored: {limits.instance_type} is neither nitro nor "
                 "bare metal; using secondary IPs"
             )
-        self.pool = AddressPool(config.cooldown_s)
+        self._ipv6 = config.ipv6
+        self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
         self.max_enis = min(limits.max_enis, config.max_eni or limits.max_enis)
         self.max_enis -= config.reserved_trunk_enis
         self.per_eni = limits.prefixes_per_eni if self.prefix_mode else limits.ips_per_eni
         limit_pods = limits.max_pods_prefix_delegation if self.prefix_mode else limits.max_pods
         self.max_pods = config.max_pods or limit_pods
         self._in_flight: dict[int, Effect] = {}
+        self._issued_at: dict[int, float] = {}
+        self._given_up: set[int] = set()  # expired effects: their late outcome is ignored
         self._next_effect_id = 1
+        self._loaded = False
         self._growth_paused_until = -INF
         self._last_shrink_at = -INF
         self._recently_released: dict[str, float] = {}
         self._subnets: tuple[Subnet, ...] = ()
         self._availability_zone = ""
         self._v6_next: dict[str, int] = {}
-        adaptive_policy = config.policy is PolicyName.ADAPTIVE
-        self._demand = adaptive.Demand(config.adaptive.rate_window_s) if adaptive_policy else None
-        self._backoff = adaptive.Backoff(config.adaptive)
+        self._policy = make_policy(config)
+        self._observes_pods = self._policy.observes_pods
+        # Refusals of room: subnets (InsufficientFreeAddressesInSubnet, with subnet discovery)
+        # until a time, and ENIs (PrivateIpAddressLimitExceeded) until reconciled.
+        self._full_subnets: dict[str, float] = {}
+        self._full_enis: set[str] = set()
         # Allocations whose address vanished from the instance (out of band) while their pod
         # still holds it: kept on record, so that if the address comes back it stays the
         # pod's and is never handed to a second pod. DEL releases them as usual.
@@ -129,15 +187,18 @@ class Ipam:
         return None
 
     def stats(self, now: float) -> PoolStats:
-        self.pool.advance(now)
+        """The pool's figures at ``now`` (a query: the pool's time does not move)."""
         pool = self.pool
+        if self._ipv6:
+            return self._stats_v6()
+        cooled = pool.cooled_by(now)
         return PoolStats(
             enis=len(pool.enis),
             max_enis=self.max_enis,
             total=pool.usable_total,
             assigned=pool.assigned,
-            cooling=pool.cooling,
-            available=pool.available,
+            cooling=pool.cooling - cooled,
+            available=pool.available + cooled,
             leaving=pool.leaving,
             prefixes=pool.prefix_total(),
             pending=self._pending_addresses(),
@@ -146,17 +207,53 @@ class Ipam:
             max_addresses=self.max_enis * self.per_eni * self._unit,
         )
 
+    def _stats_v6(self) -> PoolStats:
+        """IPv6 mode: every address of each ENI's delegated prefix counts (upstream's
+        ``GetIPStats("6")``), no cooldown."""
+        total = prefixes = 0
+        for state in self.pool.enis.values():
+            if state.info.is_trunk or state.info.is_efa:
+                continue
+            for prefix in state.info.ipv6_prefixes:
+                total += ipaddress.ip_network(prefix, strict=False).num_addresses
+                prefixes += 1
+        assigned = sum(1 for a in self.pool.allocations.values() if a.ipv6 is not None)
+        return PoolStats(
+            enis=len(self.pool.enis), max_enis=self.max_enis, total=total, assigned=assigned,
+            cooling=0, available=max(total - assigned, 0), leaving=0, prefixes=prefixes,
+            pending=0, in_flight=len(self._in_flight), max_pods=self.max_pods,
+            max_addresses=total,
+        )  # fmt: skip
+
+    def next_wake_at(self, now: float) -> float:
+        """The latest time to call :meth:`plan` again if no input arrives before: the next
+        end of a cooldown, a growth pause, a backoff, the shrink interval, an ENI's minimum
+        age, or an effect's expiry (inf when nothing is pending). A query."""
+        times = [
+            self._growth_paused_until,
+            self._last_shrink_at + self.config.shrink_interval_s,
+            self.pool.next_ready_at(),
+            self._policy.wake_at(now),
+            *(at + self.config.effect_timeout_s for at in self._issued_at.values()),
+            *self._full_subnets.values(),
+            *(e.seen_at + self.config.eni_min_age_s for e in self.pool.enis.values()),
+        ]
+        return min((t for t in times if t > now), default=INF)
+
     # ------------------------------------------------------------ pods
     def assign(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         """An address for ``key`` (the same one again if it has one); :class:`PoolExhausted`
         when none is ready, in which case :meth:`plan` with ``waiting`` asks for more."""
-        if self.config.ipv6:
+        if self._ipv6:
             return self._assign_v6(key, pod, now)
-        if self._demand is not None and key not in self.pool.allocations:
-            allocation = self.pool.assign(key, pod, now)
-            self._demand.arrival(now)
-            return allocation
-        return self.pool.assign(key, pod, now)
+        pool = self.pool
+        if not self._observes_pods:
+            return pool.assign(key, pod, now)
+        before = pool.assigned
+        allocation = pool.assign(key, pod, now)
+        if pool.assigned != before:  # a new allocation, not the same key again
+            self._policy.assigned(now)
+        return allocation
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
@@ -166,8 +263,8 @@ class Ipam:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
         released = self.pool.release(key, now)
-        if released is not None and self._demand is not None:
-            self._demand.release(now)
+        if released is not None and self._observes_pods:
+            self._policy.released(now)
         return released
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
@@ -196,20 +293,23 @@ class Ipam:
     # ------------------------------------------------------------ policy
     def plan(self, now: float, waiting: int = 0) -> list[Effect]:
         """Effects that bring the pool to its warm targets; each is in flight until
-        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting."""
-        if self.config.ipv6:
+        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting.
+
+        In prefix mode, secondary IPs left on an ENI (from before prefix delegation) are
+        given back when free, as upstream does at start."""
+        if self._ipv6:
             return []
+        if waiting < 0:
+            raise UsageError(f"waiting must be 0 or more, got {waiting}")
         self.pool.advance(now)
+        self._expire(now)
+        if self.prefix_mode:
+            self._park_secondary_ips()
+        self._full_subnets = {s: t for s, t in self._full_subnets.items() if t > now}
         inp = self._policy_input(waiting)
         effects: list[Effect] = []
-        demand = self._demand
-        situation = self._backoff.situation(demand, now) if demand is not None else None
-        tuning = self.config.adaptive
         if now >= self._growth_paused_until:
-            if situation is not None:
-                effects = adaptive.decide_growth(self.pool, inp, situation, tuning)
-            else:
-                effects = decide_growth(self.pool, inp)
+            effects = self._policy.grow(self.pool, inp, now)
         growth_in_flight = any(
             isinstance(e, CreateEni | AssignAddresses) for e in self._in_flight.values()
         )
@@ -219,19 +319,62 @@ class Ipam:
             and waiting == 0
             and now - self._last_shrink_at >= self.config.shrink_interval_s
         ):
-            if situation is not None:
-                effects = adaptive.decide_shrink(self.pool, inp, situation, tuning, now)
-            else:
-                effects = decide_shrink(self.pool, inp, now)
+            effects = self._policy.shrink(self.pool, inp, now)
             if effects:
                 self._last_shrink_at = now
-        return [self._start(effect) for effect in effects]
+        if self.prefix_mode:
+            touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
+            effects += self._give_back_secondary_ips(inp.busy_enis | touched)
+        return [self._start(effect, now) for effect in effects]
+
+    def _park_secondary_ips(self) -> None:
+        """Prefix mode: free secondary IPs are set aside (leaving) until given back, so no
+        pod gets one (upstream never hands out a /32 in prefix mode)."""
+        for state in self.pool.enis.values():
+            if state.excluded or state.leaving:
+                continue
+            for block in list(state.blocks.values()):
+                if not block.is_prefix and not block.leaving and not block.busy:
+                    self.pool.mark_block_leaving(state.eni_id, block.block_id)
+
+    def _give_back_secondary_ips(self, busy: frozenset[str] | set[str]) -> list[Effect]:
+        effects: list[Effect] = []
+        for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
+            if state.excluded or state.leaving or state.eni_id in busy:
+                continue
+            parked = tuple(
+                sorted(b.block_id for b in state.blocks.values() if not b.is_prefix and b.leaving)
+            )
+            if parked:
+                effects.append(
+                    UnassignAddresses(effect_id=0, eni_id=state.eni_id, ipv4_addresses=parked)
+                )
+        return effects
+
+    def _expire(self, now: float) -> None:
+        """Give up effects unanswered for ``effect_timeout_s``, as if they had failed."""
+        deadline = now - self.config.effect_timeout_s
+        for effect_id in [i for i, at in self._issued_at.items() if at <= deadline]:
+            effect = self._in_flight.pop(effect_id)
+            del self._issued_at[effect_id]
+            self._given_up.add(effect_id)
+            self.notices.append(
+                f"effect {effect_id} ({type(effect).__name__}) unanswered for "
+                f"{self.config.effect_timeout_s:g} s: given up"
+            )
+            self._failed(effect, EffectFailed(effect_id, FailureKind.OTHER, "expired"), now)
 
     def _policy_input(self, waiting: int) -> PolicyInput:
         subnet_id, security_groups = self._placement()
         busy = frozenset(
             e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
         ) | self._suspect_enis
+        full = set(self._full_enis)
+        if self._full_subnets:
+            full |= {
+                e.eni_id for e in self.pool.enis.values()
+                if e.info.subnet_id in self._full_subnets
+            }  # fmt: skip
         return PolicyInput(
             config=self.config,
             prefix_mode=self.prefix_mode,
@@ -244,8 +387,7 @@ class Ipam:
             waiting=waiting,
             subnet_id=subnet_id,
             security_groups=security_groups,
-            count_cooling_as_available=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
-            one_step_growth=self.config.policy is PolicyName.UPSTREAM_FAITHFUL,
+            full_enis=frozenset(full),
         )
 
     def _pending_addresses(self) -> int:
@@ -264,8 +406,8 @@ class Ipam:
         default_groups = primary.security_groups if primary else ()
         if placement.subnet_discovery and primary is not None:
             chosen = choose_discovered_subnet(
-                list(self._subnets), self._availability_zone, placement.cluster_name,
-                primary.subnet_id,
+                [s for s in self._subnets if s.subnet_id not in self._full_subnets],
+                self._availability_zone, placement.cluster_name, primary.subnet_id,
             )
             if chosen is not None:
                 return chosen.subnet_id, placement.security_groups or default_groups
@@ -278,12 +420,13 @@ class Ipam:
         self._subnets = tuple(subnets)
         self._availability_zone = availability_zone
 
-    def _start(self, effect: Effect) -> Effect:
+    def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
         if isinstance(numbered, CreateEni) and numbered.device_index == 0:
             numbered = attrs.evolve(numbered, device_index=self._free_device_index())
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
+        self._issued_at[numbered.effect_id] = now
         if isinstance(numbered, UnassignAddresses):
             for block in (*numbered.ipv4_addresses, *numbered.prefixes):
                 self.pool.mark_block_leaving(numbered.eni_id, block)
@@ -303,66 +446,95 @@ class Ipam:
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
-        (only when the cloud reports that an ENI the pool still used is gone)."""
-        effect = self._in_flight.pop(outcome.effect_id, None)
+        (only when the cloud reports that an ENI the pool still used is gone).
+
+        Atomic: the outcome is checked against its effect (kind, ENI, well-formed addresses
+        not already in the pool) before anything changes; a :class:`UsageError` or
+        :class:`DataError` leaves the effect in flight and the pool as it was. The outcome of
+        an effect given up after ``effect_timeout_s`` is ignored (returns ``()``)."""
+        effect = self._in_flight.get(outcome.effect_id)
         if effect is None:
+            if outcome.effect_id in self._given_up:
+                self._given_up.discard(outcome.effect_id)
+                return ()
             raise UsageError(f"no effect {outcome.effect_id} is in flight")
+        check_outcome(effect, outcome, self.pool)
+        del self._in_flight[outcome.effect_id]
+        del self._issued_at[outcome.effect_id]
         self.pool.advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
         if isinstance(effect, CreateEni | AssignAddresses):
-            self._backoff.succeeded(effect)
-        if isinstance(outcome, EniCreated) and isinstance(effect, CreateEni):
+            self._policy.succeeded(effect)
+        if isinstance(outcome, EniCreated):
             self._add_observed_eni(outcome.eni, now)
-        elif isinstance(outcome, AddressesAssigned) and isinstance(effect, AssignAddresses):
-            if outcome.eni_id in self.pool.enis:
-                for address in outcome.ipv4_addresses:
-                    self.pool.add_block(outcome.eni_id, address, False, now)
-                for prefix in outcome.prefixes:
-                    self.pool.add_block(outcome.eni_id, prefix, True, now)
-        elif isinstance(outcome, AddressesUnassigned) and isinstance(effect, UnassignAddresses):
+        elif isinstance(outcome, AddressesAssigned):
+            for address in outcome.ipv4_addresses:
+                self.pool.add_block(outcome.eni_id, address, False, now)
+            for prefix in outcome.prefixes:
+                self.pool.add_block(outcome.eni_id, prefix, True, now)
+        elif isinstance(effect, UnassignAddresses):
             self._drop_blocks(effect.eni_id, (*effect.ipv4_addresses, *effect.prefixes), now)
-        elif isinstance(outcome, EniFreed) and isinstance(effect, FreeEni):
+        elif isinstance(effect, FreeEni):
             return self._drop_eni(effect.eni_id, now)
-        else:
-            self._in_flight[outcome.effect_id] = effect
-            raise UsageError(f"outcome {type(outcome).__name__} does not answer {effect!r}")
+        if self.prefix_mode:
+            self._park_secondary_ips()
         self._rebind_orphans()
         return ()
 
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
-        kind = failure.kind
-        if isinstance(effect, AssignAddresses) and kind is FailureKind.NOT_FOUND:
-            # EC2 says the ENI is gone. One answer is not proof (a new ENI can be NotFound
-            # for a while), so the ENI is only left alone by the policy until reconciliation,
-            # which sees the whole instance, removes it or clears it. Retrying it at once
-            # would keep it busy, and reconciliation skips busy ENIs: it would never go.
-            self._suspect_enis.add(effect.eni_id)
-        if isinstance(effect, CreateEni | AssignAddresses):
-            if kind in (FailureKind.SUBNET_FULL, FailureKind.LIMIT_EXCEEDED):
-                self._growth_paused_until = now + self.config.subnet_full_pause_s
-            elif kind is FailureKind.THROTTLED and self._demand is not None:
+        """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
+        removed: tuple[Allocation, ...] = ()
+        for reaction in reactions(effect, failure.kind):
+            if reaction is Reaction.BACK_OFF:
                 primary = self.primary_eni()
-                self._backoff.throttled(effect, primary.eni_id if primary else "", now)
-            elif kind in (FailureKind.THROTTLED, FailureKind.OTHER):
-                self._growth_paused_until = now + self.config.throttle_pause_s
-            return ()
-        if kind is FailureKind.THROTTLED and self._demand is not None:
-            self._backoff.congested(now)  # calls are scarce: hold what the node has
-        if isinstance(effect, UnassignAddresses):
-            blocks = (*effect.ipv4_addresses, *effect.prefixes)
-            if kind is FailureKind.NOT_FOUND:
-                self._drop_blocks(effect.eni_id, blocks, now)
-            else:
-                for block in blocks:
+                until = self._policy.throttled(effect, primary.eni_id if primary else "", now)
+                self._growth_paused_until = max(self._growth_paused_until, until)
+            elif reaction is Reaction.PAUSE_GROWTH:
+                self._pause_growth(now + self.config.throttle_pause_s)
+            elif reaction is Reaction.PAUSE_GROWTH_LONG:
+                self._pause_growth(now + self.config.subnet_full_pause_s)
+            elif reaction is Reaction.AVOID_SUBNET:
+                self._avoid_subnet(effect, now)
+            elif reaction is Reaction.AVOID_ENI:
+                assert isinstance(effect, AssignAddresses)
+                self._full_enis.add(effect.eni_id)
+            elif reaction is Reaction.SUSPECT_ENI:
+                assert isinstance(effect, AssignAddresses)
+                self._suspect_enis.add(effect.eni_id)
+            elif reaction is Reaction.FORGET_BLOCKS:
+                assert isinstance(effect, UnassignAddresses)
+                self._drop_blocks(effect.eni_id, (*effect.ipv4_addresses, *effect.prefixes), now)
+            elif reaction is Reaction.RESTORE_BLOCKS:
+                assert isinstance(effect, UnassignAddresses)
+                for block in (*effect.ipv4_addresses, *effect.prefixes):
                     self.pool.unmark_block_leaving(effect.eni_id, block)
-            self._last_shrink_at = now
-            return ()
-        if kind is FailureKind.NOT_FOUND:
-            return self._drop_eni(effect.eni_id, now)
-        self.pool.unmark_eni_leaving(effect.eni_id)
-        self._last_shrink_at = now
-        return ()
+                if self.prefix_mode:
+                    self._park_secondary_ips()
+            elif reaction is Reaction.FORGET_ENI:
+                assert isinstance(effect, FreeEni)
+                removed = self._drop_eni(effect.eni_id, now)
+            elif reaction is Reaction.RESTORE_ENI:
+                assert isinstance(effect, FreeEni)
+                self.pool.unmark_eni_leaving(effect.eni_id)
+            elif reaction is Reaction.SHRINK_LATER:
+                self._last_shrink_at = now
+            elif reaction is Reaction.HOLD_POOL:
+                self._policy.shrink_throttled(now)
+        return removed
+
+    def _pause_growth(self, until: float) -> None:
+        self._growth_paused_until = max(self._growth_paused_until, until)
+
+    def _avoid_subnet(self, effect: Effect, now: float) -> None:
+        """A top-up refused for a full subnet: with subnet discovery, stop topping up ENIs
+        in that subnet and place new ENIs elsewhere (upstream creates an ENI in another
+        subnet in the same pass); without it, pause growth."""
+        state = self.pool.enis.get(effect.eni_id) if isinstance(effect, AssignAddresses) else None
+        if not self.config.placement.subnet_discovery or state is None:
+            self._pause_growth(now + self.config.subnet_full_pause_s)
+            return
+        self._full_subnets[state.info.subnet_id] = now + self.config.subnet_full_pause_s
 
     def _drop_blocks(self, eni_id: str, blocks: Sequence[str], now: float) -> None:
         state = self.pool.enis.get(eni_id)
@@ -403,9 +575,13 @@ class Ipam:
 
     # ------------------------------------------------------- reconciliation
     def _excluded(self, info: ObservedEni) -> bool:
-        if info.unmanaged or info.is_trunk or info.is_efa or self.config.ipv6:
+        """Carries no pod addresses: trunk, EFA, tagged ``no_manage=true`` (except the
+        primary ENI, which upstream always manages), the primary with custom networking."""
+        if info.is_trunk or info.is_efa or self._ipv6:
             return True
-        return self.config.placement.custom_networking and _is_primary(info)
+        if _is_primary(info):
+            return self.config.placement.custom_networking
+        return info.unmanaged
 
     def _add_observed_eni(self, info: ObservedEni, now: float) -> None:
         state = self.pool.enis.get(info.eni_id)
@@ -418,7 +594,24 @@ class Ipam:
             self.pool.add_block(state.eni_id, block, is_prefix, now)
 
     def reconcile(self, observed: ObservedNode, now: float) -> ReconcileReport:
-        """Make the pool match what the cloud shows (see :mod:`ipamcore.reconcile`)."""
+        """Make the pool match what the cloud shows (see :mod:`ipamcore.reconcile`).
+
+        A snapshot without ENIs, or without the primary ENI (which never detaches), is
+        refused (the report says so in ``refused``, and :attr:`notices`): an empty answer
+        from the cloud for a running instance would otherwise drop every ENI and orphan
+        every allocation (upstream aborts the reconcile too). Malformed ENIs raise
+        :class:`DataError` before anything changes."""
+        check_observed(observed.enis, "reconcile")
+        primary = self.primary_eni()
+        shown = {e.eni_id for e in observed.enis}
+        refused = ""
+        if not observed.enis:
+            refused = "the snapshot shows no ENI"
+        elif primary is not None and primary.eni_id not in shown:
+            refused = f"the snapshot lacks the primary ENI {primary.eni_id}"
+        if refused:
+            self.notices.append(f"reconciliation refused: {refused}")
+            return ReconcileReport(diff=ReconcileDiff(), refused=refused)
         self.pool.advance(now)
         grace = self.config.reconcile_grace_s
         self._recently_released = {
@@ -429,18 +622,34 @@ class Ipam:
         )
         changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
         report = self._apply_diff(changes, now)
-        shown = {e.eni_id for e in observed.enis}
+        self._full_enis.clear()  # the snapshot shows each ENI's room as it is
         self._suspect_enis = {
             e for e in self._suspect_enis if e in self.pool.enis and e not in shown
         }  # still suspect: absent, but kept by the grace for new ENIs
         return report
 
     def load(self, enis: Iterable[ObservedEni], now: float) -> ReconcileReport:
-        """The first view of the instance at start: every ENI and address is taken as is."""
-        changes = ReconcileDiff(
-            add_enis=tuple(e for e in enis if e.eni_id not in self.pool.enis)
-        )
-        return self._apply_diff(changes, now)
+        """The first view of the instance at start: every ENI and address is taken as is.
+
+        Called once, before anything else. Exactly one ENI must be the primary
+        (``is_primary``, or device 0 on network card 0), ENI ids must be unique and
+        addresses well formed; otherwise :class:`DataError` (a second call:
+        :class:`UsageError`), and nothing changes."""
+        if self._loaded:
+            raise UsageError("load() was already called: use reconcile() for later views")
+        observed = tuple(enis)
+        check_observed(observed, "load")
+        primaries = [e.eni_id for e in observed if _is_primary(e)]
+        if len(primaries) != 1:
+            raise DataError(
+                "load: exactly one ENI must be the primary (is_primary, or device 0 on network "
+                f"card 0); got {len(primaries)}: {primaries[:4]}"
+            )
+        self._loaded = True
+        report = self._apply_diff(ReconcileDiff(add_enis=observed), now)
+        if self.prefix_mode:
+            self._park_secondary_ips()
+        return report
 
     def _apply_diff(self, changes: ReconcileDiff, now: float) -> ReconcileReport:
         removed: list[Allocation] = []
@@ -452,6 +661,8 @@ class Ipam:
             removed.extend(self.pool.remove_block(eni_id, block))
         for eni_id in changes.remove_enis:
             removed.extend(self.pool.remove_eni(eni_id))
+        if self.prefix_mode and self._loaded:
+            self._park_secondary_ips()
         self._rebind_orphans()
         return ReconcileReport(diff=changes, force_removed=self._orphan(removed))
 
@@ -496,6 +707,10 @@ class Ipam:
             if allocation.ipv4 is None:
                 restored.append(self._restore_v6(allocation))
                 continue
+            slot = self.pool.slots.get(allocation.ipv4)
+            if slot is not None and self.prefix_mode and slot.block == allocation.ipv4:
+                # A secondary IP set aside in prefix mode: its pod still holds it.
+                self.pool.unmark_block_leaving(slot.eni_id, slot.block)
             bound = self.pool.bind_address(allocation)
             if bound is None:
                 reason = (
@@ -511,6 +726,8 @@ class Ipam:
             fresher = slot is not None and slot.released_at < released_at
             if slot is not None and slot.state is SlotState.FREE and fresher:
                 self.pool.mark_released(slot, released_at, now)
+        if self.prefix_mode:
+            self._park_secondary_ips()
         return RestoreReport(restored=tuple(restored), dropped=tuple(dropped))
 
     def _restore_v6(self, allocation: Allocation) -> Allocation:
@@ -530,7 +747,8 @@ class Ipam:
 
     # ------------------------------------------------------------ views
     def eni_views(self, now: float) -> list[EniView]:
-        self.pool.advance(now)
+        """Every ENI, block and address as of ``now`` (a query: the pool's time does not
+        move; an address whose cooldown ended by ``now`` shows as free)."""
         views = []
         for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
             info = state.info
@@ -538,7 +756,7 @@ class Ipam:
                 BlockView(
                     block_id=b.block_id,
                     is_prefix=b.is_prefix,
-                    addresses=tuple(self._address_view(a) for a in b.addresses),
+                    addresses=tuple(self._address_view(a, now) for a in b.addresses),
                 )
                 for b in sorted(state.blocks.values(), key=lambda b: (b.rank, b.block_id))
             )
@@ -562,7 +780,7 @@ class Ipam:
             )
         return views
 
-    def _address_view(self, address: str) -> AddressView:
+    def _address_view(self, address: str, now: float) -> AddressView:
         slot = self.pool.slots[address]
         released = None if slot.released_at == -INF else slot.released_at
         if slot.state is SlotState.ASSIGNED and slot.key is not None:
@@ -572,7 +790,7 @@ class Ipam:
             )
         if slot.state is SlotState.LEAVING or self.pool.enis[slot.eni_id].leaving:
             return AddressView(address, "leaving", released_at=released)
-        state = "cooling" if self.pool.is_cooling(slot) else "free"
+        state = "cooling" if slot.cooling and slot.ready_at > now else "free"
         return AddressView(address, state, released_at=released)
 
 

@@ -14,8 +14,18 @@ from typing import Any
 
 import attrs
 
-from ipamcore.errors import UnknownInstanceType
+from ipamcore.errors import ConfigError, UnknownInstanceType
 from ipamcore.model import IPS_PER_PREFIX
+
+
+def _whole(name: str, least: int) -> Any:
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"must be an int, got {type(value).__name__} {value!r}")
+        if value < least:
+            raise ConfigError(name, f"must be {least} or more, got {value}")
+
+    return check
 
 # Upstream caps max pods at 110 for instances with under 30 vCPUs and 250 otherwise; that cap
 # belongs to the kubelet's configuration, so the figures here are the uncapped formula.
@@ -26,8 +36,9 @@ class InstanceLimits:
     """What one instance type allows the CNI to use."""
 
     instance_type: str
-    max_enis: int
-    ipv4_per_eni: int  # primary address included
+    max_enis: int = attrs.field(validator=_whole("max_enis", 1))
+    # primary address included: 2 or more, or an ENI would have no address for pods
+    ipv4_per_eni: int = attrs.field(validator=_whole("ipv4_per_eni", 2))
     hypervisor: str = "nitro"
     is_bare_metal: bool = False
     default_network_card_index: int = 0

@@ -7,7 +7,7 @@ in flight count as coming, so one shortage is never requested twice. Pods waitin
 address (``waiting``) add to the shortage, so a burst is served in one round of calls: every
 ENI it needs is created at once, each with its addresses in the create call.
 
-With ``one_step_growth`` (the ``upstream-faithful`` policy) growth is upstream's
+With ``faithful`` (the ``upstream-faithful`` policy) growth is upstream's
 ``increaseDatastorePool`` instead: one pass either tops up one existing ENI or creates one ENI,
 never more, and waiting pods are not counted (upstream has no such signal), so a burst is served
 one ENI per pass.
@@ -18,12 +18,18 @@ an ENI that is not primary, is at least ``eni_min_age_s`` old, has no assigned o
 address, has nothing in flight, and is not needed for WARM_IP / MINIMUM_IP / WARM_ENI /
 WARM_PREFIX.
 
-The returned effects carry ``effect_id=0``; :class:`ipamcore.ipam.Ipam` numbers them.
+The returned effects carry ``effect_id=0``; :class:`ipamcore.ipam.Ipam` numbers them. The
+policies sit behind one interface, :class:`Policy`, chosen once by :func:`make_policy`:
+:class:`UpstreamPolicy` here and :class:`ipamcore.adaptive.AdaptivePolicy`; the helpers
+both use (an ENI's room, the growable ENIs, the effects they build, the free blocks a
+shrink gives back) are defined once, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import attrs
 
@@ -58,13 +64,14 @@ class PolicyInput:
     waiting: int  # ADDs waiting for an address
     subnet_id: str
     security_groups: tuple[str, ...]
-    count_cooling_as_available: bool = False
-    one_step_growth: bool = False  # upstream: one ENI topped up or created per pass
+    full_enis: frozenset[str] = frozenset()  # EC2 refused them more addresses: no top-up
 
 
-def pool_counts(pool: AddressPool, inp: PolicyInput) -> PoolCounts:
+def pool_counts(pool: AddressPool, inp: PolicyInput, faithful: bool = False) -> PoolCounts:
+    """The pool's figures; ``faithful`` (the ``upstream-faithful`` policy) counts cooling
+    addresses as available, as upstream does."""
     available = pool.available
-    if inp.count_cooling_as_available:
+    if faithful:
         available += pool.cooling
     return PoolCounts(
         total=pool.usable_total,
@@ -75,25 +82,51 @@ def pool_counts(pool: AddressPool, inp: PolicyInput) -> PoolCounts:
     )
 
 
-def _room(eni: EniState, inp: PolicyInput) -> int:
-    held = eni.prefix_count() if inp.prefix_mode else eni.ipv4_count()
-    return max(inp.per_eni - held, 0)
+def room(eni: EniState, inp: PolicyInput) -> int:
+    """Secondary IPs or /28 prefixes the ENI can still take. Both kinds take one of the ENI's
+    address slots each (EC2 counts them together: ``PrivateIpAddressLimitExceeded``), so an
+    ENI holding secondary IPs and prefixes has room for the slots neither holds."""
+    if eni.eni_id in inp.full_enis:
+        return 0
+    return max(inp.per_eni - eni.ipv4_count() - eni.prefix_count(), 0)
 
 
-def _growable(pool: AddressPool, inp: PolicyInput) -> Iterator[EniState]:
-    for eni in sorted(pool.enis.values(), key=lambda e: e.rank):
-        if eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis:
-            continue
-        yield eni
+def growable(pool: AddressPool, inp: PolicyInput) -> list[EniState]:
+    """ENIs that may be topped up, lowest first: managed, not leaving, nothing in flight."""
+    return [
+        eni
+        for eni in sorted(pool.enis.values(), key=lambda e: e.rank)
+        if not (eni.excluded or eni.leaving or eni.eni_id in inp.busy_enis)
+    ]
 
 
-def shortage(pool: AddressPool, inp: PolicyInput) -> tuple[int, bool]:
+def assign_effect(eni_id: str, n: int, prefix_mode: bool) -> AssignAddresses:
+    """AssignAddresses of ``n`` units (secondary IPs, or prefixes in prefix mode)."""
+    if prefix_mode:
+        return AssignAddresses(effect_id=0, eni_id=eni_id, prefix_count=n)
+    return AssignAddresses(effect_id=0, eni_id=eni_id, ipv4_count=n)
+
+
+def create_effect(inp: PolicyInput, n: int) -> CreateEni:
+    """CreateEni in the placement's subnet with ``n`` units requested in the same call."""
+    return CreateEni(
+        effect_id=0,
+        subnet_id=inp.subnet_id,
+        security_groups=inp.security_groups,
+        ipv4_count=0 if inp.prefix_mode else n,
+        prefix_count=n if inp.prefix_mode else 0,
+    )
+
+
+def shortage(pool: AddressPool, inp: PolicyInput, faithful: bool = False) -> tuple[int, bool]:
     """``(short, fill_whole_enis)``: units (addresses, or prefixes in prefix mode) to add.
 
-    With WARM_ENI_TARGET (no WARM_IP/MINIMUM_IP) upstream fills whole ENIs.
+    With WARM_ENI_TARGET (no WARM_IP/MINIMUM_IP) upstream fills whole ENIs. With a warm
+    ENI or prefix target of 0 the pool still grows when nothing at all is available
+    (upstream's ``isDatastorePoolTooLow``: ``warmTarget == 0 && available == 0``).
     """
     cfg = inp.config
-    base = pool_counts(pool, inp)
+    base = pool_counts(pool, inp, faithful)
     counts = attrs.evolve(
         base,
         total=base.total + inp.pending_addresses,
@@ -117,51 +150,39 @@ def shortage(pool: AddressPool, inp: PolicyInput) -> tuple[int, bool]:
     return max(min(short, inp.max_pods - counts.total), 0), fill
 
 
-def decide_growth(pool: AddressPool, inp: PolicyInput) -> list[Effect]:
-    if inp.one_step_growth:
+def decide_growth(pool: AddressPool, inp: PolicyInput, faithful: bool = False) -> list[Effect]:
+    """Top-ups of existing ENIs, then new ENIs, for the shortage; ``faithful``: upstream's
+    one ENI per pass, waiting pods not counted."""
+    if faithful:
         inp = attrs.evolve(inp, waiting=0)
-    short, fill = shortage(pool, inp)
+    short, fill = shortage(pool, inp, faithful)
     if short <= 0:
         return []
     effects: list[Effect] = []
-    for eni in _growable(pool, inp):
-        room = _room(eni, inp)
-        if room <= 0:
+    for eni in growable(pool, inp):
+        eni_room = room(eni, inp)
+        if eni_room <= 0:
             continue
-        n = room if fill else min(room, short)
-        effects.append(_assign(eni.eni_id, n, inp.prefix_mode))
+        n = eni_room if fill else min(eni_room, short)
+        effects.append(assign_effect(eni.eni_id, n, inp.prefix_mode))
         short -= n
-        if short <= 0 or inp.one_step_growth:
+        if short <= 0 or faithful:
             return effects
     eni_slots = inp.max_enis - len(pool.enis) - inp.pending_enis
     while short > 0 and eni_slots > 0 and inp.subnet_id:
         n = inp.per_eni if fill else min(inp.per_eni, short)
-        effects.append(
-            CreateEni(
-                effect_id=0,
-                subnet_id=inp.subnet_id,
-                security_groups=inp.security_groups,
-                ipv4_count=0 if inp.prefix_mode else n,
-                prefix_count=n if inp.prefix_mode else 0,
-            )
-        )
+        effects.append(create_effect(inp, n))
         short -= n
         eni_slots -= 1
-        if inp.one_step_growth:
+        if faithful:
             break
     return effects
 
 
-def _assign(eni_id: str, n: int, prefix_mode: bool) -> AssignAddresses:
-    if prefix_mode:
-        return AssignAddresses(effect_id=0, eni_id=eni_id, prefix_count=n)
-    return AssignAddresses(effect_id=0, eni_id=eni_id, ipv4_count=n)
-
-
-def _surplus(pool: AddressPool, inp: PolicyInput) -> int:
+def _surplus(pool: AddressPool, inp: PolicyInput, faithful: bool) -> int:
     """Units (addresses or prefixes) that may be given back without freeing an ENI."""
     cfg = inp.config
-    counts = pool_counts(pool, inp)
+    counts = pool_counts(pool, inp, faithful)
     if inp.prefix_mode:
         if cfg.warm_ip_targets_defined:
             return warm_ip_short_over_prefixes(
@@ -173,17 +194,19 @@ def _surplus(pool: AddressPool, inp: PolicyInput) -> int:
     return 0
 
 
-def _eni_needed(pool: AddressPool, eni: EniState, inp: PolicyInput) -> bool:
-    """Whether freeing ``eni`` would take the pool below a warm target."""
+def _eni_needed(pool: AddressPool, eni: EniState, inp: PolicyInput, faithful: bool) -> bool:
+    """Whether freeing ``eni`` would take the pool below a warm target (upstream's
+    ``shouldRemoveExtraENIs`` and ``isRequiredFor{WarmIP,MinimumIP,WarmPrefix}Target``)."""
     cfg = inp.config
-    counts = pool_counts(pool, inp)
+    counts = pool_counts(pool, inp, faithful)
     eni_free = eni.slots - eni.assigned - eni.cooling
     available_after = counts.available - eni_free
     total_after = counts.total - eni.slots
     if cfg.warm_ip_targets_defined:
         return available_after < cfg.warm_ip_target or total_after < cfg.minimum_ip_target
     if inp.prefix_mode:
-        return available_after < cfg.warm_prefix_target * IPS_PER_PREFIX
+        free_elsewhere = counts.free_prefixes - eni.free_prefix_count()
+        return free_elsewhere < cfg.warm_prefix_target
     if not warm_eni_too_high(counts, cfg.warm_eni_target, inp.per_eni) and eni.slots:
         return True
     return available_after < cfg.warm_eni_target * inp.per_eni
@@ -204,16 +227,19 @@ def may_free(eni: EniState, inp: PolicyInput, now: float) -> bool:
     )
 
 
-def decide_shrink(pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+def decide_shrink(
+    pool: AddressPool, inp: PolicyInput, now: float, faithful: bool = False
+) -> list[Effect]:
+    """Surplus addresses or prefixes back from the highest ENIs, else one idle ENI freed."""
     effects: list[Effect] = []
-    surplus = _surplus(pool, inp)
+    surplus = _surplus(pool, inp, faithful)
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
     if surplus > 0:
-        effects = unassign_from_highest(pool, inp, enis_high_first, surplus, _surplus_blocks)
+        effects = unassign_from_highest(pool, inp, enis_high_first, surplus, free_blocks)
         if effects:
             return effects
     for eni in enis_high_first:
-        if may_free(eni, inp, now) and not _eni_needed(pool, eni, inp):
+        if may_free(eni, inp, now) and not _eni_needed(pool, eni, inp, faithful):
             return [FreeEni(effect_id=0, eni_id=eni.eni_id)]
     return []
 
@@ -247,19 +273,96 @@ def unassign_from_highest(
     return effects
 
 
-def _surplus_blocks(
+def free_blocks(
     pool: AddressPool, eni: EniState, prefix_mode: bool, limit: int
 ) -> tuple[str, ...]:
-    """Wholly free blocks of the wanted kind on an ENI, last in packing order first."""
+    """Wholly free blocks of the mode's kind on an ENI (no assigned or cooling address, not
+    leaving), last in packing order first."""
     blocks = [
         b
         for b in eni.blocks.values()
         if b.is_prefix == prefix_mode and not b.leaving and b.busy == 0
-        and not _holds_assigned(pool, b.addresses)
+        and not any(pool.slots[a].key is not None for a in b.addresses)
     ]
     blocks.sort(key=lambda b: (b.rank, b.block_id), reverse=True)
     return tuple(b.block_id for b in blocks[:limit])
 
 
-def _holds_assigned(pool: AddressPool, addresses: tuple[str, ...]) -> bool:
-    return any(pool.slots[a].key is not None for a in addresses)
+# --------------------------------------------------------------------------- the interface
+class Policy(Protocol):
+    """A warm-pool policy: chosen once, from :class:`ipamcore.config.PolicyName`, by
+    :func:`make_policy`; :class:`ipamcore.ipam.Ipam` asks it for growth and shrink and tells
+    it what happened. Its own state (demand, backoff) lives in it."""
+
+    # Whether :meth:`assigned` and :meth:`released` are wanted: they are called on every ADD
+    # and DEL, so a policy that ignores them says so once and costs the hot path nothing.
+    observes_pods: bool
+
+    def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """Growth effects (``effect_id=0``), or none."""
+        ...
+
+    def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """Shrink effects, asked only when no growth is wanted or in flight, no pod waits,
+        and ``shrink_interval_s`` passed since the last shrink."""
+        ...
+
+    def assigned(self, now: float) -> None:
+        """A new allocation was made."""
+        ...
+
+    def released(self, now: float) -> None:
+        """An allocation was released."""
+        ...
+
+    def succeeded(self, effect: Effect) -> None:
+        """A growth effect succeeded."""
+        ...
+
+    def throttled(self, effect: Effect, seed: str, now: float) -> float:
+        """A growth effect was throttled: the time until which all growth pauses (the
+        policy's own per-action backoff may pause more)."""
+        ...
+
+    def shrink_throttled(self, now: float) -> None:
+        """A shrink effect was throttled."""
+        ...
+
+    def wake_at(self, now: float) -> float:
+        """When the policy's own situation next changes (a backoff ends...); inf if never."""
+        ...
+
+
+class UpstreamPolicy:
+    """Upstream's warm targets (``upstream``), or with ``faithful`` upstream's arithmetic
+    exactly (``upstream-faithful``: cooling addresses count as available, one ENI per pass)."""
+
+    observes_pods = False
+
+    def __init__(self, config: PoolConfig, faithful: bool) -> None:
+        self.config = config
+        self.faithful = faithful
+
+    def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        return decide_growth(pool, inp, self.faithful)
+
+    def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        return decide_shrink(pool, inp, now, self.faithful)
+
+    def assigned(self, now: float) -> None:
+        pass
+
+    def released(self, now: float) -> None:
+        pass
+
+    def succeeded(self, effect: Effect) -> None:
+        pass
+
+    def throttled(self, effect: Effect, seed: str, now: float) -> float:
+        return now + self.config.throttle_pause_s
+
+    def shrink_throttled(self, now: float) -> None:
+        pass
+
+    def wake_at(self, now: float) -> float:
+        return math.inf

@@ -35,6 +35,7 @@ from __future__ import annotations
 import array
 import heapq
 import ipaddress
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -73,6 +74,8 @@ _RECORD = 2  # a record is 1 << _RECORD entries long
 _TAG, _IP, _RELEASED, _ALLOCATED = 0, 1, 2, 3  # in _num / _time
 _ENI, _ADDRESS, _KEY, _POD = 0, 1, 2, 3  # in _ref
 
+
+_LAST_CARD = 1 << 12  # added to the network card of buckets ranked after every real one
 
 _STATES = (SlotState.FREE, SlotState.FREE, SlotState.ASSIGNED, SlotState.LEAVING)
 
@@ -200,8 +203,11 @@ class AddressPool:
     bucket only, so its cost does not grow with the pool.
     """
 
-    def __init__(self, cooldown_s: float) -> None:
+    def __init__(self, cooldown_s: float, secondary_ips_last: bool = False) -> None:
         self.cooldown_s = cooldown_s
+        # Prefix mode: an ENI's secondary IPs (left from before prefix delegation) are handed
+        # out only when no prefix address is ready, after every prefix of every ENI.
+        self.secondary_ips_last = secondary_ips_last
         self.enis: dict[str, EniState] = {}
         # Per slot number, a record of what a Slot object would hold (see _RECORD). A removed
         # slot keeps its block and address until the number is reused.
@@ -312,6 +318,41 @@ class AddressPool:
                 self._end_cooling(index)
                 self._push_ready(index)
 
+    def _cooling_entries(self) -> Iterator[tuple[float, int]]:
+        """``(ready_at, slot)`` of the slots cooling now, FIFO first (not in time order
+        across the two queues)."""
+        num, time, cooldown = self._num, self._time, self.cooldown_s
+        items = self._cooling.items
+        for position in range(self._cooling.head, len(items)):
+            entry = items[position]
+            index = entry & _MASK
+            if num[index << _RECORD] == entry >> _SHIFT:
+                yield time[index << _RECORD | _RELEASED] + cooldown, index
+        for ready_at, entry in self._cooling_late:
+            index = entry & _MASK
+            if num[index << _RECORD] == entry >> _SHIFT:
+                yield ready_at, index
+
+    def cooled_by(self, now: float) -> int:
+        """Cooling slots whose cooldown is over by ``now`` (a query: :meth:`advance` moves
+        them)."""
+        count = 0
+        for ready_at, _ in self._cooling_entries():
+            if ready_at <= now:
+                count += 1
+            elif not self._cooling_late:
+                break  # the FIFO alone is in time order
+        return count
+
+    def next_ready_at(self) -> float:
+        """When the next cooling slot ends its cooldown (inf when none is cooling)."""
+        first = math.inf
+        for ready_at, _ in self._cooling_entries():
+            first = min(first, ready_at)
+            if not self._cooling_late:
+                break
+        return first
+
     def _end_cooling(self, index: int) -> None:
         at = index << _RECORD
         self._num[at] ^= _COOLING  # -> _FREE, same generation
@@ -377,7 +418,9 @@ class AddressPool:
         rank = eni.next_block_rank if is_prefix else 0
         if is_prefix:
             eni.next_block_rank += 1
-        bucket = self._bucket(bucket_key(*eni.rank, rank))
+        bucket = self._bucket(
+            bucket_key(*eni.rank, rank) if is_prefix else self._secondary_bucket_key(eni)
+        )
         block = eni.blocks[block_id] = Block(
             block_id, is_prefix, rank, now, addresses, eni, bucket, ()
         )
@@ -425,11 +468,17 @@ class AddressPool:
         removed: list[Allocation] = []
         for block_id in list(eni.blocks):
             removed.extend(self.remove_block(eni_id, block_id))
-        bucket = self._buckets.get(bucket_key(*eni.rank, 0))
+        bucket = self._buckets.get(self._secondary_bucket_key(eni))
         if bucket is not None:
             self._retire_bucket(bucket)
         del self.enis[eni_id]
         return removed
+
+    def _secondary_bucket_key(self, eni: EniState) -> int:
+        card, device = eni.rank
+        if self.secondary_ips_last:
+            card += _LAST_CARD
+        return bucket_key(card, device, 0)
 
     def _retire_bucket(self, bucket: ReadyBucket) -> None:
         if self._buckets.get(bucket.key) is not bucket:
@@ -590,6 +639,8 @@ class AddressPool:
     # -------------------------------------------------------- leaving (shrink)
     def mark_block_leaving(self, eni_id: str, block_id: str) -> None:
         block = self.enis[eni_id].blocks[block_id]
+        if block.leaving:
+            return
         if block.busy:
             raise UsageError(f"block {block_id} still has assigned or cooling addresses")
         block.leaving = True

@@ -50,6 +50,10 @@ class EniState:
     def prefix_count(self) -> int:
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
+    def free_prefix_count(self) -> int:
+        """Prefixes with no assigned or cooling address that are not leaving."""
+        return sum(1 for b in self.blocks.values() if b.is_prefix and not b.busy and not b.leaving)
+
 
 class EntryFifo:
     """Queue entries in arrival order, in one flat array read from ``head``.

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ipamcore.checkpoint import Checkpoint
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, LiveNetwork, NodeNetwork, PodNetwork
@@ -29,19 +30,13 @@ class CloudPort(Protocol):
         ...
 
     def create_eni(
-        self,
-        instance_id: str,
-        subnet_id: str,
-        security_groups: Sequence[str],
-        ipv4_count: int = 0,
-        prefix_count: int = 0,
-        ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
-        device_index: int = 0,
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
     ) -> ObservedEni:
-        """Create, tag (``createdAt`` in the create call itself), attach at ``device_index``
-        (0: the lowest free one), and set DeleteOnTermination unless the backend was built
-        with it off (``ENI_DELETE_ON_TERMINATION=false``: one mutating call fewer per ENI).
+        """Perform ``effect``: create the ENI in its subnet with its security groups and
+        addresses, tag it (``createdAt`` in the create call itself, plus ``tags``), attach
+        it at its ``device_index`` (0: the lowest free one), and set DeleteOnTermination
+        unless the backend was built with it off (``ENI_DELETE_ON_TERMINATION=false``: one
+        mutating call fewer per ENI).
 
         On failure after creation the backend deletes what it created before raising.
         """

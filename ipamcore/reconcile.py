@@ -36,10 +36,12 @@ class ReconcileDiff:
 
 @attrs.frozen
 class ReconcileReport:
-    """What reconciliation changed; ``force_removed`` lists allocations whose address vanished."""
+    """What reconciliation changed; ``force_removed`` lists allocations whose address
+    vanished; ``refused`` says why a snapshot was not applied (empty when it was)."""
 
     diff: ReconcileDiff
     force_removed: tuple[Allocation, ...] = ()
+    refused: str = ""
 
 
 def observed_blocks(eni: ObservedEni) -> dict[str, bool]:

@@ -62,22 +62,31 @@ def warm_ip_short_over_prefixes(
 
 
 def warm_eni_short(counts: PoolCounts, warm_eni_target: int, ips_per_eni: int) -> int:
-    """Addresses short of WARM_ENI_TARGET whole ENIs' worth of available addresses."""
+    """Addresses short of WARM_ENI_TARGET whole ENIs' worth of available addresses; with a
+    target of 0, one when nothing is available (upstream: ``warmTarget == 0 && available ==
+    0`` makes the pool too low, so a node with WARM_ENI_TARGET=0 tops up at once)."""
+    if warm_eni_target == 0 and counts.available <= 0:
+        return 1
     return max(warm_eni_target * ips_per_eni - counts.available, 0)
 
 
 def warm_eni_too_high(counts: PoolCounts, warm_eni_target: int, ips_per_eni: int) -> bool:
-    """Upstream frees an ENI only when more than (WARM_ENI + 1) ENIs' worth is available."""
-    return counts.available > (warm_eni_target + 1) * ips_per_eni
+    """Upstream (``shouldRemoveExtraENIs``) frees an ENI only when at least (WARM_ENI + 1)
+    ENIs' worth of addresses is available."""
+    return counts.available >= (warm_eni_target + 1) * ips_per_eni
 
 
 def warm_prefix_short(counts: PoolCounts, warm_prefix_target: int) -> int:
-    """Prefixes short of WARM_PREFIX_TARGET prefixes' worth of available addresses."""
+    """Prefixes short of WARM_PREFIX_TARGET prefixes' worth of available addresses; with a
+    target of 0, one when nothing is available (as :func:`warm_eni_short`)."""
+    if warm_prefix_target == 0 and counts.available <= 0:
+        return 1
     short_ips = max(warm_prefix_target * IPS_PER_PREFIX - counts.available, 0)
     return div_ceil(short_ips, IPS_PER_PREFIX)
 
 
 def warm_prefix_over(counts: PoolCounts, warm_prefix_target: int) -> int:
-    """Wholly free prefixes beyond WARM_PREFIX_TARGET, never dropping below the target."""
-    spare_ips = counts.available - warm_prefix_target * IPS_PER_PREFIX
-    return max(min(counts.free_prefixes, spare_ips // IPS_PER_PREFIX), 0)
+    """Wholly free prefixes beyond WARM_PREFIX_TARGET whole free prefixes (upstream's
+    ``computeExtraPrefixesOverWarmTarget``: free prefixes are counted, not spare addresses
+    in partly used ones)."""
+    return max(counts.free_prefixes - warm_prefix_target, 0)

@@ -24,6 +24,7 @@ from backends.checkpoint import JsonFileCheckpointStore
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
 from backends.steps import Step, no_step
+from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
@@ -79,14 +80,9 @@ class LockedCloud:
         return self._locked(self._cloud.describe_subnets, subnet_ids, tag_key)  # type: ignore[no-any-return]
 
     def create_eni(
-        self, instance_id: str, subnet_id: str, security_groups: Sequence[str],
-        ipv4_count: int = 0, prefix_count: int = 0, ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None, device_index: int = 0,
-    ) -> ObservedEni:  # fmt: skip
-        return self._locked(  # type: ignore[no-any-return]
-            self._cloud.create_eni, instance_id, subnet_id, security_groups, ipv4_count,
-            prefix_count, ipv6_prefix, tags, device_index,
-        )  # fmt: skip
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
+    ) -> ObservedEni:
+        return self._locked(self._cloud.create_eni, instance_id, effect, tags)  # type: ignore[no-any-return]
 
     def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
         return self._locked(self._cloud.assign_ipv4, eni_id, count)  # type: ignore[no-any-return]

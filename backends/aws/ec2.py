@@ -29,6 +29,7 @@ from backends.aws.convert import (
 from backends.aws.errors import translated
 from backends.observe import CallObserver
 from backends.steps import Step, no_step
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import (
@@ -158,38 +159,30 @@ class Ec2Backend:
         return tags
 
     def create_eni(
-        self,
-        instance_id: str,
-        subnet_id: str,
-        security_groups: Sequence[str],
-        ipv4_count: int = 0,
-        prefix_count: int = 0,
-        ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
-        device_index: int = 0,
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
     ) -> ObservedEni:
         all_tags = self.eni_tags(instance_id, tags)
         params: dict[str, Any] = {
-            "SubnetId": subnet_id,
+            "SubnetId": effect.subnet_id,
             "Description": f"{ENI_DESCRIPTION_PREFIX}{instance_id}",
             "TagSpecifications": [
                 {"ResourceType": "network-interface", "Tags": tag_list(all_tags)}
             ],
         }
-        if security_groups:
-            params["Groups"] = list(security_groups)
-        if ipv4_count > 0:
-            params["SecondaryPrivateIpAddressCount"] = ipv4_count
-        if prefix_count > 0:
-            params["Ipv4PrefixCount"] = prefix_count
-        if ipv6_prefix:
+        if effect.security_groups:
+            params["Groups"] = list(effect.security_groups)
+        if effect.ipv4_count > 0:
+            params["SecondaryPrivateIpAddressCount"] = effect.ipv4_count
+        if effect.prefix_count > 0:
+            params["Ipv4PrefixCount"] = effect.prefix_count
+        if effect.ipv6_prefix:
             params["Ipv6PrefixCount"] = 1
         raw = dict(self._call("create_network_interface", **params)["NetworkInterface"])
         raw.setdefault("TagSet", tag_list(all_tags))
         eni_id = str(raw["NetworkInterfaceId"])
         self._step("eni.created")
         try:
-            attachment_id, device_index = self._attach(instance_id, eni_id, device_index)
+            attachment_id, device_index = self._attach(instance_id, eni_id, effect.device_index)
         except CloudError:
             self._delete_quietly(eni_id)
             raise

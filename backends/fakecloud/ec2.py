@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from backends.fakecloud.addresses import int_to_ip
 from backends.observe import CallObserver, CallRecord
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import CLUSTER_NAME_TAG, ObservedEni, Subnet
@@ -119,15 +120,7 @@ class FakeEc2:
     # -- ENI lifecycle -----------------------------------------------------------------------
 
     def create_eni(
-        self,
-        instance_id: str,
-        subnet_id: str,
-        security_groups: Sequence[str],
-        ipv4_count: int = 0,
-        prefix_count: int = 0,
-        ipv6_prefix: bool = False,
-        tags: Mapping[str, str] | None = None,
-        device_index: int = 0,
+        self, instance_id: str, effect: CreateEni, tags: Mapping[str, str] | None = None
     ) -> ObservedEni:
         """Create, attach at ``device_index`` (0: the lowest free index), set
         DeleteOnTermination (unless built without); undo on failure.
@@ -138,7 +131,7 @@ class FakeEc2:
         """
         self.last_latency_s = 0.0
         cloud, vpc = self._cloud, self._cloud.vpc
-        index = device_index
+        index = effect.device_index
         if index <= 0:
             inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
             index = inst.lowest_free_device_index()
@@ -147,14 +140,14 @@ class FakeEc2:
             all_tags[CLUSTER_NAME_TAG] = self.cluster_name
         eni = self._call(
             "CreateNetworkInterface",
-            subnet_id,
+            effect.subnet_id,
             cloud.create_eni_record,
             instance_id,
-            subnet_id,
-            security_groups,
-            ipv4_count,
-            prefix_count,
-            ipv6_prefix,
+            effect.subnet_id,
+            effect.security_groups,
+            effect.ipv4_count,
+            effect.prefix_count,
+            effect.ipv6_prefix,
             all_tags,
         )
         try:

@@ -11,6 +11,7 @@ import pytest
 from backends.aws.client import Ec2Config
 from backends.aws.ec2 import Ec2Backend
 from backends.aws.errors import CloudError
+from ipamcore.effects import CreateEni
 from tests.backends import moto_fixtures
 from tests.backends.moto_fixtures import REGION, MotoEnv, session
 from tests.rigs.eni_hotplug import EniHotplug
@@ -63,8 +64,10 @@ def test_attach_plugs_a_link_with_the_enis_mac_and_free_unplugs_it(
     world: MotoEnv, hotplug: EniHotplug, links: IpLinkLog
 ) -> None:
     backend = backend_via(hotplug)
-    first = backend.create_eni(world.instance_id, world.subnet_id, [world.sg_id], ipv4_count=2)
-    second = backend.create_eni(world.instance_id, world.subnet_id, [world.sg_id])
+    first = backend.create_eni(
+        world.instance_id, CreateEni(0, world.subnet_id, (world.sg_id,), ipv4_count=2)
+    )
+    second = backend.create_eni(world.instance_id, CreateEni(0, world.subnet_id, (world.sg_id,)))
     assert (first.device_index, second.device_index) == (1, 2)
     assert links.calls == [
         ["add", "eth1", "address", first.mac.lower(), "type", "veth", "peer", "uplink1"],
@@ -88,7 +91,7 @@ def test_a_used_device_index_is_refused_as_ec2_refuses_it(
     world: MotoEnv, hotplug: EniHotplug, links: IpLinkLog
 ) -> None:
     backend = backend_via(hotplug)
-    backend.create_eni(world.instance_id, world.subnet_id, [world.sg_id])
+    backend.create_eni(world.instance_id, CreateEni(0, world.subnet_id, (world.sg_id,)))
     client = session().client("ec2", endpoint_url=hotplug.url)
     loose = client.create_network_interface(SubnetId=world.subnet_id)["NetworkInterface"]
     with pytest.raises(client.exceptions.ClientError) as info:
@@ -102,7 +105,7 @@ def test_a_used_device_index_is_refused_as_ec2_refuses_it(
     assert "already has an interface attached at device index '1'" in error["Message"]
     assert len(hotplug.plugged) == 1 and len(links.calls) == 2
     # The backend's own attach steps over the used index (its device-index race handling).
-    third = backend.create_eni(world.instance_id, world.subnet_id, [world.sg_id])
+    third = backend.create_eni(world.instance_id, CreateEni(0, world.subnet_id, (world.sg_id,)))
     assert third.device_index == 2 and hotplug.plugged[third.eni_id].link == "eth2"
 
 
@@ -112,6 +115,6 @@ def test_a_failed_plug_is_an_ec2_error_and_plugs_nothing(
     links.fail_with = "RTNETLINK answers: Operation not permitted"
     backend = backend_via(hotplug)
     with pytest.raises(CloudError) as info:
-        backend.create_eni(world.instance_id, world.subnet_id, [world.sg_id])
+        backend.create_eni(world.instance_id, CreateEni(0, world.subnet_id, (world.sg_id,)))
     assert "hot-plug failed: RTNETLINK answers: Operation not permitted" in info.value.message
     assert hotplug.plugged == {}

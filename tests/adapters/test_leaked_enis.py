@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.ipamd.loops import cleanup_leaked_once
+from ipamcore.effects import CreateEni
 from ipamcore.model import CLUSTER_NAME_TAG
 from tests.adapters.harness import World, logs, until
 
@@ -36,7 +37,7 @@ async def test_cleanup_frees_a_terminated_nodes_eni_and_nothing_else(world: Worl
     def terminated_node_eni(cluster: str) -> str:
         node = cloud.launch_instance("m5.large", subnet)
         port = cloud.port(node, cluster_name=cluster, delete_on_termination=False)
-        eni = port.create_eni(node, subnet, [], ipv4_count=3).eni_id
+        eni = port.create_eni(node, CreateEni(0, subnet, (), ipv4_count=3)).eni_id
         cloud.terminate_instance(node)
         assert cloud.eni_status(eni) == "available"
         return eni

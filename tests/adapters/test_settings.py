@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.ipamd import settings as settings_module
 from adapters.ipamd.main import main
 from adapters.ipamd.settings import SettingsError, load_settings
 from ipamcore.config import PolicyName
+from ipamcore.errors import ConfigError
 
 BAD = [
     ("WARM_ENI_TARGET", "-1"),
@@ -122,10 +124,19 @@ def test_custom_networking_needs_a_subnet() -> None:
     assert info.value.variable == "ENI_CONFIG_SUBNET"
 
 
-def test_core_config_errors_keep_the_variable_name() -> None:
+def test_warm_prefix_target_0_is_valid_as_upstream() -> None:
+    """Upstream documents WARM_PREFIX_TARGET=0 as valid (issue 15 item 4): the daemon starts."""
     env = {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "0"}
+    assert load_settings(env).pool.warm_prefix_target == 0
+
+
+def test_core_config_errors_keep_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**_: object) -> None:
+        raise ConfigError("WARM_PREFIX_TARGET", "refused by the core")
+
+    monkeypatch.setattr(settings_module, "PoolConfig", refuse)
     with pytest.raises(SettingsError) as info:
-        load_settings(env)
+        load_settings({})
     assert info.value.variable == "WARM_PREFIX_TARGET"
 
 

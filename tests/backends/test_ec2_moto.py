@@ -8,6 +8,7 @@ from backends.aws.client import Ec2Config
 from backends.aws.convert import rfc3339
 from backends.aws.ec2 import Ec2Backend
 from backends.observe import OK
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.model import (
     CLUSTER_NAME_TAG,
@@ -47,10 +48,8 @@ def test_create_eni_tags_attaches_and_sets_delete_on_termination(moto_env: MotoE
     backend = moto_env.backend(config=config)
     eni = backend.create_eni(
         moto_env.instance_id,
-        moto_env.subnet_id,
-        [moto_env.sg_id],
-        ipv4_count=3,
-        tags={"purpose": "pods"},
+        CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,), ipv4_count=3),
+        {"purpose": "pods"},
     )
     assert eni.device_index == 1 and not eni.is_primary
     assert len(eni.ipv4_addresses) == 3 and eni.primary_ip not in eni.ipv4_addresses
@@ -77,19 +76,19 @@ def test_create_eni_tags_attaches_and_sets_delete_on_termination(moto_env: MotoE
 
 def test_create_eni_takes_the_lowest_free_device_index(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
-    args = (moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
-    first = backend.create_eni(*args)
-    second = backend.create_eni(*args)
+    effect = CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,))
+    first = backend.create_eni(moto_env.instance_id, effect)
+    second = backend.create_eni(moto_env.instance_id, effect)
     assert (first.device_index, second.device_index) == (1, 2)
     backend.free_eni(first.eni_id)
-    third = backend.create_eni(*args)
+    third = backend.create_eni(moto_env.instance_id, effect)
     assert third.device_index == 1
 
 
 def test_create_eni_attaches_at_the_device_index_the_core_reserved(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
-    args = (moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
-    eni = backend.create_eni(*args, 2, device_index=3)
+    effect = CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,), ipv4_count=2, device_index=3)
+    eni = backend.create_eni(moto_env.instance_id, effect)
     assert eni.device_index == 3 and len(eni.ipv4_addresses) == 2
     observed = backend.describe_enis(moto_env.instance_id)
     assert sorted(e.device_index for e in observed) == [0, 3]
@@ -98,7 +97,7 @@ def test_create_eni_attaches_at_the_device_index_the_core_reserved(moto_env: Mot
 def test_assign_returns_only_new_addresses_and_unassign_removes_them(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
     eni = backend.create_eni(
-        moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id], ipv4_count=2
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,), ipv4_count=2)
     )
     added = backend.assign_ipv4(eni.eni_id, 3)
     assert len(added) == 3
@@ -114,7 +113,9 @@ def test_assign_returns_only_new_addresses_and_unassign_removes_them(moto_env: M
 
 def test_free_eni_detaches_and_deletes_then_is_not_found(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
-    eni = backend.create_eni(moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
+    eni = backend.create_eni(
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,))
+    )
     backend.free_eni(eni.eni_id)
     assert [e.device_index for e in backend.describe_enis(moto_env.instance_id)] == [0]
     with pytest.raises(Exception) as info:
@@ -168,7 +169,9 @@ def test_find_leaked_enis_by_tag_status_and_age(moto_env: MotoEnv) -> None:
     make(rfc3339(now - 60), moto_env.instance_id)  # too young
     make(rfc3339(now - 3600), "i-someoneelse")  # another node's
     untagged = make(None, moto_env.instance_id)  # no createdAt: stamped now, not yet leaked
-    attached = backend.create_eni(moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
+    attached = backend.create_eni(
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,))
+    )
 
     assert backend.find_leaked_enis(moto_env.instance_id, now) == [old]
     (raw,) = moto_env.client.describe_network_interfaces(NetworkInterfaceIds=[untagged])[
@@ -202,7 +205,9 @@ def test_missing_eni_is_not_found(moto_env: MotoEnv) -> None:
 
 def test_every_call_is_observed(moto_env: MotoEnv) -> None:
     backend = moto_env.backend()
-    eni = backend.create_eni(moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id])
+    eni = backend.create_eni(
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,))
+    )
     backend.free_eni(eni.eni_id)
     counts = {action for action, outcome in moto_env.counter.counts if outcome == OK}
     assert {

@@ -18,6 +18,7 @@ from botocore.retries import standard  # type: ignore[import-untyped]
 from backends.aws.client import Ec2Config
 from backends.aws.ec2 import Ec2Backend
 from backends.observe import OK
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from tests.backends import moto_fixtures
 from tests.backends.moto_fixtures import REGION, MotoEnv
@@ -168,7 +169,7 @@ IID = "i-0123456789abcdef0"
 CALLS: dict[str, Callable[[Ec2Backend], object]] = {
     "describe_enis": lambda b: b.describe_enis(IID),
     "describe_subnets": lambda b: b.describe_subnets(tag_key="x"),
-    "create_eni": lambda b: b.create_eni(IID, "subnet-1", ["sg-1"]),
+    "create_eni": lambda b: b.create_eni(IID, CreateEni(0, "subnet-1", ("sg-1",))),
     "assign_ipv4": lambda b: b.assign_ipv4("eni-1", 1),
     "assign_prefixes": lambda b: b.assign_prefixes("eni-1", 1),
     "unassign_ipv4": lambda b: b.unassign_ipv4("eni-1", ["10.0.0.9"]),

@@ -19,6 +19,7 @@ from backends.aws.convert import rfc3339
 from backends.aws.ec2 import Ec2Backend
 from backends.aws.errors import translate
 from backends.observe import OK, CallCounter
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.model import CLUSTER_NAME_TAG, CREATED_AT_TAG, INSTANCE_ID_TAG
 from tests.backends.moto_fixtures import REGION, FakeSleep, session
@@ -159,7 +160,7 @@ def test_create_eni_with_prefixes_in_one_call(stubbed: tuple[Ec2Backend, Stubber
     expect_attach(stub, 1)
     expect_delete_on_termination(stub)
     expect_subnet(stub)
-    eni = backend.create_eni(IID, SUBNET, ["sg-1"], prefix_count=2)
+    eni = backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",), prefix_count=2))
     assert eni.ipv4_prefixes == ("10.0.1.0/28", "10.0.1.16/28")
     assert (eni.device_index, eni.network_card, eni.is_primary) == (1, 0, False)
     assert eni.subnet_cidr == "10.0.0.0/20"
@@ -173,7 +174,7 @@ def test_create_eni_with_secondary_ips_and_ipv6_prefix(stubbed: tuple[Ec2Backend
     expect_attach(stub, 1)
     expect_delete_on_termination(stub)
     expect_subnet(stub)
-    eni = backend.create_eni(IID, SUBNET, ["sg-1"], ipv4_count=2, ipv6_prefix=True)
+    eni = backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",), ipv4_count=2, ipv6_prefix=True))
     assert eni.ipv4_addresses == ("10.0.0.11", "10.0.0.12")
 
 
@@ -193,7 +194,7 @@ def test_attach_retries_the_next_index_on_a_device_index_race(
     expect_attach(stub, 3)
     expect_delete_on_termination(stub)
     expect_subnet(stub)
-    assert backend.create_eni(IID, SUBNET, ["sg-1"]).device_index == 3
+    assert backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",))).device_index == 3
     assert counter.counts[("AttachNetworkInterface", "other")] == 1
     assert counter.counts[("AttachNetworkInterface", OK)] == 1
 
@@ -205,7 +206,7 @@ def test_failed_attach_deletes_the_new_eni(stubbed: tuple[Ec2Backend, Stubber]) 
     stub.add_client_error("attach_network_interface", "AttachmentLimitExceeded", "too many")
     stub.add_response("delete_network_interface", {}, {"NetworkInterfaceId": NEW_ENI})
     with pytest.raises(CloudError) as info:
-        backend.create_eni(IID, SUBNET, ["sg-1"])
+        backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",)))
     assert info.value.kind is FailureKind.LIMIT_EXCEEDED
     assert info.value.code == "AttachmentLimitExceeded"
 
@@ -222,7 +223,7 @@ def test_attach_gives_up_after_repeated_races(sleep: FakeSleep) -> None:
             )
         stub.add_response("delete_network_interface", {}, {"NetworkInterfaceId": NEW_ENI})
         with pytest.raises(CloudError) as info:
-            backend.create_eni(IID, SUBNET, [])
+            backend.create_eni(IID, CreateEni(0, SUBNET, ()))
         stub.assert_no_pending_responses()
     assert info.value.kind is FailureKind.OTHER and "no free device index" in info.value.message
 
@@ -240,7 +241,7 @@ def test_failed_delete_on_termination_frees_the_attached_eni(
     expect_describe_one(stub, eni_item(NEW_ENI, None, status="available"))
     stub.add_response("delete_network_interface", {}, {"NetworkInterfaceId": NEW_ENI})
     with pytest.raises(CloudError) as info:
-        backend.create_eni(IID, SUBNET, ["sg-1"])
+        backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",)))
     assert info.value.code == "UnauthorizedOperation"
 
 
@@ -428,7 +429,7 @@ def test_without_delete_on_termination_create_is_two_mutating_calls(
         expect_create(stub, {"SecondaryPrivateIpAddressCount": 1}, created)
         expect_attach(stub, 2)
         expect_subnet(stub)  # and no ModifyNetworkInterfaceAttribute: the Stubber would fail
-        eni = backend.create_eni(IID, SUBNET, ["sg-1"], ipv4_count=1, device_index=2)
+        eni = backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",), ipv4_count=1, device_index=2))
         stub.assert_no_pending_responses()
     assert eni.device_index == 2 and eni.ipv4_addresses == ("10.0.0.11",)
     assert counter.mutating() == 2

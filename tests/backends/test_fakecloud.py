@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from backends.fakecloud import BucketSpec, CallInfo, FakeCloud, FakeEc2, Throttle
 from backends.fakecloud.cloud import DEFAULT_SECURITY_GROUP
 from backends.observe import OK, CallCounter, CallObserver, CallRecord
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import INSTANCE_ID_TAG, NO_MANAGE_TAG, SUBNET_DISCOVERY_TAG
@@ -174,7 +175,7 @@ def test_create_eni_is_four_ec2_actions_each_with_its_latency() -> None:
     for i, action in enumerate(actions):
         n.cloud.set_latency(action, 0.1 * (i + 1))
     start = n.cloud.now
-    n.port.create_eni(n.iid, n.subnet, [])
+    n.port.create_eni(n.iid, CreateEni(0, n.subnet, ()))
     assert [(r.action, r.outcome) for r in n.records] == [(a, OK) for a in actions]
     assert [r.latency_s for r in n.records] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert n.port.last_latency_s == pytest.approx(1.0)
@@ -185,7 +186,7 @@ def test_free_eni_is_describe_detach_delete_and_observers_see_only_their_port() 
     n = node(default_latency=0.05)
     counter = CallCounter()
     n.cloud.observers.append(counter)
-    eni = n.port.create_eni(n.iid, n.subnet, [])
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, ()))
     other = n.cloud.port(n.iid)  # no observer of its own
     del n.records[:]
     other.free_eni(eni.eni_id)
@@ -218,7 +219,7 @@ def test_metadata_identity_and_untagged_enis() -> None:
         n.iid, "m5.large", AZ,
     )  # fmt: skip
     assert ident.primary_mac == primary.mac and ident.vpc_cidrs == ("10.0.0.0/16",)
-    eni = n.port.create_eni(n.iid, n.subnet, [], ipv4_count=2)
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=2))
     seen = n.cloud.metadata(n.iid).enis()
     assert [e.eni_id for e in seen] == [primary.eni_id, eni.eni_id]
     assert seen[1].ipv4_addresses == eni.ipv4_addresses and seen[1].tags == ()
@@ -228,7 +229,7 @@ def test_metadata_lags_behind_ec2() -> None:
     n = node(metadata_lag=2.0)
     imds = n.cloud.metadata(n.iid)
     assert len(imds.enis()) == 1  # the launch state is there from the start
-    eni = n.port.create_eni(n.iid, n.subnet, [])
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, ()))
     n.cloud.advance(1.0)
     got = n.port.assign_ipv4(eni.eni_id, 2)
     assert len(imds.enis()) == 1
@@ -272,7 +273,8 @@ def test_limits_reject_without_side_effects() -> None:
     n = node(instance_type="m5.large", cidr="10.0.4.0/24")
     free = n.cloud.free_addresses(n.subnet)
     err = expect_failure(
-        FailureKind.LIMIT_EXCEEDED, lambda: n.port.create_eni(n.iid, n.subnet, [], ipv4_count=10)
+        FailureKind.LIMIT_EXCEEDED,
+        lambda: n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=10)),
     )
     assert err.code == "PrivateIpAddressLimitExceeded"
     assert n.cloud.free_addresses(n.subnet) == free and len(n.cloud.vpc.enis) == 1
@@ -288,16 +290,17 @@ def test_prefixes_need_nitro_and_ipv6_needs_a_v6_subnet() -> None:
     n = node(instance_type="t2.micro")
     assert expect_failure(FailureKind.OTHER, lambda: n.port.assign_prefixes(n.primary, 1)).code
     expect_failure(
-        FailureKind.OTHER, lambda: n.port.create_eni(n.iid, n.subnet, [], ipv6_prefix=True)
+        FailureKind.OTHER,
+        lambda: n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv6_prefix=True)),
     )
     v6 = n.cloud.add_subnet("10.0.8.0/24", AZ, ipv6_cidr="2600:1f14:0:1::/64")
-    eni = n.port.create_eni(n.iid, v6, [], ipv6_prefix=True)
+    eni = n.port.create_eni(n.iid, CreateEni(0, v6, (), ipv6_prefix=True))
     assert eni.ipv6_prefixes == ("2600:1f14:0:1:1::/80",)
 
 
 def test_device_index_conflicts_and_detach_before_delete() -> None:
     n = node()
-    eni = n.port.create_eni(n.iid, n.subnet, [])
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, ()))
     loose = n.cloud.create_detached_eni(n.iid)
     assert expect_failure(FailureKind.OTHER, lambda: n.cloud.attach_eni(loose, n.iid, 1)).code
     err = expect_failure(FailureKind.OTHER, lambda: n.cloud.delete_eni(eni.eni_id))
@@ -336,7 +339,7 @@ def test_fail_next_fails_that_many_calls_and_takes_no_token() -> None:
 
 def test_fault_predicates_and_unreachable() -> None:
     n = node()
-    eni = n.port.create_eni(n.iid, n.subnet, []).eni_id
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())).eni_id
 
     def only_eni(call: CallInfo) -> bool:
         return call.target == eni
@@ -358,15 +361,20 @@ def test_failed_attach_deletes_the_new_eni_unless_the_delete_fails_too() -> None
     n = node()
     free = n.cloud.free_addresses(n.subnet)
     n.cloud.fail_next("AttachNetworkInterface", FailureKind.OTHER)
-    expect_failure(FailureKind.OTHER, lambda: n.port.create_eni(n.iid, n.subnet, [], ipv4_count=3))
+    expect_failure(
+        FailureKind.OTHER,
+        lambda: n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=3)),
+    )
     assert n.records[-1].action == "DeleteNetworkInterface" and n.records[-1].outcome == OK
     assert n.cloud.free_addresses(n.subnet) == free
     n.cloud.fail_next("ModifyNetworkInterfaceAttribute", FailureKind.THROTTLED)
-    expect_failure(FailureKind.THROTTLED, lambda: n.port.create_eni(n.iid, n.subnet, []))
+    expect_failure(
+        FailureKind.THROTTLED, lambda: n.port.create_eni(n.iid, CreateEni(0, n.subnet, ()))
+    )
     assert len(n.cloud.vpc.enis) == 1
     n.cloud.fail_next("AttachNetworkInterface", FailureKind.OTHER)
     n.cloud.fail_next("DeleteNetworkInterface", FailureKind.THROTTLED)
-    expect_failure(FailureKind.OTHER, lambda: n.port.create_eni(n.iid, n.subnet, []))
+    expect_failure(FailureKind.OTHER, lambda: n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())))
     assert n.port.find_leaked_enis(n.iid, n.cloud.now) == []
     leaked = n.port.find_leaked_enis(n.iid, n.cloud.advance(301))
     assert len(leaked) == 1 and n.cloud.eni_status(leaked[0]) == "available"
@@ -377,7 +385,7 @@ def test_failed_attach_deletes_the_new_eni_unless_the_delete_fails_too() -> None
 
 def test_out_of_band_changes_show_in_describe() -> None:
     n = node()
-    eni = n.port.create_eni(n.iid, n.subnet, []).eni_id
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())).eni_id
     n.cloud.add_address(eni, "10.0.3.200")
     assert "10.0.3.200" in n.port.describe_enis(n.iid)[1].ipv4_addresses
     with pytest.raises(CloudError, match="in use"):
@@ -386,7 +394,7 @@ def test_out_of_band_changes_show_in_describe() -> None:
     expect_failure(FailureKind.NOT_FOUND, lambda: n.port.assign_ipv4(eni, 1))
     unmanaged = n.cloud.add_eni(n.iid, tags={NO_MANAGE_TAG: "true"})
     assert n.port.describe_enis(n.iid)[1].unmanaged
-    assert n.port.create_eni(n.iid, n.subnet, []).device_index == 2
+    assert n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())).device_index == 2
     n.cloud.terminate_instance(n.iid)
     assert n.cloud.eni_status(unmanaged) == "available"  # no DeleteOnTermination: it stays
     assert list(n.cloud.vpc.enis) == [unmanaged]
@@ -396,7 +404,7 @@ def test_out_of_band_changes_show_in_describe() -> None:
 def test_deterministic() -> None:
     def run() -> list[object]:
         n = node()
-        eni = n.port.create_eni(n.iid, n.subnet, [], ipv4_count=2, prefix_count=1)
+        eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=2, prefix_count=1))
         return [eni, n.port.assign_ipv4(eni.eni_id, 3), n.cloud.create_detached_eni(n.iid)]
 
     assert run() == run()
@@ -409,7 +417,9 @@ OPS = st.lists(st.tuples(st.sampled_from(["ip", "prefix", "free"]), st.integers(
 @given(OPS)
 def test_addresses_stay_unique_and_counted(ops: list[tuple[str, int]]) -> None:
     n = node(cidr="10.0.0.0/25", throttling=False)
-    enis = [n.primary] + [n.port.create_eni(n.iid, n.subnet, []).eni_id for _ in range(2)]
+    enis = [n.primary] + [
+        n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())).eni_id for _ in range(2)
+    ]
     for op, i in ops:
         current = {e.eni_id: e for e in n.cloud.enis_of(n.iid)}[enis[i]]
         try:
@@ -437,7 +447,9 @@ def test_addresses_stay_unique_and_counted(ops: list[tuple[str, int]]) -> None:
 
 def test_ports_can_be_called_from_several_threads() -> None:
     n = node(throttling=False)
-    enis = [n.primary] + [n.port.create_eni(n.iid, n.subnet, []).eni_id for _ in range(3)]
+    enis = [n.primary] + [
+        n.port.create_eni(n.iid, CreateEni(0, n.subnet, ())).eni_id for _ in range(3)
+    ]
     free = n.cloud.free_addresses(n.subnet)
     clashes: list[str] = []
 
@@ -473,21 +485,23 @@ def test_with_sleep_each_action_sleeps_its_latency_before_it_takes_effect() -> N
     n.cloud.sleep = lambda s: slept.append((s, len(n.cloud.enis_of(n.iid))))
     n.cloud.set_latency("CreateNetworkInterface", 0.4)
     n.cloud.set_latency("AttachNetworkInterface", 0.25)
-    n.port.create_eni(n.iid, n.subnet, [], 3, device_index=2)
+    n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=3, device_index=2))
     # attach sleeps while the ENI is not attached yet: the latency comes before the effect
     assert slept == [(0.4, 1), (0.25, 1)]
 
 
 def test_a_given_device_index_skips_the_describe_and_is_where_the_eni_goes() -> None:
     n = node(throttling=False)
-    eni = n.port.create_eni(n.iid, n.subnet, [], 2, device_index=3)
+    eni = n.port.create_eni(n.iid, CreateEni(0, n.subnet, (), ipv4_count=2, device_index=3))
     assert eni.device_index == 3
     assert [r.action for r in n.records] == [
         "CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute",
     ]  # fmt: skip
     assert [r.target for r in n.records[1:]] == [eni.eni_id, eni.eni_id]
     with pytest.raises(CloudError):
-        n.port.create_eni(n.iid, n.subnet, [], 2, device_index=3)  # taken: EC2 says so
+        n.port.create_eni(
+            n.iid, CreateEni(0, n.subnet, (), ipv4_count=2, device_index=3)
+        )  # taken: EC2 says so
     assert len(n.cloud.enis_of(n.iid)) == 2  # and the failed create was undone
 
 

@@ -79,7 +79,7 @@ def test_identity(moto_env: MotoEnv, server: MetadataServer) -> None:
 def test_enis_match_what_ec2_describes(moto_env: MotoEnv, server: MetadataServer) -> None:
     backend = moto_env.backend()
     created = backend.create_eni(
-        moto_env.instance_id, moto_env.subnet_id, [moto_env.sg_id], ipv4_count=2
+        moto_env.instance_id, CreateEni(0, moto_env.subnet_id, (moto_env.sg_id,), ipv4_count=2)
     )
     imds = ImdsClient(server.url, timeout_s=SLOW_MACHINE_S).enis()
     assert [(e.eni_id, e.device_index, e.is_primary) for e in imds] == [

@@ -54,6 +54,7 @@ import pytest
 
 from backends.aws.convert import rfc3339
 from backends.observe import CallObserver, CallRecord
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import limits_for
 from ipamcore.model import (
@@ -160,7 +161,9 @@ class CloudContract:
 
     def test_create_eni_attaches_at_the_next_device_index_with_tags(self, env: CloudEnv) -> None:
         eni = env.cloud.create_eni(
-            env.instance_id, env.subnet_id, [], tags={"cluster.k8s.amazonaws.com/name": "c1"}
+            env.instance_id,
+            CreateEni(0, env.subnet_id, ()),
+            {"cluster.k8s.amazonaws.com/name": "c1"},
         )
         assert eni.device_index == 1
         assert not eni.is_primary
@@ -174,15 +177,15 @@ class CloudContract:
         assert (described.device_index, described.primary_ip) == (1, eni.primary_ip)
 
     def test_create_eni_fills_the_lowest_free_device_index(self, env: CloudEnv) -> None:
-        first = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
-        second = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        first = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
+        second = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         assert (first.device_index, second.device_index) == (1, 2)
         env.cloud.free_eni(first.eni_id)
-        third = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        third = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         assert third.device_index == 1
 
     def test_create_eni_with_secondary_addresses(self, env: CloudEnv) -> None:
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=3))
         assert len(eni.ipv4_addresses) == 3
         assert len({*eni.ipv4_addresses, eni.primary_ip}) == 4
         assert all(in_cidr(a, eni.subnet_cidr) for a in eni.ipv4_addresses)
@@ -190,12 +193,12 @@ class CloudContract:
         assert set(described.ipv4_addresses) == set(eni.ipv4_addresses)
 
     def test_create_eni_in_another_subnet(self, env: CloudEnv) -> None:
-        eni = env.cloud.create_eni(env.instance_id, env.untagged_subnet_id, [])
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.untagged_subnet_id, ()))
         assert eni.subnet_id == env.untagged_subnet_id
         assert in_cidr(eni.primary_ip, eni.subnet_cidr)
 
     def test_free_eni_detaches_and_deletes(self, env: CloudEnv) -> None:
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=2))
         env.cloud.free_eni(eni.eni_id)
         assert [e.device_index for e in env.cloud.describe_enis(env.instance_id)] == [0]
         expect_failure(FailureKind.NOT_FOUND, lambda: env.cloud.free_eni(eni.eni_id))
@@ -203,7 +206,7 @@ class CloudContract:
     # -- addresses ---------------------------------------------------------------------------
 
     def test_assign_and_unassign_ipv4(self, env: CloudEnv) -> None:
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         got = env.cloud.assign_ipv4(eni.eni_id, 4)
         assert len(set(got)) == 4
         assert eni.primary_ip not in got
@@ -215,8 +218,8 @@ class CloudContract:
 
     def test_addresses_are_unique_across_enis(self, env: CloudEnv) -> None:
         primary = env.cloud.describe_enis(env.instance_id)[0]
-        a = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
-        b = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=3)
+        a = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=3))
+        b = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=3))
         more = env.cloud.assign_ipv4(primary.eni_id, 3)
         everything = [primary.primary_ip, *more, a.primary_ip, *a.ipv4_addresses]
         everything += [b.primary_ip, *b.ipv4_addresses]
@@ -259,7 +262,7 @@ class CloudContract:
 
     def test_enis_of_other_instances_and_attached_enis_are_not_leaked(self, env: CloudEnv) -> None:
         env.make_leaked_eni("i-0fedcba9876543210")
-        env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         env.advance(FIVE_MINUTES + 1)
         assert env.cloud.find_leaked_enis(env.instance_id, env.now()) == []
 
@@ -277,7 +280,7 @@ class CloudContract:
 
     def test_attached_enis_of_other_nodes_are_never_leaked(self, env: CloudEnv) -> None:
         other = env.launch_instance()
-        env.make_cloud(other).create_eni(other, env.subnet_id, [])
+        env.make_cloud(other).create_eni(other, CreateEni(0, env.subnet_id, ()))
         env.advance(FIVE_MINUTES + 1)
         assert env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
 
@@ -317,7 +320,7 @@ class CloudContract:
         cloud = env.make_cloud(
             env.instance_id, delete_on_termination=delete_on_termination, observer=calls.append
         )
-        eni = cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        eni = cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=2))
         mutating = [c.action for c in calls if c.mutating]
         expected = ["CreateNetworkInterface", "AttachNetworkInterface"]
         if delete_on_termination:
@@ -334,7 +337,7 @@ class CloudContract:
         self.requires("supports_delete_on_termination")
         other = env.launch_instance()
         cloud = env.make_cloud(other, delete_on_termination=delete_on_termination)
-        theirs = cloud.create_eni(other, env.subnet_id, []).eni_id
+        theirs = cloud.create_eni(other, CreateEni(0, env.subnet_id, ())).eni_id
         env.terminate_instance(other)
         env.advance(FIVE_MINUTES + 1)
         found = env.cloud.find_leaked_enis(env.instance_id, env.now(), any_instance=True)
@@ -343,7 +346,7 @@ class CloudContract:
     def test_another_node_frees_a_terminated_nodes_eni(self, env: CloudEnv) -> None:
         other = env.launch_instance()
         cloud = env.make_cloud(other, cluster_name="c1", delete_on_termination=False)
-        theirs = cloud.create_eni(other, env.subnet_id, [], ipv4_count=2).eni_id
+        theirs = cloud.create_eni(other, CreateEni(0, env.subnet_id, (), ipv4_count=2)).eni_id
         env.terminate_instance(other)
         mine = env.make_cloud(env.instance_id, cluster_name="c1")
         assert mine.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
@@ -359,7 +362,9 @@ class CloudContract:
     def test_assign_beyond_the_per_eni_limit(self, env: CloudEnv) -> None:
         self.requires("supports_limits")
         room = limits_for(env.instance_type).ips_per_eni
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=room - 1)
+        eni = env.cloud.create_eni(
+            env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=room - 1)
+        )
         expect_failure(FailureKind.LIMIT_EXCEEDED, lambda: env.cloud.assign_ipv4(eni.eni_id, 2))
         assert len(env.cloud.assign_ipv4(eni.eni_id, 1)) == 1
         expect_failure(FailureKind.LIMIT_EXCEEDED, lambda: env.cloud.assign_ipv4(eni.eni_id, 1))
@@ -367,11 +372,11 @@ class CloudContract:
     def test_create_eni_beyond_max_enis_leaves_nothing_behind(self, env: CloudEnv) -> None:
         self.requires("supports_limits")
         for _ in range(limits_for(env.instance_type).max_enis - 1):
-            env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+            env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         before = {e.eni_id for e in env.cloud.describe_enis(env.instance_id)}
         expect_failure(
             FailureKind.LIMIT_EXCEEDED,
-            lambda: env.cloud.create_eni(env.instance_id, env.subnet_id, []),
+            lambda: env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ())),
         )
         assert {e.eni_id for e in env.cloud.describe_enis(env.instance_id)} == before
         env.advance(FIVE_MINUTES + 1)
@@ -381,7 +386,7 @@ class CloudContract:
 
     def test_assign_and_unassign_prefixes(self, env: CloudEnv) -> None:
         self.requires("supports_prefixes")
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [])
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
         prefixes = env.cloud.assign_prefixes(eni.eni_id, 2)
         assert len(set(prefixes)) == 2
         for p in prefixes:
@@ -397,7 +402,7 @@ class CloudContract:
 
     def test_create_eni_with_prefixes(self, env: CloudEnv) -> None:
         self.requires("supports_prefixes")
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], prefix_count=1)
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), prefix_count=1))
         assert len(eni.ipv4_prefixes) == 1
         assert ipaddress.ip_address(eni.primary_ip) not in ipaddress.ip_network(
             eni.ipv4_prefixes[0]
@@ -408,7 +413,7 @@ class CloudContract:
     def test_free_address_count_follows_assignments(self, env: CloudEnv) -> None:
         self.requires("supports_subnet_exhaustion")
         [before] = env.cloud.describe_subnets([env.subnet_id])
-        eni = env.cloud.create_eni(env.instance_id, env.subnet_id, [], ipv4_count=2)
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, (), ipv4_count=2))
         [after] = env.cloud.describe_subnets([env.subnet_id])
         assert after.free_addresses == before.free_addresses - 3
         env.cloud.free_eni(eni.eni_id)
@@ -419,13 +424,17 @@ class CloudContract:
         self.requires("supports_subnet_exhaustion")
         [small] = env.cloud.describe_subnets([env.small_subnet_id])
         assert small.free_addresses == 11
-        env.cloud.create_eni(env.instance_id, env.small_subnet_id, [], ipv4_count=6)  # 4 left
+        env.cloud.create_eni(
+            env.instance_id, CreateEni(0, env.small_subnet_id, (), ipv4_count=6)
+        )  # 4 left
         err = expect_failure(
             FailureKind.SUBNET_FULL,
-            lambda: env.cloud.create_eni(env.instance_id, env.small_subnet_id, [], ipv4_count=4),
+            lambda: env.cloud.create_eni(
+                env.instance_id, CreateEni(0, env.small_subnet_id, (), ipv4_count=4)
+            ),
         )
         assert err.code == "InsufficientFreeAddressesInSubnet"
-        eni = env.cloud.create_eni(env.instance_id, env.small_subnet_id, [])  # 3 left
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.small_subnet_id, ()))  # 3 left
         expect_failure(FailureKind.SUBNET_FULL, lambda: env.cloud.assign_ipv4(eni.eni_id, 4))
         assert len(env.cloud.assign_ipv4(eni.eni_id, 3)) == 3
         [full] = env.cloud.describe_subnets([env.small_subnet_id])
@@ -434,7 +443,7 @@ class CloudContract:
     def test_no_prefix_in_a_subnet_without_a_free_aligned_block(self, env: CloudEnv) -> None:
         self.requires("supports_subnet_exhaustion")
         self.requires("supports_prefixes")
-        eni = env.cloud.create_eni(env.instance_id, env.small_subnet_id, [])
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.small_subnet_id, ()))
         expect_failure(FailureKind.SUBNET_FULL, lambda: env.cloud.assign_prefixes(eni.eni_id, 1))
 
     # -- throttling --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipamcore.adaptive import (
+    AdaptivePolicy,
     Backoff,
     Demand,
     Rates,
@@ -64,8 +65,9 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
     ipam.assign(key(1), pod(1), 1.0)  # the same key again is not an arrival
     ipam.release(key(1), 2.0)
     ipam.release(key(1), 2.0)  # nothing to release
-    assert ipam._demand is not None
-    rates = ipam._demand.rates(2.0)
+    policy = ipam._policy
+    assert isinstance(policy, AdaptivePolicy)
+    rates = policy.demand.rates(2.0)
     assert rates.arrivals == pytest.approx(math.exp(-1 / 30) / 30)
     assert rates.net == pytest.approx(rates.arrivals - 1 / 30)
 
@@ -105,10 +107,12 @@ def test_no_demand_keeps_one_ready_address() -> None:
 
 def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
     backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    assert backoff.situation(demand, 0.0).young  # not started yet: counts as just started
+    backoff.start(0.0)
     assert backoff.situation(demand, 0.0).young
     assert not backoff.situation(demand, TUNING.boot_hold_s).young
     backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
-    backoff.situation(demand, 0.0)
+    backoff.start(0.0)
     demand.arrival(10.0)
     assert backoff.situation(demand, 11.0).young  # pods are coming
     assert not backoff.situation(demand, 200.0).young  # they came, and stopped
@@ -247,7 +251,8 @@ def test_ipam_backs_off_after_a_throttled_call_then_retries() -> None:
     (retry,) = ipam.plan(1000.0 + pause)
     assert isinstance(retry, AssignAddresses) and retry.ipv4_count == 14  # congested: fill
     ipam.apply(AddressesAssigned(retry.effect_id, "eni-0000", ("10.0.0.10",)), 1001.0 + pause)
-    assert ipam._backoff.streak == {}
+    assert isinstance(ipam._policy, AdaptivePolicy)
+    assert ipam._policy.backoff.streak == {}
 
 
 def test_other_policies_keep_the_fixed_throttle_pause() -> None:

@@ -39,7 +39,11 @@ def test_unknown_type_is_a_typed_error() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "setting"),
     [
-        ({"prefix_delegation": True, "warm_prefix_target": 0}, "WARM_PREFIX_TARGET"),
+        ({"warm_ip_target": "5"}, "WARM_IP_TARGET"),
+        ({"warm_eni_target": True}, "WARM_ENI_TARGET"),
+        ({"cooldown_s": float("nan")}, "IP_COOLDOWN_PERIOD"),
+        ({"shrink_interval_s": "30"}, "shrink_interval_s"),
+        ({"policy": "adaptive"}, "IPAMD_POLICY"),
         ({"warm_ip_target": -1}, "WARM_IP_TARGET"),
         ({"cooldown_s": -5}, "IP_COOLDOWN_PERIOD"),
         ({"max_eni": 0}, "MAX_ENI"),

@@ -120,7 +120,10 @@ def test_shrink_in_warm_eni_mode_frees_the_highest_idle_eni_only_when_too_high()
     assert free == FreeEni(effect_id=1, eni_id="eni-0002")
     assert ipam.stats(100.0).available == 18  # the leaving ENI no longer counts
     ipam.apply(EniFreed(1), 101.0)
-    assert ipam.plan(200.0) == []  # 18 available is not "too high" for WARM_ENI_TARGET=1
+    # 18 available >= (WARM_ENI_TARGET + 1) x 9: upstream frees one more (shouldRemoveExtraENIs)
+    assert ipam.plan(200.0) == [FreeEni(effect_id=2, eni_id="eni-0001")]
+    ipam.apply(EniFreed(2), 201.0)
+    assert ipam.plan(300.0) == []  # 9 available: one ENI's worth, the target
 
 
 def test_shrink_never_frees_an_eni_with_cooling_addresses_or_the_primary() -> None:

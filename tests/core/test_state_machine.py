@@ -326,7 +326,10 @@ class IpamMachine(RuleBasedStateMachine):
         if not hasattr(self, "ipam"):
             return
         pool = self.ipam.pool
+        asked = self.ipam.stats(self.now)  # a query: answers for now without moving the pool
+        assert self.ipam.next_wake_at(self.now) > self.now
         pool.advance(self.now)
+        assert self.ipam.stats(self.now) == asked
         assigned = sum(s.state is SlotState.ASSIGNED for s in pool.slots.values())
         cooling = sum(pool.is_cooling(s) for s in pool.slots.values())
         assert (pool.total, pool.assigned, pool.cooling) == (len(pool.slots), assigned, cooling)

@@ -81,10 +81,11 @@ def test_warm_ip_prefix_variant(
         (0, 1, 9, 9, False),  # m5.large: one ENI's worth (9) wanted
         (5, 1, 9, 4, False),
         (9, 1, 9, 0, False),
-        (18, 1, 9, 0, False),  # (1+1)*9 = 18 is not too high
-        (19, 1, 9, 0, True),
+        (17, 1, 9, 0, False),
+        (18, 1, 9, 0, True),  # upstream's shouldRemoveExtraENIs: available >= (1+1)*9
         (10, 2, 9, 8, False),
-        (0, 0, 9, 0, False),  # WARM_ENI_TARGET=0: nothing warm
+        (0, 0, 9, 1, False),  # WARM_ENI_TARGET=0 and nothing available: top up at once
+        (1, 0, 9, 0, False),  # WARM_ENI_TARGET=0: nothing warm beyond that
     ],
 )
 def test_warm_eni(available: int, warm_eni: int, per_eni: int, short: int, too_high: bool) -> None:
@@ -101,7 +102,9 @@ def test_warm_eni(available: int, warm_eni: int, per_eni: int, short: int, too_h
         (16, 1, 1, 0, 0),
         (40, 2, 1, 0, 1),  # 24 spare addresses above the target: one whole free prefix may go
         (48, 3, 1, 0, 2),
-        (48, 1, 1, 0, 1),  # only wholly free prefixes can go
+        (48, 1, 1, 0, 0),  # upstream counts whole free prefixes: the one free one is kept
+        (0, 0, 0, 1, 0),  # WARM_PREFIX_TARGET=0 and nothing available: one prefix
+        (1, 0, 0, 0, 0),
         (31, 1, 2, 1, 0),
     ],
 )
