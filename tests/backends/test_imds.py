@@ -15,6 +15,7 @@ import pytest
 from botocore.stub import Stubber  # type: ignore[import-untyped]
 
 from backends.aws.imds import TOKEN_HEADER, TOKEN_TTL_HEADER, ImdsClient
+from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.model import InstanceIdentity, ObservedEni
 from tests.backends import moto_fixtures
