@@ -65,6 +65,7 @@ class Allocation(NamedTuple):
 
     @property
     def address(self) -> str:
+        """The pod's address: the IPv4 one, else the IPv6 one."""
         addr = self.ipv4 or self.ipv6
         assert addr is not None
         return addr
@@ -95,6 +96,7 @@ class ObservedEni:
 
     @property
     def tag_map(self) -> dict[str, str]:
+        """The ENI's tags as a dict."""
         return dict(self.tags)
 
     @property
@@ -128,6 +130,7 @@ class Subnet:
 
     @property
     def tag_map(self) -> dict[str, str]:
+        """The subnet's tags as a dict."""
         return dict(self.tags)
 
 

@@ -17,6 +17,8 @@ NEVER = float("-inf")
 
 
 class SlotState(enum.Enum):
+    """The state of one address slot in the pool."""
+
     FREE = "free"  # ready, or cooling when ready_at > now
     ASSIGNED = "assigned"
     LEAVING = "leaving"  # an unassign or ENI free is in flight
@@ -38,16 +40,20 @@ class EniState:
 
     @property
     def eni_id(self) -> str:
+        """The ENI's id."""
         return self.info.eni_id
 
     @property
     def rank(self) -> tuple[int, int]:
+        """``(network card, device index)``: lower ranks are filled first."""
         return (self.info.network_card, self.info.device_index)
 
     def ipv4_count(self) -> int:
+        """Secondary /32 blocks on this ENI."""
         return sum(1 for b in self.blocks.values() if not b.is_prefix)
 
     def prefix_count(self) -> int:
+        """/28 prefix blocks on this ENI."""
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
     def free_prefix_count(self) -> int:
@@ -73,9 +79,11 @@ class EntryFifo:
         return len(self.items) - self.head
 
     def first(self) -> int:
+        """The oldest entry (the FIFO must not be empty)."""
         return self.items[self.head]
 
     def popleft(self) -> int:
+        """Remove and return the oldest entry."""
         items, head = self.items, self.head
         entry = items[head]
         head += 1
@@ -129,6 +137,7 @@ class Block:
 
     @property
     def bucket_key(self) -> int:
+        """The key of the ready bucket this block's free addresses are in."""
         return self.bucket.key
 
 
@@ -138,5 +147,6 @@ def bucket_key(network_card: int, device_index: int, rank: int) -> int:
 
 
 def prefix_addresses(prefix: str) -> tuple[str, ...]:
+    """Every address of ``prefix``, in order."""
     net = ipaddress.ip_network(prefix, strict=False)
     return tuple(str(a) for a in net)
