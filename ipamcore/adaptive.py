@@ -55,6 +55,7 @@ import attrs
 
 from ipamcore.config import AdaptiveTuning
 from ipamcore.effects import CreateEni, Effect, FreeEni
+from ipamcore.inventory import EniState
 from ipamcore.model import IPS_PER_PREFIX
 from ipamcore.policy import (
     PolicyInput,
@@ -67,7 +68,6 @@ from ipamcore.policy import (
     unassign_from_highest,
 )
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState
 
 
 class Demand:

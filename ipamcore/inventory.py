@@ -1,6 +1,8 @@
-"""The address pool's parts: the ENIs and address blocks it tracks, the ready buckets that
-order free addresses for packing, and the flat queues of slot entries
-(:mod:`ipamcore.pool` explains the choice of address and the storage these serve).
+"""What the address pool holds, and in which order it hands it out: the ENIs and their
+address blocks (:class:`EniState`, :class:`Block`), and the ready buckets and queues that
+keep free addresses in packing order, lowest ENI and block first (:class:`ReadyBucket`,
+:class:`EntryFifo`). :mod:`ipamcore.pool` explains the choice of address and the storage
+these serve.
 """
 
 from __future__ import annotations

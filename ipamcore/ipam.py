@@ -48,6 +48,7 @@ from ipamcore.events import (
     EniFreed,
     Outcome,
 )
+from ipamcore.inventory import EniState, SlotState
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import (
     IPS_PER_PREFIX,
@@ -60,7 +61,6 @@ from ipamcore.model import (
 )
 from ipamcore.policy import Policy, PolicyInput, UpstreamPolicy
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState, SlotState
 from ipamcore.reactions import Reaction, reactions
 from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
 from ipamcore.validation import check_observed, check_outcome

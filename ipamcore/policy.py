@@ -35,9 +35,9 @@ import attrs
 
 from ipamcore.config import PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
+from ipamcore.inventory import EniState
 from ipamcore.model import IPS_PER_PREFIX
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState
 from ipamcore.warm import (
     PoolCounts,
     warm_eni_short,

@@ -40,8 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ipamcore.errors import PoolExhausted, UsageError
-from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
-from ipamcore.pool_parts import (
+from ipamcore.inventory import (
     NEVER,
     Block,
     EniState,
@@ -51,6 +50,7 @@ from ipamcore.pool_parts import (
     bucket_key,
     prefix_addresses,
 )
+from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
 
 # A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << _SHIFT | slot``,
 # valid while the slot's tag is still the one it was made with. Generations count per slot,
