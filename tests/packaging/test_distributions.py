@@ -24,11 +24,10 @@ pytest.importorskip("build")
 pytest.importorskip("hatchling")
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "ipamcore", "adapters",
-           "backends", "packaging")
+SHIPPED = ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "NOTICE", "ipamcore",
+           "adapters", "backends", "packaging")
 NOT_SHIPPED = ("tests", "benchmarks", "docs")
-DEPRECATION_WALL = ("SetuptoolsDeprecationWarning", "License classifiers are deprecated",
-                    "project.license` as a TOML table is deprecated")
+
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -41,7 +40,7 @@ def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tree = tmp_path_factory.mktemp("tree")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SHIPPED:
         src = ROOT / name
         if src.is_dir():
@@ -53,8 +52,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, project in (("ipamcore", tree), ("ipamcore_node", tree / "packaging/ipamcore-node")):
         done = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
                    project)
-        for phrase in DEPRECATION_WALL:
-            assert phrase not in done.stdout + done.stderr, f"{name}: {phrase}"
+        # No wall of deprecation warnings (the license is an SPDX expression, ...).
+        assert "deprecat" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
         (built[name],) = out.glob(f"{name}-*.whl")
     return built
 
@@ -106,6 +105,7 @@ def test_the_node_wheel_holds_the_agent_around_the_pinned_core(wheels: dict[str,
     assert not [n for n in names if any(rig in n for rig in rigs)]
 
 
+@pytest.mark.slow  # a fresh venv and a pip install: 10 to 50 s
 def test_the_core_installs_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
