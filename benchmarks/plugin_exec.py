@@ -16,13 +16,21 @@ live at once, the oldest is deleted (DEL timed too) to make room. p50 and p99 of
 are printed. Every namespace made is deleted at the end, whatever happened. Without root
 this half says why it is skipped.
 
+The self-contained plugin (its own interpreter, deploy/plugin_bundle.py; what the init
+container installs on nodes without Python) is measured the same way, taken from the aws-node
+image (``./dev image``; ``--bundle DIR`` names an unpacked ``vpc-cni.d`` instead), beside a
+bare ``python3 -c "import json, socket"`` of the interpreter it carries (Debian's
+``/usr/bin/python3.11``, when this machine has it). Without the image it says why.
+
 The last line is one JSON object::
 
     {"plugin_add_p50_ms": .., "python_import_p50_ms": .., "ratio": .., "target_ratio": 1.5,
-     ..., "real_datapath": {"pods": 50, "add_p50_ms": .., "add_p99_ms": .., ...}
+     ..., "self_contained": {"plugin_add_p50_ms": .., "ratio": .., "ratio_same_python": ..}
+                           or {"skipped": "<why>"},
+     "real_datapath": {"pods": 50, "add_p50_ms": .., "add_p99_ms": .., ...}
                            or {"skipped": "<why>"}}
 
-Usage: python benchmarks/plugin_exec.py [--runs N] [--pods N] [--window N]
+Usage: python benchmarks/plugin_exec.py [--runs N] [--pods N] [--window N] [--bundle DIR]
 """
 
 from __future__ import annotations
@@ -71,6 +79,35 @@ def timed(cmd: list[str], env: dict[str, str], stdin: bytes, expect: bytes) -> f
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@contextlib.contextmanager
+def bundled_plugin(given: str | None) -> Iterator[tuple[list[str] | None, str]]:
+    """(command, note): the self-contained plugin, from ``given`` or copied out of the
+    image; (None, why) when neither is possible."""
+    if given:
+        yield [str(Path(given) / "bin" / "vpc-cni")], given
+        return
+    from deploy import image
+
+    reason = image.unavailable_reason()
+    if reason:
+        yield None, reason
+        return
+    store = image.Store(image.default_cache() / "store")
+    store.ensure()
+    if not store.has_image(image.DEFAULT_TAG):
+        yield None, f"no {image.DEFAULT_TAG} image: run ./dev image"
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="vpccni-bundle-"))
+    name = f"bench-bundle-{os.getpid()}"
+    try:
+        store.podman("create", "--name", name, image.DEFAULT_TAG, "true")
+        store.podman("cp", f"{name}:/app/vpc-cni.d", str(tmp))
+        yield [str(tmp / "vpc-cni.d" / "bin" / "vpc-cni")], f"from {image.DEFAULT_TAG}"
+    finally:
+        store.podman("rm", "-f", name, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def real_datapath_skip_reason() -> str:
@@ -239,7 +276,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--pods", type=int, default=50, help="pods ADDed with the real datapath")
     ap.add_argument("--window", type=int, default=16, help="pods alive at once (real datapath)")
+    ap.add_argument("--bundle", help="an unpacked vpc-cni.d (default: from the image)")
     opts = ap.parse_args()
+    bundle_ctx = bundled_plugin(opts.bundle)
+    bundle_cmd, bundle_note = bundle_ctx.__enter__()
 
     cmd, launcher = plugin_command()
     tmp = Path(tempfile.mkdtemp(prefix="vpccni-bench-"))
@@ -266,17 +306,29 @@ def main() -> int:
                 "CNI_PATH": str(Path(cmd[0]).parent),
             }
             baseline = [sys.executable, "-c", "import json, socket"]
+            debian = Path("/usr/bin/python3.11")
+            same_python = [str(debian), "-c", "import json, socket"] if debian.exists() else None
             plugin_ms: list[float] = []
             python_ms: list[float] = []
+            bundle_ms: list[float] = []
+            debian_ms: list[float] = []
             for i in range(opts.warmup + opts.runs):
                 p_ms = timed(cmd, plugin_env, stdin, b'"10.0.0.5/32"')
                 b_ms = timed(baseline, base_env, b"", b"")
+                if bundle_cmd is not None:  # the node's case: an empty environment but CNI_*
+                    s_env = {k: v for k, v in plugin_env.items() if k != "PATH"}
+                    s_ms = timed(bundle_cmd, s_env, stdin, b'"10.0.0.5/32"')
+                d_ms = timed(same_python, base_env, b"", b"") if same_python else 0.0
                 if i >= opts.warmup:
                     plugin_ms.append(p_ms)
                     python_ms.append(b_ms)
+                    if bundle_cmd is not None:
+                        bundle_ms.append(s_ms)
+                    debian_ms.append(d_ms)
             served = len(server.requests)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        bundle_ctx.__exit__(None, None, None)
 
     plugin_p50 = statistics.median(plugin_ms)
     python_p50 = statistics.median(python_ms)
@@ -288,6 +340,25 @@ def main() -> int:
     ):
         print(f"{label:<11} p50 {p50:7.2f} ms  min {min(xs):7.2f}  max {max(xs):7.2f}")
     print(f"ratio {ratio:.2f} (target <= {TARGET_RATIO})")
+    self_contained: dict[str, Any]
+    if bundle_ms:
+        bundle_p50 = statistics.median(bundle_ms)
+        self_contained = {
+            "plugin_add_p50_ms": round(bundle_p50, 2),
+            "ratio": round(bundle_p50 / python_p50, 3),
+            "source": bundle_note,
+        }
+        print(f"self-contained plugin ({bundle_note}) ADD p50 {bundle_p50:7.2f} ms  "
+              f"min {min(bundle_ms):7.2f}  ratio {bundle_p50 / python_p50:.2f}")  # fmt: skip
+        if same_python:
+            debian_p50 = statistics.median(debian_ms)
+            self_contained["same_python_p50_ms"] = round(debian_p50, 2)
+            self_contained["ratio_same_python"] = round(bundle_p50 / debian_p50, 3)
+            print(f"/usr/bin/python3.11 -c  p50 {debian_p50:7.2f} ms  (the interpreter it carries);"
+                  f" ratio {bundle_p50 / debian_p50:.2f}")  # fmt: skip
+    else:
+        self_contained = {"skipped": bundle_note}
+        print(f"self-contained plugin: skipped ({bundle_note})")
     real = real_datapath(cmd, opts.pods, opts.window)
     if "skipped" in real:
         print(f"real datapath ADD: skipped ({real['skipped']})")
@@ -304,6 +375,7 @@ def main() -> int:
                 "target_ratio": TARGET_RATIO,
                 "runs": opts.runs,
                 "launcher": launcher,
+                "self_contained": self_contained,
                 "real_datapath": real,
             }
         )

@@ -174,6 +174,12 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
+def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
+    from adapters.ipamctl.health import main as health
+
+    return health(args.health_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -213,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--proc-root", default="/proc", help="procfs root (default /proc)")
     doc.add_argument("--kubernetes-version", default="", help="e.g. 1.31 (checks the table)")
     doc.add_argument("--cni-version", default="", help="e.g. v1.21.1-eksbuild.8")
+    health = sub.add_parser(
+        "health", add_help=False,
+        help="probe ipamd over its socket (exit 0 healthy): [--ready] [--ready-min-ips N]",
+    )  # fmt: skip
+    health.add_argument("health_args", nargs=argparse.REMAINDER)
     add_simulate_parser(sub)
     add_recommend_parser(sub)
     return parser
@@ -221,12 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "enis": cmd_enis, "pods": cmd_pods, "stats": cmd_stats, "env": cmd_env,
     "checkpoint": cmd_checkpoint, "max-pods": cmd_max_pods, "doctor": cmd_doctor,
+    "health": cmd_health,
     "simulate": run_simulate, "recommend": run_recommend,
 }  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "health" in words:  # its options are its own (adapters.ipamctl.health)
+        at = words.index("health")
+        if all(w.startswith("-") for w in words[:at]):
+            from adapters.ipamctl.health import main as health
+
+            return health(words[at + 1 :])
+    args = build_parser().parse_args(words)
     stream = out if out is not None else sys.stdout
     try:
         code: int = COMMANDS[args.command](args, stream)

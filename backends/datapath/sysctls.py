@@ -37,6 +37,14 @@ class ProcSysctlWriter:
         path = os.path.join("/proc/sys", key)
 
         def write() -> None:
+            # a value already in place is not written again: the aws-node container's
+            # /proc/sys is read-only (its init container, privileged, sets these first)
+            try:
+                with open(path) as f:
+                    if f.read().strip() == value:
+                        return
+            except OSError:
+                pass
             with open(path, "w") as f:
                 f.write(value)
 

@@ -96,7 +96,7 @@ def test_the_node_wheel_holds_the_agent_around_the_pinned_core(wheels: dict[str,
     assert f"ipamcore=={ipamcore.__version__}" in meta["Requires-Dist"]
     assert meta["Version"] == [ipamcore.__version__]
     assert {"vpc-ipamd = adapters.ipamd.main:main", "vpc-cni = adapters.cni.plugin:main",
-            "ipamctl = adapters.ipamctl.main:main"} <= set(meta["scripts"])
+            "ipamctl = adapters.ipamctl.cli:main"} <= set(meta["scripts"])
     assert "adapters/cni/10-vpc-cni.conflist" in names
     assert not [n for n in names if "__pycache__" in n or n.split("/")[0] in NOT_SHIPPED]
     # Test rigs stay in tests/rigs: nothing that only tests use ships.
