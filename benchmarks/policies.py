@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from backends.simulation import SCENARIOS, Cluster, Measures, SimConfig
+from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig
 from ipamcore.config import PolicyName, PoolConfig
 
 POLICIES: dict[str, PoolConfig] = {

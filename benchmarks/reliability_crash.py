@@ -1,7 +1,9 @@
 """Crash campaign: SIGKILL a real vpc-ipamd (moto cloud, real checkpoint file) ``--kills``
 times at seeded random moments of mixed ADD/DEL/policy/reconcile work, restart it each time
 and check the invariants (tests/rigs/reliability/invariants.py); then kill it at every step of
-a checkpoint write (during an ADD and during a DEL) and of an ENI creation.
+a checkpoint write (during an ADD and during a DEL), of the journaled store's append and
+compaction (``IPAMD_CHECKPOINT_JOURNAL``, the default; the random kills run with it) and of an
+ENI creation.
 
 Progress goes to stderr; the last line of stdout is one JSON object with
 ``kills_survived`` (every kill after which the daemon restarted and the checks ran) and
@@ -24,6 +26,8 @@ from tests.rigs.reliability.crash_campaign import (
     checkpoint_steps,
     crash_node,
     eni_step_kill,
+    journal_step_kill,
+    journal_steps,
     median,
     random_kills,
 )
@@ -51,6 +55,12 @@ def main() -> int:
             for i, step in enumerate(checkpoint_steps()):
                 for op in (p.OP_ADD, p.OP_DEL):
                     out = checkpoint_step_kill(node, ledger, step, op, f"b{i}{op}")
+                    step_kills += 1
+                    progress(f"{step} during {op}: took effect {out.survived}, "
+                             f"violations {len(out.violations)}")  # fmt: skip
+            for i, step in enumerate(journal_steps()):
+                for op in (p.OP_ADD, p.OP_DEL):
+                    out = journal_step_kill(node, ledger, step, op, f"b{i}{op}")
                     step_kills += 1
                     progress(f"{step} during {op}: took effect {out.survived}, "
                              f"violations {len(out.violations)}")  # fmt: skip

@@ -38,9 +38,9 @@ import time
 from typing import Any
 
 from adapters import protocol as p
-from adapters.ipamd.agent import Ports
 from adapters.ipamd.clock import VirtualClock, settle_loop
 from adapters.ipamd.daemon import Daemon, fan_out
+from adapters.ipamd.executor import Ports
 from adapters.ipamd.handlers import pod_network
 from adapters.ipamd.logs import make_logger
 from adapters.ipamd.settings import load_settings, state_env
@@ -86,7 +86,7 @@ class Node:
         removed = self.removed_out_of_band.get(address)
         if removed is None or self.daemon is None:
             return False
-        window = self.daemon.agent.settings.reconcile_interval_s + STEP_S
+        window = self.daemon.executor.settings.reconcile_interval_s + STEP_S
         return self.clock.now() <= removed + window
 
     def new_daemon(self) -> Daemon:
@@ -129,7 +129,9 @@ class Run:
             await settle_loop()
             await asyncio.sleep(0.001)
         deadline = time.monotonic() + 2.0
-        while node.daemon and node.daemon.agent.effects_in_flight and time.monotonic() < deadline:
+        while (
+            node.daemon and node.daemon.executor.effects_in_flight and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.001)
 
     async def call(self, node: Node, req: p.Request) -> p.Reply | p.ProtocolError:
@@ -180,27 +182,27 @@ class Run:
 
     def check(self, node: Node, running: dict[int, str], label: str) -> None:
         d = node.daemon
-        if d is None or not d.agent.ready:
+        if d is None or not d.executor.ready:
             return
         held = self.held(node)
         for n, ip in running.items():
-            allocation = d.agent.core.get(key(n))
+            allocation = d.executor.core.get(key(n))
             if allocation is None or allocation.ipv4 != ip:
                 self.violation(f"{label}: running pod {n} lost {ip}")
                 continue
             if ip not in held:
                 self.violation(f"{label}: running pod {n}: {ip} released on the cloud")
-            missing = node.datapath.check_pod(pod_network(d.agent, allocation, netns(n)))
+            missing = node.datapath.check_pod(pod_network(d.executor, allocation, netns(n)))
             if missing:
                 self.violation(f"{label}: running pod {n}: datapath {missing}")
-        for allocation in d.agent.core.allocations():
+        for allocation in d.executor.core.allocations():
             ipv4 = allocation.ipv4 or ""
             if ipv4 in held or node.in_detection_window(ipv4):
                 continue
-            if ipv4 in d.agent.core.orphaned and ipv4 in node.removed_out_of_band:
+            if ipv4 in d.executor.core.orphaned and ipv4 in node.removed_out_of_band:
                 continue  # its pod still holds it; the daemon keeps it on record, unlent
             self.violation(f"{label}: allocation on {ipv4} not held")
-        forced = int(d.agent.metrics.force_removed_ips._value.get())
+        forced = int(d.executor.metrics.force_removed_ips._value.get())
         if forced > node.window_handouts:
             self.violation(f"{label}: {forced - node.window_handouts} allocations force-removed "
                            "beyond out-of-band removals")  # fmt: skip
@@ -229,7 +231,7 @@ class Run:
 
     def target(self, node: Node) -> FaultTarget:
         assert node.daemon is not None
-        views = node.daemon.agent.core.eni_views(node.clock.now())
+        views = node.daemon.executor.core.eni_views(node.clock.now())
         idle_eni = next(
             (v.eni_id for v in views if not v.is_primary and not v.excluded
              and all(a.state != "assigned" for b in v.blocks for a in b.addresses)),
@@ -271,8 +273,9 @@ class Run:
             self.faults_run[fault.name] = self.faults_run.get(fault.name, 0) + 1
             restarted_ready = True
             for _ in range(rng.randint(12, 48)):  # 1 to 4 virtual minutes
-                if fault.restart and node.daemon and node.daemon.agent.ready and rng.random() < 0.1:
-                    await node.daemon.stop()
+                d = node.daemon
+                if fault.restart and d and d.executor.ready and rng.random() < 0.1:
+                    await d.stop()
                     restarted_ready = await self.start(node, 30)
                 if not restarted_ready and node.starting and node.starting.done():
                     await node.starting
@@ -307,24 +310,24 @@ class Run:
             if node.daemon is not None:
                 if node.starting is not None and not node.starting.done():
                     node.starting.cancel()
-                elif not node.daemon.agent.stopping:
-                    await node.daemon.stop()
+                elif not node.daemon.executor.stopping:
+                    await d.stop()
             shutil.rmtree(node.state, ignore_errors=True)
 
     def consistent(self, node: Node) -> bool:
         d = node.daemon
         assert d is not None
-        if d.agent.effects_in_flight:
+        if d.executor.effects_in_flight:
             return False
         pool = {
             a.address
-            for v in d.agent.core.eni_views(node.clock.now())
+            for v in d.executor.core.eni_views(node.clock.now())
             if not v.excluded
             for b in v.blocks
             for a in b.addresses
         }
         primaries = {e.primary_ip for e in node.cloud.enis_of(node.instance)}
-        return pool == self.held(node) - primaries and d.agent.stats().available > 0
+        return pool == self.held(node) - primaries and d.executor.stats().available > 0
 
 
 def key(n: int) -> AllocationKey:

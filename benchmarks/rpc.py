@@ -19,7 +19,11 @@ request alone (ADD, DEL), over all the runs' samples. The targets (2,000 pairs/s
 clients; p50 under 2 ms for one client, read per pair and per request) are checked in the
 JSON. The last line of output is one JSON object.
 
-    python benchmarks/rpc.py [--seconds 2] [--repeats 3] [--dir DIR]
+``--flight-recorder off`` runs the daemon without its flight recorder
+(``IPAMD_FLIGHT_RECORDER_BYTES=0``; on by default, as in production): run both to read the
+recorder's overhead.
+
+    python benchmarks/rpc.py [--seconds 2] [--repeats 3] [--dir DIR] [--flight-recorder off]
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from adapters.ipamd.settings import state_env
 LEVELS = (1, 8, 64)
 
 
-def start_daemon(state: str) -> subprocess.Popen[bytes]:
+def start_daemon(state: str, recorder: bool = True) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake", "IPAMD_FAKE_INSTANCE_TYPE": "c5.4xlarge",
@@ -54,6 +58,7 @@ def start_daemon(state: str) -> subprocess.Popen[bytes]:
         **state_env(state),
         "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:0", "METRICS_BIND_ADDRESS": "127.0.0.1:0",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
+        **({} if recorder else {"IPAMD_FLIGHT_RECORDER_BYTES": "0"}),
     }  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, *os.environ.get("BENCH_DAEMON", "-m adapters.ipamd.main").split()],
@@ -250,11 +255,13 @@ def main() -> None:
     parser.add_argument("--dir", default="", help="state directory (default: a fresh one)")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)),
                         help="concurrent clients per level, comma-separated")  # fmt: skip
+    parser.add_argument("--flight-recorder", choices=("on", "off"), default="on",
+                        help="the daemon's flight recorder (default %(default)s)")  # fmt: skip
     args = parser.parse_args()
     state = args.dir or tempfile.mkdtemp(prefix="ipamd-bench-", dir="/tmp")
     levels = [int(n) for n in args.levels.split(",")]
     sock = os.path.join(state, "ipam.sock")
-    proc = start_daemon(state)
+    proc = start_daemon(state, recorder=args.flight_recorder == "on")
     results = []
     try:
         wait_ready(sock, proc, need=max(levels))
@@ -287,6 +294,7 @@ def main() -> None:
         else max(one["add_p50_ms"], one["del_p50_ms"]) < TARGET_P50_MS_ONE_CLIENT,
     }  # fmt: skip
     print(json.dumps({"benchmark": "rpc", "durable_checkpoint": True, "daemon_exit": code,
+                      "flight_recorder": args.flight_recorder,
                       "targets": targets, "levels": results}))  # fmt: skip
 
 

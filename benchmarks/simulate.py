@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from backends.simulation import SCENARIOS, Cluster, SimConfig
+from adapters.simulator import SCENARIOS, Cluster, SimConfig
 
 TARGET_S = 60.0
 

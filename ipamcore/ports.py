@@ -59,13 +59,19 @@ class CloudPort(Protocol):
         ...
 
     def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = 300.0,
     ) -> list[str]:
-        """Available ENIs whose ``createdAt`` tag is over 5 minutes before ``now``: those
-        tagged for ``instance_id``; with ``any_instance``, those tagged for any instance
-        (upstream's scope: ENIs a terminated node left detached), in ``instance_id``'s VPC
-        and, when the backend has a cluster name, tagged with it. An ENI without our
-        instance-id tag is never reported."""
+        """Available ENIs whose ``createdAt`` tag is over ``min_age_s`` before ``now``
+        (``None``: at any age): those tagged for ``instance_id``; with ``any_instance``,
+        those tagged for any instance (upstream's scope: ENIs a terminated node left
+        detached), in ``instance_id``'s VPC and, when the backend has a cluster name, tagged
+        with it. An ENI without our instance-id tag is never reported. ``now`` is the real
+        time: an ENI of ours without a ``createdAt`` tag is tagged with it. The age rule is
+        the caller's (:data:`ipamcore.node.config.LEAKED_ENI_AGE_S`)."""
         ...
 
     def describe_instance_type(self, instance_type: str) -> InstanceLimits:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, configured, run_doctor
+from adapters.ipamctl.flight import add_parsers as add_flight_parsers
+from adapters.ipamctl.flight import run_explain, run_replay
 from adapters.ipamctl.recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl.render import as_json, table
 from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("health_args", nargs=argparse.REMAINDER)
     add_simulate_parser(sub)
     add_recommend_parser(sub)
+    add_flight_parsers(sub)
     return parser
 
 
@@ -233,7 +236,8 @@ COMMANDS = {
     "enis": cmd_enis, "pods": cmd_pods, "stats": cmd_stats, "env": cmd_env,
     "checkpoint": cmd_checkpoint, "max-pods": cmd_max_pods, "doctor": cmd_doctor,
     "health": cmd_health,
-    "simulate": run_simulate, "recommend": run_recommend,
+    "simulate": run_simulate, "recommend": run_recommend, "replay": run_replay,
+    "explain": run_explain,
 }  # fmt: skip
 
 

@@ -31,8 +31,8 @@ from adapters.ipamctl.simulate import (
     build_config,
     pool_config,
 )
-from backends.simulation import Cluster, Measures, SimConfig
-from backends.simulation.workload import PodEvent
+from adapters.simulator import Cluster, Measures, SimConfig
+from adapters.simulator.workload import PodEvent
 from ipamcore.config import PolicyName
 
 # (label, policy, knobs): upstream's knobs in the ranges operators use, and the adaptive policy.

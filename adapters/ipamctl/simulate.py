@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from backends.simulation import SCENARIOS, Cluster, Measures, SimConfig, TraceError, load_trace
-from backends.simulation.workload import PodEvent
+from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError, load_trace
+from adapters.simulator.workload import PodEvent
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.errors import ConfigError, UnknownInstanceType
 from ipamcore.limits import limits_for

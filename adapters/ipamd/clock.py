@@ -1,9 +1,11 @@
 """Time for the daemon: every timer goes through a Clock so tests run in virtual time.
 
-``now()`` is Unix seconds (what the core's ``now`` means); ``sleep(s)`` waits ``s`` seconds
-of that clock. :class:`SystemClock` is real time; :class:`VirtualClock` only moves when a test
-calls :meth:`VirtualClock.advance`, so the pool policy, reconciliation and leaked-ENI loops
-are tested without sleeping for real.
+``now()`` is Unix seconds (wall time: only for what is persisted or shown); ``monotonic()``
+never steps (the node's ``now``: deadlines, cooldowns, timers); ``sleep(s)`` waits ``s``
+seconds of the monotonic clock. :class:`SystemClock` is real time; :class:`VirtualClock` only
+moves when a test calls :meth:`VirtualClock.advance`, so the node's timers (pool policy,
+reconciliation, leaked ENIs) are tested without sleeping for real, and its wall clock steps
+alone on :meth:`VirtualClock.step_wall`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ T = TypeVar("T")
 class Clock(Protocol):
     def now(self) -> float: ...
 
+    def monotonic(self) -> float: ...
+
     async def sleep(self, seconds: float) -> None: ...
 
 
@@ -30,20 +34,32 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
 
 class VirtualClock:
-    """A clock that moves only on :meth:`advance`; sleepers wake when their time is reached."""
+    """A clock that moves only on :meth:`advance`; sleepers wake when their time is reached.
+    :meth:`step_wall` steps the wall clock alone (an NTP correction, an operator's date)."""
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
+        self._wall_offset = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
+        return self._now + self._wall_offset
+
+    def monotonic(self) -> float:
         return self._now
+
+    def step_wall(self, seconds: float) -> None:
+        """Move the wall clock by ``seconds`` (either way); monotonic time does not move."""
+        self._wall_offset += seconds
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:

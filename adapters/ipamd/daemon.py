@@ -1,25 +1,22 @@
-"""The running daemon: agent start, socket server, HTTP endpoints, loops, orderly stop.
+"""The running daemon: the node's executor started, socket server, HTTP endpoints, orderly stop.
 
 :meth:`Daemon.stop` (SIGTERM) stops accepting requests, lets the requests in flight finish,
-stops the loops, waits (bounded) for cloud effects in flight, writes the checkpoint and
-returns; ``main`` then exits 0.
+stops the node (no new effects), waits (bounded) for cloud effects in flight, writes the
+checkpoint and returns; ``main`` then exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from adapters.introspection import HttpServer, make_app, make_metrics_app
-from adapters.ipamd.agent import Agent, Ports
 from adapters.ipamd.clock import Clock
-from adapters.ipamd.loops import leaked_eni_loop, policy_loop, reconcile_loop
+from adapters.ipamd.executor import NodeExecutor, Ports
 from adapters.ipamd.server import SocketServer
 from adapters.ipamd.settings import Settings
-from adapters.ipamd.startup import start as start_agent
 from adapters.metrics import Metrics
 from backends.observe import CallCounter, CallRecord
 
@@ -47,25 +44,24 @@ class Daemon:
         calls: CallCounter | None = None,
     ) -> None:
         self.settings = settings
-        self.agent = Agent(settings, ports, clock, log, metrics, calls)
+        self.executor = NodeExecutor(settings, ports, clock, log, metrics, calls)
         self.log = log
         self.env = dict(env or {})
         self.rng = rng or random.Random()
         self.server = SocketServer(
-            self.agent, settings.socket_path, allowed_uids=settings.socket_allowed_uids
+            self.executor, settings.socket_path, allowed_uids=settings.socket_allowed_uids
         )
         self.introspection: HttpServer | None = None
         self.metrics_server: HttpServer | None = None
-        self._loops: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Start the agent (to ready), then serve the socket, HTTP endpoints and loops."""
-        await start_agent(self.agent)
+        """Start the node (to ready), then serve the socket and HTTP endpoints."""
+        await self.executor.start()
         await self.server.start()
         settings = self.settings
         if settings.introspection_enabled:
-            self.introspection = HttpServer(make_app(self.agent, self.env))
+            self.introspection = HttpServer(make_app(self.executor, self.env))
             port = await self.introspection.start(
                 settings.introspection.host,
                 settings.introspection.port,
@@ -73,17 +69,10 @@ class Daemon:
             )
             self.log.info("introspection serving", host=settings.introspection.host, port=port)
         if settings.metrics_enabled:
-            self.metrics_server = HttpServer(make_metrics_app(self.agent.metrics.exposition))
+            self.metrics_server = HttpServer(make_metrics_app(self.executor.metrics.exposition))
             port = await self.metrics_server.start(settings.metrics.host, settings.metrics.port)
             self.log.info("metrics serving", host=settings.metrics.host, port=port)
-        self._loops = [
-            asyncio.create_task(policy_loop(self.agent), name="policy"),
-            asyncio.create_task(reconcile_loop(self.agent), name="reconcile"),
-        ]
-        if settings.leaked_eni_cleanup:
-            self._loops.append(
-                asyncio.create_task(leaked_eni_loop(self.agent, self.rng), name="leaked-enis")
-            )
+        self.executor.serve()
         self.log.info("serving", socket=settings.socket_path)
 
     async def wait_stopped(self) -> None:
@@ -91,28 +80,20 @@ class Daemon:
 
     async def stop(self) -> None:
         """Orderly stop; safe to call twice."""
-        if self.agent.stopping:
+        if self.executor.stopping:
             await self._stopped.wait()
             return
         self.log.info("stopping")
         await self.server.stop()  # no new requests; those in flight finish
-        self.agent.stopping = True
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.agent.drain_effects()
         for http in (self.introspection, self.metrics_server):
             if http is not None:
                 await http.stop()
-        if self.agent.ipam is not None:
-            try:
-                await self.agent.committer.flush()
-            except Exception as exc:
-                self.log.error("final checkpoint write failed", error=str(exc))
-                self.agent.close()
-                raise
-        self.agent.close()
+        try:
+            await self.executor.stop()  # effects in flight drained, checkpoint written
+        except Exception as exc:
+            self.log.error("final checkpoint write failed", error=str(exc))
+            self.executor.close()
+            raise
+        self.executor.close()
         self.log.info("stopped")
         self._stopped.set()

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable
 
 from adapters import protocol as p
-from adapters.ipamd.agent import Agent
+from adapters.ipamd.executor import NodeExecutor
 from adapters.ipamd.handlers import handle
 
 SOCKET_MODE = 0o600
@@ -41,6 +41,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._answered = False
         self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,9 +66,16 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         assert self._transport is not None
         self._transport.pause_reading()
-        self._server.dispatch(bytes(self._buffer), self._transport)
+        self._task = self._server.dispatch(bytes(self._buffer), self._transport)
+        if self._task is not None:
+            self._transport.resume_reading()  # to see the EOF of a client that leaves
 
     def eof_received(self) -> bool:
+        if self._task is not None and not self._task.done():
+            # The protocol's clients never half-close: EOF while a request is served means
+            # the client is gone (the plugin was killed or timed out). An ADD keeps no
+            # address for it; a DEL still completes.
+            self._server.client_gone(self._task)
         if not self._answered:
             what = "before any data" if not self._buffer else "before the newline"
             self._reject(p.ERR_BAD_REQUEST, f"connection closed {what}")
@@ -119,7 +127,7 @@ def _send(transport: asyncio.Transport, data: bytes) -> None:
 class SocketServer:
     def __init__(
         self,
-        agent: Agent,
+        agent: NodeExecutor,
         path: str,
         read_timeout_s: float = 10.0,
         allowed_uids: Iterable[int] = (),
@@ -179,11 +187,16 @@ class SocketServer:
             return ""
         return f"uid {uid} may not use this socket"
 
+    def client_gone(self, task: asyncio.Task[None]) -> None:
+        """The client of the request ``task`` serves closed its end."""
+        if self.agent is not None:
+            self.agent.client_gone(task)
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def dispatch(self, frame: bytes, transport: asyncio.Transport) -> None:
+    def dispatch(self, frame: bytes, transport: asyncio.Transport) -> asyncio.Task[None] | None:
         """A complete frame arrived: check the peer, decode the frame here, handle it in a task
         of its own. (A refused peer is answered only once its frame is read: a close with
         unread data would reset the connection and lose the reply.)"""
@@ -195,10 +208,11 @@ class SocketServer:
         except p.ProtocolError as exc:
             self.rejected += 1
             _send(transport, p.error_reply(exc.code, exc.message))
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._serve(req, transport))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        return task
 
     async def _serve(self, req: p.Request, transport: asyncio.Transport) -> None:
         try:

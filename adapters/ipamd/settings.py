@@ -24,7 +24,11 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
 * ``ENI_DELETE_ON_TERMINATION`` = ``true`` (default, upstream's behaviour: one
   ModifyNetworkInterfaceAttribute call per new ENI sets DeleteOnTermination) | ``false``
   (that call skipped: two mutating calls per ENI; an ENI a terminated node leaves is freed by
-  another node's hourly leaked-ENI cleanup, see :mod:`adapters.ipamd.loops`).
+  another node's hourly leaked-ENI cleanup, see :mod:`ipamcore.node.upkeep`).
+* ``IPAMD_CHECKPOINT_JOURNAL`` = ``true`` (default) | ``false``: ``true`` commits each change
+  as one record appended to ``<checkpoint>.journal`` (one ``fdatasync`` per commit batch,
+  compacted into the checkpoint in the background and at every orderly stop; see
+  :mod:`backends.checkpoint.journal`); ``false`` rewrites the whole checkpoint per commit.
 """
 
 from __future__ import annotations
@@ -126,6 +130,10 @@ class Settings:
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
+    # The flight recorder (adapters.ipamd.flight): <checkpoint dir>/flight.log and .1, each
+    # up to this many bytes; 0 turns it off.
+    flight_recorder_bytes: int = 2 * 1024 * 1024
+    checkpoint_journal: bool = True
 
     def public(self) -> dict[str, object]:
         """A JSON-able view for introspection and logs (URL credentials removed; Settings holds
@@ -408,4 +416,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         leaked_eni_interval_s=parse_float(
             env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
         ),
+        flight_recorder_bytes=parse_int(
+            env, "IPAMD_FLIGHT_RECORDER_BYTES", 2 * 1024 * 1024, lo=0, hi=1 << 30
+        ),
+        checkpoint_journal=parse_bool(env, "IPAMD_CHECKPOINT_JOURNAL", True),
     )

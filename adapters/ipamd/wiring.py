@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.ipamd.agent import Ports
+from adapters.ipamd.executor import Ports
 from adapters.ipamd.settings import Settings
-from backends.checkpoint import JsonFileCheckpointStore
+from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
 from backends.steps import Step, no_step
@@ -28,6 +28,7 @@ from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
 from ipamcore.netspec import EniNetwork, PodNetwork
+from ipamcore.ports import CheckpointStore
 
 
 class AutoFakeDatapath(FakeDatapath):
@@ -100,10 +101,14 @@ class LockedCloud:
         self._locked(self._cloud.free_eni, eni_id)
 
     def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = 300.0,
     ) -> list[str]:
         return self._locked(  # type: ignore[no-any-return]
-            self._cloud.find_leaked_enis, instance_id, now, any_instance
+            self._cloud.find_leaked_enis, instance_id, now, any_instance, min_age_s
         )
 
     def describe_instance_type(self, instance_type: str) -> InstanceLimits:
@@ -206,5 +211,9 @@ def build_ports(
             delete_on_termination=settings.eni_delete_on_termination,
         )
         cloud = Ec2Backend(config, observer=observer, step=crash)
-    store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    store: CheckpointStore
+    if settings.checkpoint_journal:
+        store = JournalCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
+    else:
+        store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
     return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)

@@ -371,10 +371,15 @@ class Ec2Backend:
         return filters
 
     def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = LEAK_AGE_S,
     ) -> list[str]:
         """Available ENIs tagged for this instance (or, with ``any_instance``, for any
-        instance of this VPC and cluster) whose createdAt is over 5 minutes old.
+        instance of this VPC and cluster) whose createdAt is over ``min_age_s`` old (``None``:
+        any age).
 
         An ENI without a (parsable) createdAt tag gets one stamped ``now`` and is reported
         on a later pass, as upstream does.
@@ -393,7 +398,7 @@ class Ec2Backend:
                     Resources=[eni_id],
                     Tags=[{"Key": CREATED_AT_TAG, "Value": rfc3339(now)}],
                 )
-            elif now - created > LEAK_AGE_S:
+            elif min_age_s is None or now - created > min_age_s:
                 leaked.append(eni_id)
         return sorted(leaked)
 

@@ -39,9 +39,7 @@ class UnsupportedCheckpoint(CheckpointMovedAside, UnsupportedCheckpointVersion):
     :class:`~ipamcore.errors.UnsupportedCheckpointVersion` with ``version`` set.
     """
 
-    def __init__(
-        self, path: str, moved_to: str, cause: UnsupportedCheckpointVersion
-    ) -> None:
+    def __init__(self, path: str, moved_to: str, cause: UnsupportedCheckpointVersion) -> None:
         super().__init__(path, moved_to, cause)
         self.version = cause.version
 

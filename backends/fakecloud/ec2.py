@@ -109,12 +109,16 @@ class FakeEc2:
         )
 
     def find_leaked_enis(
-        self, instance_id: str, now: float, any_instance: bool = False
+        self,
+        instance_id: str,
+        now: float,
+        any_instance: bool = False,
+        min_age_s: float | None = 300.0,
     ) -> list[str]:
         self.last_latency_s = 0.0
         return self._call(
             "DescribeNetworkInterfaces", instance_id, self._cloud.vpc.leaked_enis,
-            instance_id if not any_instance else None, now, self.cluster_name,
+            instance_id if not any_instance else None, now, self.cluster_name, min_age_s,
         )  # fmt: skip
 
     # -- ENI lifecycle -----------------------------------------------------------------------

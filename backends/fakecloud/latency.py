@@ -16,7 +16,7 @@ report, chosen in the middle of it:
   stragglers take far longer (up to 18 s: aws/amazon-ecs-cni-plugins#66), which this
   profile does not model.
 * describes 0.15 s, ``ModifyNetworkInterfaceAttribute`` 0.15 s, detach/delete 0.3 s,
-  unassign 0.2 s (the simulator's :data:`backends.simulation.cluster.DEFAULT_LATENCIES` are
+  unassign 0.2 s (the simulator's :data:`adapters.simulator.cluster.DEFAULT_LATENCIES` are
   of the same order).
 
 :func:`least_new_eni_time` is the least time these latencies allow a node to get a new ENI's

@@ -90,8 +90,14 @@ class Vpc:
         inst = self.instance(instance_id)
         return [self.enis[inst.devices[i]] for i in sorted(inst.devices)]
 
-    def leaked_enis(self, instance_id: str | None, now: float, cluster_name: str = "") -> list[str]:
-        """Available ENIs created over five minutes before ``now`` and tagged for
+    def leaked_enis(
+        self,
+        instance_id: str | None,
+        now: float,
+        cluster_name: str = "",
+        min_age_s: float | None = LEAK_COOLDOWN_S,
+    ) -> list[str]:
+        """Available ENIs created over ``min_age_s`` (None: any age) before ``now`` and tagged for
         ``instance_id``, or (None) for any instance, then of ``cluster_name`` when set (the
         scope upstream's cleanup frees: ENIs terminated nodes left behind). The age is the
         creation time, which the agent's ``createdAt`` tag records (one VPC: no VPC filter)."""
@@ -99,7 +105,7 @@ class Vpc:
         for e in self.enis.values():
             if e.instance_id is not None or INSTANCE_ID_TAG not in e.tags:
                 continue
-            if now - e.created_at <= LEAK_COOLDOWN_S:
+            if min_age_s is not None and now - e.created_at <= min_age_s:
                 continue
             if instance_id is not None:
                 if e.tags[INSTANCE_ID_TAG] == instance_id:

@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 
 from adapters import protocol as p
-from adapters.ipamd.agent import Agent, Ports
 from adapters.ipamd.clock import VirtualClock, settle_loop
 from adapters.ipamd.daemon import Daemon, fan_out
+from adapters.ipamd.executor import NodeExecutor, Ports
 from adapters.ipamd.logs import make_logger
 from adapters.ipamd.settings import Settings, load_settings, state_env
 from adapters.ipamd.wiring import AutoFakeDatapath, LockedCloud, LockedMetadata
@@ -182,8 +182,8 @@ def logs(world: World) -> str:
     return world.log_stream.getvalue()
 
 
-def core(daemon: Daemon) -> Agent:
-    return daemon.agent
+def core(daemon: Daemon) -> NodeExecutor:
+    return daemon.executor
 
 
 def env_for(world: World, **extra: str) -> Mapping[str, str]:

@@ -10,8 +10,10 @@ import os
 from adapters import pending_dels as pd
 from adapters import protocol as p
 from adapters.ipamd.daemon import Daemon
-from backends.checkpoint import read_checkpoint_file
+from backends.checkpoint import JsonFileCheckpointStore, read_checkpoint_file
+from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import FailureKind
+from ipamcore.model import AllocationKey
 from tests.adapters.harness import (
     NETNS,
     World,
@@ -45,7 +47,7 @@ async def test_add_then_del(world: World, daemon: Daemon) -> None:
     assert reply.ok and reply.result["released"] is True
     assert ip not in saved_ips(world)
     assert result.host_veth not in world.datapath.links
-    assert daemon.agent.stats().assigned == 0
+    assert daemon.executor.stats().assigned == 0
 
 
 async def test_add_is_idempotent(world: World, daemon: Daemon) -> None:
@@ -53,7 +55,7 @@ async def test_add_is_idempotent(world: World, daemon: Daemon) -> None:
     second = await call(world.socket_path, add_request(1))
     assert first.ok and second.ok and first.result == second.result
     assert world.datapath.calls.count("setup_pod") == 1  # check_pod found it all in place
-    assert daemon.agent.stats().assigned == 1
+    assert daemon.executor.stats().assigned == 1
 
 
 async def test_add_rebuilds_missing_datapath_pieces(world: World, daemon: Daemon) -> None:
@@ -73,7 +75,7 @@ async def test_datapath_failure_leaks_nothing(world: World, daemon: Daemon) -> N
     world.datapath.fail_next("setup_pod", "rules")
     reply = await call(world.socket_path, add_request(1))
     assert not reply.ok and reply.error_code == p.ERR_DATAPATH_FAILED
-    assert daemon.agent.core.allocations() == []
+    assert daemon.executor.core.allocations() == []
     assert saved_ips(world) == set()
     assert not [n for n, link in world.datapath.links.items() if link.peer]
     assert (await call(world.socket_path, add_request(2))).ok
@@ -96,7 +98,7 @@ async def test_gc_releases_attachments_not_listed(world: World, daemon: Daemon) 
     gc = p.Request(p.OP_GC, network_name="aws-cni", valid_attachments=[("c0002", "eth0")])
     reply = await call(world.socket_path, gc)
     assert reply.ok and reply.result["released"] == 2
-    assert [a.key.container_id for a in daemon.agent.core.allocations()] == ["c0002"]
+    assert [a.key.container_id for a in daemon.executor.core.allocations()] == ["c0002"]
     assert len(saved_ips(world)) == 1
 
 
@@ -109,16 +111,16 @@ async def test_pool_short_kicks_policy_and_add_succeeds(world: World) -> None:
     d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
     await d.start()
     try:
-        assert d.agent.stats().total == 0  # no warm pool: the ADD must kick the policy
+        assert d.executor.stats().total == 0  # no warm pool: the ADD must kick the policy
         world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
         task = asyncio.create_task(call(world.socket_path, add_request(1)))
-        await eventually(lambda: d.agent.calls.total("AssignPrivateIpAddresses") >= 1)
-        await eventually(lambda: d.agent.effects_in_flight == 0)
+        await eventually(lambda: d.executor.calls.total("AssignPrivateIpAddresses") >= 1)
+        await eventually(lambda: d.executor.effects_in_flight == 0)
         assert not task.done()  # throttled: growth paused, the ADD waits
         await until(task.done, world.clock, step=1.0)  # policy retries after the pause
         reply = task.result()
         assert reply.ok, reply
-        assert d.agent.metrics.no_ip._value.get() == 1
+        assert d.executor.metrics.no_ip._value.get() == 1
     finally:
         await d.stop()
 
@@ -131,7 +133,7 @@ async def test_pool_empty_after_the_wait(world: World) -> None:
         task = asyncio.create_task(call(world.socket_path, add_request(1)))
         await until(task.done, world.clock, step=1.0)
         assert task.result().error_code == p.ERR_POOL_EMPTY
-        assert d.agent.core.allocations() == []
+        assert d.executor.core.allocations() == []
     finally:
         await d.stop()
 
@@ -193,7 +195,7 @@ async def test_restart_restores_allocations_and_drops_gone_pods(world: World) ->
     d2 = world.daemon()
     await d2.start()
     try:
-        kept = {a.ipv4 for a in d2.agent.core.allocations()}
+        kept = {a.ipv4 for a in d2.executor.core.allocations()}
         assert kept == {ips[1], ips[3]}
         assert "allocation not restored" in logs(world)
         assert saved_ips(world) == {ips[1], ips[3]}
@@ -216,7 +218,7 @@ async def test_pending_dels_are_processed_at_start(world: World) -> None:
     await d2.start()
     try:
         assert not os.path.exists(record)
-        assert {a.ipv4 for a in d2.agent.core.allocations()} == {ip2}
+        assert {a.ipv4 for a in d2.executor.core.allocations()} == {ip2}
         assert saved_ips(world) == {ip2} and ip1 != ip2
     finally:
         await d2.stop()
@@ -236,7 +238,7 @@ async def test_corrupt_checkpoint_quarantines_every_address(world: World) -> Non
     try:
         assert "CHECKPOINT UNREADABLE" in logs(world)
         assert any(n.startswith("ipam.json.corrupt-") for n in os.listdir(world.state_dir))
-        stats = d2.agent.stats()
+        stats = d2.executor.stats()
         assert stats.assigned == 0 and stats.cooling == len(before) and used in before
         reply = await call(world.socket_path, add_request(9))
         assert reply.ok and reply.result["ipv4"] not in before
@@ -260,7 +262,7 @@ async def test_garbage_costs_nothing(world: World, daemon: Daemon) -> None:
         reply = p.decode_reply(await raw_call(world.socket_path, data))
         assert not reply.ok and reply.error_code == code, (data[:40], reply)
     assert daemon.server.rejected == len(cases)
-    assert daemon.agent.core.allocations() == []
+    assert daemon.executor.core.allocations() == []
     assert (await call(world.socket_path, add_request(1))).ok
 
 
@@ -269,13 +271,13 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
     d = world.daemon(WARM_IP_TARGET="40")
     await d.start()
     try:
-        await until(lambda: d.agent.stats().available >= 40, world.clock)
-        saves_before = d.agent.committer.saves
+        await until(lambda: d.executor.stats().available >= 40, world.clock)
+        saves_before = d.executor.node.saves
         n = 32
         replies = await asyncio.gather(*(call(world.socket_path, add_request(i)) for i in range(n)))
         assert all(r.ok for r in replies)
         assert len({r.result["ipv4"] for r in replies}) == n
-        saves = d.agent.committer.saves - saves_before
+        saves = d.executor.node.saves - saves_before
         assert 1 <= saves < n, saves
         assert len(saved_ips(world)) == n
         assert "setup_eni" in world.datapath.calls  # the second ENI was wired
@@ -286,11 +288,13 @@ async def test_group_commit_shares_checkpoint_writes() -> None:
 
 async def test_reconcile_picks_up_out_of_band_changes(world: World, daemon: Daemon) -> None:
     primary = world.cloud.enis_of(world.instance_id)[0]
-    total = daemon.agent.stats().total
+    ex = daemon.executor
+    await until(lambda: ex.stats().total > 0 and ex.commands_in_flight == 0, world.clock)
+    total = ex.stats().total  # the warm pool as the first policy pass made it
     world.cloud.add_address(primary.eni_id, "10.0.9.9")
     await world.clock.advance(61)
-    await until(lambda: daemon.agent.stats().total == total + 1, world.clock)
-    assert daemon.agent.metrics.reconcile.labels("eni")._value.get() >= 1
+    await until(lambda: daemon.executor.stats().total == total + 1, world.clock)
+    assert daemon.executor.metrics.reconcile.labels("eni")._value.get() >= 1
 
 
 async def test_leaked_enis_are_freed(world: World) -> None:
@@ -320,33 +324,154 @@ async def test_a_new_eni_is_used_only_once_instance_metadata_shows_it(world: Wor
     await d.start()
     try:
         began = world.clock.now()
-        await eventually(lambda: d.agent.calls.total("ModifyNetworkInterfaceAttribute") == 1)
+        await eventually(lambda: d.executor.calls.total("ModifyNetworkInterfaceAttribute") == 1)
         await world.clock.advance(1.0)
         await asyncio.sleep(0.01)
-        assert d.agent.stats().enis == 1  # created and attached, but not visible yet
-        assert (d.agent.stats().pending, d.agent.stats().in_flight) == (9, 1)  # still coming
-        await until(lambda: d.agent.stats().enis == 2, world.clock, step=0.25)
+        assert d.executor.stats().enis == 1  # created and attached, but not visible yet
+        assert (d.executor.stats().pending, d.executor.stats().in_flight) == (9, 1)  # still coming
+        await until(lambda: d.executor.stats().enis == 2, world.clock, step=0.25)
         assert 2.0 <= world.clock.now() - began <= 2.5
         assert "not in instance metadata" not in logs(world)
     finally:
         await d.stop()
 
 
-async def test_a_pool_change_wakes_waiting_adds_in_order_and_not_all_at_once(world: World) -> None:
-    """A burst of waiting ADDs woken all at once on every change kept the event loop busy
-    enough to delay the cloud calls they waited for (benchmarks/burst.py: 2.2x the least
-    time); now a change wakes the oldest waiters, as many as there are addresses (>= 1)."""
-    d = world.daemon(WARM_ENI_TARGET="0")
+def key_of(n: int) -> AllocationKey:
+    return AllocationKey("aws-cni", f"c{n:04d}", "eth0")
+
+
+class FlakyStore(JsonFileCheckpointStore):
+    """The real checkpoint file, whose writes fail while ``full`` (a full disk)."""
+
+    full = False
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        await super().save(checkpoint)
+
+
+async def test_a_full_disk_never_takes_an_address_from_a_live_pod(world: World) -> None:
+    """Issue 16 item 7: a repeated ADD or a DEL whose checkpoint write fails leaves the pod
+    its address (and its network, for the ADD); memory, replies and the file agree."""
+    settings = world.settings()
+    store = FlakyStore(settings.checkpoint_path, clock=world.clock.now)
+    d = world.daemon(settings=settings, store=store)
     await d.start()
     try:
-        assert d.agent.stats().available == 0
-        waiters = [d.agent.address_waiter() for _ in range(3)]
-        d.agent.notify_pool_changed()
-        assert [w.done() for w in waiters] == [True, False, False]
-        again = d.agent.address_waiter(first=True)  # its turn came but found nothing
-        d.agent.notify_pool_changed()
-        assert [again.done(), waiters[1].done(), waiters[2].done()] == [True, False, False]
-        for w in waiters[1:]:
-            w.cancel()
+        first = await call(world.socket_path, add_request(1))
+        assert first.ok
+        ip, veth = first.result["ipv4"], first.result["host_veth"]
+        store.full = True
+        again = await call(world.socket_path, add_request(1))
+        assert again.error_code == p.ERR_INTERNAL
+        assert veth in world.datapath.links and saved_ips(world) == {ip}
+        assert [a.ipv4 for a in d.executor.core.allocations()] == [ip]
+        gone = await call(world.socket_path, del_request(1))
+        assert gone.error_code == p.ERR_INTERNAL
+        assert saved_ips(world) == {ip} and d.executor.core.get(key_of(1)) is not None
+        store.full = False
+        retry = await call(world.socket_path, del_request(1))
+        assert retry.ok and retry.result == {"released": True, "ipv4": ip}
+        assert saved_ips(world) == set() and d.executor.core.allocations() == []
     finally:
         await d.stop()
+
+
+async def test_wall_clock_steps_move_no_deadline_or_cooldown(world: World) -> None:
+    """Issue 16 item 10: deadlines and cooldowns run on the monotonic clock; wall time is only
+    what the checkpoint file holds, converted when written and read."""
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="5")
+    await d.start()
+    try:
+        world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
+        waiting = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await eventually(lambda: d.executor.node.waiting == 1)
+        world.clock.step_wall(-3600.0)  # back an hour: the ADD's 5 s still end in 5 s
+        await until(waiting.done, world.clock, step=1.0, limit=8)
+    finally:
+        await d.stop()
+    d = world.daemon(WARM_IP_TARGET="3")
+    await d.start()
+    try:
+        await until(lambda: d.executor.stats().available >= 3, world.clock)
+        added = await call(world.socket_path, add_request(2))
+        assert (await call(world.socket_path, del_request(2))).ok
+        world.clock.step_wall(3600.0)  # forward an hour: the address still cools 30 s
+        assert d.executor.stats().cooling == 1
+        released = dict(read_checkpoint_file(world.checkpoint_path).released_at)  # type: ignore[union-attr]
+        wall = released[added.result["ipv4"]]
+        assert abs(wall - (world.clock.now() - 3600.0)) < 1.0  # written before the step
+        assert (await call(world.socket_path, add_request(3))).ok
+        saved = read_checkpoint_file(world.checkpoint_path)
+        assert saved is not None and abs(saved.allocations[0].allocated_at - world.clock.now()) < 1
+    finally:
+        await d.stop()
+
+
+async def test_an_add_whose_client_left_keeps_no_address(world: World) -> None:
+    """Issue 16 item 14: the plugin gave up (its socket closed) while its ADD waited for an
+    address; the address that then comes goes to nobody's pod."""
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
+    await d.start()
+    try:
+        n = 100
+        await eventually(lambda: d.executor.effects_in_flight == 0)
+        while d.executor.stats().available:  # whatever the start topped up: taken
+            assert (await call(world.socket_path, add_request(n))).ok
+            n += 1
+        world.cloud.fail_next("AssignPrivateIpAddresses", FailureKind.THROTTLED)
+        _, writer = await asyncio.open_unix_connection(world.socket_path)
+        writer.write(p.encode_request(add_request(1)))
+        await writer.drain()
+        await eventually(lambda: d.executor.node.waiting == 1)
+        writer.close()
+        await eventually(lambda: d.executor.node.waiting == 0)
+        assert d.executor.core.get(key_of(1)) is None
+        second = asyncio.create_task(call(world.socket_path, add_request(2)))
+        await until(second.done, world.clock, step=1.0)
+        assert second.result().ok
+        assert d.executor.core.get(key_of(1)) is None and d.executor.core.get(key_of(2))
+    finally:
+        await d.stop()
+
+
+async def test_the_flight_record_replays_and_explains_a_wait(world: World) -> None:
+    """Issue 17 section 4: the daemon records every node input; ``ipamctl replay`` gives
+    every command again and ``ipamctl explain`` tells why a pod waited."""
+    import io
+
+    from adapters.ipamctl.main import main as ipamctl
+
+    world.cloud.metadata_lag = 2.0
+    d = world.daemon(WARM_ENI_TARGET="0", IPAMD_ADD_WAIT_SECONDS="30")
+    await d.start()
+    try:
+        first = asyncio.create_task(call(world.socket_path, add_request(1)))
+        await until(first.done, world.clock, step=0.5)
+        assert first.result().ok
+        for n in range(2, 12):  # past the primary ENI: a new ENI, after metadata shows it
+            task = asyncio.create_task(call(world.socket_path, add_request(n)))
+            await until(task.done, world.clock, step=0.5)
+            assert task.result().ok
+        assert (await call(world.socket_path, del_request(3))).ok
+    finally:
+        await d.stop()
+    log = os.path.join(world.state_dir, "flight.log")
+    out = io.StringIO()
+    assert ipamctl(["replay", log], out) == 0, out.getvalue()
+    assert "commands reproduced bit for bit" in out.getvalue()
+    stories = []
+    for n in range(1, 12):
+        out = io.StringIO()
+        assert ipamctl(["explain", "--log", log, "--pod", f"default/pod-{n}"], out) == 0
+        stories.append(out.getvalue())
+    assert all("ADD aws-cni/" in story and "reply: 10." in story for story in stories)
+    out = io.StringIO()  # what if the node had kept 5 addresses warm: no pod waits
+    assert ipamctl(["replay", log, "--what-if", "WARM_IP_TARGET=5"], out) == 0, out.getvalue()
+    assert "WARM_IP_TARGET=5" in out.getvalue() and "address wait" in out.getvalue()
+    out = io.StringIO()
+    eni_id = world.cloud.enis_of(world.instance_id)[1].eni_id
+    assert ipamctl(["explain", "--log", log, "--eni", eni_id], out) == 0
+    assert "created and attached" in out.getvalue()
+    assert "instance metadata lists" in out.getvalue()

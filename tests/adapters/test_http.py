@@ -28,7 +28,7 @@ async def test_enis_in_upstream_shape(world: World, daemon: Daemon) -> None:
     ip = reply.result["ipv4"]
     assert daemon.introspection is not None
     doc = await get(daemon.introspection.port, "/v1/enis")
-    assert doc["AssignedIPs"] == 1 and doc["TotalIPs"] == daemon.agent.stats().total
+    assert doc["AssignedIPs"] == 1 and doc["TotalIPs"] == daemon.executor.stats().total
     eni = doc["ENIs"][reply.result["eni_id"]]
     assert set(eni) == {"ID", "IsPrimary", "IsTrunk", "IsEFA", "DeviceNumber",
                         "AvailableIPv4Cidrs"}  # fmt: skip
@@ -77,8 +77,8 @@ async def test_two_daemons_keep_separate_registries() -> None:
         for d in daemons:
             await d.start()
         await call(worlds[0].socket_path, add_request(1))
-        assert daemons[0].agent.metrics.add_req._value.get() == 1
-        assert daemons[1].agent.metrics.add_req._value.get() == 0
+        assert daemons[0].executor.metrics.add_req._value.get() == 1
+        assert daemons[1].executor.metrics.add_req._value.get() == 0
     finally:
         for d in daemons:
             await d.stop()
@@ -87,7 +87,7 @@ async def test_two_daemons_keep_separate_registries() -> None:
 
 
 async def test_refuses_non_loopback_unless_allowed(daemon: Daemon) -> None:
-    server = HttpServer(make_app(daemon.agent, {}))
+    server = HttpServer(make_app(daemon.executor, {}))
     with pytest.raises(ValueError, match="INTROSPECTION_ALLOW_NON_LOOPBACK"):
         await server.start("0.0.0.0", 0, allow_non_loopback=False)
 

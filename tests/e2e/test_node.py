@@ -200,3 +200,19 @@ def test_del_while_the_daemon_is_down_frees_the_address_after_restart(node: Loca
     assert os.listdir(node.env["IPAMD_PENDING_DEL_DIR"]) == []
     state = host_state(node)
     assert not [line for lines in state.values() for line in lines if mentions(line, pod.ip)]
+
+
+def test_the_flight_record_of_a_real_run_replays_bit_for_bit(node: LocalNode) -> None:
+    """Issue 17 section 4: the daemon (moto's EC2, the real datapath) records every input of
+    its node; ``ipamctl replay``, another process, gives every command again."""
+    for name in ("fr-a", "fr-b", "fr-c"):
+        node.add_pod(name)
+    node.del_pod("fr-b")
+    assert node.stop_daemon() == 0
+    state_dir = os.path.dirname(node.env["AWS_VPC_K8S_CNI_BACKING_STORE"])
+    record = os.path.join(state_dir, "flight.log")
+    replay = node.ipamctl("replay", record)
+    assert "commands reproduced bit for bit" in replay, replay
+    story = node.ipamctl("explain", "--log", record, "--pod", "demo/fr-c")
+    assert "reply: 10." in story, story
+    node.start_daemon()  # the fixture's clean-up talks to a running daemon

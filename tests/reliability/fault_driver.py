@@ -127,7 +127,7 @@ class FaultRun:
         deadline = time.monotonic() + 2.0
         while (
             self.daemon is not None
-            and self.d.agent.effects_in_flight
+            and self.d.executor.effects_in_flight
             and time.monotonic() < deadline
         ):
             await asyncio.sleep(0.001)
@@ -179,9 +179,9 @@ class FaultRun:
                 self.obs.wrong_addresses.append(f"pod {n}: {ip} already belongs to pod {other}")
 
     def check_invariants(self) -> None:
-        if self.daemon is None or not self.daemon.agent.ready:
+        if self.daemon is None or not self.daemon.executor.ready:
             return
-        agent = self.d.agent
+        agent = self.d.executor
         cloud = self.cloud_addresses()
         violations = self.obs.violations
         for n, ip in self.running.items():
@@ -207,13 +207,13 @@ class FaultRun:
         now = self.world.clock.now()
         idle_eni = None
         idle_address = None
-        for view in self.d.agent.core.eni_views(now):
+        for view in self.d.executor.core.eni_views(now):
             states = [a.state for b in view.blocks for a in b.addresses]
             if view.is_primary or view.excluded:
                 continue
             if "assigned" not in states and idle_eni is None:
                 idle_eni = view.eni_id
-        for view in self.d.agent.core.eni_views(now):
+        for view in self.d.executor.core.eni_views(now):
             if view.eni_id == idle_eni:
                 continue
             for block in view.blocks:
@@ -224,7 +224,7 @@ class FaultRun:
 
     def recovered(self) -> list[str]:
         """Why the daemon has not recovered yet (empty: it has)."""
-        agent = self.d.agent
+        agent = self.d.executor
         notes = []
         stats = agent.stats()
         if stats.available < WARM_AVAILABLE[self.mode]:
@@ -252,7 +252,7 @@ class FaultRun:
         try:
             await self._run(recovery_limit_s)
         finally:
-            if self.daemon is not None and not self.daemon.agent.stopping:
+            if self.daemon is not None and not self.daemon.executor.stopping:
                 await self.daemon.stop()
             self.world.cleanup()
         return self.obs
@@ -283,7 +283,7 @@ class FaultRun:
                 await self.tick(STEP_S)
         # A restarted daemon serves at once, before any reconciliation corrects its view.
 
-        obs.warm_available = self.d.agent.stats().available
+        obs.warm_available = self.d.executor.stats().available
         for _ in range(obs.warm_available):
             n = next(self.numbers)
             reply = await self.add(n)

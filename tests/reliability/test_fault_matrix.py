@@ -108,8 +108,8 @@ async def test_stale_metadata_ghost_eni_is_never_served() -> None:
     world = World.create("m5.xlarge")
     d = world.daemon(WARM_ENI_TARGET="2")
     await d.start()
-    await until(lambda: d.agent.stats().enis >= 2, world.clock)
-    spare = max(d.agent.eni_views(), key=lambda v: v.device_index).eni_id
+    await until(lambda: d.executor.stats().enis >= 2, world.clock)
+    spare = max(d.executor.eni_views(), key=lambda v: v.device_index).eni_id
     await d.stop()
     world.cloud.metadata_lag = 600.0
     world.cloud.remove_eni(spare)
@@ -118,10 +118,10 @@ async def test_stale_metadata_ghost_eni_is_never_served() -> None:
     d2 = world.daemon(WARM_ENI_TARGET="0")
     await d2.start()
     try:
-        assert spare not in {v.eni_id for v in d2.agent.eni_views()}
+        assert spare not in {v.eni_id for v in d2.executor.eni_views()}
         assert "ENIs in metadata but not in EC2 ignored" in logs(world)
         held = {a for e in world.cloud.enis_of(world.instance_id) for a in e.ipv4_addresses}
-        total = d2.agent.stats().available
+        total = d2.executor.stats().available
         for n in range(total):
             reply = await call(world.socket_path, add_request(n))
             assert reply.ok and reply.result["ipv4"] in held

@@ -222,7 +222,8 @@ async def test_daemon_rejects_hostile_names(
     assert reply.error_code == p.ERR_BAD_REQUEST
     assert field in reply.error_message and len(reply.error_message) < 300
     assert files_under(Path(world.state_dir)) == before
-    assert daemon.agent.ipam is not None and not list(daemon.agent.ipam.allocations())
+    ipam = daemon.executor.node.ipam
+    assert ipam is not None and not list(ipam.allocations())
 
 
 async def test_daemon_ignores_pending_records_that_are_symlinks(world: World) -> None:

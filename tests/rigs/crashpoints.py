@@ -15,9 +15,18 @@ import signal
 import sys
 import threading
 
-from backends.steps import CHECKPOINT_STEPS, ENI_STEPS, STEPS, Step, no_step
+from backends.steps import (
+    CHECKPOINT_STEPS,
+    ENI_STEPS,
+    JOURNAL_STEPS,
+    STEPS,
+    Step,
+    no_step,
+)
 
-__all__ = ["CHECKPOINT_STEPS", "ENI_STEPS", "STEPS", "CrashPoint", "parse_crash_point"]
+__all__ = [
+    "CHECKPOINT_STEPS", "ENI_STEPS", "JOURNAL_STEPS", "STEPS", "CrashPoint", "parse_crash_point"
+]
 
 SETTING = "IPAMD_CRASH_POINT"
 

@@ -21,7 +21,7 @@ from adapters.ipamctl.recommend import (
     run_recommend,
 )
 from adapters.ipamctl.simulate import SimulateUsageError
-from backends.simulation import Measures
+from adapters.simulator import Measures
 
 TRACE = """\
 time,node,event,pod

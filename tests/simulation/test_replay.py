@@ -1,20 +1,13 @@
-"""One small trace replayed through the daemon itself (its socket, the fake cloud, the fake
-datapath, a virtual clock) and through the simulator: the same allocations, the same EC2
-calls in the same order, the same ENIs and addresses left on the instance.
+"""The daemon and the simulator are two executors of one :class:`ipamcore.node.Node`: a small
+trace through the daemon itself (its socket, the fake cloud, the fake datapath, a virtual
+clock) and through the simulator gives the same decisions.
 
-What is compared, and why that is what should be equal:
-
-* allocations: each pod's address, as the daemon replied to the ADD and as the simulator's
-  core recorded it;
-* EC2 mutating calls (CreateNetworkInterface, AttachNetworkInterface, Assign/Unassign...),
-  action and outcome in call order; describe calls are left out on purpose: the daemon
-  reconciles from EC2's DescribeNetworkInterfaces and looks up subnets for subnet discovery,
-  the simulator reconciles from the metadata view (no EC2 call), so describes differ by
-  design and change nothing (with no metadata lag both views are the same ENIs);
-* what the cloud holds at the end: each ENI's device index and addresses.
-
-Both run in virtual time with zero-latency EC2 calls, so every effect completes at the
-instant it is issued in both (the simulator applies an outcome ``latency`` seconds later).
+Compared: each pod's address (from the node's replies), the cloud effects the node issued
+(in order, with their ids and arguments), the EC2 mutating calls (action and outcome, in call
+order) and what the cloud holds at the end. Both run in virtual time with zero-latency EC2
+calls. What may differ is only execution: the daemon runs a pod's datapath setup and its
+checkpoint write in worker threads, so their answers (and so checkpoint batches) can come in
+another order than in the simulator, where both succeed at once.
 """
 
 from __future__ import annotations
@@ -24,10 +17,11 @@ import asyncio
 import pytest
 
 from adapters.ipamd.clock import settle_loop
+from adapters.simulator import Cluster, PodEvent, SimConfig, parse_trace
 from backends.observe import CallRecord
-from backends.simulation import Cluster, PodEvent, SimConfig, parse_trace
 from ipamcore.config import PoolConfig
-from ipamcore.model import Allocation, AllocationKey, PodRef
+from ipamcore.node import commands as c
+from ipamcore.node import inputs as i
 from tests.adapters.harness import World, add_request, call, del_request, eventually
 
 TRACE = """\
@@ -60,36 +54,57 @@ time,node,event,pod
 END_S = 400.0  # long enough for shrink passes after the dels
 INSTANCE_TYPE = "m5.large"
 
-Outcome = tuple[dict[str, str], list[tuple[str, str]], list[tuple[int, tuple[str, ...]]]]
+Run = tuple[
+    dict[str, str], list[object], list[tuple[str, str]], list[tuple[int, tuple[str, ...]]]
+]
+
+
+class Decisions:
+    """What a node decided, seen from its inputs and commands (the same for both executors)."""
+
+    def __init__(self) -> None:
+        self.pods: dict[int, str] = {}  # request id -> pod name
+        self.allocations: dict[str, str] = {}
+        self.effects: list[object] = []
+
+    def __call__(self, inp: i.Input, commands: list[c.Command]) -> None:
+        if isinstance(inp, i.Add):
+            self.pods[inp.request_id] = inp.pod.name
+        for command in commands:
+            if isinstance(command, c.PerformEffect):
+                self.effects.append(command.effect)
+            elif isinstance(command, c.Reply) and command.pod is not None:
+                assert command.allocation is not None and command.allocation.ipv4 is not None
+                self.allocations[self.pods[command.request_id]] = command.allocation.ipv4
 
 
 def _mutating(records: list[CallRecord]) -> list[tuple[str, str]]:
     return [(r.action, r.outcome) for r in records if r.mutating]
 
 
-async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> Outcome:
+async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> Run:
     world = World.create(INSTANCE_TYPE)
     records: list[CallRecord] = []
     world.cloud.observers.append(records.append)
     daemon = world.daemon(IPAMD_ADD_WAIT_SECONDS="60", **env)
-    allocations: dict[str, str] = {}
+    decisions = Decisions()
+    daemon.executor.observe = decisions
     number = {e.pod: n for n, e in enumerate(events)}
     clock = world.clock
     start = clock.now()
 
     async def quiet() -> None:
-        """Wait (real time) until the daemon's worker threads are done and every loop is
-        asleep on the virtual clock again (policy, reconciliation, leaked-ENI cleanup)."""
+        """Wait (real time) until every command the node gave is answered (worker threads
+        included) and its timer is asleep on the virtual clock again."""
         await settle_loop()
         await eventually(
-            lambda: daemon.agent.effects_in_flight == 0 and clock.sleepers >= sleeping
+            lambda: daemon.executor.commands_in_flight == 0 and clock.sleepers >= sleeping
         )
         await settle_loop()
 
     async def advance_to(t: float) -> None:
-        """Step from one sleeper's deadline to the next, letting each woken loop finish its
-        work (worker threads included) before time moves on, as the simulator's event
-        queue does."""
+        """Step from one timer deadline to the next, letting the work each wake-up starts
+        finish (worker threads included) before time moves on, as the simulator does."""
         while clock.now() < t:
             deadline = clock.next_deadline
             step = t if deadline is None else min(t, deadline)
@@ -99,7 +114,7 @@ async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> 
     await daemon.start()
     try:
         await settle_loop()
-        await eventually(lambda: daemon.agent.effects_in_flight == 0)
+        await eventually(lambda: daemon.executor.effects_in_flight == 0)
         await asyncio.sleep(0.05)
         sleeping = clock.sleepers
         await quiet()
@@ -109,7 +124,6 @@ async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> 
             if event.event == "add":
                 reply = await call(world.socket_path, add_request(n, pod_name=event.pod))
                 assert reply.ok, reply
-                allocations[event.pod] = reply.result["ipv4"]
             else:
                 reply = await call(world.socket_path, del_request(n))
                 assert reply.ok and reply.result["released"], reply
@@ -120,10 +134,10 @@ async def replay_through_daemon(events: list[PodEvent], env: dict[str, str]) -> 
     finally:
         await daemon.stop()
         world.cleanup()
-    return allocations, _mutating(records), sorted(left)
+    return decisions.allocations, decisions.effects, _mutating(records), sorted(left)
 
 
-def replay_through_simulator(events: list[PodEvent], pool: PoolConfig) -> Outcome:
+def replay_through_simulator(events: list[PodEvent], pool: PoolConfig) -> Run:
     config = SimConfig(
         nodes=1, duration_s=END_S, instance_type=INSTANCE_TYPE, pool=pool, throttling=False,
         latencies=(), boot_spread_s=0.0,
@@ -132,21 +146,13 @@ def replay_through_simulator(events: list[PodEvent], pool: PoolConfig) -> Outcom
     records: list[CallRecord] = []
     cluster.cloud.observers.append(records.append)
     node = cluster.nodes[0]
-    allocations: dict[str, str] = {}
-    real_assign = node.ipam.assign
-
-    def assign(key: AllocationKey, pod: PodRef, now: float) -> Allocation:
-        allocation = real_assign(key, pod, now)  # raises PoolExhausted: the pod waits
-        assert allocation.ipv4 is not None
-        allocations[pod.name] = allocation.ipv4
-        return allocation
-
-    node.ipam.assign = assign  # type: ignore[method-assign]
+    decisions = Decisions()
+    node.observe = decisions
     measures = cluster.run()
     assert measures.pods_unserved == 0
     left = [(e.device_index, tuple(sorted(e.ipv4_addresses)))
             for e in cluster.cloud.enis_of(node.instance_id)]  # fmt: skip
-    return allocations, _mutating(records), sorted(left)
+    return decisions.allocations, decisions.effects, _mutating(records), sorted(left)
 
 
 @pytest.mark.parametrize(
@@ -158,20 +164,18 @@ def replay_through_simulator(events: list[PodEvent], pool: PoolConfig) -> Outcom
     ],
     ids=["warm-eni", "warm-ip", "adaptive"],
 )
-async def test_daemon_and_simulator_make_the_same_allocations_and_ec2_calls(
-    env: dict[str, str],
-) -> None:
+async def test_daemon_and_simulator_make_the_same_decisions(env: dict[str, str]) -> None:
     events = parse_trace(TRACE)
     world = World.create(INSTANCE_TYPE)
     pool = world.settings(**env).pool  # the daemon's own parsing of the same environment
     world.cleanup()
-    daemon_run = await replay_through_daemon(events, env)
-    sim_run = await asyncio.to_thread(replay_through_simulator, events, pool)
-    d_alloc, d_calls, d_left = daemon_run
-    s_alloc, s_calls, s_left = sim_run
+    d_alloc, d_effects, d_calls, d_left = await replay_through_daemon(events, env)
+    s_alloc, s_effects, s_calls, s_left = await asyncio.to_thread(
+        replay_through_simulator, events, pool
+    )
     assert len(d_alloc) == 15
     assert d_alloc == s_alloc
+    assert d_effects == s_effects
     assert d_calls == s_calls
     assert any(action == "CreateNetworkInterface" for action, _ in d_calls)
     assert d_left == s_left
-

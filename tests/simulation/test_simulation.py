@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
-from backends.simulation import (
+from adapters.simulator import (
     SCENARIOS,
     Cluster,
     PodEvent,
@@ -21,8 +21,8 @@ from backends.simulation import (
     parse_trace,
     simulate,
 )
-from backends.simulation.clock import SimClock
-from backends.simulation.workload import dump_csv
+from adapters.simulator.clock import SimClock
+from adapters.simulator.workload import dump_csv
 from ipamcore.config import PoolConfig
 
 TINY_TRACE = """\

@@ -37,8 +37,8 @@ import attrs
 import boto3  # type: ignore[import-untyped]
 
 from adapters import protocol as p
+from backends.steps import CHECKPOINT_STEPS, JOURNAL_STEPS
 from ipamcore.model import INSTANCE_ID_TAG
-from tests.rigs.crashpoints import CHECKPOINT_STEPS
 from tests.rigs.localnode import REGION, LocalNode, local_node
 from tests.rigs.reliability.invariants import Ledger, Violation
 
@@ -319,6 +319,17 @@ def checkpoint_step_kill(
     """
     before = len(ledger.violations)
     first, second = f"s{tag}-a", f"s{tag}-b"
+    # These are the steps of the full-rewrite store (the journal has steps of its own).
+    node.env["IPAMD_CHECKPOINT_JOURNAL"] = "false"
+    try:
+        return _checkpoint_step_kill(node, ledger, step, op, before, first, second)
+    finally:
+        node.env.pop("IPAMD_CHECKPOINT_JOURNAL", None)
+
+
+def _checkpoint_step_kill(
+    node: LocalNode, ledger: Ledger, step: str, op: str, before: int, first: str, second: str
+) -> StepOutcome:
     with crash_point(node, f"{step}:3"):
         if add(node, ledger, first) is None:
             raise AssertionError(f"ADD {first} failed before the crash point")
@@ -341,6 +352,44 @@ def checkpoint_step_kill(
 
 def checkpoint_steps() -> tuple[str, ...]:
     return CHECKPOINT_STEPS
+
+
+def journal_steps() -> tuple[str, ...]:
+    return JOURNAL_STEPS
+
+
+def journal_step_kill(node: LocalNode, ledger: Ledger, step: str, op: str, tag: str) -> StepOutcome:
+    """Kill at ``step`` of the journaled store (``IPAMD_CHECKPOINT_JOURNAL``, the default).
+
+    An append step is hit by the second commit of this run: the request under test (an ADD,
+    or the DEL of the first key; a DEL's record is not synced, so ``journal.synced`` is then
+    reached by the ADD that follows it), or the first ADD if the start-up wrote a record.
+    A compaction step is hit by the orderly stop (SIGTERM) after the requests: the stop
+    folds the journal into ipam.json, and is killed there. ``survived`` says whether the
+    request under test held after the restart; the ledger's checks are what must hold."""
+    before = len(ledger.violations)
+    first, second, third = f"j{tag}-a", f"j{tag}-b", f"j{tag}-c"
+    compaction = step.startswith("compact.") or step == "journal.reset"
+    with crash_point(node, step if compaction else f"{step}:2"):
+        add(node, ledger, first)
+        if op == p.OP_ADD:
+            add(node, ledger, second)
+        else:
+            delete(node, ledger, first)
+        add(node, ledger, third)
+        if compaction and node.daemon is not None and node.daemon.poll() is None:
+            node.daemon.send_signal(signal.SIGTERM)
+    node.start_daemon()
+    key = second if op == p.OP_ADD else first
+    pods = daemon_pods(node)
+    survived = (key in pods) if op == p.OP_ADD else (key not in pods)
+    directory = os.path.dirname(node.env["AWS_VPC_K8S_CNI_BACKING_STORE"])
+    stale = [n for n in os.listdir(directory) if ".tmp-" in n]
+    settle(node, ledger)
+    for leftover in (first, second, third):
+        if leftover in ledger.held:
+            delete(node, ledger, leftover)
+    return StepOutcome(step, op, survived, stale, ledger.violations[before:])
 
 
 @attrs.frozen

@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
+from adapters.simulator.clock import Callback, SimClock
+from adapters.simulator.measures import Measures, Recorder, Sample, summarize
+from adapters.simulator.node import SimNode
+from adapters.simulator.workload import ADD, PodEvent
 from backends.fakecloud import DEFAULT_START, FakeCloud
 from backends.observe import CallCounter
-from backends.simulation.clock import Callback, SimClock
-from backends.simulation.measures import Measures, Recorder, Sample, summarize
-from backends.simulation.node import SimNode
-from backends.simulation.workload import ADD, PodEvent
 from ipamcore.config import PoolConfig
 from ipamcore.limits import limits_for
 
@@ -60,6 +60,7 @@ class SimConfig:
     wait_threshold_s: float = 5.0
     throttling: bool = True
     metadata_lag_s: float = 0.0
+    leaked_eni_cleanup: bool = True  # the daemon's default: a sweep at boot, then hourly
     latencies: tuple[tuple[str, float], ...] = DEFAULT_LATENCIES
     nodes_per_subnet: int = 250  # each subnet a /16 of 10.0.0.0/8
     start: float = DEFAULT_START
@@ -92,13 +93,13 @@ class Cluster:
         n_subnets = math.ceil(config.nodes / config.nodes_per_subnet)
         self.subnets = [cloud.add_subnet(f"10.{i}.0.0/16") for i in range(n_subnets)]
         self._subnet_capacity = {s: cloud.free_addresses(s) for s in self.subnets}
-        limits = limits_for(config.instance_type)
+        limits_for(config.instance_type)  # an unknown type fails here, before the run
         self.nodes: list[SimNode] = []
         for i in range(config.nodes):
             iid = cloud.launch_instance(config.instance_type, self.subnets[i % n_subnets])
             self.nodes.append(
-                SimNode(i, cloud, iid, clock, config.pool, limits, rec,
-                        config.policy_interval_s, config.reconcile_interval_s)
+                SimNode(i, cloud, iid, clock, config.pool, rec, config.policy_interval_s,
+                        config.reconcile_interval_s, config.leaked_eni_cleanup)
             )  # fmt: skip
         # Capacity taken by the primary addresses at launch counts as used from the start.
         order = list(range(config.nodes))
@@ -125,13 +126,15 @@ class Cluster:
         now = self.clock.now
         held = assigned = available = cooling = waiting = 0
         for node in self.nodes:
+            waiting += len(node.waiting)
+            if node.ipam is None:  # not booted yet
+                continue
             pool = node.ipam.pool
             pool.advance(now)
             held += pool.total - pool.leaving
             assigned += pool.assigned
             available += pool.total - pool.leaving - pool.assigned - pool.cooling
             cooling += pool.cooling
-            waiting += len(node.waiting)
         used = 0
         for subnet in self.subnets:
             taken = self._subnet_capacity[subnet] - self.cloud.free_addresses(subnet)
@@ -157,7 +160,7 @@ class Cluster:
             if progress is not None:
                 progress(self.clock.now - cfg.start, cfg.duration_s, self)
         now = self.clock.now
-        still = [now - since for n in self.nodes for _k, _p, since in n.waiting.values()]
+        still = [now - since for n in self.nodes for since in n.waiting.values()]
         return summarize(
             self.recorder, self.calls, nodes=cfg.nodes, duration_s=cfg.duration_s,
             still_waiting=still, threshold_s=cfg.wait_threshold_s,

@@ -6,9 +6,9 @@ queue), :mod:`.workload` (traces and scenarios), :mod:`.node` (one agent), :mod:
 (many nodes, one account), :mod:`.measures` (what a run reports).
 """
 
-from backends.simulation.cluster import DEFAULT_LATENCIES, Cluster, SimConfig, simulate
-from backends.simulation.measures import Measures, Sample
-from backends.simulation.workload import (
+from adapters.simulator.cluster import DEFAULT_LATENCIES, Cluster, SimConfig, simulate
+from adapters.simulator.measures import Measures, Sample
+from adapters.simulator.workload import (
     SCENARIOS,
     PodEvent,
     Scenario,

@@ -1,0 +1,268 @@
+"""One simulated node agent: the daemon's :class:`ipamcore.node.Node`, executed in virtual time.
+
+The simulator is a second executor of the node's commands (the daemon,
+:mod:`adapters.ipamd.executor`, is the first), so the two make the same decisions by
+construction: the start-up order, waiting ADDs, the wait for instance metadata to show a new
+ENI (so ``metadata_lag_s`` delays a new ENI's use here as on a node), reconciliation with EC2,
+the leaked-ENI cleanup. What differs is only how commands are performed:
+
+* cloud calls go to the fake cloud's port at once; the answer is fed back
+  ``port.last_latency_s`` (the call's virtual latency) later;
+* instance metadata answers at once (its lag is the fake cloud's ``metadata_lag``);
+* datapath commands and checkpoint writes succeed at once; there is no stored checkpoint and
+  no pending DEL (a simulated node boots fresh);
+* a pod waits for its address as long as it takes (no ADD deadline): a pod deleted while
+  waiting counts as abandoned;
+* a tick is scheduled at :attr:`Node.wake_at` on the simulator's clock.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from adapters.simulator.clock import SimClock
+from adapters.simulator.measures import Recorder
+from backends.perform import perform
+from ipamcore.config import PoolConfig
+from ipamcore.errors import CloudError
+from ipamcore.events import EffectFailed, EniCreated, EniFreed
+from ipamcore.ipam import Ipam
+from ipamcore.model import AllocationKey, PodRef
+from ipamcore.node import Node, NodeConfig
+from ipamcore.node import commands as c
+from ipamcore.node import inputs as i
+
+if TYPE_CHECKING:
+    from backends.fakecloud import FakeCloud
+
+NETWORK_NAME = "aws-cni"
+IF_NAME = "eth0"
+
+
+class SimNode:
+    """The agent of one simulated instance."""
+
+    def __init__(
+        self,
+        index: int,
+        cloud: FakeCloud,
+        instance_id: str,
+        clock: SimClock,
+        config: PoolConfig,
+        recorder: Recorder,
+        policy_interval_s: float = 5.0,
+        reconcile_interval_s: float = 60.0,
+        leaked_eni_cleanup: bool = True,
+    ) -> None:
+        self.index = index
+        self.instance_id = instance_id
+        self.port = cloud.port(instance_id)
+        self.metadata = cloud.metadata(instance_id)
+        self.clock = clock
+        self.node = Node(
+            NodeConfig(
+                pool=config,
+                add_wait_s=math.inf,
+                policy_interval_s=policy_interval_s,
+                reconcile_interval_s=reconcile_interval_s,
+                leaked_eni_cleanup=leaked_eni_cleanup,
+            )
+        )
+        self.rec = recorder
+        self.pods: dict[str, AllocationKey] = {}
+        self.waiting: dict[str, float] = {}  # pod name -> when its ADD arrived
+        self._requests: dict[int, str] = {}  # request id -> pod name
+        self._next_request = 0
+        self._answers: collections.deque[i.Input] = collections.deque()
+        self._armed: float | None = None
+        self._tick_gen = 0
+        self.commands = 0
+        # Called with each input and the commands it led to (tests, the flight recorder).
+        self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+
+    @property
+    def ipam(self) -> Ipam | None:
+        return self.node.ipam
+
+    # ------------------------------------------------------------------ feeding
+    def feed(self, inp: i.Input) -> None:
+        """Feed one input, perform its commands, and feed their immediate answers too."""
+        answers = self._answers
+        answers.append(inp)
+        while answers:
+            one = answers.popleft()
+            commands = self.node.receive(one)
+            if self.observe is not None:
+                self.observe(one, commands)
+            self.commands += len(commands)
+            for command in commands:
+                self._perform(command)
+        wake = self.node.wake_at
+        if wake is not None and wake != self._armed:
+            self._armed = wake
+            self._tick_gen += 1
+            self.clock.at(wake, self._tick, self._tick_gen)
+
+    def _tick(self, gen: int) -> None:
+        if gen == self._tick_gen:
+            self._armed = None
+            self.feed(i.Tick(self.clock.now))
+
+    def _later(self, delay: float, answer: i.Input) -> None:
+        if delay > 0:
+            self.clock.at(self.clock.now + delay, self.feed, answer)
+        else:
+            self._answers.append(answer)
+
+    def _cloud(self, cid: int, call: Any, make: Any) -> None:
+        """A fake-cloud call; its answer arrives after the call's virtual latency."""
+        now = self.clock.now
+        try:
+            result = call()
+        except CloudError as exc:
+            answer: i.Input = i.Failed(now, cid, str(exc), exc.kind, type(exc).__name__)
+        else:
+            answer = make(result)
+        latency = self.port.last_latency_s
+        self._later(latency, _at(answer, now + latency))
+
+    # ------------------------------------------------------------------ commands
+    def _perform(self, cmd: c.Command) -> None:
+        now = self.clock.now
+        kind = type(cmd)
+        if kind is c.Reply:
+            assert isinstance(cmd, c.Reply)
+            self._replied(cmd)
+        elif kind is c.Count:
+            assert isinstance(cmd, c.Count)
+            if cmd.metric == "force_removed_ips":
+                self.rec.force_removed += cmd.amount
+        elif kind in (c.Log, c.Ready):
+            pass
+        elif kind is c.Abort:
+            assert isinstance(cmd, c.Abort)
+            raise RuntimeError(f"simulated node {self.index} could not start: {cmd.message}")
+        elif kind is c.PerformEffect:
+            assert isinstance(cmd, c.PerformEffect)
+            outcome = perform(self.port, self.instance_id, cmd.effect)
+            self._count_outcome(outcome)
+            latency = self.port.last_latency_s
+            self._later(latency, i.EffectDone(now + latency, cmd.cid, outcome))
+        elif kind is c.ReadMetadataEnis:
+            assert isinstance(cmd, c.ReadMetadataEnis)
+            self._answers.append(i.MetadataEnisRead(now, cmd.cid, tuple(self.metadata.enis())))
+        elif kind is c.DescribeEnis:
+            assert isinstance(cmd, c.DescribeEnis)
+            self._cloud(
+                cmd.cid,
+                lambda: self.port.describe_enis(cmd.instance_id),
+                lambda enis: i.EnisDescribed(now, cmd.cid, tuple(enis)),
+            )
+        elif kind is c.DescribeSubnets:
+            assert isinstance(cmd, c.DescribeSubnets)
+            self._cloud(
+                cmd.cid,
+                lambda: self.port.describe_subnets(cmd.subnet_ids, cmd.tag_key),
+                lambda subnets: i.SubnetsDescribed(now, cmd.cid, tuple(subnets)),
+            )
+        elif kind is c.FindLeakedEnis:
+            assert isinstance(cmd, c.FindLeakedEnis)
+            self._cloud(
+                cmd.cid,
+                lambda: self.port.find_leaked_enis(
+                    cmd.instance_id, now, cmd.any_instance, min_age_s=cmd.min_age_s
+                ),
+                lambda ids: i.LeakedEnisFound(now, cmd.cid, tuple(ids)),
+            )
+        elif kind is c.FreeLeakedEni:
+            assert isinstance(cmd, c.FreeLeakedEni)
+            self._cloud(
+                cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid)
+            )
+        elif kind is c.ReadIdentity:
+            assert isinstance(cmd, c.ReadIdentity)
+            self._answers.append(i.IdentityRead(now, cmd.cid, self.metadata.identity()))
+        elif kind is c.DescribeInstanceType:
+            assert isinstance(cmd, c.DescribeInstanceType)
+            self._cloud(
+                cmd.cid,
+                lambda: self.port.describe_instance_type(cmd.instance_type),
+                lambda limits: i.InstanceTypeDescribed(now, cmd.cid, limits),
+            )
+        elif kind is c.ReadCheckpoint:
+            assert isinstance(cmd, c.ReadCheckpoint)
+            self._answers.append(i.CheckpointRead(now, cmd.cid, None))
+        elif kind is c.ReadPendingDels:
+            assert isinstance(cmd, c.ReadPendingDels)
+            self._answers.append(i.PendingDelsRead(now, cmd.cid, ()))
+        elif kind is c.CheckPodsPresent:
+            assert isinstance(cmd, c.CheckPodsPresent)
+            self._answers.append(i.PodsPresent(now, cmd.cid, frozenset()))
+        elif kind is c.CheckPod:
+            assert isinstance(cmd, c.CheckPod)
+            self._answers.append(i.PodChecked(now, cmd.cid, ()))
+        elif kind is c.RemoveStale:
+            assert isinstance(cmd, c.RemoveStale)
+            self._answers.append(i.StaleRemoved(now, cmd.cid, ()))
+        else:  # datapath setup and teardown, checkpoint writes, file removals: done at once
+            self._answers.append(i.Done(now, cmd.cid))  # type: ignore[union-attr]
+
+    def _count_outcome(self, outcome: Any) -> None:
+        rec = self.rec
+        if isinstance(outcome, EffectFailed):
+            rec.failed[outcome.kind.value] += 1
+        elif isinstance(outcome, EniCreated):
+            rec.enis_created += 1
+        elif isinstance(outcome, EniFreed):
+            rec.enis_freed += 1
+
+    def _replied(self, reply: c.Reply) -> None:
+        name = self._requests.pop(reply.request_id, None)
+        if name is None:
+            return
+        since = self.waiting.pop(name, None)
+        if since is None:  # a DEL's reply, or an ADD cancelled by its pod's DEL
+            return
+        if reply.error:
+            return
+        assert reply.allocation is not None
+        self.pods[name] = reply.allocation.key
+        self.rec.served(since, self.clock.now)
+
+    # ------------------------------------------------------------------ events
+    def boot(self, _arg: object = None) -> None:
+        self.feed(i.Start(self.clock.now))
+
+    def _request_id(self, name: str) -> int:
+        self._next_request += 1
+        self._requests[self._next_request] = name
+        return self._next_request
+
+    def pod_add(self, name: str) -> None:
+        now = self.clock.now
+        self.rec.pod_events += 1
+        key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
+        self.waiting[name] = now
+        self.feed(i.Add(now, self._request_id(name), key, PodRef("default", name)))
+
+    def pod_del(self, name: str) -> None:
+        self.rec.pod_events += 1
+        if self.waiting.pop(name, None) is not None:
+            self.rec.abandoned += 1
+            key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
+        else:
+            found = self.pods.pop(name, None)
+            if found is None:
+                return
+            key = found
+        self.feed(i.Del(self.clock.now, self._request_id(name), key))
+
+
+def _at(answer: i.Input, now: float) -> i.Input:
+    """``answer`` as of ``now`` (when its latency has passed)."""
+    return attrs.evolve(answer, now=now)

@@ -1,0 +1,717 @@
+"""The checkpoint store as ``ipam.json`` plus a write-ahead journal: one ``fdatasync`` per commit.
+
+Why: :class:`~backends.checkpoint.jsonfile.JsonFileCheckpointStore` rewrites the whole
+document for every commit (temp file, fsync, rename, directory fsync: two fsyncs of two
+inodes, and encode work that grows with the pool). Here a commit appends one record, the
+*change* since the previous commit, to ``ipam.json.journal`` and ``fdatasync``-s it: no
+rename, no directory fsync, and the journal file is preallocated (written with zeros and
+fsynced once when it is created, then overwritten in place) so the ``fdatasync`` has no
+metadata (size, extents) to write. ``ipam.json`` stays upstream's document, rewritten
+atomically (temp + fsync + rename + directory fsync) only by a *compaction*: after a commit
+when the journal has grown past a bound (in the store's single writer thread, after the
+commit was acknowledged: the next commit waits for it), when a record would not fit, and at
+every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
+a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
+
+Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thread (the
+event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
+thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
+anyway); slower, it moves to the store's one writer thread, where compactions always run.
+A commit that only releases is a ``pwrite`` to the page cache on the caller's thread.
+
+Files (all in the checkpoint's directory, mode 0600):
+
+* ``ipam.json``: upstream's document with one extra top-level field, ``"journalSeq": S``, the
+  sequence number of the last journal record it contains (upstream ignores unknown fields).
+* ``ipam.json.journal``: a 32-byte header (``IPAMJNL\\n``, format version) then records, each
+  ``magic u32 | seq u64 | length u32 | crc32 u32 | payload`` (little endian; the CRC covers
+  seq, length and payload). The payload is JSON: ``put`` (allocations in upstream's entry
+  form, added or changed), ``del`` (keys removed), ``rel`` (release times set) and
+  ``unrel`` (release times dropped).
+
+Load: read ``ipam.json`` (safely: a regular file, no link, bounded), then replay the
+journal's records with ``seq > S`` in order. The chain ends at the first record that is
+absent (zeros), malformed, fails its CRC, or does not carry the previous ``seq + 1`` (left
+over from before the last compaction, whose bytes are reused). A record cut short or
+failing its CRC *at the end* of the chain is an append that a crash interrupted before its
+``fdatasync``: its commit was never acknowledged, so it is dropped, exactly as today a crash
+before the rename drops an unacknowledged save. A bad record *followed by* the next record
+of the chain is damage to acknowledged data: the journal and ``ipam.json`` are moved aside
+(``*.corrupt-<time>``) and :class:`CorruptCheckpoint` is raised, so the node starts with
+every address quarantined, as for a corrupt checkpoint. A journal header that is not ours is
+corrupt the same way; one of a newer format version raises :class:`UnsupportedCheckpoint`.
+A journal beside an ``ipam.json`` without ``journalSeq`` (written by upstream after a
+rollback, or by an older version of this project) belongs to another history and is
+discarded, never replayed.
+
+Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`): an
+append killed before its ``fdatasync`` is dropped or kept whole (the CRC decides); after
+it, it is durable. A compaction killed before the rename leaves the old ``ipam.json`` and the
+whole journal; after the rename, the new ``ipam.json`` says ``S`` and every journal record
+``<= S`` is skipped; the reset (zeroing the first record, ``fdatasync``) only makes the next
+load faster.
+
+**Is a DEL durable before it is acknowledged?** No: a commit that only removes allocations
+and records release times (DEL, GC, an ADD undone) is written to the journal without an
+``fdatasync`` and acknowledged at once; the next commit that adds an allocation syncs the
+file, and with it every earlier record (the journal is one file written in order). So the
+file can lose a DEL only together with no later ADD: after a crash the allocation of a pod
+that is gone comes back, and the restart check (netns or host veth gone) releases it, or GC
+does. The address cannot go to a second pod in between: memory still cooled it while the DEL
+was unsynced, and any ADD that took it after the DEL was synced after the DEL's record,
+so the file never holds the address twice (``tests/reliability/test_journal_crash.py``
+kills a daemon after an unsynced DEL was acknowledged and checks both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import json
+import os
+import re
+import secrets
+import stat
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from backends.checkpoint.errors import moved_aside_error
+from backends.checkpoint.jsonfile import (
+    DEFAULT_PATH,
+    DIR_MODE,
+    FILE_MODE,
+    MAX_CHECKPOINT_BYTES,
+    _fsync_dir,
+    _move_aside,
+    _write_all,
+    decode_file_bytes,
+)
+from backends.statefile import UnsafeStateFile, read_state_file
+from backends.steps import Step, no_step
+from ipamcore.checkpoint import (
+    Checkpoint,
+    Preserved,
+    _allocation_json,
+    _document,
+    _kept,
+    _released_json,
+)
+from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
+from ipamcore.model import AllocationKey
+
+JOURNAL_VERSION = 1
+FILE_MAGIC = b"IPAMJNL\n"
+FILE_HEADER = struct.Struct("<8sI20x")  # 32 bytes
+RECORD_MAGIC = 0x4C4E524A  # "JRNL"
+RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
+DEFAULT_CAPACITY = 4 * 1024 * 1024
+MIN_COMPACT_BYTES = 256 * 1024
+MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+# A commit's fdatasync runs on the caller's thread (the event loop) while the disk answers
+# faster than this on average: a thread hop costs more than such a sync. A slower disk moves
+# it to the store's writer thread, so the loop never waits long for the disk.
+INLINE_SYNC_S = 0.001
+_SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
+
+Fields = tuple[Any, ...]
+
+
+def _read(path: str, limit: int) -> bytes | None:
+    """A state file's bytes (None: there is none); a link, FIFO, device or oversized file is
+    :class:`UnsafeStateFile` (:mod:`backends.statefile`: never followed, waited on or read
+    without bound)."""
+    try:
+        return read_state_file(path, limit)
+    except FileNotFoundError:
+        return None
+
+
+def _record(seq: int, payload: bytes) -> bytes:
+    head = struct.pack("<QI", seq, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return RECORD_HEADER.pack(RECORD_MAGIC, seq, len(payload), crc) + payload
+
+
+def _record_at(data: bytes, off: int) -> tuple[int, bytes, int] | None:
+    """(seq, payload, next offset) of a well-formed record at ``off``, else None."""
+    if off + RECORD_HEADER.size > len(data):
+        return None
+    magic, seq, length, crc = RECORD_HEADER.unpack_from(data, off)
+    end = off + RECORD_HEADER.size + length
+    if magic != RECORD_MAGIC or end > len(data):
+        return None
+    payload = data[off + RECORD_HEADER.size : end]
+    if zlib.crc32(payload, zlib.crc32(struct.pack("<QI", seq, length))) != crc:
+        return None
+    return seq, payload, end
+
+
+def parse_journal(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """The chain of records of a journal file and the offset after its last one.
+
+    :class:`CheckpointError` for a file that is not a journal or whose chain is broken in
+    the middle; :class:`UnsupportedCheckpointVersion` for a newer format."""
+    if len(data) < FILE_HEADER.size:
+        raise CheckpointError("journal shorter than its header")
+    magic, version = FILE_HEADER.unpack_from(data, 0)
+    if magic != FILE_MAGIC:
+        raise CheckpointError("not a checkpoint journal (bad header)")
+    if version != JOURNAL_VERSION:
+        raise UnsupportedCheckpointVersion(f"ipam-journal/{version}")
+    records: list[tuple[int, bytes]] = []
+    off = FILE_HEADER.size
+    while True:
+        found = _record_at(data, off)
+        if found is None or (records and found[0] != records[-1][0] + 1):
+            if found is None:
+                _check_tail(data, off, records[-1][0] if records else None)
+            return records, off
+        records.append((found[0], found[1]))
+        off = found[2]
+
+
+def _check_tail(data: bytes, off: int, last: int | None) -> None:
+    """The chain ended at ``off`` on a bad record: if the next record of the chain follows
+    it (by the bad record's own length), acknowledged data is damaged."""
+    if off + RECORD_HEADER.size > len(data):
+        return
+    magic, seq, length, _crc = RECORD_HEADER.unpack_from(data, off)
+    if magic != RECORD_MAGIC:
+        return
+    after = _record_at(data, off + RECORD_HEADER.size + length)
+    if after is not None and after[0] == seq + 1 and (last is None or seq == last + 1):
+        raise CheckpointError(f"journal record {seq} is damaged (checksum) and later ones follow")
+
+
+def _key_of(entry: list[Any]) -> AllocationKey:
+    if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry)):
+        raise CheckpointError("journal: a removed key must be [network, container, ifname]")
+    return AllocationKey(entry[0], entry[1], entry[2])
+
+
+class _State:
+    """The stored checkpoint as per-key JSON entries (what the next record is a diff to)."""
+
+    def __init__(self) -> None:
+        self.allocs: dict[AllocationKey, tuple[Fields, str]] = {}
+        self.released: dict[str, tuple[float, str]] = {}
+        # What a decoded entry keeps (exact timestamp, unknown fields), written back for as
+        # long as the allocation lives (ipamcore.checkpoint.Preserved).
+        self.preserved: dict[AllocationKey, Preserved] = {}
+
+    def document(self, seq: int) -> bytes:
+        doc = _document(
+            [js for _f, js in self.allocs.values()], [js for _t, js in self.released.values()]
+        )
+        return doc[:-1] + b',"journalSeq":%d}' % seq
+
+
+def _fields(a: Any, netns: str, kept: Preserved | None = None) -> Fields:
+    return (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
+            a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
+
+
+def _state_of(cp: Checkpoint, known: dict[AllocationKey, Preserved] | None = None) -> _State:
+    state = _State()
+    paths = dict(cp.netns)
+    state.preserved = {**known, **dict(cp.preserved)} if known else dict(cp.preserved)
+    for a in cp.allocations:
+        netns = paths.get(a.key, "")
+        kept = _kept(a, state.preserved.get(a.key))
+        state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
+    for r in cp.released_at:
+        state.released[r[0]] = (r[1], _released_json(r))
+    return state
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read again (and handled) by the next save's _settle
+
+
+class JournalCheckpointStore:
+    """:class:`ipamcore.ports.CheckpointStore`: ``ipam.json`` + write-ahead journal.
+
+    ``capacity``: bytes preallocated for the journal (grown when one document is larger);
+    compaction runs once the journal holds more than ``max(MIN_COMPACT_BYTES, 2 x the
+    document)`` and at most half of it. ``sync_releases``: also ``fdatasync`` commits that
+    only release (off by default: see the module's argument). ``syncs`` counts every
+    ``fsync``/``fdatasync`` the store made (journal and compaction), ``records`` the records
+    appended, ``compactions`` the compactions; benchmarks read them.
+    """
+
+    def __init__(
+        self,
+        path: str = DEFAULT_PATH,
+        *,
+        clock: Callable[[], float] = time.time,
+        step: Step = no_step,
+        capacity: int = DEFAULT_CAPACITY,
+        sync_releases: bool = False,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.directory = os.path.dirname(self.path)
+        self.journal_path = self.path + ".journal"
+        self._tmp_prefix = f".{os.path.basename(self.path)}.tmp-"
+        self._tmp = os.path.join(
+            self.directory, f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(4)}"
+        )
+        self._clock = clock
+        self._step = step
+        self._capacity = max(capacity, 64 * 1024)
+        self._sync_releases = sync_releases
+        self._lock = asyncio.Lock()
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-journal")
+        self._state: _State | None = None  # None: nothing known durable; next save compacts
+        self._seq = 0
+        self._fd = -1
+        self._off = FILE_HEADER.size
+        self._compaction: asyncio.Future[None] | None = None
+        self._resetting = False
+        # What the decoded checkpoint keeps (unknown fields, exact timestamps): carried into
+        # the first full save when the document loaded was upstream's.
+        self._loaded_preserved: dict[AllocationKey, Preserved] = {}
+        self._sync_s = 0.0  # moving average of the journal's fdatasync, seconds
+        self._unsynced = False
+        self._background: set[asyncio.Future[None]] = set()
+        self.syncs = 0
+        self.records = 0
+        self.bytes_appended = 0
+        self.compactions = 0
+        # The journal's bytes known durable: [0, synced_to) (what a power cut keeps; tests).
+        self.synced_to = FILE_HEADER.size
+
+    def corrupt_path(self, path: str, timestamp: float) -> str:
+        return f"{path}.corrupt-{int(timestamp)}"
+
+    # ------------------------------------------------------------------ load
+    async def load(self) -> Checkpoint | None:
+        async with self._lock:
+            await self._settle()
+            loaded: Checkpoint | None = await self._run(self._load_blocking)
+            return loaded
+
+    def _load_blocking(self) -> Checkpoint | None:
+        self._close_fd()
+        self._state, self._seq = None, 0
+        self._remove_stale_temps()
+        base: int | None = None
+        checkpoint: Checkpoint | None = None
+        try:
+            data = _read(self.path, MAX_CHECKPOINT_BYTES)
+        except UnsafeStateFile as exc:
+            # Never followed, waited on or read without bound: moved aside (a link is
+            # renamed, not its target), and the start goes on as for a corrupt file.
+            moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
+            bad = CheckpointError(f"{self.path}: {exc.strerror}")
+            raise moved_aside_error(self.path, moved, bad) from None
+        if data is not None:
+            try:
+                checkpoint = decode_file_bytes(data)
+            except CheckpointError as exc:
+                moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
+                raise moved_aside_error(self.path, moved, exc) from exc
+            self._loaded_preserved = dict(checkpoint.preserved)
+            found = _SEQ_TAIL.search(data[-64:])
+            base = int(found.group(1)) if found else None
+        records: list[tuple[int, bytes]] = []
+        end = FILE_HEADER.size
+        journal: bytes | None = b""
+        if base is not None:
+            try:
+                journal = _read(self.journal_path, MAX_JOURNAL_BYTES)
+            except UnsafeStateFile as exc:
+                journal = None
+                unsafe: CheckpointError | None = CheckpointError(
+                    f"{self.journal_path}: {exc.strerror}"
+                )
+            else:
+                unsafe = None
+            if unsafe is not None:
+                self._move_both_aside(data, unsafe)
+        if journal and base is not None:
+            try:
+                records, end = parse_journal(journal)
+                records = [r for r in records if r[0] > base]
+                state = _state_of(checkpoint) if checkpoint is not None else _State()
+                for _seq, payload in records:
+                    self._apply(state, payload)
+            except CheckpointError as exc:
+                self._move_both_aside(data, exc)
+        if not records:
+            # Nothing to replay: the state is ipam.json; a journal of another history (or
+            # one whose records are all compacted) is reset before anything is appended.
+            if checkpoint is None:
+                return None
+            self._seq = base or 0
+            if not self._try_open_journal():
+                return checkpoint
+            # A document without journalSeq (upstream's) is rewritten by the next save, so
+            # no record is ever appended to a journal that ipam.json does not point to.
+            self._state = _state_of(checkpoint) if base is not None else None
+            return checkpoint
+        self._seq = records[-1][0]
+        if self._try_open_journal(end):
+            self._state = state
+        return self._checkpoint_of(state)
+
+    def _try_open_journal(self, end: int | None = None) -> bool:
+        """Open the journal for appends; if that fails (a full disk cannot preallocate
+        it), the start goes on and the first save rewrites ``ipam.json`` instead."""
+        try:
+            self._open_journal(end)
+        except OSError:
+            self._close_fd()
+            return False
+        return True
+
+    def _move_both_aside(self, data: bytes | None, cause: CheckpointError) -> None:
+        """The journal cannot be trusted: it and ipam.json are moved aside (ipam.json
+        without its journal could lack acknowledged changes) and the start goes on as for a
+        corrupt checkpoint (every address quarantined)."""
+        moved = _move_aside(self.journal_path, self.corrupt_path(self.journal_path, self._clock()))
+        if data is not None:
+            _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
+        raise moved_aside_error(self.journal_path, moved, cause) from cause
+
+    def _remove_stale_temps(self) -> None:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(self._tmp_prefix):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except FileNotFoundError:
+                    pass
+
+    @staticmethod
+    def _checkpoint_of(state: _State) -> Checkpoint:
+        return decode_file_bytes(state.document(0))
+
+    @staticmethod
+    def _apply(state: _State, payload: bytes) -> None:
+        try:
+            change = json.loads(payload)
+        except ValueError as exc:
+            raise CheckpointError(f"journal record is not JSON: {exc}") from None
+        if not isinstance(change, dict):
+            raise CheckpointError("journal record must be an object")
+        for raw in change.get("del", []):
+            key = _key_of(raw)
+            state.allocs.pop(key, None)
+            state.preserved.pop(key, None)
+        puts = change.get("put", [])
+        if puts:
+            cp = decode_file_bytes(
+                _document([json.dumps(e, separators=(",", ":")) for e in puts], [])
+            )
+            paths = dict(cp.netns)
+            state.preserved.update(cp.preserved)
+            for a in cp.allocations:
+                netns = paths.get(a.key, "")
+                kept = _kept(a, state.preserved.get(a.key))
+                state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
+        for addr in change.get("unrel", []):
+            state.released.pop(addr, None)
+        rel = change.get("rel", [])
+        if rel:
+            doc = b'{"version":"vpc-cni-ipam/1","allocations":[],"releasedAddresses":%s}'
+            cp = decode_file_bytes(doc % json.dumps(rel).encode())
+            for r in cp.released_at:
+                state.released[r[0]] = (r[1], _released_json(r))
+
+    def _open_journal(self, end: int | None = None) -> None:
+        """Open (creating and preallocating if needed) the journal. With ``end`` (records
+        were replayed), the next record goes there; else the first record is zeroed so
+        nothing older is ever replayed."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.journal_path, flags)
+            created = False
+        except FileNotFoundError:
+            os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
+            fd = os.open(self.journal_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            created = True
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "journal is not a regular file", self.journal_path)
+            size = os.fstat(fd).st_size
+            header = FILE_HEADER.pack(FILE_MAGIC, JOURNAL_VERSION)
+            if created or size < self._capacity or os.pread(fd, len(header), 0) != header:
+                self._preallocate(fd, max(size, self._capacity), header)
+            if end is not None:
+                self._off = end
+                self.synced_to = end  # read back from the disk
+            else:
+                os.pwrite(fd, bytes(RECORD_HEADER.size), FILE_HEADER.size)
+                os.fdatasync(fd)
+                self.syncs += 1
+                self._off = FILE_HEADER.size
+                self.synced_to = self._off
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _preallocate(self, fd: int, size: int, header: bytes) -> None:
+        """Write the header and zeros up to ``size`` and make the file's size durable, so
+        later appends are data-only writes."""
+        os.pwrite(fd, header, 0)
+        zeros = bytes(1 << 20)
+        off = os.fstat(fd).st_size
+        off = max(off, FILE_HEADER.size)
+        while off < size:
+            n = os.pwrite(fd, zeros[: min(len(zeros), size - off)], off)
+            off += n
+        os.fsync(fd)
+        _fsync_dir(self.directory)
+        self.syncs += 2
+
+    # ------------------------------------------------------------------ save
+    async def save(self, checkpoint: Checkpoint) -> None:
+        task = asyncio.ensure_future(self._locked_save(checkpoint))
+        self._background.add(task)
+        task.add_done_callback(self._forget)
+        await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    async def _locked_save(self, checkpoint: Checkpoint) -> None:
+        async with self._lock:
+            await self._settle()
+            state = self._state
+            if state is None or self._fd < 0:
+                await self._full(_state_of(checkpoint, self._loaded_preserved))
+                return
+            new, payload, adds = self._diff(state, checkpoint)
+            if payload is None:
+                if self._unsynced:
+                    await self._run(self._sync)
+                return
+            seq = self._seq + 1
+            record = _record(seq, payload)
+            if self._off + len(record) > self._capacity:
+                self._seq = seq
+                await self._full(new)
+                return
+            try:
+                if adds or self._sync_releases:
+                    if self._sync_s < INLINE_SYNC_S:
+                        self._append(record, True)  # a fast disk: no thread hop at all
+                    else:
+                        await self._run(self._append, record, True)
+                else:
+                    self._append(record, False)  # page cache only: no thread hop, no sync
+            except BaseException:
+                # What reached the disk is unknown (a failed fdatasync may drop dirty
+                # pages, or the record may be there): the next save rewrites everything,
+                # with a journalSeq past this record's, so it is never replayed.
+                self._state, self._seq = None, seq
+                raise
+            self._state, self._seq = new, seq
+            self._off += len(record)
+            self.records += 1
+            self.bytes_appended += len(record)
+            if self._off > self._compact_at():
+                self._compaction = self._run(self._compact_blocking, new)
+                self._compaction.add_done_callback(_retrieve)
+
+    def _compact_at(self) -> int:
+        assert self._state is not None
+        guess = 300 * len(self._state.allocs) + 80 * len(self._state.released)
+        return min(self._capacity // 2, max(MIN_COMPACT_BYTES, 2 * guess))
+
+    @staticmethod
+    def _diff(state: _State, cp: Checkpoint) -> tuple[_State, bytes | None, bool]:
+        """The state after ``cp`` and the record that takes ``state`` there (None: same)."""
+        new = _State()
+        old_allocs, old_rel = state.allocs, state.released
+        puts: list[str] = []
+        paths = dict(cp.netns) if cp.netns else {}
+        preserved = state.preserved
+        if cp.preserved:
+            preserved = {**preserved, **dict(cp.preserved)}
+        for a in cp.allocations:
+            netns = paths.get(a.key, "")
+            kept = _kept(a, preserved.get(a.key)) if preserved else None
+            fields = _fields(a, netns, kept)
+            old = old_allocs.get(a.key)
+            if old is not None and old[0] == fields:
+                new.allocs[a.key] = old
+            else:
+                js = _allocation_json(a, netns, kept)
+                new.allocs[a.key] = (fields, js)
+                puts.append(js)
+        dels = [k for k in old_allocs if k not in new.allocs] if (
+            len(new.allocs) - len(puts) != len(old_allocs)) else []  # fmt: skip
+        if dels and preserved:
+            preserved = {k: v for k, v in preserved.items() if k in new.allocs}
+        new.preserved = preserved
+        rels: list[str] = []
+        for r in cp.released_at:
+            prev = old_rel.get(r[0])
+            if prev is not None and prev[0] == r[1]:
+                new.released[r[0]] = prev
+            else:
+                js = _released_json(r)
+                new.released[r[0]] = (r[1], js)
+                rels.append(js)
+        unrel = [a for a in old_rel if a not in new.released] if (
+            len(new.released) - len(rels) != len(old_rel)) else []  # fmt: skip
+        if not (puts or dels or rels or unrel):
+            return new, None, False
+        parts = []
+        if puts:
+            parts.append(f'"put":[{",".join(puts)}]')
+        if dels:
+            parts.append('"del":' + json.dumps([list(k) for k in dels], separators=(",", ":")))
+        if rels:
+            parts.append(f'"rel":[{",".join(rels)}]')
+        if unrel:
+            parts.append('"unrel":' + json.dumps(unrel, separators=(",", ":")))
+        return new, ("{" + ",".join(parts) + "}").encode(), bool(puts)
+
+    def _append(self, record: bytes, sync: bool) -> None:
+        os.pwrite(self._fd, record, self._off)
+        self._step("journal.appended")
+        if sync:
+            began = time.perf_counter()
+            os.fdatasync(self._fd)
+            self._sync_s += (time.perf_counter() - began - self._sync_s) * 0.2
+            self.syncs += 1
+            self._unsynced = False
+            self.synced_to = self._off + len(record)
+            self._step("journal.synced")
+        else:
+            self._unsynced = True
+
+    def _sync(self) -> None:
+        os.fdatasync(self._fd)
+        self.syncs += 1
+        self._unsynced = False
+        self.synced_to = self._off
+
+    async def _full(self, state: _State) -> None:
+        """Write ``state`` as ``ipam.json`` and reset the journal (a durable commit)."""
+        await self._run(self._compact_blocking, state)
+        self._state = state
+
+    def _compact_blocking(self, state: _State) -> None:
+        data = state.document(self._seq)
+        step = self._step
+        try:
+            fd = os.open(
+                self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE
+            )
+        except FileNotFoundError:
+            os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
+            fd = os.open(
+                self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE
+            )
+        try:
+            try:
+                _write_all(fd, data, self._tmp)
+                step("compact.temp-written")
+                os.fsync(fd)
+                self.syncs += 1
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            raise
+        step("compact.renamed")
+        _fsync_dir(self.directory)
+        self.syncs += 1
+        step("compact.dir-fsynced")
+        self._resetting = True  # a failure from here leaves the journal's start unknown
+        if self._fd < 0:
+            self._open_journal()
+        else:
+            os.pwrite(self._fd, bytes(RECORD_HEADER.size), FILE_HEADER.size)
+            os.fdatasync(self._fd)
+            self.syncs += 1
+            self._off = FILE_HEADER.size
+        self._resetting = False
+        self._unsynced = False
+        self.synced_to = self._off
+        self.compactions += 1
+        step("journal.reset")
+
+    async def _settle(self) -> None:
+        """Wait for a background compaction. One that failed before the journal reset
+        (disk full for the temporary file, say) changed nothing the journal relies on:
+        ``ipam.json`` is the old one, or the new one whose ``journalSeq`` the journal's
+        records continue; commits go on appending (the journal is preallocated, so a full
+        disk does not stop them). A failure in the reset leaves the journal's first record
+        unknown: the next save then rewrites everything."""
+        pending, self._compaction = self._compaction, None
+        if pending is not None:
+            try:
+                await pending
+            except OSError:
+                if self._resetting:
+                    self._state = None
+                    self._resetting = False
+
+    async def compact(self) -> None:
+        """Fold the journal into ``ipam.json`` (orderly stop; rollback reads ipam.json)."""
+        async with self._lock:
+            await self._settle()
+            if self._state is not None:
+                await self._run(self._compact_blocking, self._state)
+
+    def close(self) -> None:
+        self._close_fd()
+        self._writer.shutdown(wait=True)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(self._writer.submit(fn, *args))
+
+
+def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpoint | None:
+    """The checkpoint as the daemon would restore it (``ipam.json`` + its journal), read
+    without changing anything, for tools (``ipamctl checkpoint``, ``doctor``) that may run
+    next to the daemon. A compaction between the two reads shows as a journal that does not
+    continue the document read: both are read again."""
+    for _ in range(attempts):
+        try:
+            data = _read(path, MAX_CHECKPOINT_BYTES)
+            journal = _read(path + ".journal", MAX_JOURNAL_BYTES)
+        except UnsafeStateFile as exc:
+            raise CheckpointError(f"{exc.filename}: {exc.strerror}") from None
+        if data is None:
+            return None
+        checkpoint = decode_file_bytes(data)
+        found = _SEQ_TAIL.search(data[-64:])
+        if found is None:
+            return checkpoint
+        if journal is None:
+            return checkpoint
+        base = int(found.group(1))
+        records, _end = parse_journal(journal)
+        fresh = [r for r in records if r[0] > base]
+        if fresh and fresh[0][0] != base + 1:
+            continue  # compacted meanwhile
+        state = _state_of(checkpoint)
+        for _seq, payload in fresh:
+            JournalCheckpointStore._apply(state, payload)
+        return decode_file_bytes(state.document(0))
+    raise CheckpointError("the checkpoint kept changing while it was read")

@@ -1,0 +1,294 @@
+"""The requests: ADD (assign or wait, pod setup and a durable checkpoint at once, unwound
+on failure), DEL, CHECK, GC, a client that leaves, and upstream's legacy keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ipamcore.checkpoint import Checkpoint
+from ipamcore.errors import PoolExhausted
+from ipamcore.model import (
+    Allocation,
+    AllocationKey,
+)
+from ipamcore.node import commands as c
+from ipamcore.node import inputs as i
+from ipamcore.node import replies
+from ipamcore.node.tasks import DURABLE, AddressWait, TaskGen, Turn
+from ipamcore.node.upkeep import Upkeep
+
+# The key upstream gave entries it migrated from the CRI checkpoint (no network or ifname).
+LEGACY_NETWORK = "_migrated-from-cri"
+LEGACY_IF_NAME = "unknown"
+
+
+class Requests(Upkeep):
+    """ADD, DEL, CHECK and GC; requests for one key never interleave."""
+
+    def _on_flush(self, inp: i.Flush) -> None:
+        self._spawn(self._flush(inp.request_id), "flush")
+
+    def _flush(self, request_id: int) -> TaskGen:
+        error = yield DURABLE
+        if error is None:
+            self._out.append(c.Reply(request_id))
+        else:
+            self._out.append(c.Reply(request_id, replies.INTERNAL, error.message))
+
+    def _on_request(self, req: i.Request) -> None:
+        if self.stopping:
+            self._out.append(
+                c.Reply(req.request_id, replies.SHUTTING_DOWN, "ipamd is stopping; try again")
+            )
+            return
+        if not self.ready:
+            self._early.append(req)
+            return
+        kind = type(req)
+        if kind is i.Add:
+            assert isinstance(req, i.Add)
+            self._count("add_req")
+            waiting = self._waiting_by_key.get(req.key)
+            if waiting is not None:
+                # A retried ADD of an attachment still waiting: the newer request takes the
+                # older one's place in the queue (and its deadline); the older is answered now,
+                # so same-key ADDs never wait one after another.
+                older = waiting.request
+                superseded = "superseded by a newer ADD for this attachment"
+                self._reply(older.request_id, replies.POOL_EMPTY, superseded)
+                waiting.request = req
+                self._adds_open.add(req.request_id)
+                return
+            self._adds_open.add(req.request_id)
+            self._spawn(self._add(req), "add")
+        elif kind is i.Del:
+            assert isinstance(req, i.Del)
+            waiting = self._waiting_by_key.get(req.key)
+            if waiting is not None:  # the pod is gone before its ADD got an address
+                self._stop_waiting(waiting, "a DEL for this attachment arrived")
+            self._spawn(self._delete(req), "del")
+        elif kind is i.Check:
+            assert isinstance(req, i.Check)
+            self._spawn(self._check(req), "check")
+        else:
+            assert isinstance(req, i.Gc)
+            self._spawn(self._gc(req), "gc")
+
+    def _on_cancel(self, inp: i.Cancel) -> None:
+        rid = inp.request_id
+        if rid not in self._adds_open:
+            return  # answered already, or not an ADD: a DEL or GC goes on
+        for wait in self._waiting_by_key.values():
+            if wait.request.request_id == rid:
+                self._stop_waiting(wait, "the client is gone")
+                return
+        self._abandoned.add(rid)  # set up and persisted, then undone (see _add_holding)
+
+    def _stop_waiting(self, wait: AddressWait, why: str) -> None:
+        wait.cancelled = why
+        self._waiters.remove(wait)
+        assert wait.task is not None
+        self._resolve(wait.task, 0, None)
+
+    def _add(self, req: i.Add) -> TaskGen:
+        yield Turn(req.key)
+        yield from self._add_holding(req)
+        self._leave(req.key)
+
+    def _add_holding(self, req: i.Add) -> TaskGen:
+        ipam, key = self.core, req.key
+        legacy = self._legacy(key)
+        existed = legacy is not None or ipam.get(key) is not None
+        try:
+            # An upstream entry of this container (legacy key) is its address: never a second.
+            allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
+        except PoolExhausted:
+            wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
+            allocation = yield from self._wait_for_address(wait)
+            req = wait.request  # a newer ADD for this attachment may have taken the place
+        if allocation is None:
+            return
+        if allocation.ipv4 is None:
+            ipam.release(key, self._now)
+            self._reply(
+                req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
+            )
+            return
+        net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
+        if req.netns:
+            self.hints[allocation.key] = req.netns
+        # The datapath setup and the durable commit run at once.
+        setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
+        setup_failed = isinstance(setup, i.Failed)
+        if not existed and req.request_id in self._abandoned and not setup_failed:
+            # Nobody will read the reply: keep no address for it (undone as a failure).
+            commit_error = i.Failed(self._now, 0, "the client is gone before the reply")
+        if (setup_failed or commit_error is not None) and existed:
+            # A repeated ADD of a pod that already had this address (durable since its first
+            # ADD): a failure now never takes the address or the network from a live pod.
+            code = replies.DATAPATH_FAILED if setup_failed else replies.INTERNAL
+            message = setup.describe() if setup_failed else commit_error.describe()
+            self._log(
+                "error",
+                "repeated add failed; the pod keeps its address",
+                key=str(key),
+                code=code,
+                error=message,
+            )
+            self._reply(req.request_id, code, message)
+            return
+        if setup_failed or commit_error is not None:
+            if not setup_failed:
+                yield from self._teardown_quietly(allocation, req.netns)
+            ipam.release(key, self._now)
+            self.hints.pop(key, None)
+            error = yield DURABLE
+            if error is not None:
+                self._log("error", "checkpoint write failed", error=error.message)
+            code = replies.DATAPATH_FAILED if setup_failed else replies.INTERNAL
+            message = setup.describe() if setup_failed else commit_error.describe()
+            self._log("error", "add failed", key=str(key), code=code, error=message)
+            self._reply(req.request_id, code, message)
+            return
+        self._log("debug", "add", key=str(key), ipv4=allocation.ipv4)
+        self._reply(req.request_id, allocation=allocation, pod=net)
+
+    def _legacy(self, key: AllocationKey) -> Allocation | None:
+        """The allocation an upstream checkpoint migrated from CRI holds for ``key``'s
+        container (upstream's key ``_migrated-from-cri/<container>/unknown``): DEL, CHECK and
+        ADD fall back to it as upstream's datastore does, so it can be freed and is never
+        doubled by a second address."""
+        if key.network_name == LEGACY_NETWORK:
+            return None
+        return self.core.get(AllocationKey(LEGACY_NETWORK, key.container_id, LEGACY_IF_NAME))
+
+    def _wait_for_address(self, wait: AddressWait) -> Any:
+        """Wait (FIFO) for an address until ``add_wait_s`` passes; the policy counts the
+        waiter and is kicked at once."""
+        self._count("no_ip")
+        self._waiting_by_key[wait.key] = wait
+        self._kick()
+        allocation = yield wait
+        self._waiting_by_key.pop(wait.key, None)
+        req = wait.request
+        if allocation is not None:
+            return allocation
+        if wait.cancelled:
+            self._reply(
+                req.request_id, replies.POOL_EMPTY,
+                f"cancelled while waiting for an address: {wait.cancelled}",
+            )  # fmt: skip
+            return None
+        stats = self.core.stats(self._now)
+        self._reply(
+            req.request_id, replies.POOL_EMPTY,
+            f"no address available within {self.config.add_wait_s:g}s "
+            f"({stats.assigned}/{stats.total} assigned, {stats.cooling} cooling)",
+        )  # fmt: skip
+        return None
+
+    def _delete(self, req: i.Del) -> TaskGen:
+        yield Turn(req.key)
+        yield from self._delete_holding(req)
+        self._leave(req.key)
+
+    def _delete_holding(self, req: i.Del) -> TaskGen:
+        ipam, key = self.core, req.key
+        allocation = ipam.get(key) or self._legacy(key)
+        if allocation is None:
+            self._count("del_req", "unknown")
+            self._reply(req.request_id, released=0)
+            return
+        if allocation.ipv4 is not None:
+            netns = req.netns or self.hints.get(allocation.key, "")
+            net = self.pod_network(allocation, netns, if_name=key.if_name)
+            done = yield c.TearDownPod(self._cid(), net)
+            if isinstance(done, i.Failed):
+                self._log("error", "teardown failed", key=str(key), error=done.message)
+                self._reply(
+                    req.request_id, replies.DATAPATH_FAILED, f"teardown failed: {done.message}"
+                )
+                return
+        key = allocation.key
+        ipam.release(key, self._now)
+        netns = self.hints.pop(key, "")
+        self._count("del_req", "PodDeleted")
+        error = yield DURABLE
+        if error is not None:
+            # The file still holds the allocation: so does memory, and a retried DEL frees it.
+            self._keep_after_failed_write(((allocation, netns),))
+            self._reply(
+                req.request_id, replies.INTERNAL, f"checkpoint write failed: {error.message}"
+            )
+            return
+        self._reply(req.request_id, released=1, allocation=allocation)
+
+    def _check(self, req: i.Check) -> TaskGen:
+        allocation = self.core.get(req.key) or self._legacy(req.key)
+        if allocation is None or allocation.ipv4 is None:
+            self._reply(req.request_id, replies.NOT_FOUND, f"no address for {req.key}")
+            return
+        net = self.pod_network(allocation, req.netns, req.mtu, req.key.if_name)
+        checked = yield c.CheckPod(self._cid(), net)
+        if isinstance(checked, i.Failed):
+            self._reply(req.request_id, replies.DATAPATH_FAILED, f"check failed: {checked.message}")
+        elif checked.missing:
+            self._reply(
+                req.request_id,
+                replies.DATAPATH_FAILED,
+                "missing or wrong: " + ", ".join(checked.missing),
+            )
+        else:
+            self._reply(req.request_id, allocation=allocation)
+
+    def _gc(self, req: i.Gc) -> TaskGen:
+        """Release this network's allocations whose attachment is not in the valid list."""
+        stale = [
+            a
+            for a in self.core.allocations()
+            if (
+                a.key.network_name == req.network_name
+                and (a.key.container_id, a.key.if_name) not in req.valid
+            )
+            or (  # an upstream entry: stale once no valid attachment is of its container
+                a.key.network_name == LEGACY_NETWORK
+                and a.key.if_name == LEGACY_IF_NAME
+                and all(container != a.key.container_id for container, _ in req.valid)
+            )
+        ]
+        released: list[tuple[Allocation, str]] = []
+        for allocation in stale:
+            yield Turn(allocation.key)
+            if self.core.get(allocation.key) is not None:
+                yield from self._teardown_quietly(allocation, "")
+                self.core.release(allocation.key, self._now)
+                released.append((allocation, self.hints.pop(allocation.key, "")))
+            self._leave(allocation.key)
+        if released:
+            self._log("info", "gc released allocations", count=len(released))
+            error = yield DURABLE
+            if error is not None:
+                self._keep_after_failed_write(released)
+                self._reply(
+                    req.request_id, replies.INTERNAL, f"checkpoint write failed: {error.message}"
+                )
+                return
+        self._reply(req.request_id, released=len(released))
+
+    def _keep_after_failed_write(self, released: Iterable[tuple[Allocation, str]]) -> None:
+        """Bind released allocations again after the write of their release failed, so that
+        memory, the answer (an error) and the file agree: the address stays the pod's until a
+        retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
+        pairs = list(released)
+        report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
+        for allocation, reason in report.dropped:
+            self._log(
+                "error",
+                "released allocation could not be kept after a failed checkpoint write",
+                key=str(allocation.key),
+                reason=reason,
+            )
+        for allocation, netns in pairs:
+            if netns:
+                self.hints[allocation.key] = netns

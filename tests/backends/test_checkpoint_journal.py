@@ -1,0 +1,360 @@
+"""JournalCheckpointStore: the checkpoint contract, and what the journal adds (replay, torn
+tails, damage, newer versions, another history, one fdatasync per commit, DELs unsynced)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
+from backends.checkpoint.errors import CorruptCheckpoint, UnsupportedCheckpoint
+from backends.checkpoint.journal import FILE_HEADER, RECORD_HEADER, parse_journal
+from ipamcore.checkpoint import Checkpoint, decode
+from ipamcore.ports import CheckpointStore
+from tests.contract.checkpoint_contract import (
+    UPSTREAM_IPAM_JSON,
+    CheckpointStoreContract,
+    alloc,
+    sample_checkpoint,
+)
+
+NOW = 1_700_000_000.75
+
+
+def fixed_clock() -> float:
+    return NOW
+
+
+def journal_store(path: Path, **kw: object) -> JournalCheckpointStore:
+    return JournalCheckpointStore(str(path), clock=fixed_clock, capacity=64 * 1024, **kw)  # type: ignore[arg-type]
+
+
+class JournalHarness:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.store: CheckpointStore = journal_store(path)
+
+    def put_raw(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(data)
+
+    def read_moved(self, moved_to: str) -> bytes:
+        moved = Path(moved_to)
+        assert moved.parent == self.path.parent
+        assert moved.name.startswith("ipam.json.corrupt-")
+        return moved.read_bytes()
+
+    def reopen(self) -> CheckpointStore:
+        return journal_store(self.path)
+
+
+class TestJournalStoreContract(CheckpointStoreContract):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> JournalHarness:
+        return JournalHarness(tmp_path / "state" / "ipam.json")
+
+
+def cp_with(*allocs: object, released: tuple[tuple[str, float], ...] = ()) -> Checkpoint:
+    return Checkpoint(allocations=tuple(allocs), released_at=released)  # type: ignore[arg-type]
+
+
+A = alloc("a", "10.0.0.1")
+B = alloc("b", "10.0.0.2")
+C = alloc("c", "10.0.0.3")
+
+
+async def test_a_commit_is_one_record_and_one_fdatasync(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    assert await store.load() is None
+    await store.save(cp_with(A))  # the first save writes ipam.json (no journal to point to)
+    before = store.syncs
+    await store.save(cp_with(A, B))
+    assert store.syncs == before + 1
+    assert store.records == 1
+    # ipam.json was not rewritten; the journal holds B
+    assert decode(path.read_bytes()).allocations == (A,)
+    assert await journal_store(path).load() == cp_with(A, B)
+
+
+async def test_release_only_commit_is_not_synced_and_the_next_add_syncs_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A, B))
+    before = store.syncs
+    await store.save(cp_with(A, released=(("10.0.0.2", NOW),)))  # DEL of B
+    assert store.syncs == before  # acknowledged without an fdatasync
+    await store.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))  # ADD of C
+    assert store.syncs == before + 1
+    assert await journal_store(path).load() == cp_with(A, C, released=(("10.0.0.2", NOW),))
+
+
+async def test_sync_releases_option_syncs_a_del(tmp_path: Path) -> None:
+    store = journal_store(tmp_path / "ipam.json", sync_releases=True)
+    await store.load()
+    await store.save(cp_with(A, B))
+    before = store.syncs
+    await store.save(cp_with(A))
+    assert store.syncs == before + 1
+
+
+async def test_unchanged_commit_writes_nothing(tmp_path: Path) -> None:
+    store = journal_store(tmp_path / "ipam.json")
+    await store.load()
+    await store.save(cp_with(A))
+    syncs, records = store.syncs, store.records
+    await store.save(cp_with(A))
+    assert (store.syncs, store.records) == (syncs, records)
+
+
+async def test_compaction_folds_the_journal_and_resets_it(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    cp = Checkpoint()
+    for n in range(400):  # 64 KiB journal: compacts several times
+        cp = sample_checkpoint(1 + n % 7, base=n)
+        await store.save(cp)
+    await store.compact()
+    assert store.compactions >= 2
+    doc = json.loads(path.read_bytes())
+    assert doc["journalSeq"] >= 399
+    assert decode(path.read_bytes()) == cp
+    assert parse_journal((tmp_path / "ipam.json.journal").read_bytes())[0] == []
+    assert await journal_store(path).load() == cp
+    # The journal file keeps its size: appends never change metadata.
+    assert os.path.getsize(tmp_path / "ipam.json.journal") == 64 * 1024
+
+
+async def test_stale_records_before_a_reset_are_skipped(tmp_path: Path) -> None:
+    """A crash after the compaction's rename but before the journal reset: every record in
+    the journal is already in ipam.json and must not be applied again."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A))
+    await store.save(cp_with(A, B))
+    await store.save(cp_with(A, released=(("10.0.0.2", NOW),)))
+    journal = (tmp_path / "ipam.json.journal").read_bytes()
+    await store.compact()
+    (tmp_path / "ipam.json.journal").write_bytes(journal)  # as if the reset never happened
+    loaded = await journal_store(path).load()
+    assert loaded == cp_with(A, released=(("10.0.0.2", NOW),))
+    # and new records after it chain on
+    store2 = journal_store(path)
+    await store2.load()
+    await store2.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))
+    assert await journal_store(path).load() == cp_with(A, C, released=(("10.0.0.2", NOW),))
+
+
+async def _two_records(path: Path) -> tuple[JournalCheckpointStore, bytes]:
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A))
+    await store.save(cp_with(A, B))
+    await store.save(cp_with(A, B, C))
+    return store, (path.parent / "ipam.json.journal").read_bytes()
+
+
+async def test_a_torn_last_record_is_an_unacknowledged_append_and_dropped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ipam.json"
+    _store, journal = await _two_records(path)
+    records, end = parse_journal(journal)
+    last = len(records[-1][1]) + RECORD_HEADER.size
+    torn = bytearray(journal)
+    torn[end - 5 : end] = bytes(5)  # the tail of the last record never reached the disk
+    (tmp_path / "ipam.json.journal").write_bytes(bytes(torn))
+    assert await journal_store(path).load() == cp_with(A, B)
+    # truncated mid-record (a file cut short) is the same
+    (tmp_path / "ipam.json.journal").write_bytes(journal[: end - last // 2])
+    assert await journal_store(path).load() == cp_with(A, B)
+
+
+async def test_damage_before_later_records_is_corrupt_and_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    _store, journal = await _two_records(path)
+    bad = bytearray(journal)
+    bad[FILE_HEADER.size + RECORD_HEADER.size + 3] ^= 0xFF  # inside the first record
+    (tmp_path / "ipam.json.journal").write_bytes(bytes(bad))
+    with pytest.raises(CorruptCheckpoint) as info:
+        await journal_store(path).load()
+    assert Path(info.value.moved_to).read_bytes() == bytes(bad)
+    assert not path.exists() and not (tmp_path / "ipam.json.journal").exists()
+    # the node starts quarantined from nothing; the next load finds nothing
+    assert await journal_store(path).load() is None
+
+
+@pytest.mark.parametrize("header", [b"NOTAJRNL" + bytes(24), b"short"])
+async def test_a_journal_that_is_not_one_is_corrupt(tmp_path: Path, header: bytes) -> None:
+    path = tmp_path / "ipam.json"
+    await _two_records(path)
+    (tmp_path / "ipam.json.journal").write_bytes(header)
+    with pytest.raises(CorruptCheckpoint):
+        await journal_store(path).load()
+
+
+async def test_a_journal_of_a_newer_version_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    _store, journal = await _two_records(path)
+    newer = FILE_HEADER.pack(b"IPAMJNL\n", 2) + journal[FILE_HEADER.size :]
+    (tmp_path / "ipam.json.journal").write_bytes(newer)
+    with pytest.raises(UnsupportedCheckpoint) as info:
+        await journal_store(path).load()
+    assert info.value.version == "ipam-journal/2"
+    assert Path(info.value.moved_to).read_bytes() == newer
+
+
+async def test_upstream_rewrote_ipam_json_after_a_rollback_the_journal_is_not_replayed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ipam.json"
+    await _two_records(path)
+    path.write_bytes(UPSTREAM_IPAM_JSON)  # upstream ran and wrote its own document
+    loaded = await journal_store(path).load()
+    assert loaded is not None and len(loaded.allocations) == 3
+    assert {a.key.container_id for a in loaded.allocations} == {"3f1c0a9b2e", "77aa01", "deadbeef"}
+    # and what we append next is bound to a document we wrote
+    store = journal_store(path)
+    cp = await store.load()
+    assert cp is not None
+    await store.save(cp_with(*cp.allocations, A))
+    assert "journalSeq" in json.loads(path.read_bytes())
+    assert await journal_store(path).load() == cp_with(*cp.allocations, A)
+
+
+async def test_ipam_json_stays_readable_by_the_plain_reader(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    store, _ = await _two_records(path)
+    await store.compact()
+    assert await JsonFileCheckpointStore(str(path)).load() == cp_with(A, B, C)
+
+
+async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A))
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        await store.save(cp_with(A, B))
+    monkeypatch.setattr(os, "fdatasync", real)
+    compactions = store.compactions
+    await store.save(cp_with(A, C))
+    assert store.compactions == compactions + 1
+    assert await journal_store(path).load() == cp_with(A, C)
+
+
+@pytest.mark.parametrize("which", ["ipam.json", "ipam.json.journal"])
+async def test_files_read_at_start_must_be_regular_files(tmp_path: Path, which: str) -> None:
+    """A link (even to a valid file) or a FIFO is never followed or waited on: moved aside
+    and reported as corrupt (the node then quarantines every address)."""
+    for kind in ("symlink", "fifo"):
+        path = tmp_path / kind / "state" / "ipam.json"
+        await _two_records(path)
+        target = path.parent / which
+        if kind == "symlink":
+            outside = tmp_path / kind / "elsewhere"
+            outside.write_bytes(target.read_bytes())
+            target.unlink()
+            target.symlink_to(outside)
+        else:
+            target.unlink()
+            os.mkfifo(target)
+        with pytest.raises(CorruptCheckpoint):
+            await journal_store(path).load()
+        assert not target.exists() and not target.is_symlink()
+        assert await journal_store(path).load() is None
+
+
+async def test_unknown_fields_and_exact_timestamps_survive_the_journal(tmp_path: Path) -> None:
+    """Issue 16 item 5 (as the full-rewrite store does): an upstream entry's unknown fields
+    and nanosecond timestamp are written back by the journal and by its compaction."""
+    path = tmp_path / "ipam.json"
+    doc = json.loads(UPSTREAM_IPAM_JSON)
+    doc["allocations"][0]["interfacesCount"] = 2
+    path.write_bytes(json.dumps(doc).encode())
+    store = journal_store(path)
+    cp = await store.load()
+    assert cp is not None
+    await store.save(cp_with(*cp.allocations, A))  # the first save rewrites upstream's file
+    await store.save(cp_with(*cp.allocations, A, B))  # an append
+    again = await journal_store(path).load()
+    assert again is not None and len(again.allocations) == 5
+    await store.compact()
+    entry = json.loads(path.read_bytes())["allocations"][0]
+    assert entry["interfacesCount"] == 2
+    assert entry["allocationTimestamp"] == 1700000000123456789
+
+
+@pytest.mark.parametrize(("value", "journal"), [(None, True), ("true", True), ("false", False)])
+def test_the_setting_selects_the_store(tmp_path: Path, value: str | None, journal: bool) -> None:
+    from adapters.ipamd.settings import load_settings, state_env
+    from adapters.ipamd.wiring import build_ports
+    from backends.observe import CallCounter
+
+    env = {**state_env(str(tmp_path)), "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake"}
+    if value is not None:
+        env["IPAMD_CHECKPOINT_JOURNAL"] = value
+    settings = load_settings(env)
+    assert settings.checkpoint_journal is journal
+    store = build_ports(settings, CallCounter(), fixed_clock).store
+    assert isinstance(store, JournalCheckpointStore if journal else JsonFileCheckpointStore)
+
+
+async def test_a_failed_background_compaction_leaves_commits_appending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the compaction's temporary file; the preallocated journal still
+    takes commits, and what it holds is what was acknowledged."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(Checkpoint())  # the first save writes ipam.json
+    real = os.replace
+    failures = []
+
+    def full(src: str, dst: str) -> None:
+        failures.append(dst)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    cp = Checkpoint()
+    n = 0
+    while not failures:
+        n += 1
+        cp = sample_checkpoint(1 + n % 5, base=n)
+        await store.save(cp)
+        assert n < 1000
+    monkeypatch.setattr(os, "replace", real)
+    records = store.records
+    cp = sample_checkpoint(3, base=5000)
+    await store.save(cp)
+    assert store.records == records + 1  # appended, not rewritten
+    assert await journal_store(path).load() == cp
+
+
+async def test_tools_read_the_checkpoint_with_its_journal(tmp_path: Path) -> None:
+    from backends.checkpoint import read_checkpoint_file
+
+    path = tmp_path / "ipam.json"
+    store, _ = await _two_records(path)
+    assert decode(path.read_bytes()) == cp_with(A)  # the journal holds B and C
+    assert read_checkpoint_file(str(path)) == cp_with(A, B, C)
+    await store.compact()
+    assert read_checkpoint_file(str(path)) == cp_with(A, B, C)
+    assert read_checkpoint_file(str(tmp_path / "none.json")) is None
