@@ -247,7 +247,10 @@ def test_an_add_cut_off_by_a_crash_is_try_again_later(
     if not os.access(os.path.join(SYSTEM_CNI_DIR, "portmap"), os.X_OK):
         pytest.skip(f"no portmap in {SYSTEM_CNI_DIR}")
     # The start writes the checkpoint once; the ADD's commit is the second write.
-    d = start(daemons, state, IPAMD_CRASH_POINT="checkpoint.temp-written:2")
+    d = start(
+        daemons, state, IPAMD_CRASH_POINT="checkpoint.temp-written:2",
+        IPAMD_CHECKPOINT_JOURNAL="false",  # the full-rewrite store: these are its steps
+    )  # fmt: skip
     d.wait_for("serving")
     work = tempfile.mkdtemp(prefix="ipamd-cni-", dir="/tmp")
     try:
