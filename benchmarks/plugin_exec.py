@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from adapters import protocol as p  # noqa: E402
-from adapters.cni.fake_ipamd import FakeIpamd  # noqa: E402
+from tests.rigs.fake_ipamd import FakeIpamd  # noqa: E402
 
 TARGET_RATIO = 1.5
 INSTANCE_TYPE = "c5.18xlarge"  # 49 secondary addresses on the primary ENI

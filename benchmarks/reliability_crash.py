@@ -1,6 +1,6 @@
 """Crash campaign: SIGKILL a real vpc-ipamd (moto cloud, real checkpoint file) ``--kills``
 times at seeded random moments of mixed ADD/DEL/policy/reconcile work, restart it each time
-and check the invariants (adapters/reliability/invariants.py); then kill it at every step of
+and check the invariants (tests/rigs/reliability/invariants.py); then kill it at every step of
 a checkpoint write (during an ADD and during a DEL), of the journaled store's append and
 compaction (``IPAMD_CHECKPOINT_JOURNAL``, the default; the random kills run with it) and of an
 ENI creation.
@@ -20,7 +20,8 @@ import sys
 import time
 
 from adapters import protocol as p
-from adapters.reliability.crash_campaign import (
+from tests.rigs.crashpoints import ENI_STEPS
+from tests.rigs.reliability.crash_campaign import (
     checkpoint_step_kill,
     checkpoint_steps,
     crash_node,
@@ -30,8 +31,7 @@ from adapters.reliability.crash_campaign import (
     median,
     random_kills,
 )
-from adapters.reliability.invariants import Ledger
-from backends.crashpoints import ENI_STEPS
+from tests.rigs.reliability.invariants import Ledger
 
 COOLDOWN_S = 8
 

@@ -4,7 +4,7 @@ idle HTTP connections, and sandbox recreation with the same pod name.
 
 Each class runs ``--rounds`` times against a real ``vpc-ipamd`` process (fake cloud; the fake
 datapath, except sandbox recreation, which needs root and uses the real one in network
-namespaces through :mod:`adapters.localnode`) with real checkpoint files, and checks:
+namespaces through :mod:`tests.rigs.localnode`) with real checkpoint files, and checks:
 
 * disk full / read-only: what the daemon acknowledged is what the file holds once the disk is
   back and the daemon has stopped (an ADD answered ok is in it, a DEL answered ok is not); a
@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters import protocol as p
-from adapters.cni_runtime import CniError, PluginExec
 from adapters.ipamd.settings import state_env
 from backends.checkpoint import read_checkpoint_file
+from tests.rigs.cni_runtime import CniError, PluginExec
 
 SERVE_BOUND_S = 60.0
 
@@ -358,7 +358,7 @@ def idle_flood(connections: int) -> list[str]:
 
 
 def sandbox_recreation() -> list[str]:
-    from adapters.localnode import Pod, local_node
+    from tests.rigs.localnode import Pod, local_node
 
     problems: list[str] = []
     with local_node(real=True) as node:

@@ -131,8 +131,8 @@ def main() -> int:
         print(json.dumps({"skipped": reason}))
         return 0
 
-    from adapters.localnode import _make_world, _start_moto
-    from backends.aws.metadata_server import MetadataServer
+    from tests.rigs.localnode import _make_world, _start_moto
+    from tests.rigs.metadata_server import MetadataServer
 
     work = Path(tempfile.mkdtemp(prefix="startup-bench-", dir="/tmp"))
     moto, moto_url = _start_moto(str(work))

@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+NODE_PROJECT = "packaging/ipamcore-node"  # the ipamcore-node distribution
 DEPLOY = REPO / "deploy"
 SUITE = "bookworm"
 BASE_PACKAGES = (
@@ -204,8 +205,9 @@ def base_rootfs(cache: Path) -> tuple[Path, str]:
 def _runtime_requirements() -> list[str]:
     import tomllib
 
-    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return list(doc["project"]["dependencies"])
+    # The node distribution's dependencies, less the core it pins (built here, not fetched).
+    doc = tomllib.loads((REPO / NODE_PROJECT / "pyproject.toml").read_text())
+    return [r for r in doc["project"]["dependencies"] if not r.startswith("ipamcore")]
 
 
 def wheelhouse(cache: Path) -> Path:
@@ -230,7 +232,8 @@ def wheelhouse(cache: Path) -> Path:
 def source_digest() -> str:
     """The project's sources that go into its wheel (an unchanged tree: the wheel is reused)."""
     h = hashlib.sha256()
-    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    files = [REPO / "pyproject.toml", REPO / "README.md", REPO / "LICENSE", REPO / "NOTICE",
+             REPO / NODE_PROJECT / "pyproject.toml", REPO / NODE_PROJECT / "hatch_build.py"]
     for top in ("ipamcore", "backends", "adapters"):
         files += [f for f in (REPO / top).rglob("*")
                   if f.is_file() and "__pycache__" not in f.parts]  # fmt: skip
@@ -239,25 +242,25 @@ def source_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def project_wheel(cache: Path) -> Path:
-    """The project's wheel, built once per source digest."""
+def project_wheels(cache: Path) -> list[Path]:
+    """The project's two wheels (ipamcore and ipamcore-node), built once per source digest."""
     out = cache / f"project-{source_digest()}"
-    found = sorted(out.glob("ipamcore-*.whl"))
-    if found:
-        return found[0]
+    found = sorted(out.glob("ipamcore*.whl"))
+    if len(found) == 2:
+        return found
     for stale in cache.glob("project-*"):
         shutil.rmtree(stale, ignore_errors=True)
     dest = out.with_name(out.name + ".partial")
     shutil.rmtree(dest, ignore_errors=True)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-         "--wheel-dir", str(dest), str(REPO)],
+         "--wheel-dir", str(dest), str(REPO), str(REPO / NODE_PROJECT)],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     if proc.returncode != 0:
         raise ImageError(f"building the project's wheel failed:\n{proc.stderr[-4000:]}")
     dest.rename(out)
-    return next(out.glob("ipamcore-*.whl"))
+    return sorted(out.glob("ipamcore*.whl"))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -275,8 +278,8 @@ def build_context(cache: Path) -> Iterator[Path]:
         (ctx / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             _link_or_copy(whl, ctx / "wheels" / whl.name)
-        built = project_wheel(cache)
-        _link_or_copy(built, ctx / "wheels" / built.name)
+        for built in project_wheels(cache):
+            _link_or_copy(built, ctx / "wheels" / built.name)
         shutil.copy2(DEPLOY / "Containerfile", ctx / "Containerfile")
         from deploy.plugin_bundle import PLUGIN_MODULES
 

@@ -55,6 +55,7 @@ import attrs
 
 from ipamcore.config import AdaptiveTuning
 from ipamcore.effects import CreateEni, Effect, FreeEni
+from ipamcore.inventory import EniState
 from ipamcore.model import IPS_PER_PREFIX
 from ipamcore.policy import (
     PolicyInput,
@@ -67,7 +68,6 @@ from ipamcore.policy import (
     unassign_from_highest,
 )
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState
 
 
 class Demand:
@@ -91,11 +91,13 @@ class Demand:
             self._at = now
 
     def arrival(self, now: float) -> None:
+        """Count one new allocation at ``now``."""
         self._decay(now)
         self._arrivals += 1.0
         self.seen += 1
 
     def release(self, now: float) -> None:
+        """Count one release at ``now``."""
         self._decay(now)
         self._releases += 1.0
 
@@ -184,6 +186,7 @@ class Backoff:
         self.congested_until = max(self.congested_until, now + self.tuning.congestion_hold_s)
 
     def succeeded(self, effect: Effect) -> None:
+        """Forget the failure streak of ``effect``'s action: it went through."""
         self.streak.pop("create" if isinstance(effect, CreateEni) else "assign", None)
 
     def wake_at(self, now: float) -> float:
@@ -207,6 +210,7 @@ class Targets:
 
 
 def targets(rates: Rates, inp: PolicyInput, tuning: AdaptiveTuning) -> Targets:
+    """The ready addresses to keep (``low``) and the batch to ask for, from the demand rates."""
     cfg = inp.config
     expected = rates.arrivals * tuning.refill_horizon_s
     covered = math.ceil(expected + tuning.safety_sigmas * math.sqrt(expected))
@@ -345,28 +349,36 @@ class AdaptivePolicy:
         self.backoff = Backoff(tuning)
 
     def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """The growth effects for this round (see :class:`ipamcore.policy.Policy`)."""
         self.backoff.start(now)
         return decide_growth(pool, inp, self.backoff.situation(self.demand, now), self.tuning)
 
     def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """The shrink effects for this round (see :class:`ipamcore.policy.Policy`)."""
         situation = self.backoff.situation(self.demand, now)
         return decide_shrink(pool, inp, situation, self.tuning, now)
 
     def assigned(self, now: float) -> None:
+        """An address was assigned at ``now``: one arrival for the demand rates."""
         self.demand.arrival(now)
 
     def released(self, now: float) -> None:
+        """An address was released at ``now``: one release for the demand rates."""
         self.demand.release(now)
 
     def succeeded(self, effect: Effect) -> None:
+        """``effect`` went through: its action's backoff starts over."""
         self.backoff.succeeded(effect)
 
     def throttled(self, effect: Effect, seed: str, now: float) -> float:
+        """``effect`` was throttled: back off that action alone; no pause of all growth."""
         self.backoff.throttled(effect, seed, now)
         return -math.inf  # per action, in the situation: no pause of all growth
 
     def shrink_throttled(self, now: float) -> None:
+        """A shrink call was throttled: hold what the node has while calls are scarce."""
         self.backoff.congested(now)  # calls are scarce: hold what the node has
 
     def wake_at(self, now: float) -> float:
+        """When the policy wants the next round (a backoff's end), or infinity."""
         return self.backoff.wake_at(now)

@@ -172,6 +172,7 @@ class CheckpointEncoder:
         self._preserved = dict(checkpoint.preserved)
 
     def encode(self, checkpoint: Checkpoint) -> bytes:
+        """The checkpoint's bytes, reusing the encoded form of allocations seen before."""
         allocations: dict[tuple[object, ...], str] = {}
         parts: list[str] = []
         paths = dict(checkpoint.netns)

@@ -46,6 +46,7 @@ class EniConfigKeys:
 
     @classmethod
     def of(cls, annotation: str | None, label: str | None) -> EniConfigKeys:
+        """Keys from the two settings; an empty or missing one means upstream's default key."""
         return cls(annotation or DEFAULT_ENICONFIG_KEY, label or DEFAULT_ENICONFIG_KEY)
 
 
@@ -74,6 +75,7 @@ def choose_eniconfig(
     lookup: Callable[[str], EniConfig | None],
     keys: EniConfigKeys = EniConfigKeys(),
 ) -> EniConfigChoice:
+    """The ENIConfig the node's labels and annotations name, looked up with ``lookup``."""
     name = eniconfig_name(node, keys)
     found = lookup(name) if name else None
     return EniConfigChoice(name, found.spec if found is not None else None)
@@ -125,6 +127,8 @@ def max_pods(node: NodeInfo | None, fallback: int = DEFAULT_MAX_PODS) -> int:
 
 
 class AnnotationAction(enum.Enum):
+    """What to do with a pod's ``vpc.amazonaws.com/pod-ips`` annotation."""
+
     PATCH = "patch"  # send ``annotations``
     SKIP = "skip"  # already as wanted (or the pod is gone on a DEL)
     MISMATCH = "mismatch"  # DEL of an address the annotation does not name: leave it
@@ -132,6 +136,8 @@ class AnnotationAction(enum.Enum):
 
 @attrs.frozen
 class AnnotationPatch:
+    """The annotation change :func:`pod_ips_patch` decided: an action and the annotations."""
+
     action: AnnotationAction
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 
@@ -197,6 +203,8 @@ class Observations:
 
 @attrs.frozen
 class EventThresholds:
+    """How long a condition lasts before it is an Event, and how often it repeats."""
+
     throttled_s: float = 300.0  # throttled for this long is an event
     waiting_s: float = 30.0  # an ADD waiting this long is an event
     repeat_s: float = 600.0  # the same event again at most this often
@@ -254,6 +262,8 @@ class EventGate:
     _posted: dict[str, float] = attrs.field(factory=dict)
 
     def step(self, obs: Observations, now: float) -> list[KubeEvent]:
+        """The Events to post at ``now`` for ``obs``: new conditions, lasting ones again after
+        ``repeat_s``."""
         active = conditions(obs, now, self.thresholds)
         for reason in list(self._posted):
             if reason not in active:

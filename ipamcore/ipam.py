@@ -48,6 +48,7 @@ from ipamcore.events import (
     EniFreed,
     Outcome,
 )
+from ipamcore.inventory import EniState, SlotState
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import (
     IPS_PER_PREFIX,
@@ -60,7 +61,6 @@ from ipamcore.model import (
 )
 from ipamcore.policy import Policy, PolicyInput, UpstreamPolicy
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState, SlotState
 from ipamcore.reactions import Reaction, reactions
 from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
 from ipamcore.validation import check_observed, check_outcome
@@ -164,9 +164,11 @@ class Ipam:
     # ---------------------------------------------------------------- queries
     @property
     def in_flight(self) -> Mapping[int, Effect]:
+        """The effects handed out by :meth:`plan` and not yet answered, by effect id."""
         return dict(self._in_flight)
 
     def get(self, key: AllocationKey) -> Allocation | None:
+        """The allocation of ``key``, or None."""
         return self.pool.allocations.get(key)
 
     @property
@@ -175,16 +177,20 @@ class Ipam:
         return dict(self._orphans)
 
     def allocations(self) -> list[Allocation]:
+        """Every allocation, in a stable order."""
         return sorted(self.pool.allocations.values(), key=lambda a: str(a.key))
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
+        """The allocations of the pod ``namespace/name``."""
         return self.pool.find_by_pod(namespace, name)
 
     def eni(self, eni_id: str) -> ObservedEni | None:
+        """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
         state = self.pool.enis.get(eni_id)
         return state.info if state else None
 
     def primary_eni(self) -> ObservedEni | None:
+        """The instance's primary ENI (device 0), or None before :meth:`load`."""
         for state in self.pool.enis.values():
             if _is_primary(state.info):
                 return state.info

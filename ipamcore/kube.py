@@ -78,6 +78,7 @@ class PodInfo:
 
     @property
     def key(self) -> tuple[str, str]:
+        """``(namespace, name)``."""
         return (self.namespace, self.name)
 
 
@@ -91,6 +92,8 @@ class EniConfigSpec:
 
 @attrs.frozen
 class EniConfig:
+    """An ENIConfig object: the subnet and security groups for a node's secondary ENIs."""
+
     name: str
     spec: EniConfigSpec
     resource_version: str = ""
@@ -98,6 +101,8 @@ class EniConfig:
 
 @attrs.frozen
 class CniNodeFeature:
+    """One entry of a CNINode's ``spec.features``."""
+
     name: str  # "CustomNetworking", "SecurityGroupsForPods"
     value: str = ""
 
@@ -169,7 +174,8 @@ class Selector:
 class KubeApiPort(Protocol):
     """The API server, one request per call. Every method raises :class:`KubeError`."""
 
-    async def list(self, kind: ResourceKind, selector: Selector = Selector()) -> Listing: ...
+    async def list(self, kind: ResourceKind, selector: Selector = Selector()) -> Listing:
+        """LIST ``kind`` with ``selector``: the objects and the resourceVersion to watch from."""
 
     def watch(
         self,
@@ -182,11 +188,14 @@ class KubeApiPort(Protocol):
         server closes it (its timeout); an expired version raises ``EXPIRED``."""
         ...
 
-    async def get_node(self, name: str) -> NodeInfo: ...
+    async def get_node(self, name: str) -> NodeInfo:
+        """GET the Node ``name``."""
 
-    async def get_pod(self, namespace: str, name: str) -> PodInfo: ...
+    async def get_pod(self, namespace: str, name: str) -> PodInfo:
+        """GET the Pod ``namespace/name``."""
 
-    async def get_eniconfig(self, name: str) -> EniConfig: ...
+    async def get_eniconfig(self, name: str) -> EniConfig:
+        """GET the ENIConfig ``name``."""
 
     async def patch_pod_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
@@ -195,9 +204,11 @@ class KubeApiPort(Protocol):
         pod is still at ``resource_version`` (optimistic lock)."""
         ...
 
-    async def create_event(self, event: KubeEvent, regarding: ObjectRef) -> None: ...
+    async def create_event(self, event: KubeEvent, regarding: ObjectRef) -> None:
+        """POST ``event`` about the object ``regarding``."""
 
-    async def get_cninode(self, name: str) -> CniNode: ...
+    async def get_cninode(self, name: str) -> CniNode:
+        """GET the CNINode ``name``."""
 
     async def patch_cninode_features(
         self, name: str, features: tuple[CniNodeFeature, ...], resource_version: str
@@ -211,11 +222,14 @@ class KubeView(Protocol):
     """What the daemon reads, served from a watch-fed cache (``backends.kubernetes``):
     answers at once, and keeps the last known state while the API server is away."""
 
-    def node(self) -> NodeInfo | None: ...
+    def node(self) -> NodeInfo | None:
+        """The node's Node from the cache, or None before the first sync."""
 
-    def eniconfig(self, name: str) -> EniConfig | None: ...
+    def eniconfig(self, name: str) -> EniConfig | None:
+        """The ENIConfig ``name`` from the cache, or None."""
 
-    def pods(self) -> tuple[PodInfo, ...]: ...
+    def pods(self) -> tuple[PodInfo, ...]:
+        """The pods on this node, from the cache."""
 
     def synced(self) -> bool:
         """Whether every watched kind has been listed once."""

@@ -51,18 +51,22 @@ class InstanceLimits:
 
     @property
     def prefixes_per_eni(self) -> int:
+        """/28 prefixes an ENI can hold (one slot is the ENI's primary address)."""
         return self.ipv4_per_eni - 1
 
     @property
     def supports_prefix_delegation(self) -> bool:
+        """Whether EC2 delegates prefixes to this type (Nitro or bare metal)."""
         return self.hypervisor == "nitro" or self.is_bare_metal
 
     @property
     def max_pods(self) -> int:
+        """Upstream's max-pods figure with secondary addresses."""
         return max_pods(self.max_enis, self.ipv4_per_eni)
 
     @property
     def max_pods_prefix_delegation(self) -> int:
+        """Upstream's max-pods figure with prefix delegation."""
         return max_pods(self.max_enis, self.ipv4_per_eni, prefix_delegation=True)
 
 
@@ -96,6 +100,7 @@ def _table() -> dict[str, InstanceLimits]:
 
 
 def known_instance_types() -> list[str]:
+    """Every instance type in the shipped table, sorted."""
     return sorted(_table())
 
 

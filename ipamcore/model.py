@@ -7,7 +7,6 @@ ADD and DEL): safe to share, hash and compare. The mutable bookkeeping lives in
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from typing import NamedTuple
 
@@ -20,14 +19,6 @@ CLUSTER_NAME_TAG = "cluster.k8s.amazonaws.com/name"
 SUBNET_DISCOVERY_TAG = "kubernetes.io/role/cni"
 ENI_DESCRIPTION_PREFIX = "aws-K8S-"
 IPS_PER_PREFIX = 16  # an IPv4 /28 prefix
-
-
-class BlockKind(enum.Enum):
-    """What kind of address block an address comes from."""
-
-    SECONDARY_IP = "secondary_ip"  # one IPv4 /32
-    PREFIX = "prefix"  # one IPv4 /28 (prefix delegation)
-    IPV6_PREFIX = "ipv6_prefix"  # the /80 of an ENI in IPv6 mode
 
 
 class AllocationKey(NamedTuple):
@@ -74,6 +65,7 @@ class Allocation(NamedTuple):
 
     @property
     def address(self) -> str:
+        """The pod's address: the IPv4 one, else the IPv6 one."""
         addr = self.ipv4 or self.ipv6
         assert addr is not None
         return addr
@@ -104,6 +96,7 @@ class ObservedEni:
 
     @property
     def tag_map(self) -> dict[str, str]:
+        """The ENI's tags as a dict."""
         return dict(self.tags)
 
     @property
@@ -137,6 +130,7 @@ class Subnet:
 
     @property
     def tag_map(self) -> dict[str, str]:
+        """The subnet's tags as a dict."""
         return dict(self.tags)
 
 

@@ -35,9 +35,9 @@ import attrs
 
 from ipamcore.config import PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
+from ipamcore.inventory import EniState
 from ipamcore.model import IPS_PER_PREFIX
 from ipamcore.pool import AddressPool
-from ipamcore.pool_parts import EniState
 from ipamcore.warm import (
     PoolCounts,
     warm_eni_short,
@@ -344,25 +344,33 @@ class UpstreamPolicy:
         self.faithful = faithful
 
     def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """Upstream's growth decision for this round (see :class:`Policy`)."""
         return decide_growth(pool, inp, self.faithful)
 
     def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
+        """Upstream's shrink decision for this round (see :class:`Policy`)."""
         return decide_shrink(pool, inp, now, self.faithful)
 
     def assigned(self, now: float) -> None:
+        """Nothing: upstream's policy does not follow demand."""
         pass
 
     def released(self, now: float) -> None:
+        """Nothing: upstream's policy does not follow demand."""
         pass
 
     def succeeded(self, effect: Effect) -> None:
+        """Nothing: upstream's pause ends by time alone."""
         pass
 
     def throttled(self, effect: Effect, seed: str, now: float) -> float:
+        """Pause all growth for ``throttle_pause_s``: the time growth may start again."""
         return now + self.config.throttle_pause_s
 
     def shrink_throttled(self, now: float) -> None:
+        """Nothing: a throttled shrink is simply tried again next round."""
         pass
 
     def wake_at(self, now: float) -> float:
+        """Never: upstream's policy runs on the caller's fixed cadence."""
         return math.inf

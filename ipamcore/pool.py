@@ -40,8 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ipamcore.errors import PoolExhausted, UsageError
-from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
-from ipamcore.pool_parts import (
+from ipamcore.inventory import (
     NEVER,
     Block,
     EniState,
@@ -51,6 +50,7 @@ from ipamcore.pool_parts import (
     bucket_key,
     prefix_addresses,
 )
+from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
 
 # A slot's tag is ``generation << 2 | state``; a queue entry is ``tag << _SHIFT | slot``,
 # valid while the slot's tag is still the one it was made with. Generations count per slot,
@@ -96,6 +96,7 @@ class Slot:
 
     @property
     def address(self) -> str:
+        """The address this slot holds."""
         address: str = self._pool._ref[self.index << _RECORD | _ADDRESS]
         return address
 
@@ -106,26 +107,32 @@ class Slot:
 
     @property
     def eni_id(self) -> str:
+        """The ENI the address is on."""
         return self._owner.eni.eni_id
 
     @property
     def state(self) -> SlotState:
+        """Free, assigned or leaving (a free slot may be cooling)."""
         return _STATES[self._pool._num[self.index << _RECORD | _TAG] & _STATE]
 
     @property
     def cooling(self) -> bool:
+        """Whether the address is in its cooldown after a release."""
         return self._pool._num[self.index << _RECORD | _TAG] & _STATE == _COOLING
 
     @property
     def released_at(self) -> float:
+        """When the address was last released (``-inf`` if never)."""
         return self._pool._time[self.index << _RECORD | _RELEASED]
 
     @property
     def ready_at(self) -> float:
+        """When the address may be handed out again: release time plus cooldown."""
         return self.released_at + self._pool.cooldown_s
 
     @property
     def key(self) -> AllocationKey | None:
+        """The allocation holding the address, or None."""
         key: AllocationKey | None = self._pool._ref[self.index << _RECORD | _KEY]
         return key
 
@@ -165,6 +172,7 @@ class AllocationsView(Mapping[AllocationKey, Allocation]):
         self._pool = pool
 
     def get(self, key: AllocationKey, default: Allocation | None = None) -> Allocation | None:  # type: ignore[override]
+        """The allocation of ``key``, including one whose address is gone, else ``default``."""
         pool = self._pool
         index = pool._slot_of.get(key)
         if index is not None:
@@ -244,12 +252,15 @@ class AddressPool:
 
     @property
     def usable_total(self) -> int:
+        """Addresses in the pool less those leaving."""
         return self.total - self.leaving
 
     def prefix_total(self) -> int:
+        """/28 prefixes on all ENIs."""
         return sum(e.prefix_count() for e in self.enis.values())
 
     def free_prefixes(self) -> int:
+        """Prefixes with no assigned or cooling address, not leaving."""
         return sum(
             1
             for e in self.enis.values()
@@ -362,10 +373,12 @@ class AddressPool:
         block.busy -= 1
 
     def is_cooling(self, slot: Slot) -> bool:
+        """Whether ``slot``'s address is in its cooldown."""
         return slot.cooling
 
     # ------------------------------------------------------------ ENIs, blocks
     def add_eni(self, info: ObservedEni, now: float, excluded: bool) -> EniState:
+        """Add an observed ENI (no addresses yet); UsageError if the pool holds it already."""
         if info.eni_id in self.enis:
             raise UsageError(f"ENI {info.eni_id} is already in the pool")
         eni = EniState(info=info, seen_at=now, excluded=excluded)
@@ -464,6 +477,7 @@ class AddressPool:
         return removed
 
     def remove_eni(self, eni_id: str) -> list[Allocation]:
+        """Remove an ENI and its addresses; the allocations that were on it."""
         eni = self.enis[eni_id]
         removed: list[Allocation] = []
         for block_id in list(eni.blocks):
@@ -638,6 +652,7 @@ class AddressPool:
 
     # -------------------------------------------------------- leaving (shrink)
     def mark_block_leaving(self, eni_id: str, block_id: str) -> None:
+        """Mark an idle block as being unassigned: no longer handed out."""
         block = self.enis[eni_id].blocks[block_id]
         if block.leaving:
             return
@@ -650,6 +665,7 @@ class AddressPool:
             self.leaving += 1
 
     def unmark_block_leaving(self, eni_id: str, block_id: str) -> None:
+        """Undo :meth:`mark_block_leaving` (the unassign failed); no-op if gone."""
         eni = self.enis.get(eni_id)
         block = eni.blocks.get(block_id) if eni else None
         if eni is None or block is None or not block.leaving:
@@ -660,6 +676,7 @@ class AddressPool:
             self._push_ready(index)
 
     def mark_eni_leaving(self, eni_id: str) -> None:
+        """Mark an idle ENI as being freed: its addresses are no longer handed out."""
         eni = self.enis[eni_id]
         if eni.assigned or eni.cooling:
             raise UsageError(f"ENI {eni_id} still has assigned or cooling addresses")
@@ -667,6 +684,7 @@ class AddressPool:
         self.leaving += eni.slots
 
     def unmark_eni_leaving(self, eni_id: str) -> None:
+        """Undo :meth:`mark_eni_leaving` (the free failed); no-op if gone."""
         eni = self.enis.get(eni_id)
         if eni is None or not eni.leaving:
             return
@@ -679,6 +697,7 @@ class AddressPool:
 
     # ------------------------------------------------------------ inspection
     def released_times(self) -> Iterable[tuple[str, float]]:
+        """``(address, release time)`` of every free or cooling address ever released."""
         num, time = self._num, self._time
         for address, index in self._index.items():
             at = index << _RECORD

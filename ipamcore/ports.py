@@ -42,13 +42,17 @@ class CloudPort(Protocol):
         """
         ...
 
-    def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]: ...
+    def assign_ipv4(self, eni_id: str, count: int) -> tuple[str, ...]:
+        """Assign ``count`` secondary IPv4 addresses to the ENI; the addresses EC2 chose."""
 
-    def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]: ...
+    def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        """Assign ``count`` /28 prefixes to the ENI; the prefixes EC2 chose."""
 
-    def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None: ...
+    def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
+        """Unassign these secondary addresses from the ENI."""
 
-    def unassign_prefixes(self, eni_id: str, prefixes: Sequence[str]) -> None: ...
+    def unassign_prefixes(self, eni_id: str, prefixes: Sequence[str]) -> None:
+        """Unassign these prefixes from the ENI."""
 
     def free_eni(self, eni_id: str) -> None:
         """Detach (if attached), wait until available, delete."""
@@ -70,23 +74,28 @@ class CloudPort(Protocol):
         the caller's (:data:`ipamcore.node.config.LEAKED_ENI_AGE_S`)."""
         ...
 
-    def describe_instance_type(self, instance_type: str) -> InstanceLimits: ...
+    def describe_instance_type(self, instance_type: str) -> InstanceLimits:
+        """The networking limits of ``instance_type`` (for types the shipped table lacks)."""
 
 
 class MetadataPort(Protocol):
     """Instance metadata (IMDS): identity, and the per-MAC view of attached ENIs."""
 
-    def identity(self) -> InstanceIdentity: ...
+    def identity(self) -> InstanceIdentity:
+        """This instance's id, type, region, availability zone and primary ENI."""
 
-    def enis(self) -> list[ObservedEni]: ...
+    def enis(self) -> list[ObservedEni]:
+        """The ENIs instance metadata shows attached, with their addresses."""
 
 
 class DatapathPort(Protocol):
     """The Linux datapath: veth pairs, addresses, routes, rules, SNAT."""
 
-    def setup_node(self, node: NodeNetwork) -> None: ...
+    def setup_node(self, node: NodeNetwork) -> None:
+        """Host-wide setup once at start: sysctls, SNAT rules, the primary ENI."""
 
-    def setup_eni(self, eni: EniNetwork) -> None: ...
+    def setup_eni(self, eni: EniNetwork) -> None:
+        """Set up a secondary ENI: the link up, its route table and rule."""
 
     def teardown_eni(self, eni: EniNetwork) -> None:
         """Remove what :meth:`setup_eni` added for an ENI that was freed: its

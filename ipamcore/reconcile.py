@@ -24,6 +24,8 @@ from ipamcore.pool import AddressPool
 
 @attrs.frozen
 class ReconcileDiff:
+    """The changes that make the pool match an observed node: ENIs and blocks to add or remove."""
+
     add_enis: tuple[ObservedEni, ...] = ()
     remove_enis: tuple[str, ...] = ()
     add_blocks: tuple[tuple[str, str, bool], ...] = ()  # (eni id, block, is prefix)
@@ -31,6 +33,7 @@ class ReconcileDiff:
 
     @property
     def empty(self) -> bool:
+        """Whether nothing differs."""
         return not (self.add_enis or self.remove_enis or self.add_blocks or self.remove_blocks)
 
 
@@ -59,6 +62,10 @@ def diff(
     recently_released: Mapping[str, float],
     busy_enis: frozenset[str],
 ) -> ReconcileDiff:
+    """The exact set difference between the pool and ``observed``.
+
+    ENIs and blocks newer than ``grace_s`` (or released within it, ``recently_released``) are
+    left alone: the observation may predate a change the pool already knows about."""
     seen = {eni.eni_id: eni for eni in observed.enis}
     add_enis: list[ObservedEni] = []
     add_blocks: list[tuple[str, str, bool]] = []

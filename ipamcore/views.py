@@ -27,6 +27,8 @@ class PoolStats:
 
 @attrs.frozen
 class AddressView:
+    """One address of an ENI as introspection shows it."""
+
     address: str
     state: str  # "assigned" | "cooling" | "free" | "leaving"
     key: AllocationKey | None = None
@@ -37,6 +39,8 @@ class AddressView:
 
 @attrs.frozen
 class BlockView:
+    """One block (a /32 or a /28 prefix) of an ENI, with its addresses."""
+
     block_id: str
     is_prefix: bool
     addresses: tuple[AddressView, ...]
@@ -44,6 +48,8 @@ class BlockView:
 
 @attrs.frozen
 class EniView:
+    """One ENI of the pool as introspection shows it."""
+
     eni_id: str
     mac: str
     device_index: int
@@ -61,8 +67,10 @@ class EniView:
 
     @property
     def total(self) -> int:
+        """Addresses on the ENI."""
         return sum(len(b.addresses) for b in self.blocks)
 
     @property
     def assigned(self) -> int:
+        """Addresses on the ENI assigned to pods."""
         return sum(1 for b in self.blocks for a in b.addresses if a.state == "assigned")

@@ -26,6 +26,7 @@ class PoolCounts:
 
 
 def div_ceil(a: int, b: int) -> int:
+    """``ceil(a / b)`` in integers."""
     return -(-a // b)
 
 

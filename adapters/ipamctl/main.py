@@ -20,9 +20,9 @@ from adapters.ipamctl.doctor import FAIL, MIN_CNI_FOR_KUBERNETES, configured, ru
 from adapters.ipamctl.economy import add_economy_parsers, cmd_fragmentation, cmd_subnets
 from adapters.ipamctl.flight import add_parsers as add_flight_parsers
 from adapters.ipamctl.flight import run_explain, run_replay
+from adapters.ipamctl.recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl.render import as_json, table
-from adapters.ipamctl_recommend import add_recommend_parser, run_recommend
-from adapters.ipamctl_simulate import (
+from adapters.ipamctl.simulate import (
     add_import_parser,
     add_simulate_parser,
     run_import,

@@ -26,9 +26,9 @@ from adapters.ipamd.settings import Settings
 from adapters.ipamd.workers import WorkerThreads
 from adapters.metrics import Metrics
 from adapters.pending_dels import read_pending_dels, remove_pending_del
-from backends.crashpoints import Step, no_step
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
+from backends.steps import Step, no_step
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import CheckpointError, CloudError, UnsupportedCheckpointVersion
 from ipamcore.model import AllocationKey
@@ -52,7 +52,7 @@ class Ports:
     metadata: MetadataPort
     datapath: DatapathPort
     store: CheckpointStore
-    crash: Step = no_step  # crash-injection hook (backends.crashpoints), tests only
+    crash: Step = no_step  # crash-injection hook (backends.steps), tests only
 
 
 class StartFailed(RuntimeError):

@@ -26,6 +26,7 @@ from adapters.ipamd.statelock import StateDirLocked, lock_state_dir
 from adapters.ipamd.wiring import build_ports
 from adapters.metrics import Metrics
 from backends.observe import CallCounter
+from backends.steps import Step, no_step
 
 WORKER_THREADS = 32
 # Each asks for an orderly stop (requests in flight finish, checkpoint written, socket
@@ -69,7 +70,7 @@ exit codes: 0 stopped by SIGTERM/SIGINT/SIGHUP, 1 start failed, 2 bad setting
 """
 
 
-async def run(settings: Settings, env: Mapping[str, str]) -> int:
+async def run(settings: Settings, env: Mapping[str, str], step: Step = no_step) -> int:
     log = make_logger(settings.log_level, settings.log_json, secrets=secret_values(env))
     asyncio.get_running_loop().set_exception_handler(LoopErrorLog(log))
     stop = asyncio.Event()
@@ -90,7 +91,7 @@ async def run(settings: Settings, env: Mapping[str, str]) -> int:
     metrics, calls = Metrics(), CallCounter()
     observer = fan_out(calls, metrics)
     try:
-        ports = await asyncio.to_thread(build_ports, settings, observer, clock.now)
+        ports = await asyncio.to_thread(build_ports, settings, observer, clock.now, step)
     except Exception as exc:
         log.error("cannot build backends", error=f"{type(exc).__name__}: {exc}")
         return 1
@@ -123,7 +124,12 @@ async def run(settings: Settings, env: Mapping[str, str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    step: Step = no_step,
+) -> int:
+    """The ``vpc-ipamd`` command; ``step`` is the step hook (:mod:`backends.steps`)."""
     parser = argparse.ArgumentParser(
         prog="vpc-ipamd",
         description="Node agent of the VPC CNI: keeps a warm pool of VPC addresses and "
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.check_config:
         print("configuration ok")
         return 0
-    return asyncio.run(run(settings, environ))
+    return asyncio.run(run(settings, environ, step))
 
 
 if __name__ == "__main__":

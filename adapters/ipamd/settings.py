@@ -31,9 +31,6 @@ Choices beyond upstream's variables (documented in the README of the daemon, ``-
   as one record appended to ``<checkpoint>.journal`` (one ``fdatasync`` per commit batch,
   compacted into the checkpoint in the background and at every orderly stop; see
   :mod:`backends.checkpoint.journal`); ``false`` rewrites the whole checkpoint per commit.
-* ``IPAMD_CRASH_POINT`` = ``<step>`` or ``<step>:<n>``: a crash-injection test hook; the
-  daemon SIGKILLs itself the n-th time it reaches that step of a checkpoint write or an ENI
-  creation (:mod:`backends.crashpoints`). Never set it in production.
 """
 
 from __future__ import annotations
@@ -48,7 +45,6 @@ import attrs
 
 from adapters.protocol import DEFAULT_PENDING_DEL_DIR, DEFAULT_SOCKET_PATH
 from adapters.redact import redact_url
-from backends.crashpoints import STEPS, parse_crash_point
 from backends.kubernetes.settings import KubeSettings, KubeSettingsError
 from ipamcore.config import EniPlacement, PolicyName, PoolConfig
 from ipamcore.errors import ConfigError
@@ -141,7 +137,6 @@ class Settings:
     # up to this many bytes; 0 turns it off.
     flight_recorder_bytes: int = 2 * 1024 * 1024
     checkpoint_journal: bool = True
-    crash_point: str = ""  # test hook, see the module docstring
     # Under Kubernetes (MY_NODE_NAME and an API server: in a pod or KUBECONFIG); its own
     # variables are parsed by backends.kubernetes.settings.
     kubernetes: bool = False
@@ -379,19 +374,6 @@ def _url(value: str) -> bool:
     return value.startswith(("http://", "https://")) and " " not in value
 
 
-def _crash_point(env: Mapping[str, str]) -> str:
-    name = "IPAMD_CRASH_POINT"
-    raw = _get(env, name)
-    if raw is None:
-        return ""
-    try:
-        parse_crash_point(raw)
-    except ValueError:
-        accepts = "STEP or STEP:N with STEP one of " + ", ".join(STEPS)
-        raise SettingsError(name, accepts, raw) from None
-    return raw
-
-
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from ``env`` (e.g. ``os.environ``); SettingsError on any bad value."""
     eni_mtu = parse_int(env, "AWS_VPC_ENI_MTU", 9001, lo=576, hi=9001)
@@ -457,5 +439,4 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             env, "IPAMD_FLIGHT_RECORDER_BYTES", 2 * 1024 * 1024, lo=0, hi=1 << 30
         ),
         checkpoint_journal=parse_bool(env, "IPAMD_CHECKPOINT_JOURNAL", True),
-        crash_point=_crash_point(env),
     )

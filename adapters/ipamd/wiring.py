@@ -21,9 +21,9 @@ from typing import Any
 from adapters.ipamd.executor import Ports
 from adapters.ipamd.settings import Settings
 from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
-from backends.crashpoints import Step, no_step, parse_crash_point
 from backends.datapath.fake import FakeDatapath
 from backends.observe import CallObserver, CallRecord
+from backends.steps import Step, no_step
 from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
@@ -176,10 +176,14 @@ def fake_cloud_ports(
 
 
 def build_ports(
-    settings: Settings, observer: CallObserver, clock: Callable[[], float]
+    settings: Settings,
+    observer: CallObserver,
+    clock: Callable[[], float],
+    step: Step = no_step,
 ) -> Ports:
-    """The backends ``settings`` select."""
-    crash: Step = parse_crash_point(settings.crash_point) if settings.crash_point else no_step
+    """The backends ``settings`` select; ``step`` is called after each step of a checkpoint
+    write and of an ENI creation (:mod:`backends.steps`; a no-op but in crash tests)."""
+    crash = step
     datapath: Any
     if settings.datapath == "fake":
         datapath = AutoFakeDatapath()

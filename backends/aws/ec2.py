@@ -27,8 +27,8 @@ from backends.aws.convert import (
     tag_list,
 )
 from backends.aws.errors import translated
-from backends.crashpoints import Step, no_step
 from backends.observe import CallObserver
+from backends.steps import Step, no_step
 from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits
@@ -59,7 +59,7 @@ class Ec2Backend:
     the createdAt tag; ``sleep`` is used between polls/retries of the loops here (inject a
     fake in tests). ``client`` overrides the client built from ``config`` (e.g. one with a
     Stubber); ``session`` supplies credentials for the built one. ``step`` is called after
-    each step of :meth:`create_eni` (:data:`backends.crashpoints.ENI_STEPS`).
+    each step of :meth:`create_eni` (:data:`backends.steps.ENI_STEPS`).
     """
 
     def __init__(

@@ -44,7 +44,7 @@ A journal beside an ``ipam.json`` without ``journalSeq`` (written by upstream af
 rollback, or by an older version of this project) belongs to another history and is
 discarded, never replayed.
 
-Crash safety of the steps (crash points :data:`backends.crashpoints.JOURNAL_STEPS`): an
+Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`): an
 append killed before its ``fdatasync`` is dropped or kept whole (the CRC decides); after
 it, it is durable. A compaction killed before the rename leaves the old ``ipam.json`` and the
 whole journal; after the rename, the new ``ipam.json`` says ``S`` and every journal record
@@ -90,8 +90,8 @@ from backends.checkpoint.jsonfile import (
     _write_all,
     decode_file_bytes,
 )
-from backends.crashpoints import Step, no_step
 from backends.statefile import UnsafeStateFile, read_state_file
+from backends.steps import Step, no_step
 from ipamcore.checkpoint import (
     Checkpoint,
     Preserved,

@@ -46,8 +46,8 @@ import aiofiles
 import aiofiles.os
 
 from backends.checkpoint.errors import moved_aside_error
-from backends.crashpoints import Step, no_step
 from backends.statefile import UnsafeStateFile, read_state_file
+from backends.steps import Step, no_step
 from ipamcore.checkpoint import Checkpoint, CheckpointEncoder, decode
 from ipamcore.errors import CheckpointError
 
@@ -183,7 +183,7 @@ class JsonFileCheckpointStore:
     ``path``: the checkpoint file (default :data:`DEFAULT_PATH`); its directory is created
     (mode 0700) by the first save if missing. ``clock``: Unix seconds, used to name corrupt
     files moved aside (default ``time.time``). ``step``: called after each step of a save
-    (:data:`backends.crashpoints.CHECKPOINT_STEPS`; crash-injection tests kill there).
+    (:data:`backends.steps.CHECKPOINT_STEPS`; crash-injection tests kill there).
     """
 
     def __init__(

@@ -71,6 +71,8 @@ class MaxPodsChanged:
 
 @attrs.frozen
 class Add:
+    """A CNI ADD: an address for ``key`` (the same one again if it has one), for ``pod``."""
+
     now: float
     request_id: int
     key: AllocationKey
@@ -81,6 +83,8 @@ class Add:
 
 @attrs.frozen
 class Del:
+    """A CNI DEL: release ``key``'s address and tear down its pod network in ``netns``."""
+
     now: float
     request_id: int
     key: AllocationKey
@@ -89,6 +93,8 @@ class Del:
 
 @attrs.frozen
 class Check:
+    """A CNI CHECK: does ``key`` hold an address, and is its pod network in ``netns`` intact?"""
+
     now: float
     request_id: int
     key: AllocationKey
@@ -138,11 +144,14 @@ class Failed:
     error_type: str = ""
 
     def describe(self) -> str:
+        """The failure as one line: ``<error type>: <message>``."""
         return f"{self.error_type}: {self.message}" if self.error_type else self.message
 
 
 @attrs.frozen
 class IdentityRead:
+    """Answer to a metadata identity read: the instance's identity."""
+
     now: float
     cid: int
     identity: InstanceIdentity
@@ -150,6 +159,8 @@ class IdentityRead:
 
 @attrs.frozen
 class InstanceTypeDescribed:
+    """Answer to DescribeInstanceTypes: the instance type's limits."""
+
     now: float
     cid: int
     limits: InstanceLimits
@@ -157,6 +168,8 @@ class InstanceTypeDescribed:
 
 @attrs.frozen
 class EnisDescribed:
+    """Answer to DescribeNetworkInterfaces: the ENIs EC2 shows attached."""
+
     now: float
     cid: int
     enis: tuple[ObservedEni, ...]
@@ -164,6 +177,8 @@ class EnisDescribed:
 
 @attrs.frozen
 class MetadataEnisRead:
+    """Answer to a metadata read: the ENIs instance metadata shows."""
+
     now: float
     cid: int
     enis: tuple[ObservedEni, ...]
@@ -171,6 +186,8 @@ class MetadataEnisRead:
 
 @attrs.frozen
 class SubnetsDescribed:
+    """Answer to DescribeSubnets: the candidate subnets for new ENIs."""
+
     now: float
     cid: int
     subnets: tuple[Subnet, ...]
@@ -178,6 +195,8 @@ class SubnetsDescribed:
 
 @attrs.frozen
 class LeakedEnisFound:
+    """Answer to the leaked-ENI search: ENIs to free."""
+
     now: float
     cid: int
     eni_ids: tuple[str, ...]
@@ -214,12 +233,16 @@ class PodsPresent:
 
 @attrs.frozen
 class PendingDel:
+    """A DEL the plugin recorded on disk while the daemon was down."""
+
     key: AllocationKey
     netns: str = ""
 
 
 @attrs.frozen
 class PendingDelsRead:
+    """Answer to a read of the pending-DEL records."""
+
     now: float
     cid: int
     dels: tuple[PendingDel, ...]
@@ -236,6 +259,8 @@ class StaleRemoved:
 
 @attrs.frozen
 class PodChecked:
+    """Answer to "check these pods exist": the container ids of those missing."""
+
     now: float
     cid: int
     missing: tuple[str, ...]
@@ -243,6 +268,8 @@ class PodChecked:
 
 @attrs.frozen
 class EffectDone:
+    """Answer to a cloud effect: its outcome, for :meth:`ipamcore.ipam.Ipam.apply`."""
+
     now: float
     cid: int
     outcome: Outcome

@@ -105,6 +105,7 @@ def config_line(config_: node_config.NodeConfig, wall_offset: float = 0.0) -> st
 
 
 def input_line(inp: inputs.Input, out: list[commands.Command]) -> str:
+    """One flight-recorder line: the input and a digest of the commands it produced."""
     return json.dumps({"in": encode(inp), "out": digest(out)}, separators=(",", ":"))
 
 

@@ -120,6 +120,7 @@ class Runner:
 
     @property
     def core(self) -> Ipam:
+        """The started node's :class:`~ipamcore.ipam.Ipam` (RuntimeError before start)."""
         if self.ipam is None:
             raise RuntimeError("the node has not started")
         return self.ipam
@@ -130,9 +131,11 @@ class Runner:
         return attrs.evolve(self.core.checkpoint(), netns=tuple(self.hints.items()))
 
     def stats(self, now: float) -> PoolStats:
+        """The pool's figures (a query: time does not move)."""
         return self.core.stats(now)
 
     def eni_views(self, now: float) -> list[EniView]:
+        """The ENIs and their addresses (a query: time does not move)."""
         return self.core.eni_views(now)
 
     def pod_network(

@@ -22,11 +22,15 @@ from ipamcore.model import AllocationKey, PodRef
 
 @attrs.frozen
 class Sleep:
+    """Wait: resume at the first tick at or after ``until``."""
+
     until: float
 
 
 @attrs.frozen
 class Turn:
+    """Wait: resume once no other task holds ``key``."""
+
     key: AllocationKey
 
 

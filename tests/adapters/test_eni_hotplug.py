@@ -1,4 +1,4 @@
-"""The local node's hypervisor (adapters/eni_hotplug.py) between the EC2 backend and moto_server:
+"""The local node's hypervisor (tests/rigs/eni_hotplug.py) between the EC2 backend and moto_server:
 links are plugged on attach with the ENI's MAC and unplugged on free; a second attach at a used
 device index is refused in EC2's words. ``ip link`` is recorded, not run (no root needed)."""
 
@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.eni_hotplug import EniHotplug
 from backends.aws.client import Ec2Config
 from backends.aws.ec2 import Ec2Backend
 from backends.aws.errors import CloudError
 from ipamcore.effects import CreateEni
 from tests.backends import moto_fixtures
 from tests.backends.moto_fixtures import REGION, MotoEnv, session
+from tests.rigs.eni_hotplug import EniHotplug
 
 moto_server_url = moto_fixtures.moto_server_url
 pytestmark = pytest.mark.moto_server

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from adapters import demo
-from adapters.cni_runtime import CniError
-from adapters.localnode import Pod, local_node
+from tests.rigs import demo
+from tests.rigs.cni_runtime import CniError
+from tests.rigs.localnode import Pod, local_node
 
 ROOT = Path(__file__).resolve().parents[2]
 

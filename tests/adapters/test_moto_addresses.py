@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from adapters import moto_addresses
+from tests.rigs import moto_addresses
 
 
 def test_never_a_reserved_address_and_never_one_twice() -> None:

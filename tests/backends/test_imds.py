@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from botocore.stub import Stubber  # type: ignore[import-untyped]
 
 from backends.aws.imds import TOKEN_HEADER, TOKEN_TTL_HEADER, ImdsClient
-from backends.aws.metadata_server import MetadataServer
-from backends.aws.threaded import AsyncCloud, AsyncMetadata
 from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.model import InstanceIdentity, ObservedEni
@@ -34,6 +30,7 @@ from tests.backends.moto_fixtures import (
     reset_moto_server,
     session,
 )
+from tests.rigs.metadata_server import MetadataServer
 
 moto_env = moto_fixtures.moto_env
 moto_server_url = moto_fixtures.moto_server_url
@@ -190,7 +187,7 @@ def test_cli_serves_a_moto_server_instance(moto_server_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "backends.aws.metadata_server",
+            "tests.rigs.metadata_server",
             "--ec2-endpoint",
             moto_server_url,
             "--instance-id",
@@ -219,47 +216,11 @@ def test_cli_serves_a_moto_server_instance(moto_server_url: str) -> None:
         proc.wait(timeout=5)
 
 
-class _RecordingPort:
-    """Both ports at once, recording the thread each call ran in."""
-
-    def __init__(self) -> None:
-        self.threads: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def call(*args: Any) -> Any:
-            self.threads.append(threading.get_ident())
-            return (name, args)
-
-        return call
-
-
-CREATE = CreateEni(0, "subnet-1", ("sg-1",), ipv4_count=2, device_index=3)
-
-
-async def test_async_wrappers_run_calls_in_worker_threads() -> None:
-    port = _RecordingPort()
-    cloud, metadata = AsyncCloud(port), AsyncMetadata(port)
-    results: tuple[Any, ...] = await asyncio.gather(
-        cloud.describe_enis("i-1"),
-        cloud.create_eni("i-1", CREATE, {"a": "b"}),
-        cloud.assign_ipv4("eni-1", 3),
-        cloud.free_eni("eni-1"),
-        metadata.identity(),
-        metadata.enis(),
-    )
-    assert results[0] == ("describe_enis", ("i-1",))
-    assert results[1] == (
-        "create_eni",
-        ("i-1", CREATE, {"a": "b"}),
-    )
-    assert results[2] == ("assign_ipv4", ("eni-1", 3))
-    assert results[4] == ("identity", ())
-    assert threading.get_ident() not in port.threads and len(port.threads) == 6
-
-
-async def test_async_metadata_over_the_server(inproc_env: MotoEnv) -> None:
+async def test_metadata_over_the_server_from_worker_threads(inproc_env: MotoEnv) -> None:
     with MetadataServer(inproc_env.client, inproc_env.instance_id) as srv:
-        metadata = AsyncMetadata(ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S))
-        identity, enis = await asyncio.gather(metadata.identity(), metadata.enis())
+        metadata = ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S)
+        identity, enis = await asyncio.gather(
+            asyncio.to_thread(metadata.identity), asyncio.to_thread(metadata.enis)
+        )
     assert identity.instance_id == inproc_env.instance_id
     assert isinstance(enis[0], ObservedEni) and enis[0].is_primary

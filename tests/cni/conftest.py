@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cni.fake_ipamd import FakeIpamd
 from tests.cni.helpers import PluginExec
+from tests.rigs.fake_ipamd import FakeIpamd
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 
 from adapters import pending_dels as pd
 from adapters import protocol as p
-from adapters.cni.fake_ipamd import FakeIpamd
 from tests.cni.helpers import SHIPPED_CONFLIST, SYSTEM_CNI_DIR
+from tests.rigs.fake_ipamd import FakeIpamd
 
 ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-abc12"
 

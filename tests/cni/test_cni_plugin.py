@@ -12,8 +12,8 @@ import pytest
 
 from adapters import pending_dels as pd
 from adapters import protocol as p
-from adapters.cni.fake_ipamd import FakeIpamd
 from tests.cni.helpers import PluginExec, PluginRun
+from tests.rigs.fake_ipamd import FakeIpamd
 
 
 def conf_for(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from adapters import pending_dels as pd
 from adapters import protocol as p
-from adapters.cni.fake_ipamd import FakeIpamd
+from tests.rigs.fake_ipamd import FakeIpamd
 
 
 def add_req(**kw: Any) -> p.Request:

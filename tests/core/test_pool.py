@@ -191,7 +191,7 @@ def test_a_blocks_busy_count_follows_assignments_releases_and_cooldowns(cooldown
 
 
 def test_a_long_queue_keeps_its_order_across_compactions() -> None:
-    from ipamcore.pool_parts import EntryFifo
+    from ipamcore.inventory import EntryFifo
 
     fifo, expected = EntryFifo(), []
     for n in range(1000):

@@ -31,10 +31,10 @@ from ipamcore.events import (
     EniFreed,
     Outcome,
 )
+from ipamcore.inventory import SlotState
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import AllocationKey, ObservedEni, ObservedNode, PodRef
-from ipamcore.pool_parts import SlotState
 from tests.core.builders import SUBNET, SUBNET_CIDR
 
 LIMITS = InstanceLimits("test.small", max_enis=3, ipv4_per_eni=6)  # 5 IPs or 5 /28s per ENI

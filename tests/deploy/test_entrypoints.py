@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from adapters import protocol as p
-from adapters.cni.fake_ipamd import FakeIpamd
 from adapters.entrypoints import init, main
 from adapters.ipamctl import health
 from adapters.ipamd.settings import state_env
+from tests.rigs.fake_ipamd import FakeIpamd
 
 REPO = Path(__file__).resolve().parents[2]
 MAC = "0a:1b:2c:3d:4e:5f"
@@ -203,7 +203,7 @@ def test_bad_template_is_refused() -> None:
 
 LATE_IPAMD = """
 import signal, sys, time
-from adapters.cni.fake_ipamd import FakeIpamd
+from tests.rigs.fake_ipamd import FakeIpamd
 time.sleep(float(sys.argv[2]))
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))

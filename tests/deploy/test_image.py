@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 
 from adapters import protocol as p
-from adapters.cni.fake_ipamd import FakeIpamd
 from deploy import image
+from tests.rigs.fake_ipamd import FakeIpamd
 
 pytestmark = pytest.mark.image
 REPO = Path(__file__).resolve().parents[2]

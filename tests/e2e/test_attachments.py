@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError
-from adapters.localnode import LocalNode, Pod, local_node, real_datapath_possible
+from tests.rigs.cni_runtime import SYSTEM_CNI_DIR, CniError
+from tests.rigs.localnode import LocalNode, Pod, local_node, real_datapath_possible
 
 POSSIBLE, REASON = real_datapath_possible()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not POSSIBLE, reason=REASON)]

@@ -24,10 +24,10 @@ from typing import Any
 import boto3
 import pytest
 
-from adapters.localnode import REGION, ZONE, LocalNode, local_node, real_datapath_possible
 from ipamcore.kube import POD_IPS_ANNOTATION
 from tests.contract.kube_contract import ENICONFIGS, NODES, pods_path
 from tests.rigs.kube_rig import FakeApiServerProcess
+from tests.rigs.localnode import REGION, ZONE, LocalNode, local_node, real_datapath_possible
 
 POSSIBLE, REASON = real_datapath_possible()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not POSSIBLE, reason=REASON)]

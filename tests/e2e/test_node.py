@@ -2,7 +2,7 @@
 backend over HTTP and the pyroute2 datapath, and pods made by a real CNI runtime library
 (libcni, ``tests/cni/runner``) with the shipped conflist (vpc-cni chained with portmap) in
 real network namespaces. ENIs that the daemon attaches are hot-plugged into the node namespace
-by the harness (``adapters/eni_hotplug.py``), so an m5.large's 3 ENIs x 10 addresses are all
+by the harness (``tests/rigs/eni_hotplug.py``), so an m5.large's 3 ENIs x 10 addresses are all
 used. Needs root, go, golang-github-appc-cni-dev and /usr/lib/cni/portmap (skipped otherwise).
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError
-from adapters.localnode import LocalNode, Pod, local_node, real_datapath_possible
 from ipamcore.netspec import route_table_for_device
+from tests.rigs.cni_runtime import SYSTEM_CNI_DIR, CniError
+from tests.rigs.localnode import LocalNode, Pod, local_node, real_datapath_possible
 
 POSSIBLE, REASON = real_datapath_possible()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not POSSIBLE, reason=REASON)]

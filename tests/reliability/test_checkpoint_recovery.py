@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.localnode import LocalNode
-from adapters.reliability.crash_campaign import add, crash_node, daemon_pods, ec2_client
-from adapters.reliability.invariants import Ledger
+from tests.rigs.localnode import LocalNode
+from tests.rigs.reliability.crash_campaign import add, crash_node, daemon_pods, ec2_client
+from tests.rigs.reliability.invariants import Ledger
 
 COOLDOWN_S = 30  # long enough that "cooling" below cannot end during a test
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.ipamd.settings import SettingsError, load_settings
-from adapters.reliability.invariants import Ledger
-from backends.crashpoints import CrashPoint, parse_crash_point
+from backends.steps import no_step
+from tests.rigs.crashpoints import CrashPoint, parse_crash_point, step_from_env
+from tests.rigs.reliability.invariants import Ledger
 
 
 def kinds(ledger: Ledger) -> list[str]:
@@ -81,7 +81,8 @@ def test_crash_points_parse_and_validate() -> None:
 
 
 def test_the_crash_point_setting_names_what_it_accepts() -> None:
-    assert load_settings({"IPAMD_CRASH_POINT": "eni.recorded"}).crash_point == "eni.recorded"
-    assert load_settings({}).crash_point == ""
-    with pytest.raises(SettingsError, match="IPAMD_CRASH_POINT: expected STEP or STEP:N"):
-        load_settings({"IPAMD_CRASH_POINT": "checkpoint.nowhere"})
+    point = step_from_env({"IPAMD_CRASH_POINT": "eni.recorded"})
+    assert isinstance(point, CrashPoint) and point.name == "eni.recorded"
+    assert step_from_env({}) is no_step
+    with pytest.raises(ValueError, match=r"unknown crash point 'checkpoint\.nowhere'"):
+        step_from_env({"IPAMD_CRASH_POINT": "checkpoint.nowhere"})

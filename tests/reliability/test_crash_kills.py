@@ -10,16 +10,16 @@ from collections.abc import Iterator
 import pytest
 
 from adapters import protocol as p
-from adapters.localnode import LocalNode
-from adapters.reliability.crash_campaign import (
+from backends.steps import CHECKPOINT_STEPS, ENI_STEPS, JOURNAL_STEPS
+from tests.rigs.localnode import LocalNode
+from tests.rigs.reliability.crash_campaign import (
     checkpoint_step_kill,
     crash_node,
     eni_step_kill,
     journal_step_kill,
     random_kills,
 )
-from adapters.reliability.invariants import Ledger
-from backends.crashpoints import CHECKPOINT_STEPS, ENI_STEPS, JOURNAL_STEPS
+from tests.rigs.reliability.invariants import Ledger
 
 COOLDOWN_S = 8
 RANDOM_KILLS = int(os.environ.get("CRASH_KILLS", "8"))

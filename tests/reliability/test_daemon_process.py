@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from adapters import protocol as p
-from adapters.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni, PluginExec
 from backends.checkpoint import read_checkpoint_file
 from backends.statefile import UnsafeStateFile, read_state_file
 from tests.adapters.harness import add_request, base_env
+from tests.rigs.cni_runtime import SYSTEM_CNI_DIR, CniError, Libcni, PluginExec
 
 
 class Daemon:
@@ -44,7 +44,7 @@ class Daemon:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.ipamd.main"],
+            [sys.executable, "-m", "tests.rigs.crashpoints"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []
@@ -247,7 +247,10 @@ def test_an_add_cut_off_by_a_crash_is_try_again_later(
     if not os.access(os.path.join(SYSTEM_CNI_DIR, "portmap"), os.X_OK):
         pytest.skip(f"no portmap in {SYSTEM_CNI_DIR}")
     # The start writes the checkpoint once; the ADD's commit is the second write.
-    d = start(daemons, state, IPAMD_CRASH_POINT="checkpoint.temp-written:2")
+    d = start(
+        daemons, state, IPAMD_CRASH_POINT="checkpoint.temp-written:2",
+        IPAMD_CHECKPOINT_JOURNAL="false",  # the full-rewrite store: these are its steps
+    )  # fmt: skip
     d.wait_for("serving")
     work = tempfile.mkdtemp(prefix="ipamd-cni-", dir="/tmp")
     try:

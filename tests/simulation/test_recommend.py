@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from adapters.ipamctl.main import main as ipamctl_main
-from adapters.ipamctl_recommend import (
+from adapters.ipamctl.recommend import (
     Candidate,
     add_recommend_parser,
     dominates,
@@ -23,7 +23,7 @@ from adapters.ipamctl_recommend import (
     run_recommend,
     trade_off,
 )
-from adapters.ipamctl_simulate import SimulateUsageError
+from adapters.ipamctl.simulate import SimulateUsageError
 from adapters.simulator import Measures
 
 TRACE = """\
@@ -304,7 +304,7 @@ def test_plot_is_checked_before_the_run(
     trace = tmp_path / "t.csv"
     trace.write_text(TRACE)
     ran: list[int] = []
-    monkeypatch.setattr("adapters.ipamctl_recommend.sweep", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr("adapters.ipamctl.recommend.sweep", lambda *a, **k: ran.append(1))
     code, _out = cli(["recommend", "--trace", str(trace), "--no-progress",
                      "--plot", str(tmp_path / "nowhere" / "rec.png")])  # fmt: skip
     assert code == 2 and not ran and "does not exist" in capsys.readouterr().err
@@ -325,7 +325,7 @@ def test_a_failing_picture_still_prints_the_table(
     def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("no fonts")
 
-    monkeypatch.setattr("adapters.ipamctl_recommend.plot", broken)
+    monkeypatch.setattr("adapters.ipamctl.recommend.plot", broken)
     code, out = cli(["recommend", "--trace", str(trace), "--no-progress",
                      "--candidate", "WARM_IP_TARGET=1", "--plot", str(tmp_path / "r.png")])
     assert code == 1 and "recommended: " in out

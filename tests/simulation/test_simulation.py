@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
+from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
 from adapters.simulator import (
     SCENARIOS,
     Cluster,

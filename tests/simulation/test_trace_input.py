@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ipamctl_simulate import (
+from adapters.ipamctl.simulate import (
     ProgressBar,
     add_simulate_parser,
     check_settings,

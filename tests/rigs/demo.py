@@ -1,6 +1,6 @@
 """The main job on an embedded default: a simulated node against a local moto server.
 
-``./dev demo`` (or ``python -m adapters.demo``) starts moto_server on loopback, the metadata
+``./dev demo`` (or ``python -m tests.rigs.demo``) starts moto_server on loopback, the metadata
 server, and vpc-ipamd with the EC2 backend; creates a few pods through the CNI plugin; shows
 ``ipamctl enis``, ``ipamctl pods`` and ``ipamctl stats``; pings between pods when the datapath
 is real; then deletes the pods and cleans everything up. Without root it says so and uses the
@@ -21,8 +21,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from adapters.cni_runtime import CniError
-from adapters.localnode import LocalNode, Pod, local_node, real_datapath_possible
+from tests.rigs.cni_runtime import CniError
+from tests.rigs.localnode import LocalNode, Pod, local_node, real_datapath_possible
 
 TRY_AGAIN = 11  # the CNI spec's "try again later"
 RETRY_FIRST_S = 0.5
@@ -64,7 +64,7 @@ def add_like_a_runtime(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m adapters.demo",
+        prog="python -m tests.rigs.demo",
         description="Run one simulated node (moto_server + metadata server + vpc-ipamd) and "
         "create pods through the CNI plugin.",
     )

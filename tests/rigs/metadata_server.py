@@ -6,7 +6,7 @@ metadata service of its own; this server fills the gap with the paths the
 A session token is required: ``PUT /latest/api/token`` with a TTL header, then GETs with the
 ``X-aws-ec2-metadata-token`` header; a GET without a valid token gets 401.
 
-CLI: ``python -m backends.aws.metadata_server --ec2-endpoint http://127.0.0.1:5000
+CLI: ``python -m tests.rigs.metadata_server --ec2-endpoint http://127.0.0.1:5000
 --instance-id i-0123 --port 8181``. In-process: ``with MetadataServer(client, iid) as srv:``
 then ``ImdsClient(srv.url)``.
 """

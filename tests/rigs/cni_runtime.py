@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-SHIPPED_CONFLIST = Path(__file__).resolve().parent / "cni" / "10-vpc-cni.conflist"
+import adapters.cni
+
+SHIPPED_CONFLIST = Path(adapters.cni.__file__).resolve().parent / "10-vpc-cni.conflist"
 SYSTEM_CNI_DIR = "/usr/lib/cni"
 
 

@@ -3,7 +3,7 @@ time) and report pod address waits, idle addresses, EC2 calls and throttling.
 
 Wire it into ``ipamctl`` (``adapters/ipamctl/main.py``)::
 
-    from adapters.ipamctl_simulate import add_simulate_parser, run_simulate
+    from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
     ...
     add_simulate_parser(sub)                      # in build_parser(), after the others
     COMMANDS["simulate"] = lambda args, out: run_simulate(args, out)
@@ -610,7 +610,7 @@ def run_import(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m adapters.ipamctl_simulate simulate ...``)."""
+    """Stand-alone entry point (``python -m adapters.ipamctl.simulate simulate ...``)."""
     parser = argparse.ArgumentParser(prog="ipamctl")
     add_simulate_parser(parser.add_subparsers(dest="command", required=True))
     return run_simulate(parser.parse_args(argv))

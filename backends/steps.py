@@ -1,17 +1,15 @@
-"""Crash points: a test hook that kills the process (SIGKILL) at a named step.
+"""Step hooks: the named steps of a checkpoint write and of an ENI creation.
 
-The crash-injection tests stop the daemon between two steps of a checkpoint write or of an
-ENI creation, deterministically: the daemon is started with ``IPAMD_CRASH_POINT=<step>`` or
-``<step>:<n>`` (the n-th time that step is reached, default the first) and kills itself
-there, exactly as a power cut or the OOM killer would. Backends take a :data:`Step` callable
-and call it after each step; without the setting it is :func:`no_step`, which does nothing.
+The checkpoint stores (:mod:`backends.checkpoint`), the EC2
+backend (:meth:`backends.aws.ec2.Ec2Backend.create_eni`) and the daemon call a :data:`Step`
+callable with the step's name right after each step. In production it is :func:`no_step`,
+which does nothing. The crash-injection tests pass one that kills the process at a chosen
+step (``tests/rigs/crashpoints.py``, not shipped), to check that a crash between any two
+steps leaves a state the next start recovers from.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 from collections.abc import Callable
 
 # The steps of JsonFileCheckpointStore.save, in order.
@@ -41,37 +39,8 @@ ENI_STEPS = (
 STEPS = CHECKPOINT_STEPS + JOURNAL_STEPS + ENI_STEPS
 
 Step = Callable[[str], None]
+"""Called with a step's name (one of :data:`STEPS`) right after that step is done."""
 
 
 def no_step(_name: str) -> None:
-    """The hook when no crash point is set."""
-
-
-class CrashPoint:
-    """A :data:`Step` that SIGKILLs this process the ``hit``-th time ``name`` is reached."""
-
-    def __init__(self, name: str, hit: int = 1) -> None:
-        if name not in STEPS:
-            raise ValueError(f"unknown crash point {name!r}; known: {', '.join(STEPS)}")
-        if hit < 1:
-            raise ValueError(f"crash point hit must be >= 1, got {hit}")
-        self.name = name
-        self.hit = hit
-        self._seen = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str) -> None:
-        if name != self.name:
-            return
-        with self._lock:
-            self._seen += 1
-            if self._seen == self.hit:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-def parse_crash_point(text: str) -> CrashPoint:
-    """``step`` or ``step:n`` -> CrashPoint; ValueError naming what is accepted."""
-    name, sep, count = text.partition(":")
-    if sep and not count.isdigit():
-        raise ValueError(f"crash point hit must be a positive integer, got {count!r}")
-    return CrashPoint(name, int(count) if sep else 1)
+    """The production hook: does nothing."""

@@ -1,10 +1,10 @@
 """Crash injection against a real ``vpc-ipamd`` process, restarted after every kill.
 
-The node is :func:`adapters.localnode.local_node` without root: ``moto_server`` holds the
+The node is :func:`tests.rigs.localnode.local_node` without root: ``moto_server`` holds the
 cloud (so ENIs, attachments and addresses survive the daemon, as EC2 does), the project's
 metadata server, the daemon with the EC2 backend over HTTP, the fake datapath and a real
 checkpoint file. Clients speak the plugin's socket protocol directly (no plugin process per
-request), and a :class:`~adapters.reliability.invariants.Ledger` records what they were
+request), and a :class:`~tests.rigs.reliability.invariants.Ledger` records what they were
 told.
 
 * :func:`random_kills`: worker threads run mixed ADD/DEL while the daemon's policy (every
@@ -37,10 +37,10 @@ import attrs
 import boto3  # type: ignore[import-untyped]
 
 from adapters import protocol as p
-from adapters.localnode import REGION, LocalNode, local_node
-from adapters.reliability.invariants import Ledger, Violation
-from backends.crashpoints import CHECKPOINT_STEPS, JOURNAL_STEPS
+from backends.steps import CHECKPOINT_STEPS, JOURNAL_STEPS
 from ipamcore.model import INSTANCE_ID_TAG
+from tests.rigs.localnode import REGION, LocalNode, local_node
+from tests.rigs.reliability.invariants import Ledger, Violation
 
 NETWORK = "aws-cni"
 NAMESPACE = "crash"

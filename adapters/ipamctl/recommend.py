@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from adapters.ipamctl_simulate import (
+from adapters.ipamctl.simulate import (
     IDLE_DEFINITION,
     TRACE_HELP,
     ProgressBar,

@@ -4,12 +4,12 @@ daemon with the EC2 backend over HTTP, and pods created through the CNI plugin.
 Used by the demo (``./dev demo``) and by the end-to-end tests. With root and ``ip netns`` the
 datapath is real: the daemon's pyroute2 datapath works in a "node" network namespace made
 here (so the machine's own links, rules and routes are never touched) and each pod gets a
-real network namespace; the daemon reaches EC2 through :mod:`adapters.eni_hotplug`, which
+real network namespace; the daemon reaches EC2 through :mod:`tests.rigs.eni_hotplug`, which
 plays the hypervisor and hot-plugs a link with the MAC of every ENI attached to the instance,
 so pods may use secondary ENIs. Without root it says so and uses the fake datapath.
 
-The plugin is run directly (:class:`adapters.cni_runtime.PluginExec`), or, given a built
-libcni runner, through libcni with the shipped conflist (:class:`adapters.cni_runtime.Libcni`).
+The plugin is run directly (:class:`tests.rigs.cni_runtime.PluginExec`), or, given a built
+libcni runner, through libcni with the shipped conflist (:class:`tests.rigs.cni_runtime.Libcni`).
 
 Everything started is stopped, and every namespace made is deleted, on exit.
 """
@@ -33,9 +33,9 @@ from typing import Any
 import attrs
 import boto3  # type: ignore[import-untyped]
 
-from adapters.cni_runtime import CniRuntime, Libcni, PluginExec
-from adapters.eni_hotplug import EniHotplug, ip_link_runner
 from adapters.ipamd.settings import state_env
+from tests.rigs.cni_runtime import CniRuntime, Libcni, PluginExec
+from tests.rigs.eni_hotplug import EniHotplug, ip_link_runner
 
 REGION = "us-west-2"
 ZONE = "us-west-2a"
@@ -194,7 +194,7 @@ class LocalNode:
     def start_daemon(self) -> None:
         log = open(os.path.join(self.workdir, "ipamd.log"), "ab")  # noqa: SIM115
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "adapters.ipamd.main"],
+            [sys.executable, "-m", "tests.rigs.crashpoints"],
             env={**os.environ, **self.env}, stdout=log, stderr=log,
         )  # fmt: skip
         wait_http(self.introspection_url + "/v1/enis", 60, self.daemon)
@@ -210,9 +210,9 @@ class LocalNode:
 def _start_moto(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = open(os.path.join(workdir, "moto.log"), "ab")  # noqa: SIM115
-    # moto_server, with EC2's rules for the addresses it gives ENIs (adapters.moto_addresses).
+    # moto_server, with EC2's rules for the addresses it gives ENIs (tests.rigs.moto_addresses).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.moto_addresses", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.rigs.moto_addresses", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log, stderr=log,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -300,7 +300,7 @@ def local_node(
         md_port = free_port()
         md_log = open(os.path.join(workdir, "metadata.log"), "ab")  # noqa: SIM115
         metadata = subprocess.Popen(
-            [sys.executable, "-m", "backends.aws.metadata_server", "--ec2-endpoint", moto_url,
+            [sys.executable, "-m", "tests.rigs.metadata_server", "--ec2-endpoint", moto_url,
              "--instance-id", instance_id, "--port", str(md_port)],
             stdout=md_log, stderr=md_log,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""``moto_server`` with EC2's address rules, for a local node (``python -m adapters.moto_addresses
+"""``moto_server`` with EC2's address rules, for a local node (``python -m tests.rigs.moto_addresses
 -H 127.0.0.1 -p PORT``, the same arguments as ``moto_server``).
 
 moto picks an ENI's private addresses at random anywhere in the subnet: the network address,

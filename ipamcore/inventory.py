@@ -1,6 +1,8 @@
-"""The address pool's parts: the ENIs and address blocks it tracks, the ready buckets that
-order free addresses for packing, and the flat queues of slot entries
-(:mod:`ipamcore.pool` explains the choice of address and the storage these serve).
+"""What the address pool holds, and in which order it hands it out: the ENIs and their
+address blocks (:class:`EniState`, :class:`Block`), and the ready buckets and queues that
+keep free addresses in packing order, lowest ENI and block first (:class:`ReadyBucket`,
+:class:`EntryFifo`). :mod:`ipamcore.pool` explains the choice of address and the storage
+these serve.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ NEVER = float("-inf")
 
 
 class SlotState(enum.Enum):
+    """The state of one address slot in the pool."""
+
     FREE = "free"  # ready, or cooling when ready_at > now
     ASSIGNED = "assigned"
     LEAVING = "leaving"  # an unassign or ENI free is in flight
@@ -38,16 +42,20 @@ class EniState:
 
     @property
     def eni_id(self) -> str:
+        """The ENI's id."""
         return self.info.eni_id
 
     @property
     def rank(self) -> tuple[int, int]:
+        """``(network card, device index)``: lower ranks are filled first."""
         return (self.info.network_card, self.info.device_index)
 
     def ipv4_count(self) -> int:
+        """Secondary /32 blocks on this ENI."""
         return sum(1 for b in self.blocks.values() if not b.is_prefix)
 
     def prefix_count(self) -> int:
+        """/28 prefix blocks on this ENI."""
         return sum(1 for b in self.blocks.values() if b.is_prefix)
 
     def free_prefix_count(self) -> int:
@@ -73,9 +81,11 @@ class EntryFifo:
         return len(self.items) - self.head
 
     def first(self) -> int:
+        """The oldest entry (the FIFO must not be empty)."""
         return self.items[self.head]
 
     def popleft(self) -> int:
+        """Remove and return the oldest entry."""
         items, head = self.items, self.head
         entry = items[head]
         head += 1
@@ -129,6 +139,7 @@ class Block:
 
     @property
     def bucket_key(self) -> int:
+        """The key of the ready bucket this block's free addresses are in."""
         return self.bucket.key
 
 
@@ -138,5 +149,6 @@ def bucket_key(network_card: int, device_index: int, rank: int) -> int:
 
 
 def prefix_addresses(prefix: str) -> tuple[str, ...]:
+    """Every address of ``prefix``, in order."""
     net = ipaddress.ip_network(prefix, strict=False)
     return tuple(str(a) for a in net)
