@@ -142,10 +142,11 @@ class Upkeep(Runner):
                 return
             yield Sleep(self._now + self.config.eni_visible_poll_s)
 
-    def _teardown_eni(self, eni_id: str) -> TaskGen:
+    def _teardown_eni(self, eni_id: str, info: ObservedEni | None = None) -> TaskGen:
         """Remove a freed ENI's rule and routes from the host (a failure is logged: the
-        start's stale cleanup removes what is left)."""
-        info = self.core.eni(eni_id)
+        start's stale cleanup removes what is left). ``info``: the ENI as it was, for one
+        the pool has already dropped (reconciliation)."""
+        info = info or self.core.eni(eni_id)
         net = None if info is None else self.eni_network(info)
         if net is None:
             return
@@ -177,7 +178,7 @@ class Upkeep(Runner):
             self._log("warning", "reconciliation failed", error=described.message)
             return
         ipam = self.core
-        before = set(ipam.pool.enis)
+        before = {eni_id: ipam.eni(eni_id) for eni_id in ipam.pool.enis}
         report = ipam.reconcile(ObservedNode(described.enis), self._now)
         self._count("reconcile", "eni")
         change = report.diff
@@ -198,6 +199,9 @@ class Upkeep(Runner):
                 "error", "allocations force-removed: their address vanished from the instance",
                 keys=[str(a.key) for a in report.force_removed],
             )  # fmt: skip
+        for eni_id in change.remove_enis:  # gone from the instance: its rule and routes too
+            if before.get(eni_id) is not None and ipam.eni(eni_id) is None:
+                yield from self._teardown_eni(eni_id, before[eni_id])
         for eni in change.add_enis:
             yield from self._setup_eni(eni)
         for eni_id in sorted(self._enis_to_set_up):

@@ -16,7 +16,7 @@ from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni
 from ipamcore.errors import FailureKind
-from ipamcore.events import AddressesAssigned, EniCreated
+from ipamcore.events import AddressesAssigned, EffectFailed, EniCreated
 from ipamcore.model import Allocation, AllocationKey, InstanceIdentity, ObservedEni, PodRef
 from ipamcore.node import Node, NodeConfig, replies
 from ipamcore.node import commands as c
@@ -512,3 +512,30 @@ def test_a_record_of_the_inputs_replays_bit_for_bit() -> None:
     replayed = list(record.replay(rec.config, rec.steps))
     assert all(step.matches for step in replayed)
     assert [list(step.commands) for step in replayed] == [o for _, o in d.trace]
+
+
+def test_an_eni_gone_from_the_instance_has_its_rule_and_routes_torn_down() -> None:
+    """Reconciliation drops an ENI removed out of band; the node then asks the datapath to
+    remove that ENI's rule and table routes (issue 16 item 3), not only at the next start."""
+    d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=0)))
+    second = eni(1, ("10.0.1.10", "10.0.1.11"))
+    d.boot((PRIMARY, second))
+    d.tick()
+    gone = False
+    for _ in range(50):
+        while d.has(c.PerformEffect):  # the policy would free the idle ENI: refuse, so the
+            effect = d.take(c.PerformEffect)  # ENI stays until reconciliation sees it gone
+            failed = EffectFailed(effect.effect.effect_id, FailureKind.OTHER, "refused")
+            d.feed(i.EffectDone(d.now, effect.cid, failed))
+        if d.has(c.DescribeEnis):
+            d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, (PRIMARY,)))
+        if d.node.core.eni("eni-1") is None:
+            gone = True
+            break
+        wake = d.node.wake_at
+        assert wake is not None
+        d.tick(wake)
+    assert gone
+    teardown = d.take(c.TearDownEni)
+    assert teardown.eni_id == "eni-1"
+    assert teardown.network.primary_ip == second.primary_ip
