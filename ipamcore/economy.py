@@ -42,9 +42,11 @@ class EniCounts:
 
     @property
     def held(self) -> int:
+        """Addresses this ENI holds, whatever their state."""
         return self.assigned + self.available + self.cooling + self.leaving
 
     def by_state(self) -> dict[str, int]:
+        """The counts by state name (the metrics' ``state`` label)."""
         return {
             "assigned": self.assigned, "available": self.available,
             "cooling": self.cooling, "leaving": self.leaving,
@@ -66,6 +68,7 @@ class SubnetCounts:
 
     @property
     def held(self) -> int:
+        """Addresses the node holds in this subnet, whatever their state."""
         return self.assigned + self.available + self.cooling + self.leaving
 
     @property
@@ -125,6 +128,7 @@ class PrefixUse:
 
     @property
     def use(self) -> str:
+        """empty, sparse (at most a share of its addresses assigned), partial or full."""
         if self.assigned == 0:
             return "empty"
         if self.assigned >= IPS_PER_PREFIX:
@@ -156,10 +160,12 @@ class Fragmentation:
 
     @property
     def needed(self) -> int:
+        """Prefixes the assigned addresses would need if packed."""
         return -(-self.assigned // IPS_PER_PREFIX)
 
     @property
     def addresses_freed(self) -> int:
+        """Addresses repacking would give back (the freeable and the empty prefixes)."""
         return (self.freeable + self.by_use["empty"]) * IPS_PER_PREFIX
 
 
@@ -218,10 +224,12 @@ class SubnetUse:
 
     @property
     def used(self) -> int:
+        """Usable addresses of the subnet that are taken (by any node or anyone else)."""
         return self.usable - self.available
 
     @property
     def node_share_of_used(self) -> float:
+        """The part of the subnet's taken addresses that this node holds (0 to 1)."""
         return self.node_taken / self.used if self.used > 0 else 0.0
 
 

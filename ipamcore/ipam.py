@@ -416,6 +416,8 @@ class Ipam:
 
     @property
     def eniconfig_missing(self) -> bool:
+        """Custom networking by ENIConfig is on and the node's ENIConfig is missing: no new
+        ENI is created until it exists."""
         return self._eniconfig is not None and not self._eniconfig[0]
 
     def cap_max_pods(self, node_max_pods: int | None) -> None:
