@@ -33,13 +33,13 @@ For the daemon:
 - DEL must be idempotent (unknown attachment -> ok, or ``not_found`` which the plugin treats as
   success). CHECK of an unknown attachment -> ``not_found`` (CNI error 3).
 - Pending DELs (:mod:`adapters.pending_dels`): the plugin records a DEL it could not deliver
-  (``write_pending_del``). What the daemon does today: during its start, before it listens,
-  ``for req in read_pending_dels(dir)``: release it exactly like a DEL, then
-  ``remove_pending_del(dir, req)``; it does not rescan. So a DEL recorded while a start is
-  under way (after that scan, before the listen) is processed at the next start; until
-  then its address stays held (never handed out twice) and the runtime's GC, or a repeated
-  DEL, releases it sooner. Listening before the scan and rescanning periodically would close
-  that window; both belong with the request handling (the daemon's own key locks).
+  (``write_pending_del``). The daemon, during its start and before it listens, reads the
+  records and releases each exactly like a DEL, then removes them; once it listens it
+  rescans (at once, then every reconcile interval) and sends each record it finds through
+  the node as an ordinary DEL, ordered with any request for the same attachment, removing
+  the record once the DEL succeeded. So a DEL recorded while a start is under way (after
+  the first scan) is processed within seconds of the daemon listening, not at the next
+  start; until then its address stays held (never handed out twice).
 """
 
 from __future__ import annotations

@@ -125,6 +125,7 @@ class NodeExecutor:
         self._armed_at: float | None = None
         self._timer: asyncio.Task[None] | None = None
         self._serving: asyncio.Event | None = None
+        self._rescans: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._datapath_workers = WorkerThreads(DATAPATH_THREADS, "datapath")
         self._cloud_workers = WorkerThreads(CLOUD_THREADS, "cloud")
@@ -477,9 +478,47 @@ class NodeExecutor:
 
     def serve(self) -> None:
         """The daemon serves requests: the node's timers run from now on (during the start
-        only its retries do)."""
+        only its retries do), and DELs the plugin recorded meanwhile are rescanned."""
         if self._serving is not None:
             self._serving.set()
+            self._rescans = asyncio.get_running_loop().create_task(
+                self._rescan_pending_dels(), name="pending-dels"
+            )
+
+    async def _rescan_pending_dels(self) -> None:
+        """A DEL the plugin could not deliver is recorded on disk; the start releases the
+        records it finds before it listens. Records written after that scan (during the rest
+        of the start, or while the daemon was too busy to answer) are picked up here: once
+        the daemon listens, then every reconcile interval. Each goes through the node as an
+        ordinary DEL (ordered with any request for the same attachment); its record is
+        removed once the DEL succeeded."""
+        directory = self.settings.pending_del_dir
+
+        def on_error(path: str, err: p.ProtocolError) -> None:
+            self.log.warning("bad pending DEL record skipped", path=path, error=err.message)
+
+        while not self.stopping:
+            try:
+                requests = await asyncio.to_thread(read_pending_dels, directory, on_error)
+            except p.ProtocolError as exc:
+                self.log.error("pending DEL records unreadable", error=exc.message)
+                requests = []
+            for req in requests:
+                if self.stopping:
+                    return
+                key = AllocationKey(req.network_name, req.container_id, req.if_name)
+                reply = await self.request(
+                    lambda now, rid, key=key, netns=req.netns: i.Del(now, rid, key, netns)
+                )
+                if reply.error:
+                    self.log.warning("pending DEL not done yet", key=str(key), error=reply.error)
+                    continue
+                self.log.info("pending DEL processed after the start", key=str(key))
+                try:
+                    await asyncio.to_thread(remove_pending_del, directory, req)
+                except p.ProtocolError as exc:
+                    self.log.error("cannot remove pending DEL record", error=exc.message)
+            await self.clock.sleep(self.settings.reconcile_interval_s)
 
     async def request(self, make: Callable[[float, int], i.Request]) -> c.Reply:
         """Feed a request made by ``make(now, request_id)`` and wait for its reply."""
@@ -533,6 +572,8 @@ class NodeExecutor:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._rescans is not None:
+                self._rescans.cancel()
 
     def close(self) -> None:
         """Release the worker threads and the flight record (after stop)."""

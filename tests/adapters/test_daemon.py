@@ -224,6 +224,27 @@ async def test_pending_dels_are_processed_at_start(world: World) -> None:
         await d2.stop()
 
 
+async def test_a_pending_del_recorded_after_the_start_scan_is_not_left_for_the_next_restart(
+    world: World,
+) -> None:
+    """A DEL the plugin recorded once the start had read the records (the daemon was still
+    starting, or too busy to answer) is picked up by the rescan after the daemon listens,
+    then every reconcile interval, instead of waiting for the next restart."""
+    d = world.daemon()
+    await d.start()
+    try:
+        ip1 = (await call(world.socket_path, add_request(1))).result["ipv4"]
+        ip2 = (await call(world.socket_path, add_request(2))).result["ipv4"]
+        record = pd.write_pending_del(d.settings.pending_del_dir, del_request(1))
+        key1 = AllocationKey("aws-cni", "c0001", "eth0")
+        await until(lambda: d.executor.core.get(key1) is None, world.clock, step=10.0, limit=12)
+        await eventually(lambda: not os.path.exists(record))
+        assert {a.ipv4 for a in d.executor.core.allocations()} == {ip2}
+        assert saved_ips(world) == {ip2} and ip1 != ip2
+    finally:
+        await d.stop()
+
+
 async def test_corrupt_checkpoint_quarantines_every_address(world: World) -> None:
     d = world.daemon()
     await d.start()
