@@ -26,8 +26,7 @@ from typing import Any
 
 from adapters.ipamd.clock import Clock
 from adapters.ipamd.executor import NodeExecutor
-from backends.kubernetes import informer
-from backends.kubernetes import watcher as watcher_module
+from backends.kubernetes import logs as kube_logs
 from backends.kubernetes.client import LightkubeApi, cluster_config
 from backends.kubernetes.informer import CacheChange
 from backends.kubernetes.settings import KubeSettings
@@ -56,7 +55,7 @@ class KubeLink:
         report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         self.watcher, self.executor, self.clock, self.log = watcher, executor, clock, log
-        self._loggers: tuple[Any, Any] | None = None
+        self._logger: Any = None  # the backend's logger before ours (None: not swapped)
         self.settings: KubeSettings = watcher.settings
         self.report_interval_s = report_interval_s
         self._fed_eniconfig: EniConfigChoice | None = None
@@ -95,7 +94,7 @@ class KubeLink:
         """Start the watches and wait for the API server as upstream does; then feed the
         node what is known (before its start-up, so its first ENI is placed right)."""
         log = self.log.bind(component="kube") if hasattr(self.log, "bind") else self.log
-        self._loggers = (informer.use_logger(log), watcher_module.use_logger(log))
+        self._logger = kube_logs.use_logger(log)
         self.watcher.subscribe(self._on_change)
         self.executor.input_hooks.append(self._on_input)
         self.executor.reply_hooks.append(self._on_reply)
@@ -128,10 +127,9 @@ class KubeLink:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-        if self._loggers is not None:
-            informer.use_logger(self._loggers[0])
-            watcher_module.use_logger(self._loggers[1])
-            self._loggers = None
+        if self._logger is not None:
+            kube_logs.use_logger(self._logger)
+            self._logger = None
 
     def stats(self) -> dict[str, object]:
         return {**self.watcher.stats(), "eventsPosted": list(self.events_posted)}

@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
-import structlog
 
+from backends.kubernetes import logs
 from ipamcore.kube import (
     EniConfig,
     KubeApiPort,
@@ -35,16 +35,6 @@ from ipamcore.kube import (
     Selector,
     WatchType,
 )
-
-log: Any = structlog.get_logger("ipamd.kube")
-
-
-def use_logger(logger: Any) -> Any:
-    """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
-    structlog's default one; returns the logger used until now (to put back)."""
-    global log
-    previous, log = log, logger
-    return previous
 
 
 class Clock(Protocol):
@@ -199,7 +189,7 @@ class Reflector:
                     attempt = 0
                 if e.kind is KubeFailure.EXPIRED:
                     self.stats.expired += 1
-                    log.info("kube_watch_expired", kind=self.kind, rv=self.resource_version)
+                    logs.log.info("kube_watch_expired", kind=self.kind, rv=self.resource_version)
                     self.resource_version = ""
                     if not (listed and not self._delivered):
                         continue  # relist at once, as client-go does
@@ -207,7 +197,9 @@ class Reflector:
                 self.stats.errors += 1
                 delay = self.backoff.delay(attempt, e.retry_after)
                 attempt += 1
-                log.warning("kube_watch_failed", kind=self.kind, error=str(e), retry_in_s=delay)
+                logs.log.warning(
+                    "kube_watch_failed", kind=self.kind, error=str(e), retry_in_s=delay
+                )
                 await self.clock.sleep(delay)
 
     async def _list(self) -> None:

@@ -37,11 +37,10 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import attrs
-import structlog
 
+from backends.kubernetes import logs
 from backends.kubernetes.informer import (
     Backoff,
     CacheChange,
@@ -74,15 +73,6 @@ from ipamcore.kube import (
     Selector,
 )
 
-log: Any = structlog.get_logger("ipamd.kube")
-
-
-def use_logger(logger: Any) -> Any:
-    """Log through ``logger`` (the daemon's: its format, level and redaction) instead of
-    structlog's default one; returns the logger used until now (to put back)."""
-    global log
-    previous, log = log, logger
-    return previous
 CONFLICT_DELAYS_S = (0.01, 0.05, 0.25, 1.25)  # client-go's retry.DefaultBackoff, no jitter
 
 
@@ -137,9 +127,9 @@ class KubeWatcher:
             return
         self._last_choice = choice
         if choice.spec is None:
-            log.error("eniconfig_missing", eniconfig=choice.name, node=self.settings.node_name)
+            logs.log.error("eniconfig_missing", eniconfig=choice.name, node=self.settings.node_name)
         else:
-            log.info(
+            logs.log.info(
                 "eniconfig_for_node",
                 eniconfig=choice.name,
                 subnet=choice.spec.subnet,
@@ -244,7 +234,9 @@ class KubeWatcher:
                     pod = await self.api.get_pod(namespace, name)
                 decision = pod_ips_patch(pod, ip, released)
                 if decision.action is AnnotationAction.MISMATCH:
-                    log.warning("pod_ips_mismatch", pod=f"{namespace}/{name}", released=released)
+                    logs.log.warning(
+                        "pod_ips_mismatch", pod=f"{namespace}/{name}", released=released
+                    )
                     return False
                 if decision.action is AnnotationAction.SKIP:
                     return True
@@ -256,7 +248,9 @@ class KubeWatcher:
                 if e.kind is KubeFailure.NOT_FOUND:
                     return not ip  # a DEL of a pod already gone needs nothing
                 if e.kind is not KubeFailure.CONFLICT or attempt == len(CONFLICT_DELAYS_S):
-                    log.warning("pod_ips_annotate_failed", pod=f"{namespace}/{name}", error=str(e))
+                    logs.log.warning(
+                        "pod_ips_annotate_failed", pod=f"{namespace}/{name}", error=str(e)
+                    )
                     return False
                 pod = None  # read it again
                 await self.clock.sleep(CONFLICT_DELAYS_S[attempt])
@@ -276,7 +270,7 @@ class KubeWatcher:
             await self.api.create_event(event, ref)
             return True
         except KubeError as e:
-            log.warning("kube_event_failed", reason=event.reason, error=str(e))
+            logs.log.warning("kube_event_failed", reason=event.reason, error=str(e))
             return False
 
     async def report(self, observations: Observations) -> list[KubeEvent]:
@@ -308,7 +302,7 @@ class KubeWatcher:
                 return True
             except KubeError as e:
                 if e.kind is not KubeFailure.CONFLICT or attempt == len(CONFLICT_DELAYS_S):
-                    log.warning("cninode_patch_failed", error=str(e))
+                    logs.log.warning("cninode_patch_failed", error=str(e))
                     return False
                 await self.clock.sleep(CONFLICT_DELAYS_S[attempt])
         return False
