@@ -34,6 +34,9 @@ def perform(
         if isinstance(effect, CreateEni):
             return EniCreated(eid, cloud.create_eni(instance_id, effect, dict(tags or {})))
         if isinstance(effect, AssignAddresses):
+            if effect.ipv6_prefix_count:
+                got = cloud.assign_ipv6_prefixes(effect.eni_id, effect.ipv6_prefix_count)
+                return AddressesAssigned(eid, effect.eni_id, ipv6_prefixes=tuple(got))
             if effect.prefix_count:
                 got = cloud.assign_prefixes(effect.eni_id, effect.prefix_count)
                 return AddressesAssigned(eid, effect.eni_id, prefixes=tuple(got))

@@ -67,7 +67,12 @@ CALLS_TARGET = 2.0
 SETTLE_S = 3.0  # after the burst: let follow-up calls (warm-pool top-up) land in the log
 
 
-def start_daemon(state: str, policy: str, delete_on_termination: bool) -> subprocess.Popen[bytes]:
+V6_ENV = {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"}
+
+
+def start_daemon(
+    state: str, policy: str, delete_on_termination: bool, ipv6: bool = False
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "IPAMD_CLOUD": "fake", "IPAMD_DATAPATH": "fake", "IPAMD_FAKE_INSTANCE_TYPE": INSTANCE_TYPE,
@@ -79,6 +84,7 @@ def start_daemon(state: str, policy: str, delete_on_termination: bool) -> subpro
         **state_env(state),
         "DISABLE_INTROSPECTION": "true", "DISABLE_METRICS": "true",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
+        **(V6_ENV if ipv6 else {}),
     }  # fmt: skip
     for name in ("WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "MAX_ENI"):
         env.pop(name, None)
@@ -158,10 +164,12 @@ def count_calls(calls: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
-def one_run(pods: int, policy: str, keep: bool, delete_on_termination: bool) -> dict[str, object]:
+def one_run(
+    pods: int, policy: str, keep: bool, delete_on_termination: bool, ipv6: bool = False
+) -> dict[str, object]:
     state = tempfile.mkdtemp(prefix=f"ipamd-burst-{os.getpid()}-", dir="/tmp")
     sock = os.path.join(state, "ipam.sock")
-    proc = start_daemon(state, policy, delete_on_termination)
+    proc = start_daemon(state, policy, delete_on_termination, ipv6)
     try:
         wait_ready(sock, proc, state)
         elapsed, latencies, replies = asyncio.run(burst(sock, pods))
@@ -173,7 +181,8 @@ def one_run(pods: int, policy: str, keep: bool, delete_on_termination: bool) -> 
         if not keep:
             shutil.rmtree(state, ignore_errors=True)
     failures = [f"{r.error_code}: {r.error_message}" for r in replies if not r.ok]
-    addresses = {(r.result or {}).get("ipv4") for r in replies if r.ok}
+    family = "ipv6" if ipv6 else "ipv4"
+    addresses = {(r.result or {}).get(family) for r in replies if r.ok} - {None}
     if failures or len(addresses) != pods:
         raise SystemExit(f"burst failed: {len(failures)} errors {failures[:3]}, "
                          f"{len(addresses)} distinct addresses")  # fmt: skip
@@ -194,10 +203,18 @@ def main() -> None:
     parser.add_argument("--policy", default="upstream", choices=("upstream", "upstream-faithful"))
     parser.add_argument("--keep", action="store_true", help="keep each run's state directory")
     parser.add_argument(
+        "--ipv6", action="store_true",
+        help="IPv6 single stack (ENABLE_IPv6=true ENABLE_IPv4=false ENABLE_PREFIX_DELEGATION="
+        "true): the start's one AssignIpv6Addresses, then no EC2 call at all",
+    )  # fmt: skip
+    parser.add_argument(
         "--eni-delete-on-termination", default="true", choices=("true", "false"),
         help="the daemon's ENI_DELETE_ON_TERMINATION (false: no ModifyNetworkInterfaceAttribute)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.ipv6:
+        main_ipv6(args.runs, args.pods, args.keep)
+        return
     delete_on_termination = args.eni_delete_on_termination == "true"
     least = least_burst_time(delete_on_termination=delete_on_termination)
     modify = REALISTIC_LATENCIES["ModifyNetworkInterfaceAttribute"]
@@ -244,6 +261,34 @@ def main() -> None:
         "meets_calls_target": per_eni_median is not None and per_eni_median <= CALLS_TARGET,
         "meets_calls_target_on_added_enis": 0 < max_one <= CALLS_TARGET,
         "per_run": runs,
+    }))  # fmt: skip
+
+
+def main_ipv6(runs_wanted: int, pods: int, keep: bool) -> None:
+    """The IPv6 run: every pod's address comes from the primary ENI's /80, which the daemon
+    got at start with one AssignIpv6Addresses; the burst itself makes no EC2 call."""
+    runs = []
+    for i in range(runs_wanted):
+        run = one_run(pods, "upstream", keep, True, ipv6=True)
+        runs.append(run)
+        calls = run["calls"]
+        assert isinstance(calls, dict)
+        print(f"run {i + 1} (IPv6): {pods} pods in {run['seconds']:.3f} s "
+              f"(ADD p50 {run['add_p50_s']:.4f} s), EC2 mutating calls in all "
+              f"{calls['mutating']} {calls['by_action']}")  # fmt: skip
+    median = statistics.median(float(r["seconds"]) for r in runs)
+    mutating = [int(r["calls"]["mutating"]) for r in runs]  # type: ignore[index]
+    only_prefix = all(
+        r["calls"]["by_action"] == {"AssignIpv6Addresses": 1}  # type: ignore[index]
+        for r in runs
+    )
+    print(f"median {median:.3f} s for {pods} IPv6 pods; EC2 mutating calls per run {mutating} "
+          f"(one AssignIpv6Addresses at start, none after it: {only_prefix})")  # fmt: skip
+    print(json.dumps({
+        "benchmark": "burst", "mode": "ipv6", "pods": pods, "instance_type": INSTANCE_TYPE,
+        "runs": runs_wanted, "median_time_s": round(median, 4),
+        "ec2_mutating_calls_per_run": mutating,
+        "no_ec2_call_after_first_prefix": only_prefix, "per_run": runs,
     }))  # fmt: skip
 
 

@@ -107,6 +107,9 @@ class PoolConfig:
         default=False, validator=_is("ENABLE_PREFIX_DELEGATION", bool)
     )
     ipv6: bool = attrs.field(default=False, validator=_is("ENABLE_IPv6", bool))
+    # ENABLE_IPv4: with ``ipv6`` and this false, upstream's IPv6 single stack; both true is
+    # dual stack (each pod gets an IPv4 from the warm pool and an IPv6 from the prefix).
+    ipv4: bool = attrs.field(default=True, validator=_is("ENABLE_IPv4", bool))
     max_eni: int | None = attrs.field(default=None, validator=_non_negative("MAX_ENI"))
     cooldown_s: float = attrs.field(
         default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD", float)
@@ -150,14 +153,22 @@ class PoolConfig:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.prefix_delegation and self.ipv6:
-            raise ConfigError(
-                "ENABLE_PREFIX_DELEGATION", "IPv4 prefix delegation does not apply in IPv6 mode"
-            )
+        if not self.ipv4 and not self.ipv6:
+            raise ConfigError("ENABLE_IPv4", "ENABLE_IPv4 and ENABLE_IPv6 are both false")
         if self.effect_timeout_s <= 0:
             raise ConfigError("effect_timeout_s", "must be above 0")
         if self.max_eni == 0:
             raise ConfigError("MAX_ENI", "must be 1 or more (the primary ENI counts)")
+
+    @property
+    def ipv6_only(self) -> bool:
+        """Upstream's IPv6 mode: pods get an IPv6 address only."""
+        return self.ipv6 and not self.ipv4
+
+    @property
+    def dual_stack(self) -> bool:
+        """Each pod gets an IPv4 and an IPv6 address (beyond upstream)."""
+        return self.ipv6 and self.ipv4
 
     @property
     def warm_ip_targets_defined(self) -> bool:

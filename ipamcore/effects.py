@@ -36,12 +36,15 @@ class CreateEni:
 
 @attrs.frozen
 class AssignAddresses:
-    """Assign ``ipv4_count`` more secondary IPs or ``prefix_count`` more /28 prefixes to an ENI."""
+    """Assign ``ipv4_count`` more secondary IPs or ``prefix_count`` more /28 prefixes to an
+    ENI, or ``ipv6_prefix_count`` IPv6 /80 prefixes (``AssignIpv6Addresses`` with
+    ``Ipv6PrefixCount``, upstream's IPv6 mode)."""
 
     effect_id: int
     eni_id: str
     ipv4_count: int = 0
     prefix_count: int = 0
+    ipv6_prefix_count: int = 0
 
 
 @attrs.frozen

@@ -22,12 +22,13 @@ class EniCreated:
 
 @attrs.frozen
 class AddressesAssigned:
-    """``AssignAddresses`` succeeded with these secondary IPs or prefixes."""
+    """``AssignAddresses`` succeeded with these secondary IPs or prefixes (or IPv6 prefixes)."""
 
     effect_id: int
     eni_id: str
     ipv4_addresses: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+    ipv6_prefixes: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -30,7 +30,6 @@ type, a reconciliation snapshot refused, an effect given up); the shell logs and
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -49,6 +48,7 @@ from ipamcore.events import (
     Outcome,
 )
 from ipamcore.inventory import EniState, SlotState
+from ipamcore.ipv6 import V6Prefixes, V6Stats
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import (
     IPS_PER_PREFIX,
@@ -122,7 +122,17 @@ class Ipam:
                 f"ENABLE_PREFIX_DELEGATION ignored: {limits.instance_type} is neither nitro nor "
                 "bare metal; using secondary IPs"
             )
-        self._ipv6 = config.ipv6
+        self._ipv6 = config.ipv6_only
+        # IPv6 addresses from the ENIs' delegated prefixes (IPv6 only, or dual stack); in
+        # dual stack, the IPv6 address of each key whose IPv4 the pool holds.
+        self.v6: V6Prefixes | None = V6Prefixes() if config.ipv6 else None
+        self._dual: dict[AllocationKey, str] = {}
+        if config.ipv6_only:
+            self.notices.append(
+                "IPv6 mode: WARM_ENI_TARGET, WARM_IP_TARGET, MINIMUM_IP_TARGET and "
+                "WARM_PREFIX_TARGET are ignored; pods take addresses from the primary ENI's "
+                "/80 prefix"
+            )
         self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
         self.max_enis = min(limits.max_enis, config.max_eni or limits.max_enis)
         self.max_enis -= config.reserved_trunk_enis
@@ -143,7 +153,6 @@ class Ipam:
         self._recently_released: dict[str, float] = {}
         self._subnets: tuple[Subnet, ...] = ()
         self._availability_zone = ""
-        self._v6_next: dict[str, int] = {}
         self._policy = make_policy(config)
         self._observes_pods = self._policy.observes_pods
         # Refusals of room: subnets (InsufficientFreeAddressesInSubnet, with subnet discovery)
@@ -169,7 +178,15 @@ class Ipam:
 
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
-        return self.pool.allocations.get(key)
+        allocation = self.pool.allocations.get(key)
+        if self._dual and allocation is not None:
+            return self._with_v6(allocation)
+        return allocation
+
+    def _with_v6(self, allocation: Allocation) -> Allocation:
+        """Dual stack: the allocation with its key's IPv6 address."""
+        v6 = self._dual.get(allocation.key)
+        return allocation if v6 is None else allocation._replace(ipv6=v6)
 
     @property
     def orphaned(self) -> Mapping[str, Allocation]:
@@ -178,11 +195,14 @@ class Ipam:
 
     def allocations(self) -> list[Allocation]:
         """Every allocation, in a stable order."""
-        return sorted(self.pool.allocations.values(), key=lambda a: str(a.key))
+        found = self.pool.allocations.values()
+        if self._dual:
+            found = [self._with_v6(a) for a in found]  # type: ignore[assignment]
+        return sorted(found, key=lambda a: str(a.key))
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """The allocations of the pod ``namespace/name``."""
-        return self.pool.find_by_pod(namespace, name)
+        return [self._with_v6(a) for a in self.pool.find_by_pod(namespace, name)]
 
     def eni(self, eni_id: str) -> ObservedEni | None:
         """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
@@ -217,17 +237,15 @@ class Ipam:
             max_addresses=self.max_enis * self.per_eni * self._unit,
         )
 
+    def v6_stats(self) -> V6Stats:
+        """The IPv6 figures (IPv6 only or dual stack; zeros otherwise)."""
+        return V6Stats() if self.v6 is None else self.v6.stats()
+
     def _stats_v6(self) -> PoolStats:
         """IPv6 mode: every address of each ENI's delegated prefix counts (upstream's
         ``GetIPStats("6")``), no cooldown."""
-        total = prefixes = 0
-        for state in self.pool.enis.values():
-            if state.info.is_trunk or state.info.is_efa:
-                continue
-            for prefix in state.info.ipv6_prefixes:
-                total += ipaddress.ip_network(prefix, strict=False).num_addresses
-                prefixes += 1
-        assigned = sum(1 for a in self.pool.allocations.values() if a.ipv6 is not None)
+        v6 = self.v6_stats()
+        total, prefixes, assigned = v6.total, v6.prefixes, v6.assigned
         return PoolStats(
             enis=len(self.pool.enis), max_enis=self.max_enis, total=total, assigned=assigned,
             cooling=0, available=max(total - assigned, 0), leaving=0, prefixes=prefixes,
@@ -256,6 +274,8 @@ class Ipam:
         when none is ready, in which case :meth:`plan` with ``waiting`` asks for more."""
         if self._ipv6:
             return self._assign_v6(key, pod, now)
+        if self.v6 is not None:
+            return self._assign_dual(key, pod, now)
         pool = self.pool
         if not self._observes_pods:
             return pool.assign(key, pod, now)
@@ -267,6 +287,15 @@ class Ipam:
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
+        if self.v6 is not None:
+            v6 = self._dual.pop(key, None)
+            released = self._release_v4(key, now)
+            if released is not None and (v6 or released.ipv6):
+                self.v6.released(v6 or released.ipv6 or "")
+            return released if v6 is None or released is None else released._replace(ipv6=v6)
+        return self._release_v4(key, now)
+
+    def _release_v4(self, key: AllocationKey, now: float) -> Allocation | None:
         if self._orphans:
             allocation = self.pool.allocations.get(key)
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
@@ -281,24 +310,54 @@ class Ipam:
         existing = self.pool.allocations.get(key)
         if existing is not None:
             return existing
-        for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
-            if state.info.ipv6_prefixes and not state.info.unmanaged:
-                prefix = state.info.ipv6_prefixes[0]
-                offset = self._v6_next.get(prefix, 1)
-                self._v6_next[prefix] = offset + 1
-                net = ipaddress.ip_network(prefix, strict=False)
-                allocation = Allocation(
-                    key=key,
-                    pod=pod,
-                    ipv4=None,
-                    ipv6=str(net.network_address + offset),
-                    allocated_at=now,
-                    eni_id=state.eni_id,
-                    device_index=state.info.device_index,
-                )
-                self.pool.record_allocation(allocation)
-                return allocation
-        raise PoolExhausted("no ENI carries an IPv6 prefix")
+        assert self.v6 is not None
+        found = self.v6.first()
+        if found is None:
+            raise PoolExhausted("no ENI carries an IPv6 prefix yet")
+        eni_id, prefix = found
+        allocation = Allocation(
+            key=key, pod=pod, ipv4=None, ipv6=self.v6.take(prefix), allocated_at=now,
+            eni_id=eni_id, device_index=self.v6.devices.get(eni_id, 0),
+        )  # fmt: skip
+        self.pool.record_allocation(allocation)
+        return allocation
+
+    def _assign_dual(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
+        """Dual stack: an IPv4 address from the warm pool and an IPv6 one from the prefix,
+        both or neither (no IPv4 is taken while the node has no IPv6 prefix yet)."""
+        assert self.v6 is not None
+        existing = self.get(key)
+        if existing is not None:
+            return existing
+        found = self.v6.first()
+        if found is None:
+            raise PoolExhausted("no ENI carries an IPv6 prefix yet")
+        before = self.pool.assigned
+        allocation = self.pool.assign(key, pod, now)  # PoolExhausted: nothing taken
+        if self._observes_pods and self.pool.assigned != before:
+            self._policy.assigned(now)
+        v6 = self._dual[key] = self.v6.take(found[1])
+        return allocation._replace(ipv6=v6)
+
+    def start_v6_prefix(self, now: float) -> Effect | None:
+        """The IPv6 prefix for the primary ENI, in flight, if the node has none (start-up
+        asks for it at once, as upstream's does); answer it with :meth:`apply`."""
+        if self.v6 is None:
+            return None
+        effects = self._v6_effects()
+        return self._start(effects[0], now) if effects else None
+
+    def _v6_effects(self) -> list[Effect]:
+        """An IPv6 prefix for the primary ENI while it has none and none is on its way."""
+        assert self.v6 is not None
+        primary = self.primary_eni()
+        if primary is None or self.v6.first() is not None:
+            return []
+        if any(
+            isinstance(e, AssignAddresses) and e.ipv6_prefix_count for e in self._in_flight.values()
+        ):
+            return []
+        return [AssignAddresses(effect_id=0, eni_id=primary.eni_id, ipv6_prefix_count=1)]
 
     # ------------------------------------------------------------ policy
     def plan(self, now: float, waiting: int = 0) -> list[Effect]:
@@ -308,7 +367,9 @@ class Ipam:
         In prefix mode, secondary IPs left on an ENI (from before prefix delegation) are
         given back when free, as upstream does at start."""
         if self._ipv6:
-            return []
+            self._expire(now)
+            return [self._start(e, now) for e in self._v6_effects()]
+        v6_effects = [] if self.v6 is None else self._v6_effects()
         if waiting < 0:
             raise UsageError(f"waiting must be 0 or more, got {waiting}")
         self.pool.advance(now)
@@ -335,7 +396,7 @@ class Ipam:
         if self.prefix_mode:
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
-        return [self._start(effect, now) for effect in effects]
+        return [self._start(effect, now) for effect in v6_effects + effects]
 
     def _park_secondary_ips(self) -> None:
         """Prefix mode: free secondary IPs are set aside (leaving) until given back, so no
@@ -376,9 +437,10 @@ class Ipam:
 
     def _policy_input(self, waiting: int) -> PolicyInput:
         subnet_id, security_groups = self._placement()
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        ) | self._suspect_enis
+        busy = (
+            frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+            | self._suspect_enis
+        )
         full = set(self._full_enis)
         if self._full_subnets:
             full |= {
@@ -439,7 +501,9 @@ class Ipam:
         if placement.subnet_discovery and primary is not None:
             chosen = choose_discovered_subnet(
                 [s for s in self._subnets if s.subnet_id not in self._full_subnets],
-                self._availability_zone, placement.cluster_name, primary.subnet_id,
+                self._availability_zone,
+                placement.cluster_name,
+                primary.subnet_id,
             )
             if chosen is not None:
                 return chosen.subnet_id, placement.security_groups or default_groups
@@ -496,11 +560,13 @@ class Ipam:
         self.pool.advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
-        if isinstance(effect, CreateEni | AssignAddresses):
+        if isinstance(effect, CreateEni | AssignAddresses) and not self._v6_only_effect(effect):
             self._policy.succeeded(effect)
         if isinstance(outcome, EniCreated):
             self._add_observed_eni(outcome.eni, now)
         elif isinstance(outcome, AddressesAssigned):
+            if outcome.ipv6_prefixes and self.v6 is not None:
+                self.v6.add(outcome.eni_id, outcome.ipv6_prefixes)
             for address in outcome.ipv4_addresses:
                 self.pool.add_block(outcome.eni_id, address, False, now)
             for prefix in outcome.prefixes:
@@ -514,8 +580,15 @@ class Ipam:
         self._rebind_orphans()
         return ()
 
+    @staticmethod
+    def _v6_only_effect(effect: Effect) -> bool:
+        return isinstance(effect, AssignAddresses) and effect.ipv6_prefix_count > 0
+
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
+        if self._v6_only_effect(effect):
+            self.notices.append(f"IPv6 prefix assignment failed: {failure.message}")
+            return ()
         removed: tuple[Allocation, ...] = ()
         for reaction in reactions(effect, failure.kind):
             if reaction is Reaction.BACK_OFF:
@@ -616,6 +689,8 @@ class Ipam:
         return info.unmanaged
 
     def _add_observed_eni(self, info: ObservedEni, now: float) -> None:
+        if self.v6 is not None:
+            self.v6.observe(info)
         state = self.pool.enis.get(info.eni_id)
         if state is None:
             state = self.pool.add_eni(info, now, self._excluded(info))
@@ -634,6 +709,10 @@ class Ipam:
         every allocation (upstream aborts the reconcile too). Malformed ENIs raise
         :class:`DataError` before anything changes."""
         check_observed(observed.enis, "reconcile")
+        if self.v6 is not None:
+            for info in observed.enis:
+                if info.eni_id in self.pool.enis:
+                    self.v6.observe(info)
         primary = self.primary_eni()
         shown = {e.eni_id for e in observed.enis}
         refused = ""
@@ -649,9 +728,7 @@ class Ipam:
         self._recently_released = {
             k: t for k, t in self._recently_released.items() if now - t < grace
         }
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        )
+        busy = frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
         changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
         report = self._apply_diff(changes, now)
         self._full_enis.clear()  # the snapshot shows each ENI's room as it is
@@ -693,6 +770,8 @@ class Ipam:
             removed.extend(self.pool.remove_block(eni_id, block))
         for eni_id in changes.remove_enis:
             removed.extend(self.pool.remove_eni(eni_id))
+            if self.v6 is not None:
+                self.v6.forget(eni_id)
         if self.prefix_mode and self._loaded:
             self._park_secondary_ips()
         self._rebind_orphans()
@@ -739,6 +818,7 @@ class Ipam:
             if allocation.ipv4 is None:
                 restored.append(self._restore_v6(allocation))
                 continue
+            v6 = allocation.ipv6 if self.v6 is not None else None
             slot = self.pool.slots.get(allocation.ipv4)
             if slot is not None and self.prefix_mode and slot.block == allocation.ipv4:
                 # A secondary IP set aside in prefix mode: its pod still holds it.
@@ -751,6 +831,10 @@ class Ipam:
                     else "address or key is already taken"
                 )
                 dropped.append((allocation, reason))
+            elif v6 is not None and self.v6 is not None:
+                self._dual[bound.key] = v6
+                self.v6.locate(v6)
+                restored.append(bound._replace(ipv6=v6))
             else:
                 restored.append(bound)
         for address, released_at in checkpoint.released_at:
@@ -764,16 +848,9 @@ class Ipam:
 
     def _restore_v6(self, allocation: Allocation) -> Allocation:
         assert allocation.ipv6 is not None
-        address = ipaddress.ip_address(allocation.ipv6)
-        for state in self.pool.enis.values():
-            for prefix in state.info.ipv6_prefixes:
-                net = ipaddress.ip_network(prefix, strict=False)
-                if address in net:
-                    offset = int(address) - int(net.network_address)
-                    self._v6_next[prefix] = max(self._v6_next.get(prefix, 1), offset + 1)
-                    allocation = allocation._replace(
-                        eni_id=state.eni_id, device_index=state.info.device_index
-                    )
+        found = None if self.v6 is None else self.v6.locate(allocation.ipv6)
+        if found is not None:
+            allocation = allocation._replace(eni_id=found[0], device_index=found[1])
         self.pool.record_allocation(allocation)
         return allocation
 

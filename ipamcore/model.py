@@ -144,3 +144,7 @@ class InstanceIdentity:
     primary_mac: str
     vpc_cidrs: tuple[str, ...] = ()
     region: str = ""
+    # IPv6 (IMDS ``subnet-ipv6-cidr-blocks`` and ``ipv6s`` of the primary MAC): the primary
+    # subnet's IPv6 CIDRs, and the node's own IPv6 address ("" when it has none).
+    subnet_ipv6_cidrs: tuple[str, ...] = ()
+    ipv6_address: str = ""

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 import attrs
 
 POD_GATEWAY = "169.254.1.1"
+POD_GATEWAY_V6 = "fe80::1"  # upstream's driver: the pod's IPv6 next hop (host veth's neighbour)
+# Upstream's egress-cni ranges: node-local IPv4 for IPv6 pods (SNAT to the node's IPv4), and
+# node-local IPv6 for IPv4 pods (ENABLE_V6_EGRESS, SNAT to the node's IPv6).
+EGRESS_V4_RANGE = "169.254.172.0/22"
+EGRESS_V6_RANGE = "fd00::ac00:0:0/96"
 DEFAULT_VETH_PREFIX = "eni"
 POD_RULE_TO_PRIORITY = 512  # to <pod ip> lookup main
 POD_RULE_FROM_PRIORITY = 1536  # from <pod ip> lookup <eni table>
@@ -69,6 +75,11 @@ class PodNetwork:
     ``tag`` (:func:`attachment_tag`) is set as the host veth's ifalias; a host veth is this
     attachment's when it carries the tag or routes ``ipv4`` (a veth set up before tags,
     by upstream or an earlier version). Empty: ownership by the route only.
+
+    ``ipv4`` is empty for an IPv6-only pod; ``ipv6`` is set for IPv6 and dual-stack pods
+    (a /128, default route through :data:`POD_GATEWAY_V6`). ``egress_v4`` / ``egress_v6``:
+    the pod's node-local address of the other family (upstream's egress-cni), routed like
+    the pod's own and SNATed by the node's chains.
     """
 
     netns_path: str
@@ -78,6 +89,36 @@ class PodNetwork:
     mtu: int = 9001
     route_table: int | None = None
     tag: str = ""
+    ipv6: str = ""
+    egress_v4: str = ""
+    egress_v6: str = ""
+
+    @property
+    def v4(self) -> str:
+        """The IPv4 address the pod gets: its VPC one, else its egress one ("" if none)."""
+        return self.ipv4 or self.egress_v4
+
+    @property
+    def v6(self) -> str:
+        """The IPv6 address the pod gets: its VPC one, else its egress one ("" if none)."""
+        return self.ipv6 or self.egress_v6
+
+    @property
+    def address(self) -> str:
+        """The address that identifies the attachment's host route: IPv4, else IPv6."""
+        return self.ipv4 or self.ipv6
+
+
+def pod_families(pod: PodNetwork) -> list[tuple[str, int, str, str]]:
+    """(address, prefix length, gateway, default destination) of each family the pod has:
+    IPv4 through 169.254.1.1, IPv6 through fe80::1 (upstream's driver), its VPC address or
+    its node-local egress one."""
+    found = []
+    if pod.v4:
+        found.append((pod.v4, 32, POD_GATEWAY, "0.0.0.0/0"))
+    if pod.v6:
+        found.append((pod.v6, 128, POD_GATEWAY_V6, "::/0"))
+    return found
 
 
 @attrs.frozen
@@ -109,3 +150,32 @@ class NodeNetwork:
     vpc_cidrs: tuple[str, ...]
     external_snat: bool = False
     snat_chain: str = "AWS-SNAT-CHAIN-0"
+    # IPv6 on the node (upstream's sysctls: disable_ipv6=0, forwarding=1, accept_ra=2 on
+    # the primary interface); the SNAT of the egress ranges (empty: none).
+    ipv6: bool = False
+    ipv4: bool = True  # IPv4 pods: the VPC SNAT chain (none in IPv6 single stack)
+    egress_v4_snat_to: str = ""
+    egress_v6_snat_to: str = ""
+
+
+_EGRESS_V4_SLOTS = 1021  # 169.254.172.2 .. 169.254.175.254 (.1 is upstream's host side)
+
+
+def egress_v4_slot(ipv6: str) -> int:
+    """The slot of the node-local IPv4 address an IPv6 pod gets: a function of its IPv6
+    address, so DEL, CHECK and a restarted daemon find the same one. The core skips an IPv6
+    address whose slot a live pod holds, so two live pods never share one."""
+    return int(ipaddress.IPv6Address(ipv6)) % _EGRESS_V4_SLOTS
+
+
+def egress_v4_for(ipv6: str) -> str:
+    """The node-local IPv4 address (in :data:`EGRESS_V4_RANGE`) of the IPv6 pod ``ipv6``."""
+    base = ipaddress.IPv4Network(EGRESS_V4_RANGE).network_address
+    return str(base + 2 + egress_v4_slot(ipv6))
+
+
+def egress_v6_for(ipv4: str) -> str:
+    """The node-local IPv6 address (in :data:`EGRESS_V6_RANGE`) of the IPv4 pod ``ipv4``:
+    the IPv4 address in the low 32 bits, unique by construction."""
+    base = ipaddress.IPv6Network(EGRESS_V6_RANGE).network_address
+    return str(base + int(ipaddress.IPv4Address(ipv4)))

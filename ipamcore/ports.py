@@ -48,6 +48,10 @@ class CloudPort(Protocol):
     def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
         """Assign ``count`` /28 prefixes to the ENI; the prefixes EC2 chose."""
 
+    def assign_ipv6_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        """Assign ``count`` IPv6 /80 prefixes to the ENI (``AssignIpv6Addresses`` with
+        ``Ipv6PrefixCount``); the prefixes EC2 chose."""
+
     def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
         """Unassign these secondary addresses from the ENI."""
 

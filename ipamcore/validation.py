@@ -45,6 +45,13 @@ def check_outcome(effect: Effect, outcome: Outcome, pool: AddressPool) -> None:
         if outcome.eni_id not in pool.enis:
             raise UsageError(f"AddressesAssigned: ENI {outcome.eni_id} is not in the pool")
         check_blocks(outcome.ipv4_addresses, outcome.prefixes, "AddressesAssigned")
+        for prefix in outcome.ipv6_prefixes:
+            try:
+                ipaddress.IPv6Network(prefix, strict=False)
+            except ValueError:
+                raise DataError(
+                    f"AddressesAssigned: not an IPv6 prefix: {str(prefix)[:60]!r}"
+                ) from None
         taken = [
             a for a in (*outcome.ipv4_addresses, *outcome.prefixes)
             if a in pool.slots or any(

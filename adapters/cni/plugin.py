@@ -620,15 +620,17 @@ class Plugin:
             raise CniError(code, f"check: cannot reach ipamd ({e.code})", e.message) from None
         if not reply.ok:
             raise self._daemon_error(reply, "check")
-        held = reply.result.get("ipv4") if isinstance(reply.result, dict) else None
+        result = reply.result if isinstance(reply.result, dict) else {}
         listed = prev_result_addresses(conf.prev_result)
-        if held and f"{held}/32" not in listed:
-            # The spec: CHECK fails when the runtime's prevResult no longer matches.
-            raise CniError(
-                E_OTHER,
-                "check: the address differs from prevResult",
-                f"ipamd holds {held}; prevResult lists {', '.join(sorted(listed)) or 'none'}",
-            )
+        for key, length in (("ipv4", 32), ("ipv6", 128)):
+            held = result.get(key)
+            if held and f"{held}/{length}" not in listed:
+                # The spec: CHECK fails when the runtime's prevResult no longer matches.
+                raise CniError(
+                    E_OTHER,
+                    "check: the address differs from prevResult",
+                    f"ipamd holds {held}; prevResult lists {', '.join(sorted(listed)) or 'none'}",
+                )
         return 0
 
     def cmd_status(self, conf: NetConf, env: Env) -> int:

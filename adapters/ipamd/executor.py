@@ -72,6 +72,8 @@ def node_config(settings: Settings) -> NodeConfig:
         pod_mtu=settings.pod_mtu,
         veth_prefix=settings.veth_prefix,
         external_snat=settings.external_snat,
+        v4_egress=settings.v4_egress,
+        v6_egress=settings.v6_egress,
         checkpoint_path=settings.checkpoint_path,
     )
 

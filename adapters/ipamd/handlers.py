@@ -12,7 +12,7 @@ import time
 from adapters import protocol as p
 from adapters.ipamd.executor import NodeExecutor
 from ipamcore.model import Allocation, AllocationKey, PodRef
-from ipamcore.netspec import PodNetwork
+from ipamcore.netspec import POD_GATEWAY_V6, PodNetwork
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
 
@@ -65,12 +65,14 @@ def _reply(op: str, reply: c.Reply) -> p.Reply:
         return p.Reply.failure(reply.error, reply.message)
     allocation = reply.allocation
     if op == p.OP_ADD:
-        assert allocation is not None and allocation.ipv4 is not None and reply.pod is not None
+        assert allocation is not None and reply.pod is not None
         net = reply.pod
         result = p.AddResult(
             host_veth=net.host_veth,
             if_name=net.if_name,
             ipv4=allocation.ipv4,
+            ipv6=allocation.ipv6,
+            gateway_v6=POD_GATEWAY_V6 if allocation.ipv6 else None,
             eni_id=allocation.eni_id,
             device_index=allocation.device_index,
             mtu=net.mtu,
@@ -79,11 +81,17 @@ def _reply(op: str, reply: c.Reply) -> p.Reply:
     if op == p.OP_DEL:
         if not reply.released or allocation is None:
             return p.Reply.success({"released": False})
-        return p.Reply.success({"released": True, "ipv4": allocation.ipv4})
+        return p.Reply.success({"released": True, **_addresses(allocation)})
     if op == p.OP_CHECK:
         assert allocation is not None
-        return p.Reply.success({"ipv4": allocation.ipv4})
+        return p.Reply.success(_addresses(allocation))
     return p.Reply.success({"released": reply.released})
+
+
+def _addresses(allocation: Allocation) -> dict[str, str]:
+    """The allocation's addresses for a reply: ``ipv4`` and/or ``ipv6``."""
+    found = {"ipv4": allocation.ipv4, "ipv6": allocation.ipv6}
+    return {k: v for k, v in found.items() if v}
 
 
 def status(executor: NodeExecutor) -> p.Reply:

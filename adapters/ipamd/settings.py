@@ -105,6 +105,8 @@ class Settings:
     pod_mtu: int = 9001
     veth_prefix: str = "eni"
     external_snat: bool = False
+    v4_egress: bool = True  # ENABLE_V4_EGRESS (IPv6 mode)
+    v6_egress: bool = False  # ENABLE_V6_EGRESS (IPv4 mode, node with an IPv6 address)
     checkpoint_path: str = DEFAULT_CHECKPOINT_PATH
     socket_path: str = DEFAULT_SOCKET_PATH
     pending_del_dir: str = DEFAULT_PENDING_DEL_DIR
@@ -339,6 +341,7 @@ def _pool(env: Mapping[str, str], kubernetes: bool = False) -> PoolConfig:
         subnet_discovery=parse_bool(env, "ENABLE_SUBNET_DISCOVERY", True),
         cluster_name=_get(env, "CLUSTER_NAME") or "",
     )
+    _check_ip_families(env, custom)
     try:
         return PoolConfig(
             warm_eni_target=parse_int(env, "WARM_ENI_TARGET", 1),
@@ -346,6 +349,8 @@ def _pool(env: Mapping[str, str], kubernetes: bool = False) -> PoolConfig:
             minimum_ip_target=parse_int(env, "MINIMUM_IP_TARGET", 0),
             warm_prefix_target=parse_int(env, "WARM_PREFIX_TARGET", 1),
             prefix_delegation=parse_bool(env, "ENABLE_PREFIX_DELEGATION", False),
+            ipv6=parse_bool(env, "ENABLE_IPv6", False),
+            ipv4=parse_bool(env, "ENABLE_IPv4", True),
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
@@ -353,6 +358,25 @@ def _pool(env: Mapping[str, str], kubernetes: bool = False) -> PoolConfig:
         )
     except ConfigError as exc:
         raise SettingsError(exc.setting, exc.message) from None
+
+
+def _check_ip_families(env: Mapping[str, str], custom_networking: bool) -> None:
+    """Upstream's rules for IPv6 single stack (ENABLE_IPv6=true, ENABLE_IPv4=false): prefix
+    delegation on, no custom networking. Dual stack (both true) is this project's own."""
+    ipv6 = parse_bool(env, "ENABLE_IPv6", False)
+    ipv4 = parse_bool(env, "ENABLE_IPv4", True)
+    if not ipv6 and not ipv4:
+        raise SettingsError("ENABLE_IPv4", "true unless ENABLE_IPv6=true", "false")
+    if ipv6 and custom_networking:
+        raise SettingsError(
+            "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "false with ENABLE_IPv6=true (as upstream)", "true"
+        )
+    if ipv6 and not ipv4 and not parse_bool(env, "ENABLE_PREFIX_DELEGATION", False):
+        raise SettingsError(
+            "ENABLE_PREFIX_DELEGATION",
+            "true with ENABLE_IPv6=true (IPv6 pods take addresses from a /80 prefix, as upstream)",
+            _get(env, "ENABLE_PREFIX_DELEGATION") or "unset",
+        )
 
 
 def _checked(
@@ -398,6 +422,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pod_mtu=parse_int(env, "POD_MTU", eni_mtu, lo=576, hi=9001),
         veth_prefix=_veth_prefix(env),
         external_snat=parse_bool(env, "AWS_VPC_K8S_CNI_EXTERNALSNAT", False),
+        v4_egress=parse_bool(env, "ENABLE_V4_EGRESS", True),
+        v6_egress=parse_bool(env, "ENABLE_V6_EGRESS", False),
         checkpoint_path=_checked(
             env, "AWS_VPC_K8S_CNI_BACKING_STORE", DEFAULT_CHECKPOINT_PATH, _absolute, path_accepts
         ),

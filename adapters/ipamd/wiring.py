@@ -91,6 +91,9 @@ class LockedCloud:
     def assign_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
         return self._locked(self._cloud.assign_prefixes, eni_id, count)  # type: ignore[no-any-return]
 
+    def assign_ipv6_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        return self._locked(self._cloud.assign_ipv6_prefixes, eni_id, count)  # type: ignore[no-any-return]
+
     def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
         self._locked(self._cloud.unassign_ipv4, eni_id, addresses)
 
@@ -145,6 +148,9 @@ class CallLog:
             f.write(line + "\n")
 
 
+FAKE_SUBNET_IPV6_CIDR = "2600:1f14:a0c:ce01::/64"
+
+
 def fake_cloud_ports(
     instance_type: str,
     observer: CallObserver,
@@ -162,7 +168,8 @@ def fake_cloud_ports(
     fake = FakeCloud(throttling=False, clock=clock, sleep=time.sleep if realistic else None)
     if call_log:
         fake.observers.append(CallLog(call_log))
-    subnet = fake.add_subnet("10.0.0.0/17")
+    # IPv6 too (its /64 from the VPC's /56), so ENABLE_IPv6 works with no other setting.
+    subnet = fake.add_subnet("10.0.0.0/17", ipv6_cidr=FAKE_SUBNET_IPV6_CIDR)
     instance = fake.launch_instance(instance_type, subnet)
     port = fake.port(
         instance, observer, cluster_name=cluster_name, delete_on_termination=delete_on_termination

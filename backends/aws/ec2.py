@@ -270,6 +270,16 @@ class Ec2Backend:
         listed = [str(p["Ipv4Prefix"]) for p in result.get("AssignedIpv4Prefixes", ())]
         return newly_assigned(listed, count)
 
+    def assign_ipv6_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        """AssignIpv6Addresses with Ipv6PrefixCount (upstream's AllocIPv6Prefixes)."""
+        if count <= 0:
+            return ()
+        result = self._call(
+            "assign_ipv6_addresses", NetworkInterfaceId=eni_id, Ipv6PrefixCount=count
+        )
+        listed = [str(p) for p in result.get("AssignedIpv6Prefixes", ())]
+        return newly_assigned(listed, count)
+
     def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
         if addresses:
             self._call(

@@ -124,6 +124,8 @@ class ImdsClient:
             primary_mac=mac,
             vpc_cidrs=self._get_lines(f"{MACS_PATH}{mac}/vpc-ipv4-cidr-blocks"),
             region=zone[:-1] if zone and zone[-1].isalpha() else zone,
+            subnet_ipv6_cidrs=self._get_lines(f"{MACS_PATH}{mac}/subnet-ipv6-cidr-blocks"),
+            ipv6_address=next(iter(self._get_lines(f"{MACS_PATH}{mac}/ipv6s")), ""),
         )
 
     def macs(self) -> list[str]:
@@ -149,6 +151,7 @@ class ImdsClient:
             network_card=card,
             ipv4_addresses=local[1:],
             ipv4_prefixes=self._get_lines(base + "ipv4-prefix"),
+            ipv6_prefixes=self._get_lines(base + "ipv6-prefix"),
             is_primary=device == 0 and card == 0,
             security_groups=self._get_lines(base + "security-group-ids"),
         )

@@ -9,15 +9,16 @@ from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from ipamcore.netspec import (
-    POD_GATEWAY,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     PodNetwork,
+    pod_families,
 )
 
 MAIN_TABLE = 254
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
+AF_INET6 = 10
 
 
 _GONE = (errno.ENOENT, errno.ENODEV)
@@ -39,7 +40,8 @@ def _route_table(route: Any) -> int:
 
 
 def _has_route(ipr: IPRoute, dst: str | None, dst_len: int, oif: int, gateway: str | None) -> bool:
-    for r in ipr.get_routes(family=2):
+    v6 = ":" in (dst or gateway or "")
+    for r in ipr.get_routes(family=AF_INET6 if v6 else 2):
         if (
             _route_table(r) == MAIN_TABLE
             and r["dst_len"] == dst_len
@@ -58,7 +60,7 @@ def _rule_present(rules: list[Any], priority: int, ip: str, side: str, table: in
         if (
             r.get_attr("FRA_PRIORITY") == priority
             and r.get_attr(attr) == ip
-            and r[f"{side}_len"] == 32
+            and r[f"{side}_len"] == (128 if ":" in ip else 32)
             and rule_table == table
         ):
             return True
@@ -77,13 +79,22 @@ def _host_pieces(pod: PodNetwork, host: IPRoute) -> tuple[list[str], str | None]
             missing.append(E.HOST_VETH_UP)
         if link.get_attr("IFLA_MTU") != pod.mtu:
             missing.append(E.HOST_VETH_MTU)
-        if not _has_route(host, pod.ipv4, 32, link["index"], None):
+        if not all(
+            _has_route(host, address, plen, link["index"], None)
+            for address, plen, _gw, _default in pod_families(pod)
+        ):
             missing.append(E.HOST_ROUTE)
     rules = list(host.get_rules(family=2))
-    if not _rule_present(rules, POD_RULE_TO_PRIORITY, pod.ipv4, "dst", MAIN_TABLE):
+    if pod.ipv6 and not _rule_present(
+        list(host.get_rules(family=AF_INET6)), POD_RULE_TO_PRIORITY, pod.ipv6, "dst", MAIN_TABLE
+    ):
         missing.append(E.RULE_TO)
-    if pod.route_table is not None and not _rule_present(
-        rules, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table
+    if pod.ipv4 and not _rule_present(rules, POD_RULE_TO_PRIORITY, pod.ipv4, "dst", MAIN_TABLE):
+        missing.append(E.RULE_TO)
+    if (
+        pod.ipv4
+        and pod.route_table is not None
+        and not _rule_present(rules, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table)
     ):
         missing.append(E.RULE_FROM)
     return missing, mac
@@ -109,22 +120,29 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
         missing.append(E.POD_IF_UP)
     if link.get_attr("IFLA_MTU") != pod.mtu:
         missing.append(E.POD_IF_MTU)
-    if not any(
-        a.get_attr("IFA_ADDRESS") == pod.ipv4 and a["prefixlen"] == 32
-        for a in ns.get_addr(family=2, index=idx)
-    ):
-        missing.append(E.POD_ADDRESS)
-    if not _has_route(ns, POD_GATEWAY, 32, idx, None):
-        missing.append(E.POD_GATEWAY_ROUTE)
-    if not _has_route(ns, None, 0, idx, POD_GATEWAY):
-        missing.append(E.POD_DEFAULT_ROUTE)
-    if not any(
-        n.get_attr("NDA_DST") == POD_GATEWAY
-        and n["state"] & NUD_PERMANENT
-        and (host_mac is None or n.get_attr("NDA_LLADDR") == host_mac)
-        for n in ns.get_neighbours(family=2, ifindex=idx)
-    ):
-        missing.append(E.POD_GATEWAY_NEIGH)
+    addresses = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ns.get_addr(index=idx)}
+    neighbours = [
+        n
+        for family in (2, AF_INET6)
+        for n in ns.get_neighbours(family=family, ifindex=idx)
+        if n["state"] & NUD_PERMANENT
+    ]
+    for address, plen, gw, _default in pod_families(pod):
+        if (address, plen) not in addresses and E.POD_ADDRESS not in missing:
+            missing.append(E.POD_ADDRESS)
+        if not _has_route(ns, gw, plen, idx, None) and E.POD_GATEWAY_ROUTE not in missing:
+            missing.append(E.POD_GATEWAY_ROUTE)
+        if not _has_route(ns, None, 0, idx, gw) and E.POD_DEFAULT_ROUTE not in missing:
+            missing.append(E.POD_DEFAULT_ROUTE)
+        if (
+            not any(
+                n.get_attr("NDA_DST") == gw
+                and (host_mac is None or n.get_attr("NDA_LLADDR") == host_mac)
+                for n in neighbours
+            )
+            and E.POD_GATEWAY_NEIGH not in missing
+        ):
+            missing.append(E.POD_GATEWAY_NEIGH)
     return missing
 
 

@@ -25,12 +25,14 @@ from ipamcore.netspec import (
     ATTACHMENT_TAG_PREFIX,
     ENI_RULE_PRIORITY,
     POD_GATEWAY,
+    POD_GATEWAY_V6,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
     LiveNetwork,
     NodeNetwork,
     PodNetwork,
+    pod_families,
 )
 
 MAIN = 254
@@ -187,12 +189,12 @@ class FakeDatapath(FaultInjection):
     def remove_stale(self, live: LiveNetwork) -> list[str]:
         with self._lock:
             self.calls.append("remove_stale")
-            ips = {p.ipv4 for p in live.pods}
+            ips = {p.ipv4 for p in live.pods if p.ipv4} | {p.ipv6 for p in live.pods if p.ipv6}
             tags = {p.tag for p in live.pods if p.tag}
             removed: list[str] = []
             for prio, selector, table in sorted(self.rules):
                 side, _, cidr = selector.partition(" ")
-                ip = cidr.removesuffix("/32")
+                ip = cidr.removesuffix("/32").removesuffix("/128")
                 if (prio == POD_RULE_TO_PRIORITY and side == "to") or (
                     prio == POD_RULE_FROM_PRIORITY and side == "from"
                 ):
@@ -219,10 +221,10 @@ class FakeDatapath(FaultInjection):
             return False
         if link.alias.startswith(ATTACHMENT_TAG_PREFIX):
             return bool(pod.tag) and link.alias == pod.tag
-        return (MAIN, f"{pod.ipv4}/32", name, None) in self.routes
+        return (MAIN, _host_dst(pod), name, None) in self.routes
 
     def _owned_veths(self, pod: PodNetwork) -> list[str]:
-        routing = [r[2] for r in self.routes if r[0] == MAIN and r[1] == f"{pod.ipv4}/32"]
+        routing = [r[2] for r in self.routes if r[0] == MAIN and r[1] == _host_dst(pod)]
         return [n for n in dict.fromkeys([pod.host_veth, *sorted(routing)]) if self._owns(n, pod)]
 
     # ----------------------------------------------------------------- pods
@@ -271,7 +273,7 @@ class FakeDatapath(FaultInjection):
             self._del_host_link(pod.host_veth)
         other = next(
             (dev for dst, dev, _ in sorted(ns.routes)
-             if dst == f"{POD_GATEWAY}/32" and dev != pod.if_name),
+             if dst in (f"{POD_GATEWAY}/32", f"{POD_GATEWAY_V6}/128") and dev != pod.if_name),
             None,
         )  # fmt: skip
         if other is not None:
@@ -289,17 +291,22 @@ class FakeDatapath(FaultInjection):
         ns.lo_up = True
         ns.links[pod.if_name].up = True
         self._step("setup_pod", "pod_address")
-        ns.links[pod.if_name].addresses.add(f"{pod.ipv4}/32")
+        families = pod_families(pod)
+        for address, plen, _gw, _default in families:
+            ns.links[pod.if_name].addresses.add(f"{address}/{plen}")
         self._step("setup_pod", "pod_routes")
-        ns.routes |= {
-            (f"{POD_GATEWAY}/32", pod.if_name, None),
-            ("0.0.0.0/0", pod.if_name, POD_GATEWAY),
-        }
-        ns.neigh[POD_GATEWAY] = (pod.if_name, mac)
+        for _address, plen, gw, default in families:
+            ns.routes |= {(f"{gw}/{plen}", pod.if_name, None), (default, pod.if_name, gw)}
+            ns.neigh[gw] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
-        self._add_route((MAIN, f"{pod.ipv4}/32", pod.host_veth, None))
+        for address, plen, _gw, _default in families:
+            self._add_route((MAIN, f"{address}/{plen}", pod.host_veth, None))
         self._step("setup_pod", "rules")
+        if pod.ipv6:
+            self._add_rule((POD_RULE_TO_PRIORITY, f"to {pod.ipv6}/128", MAIN))
+        if not pod.ipv4:
+            return
         self._add_rule((POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN))
         if pod.route_table is not None:
             self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
@@ -313,8 +320,8 @@ class FakeDatapath(FaultInjection):
         with self._lock:
             self.calls.append("teardown_pod")
             self._step("teardown_pod", "rules")
-            self._del_rules(POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32")
-            self._del_rules(POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32")
+            for key in _pod_rule_keys(pod):
+                self._del_rules(*key)
             owned = self._owned_veths(pod)
             for name in owned:
                 self._del_host_link(name)
@@ -325,7 +332,7 @@ class FakeDatapath(FaultInjection):
                 and ns is not None
                 and pod_end is not None
                 and pod_end.peer
-                and f"{pod.ipv4}/32" in pod_end.addresses
+                and _host_dst(pod) in pod_end.addresses
             ):
                 del ns.links[pod.if_name]
                 ns.routes = {r for r in ns.routes if r[1] != pod.if_name}
@@ -336,7 +343,7 @@ class FakeDatapath(FaultInjection):
                 return False
             if host_veth in self.links:
                 return True
-            return ipv4 is not None and any(
+            return bool(ipv4) and any(
                 r[0] == MAIN and r[1] == f"{ipv4}/32" and self.links.get(r[2], Link("")).peer
                 for r in self.routes
             )
@@ -359,12 +366,17 @@ class FakeDatapath(FaultInjection):
                 missing.append(E.HOST_VETH_UP)
             if link.mtu != pod.mtu:
                 missing.append(E.HOST_VETH_MTU)
-            if (MAIN, f"{pod.ipv4}/32", pod.host_veth, None) not in self.routes:
+            if any(
+                (MAIN, f"{a}/{n}", pod.host_veth, None) not in self.routes
+                for a, n, _gw, _default in pod_families(pod)
+            ):
                 missing.append(E.HOST_ROUTE)
-        if (POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32", MAIN) not in self.rules:
+        to_rules = [f"to {pod.ipv4}/32"] if pod.ipv4 else []
+        to_rules += [f"to {pod.ipv6}/128"] if pod.ipv6 else []
+        if any((POD_RULE_TO_PRIORITY, sel, MAIN) not in self.rules for sel in to_rules):
             missing.append(E.RULE_TO)
         from_rule = (POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32", pod.route_table)
-        if pod.route_table is not None and from_rule not in self.rules:
+        if pod.ipv4 and pod.route_table is not None and from_rule not in self.rules:
             missing.append(E.RULE_FROM)
         return missing
 
@@ -384,22 +396,33 @@ class FakeDatapath(FaultInjection):
             missing.append(E.POD_IF_UP)
         if link.mtu != pod.mtu:
             missing.append(E.POD_IF_MTU)
-        if f"{pod.ipv4}/32" not in link.addresses:
-            missing.append(E.POD_ADDRESS)
-        if (f"{POD_GATEWAY}/32", pod.if_name, None) not in ns.routes:
-            missing.append(E.POD_GATEWAY_ROUTE)
-        if ("0.0.0.0/0", pod.if_name, POD_GATEWAY) not in ns.routes:
-            missing.append(E.POD_DEFAULT_ROUTE)
         host = self.links.get(pod.host_veth)
-        neigh = ns.neigh.get(POD_GATEWAY)
-        if neigh is None or neigh[0] != pod.if_name or (host and neigh[1] != host.mac):
-            missing.append(E.POD_GATEWAY_NEIGH)
+        families = pod_families(pod)
+        if any(f"{a}/{n}" not in link.addresses for a, n, _gw, _d in families):
+            missing.append(E.POD_ADDRESS)
+        if any((f"{gw}/{n}", pod.if_name, None) not in ns.routes for _a, n, gw, _d in families):
+            missing.append(E.POD_GATEWAY_ROUTE)
+        if any((d, pod.if_name, gw) not in ns.routes for _a, _n, gw, d in families):
+            missing.append(E.POD_DEFAULT_ROUTE)
+        for _a, _n, gw, _d in families:
+            neigh = ns.neigh.get(gw)
+            if neigh is None or neigh[0] != pod.if_name or (host and neigh[1] != host.mac):
+                missing.append(E.POD_GATEWAY_NEIGH)
+                break
         return missing
 
 
-def _pod_rule_keys(pod: PodNetwork) -> tuple[tuple[int, str], tuple[int, str]]:
-    """The (priority, selector) of a pod address's two rules."""
-    return (
-        (POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32"),
-        (POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32"),
-    )
+def _pod_rule_keys(pod: PodNetwork) -> tuple[tuple[int, str], ...]:
+    """The (priority, selector) of a pod's rules (two for IPv4, one for IPv6)."""
+    keys: tuple[tuple[int, str], ...] = ()
+    if pod.ipv4:
+        keys += ((POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32"),)
+        keys += ((POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32"),)
+    if pod.ipv6:
+        keys += ((POD_RULE_TO_PRIORITY, f"to {pod.ipv6}/128"),)
+    return keys
+
+
+def _host_dst(pod: PodNetwork) -> str:
+    """The host route that identifies the attachment (its IPv4 /32, else its IPv6 /128)."""
+    return f"{pod.ipv4}/32" if pod.ipv4 else f"{pod.ipv6}/128"

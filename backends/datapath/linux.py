@@ -26,25 +26,31 @@ from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 from backends.datapath import errors as E
 from backends.datapath.check import check_pod_pieces
 from backends.datapath.faults import FaultInjection
-from backends.datapath.netns import iproute, open_netns
-from backends.datapath.snat import IptablesRunner, SnatManager
+from backends.datapath.netns import iproute, open_netns, run_in_netns
+from backends.datapath.snat import EGRESS_V4_CHAIN, EGRESS_V6_CHAIN, IptablesRunner, SnatManager
 from backends.datapath.sysctls import ProcSysctlWriter, SysctlWriter, node_sysctls
 from ipamcore.netspec import (
     ATTACHMENT_TAG_PREFIX,
+    EGRESS_V4_RANGE,
+    EGRESS_V6_RANGE,
     ENI_RULE_PRIORITY,
     POD_GATEWAY,
+    POD_GATEWAY_V6,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
     LiveNetwork,
     NodeNetwork,
     PodNetwork,
+    pod_families,
 )
 
 MAIN_TABLE = 254
 SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+AF_INET6 = 10
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
 _TO_MAIN = {"priority": POD_RULE_TO_PRIORITY, "table": MAIN_TABLE}
 
@@ -124,11 +130,13 @@ class LinuxDatapath(FaultInjection):
         sysctl_writer: SysctlWriter | None = None,
         apply_sysctls: bool = True,
         iptables: IptablesRunner | None = None,
+        ip6tables: IptablesRunner | None = None,
     ) -> None:
         self.host_netns = host_netns
         self.sysctl_writer = sysctl_writer or ProcSysctlWriter(host_netns)
         self.apply_sysctls = apply_sysctls
         self.snat = SnatManager(iptables or IptablesRunner(host_netns))
+        self.snat6 = SnatManager(ip6tables or IptablesRunner(host_netns, ipv6=True))
         self._lock = threading.Lock()
         self._init_faults()
 
@@ -162,9 +170,20 @@ class LinuxDatapath(FaultInjection):
             if self.apply_sysctls:
                 with self._host() as host:
                     primary = self._interface_with(host, node.primary_ip)
-                for key, value in node_sysctls(primary):
+                for key, value in node_sysctls(primary, node.ipv6):
                     self.sysctl_writer(key, value)
-            self.snat.apply(node.snat_chain, node.primary_ip, node.vpc_cidrs, node.external_snat)
+            if node.ipv4:  # no SNAT for IPv6 pods: their addresses are the VPC's, routable
+                self.snat.apply(
+                    node.snat_chain, node.primary_ip, node.vpc_cidrs, node.external_snat
+                )
+            if node.egress_v4_snat_to:
+                self.snat.apply_egress(
+                    EGRESS_V4_CHAIN, EGRESS_V4_RANGE, node.egress_v4_snat_to, "224.0.0.0/4"
+                )
+            if node.egress_v6_snat_to:
+                self.snat6.apply_egress(
+                    EGRESS_V6_CHAIN, EGRESS_V6_RANGE, node.egress_v6_snat_to, "ff00::/8"
+                )
 
     @staticmethod
     def _interface_with(ipr: IPRoute, ip: str) -> str | None:
@@ -307,20 +326,38 @@ class LinuxDatapath(FaultInjection):
         ns.link("set", index=1, state="up")  # lo is always index 1 in a namespace
         ns.link("set", index=pod_idx, state="up")
 
+        if pod.v6:  # upstream: IPv6 on in the pod (its interface and lo)
+            run_in_netns(fd, _enable_pod_ipv6(pod.if_name))
+
         self._step("setup_pod", "pod_address")
-        ns.addr("add", index=pod_idx, address=pod.ipv4, prefixlen=32)
+        for address, plen, _gw, _default in pod_families(pod):
+            # No duplicate address detection: the address is this pod's alone (the core
+            # hands each out once), and DAD would hold it "tentative" for a second or more.
+            ns.addr("add", index=pod_idx, address=address, prefixlen=plen, flags=IFA_F_NODAD)
 
         self._step("setup_pod", "pod_routes")
-        ns.route("replace", dst=f"{POD_GATEWAY}/32", oif=pod_idx, scope=SCOPE_LINK)
-        ns.route("replace", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=pod_idx)
-        ns.neigh("replace", dst=POD_GATEWAY, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
+        for _address, plen, gw, default in pod_families(pod):
+            ns.route("replace", dst=f"{gw}/{plen}", oif=pod_idx, scope=SCOPE_LINK)
+            ns.route("replace", dst=default, gateway=gw, oif=pod_idx)
+            ns.neigh("replace", dst=gw, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
 
         self._step("setup_pod", "host_route")
         host.link("set", index=host_idx, state="up")
-        host.route("replace", dst=f"{pod.ipv4}/32", oif=host_idx, scope=SCOPE_LINK)
-        undo.append(lambda: host.route("del", dst=f"{pod.ipv4}/32", oif=host_idx, table=MAIN_TABLE))
+        for address, plen, _gw, _default in pod_families(pod):
+            host.route("replace", dst=f"{address}/{plen}", oif=host_idx, scope=SCOPE_LINK)
+            undo.append(
+                lambda a=address, n=plen: host.route(
+                    "del", dst=f"{a}/{n}", oif=host_idx, table=MAIN_TABLE
+                )
+            )
 
         self._step("setup_pod", "rules")
+        if pod.ipv6:  # upstream: "to <pod> lookup main" for an IPv6 pod too
+            to6 = {"dst": pod.ipv6, "dst_len": 128, "family": AF_INET6}
+            if _ignore((errno.EEXIST,), lambda: host.rule("add", **to6, **_TO_MAIN)):
+                undo.append(lambda: _del_rules(host, POD_RULE_TO_PRIORITY, to6))
+        if not pod.ipv4:
+            return
         to_rule = {"dst": pod.ipv4, "dst_len": 32}
         if _ignore((errno.EEXIST,), lambda: host.rule("add", **to_rule, **_TO_MAIN)):
             undo.append(lambda: _del_rules(host, POD_RULE_TO_PRIORITY, to_rule))
@@ -334,8 +371,12 @@ class LinuxDatapath(FaultInjection):
     def teardown_pod(self, pod: PodNetwork) -> None:
         with self._lock, self._host() as host:
             try:
-                _del_rules(host, POD_RULE_TO_PRIORITY, {"dst": pod.ipv4, "dst_len": 32})
-                _del_rules(host, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
+                if pod.ipv4:
+                    _del_rules(host, POD_RULE_TO_PRIORITY, {"dst": pod.ipv4, "dst_len": 32})
+                    _del_rules(host, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
+                if pod.ipv6:
+                    to6 = {"dst": pod.ipv6, "dst_len": 128, "family": AF_INET6}
+                    _del_rules(host, POD_RULE_TO_PRIORITY, to6)
                 # Only this attachment's veth: deleting the host end deletes the pod end and
                 # every route through it. A veth of the same name that is not this
                 # attachment's (a newer sandbox of the same pod, set up the upstream way) stays.
@@ -356,8 +397,8 @@ class LinuxDatapath(FaultInjection):
                 if link is None or _kind(link) != "veth":
                     return
                 if any(
-                    a.get_attr("IFA_ADDRESS") == pod.ipv4
-                    for a in ns.get_addr(family=2, index=link["index"])
+                    a.get_attr("IFA_ADDRESS") == pod.address
+                    for a in ns.get_addr(index=link["index"])
                 ):
                     _ignore(_GONE, lambda: ns.link("del", index=link["index"]))
         except E.DatapathError:
@@ -366,15 +407,28 @@ class LinuxDatapath(FaultInjection):
             return
 
     def remove_stale(self, live: LiveNetwork) -> list[str]:
-        ips = {p.ipv4 for p in live.pods}
+        ips = {p.ipv4 for p in live.pods if p.ipv4} | {p.ipv6 for p in live.pods if p.ipv6}
         tags = {p.tag for p in live.pods if p.tag}
         eni_ips = set(live.eni_ips)
         removed: list[str] = []
         with self._lock, self._host() as host:
             try:
-                for rule in host.get_rules(family=2):
+                for rule in (*host.get_rules(family=2), *host.get_rules(family=AF_INET6)):
                     prio = rule.get_attr("FRA_PRIORITY")
                     table = _rule_table(rule)
+                    full = 32 if rule["family"] == 2 else 128
+                    if rule["family"] == AF_INET6:
+                        if prio != POD_RULE_TO_PRIORITY or rule["dst_len"] != full:
+                            continue
+                        ip = rule.get_attr("FRA_DST")
+                        if ip in ips:
+                            continue
+                        sel6 = {"dst": ip, "dst_len": full, "family": AF_INET6}
+                        if _ignore(_GONE, lambda s=sel6, t=table: host.rule(
+                            "del", priority=POD_RULE_TO_PRIORITY, table=t, **s
+                        )):  # fmt: skip
+                            removed.append(f"rule {prio}: to {ip} lookup {table}")
+                        continue
                     if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == 32:
                         ip, sel = rule.get_attr("FRA_DST"), {"dst": rule.get_attr("FRA_DST")}
                         keep = ip in ips
@@ -417,7 +471,7 @@ class LinuxDatapath(FaultInjection):
         with self._host() as host:
             if host.link_lookup(ifname=host_veth):
                 return True
-            return ipv4 is not None and bool(_veths_routing(host, ipv4))
+            return bool(ipv4) and bool(_veths_routing(host, ipv4 or ""))
 
     def check_pod(self, pod: PodNetwork) -> list[str]:
         try:
@@ -427,6 +481,19 @@ class LinuxDatapath(FaultInjection):
             pass
         with self._host() as host:
             return check_pod_pieces(pod, host, None)
+
+
+def _enable_pod_ipv6(if_name: str) -> Callable[[], None]:
+    """Upstream's pod sysctls for IPv6 (disable_ipv6=0 on the interface and lo), run in the
+    pod's namespace; a missing key (IPv6 compiled out) is left alone, as upstream does."""
+
+    def write() -> None:
+        for name in (if_name, "lo"):
+            path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+            with contextlib.suppress(FileNotFoundError), open(path, "w") as f:
+                f.write("0")
+
+    return write
 
 
 def _not_on_event_loop() -> None:
@@ -452,11 +519,13 @@ def _route_table(route: Any) -> int:
 
 
 def _veths_routing(host: IPRoute, ipv4: str) -> list[int]:
-    """Indexes of the veths the main table routes ``ipv4``/32 through."""
+    """Indexes of the veths the main table routes ``ipv4``/32 (or an IPv6 address /128)
+    through."""
     found = []
-    for route in host.get_routes(family=2, table=MAIN_TABLE):
+    v6 = ":" in ipv4
+    for route in host.get_routes(family=AF_INET6 if v6 else 2, table=MAIN_TABLE):
         if (
-            route["dst_len"] == 32
+            route["dst_len"] == (128 if v6 else 32)
             and route.get_attr("RTA_DST") == ipv4
             and _route_table(route) == MAIN_TABLE
             and route.get_attr("RTA_OIF") is not None
@@ -476,7 +545,7 @@ def _owns(host: IPRoute, link: Any, pod: PodNetwork) -> bool:
     alias = link.get_attr("IFLA_IFALIAS") or ""
     if alias.startswith(ATTACHMENT_TAG_PREFIX):
         return bool(pod.tag) and alias == pod.tag
-    return int(link["index"]) in _veths_routing(host, pod.ipv4)
+    return int(link["index"]) in _veths_routing(host, pod.address)
 
 
 def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
@@ -486,7 +555,7 @@ def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
     link = _link(host, pod.host_veth)
     if link is not None and _owns(host, link, pod):
         owned.append(int(link["index"]))
-    for idx in _veths_routing(host, pod.ipv4):
+    for idx in _veths_routing(host, pod.address):
         if idx in owned:
             continue
         link = _link_at(host, idx)
@@ -497,9 +566,13 @@ def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
 
 def _other_attachment(ns: IPRoute, if_name: str) -> str | None:
     """The interface of another attachment of this plugin in the pod's namespace (it routes
-    169.254.1.1), if any."""
-    for route in ns.get_routes(family=2, table=MAIN_TABLE):
-        if route["dst_len"] == 32 and route.get_attr("RTA_DST") == POD_GATEWAY:
+    169.254.1.1 or fe80::1), if any."""
+    routes = (*ns.get_routes(family=2, table=MAIN_TABLE), *ns.get_routes(family=AF_INET6))
+    for route in routes:
+        if route.get_attr("RTA_DST") in (POD_GATEWAY, POD_GATEWAY_V6) and route["dst_len"] in (
+            32,
+            128,
+        ):
             link = _link_at(ns, route.get_attr("RTA_OIF"))
             name = None if link is None else link.get_attr("IFLA_IFNAME")
             if name is not None and name != if_name:

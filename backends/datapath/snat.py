@@ -65,12 +65,38 @@ def removal_text(saved_nat: str, chain: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class IptablesRunner:
-    """Runs iptables-save / iptables-restore, inside ``netns_path`` (via nsenter) if given."""
+EGRESS_COMMENT = "AWS EGRESS"
+EGRESS_V4_CHAIN = "AWS-EGRESS-V4"
+EGRESS_V6_CHAIN = "AWS-EGRESS-V6"
 
-    def __init__(self, netns_path: str | None = None, timeout: float = 30.0) -> None:
+
+def egress_text(chain: str, source_range: str, snat_to: str, multicast: str, saved: str) -> str:
+    """Upstream's egress-cni SNAT as one node-wide chain: packets from the node-local
+    ``source_range`` (IPv4 egress of IPv6 pods, or the reverse) leave SNATed to ``snat_to``,
+    multicast excepted. Flushed and refilled; the POSTROUTING jump added once."""
+    lines = ["*nat", f":{chain} - [0:0]", f"-F {chain}"]
+    lines.append(f'-A {chain} -d {multicast} -m comment --comment "{EGRESS_COMMENT}" -j ACCEPT')
+    lines.append(
+        f'-A {chain} -m comment --comment "{EGRESS_COMMENT}" -j SNAT --to-source {snat_to}'
+    )
+    if not has_jump(saved, chain):
+        lines.append(
+            f'-A POSTROUTING -s {source_range} -m comment --comment "{EGRESS_COMMENT}" -j {chain}'
+        )
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+class IptablesRunner:
+    """Runs iptables-save / iptables-restore (``ip6tables-*`` with ``ipv6``), inside
+    ``netns_path`` (via nsenter) if given."""
+
+    def __init__(
+        self, netns_path: str | None = None, timeout: float = 30.0, ipv6: bool = False
+    ) -> None:
         self.netns_path = netns_path
         self.timeout = timeout
+        self.tool = "ip6tables" if ipv6 else "iptables"
 
     def _argv(self, *argv: str) -> list[str]:
         prefix = [] if self.netns_path is None else ["nsenter", f"--net={self.netns_path}"]
@@ -88,10 +114,10 @@ class IptablesRunner:
         return done.stdout
 
     def save(self, table: str = "nat") -> str:
-        return self._run(self._argv("iptables-save", "-t", table))
+        return self._run(self._argv(f"{self.tool}-save", "-t", table))
 
     def restore(self, text: str) -> None:
-        self._run(self._argv("iptables-restore", "-w", "--noflush"), stdin=text)
+        self._run(self._argv(f"{self.tool}-restore", "-w", "--noflush"), stdin=text)
 
 
 class SnatManager:
@@ -107,3 +133,8 @@ class SnatManager:
                 self.runner.restore(removal_text(saved, chain))
             return
         self.runner.restore(restore_text(chain, primary_ip, vpc_cidrs, not has_jump(saved, chain)))
+
+    def apply_egress(self, chain: str, source_range: str, snat_to: str, multicast: str) -> None:
+        """The egress SNAT chain (see :func:`egress_text`)."""
+        saved = self.runner.save("nat")
+        self.runner.restore(egress_text(chain, source_range, snat_to, multicast, saved))

@@ -17,12 +17,19 @@ IP_FORWARD = "net/ipv4/ip_forward"
 RP_FILTER_LOOSE = "2"
 
 
-def node_sysctls(primary_interface: str | None) -> list[tuple[str, str]]:
+def node_sysctls(primary_interface: str | None, ipv6: bool = False) -> list[tuple[str, str]]:
     """Upstream's node settings: forwarding on, loose reverse-path filter on the primary ENI
-    (return traffic of pods on secondary ENIs arrives on the primary)."""
+    (return traffic of pods on secondary ENIs arrives on the primary); with IPv6, IPv6 on,
+    forwarding on, and router advertisements still accepted on the primary interface
+    (``accept_ra=2``: forwarding would otherwise turn them off, and the default route
+    with them)."""
     settings = [(IP_FORWARD, "1")]
     if primary_interface is not None:
         settings.append((f"net/ipv4/conf/{primary_interface}/rp_filter", RP_FILTER_LOOSE))
+    if ipv6:
+        settings += [("net/ipv6/conf/all/disable_ipv6", "0"), ("net/ipv6/conf/all/forwarding", "1")]
+        if primary_interface is not None:
+            settings.append((f"net/ipv6/conf/{primary_interface}/accept_ra", "2"))
     return settings
 
 

@@ -209,6 +209,14 @@ class FakeEc2:
         )
         return tuple(f"{int_to_ip(p)}/28" for p in taken)
 
+    def assign_ipv6_prefixes(self, eni_id: str, count: int) -> tuple[str, ...]:
+        self.last_latency_s = 0.0
+        return tuple(
+            self._call(
+                "AssignIpv6Addresses", eni_id, self._cloud.vpc.assign_ipv6_prefixes, eni_id, count
+            )
+        )
+
     def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
         self.last_latency_s = 0.0
         if addresses:

@@ -73,6 +73,7 @@ class FakeMetadata:
         cloud = self._cloud
         with cloud.lock:
             inst = cloud.vpc.instances[self.instance_id]
+            v6 = cloud.vpc.subnets[inst.subnet_id].ipv6_network
         return InstanceIdentity(
             instance_id=inst.instance_id,
             instance_type=inst.limits.instance_type,
@@ -80,6 +81,8 @@ class FakeMetadata:
             primary_mac=inst.primary_mac,
             vpc_cidrs=tuple(str(c) for c in cloud.vpc.cidrs),
             region=cloud.region,
+            subnet_ipv6_cidrs=(str(v6),) if v6 is not None else (),
+            ipv6_address=str(v6.network_address + 0xA) if v6 is not None else "",
         )
 
     def enis(self) -> list[ObservedEni]:

@@ -24,6 +24,9 @@ def not_found(what: str, ident: str, code: str) -> CloudError:
     return CloudError(FailureKind.NOT_FOUND, f"{what} {ident!r} does not exist", code)
 
 
+FAKE_VPC_IPV6_CIDR = "2600:1f14:a0c:ce00::/56"
+
+
 def no_prefixes() -> CloudError:
     return CloudError(FailureKind.OTHER, "prefixes need a Nitro instance", "UnsupportedOperation")
 
@@ -38,6 +41,8 @@ class Vpc:
 
     def __init__(self, cidrs: Iterable[str] = ("10.0.0.0/16",)) -> None:
         self.cidrs = [ipaddress.IPv4Network(c) for c in cidrs]
+        # The VPC's Amazon-provided IPv6 block: subnets added with an IPv6 /64 take it here.
+        self.ipv6_cidrs = [ipaddress.IPv6Network(FAKE_VPC_IPV6_CIDR)]
         self.subnets: dict[str, SubnetState] = {}
         self.instances: dict[str, InstanceState] = {}
         self.enis: dict[str, EniState] = {}
@@ -294,6 +299,22 @@ class Vpc:
         self._check_slots(eni, count)
         taken = eni.subnet.take_prefixes(count)
         eni.prefixes.update(dict.fromkeys(taken))
+        self._changed(eni)
+        return taken
+
+    def assign_ipv6_prefixes(self, eni_id: str, count: int) -> list[str]:
+        """AssignIpv6Addresses with Ipv6PrefixCount: /80s of the subnet's IPv6 /64 (EC2
+        refuses on a subnet without an IPv6 CIDR, or on an instance type without prefix
+        delegation)."""
+        eni = self.eni(eni_id)
+        if count <= 0:
+            raise invalid("Ipv6PrefixCount must be 1 or more")
+        if eni.subnet.ipv6_network is None:
+            raise invalid(f"{eni.subnet.subnet_id} has no IPv6 CIDR block")
+        if not eni.prefixes_supported:
+            raise no_prefixes()
+        taken = [eni.subnet.take_ipv6_prefix() for _ in range(count)]
+        eni.ipv6_prefixes.extend(taken)
         self._changed(eni)
         return taken
 

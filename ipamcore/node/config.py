@@ -31,6 +31,10 @@ class NodeConfig:
     pod_mtu: int = 9001
     veth_prefix: str = "eni"
     external_snat: bool = False
+    # Upstream's egress-cni: IPv4 egress for IPv6 pods (ENABLE_V4_EGRESS, on by default in
+    # IPv6 mode) and IPv6 egress for IPv4 pods (ENABLE_V6_EGRESS, needs the node's IPv6).
+    v4_egress: bool = True
+    v6_egress: bool = False
     # A new ENI is used once instance metadata lists it (upstream's
     # waitForENIAndIPsAttached): polled this often, for at most this long.
     eni_visible_poll_s: float = 0.05

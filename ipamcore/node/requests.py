@@ -109,12 +109,6 @@ class Requests(Upkeep):
             req = wait.request  # a newer ADD for this attachment may have taken the place
         if allocation is None:
             return
-        if allocation.ipv4 is None:
-            ipam.release(key, self._now)
-            self._reply(
-                req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
-            )
-            return
         net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
         if req.netns:
             self.hints[allocation.key] = req.netns
@@ -151,7 +145,7 @@ class Requests(Upkeep):
             self._log("error", "add failed", key=str(key), code=code, error=message)
             self._reply(req.request_id, code, message)
             return
-        self._log("debug", "add", key=str(key), ipv4=allocation.ipv4)
+        self._log("debug", "add", key=str(key), ipv4=allocation.ipv4, ipv6=allocation.ipv6)
         self._reply(req.request_id, allocation=allocation, pod=net)
 
     def _legacy(self, key: AllocationKey) -> Allocation | None:
@@ -201,16 +195,13 @@ class Requests(Upkeep):
             self._count("del_req", "unknown")
             self._reply(req.request_id, released=0)
             return
-        if allocation.ipv4 is not None:
-            netns = req.netns or self.hints.get(allocation.key, "")
-            net = self.pod_network(allocation, netns, if_name=key.if_name)
-            done = yield c.TearDownPod(self._cid(), net)
-            if isinstance(done, i.Failed):
-                self._log("error", "teardown failed", key=str(key), error=done.message)
-                self._reply(
-                    req.request_id, replies.DATAPATH_FAILED, f"teardown failed: {done.message}"
-                )
-                return
+        netns = req.netns or self.hints.get(allocation.key, "")
+        net = self.pod_network(allocation, netns, if_name=key.if_name)
+        done = yield c.TearDownPod(self._cid(), net)
+        if isinstance(done, i.Failed):
+            self._log("error", "teardown failed", key=str(key), error=done.message)
+            self._reply(req.request_id, replies.DATAPATH_FAILED, f"teardown failed: {done.message}")
+            return
         key = allocation.key
         ipam.release(key, self._now)
         netns = self.hints.pop(key, "")
@@ -227,7 +218,7 @@ class Requests(Upkeep):
 
     def _check(self, req: i.Check) -> TaskGen:
         allocation = self.core.get(req.key) or self._legacy(req.key)
-        if allocation is None or allocation.ipv4 is None:
+        if allocation is None:
             self._reply(req.request_id, replies.NOT_FOUND, f"no address for {req.key}")
             return
         net = self.pod_network(allocation, req.netns, req.mtu, req.key.if_name)

@@ -28,6 +28,8 @@ from ipamcore.netspec import (
     EniNetwork,
     PodNetwork,
     attachment_tag,
+    egress_v4_for,
+    egress_v6_for,
     host_veth_name,
     route_table_for_device,
 )
@@ -144,16 +146,24 @@ class Runner:
         """The datapath of ``allocation``'s pod: one host veth per attachment (network,
         container id, interface; see :func:`ipamcore.netspec.host_veth_name`), tagged with
         it, so teardown only ever removes that attachment's own veth."""
-        assert allocation.ipv4 is not None
+        ipv4, ipv6 = allocation.ipv4 or "", allocation.ipv6 or ""
         return PodNetwork(
             netns_path=netns,
             if_name=if_name or allocation.key.if_name,
             host_veth=self._host_veth(allocation),
-            ipv4=allocation.ipv4,
+            ipv4=ipv4,
             mtu=mtu or self.config.pod_mtu,
             route_table=route_table_for_device(allocation.device_index),
             tag=attachment_tag(*allocation.key),
+            ipv6=ipv6,
+            egress_v4=egress_v4_for(ipv6) if ipv6 and not ipv4 and self.config.v4_egress else "",
+            egress_v6=egress_v6_for(ipv4) if ipv4 and not ipv6 and self._v6_egress else "",
         )
+
+    @property
+    def _v6_egress(self) -> bool:
+        """ENABLE_V6_EGRESS, on a node that has an IPv6 address to SNAT to."""
+        return self.config.v6_egress and bool(self.identity and self.identity.ipv6_address)
 
     def _host_veth(self, allocation: Allocation) -> str:
         key = allocation.key
@@ -310,8 +320,6 @@ class Runner:
 
     def _teardown_quietly(self, allocation: Allocation, netns: str) -> Any:
         """Best-effort teardown (start-up, GC, an unwound ADD): a failure is logged."""
-        if allocation.ipv4 is None:
-            return True
         netns = netns or self.hints.get(allocation.key) or ""
         done = yield c.TearDownPod(self._cid(), self.pod_network(allocation, netns))
         if isinstance(done, i.Failed):

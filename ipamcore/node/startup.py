@@ -9,7 +9,8 @@ from typing import Any
 import attrs
 
 from ipamcore.checkpoint import Checkpoint
-from ipamcore.errors import FailureKind, UnknownInstanceType
+from ipamcore.errors import ConfigError, FailureKind, UnknownInstanceType
+from ipamcore.events import EffectFailed
 from ipamcore.ipam import Ipam
 from ipamcore.limits import limits_for
 from ipamcore.model import (
@@ -74,7 +75,11 @@ class StartUp(Requests):
                 self._abort(described, f"instance type unknown: {described.message}")
                 return
             limits = described.limits
-        ipam = self.ipam = Ipam(self.config.pool, limits)
+        try:
+            ipam = self.ipam = Ipam(self.config.pool, limits)
+        except ConfigError as exc:
+            self._abort(None, str(exc))
+            return
         self._apply_kube(ipam)
         for notice in ipam.notices:
             self._log("warning", notice)
@@ -119,15 +124,13 @@ class StartUp(Requests):
             self._abort(error, f"checkpoint write failed: {error.message}")
             return
 
+        if not (yield from self._ipv6_prefix()):
+            return
         for eni in sorted(enis, key=lambda e: e.device_index):
             yield from self._setup_eni(eni)
         primary = ipam.primary_eni()
         if primary is not None:
-            node = NodeNetwork(
-                primary_ip=primary.primary_ip,
-                vpc_cidrs=identity.vpc_cidrs,
-                external_snat=self.config.external_snat,
-            )
+            node = self._node_network(primary.primary_ip)
             done = yield c.SetUpNode(self._cid(), node)
             if isinstance(done, i.Failed):
                 self._abort(done, f"node datapath setup failed: {done.message}")
@@ -157,6 +160,56 @@ class StartUp(Requests):
         for req in early:
             self._on_request(req)
 
+    def _ipv6_prefix(self) -> Any:
+        """IPv6 (single or dual stack): the primary ENI's /80 prefix, assigned now if it has
+        none (upstream does it at start). False, after an abort naming the cause, when the
+        subnet has no IPv6 CIDR or EC2 refuses."""
+        ipam, identity = self.core, self.identity
+        assert identity is not None
+        if ipam.v6 is None or ipam.v6.first() is not None:
+            return True
+        primary = ipam.primary_eni()
+        subnet = primary.subnet_id if primary is not None else "?"
+        if not identity.subnet_ipv6_cidrs:
+            self._abort(
+                None,
+                f"ENABLE_IPv6: the primary ENI's subnet {subnet} has no IPv6 CIDR block "
+                "(instance metadata lists none); associate one with the subnet (and its VPC)",
+            )
+            return False
+        effect = ipam.start_v6_prefix(self._now)
+        if effect is None:
+            return True
+        answer = yield c.PerformEffect(self._cid(), effect)
+        outcome = answer.outcome if isinstance(answer, i.EffectDone) else EffectFailed(
+            effect.effect_id, FailureKind.OTHER, getattr(answer, "message", "no answer")
+        )  # fmt: skip
+        ipam.apply(outcome, self._now)
+        if isinstance(outcome, EffectFailed):
+            self._abort(
+                None,
+                f"ENABLE_IPv6: AssignIpv6Addresses (Ipv6PrefixCount=1) on the primary ENI "
+                f"in subnet {subnet} failed: {outcome.message}",
+            )
+            return False
+        self._log("info", "IPv6 prefix assigned", prefix=ipam.v6.first())
+        return True
+
+    def _node_network(self, primary_ip: str) -> NodeNetwork:
+        pool, identity = self.config.pool, self.identity
+        assert identity is not None
+        v4_egress = pool.ipv6_only and self.config.v4_egress
+        v6_egress = pool.ipv4 and not pool.ipv6 and self._v6_egress
+        return NodeNetwork(
+            primary_ip=primary_ip,
+            vpc_cidrs=identity.vpc_cidrs,
+            external_snat=self.config.external_snat,
+            ipv6=pool.ipv6 or v6_egress,
+            ipv4=pool.ipv4,
+            egress_v4_snat_to=primary_ip if v4_egress else "",
+            egress_v6_snat_to=identity.ipv6_address if v6_egress else "",
+        )
+
     def _remove_stale(self, enis: list[ObservedEni]) -> TaskGen:
         """Remove the host's rules and veths no live allocation needs (pods that vanished,
         ENIs freed, while the daemon was down). Skipped under quarantine: after an unreadable
@@ -166,9 +219,7 @@ class StartUp(Requests):
             return
         live = LiveNetwork(
             pods=tuple(
-                self.pod_network(a, self.hints.get(a.key, ""))
-                for a in self.core.allocations()
-                if a.ipv4 is not None
+                self.pod_network(a, self.hints.get(a.key, "")) for a in self.core.allocations()
             ),
             eni_ips=tuple(e.primary_ip for e in enis),
         )

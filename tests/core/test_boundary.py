@@ -151,8 +151,8 @@ def test_ipv6_needs_a_type_with_prefix_delegation() -> None:
     """Upstream's TestIsConfigValid, 'v4 disabled and v6 enabled in PD mode on Non-Nitro'."""
     xen = attrs.evolve(M5, instance_type="m4.large", hypervisor="xen")
     with pytest.raises(ConfigError, match="ENABLE_IPv6"):
-        Ipam(PoolConfig(ipv6=True), xen)
-    Ipam(PoolConfig(ipv6=True), M5)
+        Ipam(PoolConfig(ipv6=True, ipv4=False), xen)
+    Ipam(PoolConfig(ipv6=True, ipv4=False), M5)
 
 
 # --------------------------------------------------------------- queries and time

@@ -47,7 +47,7 @@ def test_unknown_type_is_a_typed_error() -> None:
         ({"warm_ip_target": -1}, "WARM_IP_TARGET"),
         ({"cooldown_s": -5}, "IP_COOLDOWN_PERIOD"),
         ({"max_eni": 0}, "MAX_ENI"),
-        ({"prefix_delegation": True, "ipv6": True}, "ENABLE_PREFIX_DELEGATION"),
+        ({"ipv4": False, "ipv6": False}, "ENABLE_IPv4"),
     ],
 )
 def test_invalid_combinations_are_rejected_naming_the_setting(

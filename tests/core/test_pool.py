@@ -91,7 +91,7 @@ def test_ipv6_mode_hands_out_addresses_from_the_eni_prefix() -> None:
     import attrs
 
     primary = attrs.evolve(primary, ipv6_prefixes=("2600:1f14::/80",))
-    ipam = node(config=PoolConfig(ipv6=True), enis=(primary,))
+    ipam = node(config=PoolConfig(ipv6=True, ipv4=False), enis=(primary,))
     a = ipam.assign(key(1), pod(1), 0.0)
     b = ipam.assign(key(2), pod(2), 0.0)
     assert (a.ipv6, b.ipv6) == ("2600:1f14::1", "2600:1f14::2")

@@ -233,7 +233,7 @@ def test_get_ip_stats_v4(pd: bool) -> None:
 def test_get_ip_stats_v6() -> None:
     """TestGetIPStatsV6 (issue 15 item 7): IPv6 stats count the /80's addresses and pods."""
     eni = attrs.evolve(observed("eni-1", 0, primary=True), ipv6_prefixes=("21db::/80",))
-    ipam = datastore([eni], PoolConfig(ipv6=True), limits_for("m5.large"))
+    ipam = datastore([eni], PoolConfig(ipv6=True, ipv4=False), limits_for("m5.large"))
     ipam.assign(ipam_key("sandbox-3", "netv6"), metadata("sample-pod-3"), 0.0)
     stats = ipam.stats(0.0)
     assert (stats.total, stats.prefixes, stats.assigned, stats.cooling) == (2**48, 1, 1, 0)

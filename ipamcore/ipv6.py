@@ -1,0 +1,110 @@
+"""IPv6 addresses from the /80 prefixes delegated to the node's ENIs (upstream's IPv6 mode:
+one prefix on the primary ENI, ``AssignIpv6Addresses`` with ``Ipv6PrefixCount=1``).
+
+A /80 holds 2**48 addresses, so an address is never handed out twice in a prefix's life:
+each pod gets the next offset (restores move the counter past every restored address), and
+a released address needs no cooldown. Pure and synchronous, like the rest of the core.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from ipamcore.model import ObservedEni
+from ipamcore.netspec import egress_v4_slot
+
+
+@attrs.frozen
+class V6Stats:
+    """The IPv6 figures of a node: prefixes held, addresses in them, addresses assigned."""
+
+    prefixes: int = 0
+    total: int = 0
+    assigned: int = 0
+
+
+class V6Prefixes:
+    """The IPv6 prefixes of each managed ENI, and the next offset to hand out in each."""
+
+    def __init__(self) -> None:
+        self.prefixes: dict[str, tuple[str, ...]] = {}
+        self.devices: dict[str, int] = {}
+        self._next: dict[str, int] = {}
+        self._rank: dict[str, tuple[int, int]] = {}
+        # The egress IPv4 slots (netspec.egress_v4_slot) of the live addresses: an address
+        # whose slot is held is skipped, so no two live pods share a node-local IPv4.
+        self._slots: set[int] = set()
+        self.assigned = 0
+
+    def observe(self, info: ObservedEni) -> None:
+        """An ENI as the cloud shows it: its IPv6 prefixes are added to those known (one
+        assigned by this node is kept even if a snapshot taken before it lacks it)."""
+        if info.is_trunk or info.is_efa or info.unmanaged:
+            return
+        known = self.prefixes.get(info.eni_id, ())
+        self.prefixes[info.eni_id] = known + tuple(p for p in info.ipv6_prefixes if p not in known)
+        self.devices[info.eni_id] = info.device_index
+        self._rank[info.eni_id] = (info.network_card, info.device_index)
+
+    def forget(self, eni_id: str) -> None:
+        """The ENI is gone from the instance."""
+        for mapping in (self.prefixes, self.devices, self._rank):
+            mapping.pop(eni_id, None)
+
+    def add(self, eni_id: str, prefixes: tuple[str, ...]) -> None:
+        """Prefixes assigned to ``eni_id`` (an ``AssignIpv6Addresses`` answer)."""
+        known = self.prefixes.get(eni_id, ())
+        self.prefixes[eni_id] = known + tuple(p for p in prefixes if p not in known)
+
+    def first(self) -> tuple[str, str] | None:
+        """(ENI, prefix) pods take addresses from: the lowest device's first prefix."""
+        for eni_id in sorted(self.prefixes, key=lambda e: self._rank.get(e, (0, 0))):
+            if self.prefixes[eni_id]:
+                return eni_id, self.prefixes[eni_id][0]
+        return None
+
+    def take(self, prefix: str) -> str:
+        """The next address of ``prefix`` (offset 0, the subnet-router anycast, is skipped)."""
+        net = ipaddress.IPv6Network(prefix, strict=False)
+        offset = self._next.get(prefix, 1)
+        while True:
+            if offset >= net.num_addresses:
+                offset = 1  # 2**48 addresses later: start over
+            address = str(net.network_address + offset)
+            offset += 1
+            if egress_v4_slot(address) not in self._slots:
+                break
+        self._next[prefix] = offset
+        self._slots.add(egress_v4_slot(address))
+        self.assigned += 1
+        return address
+
+    def released(self, address: str) -> None:
+        """``address`` went back (it is not reused while its prefix's counter moves on)."""
+        self._slots.discard(egress_v4_slot(address))
+        self.assigned = max(0, self.assigned - 1)
+
+    def locate(self, address: str) -> tuple[str, int] | None:
+        """(ENI, device index) of the prefix holding ``address``, counting it as assigned
+        and moving the prefix's counter past it (restore); None if no prefix holds it."""
+        try:
+            ip = ipaddress.IPv6Address(address)
+        except ValueError:
+            return None
+        for eni_id, prefixes in self.prefixes.items():
+            for prefix in prefixes:
+                net = ipaddress.IPv6Network(prefix, strict=False)
+                if ip in net:
+                    offset = int(ip) - int(net.network_address)
+                    self._next[prefix] = max(self._next.get(prefix, 1), offset + 1)
+                    self._slots.add(egress_v4_slot(address))
+                    self.assigned += 1
+                    return eni_id, self.devices.get(eni_id, 0)
+        return None
+
+    def stats(self) -> V6Stats:
+        """Prefixes, their addresses and those assigned."""
+        nets = [ipaddress.IPv6Network(p, strict=False) for ps in self.prefixes.values() for p in ps]
+        return V6Stats(len(nets), sum(n.num_addresses for n in nets), self.assigned)
