@@ -342,6 +342,13 @@ class LinuxDatapath(FaultInjection):
             ns.neigh("replace", dst=gw, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
 
         self._step("setup_pod", "host_route")
+        if pod.v6:
+            # The host end answers as the pod's gateway, fe80::1, with no duplicate address
+            # detection: neighbour discovery towards the pod needs a usable link-local
+            # source on the veth, and the kernel's own stays "tentative" for a second or more.
+            host.addr(
+                "add", index=host_idx, address=POD_GATEWAY_V6, prefixlen=64, flags=IFA_F_NODAD
+            )
         host.link("set", index=host_idx, state="up")
         for address, plen, _gw, _default in pod_families(pod):
             host.route("replace", dst=f"{address}/{plen}", oif=host_idx, scope=SCOPE_LINK)
