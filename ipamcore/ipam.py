@@ -437,10 +437,9 @@ class Ipam:
 
     def _policy_input(self, waiting: int) -> PolicyInput:
         subnet_id, security_groups = self._placement()
-        busy = (
-            frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
-            | self._suspect_enis
-        )
+        busy = frozenset(
+            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
+        ) | self._suspect_enis
         full = set(self._full_enis)
         if self._full_subnets:
             full |= {
@@ -501,9 +500,7 @@ class Ipam:
         if placement.subnet_discovery and primary is not None:
             chosen = choose_discovered_subnet(
                 [s for s in self._subnets if s.subnet_id not in self._full_subnets],
-                self._availability_zone,
-                placement.cluster_name,
-                primary.subnet_id,
+                self._availability_zone, placement.cluster_name, primary.subnet_id,
             )
             if chosen is not None:
                 return chosen.subnet_id, placement.security_groups or default_groups
@@ -728,7 +725,9 @@ class Ipam:
         self._recently_released = {
             k: t for k, t in self._recently_released.items() if now - t < grace
         }
-        busy = frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+        busy = frozenset(
+            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
+        )
         changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
         report = self._apply_diff(changes, now)
         self._full_enis.clear()  # the snapshot shows each ENI's room as it is

@@ -50,7 +50,9 @@ def cloud_env(world: MotoEnv) -> CloudEnv:
         params: dict[str, object] = {"SubnetId": world.subnet_id, "Description": "out of band"}
         if tags:
             tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
-            params["TagSpecifications"] = [{"ResourceType": "network-interface", "Tags": tag_list}]
+            params["TagSpecifications"] = [
+                {"ResourceType": "network-interface", "Tags": tag_list}
+            ]
         created = world.client.create_network_interface(**params)
         return str(created["NetworkInterface"]["NetworkInterfaceId"])
 
