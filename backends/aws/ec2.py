@@ -277,8 +277,13 @@ class Ec2Backend:
         result = self._call(
             "assign_ipv6_addresses", NetworkInterfaceId=eni_id, Ipv6PrefixCount=count
         )
-        listed = [str(p) for p in result.get("AssignedIpv6Prefixes", ())]
-        return newly_assigned(listed, count)
+        listed = newly_assigned([str(p) for p in result.get("AssignedIpv6Prefixes", ())], count)
+        if len(listed) < count:  # never a success without the prefix asked for
+            raise CloudError(
+                FailureKind.OTHER,
+                f"AssignIpv6Addresses on {eni_id} returned {len(listed)} of {count} prefixes",
+            )
+        return listed
 
     def unassign_ipv4(self, eni_id: str, addresses: Sequence[str]) -> None:
         if addresses:

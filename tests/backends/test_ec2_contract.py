@@ -1,6 +1,6 @@
 """The shared cloud contract for the EC2 backend over moto (in-process and moto_server).
 
-moto enforces no ENI/address limits, ignores prefix requests, never runs a subnet out
+moto enforces no ENI/address limits, ignores prefix requests (IPv4 /28s and IPv6 /80s), never runs a subnet out
 (it hangs instead) and never throttles, so those parts of the contract are switched off
 here; they are covered with botocore's Stubber and injected responses in
 ``test_ec2_stubbed.py`` and ``test_ec2_retries.py``. moto also ignores an attachment's
@@ -113,6 +113,7 @@ class TestEc2BackendOnMoto(CloudContract):
     supports_subnet_exhaustion = False
     supports_throttling = False
     supports_delete_on_termination = False
+    supports_ipv6_prefixes = False  # moto ignores Ipv6PrefixCount (test_ec2_stubbed.py pins it)
 
     @pytest.fixture
     def env(self, moto_env: MotoEnv) -> CloudEnv:

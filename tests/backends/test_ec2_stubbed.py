@@ -473,3 +473,54 @@ def test_leak_search_without_the_nodes_vpc_stays_on_the_nodes_own_enis(
     stub.add_response("describe_network_interfaces", {"NetworkInterfaces": []}, {"Filters": mine})
     assert backend.find_leaked_enis(IID, NOW, any_instance=True) == []
     stub.assert_no_pending_responses()
+
+
+# -- IPv6 prefixes (moto ignores Ipv6PrefixCount) ------------------------------------------
+
+
+def test_assign_ipv6_prefix_request_and_answer(stubbed: tuple[Ec2Backend, Stubber]) -> None:
+    """Upstream's AllocIPv6Prefixes: AssignIpv6Addresses with Ipv6PrefixCount, the /80s
+    read from AssignedIpv6Prefixes (a list of strings)."""
+    backend, stub = stubbed
+    stub.add_response(
+        "assign_ipv6_addresses",
+        {"NetworkInterfaceId": NEW_ENI, "AssignedIpv6Prefixes": ["2600:1f14:a0c:ce01:1::/80"]},
+        {"NetworkInterfaceId": NEW_ENI, "Ipv6PrefixCount": 1},
+    )
+    assert backend.assign_ipv6_prefixes(NEW_ENI, 1) == ("2600:1f14:a0c:ce01:1::/80",)
+
+
+def test_assign_ipv6_prefix_answered_without_one_is_a_failure(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    backend, stub = stubbed
+    stub.add_response(
+        "assign_ipv6_addresses",
+        {"NetworkInterfaceId": NEW_ENI, "AssignedIpv6Addresses": []},
+        {"NetworkInterfaceId": NEW_ENI, "Ipv6PrefixCount": 1},
+    )
+    with pytest.raises(CloudError, match="returned 0 of 1 prefixes"):
+        backend.assign_ipv6_prefixes(NEW_ENI, 1)
+
+
+def test_assign_ipv6_prefix_in_a_subnet_without_ipv6(stubbed: tuple[Ec2Backend, Stubber]) -> None:
+    backend, stub = stubbed
+    stub.add_client_error(
+        "assign_ipv6_addresses",
+        "InvalidParameterValue",
+        "You must specify an IPv6 CIDR block for the subnet",
+        expected_params={"NetworkInterfaceId": NEW_ENI, "Ipv6PrefixCount": 1},
+    )
+    with pytest.raises(CloudError) as caught:
+        backend.assign_ipv6_prefixes(NEW_ENI, 1)
+    assert caught.value.kind is FailureKind.OTHER and "IPv6 CIDR" in caught.value.message
+
+
+def test_describe_reads_ipv6_prefixes(stubbed: tuple[Ec2Backend, Stubber]) -> None:
+    backend, stub = stubbed
+    primary = eni_item("eni-primary", 0)
+    primary["Ipv6Prefixes"] = [{"Ipv6Prefix": "2600:1f14:a0c:ce01:1::/80"}]
+    expect_describe(stub, primary)
+    expect_subnet(stub)
+    (eni,) = backend.describe_enis(IID)
+    assert eni.ipv6_prefixes == ("2600:1f14:a0c:ce01:1::/80",)

@@ -30,6 +30,7 @@ def make_env(**cloud_args: object) -> tuple[FakeCloud, CloudEnv]:
     tagged = cloud.add_subnet("10.0.0.0/24", AZ, {SUBNET_DISCOVERY_TAG: "1"})
     untagged = cloud.add_subnet("10.0.1.0/24", AZ)
     small = cloud.add_subnet("10.0.2.0/28", AZ)
+    v6 = cloud.add_subnet("10.0.3.0/24", AZ, ipv6_cidr="2600:1f14:a0c:ce03::/64")
     iid = cloud.launch_instance("m5.large", tagged)
 
     def leak(instance_id: str) -> str:
@@ -59,7 +60,7 @@ def make_env(**cloud_args: object) -> tuple[FakeCloud, CloudEnv]:
         untagged_subnet_id=untagged, small_subnet_id=small, now=lambda: cloud.now,
         advance=cloud.advance, make_leaked_eni=leak, make_detached_eni=detached,
         make_cloud=make_cloud, launch_instance=lambda: cloud.launch_instance("m5.large", tagged),
-        terminate_instance=cloud.terminate_instance,
+        terminate_instance=cloud.terminate_instance, ipv6_subnet_id=v6,
     )  # fmt: skip
     return cloud, env
 

@@ -40,7 +40,9 @@ Capability flags (class attributes, all True here) let a backend skip what its s
 cannot show: ``supports_limits`` (ENI and address limits by instance type),
 ``supports_prefixes`` (/28 prefix delegation), ``supports_subnet_exhaustion`` (free address
 counts and SUBNET_FULL), ``supports_throttling`` (RequestLimitExceeded under load),
-``supports_delete_on_termination`` (terminating an instance deletes the ENIs marked so).
+``supports_delete_on_termination`` (terminating an instance deletes the ENIs marked so),
+``supports_ipv6_prefixes`` (``AssignIpv6Addresses`` with ``Ipv6PrefixCount``: /80s of the
+``ipv6_subnet_id``'s /64, refused in a subnet without an IPv6 CIDR).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class CloudEnv:
     make_cloud: CloudMaker
     launch_instance: Callable[[], str]
     terminate_instance: Callable[[str], object]
+    ipv6_subnet_id: str = ""  # a subnet of the instance's AZ with an IPv6 /64
 
 
 def in_cidr(address: str, cidr: str) -> bool:
@@ -129,6 +132,7 @@ class CloudContract:
     supports_subnet_exhaustion = True
     supports_throttling = True
     supports_delete_on_termination = True
+    supports_ipv6_prefixes = True
 
     def requires(self, capability: str) -> None:
         if not getattr(self, capability):
@@ -407,6 +411,31 @@ class CloudContract:
         assert ipaddress.ip_address(eni.primary_ip) not in ipaddress.ip_network(
             eni.ipv4_prefixes[0]
         )
+
+    # -- IPv6 prefixes (upstream's IPv6 mode) -----------------------------------------------
+
+    def test_assign_ipv6_prefixes(self, env: CloudEnv) -> None:
+        self.requires("supports_ipv6_prefixes")
+        [subnet] = env.cloud.describe_subnets([env.ipv6_subnet_id])
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.ipv6_subnet_id, ()))
+        (first,) = env.cloud.assign_ipv6_prefixes(eni.eni_id, 1)
+        (second,) = env.cloud.assign_ipv6_prefixes(eni.eni_id, 1)
+        assert first != second
+        for prefix in (first, second):
+            net = ipaddress.IPv6Network(prefix)  # strict: raises if not aligned
+            assert net.prefixlen == 80
+        described = find_eni(env, eni.eni_id)
+        assert set(described.ipv6_prefixes) == {first, second}
+        assert described.ipv4_addresses == () and subnet.subnet_id == env.ipv6_subnet_id
+
+    def test_no_ipv6_prefix_in_a_subnet_without_ipv6(self, env: CloudEnv) -> None:
+        self.requires("supports_ipv6_prefixes")
+        eni = env.cloud.create_eni(env.instance_id, CreateEni(0, env.subnet_id, ()))
+        err = expect_failure(
+            FailureKind.OTHER, lambda: env.cloud.assign_ipv6_prefixes(eni.eni_id, 1)
+        )
+        assert "IPv6" in err.message
+        assert find_eni(env, eni.eni_id).ipv6_prefixes == ()
 
     # -- subnet exhaustion -------------------------------------------------------------------
 
