@@ -179,6 +179,37 @@ def test_prefixes_are_served_and_read() -> None:
     assert read.security_groups == ("sg-1", "sg-2") and read.is_primary
 
 
+def test_ipv6_fields_are_served_and_read() -> None:
+    """The IPv6 fields upstream's IPv6 mode reads: the subnet's IPv6 CIDR and the node's
+    IPv6 address (identity), and the primary ENI's /80 prefix (its ENI)."""
+    client = session().client("ec2", region_name=REGION)
+    eni = {
+        "NetworkInterfaceId": "eni-1", "MacAddress": "02:00:00:00:00:01", "SubnetId": "subnet-1",
+        "VpcId": "vpc-1", "PrivateIpAddress": "10.0.0.5",
+        "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.5", "Primary": True}],
+        "Ipv6Addresses": [{"Ipv6Address": "2600:1f14:a0c:ce01::a"}],
+        "Ipv6Prefixes": [{"Ipv6Prefix": "2600:1f14:a0c:ce01:1::/80"}],
+        "Groups": [{"GroupId": "sg-1"}], "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
+    }  # fmt: skip
+    subnet = {
+        "SubnetId": "subnet-1", "CidrBlock": SUBNET_CIDR,
+        "Ipv6CidrBlockAssociationSet": [{"Ipv6CidrBlock": "2600:1f14:a0c:ce01::/64"}],
+    }  # fmt: skip
+    placement = {"InstanceType": "m5.large", "Placement": {"AvailabilityZone": ZONE}}
+    with Stubber(client) as stub:
+        stub.add_response("describe_instances", {"Reservations": [{"Instances": [placement]}]})
+        stub.add_response("describe_network_interfaces", {"NetworkInterfaces": [eni]})
+        stub.add_response("describe_subnets", {"Subnets": [subnet]})
+        stub.add_response("describe_vpcs", {"Vpcs": [{"VpcId": "vpc-1", "CidrBlock": VPC_CIDR}]})
+        with MetadataServer(client, "i-1", cache_ttl_s=3600) as srv:
+            imds = ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S)
+            identity = imds.identity()
+            (read,) = imds.enis()
+    assert identity.subnet_ipv6_cidrs == ("2600:1f14:a0c:ce01::/64",)
+    assert identity.ipv6_address == "2600:1f14:a0c:ce01::a"
+    assert read.ipv6_prefixes == ("2600:1f14:a0c:ce01:1::/80",)
+
+
 def test_cli_serves_a_moto_server_instance(moto_server_url: str) -> None:
     reset_moto_server(moto_server_url)
     world = build_world("server", moto_server_url)

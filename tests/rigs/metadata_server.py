@@ -38,6 +38,10 @@ def build_view(client: Any, instance_id: str) -> dict[str, str]:
     subnet_ids = sorted({e["SubnetId"] for e in enis})
     subnets = client.describe_subnets(SubnetIds=subnet_ids)["Subnets"] if subnet_ids else []
     cidr_of = {s["SubnetId"]: s["CidrBlock"] for s in subnets}
+    v6_of = {
+        s["SubnetId"]: [a["Ipv6CidrBlock"] for a in s.get("Ipv6CidrBlockAssociationSet", ())]
+        for s in subnets
+    }
     vpc_cidrs: dict[str, list[str]] = {}
     for vpc in client.describe_vpcs(VpcIds=sorted({e["VpcId"] for e in enis}))["Vpcs"]:
         assocs = vpc.get("CidrBlockAssociationSet") or [{"CidrBlock": vpc["CidrBlock"]}]
@@ -71,6 +75,16 @@ def build_view(client: Any, instance_id: str) -> dict[str, str]:
         prefixes = [p["Ipv4Prefix"] for p in eni.get("Ipv4Prefixes", ())]
         if prefixes:  # real IMDS answers 404 for an ENI without prefixes
             view[base + "ipv4-prefix"] = "\n".join(prefixes)
+        # IPv6 (404 when absent, like the rest): the subnet's /64, the ENI's addresses and
+        # its delegated /80 prefixes
+        if v6_of.get(eni["SubnetId"]):
+            view[base + "subnet-ipv6-cidr-blocks"] = "\n".join(v6_of[eni["SubnetId"]])
+        v6_addresses = [a["Ipv6Address"] for a in eni.get("Ipv6Addresses", ())]
+        if v6_addresses:
+            view[base + "ipv6s"] = "\n".join(v6_addresses)
+        v6_prefixes = [p["Ipv6Prefix"] for p in eni.get("Ipv6Prefixes", ())]
+        if v6_prefixes:
+            view[base + "ipv6-prefix"] = "\n".join(v6_prefixes)
     view[MACS_PATH] = "\n".join(f"{m}/" for m in macs)
     return view
 
