@@ -1,8 +1,8 @@
 """The shared cloud contract for the EC2 backend over moto (in-process and moto_server).
 
-moto enforces no ENI/address limits, ignores prefix requests (IPv4 /28s and IPv6 /80s), never runs a subnet out
-(it hangs instead) and never throttles, so those parts of the contract are switched off
-here; they are covered with botocore's Stubber and injected responses in
+moto enforces no ENI/address limits, ignores prefix requests (IPv4 /28s and IPv6 /80s),
+never runs a subnet out (it hangs instead) and never throttles, so those parts of the
+contract are switched off here; they are covered with botocore's Stubber and injected responses in
 ``test_ec2_stubbed.py`` and ``test_ec2_retries.py``. moto also ignores an attachment's
 DeleteOnTermination and leaves a terminated instance's ENIs attached: ``terminate_instance``
 here detaches them, as EC2 does with ENIs not marked DeleteOnTermination (the request
