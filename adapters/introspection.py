@@ -124,6 +124,15 @@ def enis_document(views: list[EniView]) -> dict[str, Any]:
             "IsEFA": view.is_efa,
             "DeviceNumber": view.device_index,
             "AvailableIPv4Cidrs": cidrs,
+            "IPv6Cidrs": {
+                block.block_id: {
+                    "Cidr": go_cidr(block.block_id),
+                    "IPAddresses": {a.address: _address_entry(a) for a in block.addresses},
+                    "IsPrefix": True,
+                    "AddressFamily": "6",
+                }
+                for block in view.ipv6_blocks
+            },
         }
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
 
@@ -151,6 +160,22 @@ def pods_document(views: list[EniView]) -> dict[str, Any]:
                     "NetworkName": a.key.network_name, "IfName": a.key.if_name,
                     "IP": a.address, "ENI": view.eni_id, "DeviceNumber": view.device_index,
                     "AssignedTime": go_time(a.assigned_at),
+                }  # fmt: skip
+        for block in view.ipv6_blocks:
+            for a in block.addresses:
+                if a.key is None:
+                    continue
+                tag = container_tag(a.key.container_id)
+                row = pods.get(f"{a.key.network_name}/{tag}/{a.key.if_name}")
+                if row is not None:  # dual stack: the IPv4 row gets the IPv6 address
+                    row["IPv6"] = a.address
+                    continue
+                ns, name = (a.pod.namespace, a.pod.name) if a.pod else ("", "")
+                pods[f"{a.key.network_name}/{tag}/{a.key.if_name}"] = {
+                    "Namespace": ns, "Name": name, "Container": tag,
+                    "NetworkName": a.key.network_name, "IfName": a.key.if_name,
+                    "IP": a.address, "IPv6": a.address, "ENI": view.eni_id,
+                    "DeviceNumber": view.device_index, "AssignedTime": go_time(a.assigned_at),
                 }  # fmt: skip
     return pods
 

@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from backends.observe import OK, CallRecord
 from ipamcore import economy
+from ipamcore.ipv6 import V6Stats
 from ipamcore.model import Subnet
 from ipamcore.views import EniView, PoolStats
 
@@ -292,6 +293,13 @@ class Metrics:
         self.total_prefixes = Gauge(
             "awscni_total_ipv4_prefixes", "IPv4 /28 prefixes in the pool", registry=r
         )
+        self.ipv6_prefixes = Gauge(
+            "ipamcore_ipv6_prefixes", "IPv6 /80 prefixes delegated to the node's ENIs",
+            registry=r,
+        )  # fmt: skip
+        self.ipv6_assigned = Gauge(
+            "ipamcore_ipv6_assigned_addresses", "IPv6 addresses assigned to pods", registry=r
+        )
         self.add_req = Gauge("awscni_add_ip_req_count", "ADD requests (counter)", registry=r)
         self.del_req = Gauge(
             "awscni_del_ip_req_count", "DEL requests (counter)", ["reason"], registry=r
@@ -350,6 +358,11 @@ class Metrics:
         self.total_ips.set_function(lambda: stats().total)
         self.assigned_ips.set_function(lambda: stats().assigned)
         self.total_prefixes.set_function(lambda: stats().prefixes)
+
+    def bind_ipv6(self, stats: Callable[[], V6Stats]) -> None:
+        """IPv6 gauges (this project's; upstream has none) read ``stats()`` at each scrape."""
+        self.ipv6_prefixes.set_function(lambda: stats().prefixes)
+        self.ipv6_assigned.set_function(lambda: stats().assigned)
 
     def bind_node(
         self,

@@ -30,6 +30,7 @@ type, a reconciliation snapshot refused, an effect given up); the shell logs and
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -858,6 +859,7 @@ class Ipam:
         """Every ENI, block and address as of ``now`` (a query: the pool's time does not
         move; an address whose cooldown ended by ``now`` shows as free)."""
         views = []
+        v6_blocks = self._v6_blocks()
         for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
             info = state.info
             blocks = tuple(
@@ -884,9 +886,34 @@ class Ipam:
                     excluded=state.excluded,
                     leaving=state.leaving,
                     blocks=blocks,
+                    ipv6_blocks=v6_blocks.get(info.eni_id, ()),
                 )
             )
         return views
+
+    def _v6_blocks(self) -> dict[str, tuple[BlockView, ...]]:
+        """Each ENI's IPv6 prefixes with their assigned addresses (IPv6 has no cooldown)."""
+        if self.v6 is None:
+            return {}
+        nets = {
+            p: ipaddress.IPv6Network(p, strict=False)
+            for ps in self.v6.prefixes.values()
+            for p in ps
+        }
+        held: dict[str, list[AddressView]] = {p: [] for p in nets}
+        for a in self.allocations():
+            if a.ipv6 is None:
+                continue
+            ip = ipaddress.IPv6Address(a.ipv6)
+            for prefix, net in nets.items():
+                if ip in net:
+                    held[prefix].append(
+                        AddressView(a.ipv6, "assigned", a.key, a.pod, a.allocated_at, None)
+                    )
+        return {
+            eni_id: tuple(BlockView(p, True, tuple(held[p])) for p in prefixes)
+            for eni_id, prefixes in self.v6.prefixes.items()
+        }
 
     def _address_view(self, address: str, now: float) -> AddressView:
         slot = self.pool.slots[address]

@@ -64,6 +64,8 @@ class EniView:
     excluded: bool
     leaving: bool
     blocks: tuple[BlockView, ...]
+    # IPv6 (single or dual stack): the ENI's /80 prefixes, each with its assigned addresses
+    ipv6_blocks: tuple[BlockView, ...] = ()
 
     @property
     def total(self) -> int:

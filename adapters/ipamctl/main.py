@@ -54,6 +54,7 @@ def cmd_enis(args: argparse.Namespace, out: TextIO) -> int:
         as_json(out, doc)
         return 0
     rows = []
+    ipv6 = any(eni.get("IPv6Cidrs") for eni in doc["ENIs"].values())
     for eni in doc["ENIs"].values():
         cidrs = eni["AvailableIPv4Cidrs"]
         assigned = sum(
@@ -64,7 +65,11 @@ def cmd_enis(args: argparse.Namespace, out: TextIO) -> int:
             [eni["ID"], eni["DeviceNumber"], "yes" if eni["IsPrimary"] else "", len(cidrs),
              prefixes, assigned]
         )  # fmt: skip
-    table(out, ["ENI", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"], rows)
+        if ipv6:  # IPv6 (single or dual stack): the /80s and the IPv6 addresses assigned
+            v6 = eni.get("IPv6Cidrs") or {}
+            rows[-1] += [",".join(v6) or "-", sum(len(c["IPAddresses"]) for c in v6.values())]
+    headers = ["ENI", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"]
+    table(out, headers + (["IPV6 PREFIXES", "IPV6 ASSIGNED"] if ipv6 else []), rows)
     out.write(f"total {doc['TotalIPs']} addresses, {doc['AssignedIPs']} assigned\n")
     return 0
 
@@ -74,15 +79,17 @@ def cmd_pods(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         as_json(out, doc)
         return 0
+    ipv6 = any("IPv6" in p for p in doc.values())
     rows = [
-        [p["Namespace"], p["Name"], p.get("Container", ""), p["IfName"], p["IP"], p["ENI"],
-         p["DeviceNumber"]]
+        [p["Namespace"], p["Name"], p.get("Container", ""), p["IfName"], p["IP"]]
+        + ([p.get("IPv6", "")] if ipv6 else []) + [p["ENI"], p["DeviceNumber"]]
         for p in sorted(
             doc.values(),
             key=lambda p: (p["Namespace"], p["Name"], p["IfName"], p.get("Container", "")),
         )
     ]  # fmt: skip
-    table(out, ["NAMESPACE", "POD", "CONTAINER", "IF", "IP", "ENI", "DEVICE"], rows)
+    headers = ["NAMESPACE", "POD", "CONTAINER", "IF", "IP"] + (["IPV6"] if ipv6 else [])
+    table(out, [*headers, "ENI", "DEVICE"], rows)
     return 0
 
 
@@ -129,9 +136,12 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
         released = [{"address": a, "releasedAt": t} for a, t in checkpoint.released_at]
         as_json(out, {"allocations": allocations, "releasedAddresses": released})
         return 0
-    rows = [[a["namespace"], a["pod"], a["ifName"], a["ipv4"] or a["ipv6"], a["containerID"]]
+    dual = any(a["ipv4"] and a["ipv6"] for a in allocations)
+    rows = [[a["namespace"], a["pod"], a["ifName"], a["ipv4"] or a["ipv6"]]
+            + ([a["ipv6"]] if dual else []) + [a["containerID"]]
             for a in allocations]  # fmt: skip
-    table(out, ["NAMESPACE", "POD", "IF", "IP", "CONTAINER"], rows)
+    headers = ["NAMESPACE", "POD", "IF", "IP"] + (["IPV6"] if dual else [])
+    table(out, [*headers, "CONTAINER"], rows)
     out.write(f"{len(allocations)} allocations, {len(checkpoint.released_at)} release times\n")
     return 0
 

@@ -31,6 +31,7 @@ from backends.perform import perform
 from backends.steps import Step, no_step
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import CheckpointError, CloudError, UnsupportedCheckpointVersion
+from ipamcore.ipv6 import V6Stats
 from ipamcore.model import AllocationKey
 from ipamcore.node import Node, NodeConfig
 from ipamcore.node import commands as c
@@ -288,6 +289,7 @@ class NodeExecutor:
 
     def _ready(self, cmd: c.Ready) -> None:
         self.metrics.bind_pool(self.stats)
+        self.metrics.bind_ipv6(self.v6_stats)
         self.metrics.bind_node(self.eni_views, lambda: self.waiting, self.ports.cloud)
         self.metrics.startup_duration.set(cmd.startup_s)
         if self._started is not None and not self._started.done():
@@ -621,9 +623,22 @@ class NodeExecutor:
                     for a in block.addresses
                 ))
                 for block in view.blocks
+            ), ipv6_blocks=tuple(
+                attrs.evolve(block, addresses=tuple(
+                    attrs.evolve(
+                        a, assigned_at=None if a.assigned_at is None else a.assigned_at + offset
+                    )
+                    for a in block.addresses
+                ))
+                for block in view.ipv6_blocks
             ))
             for view in self.node.eni_views(self._now())
         ]  # fmt: skip
+
+    def v6_stats(self) -> V6Stats:
+        """The node's IPv6 figures (zeros before ready or without IPv6)."""
+        core = self.node.core if self.node.ipam is not None else None
+        return core.v6_stats() if core is not None else V6Stats()
 
     def observe_call(self, record: CallRecord) -> None:
         """CallObserver for the cloud backend: counts for /stats, metrics for Prometheus."""

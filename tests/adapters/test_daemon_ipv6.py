@@ -18,6 +18,8 @@ from backends.fakecloud import FakeCloud
 from backends.observe import MUTATING_ACTIONS, CallCounter
 from ipamcore.netspec import POD_GATEWAY_V6, egress_v4_for
 from tests.adapters.harness import World, add_request, call, del_request, logs
+from tests.adapters.test_ipamctl import arun
+from tests.adapters.test_monitoring import scrape
 
 V6 = {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"}
 DUAL = {"ENABLE_IPv6": "true", "ENABLE_IPv4": "true"}
@@ -194,3 +196,29 @@ async def test_dual_stack_one_add_gives_both_families(world: World) -> None:
         )  # fmt: skip
     finally:
         await restarted.stop()
+
+
+async def test_introspection_metrics_and_ipamctl_carry_ipv6(world: World) -> None:
+    daemon = world.daemon(**DUAL)
+    await daemon.start()
+    try:
+        reply = await call(world.socket_path, add_request(1))
+        v4, v6 = reply.result["ipv4"], reply.result["ipv6"]
+        assert daemon.introspection is not None and daemon.metrics_server is not None
+        url = f"http://127.0.0.1:{daemon.introspection.port}"
+        enis = json.loads((await arun("--introspection", url, "--json", "enis"))[1])
+        primary = next(e for e in enis["ENIs"].values() if e["IsPrimary"])
+        ((prefix, block),) = primary["IPv6Cidrs"].items()
+        assert prefix.endswith("/80") and block["AddressFamily"] == "6"
+        assert list(block["IPAddresses"]) == [v6]
+        code, out = await arun("--introspection", url, "pods")
+        assert code == 0 and "IPV6" in out.splitlines()[0] and v4 in out and v6 in out
+        code, out = await arun("--introspection", url, "enis")
+        assert code == 0 and prefix in out
+        code, out = await arun("checkpoint", "--path", world.checkpoint_path)
+        assert code == 0 and v4 in out and v6 in out
+        metrics = await scrape(daemon)
+        assert "ipamcore_ipv6_prefixes 1.0" in metrics
+        assert "ipamcore_ipv6_assigned_addresses 1.0" in metrics
+    finally:
+        await daemon.stop()

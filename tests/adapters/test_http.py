@@ -31,7 +31,8 @@ async def test_enis_in_upstream_shape(world: World, daemon: Daemon) -> None:
     assert doc["AssignedIPs"] == 1 and doc["TotalIPs"] == daemon.executor.stats().total
     eni = doc["ENIs"][reply.result["eni_id"]]
     assert set(eni) == {"ID", "IsPrimary", "IsTrunk", "IsEFA", "DeviceNumber",
-                        "AvailableIPv4Cidrs"}  # fmt: skip
+                        "AvailableIPv4Cidrs", "IPv6Cidrs"}  # fmt: skip
+    assert eni["IPv6Cidrs"] == {}  # upstream's field, empty without IPv6
     cidr = eni["AvailableIPv4Cidrs"][f"{ip}/32"]
     assert cidr["Cidr"] == {"IP": ip, "Mask": "/////w=="}
     assert cidr["IsPrefix"] is False and cidr["AddressFamily"] == "4"
