@@ -133,6 +133,10 @@ def render_conflist(template: str, env: Mapping[str, str]) -> dict[str, Any]:
     if env_bool(env, "ENABLE_BANDWIDTH_PLUGIN", False):
         plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
     if env_bool(env, "DISABLE_POD_V6", False):
+        if env_bool(env, "ENABLE_IPv6", False):
+            raise EntrypointError(
+                "DISABLE_POD_V6=true with ENABLE_IPv6=true: IPv6 pods need IPv6 in the pod"
+            )
         plugins.append({"type": "tuning", "sysctl": {
             "net.ipv6.conf.all.disable_ipv6": "1",
             "net.ipv6.conf.default.disable_ipv6": "1",

@@ -110,6 +110,8 @@ class Libcni:
     Made in ``workdir``: ``10-vpc-cni.conflist`` (the shipped list with the socket, pending-DEL
     and log paths pointed at this node), ``bin/`` (``vpc-cni`` and the system ``portmap``) and
     ``cache/`` (libcni's results). ``netns``: the namespace the runner runs in (None: this one).
+    ``conflist``: another list to start from (e.g. one rendered by the entrypoint for an IPv6
+    cluster) instead of the shipped one.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class Libcni:
         socket_path: str,
         pending_del_dir: str,
         netns: str | None,
+        conflist: Path | None = None,
     ) -> None:
         self.runner = runner
         self.netns = netns
@@ -133,7 +136,7 @@ class Libcni:
             if not link.exists():
                 link.symlink_to(target)
         self.cache_dir = root / "cache"
-        conf = json.loads(SHIPPED_CONFLIST.read_text())
+        conf = json.loads((conflist or SHIPPED_CONFLIST).read_text())
         ours = conf["plugins"][0]
         ours["socketPath"] = socket_path
         ours["pendingDelDir"] = pending_del_dir
