@@ -13,7 +13,7 @@ import ipaddress
 import attrs
 
 from ipamcore.model import ObservedEni
-from ipamcore.netspec import egress_v4_slot
+from ipamcore.netspec import EGRESS_V4_SLOTS, egress_v4_slot
 
 
 @attrs.frozen
@@ -69,7 +69,9 @@ class V6Prefixes:
         """The next address of ``prefix`` (offset 0, the subnet-router anycast, is skipped)."""
         net = ipaddress.IPv6Network(prefix, strict=False)
         offset = self._next.get(prefix, 1)
-        while True:
+        # At most one try per egress slot: with every slot held (more live IPv6 pods than
+        # the /22 has addresses, far above any max-pods) the next address is taken as is.
+        for _ in range(EGRESS_V4_SLOTS):
             if offset >= net.num_addresses:
                 offset = 1  # 2**48 addresses later: start over
             address = str(net.network_address + offset)

@@ -158,14 +158,14 @@ class NodeNetwork:
     egress_v6_snat_to: str = ""
 
 
-_EGRESS_V4_SLOTS = 1021  # 169.254.172.2 .. 169.254.175.254 (.1 is upstream's host side)
+EGRESS_V4_SLOTS = 1021  # 169.254.172.2 .. 169.254.175.254 (.1 is upstream's host side)
 
 
 def egress_v4_slot(ipv6: str) -> int:
     """The slot of the node-local IPv4 address an IPv6 pod gets: a function of its IPv6
     address, so DEL, CHECK and a restarted daemon find the same one. The core skips an IPv6
     address whose slot a live pod holds, so two live pods never share one."""
-    return int(ipaddress.IPv6Address(ipv6)) % _EGRESS_V4_SLOTS
+    return int(ipaddress.IPv6Address(ipv6)) % EGRESS_V4_SLOTS
 
 
 def egress_v4_for(ipv6: str) -> str:
