@@ -492,13 +492,26 @@ class LinuxDatapath(FaultInjection):
 
 def _enable_pod_ipv6(if_name: str) -> Callable[[], None]:
     """Upstream's pod sysctls for IPv6 (disable_ipv6=0 on the interface and lo), run in the
-    pod's namespace; a missing key (IPv6 compiled out) is left alone, as upstream does."""
+    pod's namespace: written only when not already 0 (the daemon's container may have a
+    read-only /proc/sys; a new namespace normally has IPv6 on); a missing key (IPv6 compiled
+    out) is left alone, as upstream does."""
 
     def write() -> None:
         for name in (if_name, "lo"):
             path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
-            with contextlib.suppress(FileNotFoundError), open(path, "w") as f:
-                f.write("0")
+            try:
+                with open(path) as f:
+                    if f.read().strip() == "0":
+                        continue
+                with open(path, "w") as f:
+                    f.write("0")
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise E.DatapathError(
+                    f"IPv6 is off in the pod namespace ({name}) and cannot be turned on: {exc}; "
+                    "set net.ipv6.conf.default.disable_ipv6=0 on the node"
+                ) from exc
 
     return write
 
