@@ -30,7 +30,6 @@ type, a reconciliation snapshot refused, an effect given up); the shell logs and
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -351,14 +350,8 @@ class Ipam:
     def _v6_effects(self) -> list[Effect]:
         """An IPv6 prefix for the primary ENI while it has none and none is on its way."""
         assert self.v6 is not None
-        primary = self.primary_eni()
-        if primary is None or self.v6.first() is not None:
-            return []
-        if any(
-            isinstance(e, AssignAddresses) and e.ipv6_prefix_count for e in self._in_flight.values()
-        ):
-            return []
-        return [AssignAddresses(effect_id=0, eni_id=primary.eni_id, ipv6_prefix_count=1)]
+        effect = self.v6.prefix_effect(self.primary_eni(), self._in_flight.values())
+        return [] if effect is None else [effect]
 
     # ------------------------------------------------------------ policy
     def plan(self, now: float, waiting: int = 0) -> list[Effect]:
@@ -859,7 +852,7 @@ class Ipam:
         """Every ENI, block and address as of ``now`` (a query: the pool's time does not
         move; an address whose cooldown ended by ``now`` shows as free)."""
         views = []
-        v6_blocks = self._v6_blocks()
+        v6_blocks = {} if self.v6 is None else self.v6.blocks(self.allocations())
         for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
             info = state.info
             blocks = tuple(
@@ -890,30 +883,6 @@ class Ipam:
                 )
             )
         return views
-
-    def _v6_blocks(self) -> dict[str, tuple[BlockView, ...]]:
-        """Each ENI's IPv6 prefixes with their assigned addresses (IPv6 has no cooldown)."""
-        if self.v6 is None:
-            return {}
-        nets = {
-            p: ipaddress.IPv6Network(p, strict=False)
-            for ps in self.v6.prefixes.values()
-            for p in ps
-        }
-        held: dict[str, list[AddressView]] = {p: [] for p in nets}
-        for a in self.allocations():
-            if a.ipv6 is None:
-                continue
-            ip = ipaddress.IPv6Address(a.ipv6)
-            for prefix, net in nets.items():
-                if ip in net:
-                    held[prefix].append(
-                        AddressView(a.ipv6, "assigned", a.key, a.pod, a.allocated_at, None)
-                    )
-        return {
-            eni_id: tuple(BlockView(p, True, tuple(held[p])) for p in prefixes)
-            for eni_id, prefixes in self.v6.prefixes.items()
-        }
 
     def _address_view(self, address: str, now: float) -> AddressView:
         slot = self.pool.slots[address]

@@ -9,11 +9,14 @@ a released address needs no cooldown. Pure and synchronous, like the rest of the
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 import attrs
 
-from ipamcore.model import ObservedEni
+from ipamcore.effects import AssignAddresses, Effect
+from ipamcore.model import Allocation, ObservedEni
 from ipamcore.netspec import EGRESS_V4_SLOTS, egress_v4_slot
+from ipamcore.views import AddressView, BlockView
 
 
 @attrs.frozen
@@ -110,3 +113,33 @@ class V6Prefixes:
         """Prefixes, their addresses and those assigned."""
         nets = [ipaddress.IPv6Network(p, strict=False) for ps in self.prefixes.values() for p in ps]
         return V6Stats(len(nets), sum(n.num_addresses for n in nets), self.assigned)
+
+    def prefix_effect(
+        self, primary: ObservedEni | None, in_flight: Iterable[Effect]
+    ) -> AssignAddresses | None:
+        """Upstream's IPv6 mode: a /80 for the primary ENI while no ENI has a prefix and
+        none is on its way (effect id 0: the caller numbers it)."""
+        if primary is None or self.first() is not None:
+            return None
+        if any(isinstance(e, AssignAddresses) and e.ipv6_prefix_count for e in in_flight):
+            return None
+        return AssignAddresses(effect_id=0, eni_id=primary.eni_id, ipv6_prefix_count=1)
+
+    def blocks(self, allocations: Iterable[Allocation]) -> dict[str, tuple[BlockView, ...]]:
+        """Each ENI's prefixes with the addresses assigned in them (no cooldown in IPv6)."""
+        nets = {
+            p: ipaddress.IPv6Network(p, strict=False) for ps in self.prefixes.values() for p in ps
+        }
+        held: dict[str, list[AddressView]] = {p: [] for p in nets}
+        for a in allocations:
+            if a.ipv6 is None:
+                continue
+            ip = ipaddress.IPv6Address(a.ipv6)
+            for prefix, net in nets.items():
+                if ip in net:
+                    view = AddressView(a.ipv6, "assigned", a.key, a.pod, a.allocated_at, None)
+                    held[prefix].append(view)
+        return {
+            eni_id: tuple(BlockView(p, True, tuple(held[p])) for p in prefixes)
+            for eni_id, prefixes in self.prefixes.items()
+        }
