@@ -45,13 +45,7 @@ def check_outcome(effect: Effect, outcome: Outcome, pool: AddressPool) -> None:
         if outcome.eni_id not in pool.enis:
             raise UsageError(f"AddressesAssigned: ENI {outcome.eni_id} is not in the pool")
         check_blocks(outcome.ipv4_addresses, outcome.prefixes, "AddressesAssigned")
-        for prefix in outcome.ipv6_prefixes:
-            try:
-                ipaddress.IPv6Network(prefix, strict=False)
-            except ValueError:
-                raise DataError(
-                    f"AddressesAssigned: not an IPv6 prefix: {str(prefix)[:60]!r}"
-                ) from None
+        check_ipv6_prefixes(outcome.ipv6_prefixes, "AddressesAssigned")
         taken = [
             a for a in (*outcome.ipv4_addresses, *outcome.prefixes)
             if a in pool.slots or any(
@@ -74,13 +68,7 @@ def check_observed(enis: Sequence[ObservedEni], what: str) -> None:
             raise DataError(f"{what}: ENI id {info.eni_id!r} is empty or given twice")
         seen.add(info.eni_id)
         check_blocks(info.ipv4_addresses, info.ipv4_prefixes, f"{what} {info.eni_id}")
-        for prefix in info.ipv6_prefixes:
-            try:
-                ipaddress.IPv6Network(prefix, strict=False)
-            except ValueError:
-                raise DataError(
-                    f"{what} {info.eni_id}: not an IPv6 prefix: {prefix[:60]!r}"
-                ) from None
+        check_ipv6_prefixes(info.ipv6_prefixes, f"{what} {info.eni_id}")
         for block in (*info.ipv4_addresses, *info.ipv4_prefixes):
             if block in addresses:
                 raise DataError(f"{what}: {block} is on two ENIs")
@@ -106,3 +94,12 @@ def check_blocks(addresses: Sequence[str], prefixes: Sequence[str], what: str) -
     blocks = (*addresses, *prefixes)
     if len(set(blocks)) != len(blocks):
         raise DataError(f"{what}: an address or prefix is given twice")
+
+
+def check_ipv6_prefixes(prefixes: Sequence[str], what: str) -> None:
+    """Every one of ``prefixes`` parses as an IPv6 network, else :class:`DataError`."""
+    for prefix in prefixes:
+        try:
+            ipaddress.IPv6Network(prefix, strict=False)
+        except ValueError:
+            raise DataError(f"{what}: not an IPv6 prefix: {str(prefix)[:60]!r}") from None

@@ -109,7 +109,9 @@ def render_conflist(template: str, env: Mapping[str, str]) -> dict[str, Any]:
     ``AWS_VPC_K8S_PLUGIN_LOG_LEVEL``, ``mtu`` = ``POD_MTU`` (else ``AWS_VPC_ENI_MTU``),
     ``socketPath`` = ``IPAMD_SOCKET`` and ``pendingDelDir`` = ``IPAMD_PENDING_DEL_DIR`` when
     set; then, as upstream, ``bandwidth`` chained when ``ENABLE_BANDWIDTH_PLUGIN=true`` and
-    ``tuning`` (IPv6 off in the pod) when ``DISABLE_POD_V6=true``."""
+    ``tuning`` (IPv6 off in the pod) when ``DISABLE_POD_V6=true`` (refused with
+    ``ENABLE_IPv6=true``). An upstream template's ``egress-cni`` entry is dropped: the daemon
+    does the egress of the other family itself, in IPv6 clusters too."""
     try:
         conf = json.loads(_substitute_upstream(template, env))
     except ValueError as exc:
@@ -117,6 +119,9 @@ def render_conflist(template: str, env: Mapping[str, str]) -> dict[str, Any]:
     plugins = conf.get("plugins") if isinstance(conf, dict) else None
     if not isinstance(plugins, list) or not plugins:
         raise EntrypointError("the conflist template has no plugins list")
+    # Upstream's template chains its egress-cni (IPv4 for IPv6 pods, ENABLE_V6_EGRESS): here
+    # the daemon gives pods the other family's egress itself, so the entry goes.
+    plugins[:] = [p for p in plugins if not (isinstance(p, dict) and p.get("type") == "egress-cni")]
     mtu = _mtu(env)
     overrides = {
         "pluginLogFile": env.get("AWS_VPC_K8S_PLUGIN_LOG_FILE", "").strip(),

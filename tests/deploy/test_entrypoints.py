@@ -192,6 +192,24 @@ def test_bad_settings_are_refused(env: dict[str, str]) -> None:
         main.validate_env(env)
 
 
+def test_an_ipv6_cluster_gets_vpc_cni_and_portmap_from_upstreams_template() -> None:
+    """Upstream's template chains egress-cni (enabled in IPv6 clusters); the daemon does the
+    egress here, so the rendered list has no egress-cni, and IPv6 stays on in pods."""
+    upstream = json.dumps({"cniVersion": "0.4.0", "name": "aws-cni", "plugins": [
+        {"name": "aws-cni", "type": "aws-cni", "vethPrefix": "__VETHPREFIX__", "mtu": "__MTU__"},
+        {"name": "egress-cni", "type": "egress-cni", "enabled": "__EGRESSPLUGINENABLED__",
+         "nodeIP": "__NODEIP__", "ipam": {"type": "host-local"}},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+    ]})  # fmt: skip
+    env = {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"}
+    conf = main.render_conflist(upstream, env)
+    assert [pl["type"] for pl in conf["plugins"]] == ["aws-cni", "portmap"]
+    shipped = main.render_conflist(main.PACKAGED_TEMPLATE.read_text(), env)
+    assert [pl["type"] for pl in shipped["plugins"]] == ["vpc-cni", "portmap"]
+    with pytest.raises(main.EntrypointError, match="DISABLE_POD_V6"):
+        main.render_conflist(upstream, {**env, "DISABLE_POD_V6": "true"})
+
+
 def test_bad_template_is_refused() -> None:
     with pytest.raises(main.EntrypointError):
         main.render_conflist("{not json", {})

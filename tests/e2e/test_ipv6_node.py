@@ -27,6 +27,7 @@ from adapters import protocol as p
 from adapters.entrypoints.main import render_conflist
 from adapters.ipamd.settings import state_env
 from backends.checkpoint import read_checkpoint_file
+from tests.backends.test_datapath_linux import sh
 from tests.rigs.cni_runtime import SHIPPED_CONFLIST, SYSTEM_CNI_DIR, Libcni
 from tests.rigs.localnode import free_port, real_datapath_possible
 
@@ -40,13 +41,6 @@ PRIMARY_IP = "10.0.0.4"
 NODE_V6 = "2600:1f14:a0c:ce01::a"
 OUTSIDE_V4 = "10.0.0.1"
 OUTSIDE_V6 = "2600:1f14:a0c:ce01::1"
-
-
-def sh(*argv: str, check: bool = True) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {done.stderr}")
-    return done.stdout
 
 
 class V6Node:
