@@ -127,6 +127,7 @@ class Ipam:
         # dual stack, the IPv6 address of each key whose IPv4 the pool holds.
         self.v6: V6Prefixes | None = V6Prefixes() if config.ipv6 else None
         self._dual: dict[AllocationKey, str] = {}
+        self._v6_retry_at = -INF
         if config.ipv6_only:
             self.notices.append(
                 "IPv6 mode: WARM_ENI_TARGET, WARM_IP_TARGET, MINIMUM_IP_TARGET and "
@@ -265,6 +266,7 @@ class Ipam:
             *(at + self.config.effect_timeout_s for at in self._issued_at.values()),
             *self._full_subnets.values(),
             *(e.seen_at + self.config.eni_min_age_s for e in self.pool.enis.values()),
+            self._v6_retry_at,
         ]
         return min((t for t in times if t > now), default=INF)
 
@@ -344,12 +346,15 @@ class Ipam:
         asks for it at once, as upstream's does); answer it with :meth:`apply`."""
         if self.v6 is None:
             return None
-        effects = self._v6_effects()
+        effects = self._v6_effects(now)
         return self._start(effects[0], now) if effects else None
 
-    def _v6_effects(self) -> list[Effect]:
-        """An IPv6 prefix for the primary ENI while it has none and none is on its way."""
+    def _v6_effects(self, now: float) -> list[Effect]:
+        """An IPv6 prefix for the primary ENI while it has none and none is on its way (after
+        a failure, not before ``throttle_pause_s``)."""
         assert self.v6 is not None
+        if now < self._v6_retry_at:
+            return []
         effect = self.v6.prefix_effect(self.primary_eni(), self._in_flight.values())
         return [] if effect is None else [effect]
 
@@ -362,8 +367,8 @@ class Ipam:
         given back when free, as upstream does at start."""
         if self._ipv6:
             self._expire(now)
-            return [self._start(e, now) for e in self._v6_effects()]
-        v6_effects = [] if self.v6 is None else self._v6_effects()
+            return [self._start(e, now) for e in self._v6_effects(now)]
+        v6_effects = [] if self.v6 is None else self._v6_effects(now)
         if waiting < 0:
             raise UsageError(f"waiting must be 0 or more, got {waiting}")
         self.pool.advance(now)
@@ -579,6 +584,7 @@ class Ipam:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
         if self._v6_only_effect(effect):
             self.notices.append(f"IPv6 prefix assignment failed: {failure.message}")
+            self._v6_retry_at = now + self.config.throttle_pause_s
             return ()
         removed: tuple[Allocation, ...] = ()
         for reaction in reactions(effect, failure.kind):

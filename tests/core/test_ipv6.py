@@ -53,7 +53,8 @@ def test_a_failed_prefix_request_is_asked_again_and_touches_no_ipv4() -> None:
     (effect,) = ipam.plan(0.0)
     ipam.apply(EffectFailed(effect.effect_id, FailureKind.THROTTLED, "slow down"), 1.0)
     assert any("IPv6 prefix assignment failed" in n for n in ipam.notices)
-    (again,) = ipam.plan(2.0)
+    assert ipam.plan(2.0) == [] and ipam.next_wake_at(2.0) == 6.0  # not before the pause
+    (again,) = ipam.plan(6.0)
     assert again.ipv6_prefix_count == 1 and again.effect_id != effect.effect_id  # type: ignore[union-attr]
 
 
