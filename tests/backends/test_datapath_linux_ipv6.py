@@ -78,8 +78,14 @@ class V6Harness(LinuxHarness):
         tables of both families, on the host."""
 
         def neigh(family: str) -> set[str]:
+            """Neighbours, state aside, but the uplink's: the outside's own traffic (its
+            neighbour discovery towards the pods' /80) adds to those."""
             out = self.ip(family, "neigh", "show")
-            return {" ".join(line.split()[:3]) for line in out.splitlines() if line.strip()}
+            return {
+                " ".join(line.split()[:3])
+                for line in out.splitlines()
+                if line.strip() and f" dev {PRIMARY_IF} " not in f"{line} "
+            }
 
         def nat(tool: str) -> list[str]:
             saved = self.in_ns(self.host_path, f"{tool}-save", "-t", "nat")
@@ -171,6 +177,8 @@ def test_ipv6_pod_teardown_leaves_nothing_behind(v6: V6Harness) -> None:
     after = v6.everything()
     for key in before:
         assert after[key] == before[key], key
+    neighbours = v6.ip("neigh") + v6.ip("-6", "neigh")
+    assert not [p.ipv6 for p in (*pods, dual) if p.ipv6 in neighbours]
 
 
 def test_dual_stack_pod_is_routed_and_checked_in_both_families(v6: V6Harness) -> None:

@@ -132,8 +132,14 @@ class V6Node:
             "rules": sh(*n, "rule") + sh(*n, "-6", "rule"),
             "routes": sh(*n, "route", "show", "table", "all")
             + sh(*n, "-6", "route", "show", "table", "all"),
-            "neigh": sorted(" ".join(ln.split()[:3]) for ln in sh(*n, "neigh").splitlines())
-            + sorted(" ".join(ln.split()[:3]) for ln in sh(*n, "-6", "neigh").splitlines()),
+            # neighbours (state aside) but those of the uplink, which the outside's own
+            # traffic (its neighbour discovery towards the pods' /80) adds to
+            "neigh": sorted(
+                " ".join(ln.split()[:3])
+                for family in ("-4", "-6")
+                for ln in sh(*n, family, "neigh").splitlines()
+                if " dev eth0 " not in f"{ln} "
+            ),
             "nat": nat("iptables") + nat("ip6tables"),
         }
 
@@ -192,6 +198,8 @@ def test_ipv6_pods_through_libcni_reach_each_other_the_node_and_ipv4(v6node: V6N
     after = node.state()
     for key in before:  # the node's egress chain was made at start, before "before"
         assert after[key] == before[key], key
+    neighbours = sh("ip", "-n", node.node, "neigh") + sh("ip", "-n", node.node, "-6", "neigh")
+    assert not [a for a in addresses.values() if a in neighbours]  # none of a pod, anywhere
     node.daemon.send_signal(signal.SIGTERM)
     assert node.daemon.wait(timeout=30) == 0
     checkpoint = read_checkpoint_file(node.env["AWS_VPC_K8S_CNI_BACKING_STORE"])
