@@ -169,7 +169,9 @@ class StartUp(Requests):
         if ipam.v6 is None or ipam.v6.first() is not None:
             return True
         primary = ipam.primary_eni()
-        subnet = primary.subnet_id if primary is not None else "?"
+        if primary is None:
+            return True
+        subnet = primary.subnet_id
         if not identity.subnet_ipv6_cidrs:
             self._abort(
                 None,
@@ -177,14 +179,26 @@ class StartUp(Requests):
                 "(instance metadata lists none); associate one with the subnet (and its VPC)",
             )
             return False
-        effect = ipam.start_v6_prefix(self._now)
-        if effect is None:
-            return True
-        answer = yield c.PerformEffect(self._cid(), effect)
-        outcome = answer.outcome if isinstance(answer, i.EffectDone) else EffectFailed(
-            effect.effect_id, FailureKind.OTHER, getattr(answer, "message", "no answer")
-        )  # fmt: skip
-        ipam.apply(outcome, self._now)
+        delay = self.config.start_retry_first_s
+        while True:
+            effect = ipam.start_v6_prefix(self._now)
+            if effect is None:  # (a throttled try pauses it: wait that out)
+                yield Sleep(ipam.next_wake_at(self._now))
+                continue
+            answer = yield c.PerformEffect(self._cid(), effect)
+            outcome = answer.outcome if isinstance(answer, i.EffectDone) else EffectFailed(
+                effect.effect_id, FailureKind.OTHER, getattr(answer, "message", "no answer")
+            )  # fmt: skip
+            ipam.apply(outcome, self._now)
+            throttled = isinstance(outcome, EffectFailed) and outcome.kind is FailureKind.THROTTLED
+            if not throttled or self.stopping:
+                break
+            self._log(
+                "warning", "EC2 throttled the IPv6 prefix request at start; retrying",
+                retry_in=delay,
+            )  # fmt: skip
+            yield Sleep(self._now + delay)
+            delay = min(delay * 2, self.config.start_retry_max_s)
         if isinstance(outcome, EffectFailed):
             self._abort(
                 None,

@@ -3,6 +3,7 @@ FakeCloud whose subnet has an IPv6 /64, fake datapath, a real checkpoint file, v
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,9 @@ from adapters.ipamd.settings import SettingsError
 from backends.checkpoint import read_checkpoint_file
 from backends.fakecloud import FakeCloud
 from backends.observe import MUTATING_ACTIONS, CallCounter
+from ipamcore.errors import FailureKind
 from ipamcore.netspec import POD_GATEWAY_V6, egress_v4_for
-from tests.adapters.harness import World, add_request, call, del_request, logs
+from tests.adapters.harness import World, add_request, call, del_request, logs, until
 from tests.adapters.test_ipamctl import arun
 from tests.adapters.test_monitoring import scrape
 
@@ -220,5 +222,20 @@ async def test_introspection_metrics_and_ipamctl_carry_ipv6(world: World) -> Non
         metrics = await scrape(daemon)
         assert "ipamcore_ipv6_prefixes 1.0" in metrics
         assert "ipamcore_ipv6_assigned_addresses 1.0" in metrics
+    finally:
+        await daemon.stop()
+
+
+async def test_a_throttled_prefix_request_at_start_is_retried(world: World) -> None:
+    world.cloud.fail_next("AssignIpv6Addresses", FailureKind.THROTTLED)
+    world.cloud.fail_next("AssignIpv6Addresses", FailureKind.THROTTLED)
+    daemon = world.daemon(**V6)
+    started = asyncio.create_task(daemon.start())
+    try:
+        await until(started.done, world.clock, step=1.0, limit=60)
+        started.result()
+        assert len(prefixes_on_primary(world)) == 1
+        assert "EC2 throttled the IPv6 prefix request at start; retrying" in logs(world)
+        assert (await call(world.socket_path, add_request(1))).result["ipv6"]
     finally:
         await daemon.stop()
