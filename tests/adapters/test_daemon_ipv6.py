@@ -89,7 +89,7 @@ async def test_ipv6_pods_get_addresses_from_the_primary_enis_prefix(
     entries = checkpoint_entries(world)
     assert {e["ipv6"] for e in entries} == addresses and {e["ipv4"] for e in entries} == {""}
     # the datapath got the IPv6 address and the node-local IPv4 egress address
-    pod = world.datapath.namespaces[results[0].if_name and "/var/run/netns/cni-1"]
+    pod = world.datapath.namespaces["/var/run/netns/cni-1"]
     assert f"{results[0].ipv6}/128" in pod.links["eth0"].addresses
     assert f"{egress_v4_for(results[0].ipv6 or '')}/32" in pod.links["eth0"].addresses
     stats = v6_daemon.executor.stats()
