@@ -114,7 +114,7 @@ class KubeWatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._aws_node_uid = ""
         self._last_choice: EniConfigChoice | None = None
-        self.events = EventGate()
+        self.events = EventGate(settings.event_thresholds)
         if settings.custom_networking:
             self.cache.listeners.append(self._log_eniconfig_choice)
 
