@@ -184,6 +184,7 @@ def test_two_aws_node_containers(built: tuple[image.Store, str], libcni_runner: 
     work = Path(tempfile.mkdtemp(prefix="e2e-aws-node-", dir="/tmp"))
     nodes: dict[str, ContainerNode] = {}
     moto: subprocess.Popen[bytes] | None = None
+    failed = True
     try:
         with FakeApiServerProcess(work / "apiserver", bookmark_interval=1.0) as rig:
             moto, moto_url = _start_moto(str(work))
@@ -207,9 +208,10 @@ def test_two_aws_node_containers(built: tuple[image.Store, str], libcni_runner: 
                     int(node.metadata.url.rsplit(":", 1)[1])])  # fmt: skip
                 node.cni = HostCni(libcni_runner, node.root, node.netns)
             run_scenario(rig, ec2, world, nodes, sa)
+            failed = False
     finally:
         for node in nodes.values():
-            cleanup_node(node)
+            cleanup_node(node, show_logs=failed)
         if moto is not None:
             moto.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -274,6 +276,7 @@ def run_scenario(
     wait_for(lambda: "aws-node-node-b" in events_for(rig, "MissingEniConfig"), 60,
              "MissingEniConfig on aws-node-node-b")  # fmt: skip
     assert "aws-node-node-a" not in events_for(rig, "MissingEniConfig")
+    assert "eniconfig_missing" not in a.logs() and "eniconfig_missing" in b.logs()
     pod_subnet = {n: world[n]["pod_subnet"] for n in nodes}
     wait_for(lambda: len(enis_of(ec2, a.instance_id)) > 1, 60, "node-a's first ENI")
     assert list(enis_of(ec2, b.instance_id)) == [world["node-b"]["primary_eni"]]
@@ -334,6 +337,7 @@ def run_scenario(
     assert count(rig, watch=False) == 0, "no relist after the outage"
     watches = count(rig, watch=True)
     assert 6 <= watches <= 12, f"{watches} WATCH requests to resume 6 watches"
+    assert resumed_s <= 45, "the backoff is at most 30 s"
     print(f"watches resumed {resumed_s:.1f} s after the API server came back, "
           f"{watches} WATCH requests, 0 LIST")  # fmt: skip
     for node in nodes.values():

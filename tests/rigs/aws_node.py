@@ -320,9 +320,18 @@ def service_account(directory: Path, token: str, ca: Path) -> Path:
     return directory
 
 
-def cleanup_node(node: ContainerNode) -> None:
-    """Containers, pods' and the node's namespaces, servers; never raises."""
+def cleanup_node(node: ContainerNode, show_logs: bool = False) -> None:
+    """Containers, pods' and the node's namespaces, servers; never raises. ``show_logs``
+    (a failed test): each container's last log lines on stdout first; with
+    ``IPAMCORE_E2E_LOGS=<dir>`` their whole logs are kept there."""
+    keep = os.environ.get("IPAMCORE_E2E_LOGS", "")
     for name in node.containers:
+        logs = node.logs(name)
+        if show_logs:
+            print(f"==== {name} (last lines)\n{logs[-6000:]}")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / f"{name}.log").write_text(logs)
         node.store.podman("rm", "-f", "-t", "0", name, check=False)
     for ns in node.pod_netns:
         subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
