@@ -40,7 +40,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +77,11 @@ OUTAGE_S = 60.0
 WATCHED = (NODES, "/api/v1/pods", ENICONFIGS)
 
 
-@pytest.fixture(scope="module")
-def built() -> Iterator[tuple[image.Store, str]]:
-    reason = image.unavailable_reason()
-    if reason:
-        pytest.skip(f"cannot build or run images here: {reason}")
-    if shutil.which("ip") is None or shutil.which("unshare") is None:
-        pytest.skip("iproute2 or util-linux (unshare) missing")
-    before = image.leftovers()
-    cache = image.default_cache()
-    try:
-        tag = image.build(cache)
-        yield image.Store(cache / "store"), tag
-    finally:
-        image.remove_new_leftovers(before)
+@pytest.fixture(scope="session")
+def built(aws_node_image: tuple[image.Store, str]) -> tuple[image.Store, str]:
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux (unshare) missing")
+    return aws_node_image
 
 
 def ec2_client(url: str) -> Any:

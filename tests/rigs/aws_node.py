@@ -27,7 +27,6 @@ Everything made is removed by :func:`cleanup_node` (the test's ``finally``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ import attrs
 import yaml
 
 from deploy import image
-from tests.rigs.cni_runtime import CniError, pod_args
+from tests.rigs.cni_runtime import pod_args, runner_result
 from tests.rigs.eni_hotplug import EniHotplug
 from tests.rigs.metadata_server import MetadataServer
 
@@ -154,14 +153,7 @@ class HostCni:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ROOT": str(self.root),
                "SAVE": str(self.save), "NODE": self.node_ns}  # fmt: skip
         done = subprocess.run(argv, capture_output=True, timeout=90, env=env)
-        out = done.stdout.decode().strip()
-        try:
-            doc: dict[str, Any] = json.loads(out) if out else {}
-        except ValueError:
-            doc = {"error": {"msg": out}}
-        if done.returncode != 0:
-            raise CniError(command, pod, doc.get("error") or done.stderr.decode())
-        return doc
+        return runner_result(done, command, pod)
 
 
 @attrs.define
