@@ -20,10 +20,13 @@ Shown, in order:
 3. node-b has no ENIConfig for its zone yet: a ``MissingEniConfig`` Event on its aws-node pod
    and no ENI at all; once created, each node's new ENIs are in its zone's subnet;
 4. pods get addresses of their zone's subnet and the ``vpc.amazonaws.com/pod-ips``
-   annotation; the operator's commands answer in the container;
+   annotation, and reach their node and each other (ping); the operator's commands answer
+   in the container (``podman exec`` as ``kubectl exec``; ``podman logs`` of ``aws-node``
+   and ``aws-cni`` as ``kubectl logs -c``);
 5. the API server gone for a full minute: warm-pool ADDs and DELs go on, running pods'
-   addresses and routes stay as they were; on its return the watches resume with no LIST
-   and a bounded number of WATCH requests, and the annotations missed are written;
+   addresses and routes stay as they were and traffic flows; on its return the watches
+   resume with no LIST and a bounded number of WATCH requests, and the annotations missed
+   are written;
 6. ``podman stop`` (kubelet's SIGTERM) ends the container with 0 and leaves the conflist.
 
 Root, podman, runc and mmdebstrap (``./dev image``) and the libcni runner (go) are needed;
@@ -249,6 +252,7 @@ def run_scenario(
     rig.admin("POST", "/outage", {})
     for node in nodes.values():
         node.start_main(node_env(node, rig), sa)
+        node.start_aws_cni()
     time.sleep(5)
     for node in nodes.values():
         assert node.running(), node.logs()[-4000:]
@@ -289,6 +293,7 @@ def run_scenario(
         for pod in node.pods.values():
             wait_for(lambda pod=pod: annotation(rig, pod.name) == pod.ip, 30, pod.name)
         check_operator_view(node)
+    check_traffic(nodes)
     nodes["node-a"].del_pod("node-a-web-1")
     wait_for(lambda: annotation(rig, "node-a-web-1") == "", 30, "annotation cleared")
 
@@ -308,6 +313,7 @@ def run_scenario(
     for node in nodes.values():
         assert health_check(str(node.socket), timeout=5.0)[0]
     assert warm.ip in b.exec("ipamctl", "pods")
+    check_traffic(nodes)  # the pods made during the outage too
     while time.monotonic() - began < OUTAGE_S:
         for node in nodes.values():
             for pod in node.pods.values():
@@ -332,6 +338,7 @@ def run_scenario(
           f"{watches} WATCH requests, 0 LIST")  # fmt: skip
     for node in nodes.values():
         assert node.in_ns("cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter") == "2"
+    check_traffic(nodes)
 
     # 6. kubelet stops the pod: exit 0, the conflist stays
     for node in nodes.values():
@@ -341,6 +348,17 @@ def run_scenario(
         assert node.conflist.exists()
         state = json.loads((node.root / "var/run/aws-node/ipam.json").read_text())
         assert {a["ipv4"] for a in state["allocations"]} == {p.ip for p in node.pods.values()}
+
+
+def check_traffic(nodes: dict[str, ContainerNode]) -> None:
+    """Every pod reaches its node's address and the node's other pods (ping)."""
+    for node in nodes.values():
+        pods = list(node.pods.values())
+        for pod in pods:
+            assert node.ping(pod, node.primary_ip), f"{pod.name} -> {node.name}"
+            for other in pods:
+                if other is not pod:
+                    assert node.ping(pod, other.ip), f"{pod.name} -> {other.name}"
 
 
 def check_operator_view(node: ContainerNode) -> None:
@@ -362,3 +380,7 @@ def check_operator_view(node: ContainerNode) -> None:
     assert node.exec("ipamctl", "health", "--ready").startswith("ok")
     log = (node.root / "var/log/aws-routed-eni/plugin.log").read_text()
     assert any(p in log for p in node.pods), "the plugin logs where the conflist says"
+    # kubectl logs -c aws-node (ipamd's) and -c aws-cni (the plugin's)
+    assert '"event": "ready"' in node.logs()
+    wait_for(lambda: all(p in node.logs(f"{node.netns}-aws-cni") for p in node.pods), 15,
+             "the plugin's log in the aws-cni container")  # fmt: skip

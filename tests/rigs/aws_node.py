@@ -242,7 +242,25 @@ class ContainerNode:
             "-v", f"{service_account}:{SERVICE_ACCOUNT}:ro", *args, self.tag, *node["command"],
         )  # fmt: skip
 
+    def start_aws_cni(self) -> str:
+        """The DaemonSet's ``aws-cni`` container (the plugin's log on its stdout: ``kubectl
+        logs -c aws-cni``); no network, as it needs none."""
+        ds = daemonset()["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in ds["volumes"]}
+        tail = next(c for c in ds["containers"] if c["name"] == "aws-cni")
+        name = f"{self.netns}-aws-cni"
+        self.containers.append(name)
+        args = podman_args(tail, volumes, self.root, {}, {})
+        self.store.podman("run", "-d", "--name", name, "--network", "none", *args, self.tag,
+                          *tail["command"])  # fmt: skip
+        return name
+
     # ------------------------------------------------------------ pods, as kubelet
+
+    def ping(self, pod: Pod, address: str) -> bool:
+        done = subprocess.run(["ip", "netns", "exec", pod.netns, "ping", "-c", "1", "-W", "3",
+                               address], capture_output=True)  # fmt: skip
+        return done.returncode == 0
 
     def add_pod(self, name: str) -> Pod:
         assert self.cni is not None
