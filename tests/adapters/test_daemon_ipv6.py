@@ -18,7 +18,7 @@ from backends.checkpoint import read_checkpoint_file
 from backends.fakecloud import FakeCloud
 from backends.observe import MUTATING_ACTIONS, CallCounter
 from ipamcore.errors import FailureKind
-from ipamcore.netspec import POD_GATEWAY_V6, egress_v4_for
+from ipamcore.netspec import POD_GATEWAY_V6, egress_v4_for, egress_v6_for
 from tests.adapters.harness import World, add_request, call, del_request, logs, until
 from tests.adapters.test_ipamctl import arun
 from tests.adapters.test_monitoring import scrape
@@ -239,3 +239,30 @@ async def test_a_throttled_prefix_request_at_start_is_retried(world: World) -> N
         assert (await call(world.socket_path, add_request(1))).result["ipv6"]
     finally:
         await daemon.stop()
+
+
+async def test_v6_egress_gives_ipv4_pods_a_node_local_ipv6_address(world: World) -> None:
+    """ENABLE_V6_EGRESS on a node with an IPv6 address (the fake's metadata gives one): an
+    IPv4 pod also gets fd00::ac00:<its IPv4>; the CNI result keeps its IPv4 address only."""
+    daemon = world.daemon(ENABLE_V6_EGRESS="true", WARM_IP_TARGET="2")
+    await daemon.start()
+    try:
+        await until(lambda: daemon.executor.stats().available >= 1, world.clock)
+        reply = await call(world.socket_path, add_request(1))
+        result = p.AddResult.from_dict(reply.result)
+        assert result.ipv4 and result.ipv6 is None
+        pod = world.datapath.namespaces["/var/run/netns/cni-1"]
+        assert f"{egress_v6_for(result.ipv4)}/128" in pod.links["eth0"].addresses
+        assert (await call(world.socket_path, del_request(1))).ok
+        assert result.host_veth not in world.datapath.links
+    finally:
+        await daemon.stop()
+    plain = world.daemon(WARM_IP_TARGET="2")
+    await plain.start()
+    try:
+        await until(lambda: plain.executor.stats().available >= 1, world.clock)
+        reply = await call(world.socket_path, add_request(2))
+        pod = world.datapath.namespaces["/var/run/netns/cni-2"]
+        assert [a for a in pod.links["eth0"].addresses if ":" in a] == []  # off by default
+    finally:
+        await plain.stop()
