@@ -48,14 +48,17 @@ from adapters.ipamctl.simulate import (
     add_source_arguments,
     build_setup,
     check_plot_target,
-    check_settings,
+    check_settings_all,
     draw_safely,
+    fleet_label,
+    type_counts,
     knob_names,
     node_capacity,
     pool_config,
 )
 from adapters.simulator import Cluster, Measures, SimConfig
-from adapters.simulator.workload import ADD, PodEvent
+from adapters.simulator.cluster import node_types_of
+from adapters.simulator.workload import ADD, DEL, PodEvent
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.economy import usable_addresses
 from ipamcore.limits import InstanceLimits, limits_for
@@ -335,6 +338,8 @@ def peak_pods_per_node(events: Sequence[PodEvent]) -> tuple[int, int]:
     live: Counter[int] = Counter()
     peak, where = 0, 0
     for e in events:
+        if e.event != ADD and e.event != DEL:
+            continue
         live[e.node] += 1 if e.event == ADD else -1
         if live[e.node] > peak:
             peak, where = live[e.node], e.node
@@ -345,8 +350,9 @@ def peak_pods_in_cluster(events: Sequence[PodEvent]) -> int:
     """Most pods alive at once across the cluster."""
     live = peak = 0
     for e in events:
-        live += 1 if e.event == ADD else -1
-        peak = max(peak, live)
+        if e.event == ADD or e.event == DEL:
+            live += 1 if e.event == ADD else -1
+            peak = max(peak, live)
     return peak
 
 
@@ -367,8 +373,10 @@ def judge(
     node_names: Sequence[str] = (),
     skipped: Sequence[str] = (),
     subnet_addresses: int = 0,
+    node_limits: Sequence[InstanceLimits] = (),
 ) -> Verdict:
-    """:func:`recommend`, and when its choice does not qualify, the reasons in numbers."""
+    """:func:`recommend`, and when its choice does not qualify, the reasons in numbers
+    (``node_limits``: each node's type, in a cluster of several; else ``limits``)."""
     best = recommend(candidates, max_p99_s)
     if qualifies(best, max_p99_s):
         return Verdict(best, True)
@@ -385,6 +393,8 @@ def judge(
                    + ", ".join(bad))  # fmt: skip
     peak, where = peak_pods_per_node(events)
     name = node_names[where] if where < len(node_names) else str(where)
+    if where < len(node_limits):
+        limits = node_limits[where]
     secondary = node_capacity(limits, PoolConfig())
     itype = limits.instance_type
     if peak > secondary:
@@ -524,10 +534,12 @@ def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, pa
     plt.close(fig)
 
 
-def candidate_specs(args: argparse.Namespace, limits: InstanceLimits
+def candidate_specs(args: argparse.Namespace, limits: InstanceLimits | Sequence[InstanceLimits]
                     ) -> tuple[list[Spec], dict[str, tuple[str, ...]], list[str]]:  # fmt: skip
     """(specs to run, notes by label, skipped settings): the default always first; a
-    ``--candidate`` impossible on the type is refused, one of the default sweep skipped."""
+    ``--candidate`` impossible on the type (on any of the cluster's types) is refused, one
+    of the default sweep skipped."""
+    every = [limits] if isinstance(limits, InstanceLimits) else list(limits)
     given = [parse_candidate(s) for s in args.candidate]
     seen: set[str] = set()
     for label, _p, _k in given:
@@ -541,8 +553,8 @@ def candidate_specs(args: argparse.Namespace, limits: InstanceLimits
     notes: dict[str, tuple[str, ...]] = {}
     skipped: list[str] = []
     for label, policy, knobs in specs:
-        impossible, ignored = check_settings(pool_config(policy, knobs), knob_names(knobs),
-                                             limits)  # fmt: skip
+        impossible, ignored = check_settings_all(pool_config(policy, knobs), knob_names(knobs),
+                                                 every)  # fmt: skip
         if impossible:
             if given:
                 raise SimulateUsageError(f"--candidate {label}: " + "; ".join(impossible))
@@ -559,8 +571,11 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.policy, args.knobs = PolicyName.UPSTREAM.value, []
         setup: Setup = build_setup(args)
         base = setup.config
+        node_limits = [limits_for(t) for t in node_types_of(base, setup.events)]
         limits = limits_for(base.instance_type)
-        specs, notes, skipped = candidate_specs(args, limits)
+        specs, notes, skipped = candidate_specs(
+            args, list({lim.instance_type: lim for lim in node_limits}.values())
+        )
         if args.max_p99 < 0:
             raise SimulateUsageError("--max-p99 must be 0 or more")
         if args.plot:
@@ -578,16 +593,18 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     names = setup.trace.node_names if setup.trace is not None else ()
     subnets = -(-base.nodes // base.nodes_per_subnet)
     room = subnets * usable_addresses(f"10.0.0.0/{base.subnet_prefix_len}") - base.nodes
-    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room)
+    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room,
+                    node_limits)
     best = verdict.best
     front = frontier(candidates)
     default = next(c for c in candidates if c.is_default())
-    title = f"{setup.source}, {base.nodes} x {base.instance_type}"
+    title = f"{setup.source}, {fleet_label(base)}"
     code = 0 if verdict.met else 1
     safe = no_regret(candidates, default)
     if args.rec_json or getattr(args, "json", False):
         doc = {
             "source": setup.source, "nodes": base.nodes, "instance_type": base.instance_type,
+            "instance_types": type_counts(base),
             "seed": base.seed, "max_p99_s": args.max_p99, "met": verdict.met,
             "reasons": list(verdict.reasons), "notes": list(setup.notes),
             "skipped": skipped, "default": default.label,
@@ -671,6 +688,8 @@ def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdic
         for reason in verdict.reasons:
             stream.write(f"  why: {reason}\n")
     stream.write(f"  {best.label}: {figures(m)}\n")
+    for key, value in m.fleet_rows():
+        stream.write(f"    {key}: {value}\n")
     if not best.is_default():
         stream.write(f"  default {default.label}: {figures(d)}\n")
         stream.write(f"  trade-off: {trade_off(best, default)}\n")

@@ -13,7 +13,11 @@ the leaked-ENI cleanup. What differs is only how commands are performed:
   no pending DEL (a simulated node boots fresh);
 * a pod waits for its address as long as it takes (no ADD deadline): a pod deleted while
   waiting counts as abandoned;
-* a tick is scheduled at :attr:`Node.wake_at` on the simulator's clock.
+* a tick is scheduled at :attr:`Node.wake_at` on the simulator's clock;
+* a node that joins late is built before its instance exists (``instance_id=None``) and
+  :meth:`SimNode.launch` ed when it joins; a node that leaves is drained (:meth:`SimNode.drain`:
+  every pod gets its DEL) and, once its instance is terminated, :meth:`SimNode.stop` ped: the
+  answers and ticks still on the clock for it are dropped.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class SimNode:
         self,
         index: int,
         cloud: FakeCloud,
-        instance_id: str,
+        instance_id: str | None,
         clock: SimClock,
         config: PoolConfig,
         recorder: Recorder,
@@ -60,9 +64,12 @@ class SimNode:
         leaked_eni_cleanup: bool = True,
     ) -> None:
         self.index = index
-        self.instance_id = instance_id
-        self.port = cloud.port(instance_id)
-        self.metadata = cloud.metadata(instance_id)
+        self.cloud = cloud
+        self.instance_id = ""
+        self.instance_type = ""
+        self.launched = self.leaving = self.gone = False
+        if instance_id is not None:
+            self.launch(instance_id)
         self.clock = clock
         self.node = Node(
             NodeConfig(
@@ -82,8 +89,17 @@ class SimNode:
         self._armed: float | None = None
         self._tick_gen = 0
         self.commands = 0
+        self.type_waits: list[float] | None = None  # this node's waits (mixed clusters)
         # Called with each input and the commands it led to (tests, the flight recorder).
         self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+
+    def launch(self, instance_id: str) -> None:
+        """Bind the agent to its (just launched) instance."""
+        self.instance_id = instance_id
+        self.instance_type = self.cloud.vpc.instance(instance_id).limits.instance_type
+        self.port = self.cloud.port(instance_id)
+        self.metadata = self.cloud.metadata(instance_id)
+        self.launched = True
 
     @property
     def ipam(self) -> Ipam | None:
@@ -92,6 +108,8 @@ class SimNode:
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
         """Feed one input, perform its commands, and feed their immediate answers too."""
+        if self.gone:  # its instance is terminated: answers and ticks still due are dropped
+            return
         answers = self._answers
         answers.append(inp)
         while answers:
@@ -233,6 +251,8 @@ class SimNode:
         assert reply.allocation is not None
         self.pods[name] = reply.allocation.key
         self.rec.served(since, self.clock.now)
+        if self.type_waits is not None:
+            self.type_waits.append(self.clock.now - since)
 
     # ------------------------------------------------------------------ events
     def boot(self, _arg: object = None) -> None:
@@ -261,6 +281,31 @@ class SimNode:
                 return
             key = found
         self.feed(i.Del(self.clock.now, self._request_id(name), key))
+
+    # ------------------------------------------------------------------ leaving
+    def drain(self) -> list[str]:
+        """The node leaves: every pod on it (waiting ones too) gets its DEL, as kubelet
+        tears down evicted pods; returns their names (to reschedule elsewhere)."""
+        self.leaving = True
+        names = [*self.waiting, *self.pods]
+        now = self.clock.now
+        for name in names:
+            key = self.pods.pop(name, None)
+            if key is None:
+                self.waiting.pop(name)
+                key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
+            self.feed(i.Del(now, self._request_id(name), key))
+        return names
+
+    def stop(self) -> None:
+        """Its instance is gone: nothing more is fed to the node."""
+        self.gone = True
+        self._answers.clear()
+
+    @property
+    def load(self) -> int:
+        """Pods on the node (with an address or waiting for one)."""
+        return len(self.pods) + len(self.waiting)
 
 
 def _at(answer: i.Input, now: float) -> i.Input:
