@@ -8,7 +8,8 @@ Nodes may join late and leave (``join`` / ``leave`` events of the workload): a j
 node's instance is launched then (its type from the event, else ``instance_types``, else
 ``instance_type``), and its agent boots; a leaving node is drained (its pods get their DELs
 and, with ``drain="reschedule"``, come back ``reschedule_delay_s`` later on the running node
-with the fewest pods) and its instance is terminated ``terminate_after_s`` later, which
+with the fewest pods, among those not due to leave if there are any: the autoscaler cordons
+the nodes it removes) and its instance is terminated ``terminate_after_s`` later, which
 deletes its ENIs (they are DeleteOnTermination) and so frees their subnet addresses.
 
 Everything is driven by one :class:`SimClock`, which the fake cloud follows (``clock=``).
@@ -143,6 +144,7 @@ class Cluster:
         start = config.start
         boots += [(start + t, self._join, i) for i, t in joins.items()]
         boots += [(start + t, self._leave, i) for i, t in leaves.items()]
+        self._leaves_at = leaves
         pods: list[tuple[float, Callback, Any]] = [
             (start + e.time, (n.pod_add if e.event == ADD else n.pod_del), e.pod)
             for e in events
@@ -185,7 +187,8 @@ class Cluster:
         if not running:
             self.recorder.pods_not_rescheduled += 1
             return
-        target = min(running, key=lambda n: (n.load, n.index))
+        later = self._leaves_at  # nodes due to leave are cordoned: the pods go elsewhere first
+        target = min(running, key=lambda n: (n.index in later, n.load, n.index))
         self.recorder.pods_rescheduled += 1
         target.pod_add(f"{name}~{origin}")
 
