@@ -37,7 +37,7 @@ import attrs
 from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError
 from adapters.simulator.cluster import DRAINS
 from adapters.simulator.importers import SOURCES, import_trace, to_csv
-from adapters.simulator.workload import JOIN, EPOCH_THRESHOLD_S, PodEvent, Trace, read_trace
+from adapters.simulator.workload import EPOCH_THRESHOLD_S, JOIN, PodEvent, Trace, read_trace
 from backends.fakecloud.latency import REALISTIC_METADATA_LAG_S
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.errors import ConfigError, UnknownInstanceType
@@ -508,84 +508,12 @@ class ProgressBar:
         self.stream.flush()
 
 
-def plot(measures: Measures, path: str, title: str) -> None:
-    """Addresses held / assigned / available / cooling over time (top); pods waiting for an
-    address and each waiting pod's wait (bottom), with the wait figures written in."""
-    import matplotlib
+def plot(measures: Measures, path: str, title: str,
+         events: Sequence[PodEvent] = ()) -> None:  # fmt: skip
+    """The run's picture (:func:`adapters.ipamctl.simplots.plot_simulation`)."""
+    from adapters.ipamctl.simplots import plot_simulation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
-    )
-    samples = measures.samples
-    t = [s.t / 60.0 for s in samples]
-    top.plot(t, [s.held for s in samples], label="held on the ENIs", color="tab:blue")
-    top.plot(t, [s.assigned for s in samples], label="assigned to pods", color="tab:green")
-    top.fill_between(t, [s.assigned for s in samples], [s.held for s in samples],
-                     color="tab:orange", alpha=0.25, label="idle (held, not assigned)")
-    top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
-             color="tab:gray", linestyle=":")  # fmt: skip
-    top.set_ylabel("addresses (whole cluster)")
-    top.legend(loc="center right", fontsize=8)
-    top.set_title(title, fontsize=10)
-    top.grid(alpha=0.3)
-    top.text(0.99, 0.97, f"idle address-hours {measures.idle_address_hours:,.1f}\n"
-             f"EC2 mutating calls {measures.mutating_total:,}"
-             f" ({measures.throttled_total:,} throttled)", transform=top.transAxes,
-             ha="right", va="top", fontsize=8,
-             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})  # fmt: skip
-
-    # pods arriving each bin (grey), those that waited (red); the longest wait each bin
-    span = max([s.t for s in samples] + [a for a, _ in measures.waits] + [60.0])
-    bin_s = 60.0 if span <= 4 * 3600 else 600.0
-    nbins = int(span // bin_s) + 1
-    arrived = [0] * nbins
-    delayed = [0] * nbins
-    longest = [0.0] * nbins
-    for at, w in measures.waits:
-        i = min(int(at // bin_s), nbins - 1)
-        arrived[i] += 1
-        if w > 0:
-            delayed[i] += 1
-            longest[i] = max(longest[i], w)
-    lefts = [i * bin_s / 60.0 for i in range(nbins)]
-    width = bin_s / 60.0
-    bottom.bar(lefts, arrived, width=width, align="edge", color="tab:gray", alpha=0.45,
-               label=f"pods arriving per {bin_s / 60:g} min")
-    bottom.bar(lefts, delayed, width=width, align="edge", color="tab:red", alpha=0.8,
-               label="... of which waited for an address")
-    bottom.set_ylabel(f"pods per {bin_s / 60:g} min")
-    bottom.set_xlabel("simulated minutes")
-    bottom.grid(alpha=0.3)
-    right = bottom.twinx()
-    waited = [(a, w) for a, w in measures.waits if w > 0]
-    pts = [(lefts[i] + width / 2, longest[i]) for i in range(nbins) if delayed[i]]
-    right.plot([x for x, _ in pts], [y for _, y in pts], "o", color="black", markersize=3,
-               label="longest wait in the bin (s, right)")
-    right.axhline(measures.wait_threshold_s, color="red", linewidth=0.8, linestyle="--",
-                  label=f"{measures.wait_threshold_s:g} s (a CNI ADD times out near here)")
-    top_wait = max([w for _, w in waited] + [measures.wait_threshold_s * 1.2])
-    right.set_ylim(0, top_wait * 1.1)
-    right.set_ylabel("address wait (s)")
-    bottom.set_ylim(0, max([*arrived, 1]) * 1.6)
-    handles = bottom.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    labels = bottom.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    bottom.legend(handles, labels, loc="upper left", fontsize=8)
-    served_waiting = len(waited)
-    summary = (
-        f"{served_waiting:,} of {measures.pods_served + measures.pods_unserved:,} pods waited; "
-        f"p50 {measures.wait_p50_s:.2f} s, p99 {measures.wait_p99_s:.2f} s, "
-        f"max {measures.wait_max_s:.2f} s; {measures.pods_over_threshold:,} over "
-        f"{measures.wait_threshold_s:g} s; {measures.pods_unserved:,} never served"
-        if served_waiting or measures.pods_unserved else "no pod waited for an address"
-    )
-    bottom.text(0.99, 0.95, summary, transform=bottom.transAxes, ha="right", va="top",
-                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_simulation(measures, path, title, events)
 
 
 def pool_doc(pool: PoolConfig) -> dict[str, Any]:
@@ -652,7 +580,8 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream.flush()
     if args.plot:
         title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}"
-        if not draw_safely(lambda: plot(measures, args.plot, title), args.plot, "simulate"):
+        draw = lambda: plot(measures, args.plot, title, setup.events)  # noqa: E731
+        if not draw_safely(draw, args.plot, "simulate"):
             code = 1
     return code
 

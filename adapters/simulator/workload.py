@@ -56,8 +56,8 @@ See :data:`SCENARIOS`: ``steady`` (churn around a constant population), ``burst`
 (scale-up burst), ``batch`` (batch jobs every 10 minutes), ``diurnal`` (a compressed day:
 arrival rate follows a sine), ``upstream-scaleup`` (500 nodes, 0 to 23,000 pods, as in
 upstream's scale tests), ``autoscale`` (half the nodes at first; a scale-up brings the
-others, which join, take pods, and leave again when demand falls). Every generator draws from the ``random.Random`` it is given,
-so a seed fixes the workload.
+others, which join, take pods, and leave again when demand falls). Every generator draws
+from the ``random.Random`` it is given, so a seed fixes the workload.
 """
 
 from __future__ import annotations
