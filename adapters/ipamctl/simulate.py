@@ -579,7 +579,8 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         stream.write(f"\n{IDLE_DEFINITION}.\n")
     stream.flush()
     if args.plot:
-        title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}"
+        knobs = "".join(f", {k.strip()}" for k in args.knobs)
+        title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}{knobs}"
         draw = lambda: plot(measures, args.plot, title, setup.events)  # noqa: E731
         if not draw_safely(draw, args.plot, "simulate"):
             code = 1
