@@ -79,6 +79,10 @@ class SimConfig:
     drain: str = attrs.field(default="reschedule", validator=attrs.validators.in_(DRAINS))
     reschedule_delay_s: float = 5.0  # an evicted pod's replacement reaches its new node
     terminate_after_s: float = 30.0  # a leaving node's instance goes this long after its drain
+    # each EC2 call takes effect when its latency has passed (as against the daemon's fake),
+    # not the moment it is issued: a describe cannot see an ENI still being created, and the
+    # metadata lag runs from the attach
+    calls_take_effect_late: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.nodes < 1:
@@ -129,7 +133,8 @@ class Cluster:
         for i in range(config.nodes):
             iid = None if i in joins else self._launch(i)
             node = SimNode(i, cloud, iid, clock, config.pool, rec, config.policy_interval_s,
-                           config.reconcile_interval_s, config.leaked_eni_cleanup)  # fmt: skip
+                           config.reconcile_interval_s, config.leaked_eni_cleanup,
+                           config.calls_take_effect_late)  # fmt: skip
             if self.mixed:
                 node.type_waits = []
             self.nodes.append(node)

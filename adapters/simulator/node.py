@@ -34,6 +34,7 @@ from adapters.simulator.measures import Recorder
 from backends.perform import perform
 from ipamcore.config import PoolConfig
 from ipamcore.errors import CloudError
+from ipamcore.effects import AssignAddresses, CreateEni, FreeEni, UnassignAddresses
 from ipamcore.events import EffectFailed, EniCreated, EniFreed
 from ipamcore.ipam import Ipam
 from ipamcore.model import AllocationKey, PodRef
@@ -62,8 +63,12 @@ class SimNode:
         policy_interval_s: float = 5.0,
         reconcile_interval_s: float = 60.0,
         leaked_eni_cleanup: bool = True,
+        calls_take_effect_late: bool = False,
     ) -> None:
         self.index = index
+        # True: each EC2 call takes effect when its latency has passed, as against the
+        # daemon's fake (which sleeps, then acts); False: when issued, answered later.
+        self.calls_take_effect_late = calls_take_effect_late
         self.cloud = cloud
         self.instance_id = ""
         self.instance_type = ""
@@ -137,8 +142,15 @@ class SimNode:
         else:
             self._answers.append(answer)
 
-    def _cloud(self, cid: int, call: Any, make: Any) -> None:
-        """A fake-cloud call; its answer arrives after the call's virtual latency."""
+    def _cloud(self, cid: int, call: Any, make: Any, actions: tuple[str, ...] = ()) -> None:
+        """A fake-cloud call; its answer arrives after the call's virtual latency. With
+        :attr:`calls_take_effect_late` the call is made then too (``actions``: the EC2
+        actions it takes, whose latencies it waits), as the daemon's fake makes it."""
+        if self.calls_take_effect_late and actions:
+            delay = sum(self.cloud.latency_for(a) for a in actions)
+            if delay > 0:
+                self.clock.at(self.clock.now + delay, self._call_now, (cid, call, make))
+                return
         now = self.clock.now
         try:
             result = call()
@@ -148,6 +160,53 @@ class SimNode:
             answer = make(result)
         latency = self.port.last_latency_s
         self._later(latency, _at(answer, now + latency))
+
+    def _call_now(self, arg: tuple[int, Any, Any]) -> None:
+        """A call whose latency has passed: made now, answered now."""
+        if self.gone:
+            return
+        cid, call, make = arg
+        now = self.clock.now
+        try:
+            answer: i.Input = _at(make(call()), now)
+        except CloudError as exc:
+            answer = i.Failed(now, cid, str(exc), exc.kind, type(exc).__name__)
+        self.feed(answer)
+
+    def _effect_now(self, arg: tuple[c.PerformEffect, float]) -> None:
+        """An effect whose main actions' latency has passed: performed now (its changes
+        visible to EC2's describes and, after the metadata lag, to instance metadata);
+        answered ``tail`` later (a Modify of DeleteOnTermination still to come)."""
+        if self.gone:
+            return
+        cmd, tail = arg
+        outcome = perform(self.port, self.instance_id, cmd.effect)
+        self._count_outcome(outcome)
+        now = self.clock.now
+        if tail > 0:
+            self.clock.at(now + tail, self.feed, i.EffectDone(now + tail, cmd.cid, outcome))
+        else:
+            self.feed(i.EffectDone(now, cmd.cid, outcome))
+
+    def _effect_timing(self, effect: Any) -> tuple[float, float]:
+        """(seconds until an effect's changes take effect, seconds more until its answer):
+        the latencies of the EC2 actions :func:`backends.perform.perform` makes for it."""
+        lat = self.cloud.latency_for
+        if isinstance(effect, CreateEni):
+            main = lat("CreateNetworkInterface") + lat("AttachNetworkInterface")
+            if effect.device_index <= 0:
+                main += lat("DescribeInstances")
+            tail = lat("ModifyNetworkInterfaceAttribute") if self.port.delete_on_termination else 0
+            return main, tail
+        if isinstance(effect, AssignAddresses):
+            return lat("AssignPrivateIpAddresses"), 0.0
+        if isinstance(effect, UnassignAddresses):
+            calls = bool(effect.ipv4_addresses) + bool(effect.prefixes)
+            return calls * lat("UnassignPrivateIpAddresses"), 0.0
+        if isinstance(effect, FreeEni):
+            steps = ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface")
+            return sum(lat(a) for a in steps), 0.0
+        return 0.0, 0.0
 
     # ------------------------------------------------------------------ commands
     def _perform(self, cmd: c.Command) -> None:
@@ -167,6 +226,11 @@ class SimNode:
             raise RuntimeError(f"simulated node {self.index} could not start: {cmd.message}")
         elif kind is c.PerformEffect:
             assert isinstance(cmd, c.PerformEffect)
+            if self.calls_take_effect_late:
+                main, tail = self._effect_timing(cmd.effect)
+                if main + tail > 0:
+                    self.clock.at(now + main, self._effect_now, (cmd, tail))
+                    return
             outcome = perform(self.port, self.instance_id, cmd.effect)
             self._count_outcome(outcome)
             latency = self.port.last_latency_s
@@ -180,6 +244,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_enis(cmd.instance_id),
                 lambda enis: i.EnisDescribed(now, cmd.cid, tuple(enis)),
+                ("DescribeNetworkInterfaces",),
             )
         elif kind is c.DescribeSubnets:
             assert isinstance(cmd, c.DescribeSubnets)
@@ -187,6 +252,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_subnets(cmd.subnet_ids, cmd.tag_key),
                 lambda subnets: i.SubnetsDescribed(now, cmd.cid, tuple(subnets)),
+                ("DescribeSubnets",),
             )
         elif kind is c.FindLeakedEnis:
             assert isinstance(cmd, c.FindLeakedEnis)
@@ -196,11 +262,13 @@ class SimNode:
                     cmd.instance_id, now, cmd.any_instance, min_age_s=cmd.min_age_s
                 ),
                 lambda ids: i.LeakedEnisFound(now, cmd.cid, tuple(ids)),
+                ("DescribeNetworkInterfaces",),
             )
         elif kind is c.FreeLeakedEni:
             assert isinstance(cmd, c.FreeLeakedEni)
             self._cloud(
-                cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid)
+                cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid),
+                ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface"),
             )
         elif kind is c.ReadIdentity:
             assert isinstance(cmd, c.ReadIdentity)
@@ -211,6 +279,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_instance_type(cmd.instance_type),
                 lambda limits: i.InstanceTypeDescribed(now, cmd.cid, limits),
+                ("DescribeInstanceTypes",),
             )
         elif kind is c.ReadCheckpoint:
             assert isinstance(cmd, c.ReadCheckpoint)
