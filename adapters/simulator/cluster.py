@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -50,7 +50,12 @@ DEFAULT_LATENCIES: tuple[tuple[str, float], ...] = (
 )
 
 Progress = Callable[[float, float, "Cluster"], None]
-DRAINS = ("reschedule", "count")  # a leaving node's pods: moved to other nodes, or only counted
+DRAINS = ("reschedule", "count")
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+  # a leaving node's pods: moved to other nodes, or only counted
 
 
 @attrs.frozen
@@ -75,7 +80,7 @@ class SimConfig:
     subnet_prefix_len: int = attrs.field(default=16, validator=attrs.validators.in_(range(16, 29)))
     start: float = DEFAULT_START
     # per node (index order), overriding instance_type; empty: every node instance_type
-    instance_types: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    instance_types: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     drain: str = attrs.field(default="reschedule", validator=attrs.validators.in_(DRAINS))
     reschedule_delay_s: float = 5.0  # an evicted pod's replacement reaches its new node
     terminate_after_s: float = 30.0  # a leaving node's instance goes this long after its drain

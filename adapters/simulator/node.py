@@ -33,8 +33,8 @@ from adapters.simulator.clock import SimClock
 from adapters.simulator.measures import Recorder
 from backends.perform import perform
 from ipamcore.config import PoolConfig
-from ipamcore.errors import CloudError
 from ipamcore.effects import AssignAddresses, CreateEni, FreeEni, UnassignAddresses
+from ipamcore.errors import CloudError
 from ipamcore.events import EffectFailed, EniCreated, EniFreed
 from ipamcore.ipam import Ipam
 from ipamcore.model import AllocationKey, PodRef
