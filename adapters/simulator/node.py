@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from backends.fakecloud import FakeCloud
 
 NETWORK_NAME = "aws-cni"
+# the EC2 actions of the fake port's free_eni (an attached ENI)
+FREE_ENI_ACTIONS = ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface")
 IF_NAME = "eth0"
 
 
@@ -204,8 +206,7 @@ class SimNode:
             calls = bool(effect.ipv4_addresses) + bool(effect.prefixes)
             return calls * lat("UnassignPrivateIpAddresses"), 0.0
         if isinstance(effect, FreeEni):
-            steps = ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface")
-            return sum(lat(a) for a in steps), 0.0
+            return sum(lat(a) for a in FREE_ENI_ACTIONS), 0.0
         return 0.0, 0.0
 
     # ------------------------------------------------------------------ commands
@@ -268,7 +269,7 @@ class SimNode:
             assert isinstance(cmd, c.FreeLeakedEni)
             self._cloud(
                 cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid),
-                ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface"),
+                FREE_ENI_ACTIONS,
             )
         elif kind is c.ReadIdentity:
             assert isinstance(cmd, c.ReadIdentity)
