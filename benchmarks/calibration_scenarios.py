@@ -40,6 +40,8 @@ import time
 import urllib.request
 from collections import Counter
 
+import burst  # the sibling script (benchmarks/ is on sys.path when run as a script)
+
 from adapters import protocol as p
 from adapters.ipamctl.simulate import pool_config
 from adapters.ipamd.settings import state_env
@@ -107,21 +109,6 @@ def start_daemon(state: str, instance_type: str, env_extra: dict[str, str],
     log = open(os.path.join(state, "ipamd.log"), "wb")  # noqa: SIM115 (the child holds it)
     return subprocess.Popen([sys.executable, "-m", "adapters.ipamd.main"], env=env,
                             stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
-
-
-def wait_ready(sock: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("daemon exited before it was ready")
-        try:
-            reply = p.request(sock, p.Request(p.OP_STATUS, network_name="aws-cni"), 2)
-            if reply.ok and (reply.result or {}).get("ready"):
-                return
-        except p.ProtocolError:
-            pass
-        time.sleep(0.01)
-    raise SystemExit("daemon not ready in time")
 
 
 GAUGE = re.compile(r"^(awscni_total_ip_addresses|awscni_assigned_ip_addresses)(\{[^}]*\})? (\S+)$")
@@ -205,7 +192,7 @@ def daemon_run(events: list[PodEvent], instance_type: str, env: dict[str, str],
     port = free_port()
     proc = start_daemon(state, instance_type, env, port)
     try:
-        wait_ready(sock, proc)
+        burst.wait_ready(sock, proc, state)
         waits, failures, samples = asyncio.run(replay(sock, port, events, window + SETTLE_S))
     finally:
         proc.send_signal(signal.SIGTERM)

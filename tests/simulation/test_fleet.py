@@ -318,3 +318,17 @@ def test_written_trace_round_trips_through_the_cli(tmp_path: Path) -> None:
     m = json.loads(out)["measures"]
     assert m["nodes_joined"] == 1 and m["nodes_left"] == 1 and m["pods_rescheduled"] == 1
     assert set(m["by_type"]) == {"m5.xlarge", "c5.4xlarge"}
+
+
+def test_recommend_table_shows_the_recommendation_by_type_and_the_fleet() -> None:
+    from adapters.ipamctl.main import main as ipamctl_main
+
+    out = io.StringIO()
+    code = ipamctl_main(["recommend", "--scenario", "autoscale", "--nodes", "4",
+                         "--instance-type", "m5.xlarge:2,c5.4xlarge", "--no-progress",
+                         "--candidate", "WARM_IP_TARGET=2"], out)  # fmt: skip
+    text = out.getvalue()
+    assert code == 0 and "scenario autoscale, 2 x m5.xlarge + 2 x c5.4xlarge" in text
+    assert "    nodes joined / left: 2 / 2" in text
+    assert "    c5.4xlarge (2 nodes): p50 / p99 / max wait" in text
+    assert "    m5.xlarge (2 nodes): p50 / p99 / max wait" in text
