@@ -473,8 +473,8 @@ def _autoscale(nodes: int, begin: float, end: float, rng: random.Random) -> list
     """Cluster-autoscaler's life. The first half of the nodes (at least one) run 10 pods
     each. 2 minutes in, demand grows: the first nodes take 10 more pods each (within 10 s),
     and the pods that do not fit bring the other nodes, which join 60-90 s later (launch and
-    registration) and take 30 pods each 30-33 s after joining (kubelet ready: the pending
-    pods start at once), so a new node boots into a burst. 20 minutes in, the extra pods go
+    registration) and take 30 pods each 30-40 s after joining (kubelet ready: the pending
+    pods start within seconds), so a new node boots into a burst. 20 minutes in, the extra pods go
     (within a minute) except 3 on each new node; 10 minutes later (the autoscaler's unneeded
     time) the new nodes leave, one every 10 s: drained, their pods rescheduled on the nodes
     that stay."""
