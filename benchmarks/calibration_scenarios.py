@@ -175,12 +175,13 @@ async def replay(sock: str, port: int, events: list[PodEvent], end: float
         else:
             await adds[e.pod]  # a DEL after its ADD's reply, as kubelet does
             tasks.append(asyncio.create_task(send(sock, p.Request(p.OP_DEL, **common))))
+    added = set(adds.values())
     for task in tasks:
         reply, took = await task
-        if reply.ok and (reply.result or {}).get("ipv4"):
-            waits.append(took)
-        elif not reply.ok:
+        if not reply.ok:
             failures += 1
+        elif task in added:  # an ADD's reply (a DEL's is not a wait)
+            waits.append(took)
     await sampling
     return waits, failures, samples
 
