@@ -173,8 +173,9 @@ def plot_recommendation(candidates: Sequence[Candidate], verdict: Verdict, max_p
         leader = {"arrowstyle": "-", "lw": 0.6, "color": "gray"} if k else None
         r = (40 + 500 * m.mutating_total / top) ** 0.5 / 2  # the marker's radius, points
         ax.annotate(str(i), (m.idle_address_hours, m.wait_p99_s), fontsize=9,
-                    fontweight="bold", xytext=(r + 2, r * 0.4 + 13 * k),
-                    textcoords="offset points", zorder=4, arrowprops=leader)  # fmt: skip
+                    fontweight="bold", xytext=(r * 0.7, r * 0.7 + 13 * k), ha="left",
+                    va="bottom", textcoords="offset points", zorder=4,
+                    arrowprops=leader)  # fmt: skip (upper right: clear of the staircase)
     from matplotlib.lines import Line2D
 
     handles = ax.get_legend_handles_labels()[0] + [
