@@ -103,6 +103,7 @@ class Requests(Upkeep):
         try:
             # An upstream entry of this container (legacy key) is its address: never a second.
             allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
+            self._pool_changed()
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
             allocation = yield from self._wait_for_address(wait)
@@ -111,6 +112,7 @@ class Requests(Upkeep):
             return
         if allocation.ipv4 is None:
             ipam.release(key, self._now)
+            self._pool_changed()
             self._reply(
                 req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
             )
@@ -142,6 +144,7 @@ class Requests(Upkeep):
             if not setup_failed:
                 yield from self._teardown_quietly(allocation, req.netns)
             ipam.release(key, self._now)
+            self._pool_changed()
             self.hints.pop(key, None)
             error = yield DURABLE
             if error is not None:
@@ -213,6 +216,7 @@ class Requests(Upkeep):
                 return
         key = allocation.key
         ipam.release(key, self._now)
+        self._pool_changed()
         netns = self.hints.pop(key, "")
         self._count("del_req", "PodDeleted")
         error = yield DURABLE
@@ -264,6 +268,7 @@ class Requests(Upkeep):
             if self.core.get(allocation.key) is not None:
                 yield from self._teardown_quietly(allocation, "")
                 self.core.release(allocation.key, self._now)
+                self._pool_changed()
                 released.append((allocation, self.hints.pop(allocation.key, "")))
             self._leave(allocation.key)
         if released:
@@ -283,6 +288,7 @@ class Requests(Upkeep):
         retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
         pairs = list(released)
         report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
+        self._pool_changed()
         for allocation, reason in report.dropped:
             self._log(
                 "error",

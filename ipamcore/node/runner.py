@@ -75,7 +75,12 @@ class Runner:
         self._batch: list[tuple[Task, int]] = []
         self._next_batch: list[tuple[Task, int]] = []
         self._kicked = False
+        # The policy runs at ``_policy_due`` (requests' changes gathered for up to
+        # ``policy_interval_s``, time-driven passes at most that often), or at ``_core_wake``
+        # (the core's next_wake_at: a cooldown, pause, backoff or effect expiry ends) at once
+        # while ADDs wait for an address.
         self._policy_due = INF
+        self._core_wake = INF
         self._reconcile_due = INF
         self._leaked_due = INF
         self._leaked_rounds = 0
@@ -106,7 +111,7 @@ class Runner:
         if self._sleepers:
             wake = min(wake, self._sleepers[0][0])
         if self._waiters:
-            wake = min(wake, self._waiters[0].deadline)
+            wake = min(wake, self._waiters[0].deadline, self._core_wake)
         return None if wake == INF else wake
 
     @property
@@ -280,6 +285,13 @@ class Runner:
             return 0, None
         return len(self._waiters), min(w.since for w in self._waiters)
 
+    def _pool_changed(self) -> None:
+        """A request assigned or released an address: the policy looks at the pool within
+        ``policy_interval_s`` (the changes made meanwhile share that one pass)."""
+        due = self._now + self.config.policy_interval_s
+        if due < self._policy_due:
+            self._policy_due = due
+
     def _kick(self) -> None:
         """Run the pool policy at the next tick (an ADD found the pool short, or state
         changed); kicks before that tick make one pass."""
@@ -301,6 +313,7 @@ class Runner:
             except PoolExhausted:
                 break
             waiters.popleft()
+            self._pool_changed()
             assert wait.task is not None
             self._resolve(wait.task, 0, allocation)
         while waiters and waiters[0].deadline <= now:
