@@ -27,7 +27,7 @@ from ipamcore.model import (
 from ipamcore.netspec import (
     EniNetwork,
     PodNetwork,
-    attachment_tag,
+    attachment_names,
     host_veth_name,
     route_table_for_device,
 )
@@ -85,6 +85,9 @@ class Runner:
         self._leaked_due = INF
         self._leaked_rounds = 0
         self._enis_to_set_up: set[str] = set()
+        # Whether an allocation under upstream's legacy key (migrated from CRI) may be in the
+        # pool: until one is restored (or an ADD uses that network), requests skip the lookup.
+        self._legacy_possible = False
         self._early: list[i.Request] = []
         self._dispatch: dict[type, Callable[[Any], None]] = {}  # filled by Node
 
@@ -150,14 +153,18 @@ class Runner:
         container id, interface; see :func:`ipamcore.netspec.host_veth_name`), tagged with
         it, so teardown only ever removes that attachment's own veth."""
         assert allocation.ipv4 is not None
+        key = allocation.key
+        veth, tag = attachment_names(
+            key.network_name, key.container_id, key.if_name, self.config.veth_prefix
+        )
         return PodNetwork(
             netns_path=netns,
-            if_name=if_name or allocation.key.if_name,
-            host_veth=self._host_veth(allocation),
+            if_name=if_name or key.if_name,
+            host_veth=veth,
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
             route_table=route_table_for_device(allocation.device_index),
-            tag=attachment_tag(*allocation.key),
+            tag=tag,
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
@@ -236,6 +243,14 @@ class Runner:
         else:  # a command answered by an input with its cid
             self._out.append(want)
             self._awaiting[want.cid] = (task, slot)
+
+    def _take_turn(self, key: AllocationKey) -> bool:
+        """Hold ``key`` at once if no task holds it (True); else the caller yields
+        ``Turn(key)`` and waits in line (the usual case costs no wait object)."""
+        if key in self._holders:
+            return False
+        self._holders[key] = collections.deque()
+        return True
 
     def _leave(self, key: AllocationKey) -> None:
         """The task holding ``key`` is done with it: the next one waiting takes it."""

@@ -96,6 +96,7 @@ class StartUp(Requests):
         if checkpoint is not None:
             self.hints.update(checkpoint.netns)
             gone = yield from self._pods_gone(checkpoint)
+            self._note_legacy(checkpoint.allocations)
             report = ipam.restore(checkpoint, now, keep=lambda a: a.key not in gone)
             for allocation, reason in report.dropped:
                 self._log(
