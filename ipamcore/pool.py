@@ -207,8 +207,10 @@ class AddressPool:
     Ready addresses live in buckets of at most one ENI's or one prefix's size. The lowest
     non-empty bucket is held apart from the heap of the others' keys: a slot that ends its
     cooldown in a bucket below all others, and is assigned next (the usual case when pods are
-    packed low), comes and goes without a heap operation. An assignment touches the top
-    bucket only, so its cost does not grow with the pool.
+    packed low), comes and goes without a heap operation; when it is the only slot to end its
+    cooldown, it is taken without being queued at all (:meth:`_take_cooled`), so a large
+    pool's pair costs what a small pool's does. An assignment touches the top bucket only, so
+    its cost does not grow with the pool.
     """
 
     def __init__(self, cooldown_s: float, secondary_ips_last: bool = False) -> None:
@@ -320,7 +322,11 @@ class AddressPool:
             if time[at | _RELEASED] + cooldown > now:
                 break
             cooling.popleft()
-            self._end_cooling(index)
+            num[at] ^= _COOLING  # (self._end_cooling(index), inline: once a pair)
+            block = self._block[index]
+            self.cooling -= 1
+            block.eni.cooling -= 1
+            block.busy -= 1
             self._push_ready(index)
         while late and late[0][0] <= now:
             entry = heapq.heappop(late)[1]
