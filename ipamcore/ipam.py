@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
+from ipamcore import cards
 from ipamcore.adaptive import AdaptivePolicy
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
@@ -124,6 +125,15 @@ class Ipam:
             )
         self._ipv6 = config.ipv6
         self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
+        # Network cards above 0: one pool each (see ipamcore.cards); their ENIs carry pod
+        # addresses only with ENABLE_MULTI_NIC, and never count against card 0's limit.
+        self.card_limits = cards.card_limits(limits)
+        self.card_pools: dict[int, AddressPool] = {
+            card: AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
+            for card in self.card_limits
+            if card != 0
+        }
+        self._card_wanted: dict[int, int] = {}
         self.max_enis = min(limits.max_enis, config.max_eni or limits.max_enis)
         self.max_enis -= config.reserved_trunk_enis
         self.per_eni = limits.prefixes_per_eni if self.prefix_mode else limits.ips_per_eni
@@ -169,7 +179,69 @@ class Ipam:
 
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
-        return self.pool.allocations.get(key)
+        found = self.pool.allocations.get(key)
+        if found is None and cards.is_extra_attachment(key):
+            for pool in self.card_pools.values():
+                found = pool.allocations.get(key)
+                if found is not None:
+                    break
+        return found
+
+    @property
+    def multi_nic_cards(self) -> tuple[int, ...]:
+        """The cards a multi-NIC pod gets one interface each on (card 0 first); only card
+        0 without ENABLE_MULTI_NIC."""
+        if not self.config.multi_nic:
+            return (0,)
+        return (0, *sorted(self.card_pools))
+
+    def network_card_of(self, allocation: Allocation) -> int:
+        """The network card of the ENI ``allocation``'s address is on (0 if unknown)."""
+        info = self.eni(allocation.eni_id)
+        return info.network_card if info is not None else 0
+
+    def route_table_of(self, info: ObservedEni) -> int | None:
+        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
+        return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
+
+    def assign_on_card(
+        self, key: AllocationKey, pod: PodRef, network_card: int, now: float
+    ) -> Allocation:
+        """An address for ``key`` from ``network_card``'s ENIs (card 0: :meth:`assign`);
+        :class:`PoolExhausted` when the card has none ready, in which case the card's next
+        :meth:`plan` asks for one more."""
+        if network_card == 0:
+            return self.assign(key, pod, now)
+        pool = self.card_pools.get(network_card)
+        if pool is None or not self.config.multi_nic:
+            raise UsageError(f"network card {network_card} carries no pod addresses")
+        pool.advance(now)
+        try:
+            return pool.assign(key, pod, now)
+        except PoolExhausted:
+            self._card_wanted[network_card] = self._card_wanted.get(network_card, 0) + 1
+            raise
+
+    def _pools(self) -> list[AddressPool]:
+        return [self.pool, *self.card_pools.values()]
+
+    def _pool_of(self, eni_id: str) -> AddressPool:
+        """The pool holding ENI ``eni_id`` (card 0's when none does)."""
+        if eni_id in self.pool.enis:
+            return self.pool
+        for pool in self.card_pools.values():
+            if eni_id in pool.enis:
+                return pool
+        return self.pool
+
+    def _pool_for_card(self, network_card: int) -> AddressPool:
+        if network_card == 0:
+            return self.pool
+        pool = self.card_pools.get(network_card)
+        if pool is None:  # a card the limits table does not list: tracked, never used
+            pool = AddressPool(self.config.cooldown_s, secondary_ips_last=self.prefix_mode)
+            self.card_pools[network_card] = pool
+        return pool
 
     @property
     def orphaned(self) -> Mapping[str, Allocation]:
@@ -177,16 +249,17 @@ class Ipam:
         return dict(self._orphans)
 
     def allocations(self) -> list[Allocation]:
-        """Every allocation, in a stable order."""
-        return sorted(self.pool.allocations.values(), key=lambda a: str(a.key))
+        """Every allocation (every card's), in a stable order."""
+        every = [a for pool in self._pools() for a in pool.allocations.values()]
+        return sorted(every, key=lambda a: str(a.key))
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """The allocations of the pod ``namespace/name``."""
-        return self.pool.find_by_pod(namespace, name)
+        return [a for pool in self._pools() for a in pool.find_by_pod(namespace, name)]
 
     def eni(self, eni_id: str) -> ObservedEni | None:
         """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
-        state = self.pool.enis.get(eni_id)
+        state = self._pool_of(eni_id).enis.get(eni_id)
         return state.info if state else None
 
     def primary_eni(self) -> ObservedEni | None:
@@ -247,6 +320,7 @@ class Ipam:
             *(at + self.config.effect_timeout_s for at in self._issued_at.values()),
             *self._full_subnets.values(),
             *(e.seen_at + self.config.eni_min_age_s for e in self.pool.enis.values()),
+            *(pool.next_ready_at() for pool in self.card_pools.values()),
         ]
         return min((t for t in times if t > now), default=INF)
 
@@ -272,6 +346,10 @@ class Ipam:
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
+        if key not in self.pool.allocations and cards.is_extra_attachment(key):
+            for pool in self.card_pools.values():
+                if key in pool.allocations:
+                    return pool.release(key, now)
         released = self.pool.release(key, now)
         if released is not None and self._observes_pods:
             self._policy.released(now)
@@ -335,7 +413,35 @@ class Ipam:
         if self.prefix_mode:
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
+        if self.config.multi_nic and now >= self._growth_paused_until:
+            effects += self._plan_cards(inp, now)
         return [self._start(effect, now) for effect in effects]
+
+    def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
+        """Growth of every card above 0 with none in flight (see :func:`cards.plan_card`)."""
+        growing = set()
+        for effect in self._in_flight.values():
+            if isinstance(effect, CreateEni):
+                growing.add(effect.network_card)
+            elif isinstance(effect, AssignAddresses):
+                growing.add(self._card_of_eni(effect.eni_id))
+        effects: list[Effect] = []
+        for card, pool in sorted(self.card_pools.items()):
+            if card in growing or card not in self.card_limits:
+                continue
+            pool.advance(now)
+            wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
+            wanted += self._card_wanted.pop(card, 0)
+            effects += cards.plan_card(
+                card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
+                self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
+                inp.busy_enis | inp.full_enis,
+            )  # fmt: skip
+        return effects
+
+    def _card_of_eni(self, eni_id: str) -> int:
+        info = self.eni(eni_id)
+        return info.network_card if info is not None else 0
 
     def _park_secondary_ips(self) -> None:
         """Prefix mode: free secondary IPs are set aside (leaving) until given back, so no
@@ -376,9 +482,10 @@ class Ipam:
 
     def _policy_input(self, waiting: int) -> PolicyInput:
         subnet_id, security_groups = self._placement()
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        ) | self._suspect_enis
+        busy = (
+            frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+            | self._suspect_enis
+        )
         full = set(self._full_enis)
         if self._full_subnets:
             full |= {
@@ -392,7 +499,9 @@ class Ipam:
             max_enis=self.max_enis,
             max_pods=self.max_pods,
             pending_addresses=self._pending_addresses(),
-            pending_enis=sum(isinstance(e, CreateEni) for e in self._in_flight.values()),
+            pending_enis=sum(
+                isinstance(e, CreateEni) and e.network_card == 0 for e in self._in_flight.values()
+            ),
             busy_enis=busy,
             waiting=waiting,
             subnet_id=subnet_id,
@@ -403,6 +512,10 @@ class Ipam:
     def _pending_addresses(self) -> int:
         pending = 0
         for e in self._in_flight.values():
+            if isinstance(e, CreateEni) and e.network_card != 0:
+                continue
+            if isinstance(e, AssignAddresses) and e.eni_id not in self.pool.enis:
+                continue
             if isinstance(e, CreateEni | AssignAddresses):
                 pending += e.ipv4_count + e.prefix_count * IPS_PER_PREFIX
         return pending
@@ -439,7 +552,9 @@ class Ipam:
         if placement.subnet_discovery and primary is not None:
             chosen = choose_discovered_subnet(
                 [s for s in self._subnets if s.subnet_id not in self._full_subnets],
-                self._availability_zone, placement.cluster_name, primary.subnet_id,
+                self._availability_zone,
+                placement.cluster_name,
+                primary.subnet_id,
             )
             if chosen is not None:
                 return chosen.subnet_id, placement.security_groups or default_groups
@@ -455,26 +570,29 @@ class Ipam:
     def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
         if isinstance(numbered, CreateEni) and numbered.device_index == 0:
-            numbered = attrs.evolve(numbered, device_index=self._free_device_index())
+            numbered = attrs.evolve(
+                numbered, device_index=self._free_device_index(numbered.network_card)
+            )
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
         self._issued_at[numbered.effect_id] = now
         if isinstance(numbered, UnassignAddresses):
             for block in (*numbered.ipv4_addresses, *numbered.prefixes):
-                self.pool.mark_block_leaving(numbered.eni_id, block)
+                self._pool_of(numbered.eni_id).mark_block_leaving(numbered.eni_id, block)
         elif isinstance(numbered, FreeEni):
-            self.pool.mark_eni_leaving(numbered.eni_id)
+            self._pool_of(numbered.eni_id).mark_eni_leaving(numbered.eni_id)
         return numbered
 
-    def _free_device_index(self) -> int:
-        """The lowest device index (network card 0, above the primary's 0) that no attached
-        ENI uses and no CreateEni in flight has reserved."""
-        taken = {s.info.device_index for s in self.pool.enis.values() if s.info.network_card == 0}
-        taken |= {e.device_index for e in self._in_flight.values() if isinstance(e, CreateEni)}
-        index = 1
-        while index in taken:
-            index += 1
-        return index
+    def _free_device_index(self, network_card: int = 0) -> int:
+        """The lowest device index of ``network_card`` (above 0) that no attached ENI of
+        that card uses and no CreateEni in flight on it has reserved."""
+        pool = self._pool_for_card(network_card)
+        taken = {s.info.device_index for s in pool.enis.values()}
+        taken |= {
+            e.device_index for e in self._in_flight.values()
+            if isinstance(e, CreateEni) and e.network_card == network_card
+        }  # fmt: skip
+        return cards.free_device_index(taken)
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
@@ -490,10 +608,15 @@ class Ipam:
                 self._given_up.discard(outcome.effect_id)
                 return ()
             raise UsageError(f"no effect {outcome.effect_id} is in flight")
-        check_outcome(effect, outcome, self.pool)
+        target = (
+            self._pool_of(effect.eni_id)
+            if not isinstance(effect, CreateEni)
+            else (self._pool_for_card(effect.network_card))
+        )
+        check_outcome(effect, outcome, target)
         del self._in_flight[outcome.effect_id]
         del self._issued_at[outcome.effect_id]
-        self.pool.advance(now)
+        self._advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
         if isinstance(effect, CreateEni | AssignAddresses):
@@ -502,9 +625,9 @@ class Ipam:
             self._add_observed_eni(outcome.eni, now)
         elif isinstance(outcome, AddressesAssigned):
             for address in outcome.ipv4_addresses:
-                self.pool.add_block(outcome.eni_id, address, False, now)
+                target.add_block(outcome.eni_id, address, False, now)
             for prefix in outcome.prefixes:
-                self.pool.add_block(outcome.eni_id, prefix, True, now)
+                target.add_block(outcome.eni_id, prefix, True, now)
         elif isinstance(effect, UnassignAddresses):
             self._drop_blocks(effect.eni_id, (*effect.ipv4_addresses, *effect.prefixes), now)
         elif isinstance(effect, FreeEni):
@@ -540,7 +663,7 @@ class Ipam:
             elif reaction is Reaction.RESTORE_BLOCKS:
                 assert isinstance(effect, UnassignAddresses)
                 for block in (*effect.ipv4_addresses, *effect.prefixes):
-                    self.pool.unmark_block_leaving(effect.eni_id, block)
+                    self._pool_of(effect.eni_id).unmark_block_leaving(effect.eni_id, block)
                 if self.prefix_mode:
                     self._park_secondary_ips()
             elif reaction is Reaction.FORGET_ENI:
@@ -548,7 +671,7 @@ class Ipam:
                 removed = self._drop_eni(effect.eni_id, now)
             elif reaction is Reaction.RESTORE_ENI:
                 assert isinstance(effect, FreeEni)
-                self.pool.unmark_eni_leaving(effect.eni_id)
+                self._pool_of(effect.eni_id).unmark_eni_leaving(effect.eni_id)
             elif reaction is Reaction.SHRINK_LATER:
                 self._last_shrink_at = now
             elif reaction is Reaction.HOLD_POOL:
@@ -569,20 +692,26 @@ class Ipam:
         self._full_subnets[state.info.subnet_id] = now + self.config.subnet_full_pause_s
 
     def _drop_blocks(self, eni_id: str, blocks: Sequence[str], now: float) -> None:
-        state = self.pool.enis.get(eni_id)
+        pool = self._pool_of(eni_id)
+        state = pool.enis.get(eni_id)
         for block in blocks:
             self._recently_released[block] = now
             if state is not None and block in state.blocks:
-                self.pool.remove_block(eni_id, block)
+                pool.remove_block(eni_id, block)
 
     def _drop_eni(self, eni_id: str, now: float) -> tuple[Allocation, ...]:
-        state = self.pool.enis.get(eni_id)
+        pool = self._pool_of(eni_id)
+        state = pool.enis.get(eni_id)
         if state is None:
             return ()
         self._recently_released[eni_id] = now
         for block in state.blocks:
             self._recently_released[block] = now
-        return self._orphan(self.pool.remove_eni(eni_id))
+        return self._orphan(pool.remove_eni(eni_id))
+
+    def _advance(self, now: float) -> None:
+        for pool in self._pools():
+            pool.advance(now)
 
     def _orphan(self, removed: Iterable[Allocation]) -> tuple[Allocation, ...]:
         """Keep force-removed allocations on record (their pods still hold the address)."""
@@ -611,19 +740,24 @@ class Ipam:
         primary ENI, which upstream always manages), the primary with custom networking."""
         if info.is_trunk or info.is_efa or self._ipv6:
             return True
+        if info.network_card != 0:  # upstream leaves cards above 0 alone without multi-NIC
+            return not self.config.multi_nic or info.network_card not in self.card_limits
         if _is_primary(info):
             return self.config.placement.custom_networking
         return info.unmanaged
 
     def _add_observed_eni(self, info: ObservedEni, now: float) -> None:
-        state = self.pool.enis.get(info.eni_id)
+        pool = self._pool_for_card(info.network_card)
+        state = pool.enis.get(info.eni_id)
         if state is None:
-            state = self.pool.add_eni(info, now, self._excluded(info))
-        self._add_blocks(state, info, now)
+            state = pool.add_eni(info, now, self._excluded(info))
+        self._add_blocks(pool, state, info, now)
 
-    def _add_blocks(self, state: EniState, info: ObservedEni, now: float) -> None:
+    def _add_blocks(
+        self, pool: AddressPool, state: EniState, info: ObservedEni, now: float
+    ) -> None:
         for block, is_prefix in sorted(observed_blocks(info).items()):
-            self.pool.add_block(state.eni_id, block, is_prefix, now)
+            pool.add_block(state.eni_id, block, is_prefix, now)
 
     def reconcile(self, observed: ObservedNode, now: float) -> ReconcileReport:
         """Make the pool match what the cloud shows (see :mod:`ipamcore.reconcile`).
@@ -644,15 +778,25 @@ class Ipam:
         if refused:
             self.notices.append(f"reconciliation refused: {refused}")
             return ReconcileReport(diff=ReconcileDiff(), refused=refused)
-        self.pool.advance(now)
+        self._advance(now)
         grace = self.config.reconcile_grace_s
         self._recently_released = {
             k: t for k, t in self._recently_released.items() if now - t < grace
         }
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        )
-        changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
+        busy = frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+        changes = diff(
+            self.pool, ObservedNode(tuple(e for e in observed.enis if e.network_card == 0)),
+            now, grace, self._recently_released, busy,
+        )  # fmt: skip
+        for card, pool in sorted(self.card_pools.items()):
+            on_card = ObservedNode(tuple(e for e in observed.enis if e.network_card == card))
+            more = diff(pool, on_card, now, grace, self._recently_released, busy)
+            changes = ReconcileDiff(
+                add_enis=changes.add_enis + more.add_enis,
+                remove_enis=changes.remove_enis + more.remove_enis,
+                add_blocks=changes.add_blocks + more.add_blocks,
+                remove_blocks=changes.remove_blocks + more.remove_blocks,
+            )
         report = self._apply_diff(changes, now)
         self._full_enis.clear()  # the snapshot shows each ENI's room as it is
         self._suspect_enis = {
@@ -688,11 +832,11 @@ class Ipam:
         for info in changes.add_enis:
             self._add_observed_eni(info, now)
         for eni_id, block, is_prefix in changes.add_blocks:
-            self.pool.add_block(eni_id, block, is_prefix, now)
+            self._pool_of(eni_id).add_block(eni_id, block, is_prefix, now)
         for eni_id, block in changes.remove_blocks:
-            removed.extend(self.pool.remove_block(eni_id, block))
+            removed.extend(self._pool_of(eni_id).remove_block(eni_id, block))
         for eni_id in changes.remove_enis:
-            removed.extend(self.pool.remove_eni(eni_id))
+            removed.extend(self._pool_of(eni_id).remove_eni(eni_id))
         if self.prefix_mode and self._loaded:
             self._park_secondary_ips()
         self._rebind_orphans()
@@ -712,7 +856,7 @@ class Ipam:
                 )  # eni_id and device_index left at their defaults: not stored
                 for a in self.allocations()
             ),
-            released_at=tuple(sorted(self.pool.released_times())),
+            released_at=tuple(sorted(r for pool in self._pools() for r in pool.released_times())),
         )
 
     def restore(
@@ -732,35 +876,47 @@ class Ipam:
         for allocation in checkpoint.allocations:
             if keep is not None and not keep(allocation):
                 dropped.append((allocation, "pod is gone"))
-                slot = self.pool.slots.get(allocation.ipv4 or "")
+                pool = self._pool_with(allocation.ipv4 or "")
+                slot = pool.slots.get(allocation.ipv4 or "")
                 if slot is not None and slot.state is SlotState.FREE:
-                    self.pool.mark_released(slot, now, now)
+                    pool.mark_released(slot, now, now)
                 continue
             if allocation.ipv4 is None:
                 restored.append(self._restore_v6(allocation))
                 continue
-            slot = self.pool.slots.get(allocation.ipv4)
+            pool = self._pool_with(allocation.ipv4)
+            slot = pool.slots.get(allocation.ipv4)
             if slot is not None and self.prefix_mode and slot.block == allocation.ipv4:
                 # A secondary IP set aside in prefix mode: its pod still holds it.
-                self.pool.unmark_block_leaving(slot.eni_id, slot.block)
-            bound = self.pool.bind_address(allocation)
+                pool.unmark_block_leaving(slot.eni_id, slot.block)
+            bound = pool.bind_address(allocation)
             if bound is None:
                 reason = (
                     "address is on no ENI"
-                    if allocation.ipv4 not in self.pool.slots
+                    if allocation.ipv4 not in pool.slots
                     else "address or key is already taken"
                 )
                 dropped.append((allocation, reason))
             else:
                 restored.append(bound)
         for address, released_at in checkpoint.released_at:
-            slot = self.pool.slots.get(address)
+            pool = self._pool_with(address)
+            slot = pool.slots.get(address)
             fresher = slot is not None and slot.released_at < released_at
             if slot is not None and slot.state is SlotState.FREE and fresher:
-                self.pool.mark_released(slot, released_at, now)
+                pool.mark_released(slot, released_at, now)
         if self.prefix_mode:
             self._park_secondary_ips()
         return RestoreReport(restored=tuple(restored), dropped=tuple(dropped))
+
+    def _pool_with(self, address: str) -> AddressPool:
+        """The pool whose ENIs hold ``address`` (card 0's when none does)."""
+        if address in self.pool.slots:
+            return self.pool
+        for pool in self.card_pools.values():
+            if address in pool.slots:
+                return pool
+        return self.pool
 
     def _restore_v6(self, allocation: Allocation) -> Allocation:
         assert allocation.ipv6 is not None
@@ -782,13 +938,14 @@ class Ipam:
         """Every ENI, block and address as of ``now`` (a query: the pool's time does not
         move; an address whose cooldown ended by ``now`` shows as free)."""
         views = []
-        for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
+        every = [(s, pool) for pool in self._pools() for s in pool.enis.values()]
+        for state, pool in sorted(every, key=lambda e: e[0].rank):
             info = state.info
             blocks = tuple(
                 BlockView(
                     block_id=b.block_id,
                     is_prefix=b.is_prefix,
-                    addresses=tuple(self._address_view(a, now) for a in b.addresses),
+                    addresses=tuple(self._address_view(pool, a, now) for a in b.addresses),
                 )
                 for b in sorted(state.blocks.values(), key=lambda b: (b.rank, b.block_id))
             )
@@ -812,15 +969,15 @@ class Ipam:
             )
         return views
 
-    def _address_view(self, address: str, now: float) -> AddressView:
-        slot = self.pool.slots[address]
+    def _address_view(self, pool: AddressPool, address: str, now: float) -> AddressView:
+        slot = pool.slots[address]
         released = None if slot.released_at == -INF else slot.released_at
         if slot.state is SlotState.ASSIGNED and slot.key is not None:
-            allocation = self.pool.allocations[slot.key]
+            allocation = pool.allocations[slot.key]
             return AddressView(
                 address, "assigned", slot.key, allocation.pod, allocation.allocated_at, released
             )
-        if slot.state is SlotState.LEAVING or self.pool.enis[slot.eni_id].leaving:
+        if slot.state is SlotState.LEAVING or pool.enis[slot.eni_id].leaving:
             return AddressView(address, "leaving", released_at=released)
         state = "cooling" if slot.cooling and slot.ready_at > now else "free"
         return AddressView(address, state, released_at=released)
