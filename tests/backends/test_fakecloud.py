@@ -19,7 +19,7 @@ from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import INSTANCE_ID_TAG, NO_MANAGE_TAG, SUBNET_DISCOVERY_TAG
-from tests.contract.cloud_contract import CloudContract, CloudEnv, expect_failure
+from tests.contract.cloud_contract import MULTI_CARD_TYPE, CloudContract, CloudEnv, expect_failure
 
 AZ = "us-west-2a"
 HUGE = InstanceLimits("test.huge", max_enis=4, ipv4_per_eni=250)
@@ -60,6 +60,7 @@ def make_env(**cloud_args: object) -> tuple[FakeCloud, CloudEnv]:
         advance=cloud.advance, make_leaked_eni=leak, make_detached_eni=detached,
         make_cloud=make_cloud, launch_instance=lambda: cloud.launch_instance("m5.large", tagged),
         terminate_instance=cloud.terminate_instance,
+        launch_multi_card=lambda: cloud.launch_instance(MULTI_CARD_TYPE, tagged),
     )  # fmt: skip
     return cloud, env
 

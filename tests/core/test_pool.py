@@ -58,8 +58,11 @@ def test_never_used_addresses_come_before_reused_ones() -> None:
 
 
 def test_prefixes_fill_in_order_so_later_prefixes_drain() -> None:
-    ipam = node(config=PoolConfig(prefix_delegation=True), instance_type="m5.large",
-                enis=(eni(0, prefixes=2),))
+    ipam = node(
+        config=PoolConfig(prefix_delegation=True),
+        instance_type="m5.large",
+        enis=(eni(0, prefixes=2),),
+    )
     first, second = ip_network("10.0.100.0/28"), ip_network("10.0.100.16/28")
     got = [ip_address(ipam.assign(key(i), pod(i), 0.0).address) for i in range(17)]
     assert all(a in first for a in got[:16])
