@@ -65,6 +65,11 @@ def is_extra_attachment(key: AllocationKey) -> bool:
     return key.if_name.startswith(MULTI_NIC_IF_PREFIX) and suffix.isdigit() and suffix != "0"
 
 
+def attachment_index(key: AllocationKey) -> int:
+    """The place of ``key``'s interface in its multi-NIC pod (0 for an ordinary one)."""
+    return int(key.if_name[len(MULTI_NIC_IF_PREFIX) :]) if is_extra_attachment(key) else 0
+
+
 def free_device_index(taken: Iterable[int]) -> int:
     """The lowest device index above 0 not in ``taken``, on any card (on card 0, device 0
     is the primary ENI; on other cards EC2's examples attach from device 1 too)."""

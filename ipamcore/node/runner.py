@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ipamcore.cards import attachment_index
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.ipam import Ipam
@@ -145,14 +146,20 @@ class Runner:
         container id, interface; see :func:`ipamcore.netspec.host_veth_name`), tagged with
         it, so teardown only ever removes that attachment's own veth."""
         assert allocation.ipv4 is not None
+        index = attachment_index(allocation.key)
+        table = route_table_for_device(allocation.device_index)
+        if index:  # a multi-NIC pod's interface on a card above 0: that card's table
+            info = self.core.eni(allocation.eni_id)
+            table = self.core.route_table_of(info) if info is not None else table
         return PodNetwork(
             netns_path=netns,
             if_name=if_name or allocation.key.if_name,
             host_veth=self._host_veth(allocation),
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
-            route_table=route_table_for_device(allocation.device_index),
+            route_table=table,
             tag=attachment_tag(*allocation.key),
+            attachment_index=index,
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
@@ -164,6 +171,10 @@ class Runner:
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
         """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
         table = route_table_for_device(eni.device_index)
+        if eni.network_card:  # upstream's table numbering; used only with ENABLE_MULTI_NIC
+            if self.ipam is None or not self.ipam.config.multi_nic:
+                return None
+            table = self.ipam.route_table_of(eni)
         if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
             return None
         return EniNetwork(
