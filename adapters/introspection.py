@@ -315,9 +315,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._counted = True
         owner.connections[transport] = self
-        self._timer = asyncio.get_running_loop().call_later(
-            owner.header_timeout_s, self._expired
-        )
+        self._timer = asyncio.get_running_loop().call_later(owner.header_timeout_s, self._expired)
         self._inner.connection_made(transport)
 
     def request_started(self) -> None:

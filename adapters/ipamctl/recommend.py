@@ -198,8 +198,13 @@ def add_recommend_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help='a setting to try instead of the default sweep, e.g. '
                     '"WARM_IP_TARGET=5,MINIMUM_IP_TARGET=10" or "policy=adaptive" '
                     "(repeat; the labels printed are specs you can paste back)")  # fmt: skip
-    sp.add_argument("--max-p99", type=float, default=1.0, metavar="SECONDS",
-                    help="p99 wait a recommendation may have (default %(default)s)")
+    sp.add_argument(
+        "--max-p99",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="p99 wait a recommendation may have (default %(default)s)",
+    )
     sp.add_argument("--json", action="store_true", dest="rec_json", help="print JSON")
     sp.add_argument("--plot", metavar="FILE.png", help="plot the frontier")
     sp.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
@@ -240,9 +245,11 @@ def sweep(
                 )
             else:
                 measures = run(config, events)
-            progress.write(f"\r{head}: idle {measures.idle_address_hours:,.1f} address-hours, "
-                           f"p99 {measures.wait_p99_s:.2f} s, {measures.mutating_total:,} "
-                           f"calls ({time.perf_counter() - began:.1f} s){' ' * 20}\n")
+            progress.write(
+                f"\r{head}: idle {measures.idle_address_hours:,.1f} address-hours, "
+                f"p99 {measures.wait_p99_s:.2f} s, {measures.mutating_total:,} "
+                f"calls ({time.perf_counter() - began:.1f} s){' ' * 20}\n"
+            )
         else:
             measures = run(config, events)
         out.append(Candidate(label, policy, knobs, measures, (notes or {}).get(label, ())))
@@ -261,7 +268,7 @@ def _bar(stream: TextIO, head: str, bar: ProgressBar, done: float, total: float)
 
 # --------------------------------------------------------------------------- judging
 def ratio_text(value: float, base: float) -> str:
-    """"0.19x", "44x", "=" against the default's figure."""
+    """ "0.19x", "44x", "=" against the default's figure."""
     if base <= 0:
         return "=" if value <= 0 else "new"
     r = value / base
@@ -320,10 +327,17 @@ def no_regret(candidates: Sequence[Candidate], default: Candidate) -> Candidate 
     """The setting with the fewest idle address-hours among those at least as good as the
     default on every measure (idle, p99, calls, pods over the threshold, unserved,
     throttled) and better on one: a change that costs nothing. None if there is none."""
+
     def key(c: Candidate) -> tuple[float, ...]:
         m = c.measures
-        return (m.idle_address_hours, m.wait_p99_s, float(m.mutating_total),
-                float(m.pods_over_threshold), float(m.pods_unserved), float(m.throttled_total))
+        return (
+            m.idle_address_hours,
+            m.wait_p99_s,
+            float(m.mutating_total),
+            float(m.pods_over_threshold),
+            float(m.pods_unserved),
+            float(m.throttled_total),
+        )
 
     base = key(default)
     better = [c for c in candidates if c is not default and dominates(key(c), base)]
@@ -392,8 +406,10 @@ def judge(
                f"holds {secondary:,} pod addresses ({limits.max_enis} ENIs x "
                f"{limits.ips_per_eni}) without prefix delegation")  # fmt: skip
         if not limits.supports_prefix_delegation:
-            why += (f", and prefix delegation is unsupported on {itype} (not Nitro): "
-                    "use a larger or Nitro instance type, or fewer pods a node")
+            why += (
+                f", and prefix delegation is unsupported on {itype} (not Nitro): "
+                "use a larger or Nitro instance type, or fewer pods a node"
+            )
         else:
             pd = node_capacity(limits, PoolConfig(prefix_delegation=True))
             why += f"; with prefix delegation it holds {pd:,}"
@@ -409,15 +425,19 @@ def judge(
         )
         if subnet_addresses:
             live = peak_pods_in_cluster(events)
-            reasons[-1] += (f"; the workload has up to {live:,} pods at once, the subnets "
-                            f"{subnet_addresses:,} addresses for pods")
+            reasons[-1] += (
+                f"; the workload has up to {live:,} pods at once, the subnets "
+                f"{subnet_addresses:,} addresses for pods"
+            )
     throttled = [c for c in candidates if not qualifies(c, max_p99_s)
                  and c.measures.throttled_total > 0]  # fmt: skip
     if len(throttled) == len(candidates) and candidates:
         least = min(c.measures.throttled_total for c in candidates)
-        reasons.append(f"EC2 throttled every setting (at least {least:,} throttled calls): "
-                       f"{m.nodes:,} nodes share the account's buckets (about 5 calls a second "
-                       "per action); spread node launches or pre-warm with MINIMUM_IP_TARGET")
+        reasons.append(
+            f"EC2 throttled every setting (at least {least:,} throttled calls): "
+            f"{m.nodes:,} nodes share the account's buckets (about 5 calls a second "
+            "per action); spread node launches or pre-warm with MINIMUM_IP_TARGET"
+        )
     if len(reasons) == 1:
         reasons.append(f"pods arrive faster than an EC2 call brings addresses: the lowest p99 "
                        f"of any setting is {m.wait_p99_s:.2f} s; raise --max-p99 or add "
@@ -449,8 +469,15 @@ def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, pa
     for x, y in sorted(zip(xs, ys, strict=True)):
         if not stairs or y < stairs[-1][1]:
             stairs.append((x, y))
-    ax.step([x for x, _ in stairs], [y for _, y in stairs], where="post", color="tab:blue",
-            linewidth=1.2, alpha=0.7, label="frontier: least p99 for the idle addresses")
+    ax.step(
+        [x for x, _ in stairs],
+        [y for _, y in stairs],
+        where="post",
+        color="tab:blue",
+        linewidth=1.2,
+        alpha=0.7,
+        label="frontier: least p99 for the idle addresses",
+    )
     ax.axhline(max_p99_s, color="red", linestyle="--", linewidth=1,
                label=f"--max-p99 {max_p99_s:g} s")  # fmt: skip
     span_x = (max(xs) - min(0.0, min(xs))) or 1.0
@@ -496,10 +523,16 @@ def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, pa
         ax.set_ylim(-0.04 * high, high * 1.15)
     ax.set_xlim(0, max(xs) * 1.08)
     if not verdict.met:
-        why = "\n".join(textwrap.wrap(verdict.reasons[-1 if len(verdict.reasons) < 2 else 1],
-                                       70))
-        ax.text(0.02, 0.5, why, transform=ax.transAxes, fontsize=8, va="center",
-                bbox={"boxstyle": "round", "facecolor": "mistyrose", "alpha": 0.9})
+        why = "\n".join(textwrap.wrap(verdict.reasons[-1 if len(verdict.reasons) < 2 else 1], 70))
+        ax.text(
+            0.02,
+            0.5,
+            why,
+            transform=ax.transAxes,
+            fontsize=8,
+            va="center",
+            bbox={"boxstyle": "round", "facecolor": "mistyrose", "alpha": 0.9},
+        )
     ax.grid(alpha=0.3)
     head = "recommended" if verdict.met else "NOTHING MEETS THE REQUIREMENTS; closest"
     ax.set_title(f"{title}\n{head}: {best.label}", fontsize=10)
@@ -512,13 +545,22 @@ def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, pa
         mark = ("=" if c.is_default() else "") + ("*" if c in front else "")
         lines.append(f"{i:>2}{mark:<1} {c.label:<{width}} {m.idle_address_hours:>6,.0f} "
                      f"{m.wait_p99_s:>6.2f} {m.mutating_total:>7,}")  # fmt: skip
-    lines += ["", "= upstream default (WARM_ENI_TARGET=1)",
-              "* on the frontier of idle, p99 and EC2 calls",
-              "idle: address-hours held but not assigned",
-              f"default: {d.measures.idle_address_hours:,.0f} idle, "
-              f"{d.measures.mutating_total:,} calls"]
-    key.text(0, 1, "\n".join(lines), family="monospace", fontsize=8 if width < 40 else 7.5,
-             va="top", transform=key.transAxes)
+    lines += [
+        "",
+        "= upstream default (WARM_ENI_TARGET=1)",
+        "* on the frontier of idle, p99 and EC2 calls",
+        "idle: address-hours held but not assigned",
+        f"default: {d.measures.idle_address_hours:,.0f} idle, {d.measures.mutating_total:,} calls",
+    ]
+    key.text(
+        0,
+        1,
+        "\n".join(lines),
+        family="monospace",
+        fontsize=8 if width < 40 else 7.5,
+        va="top",
+        transform=key.transAxes,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -658,16 +700,20 @@ def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdic
     m = best.measures
 
     def figures(x: Measures) -> str:
-        return (f"idle {x.idle_address_hours:,.1f} address-hours, p99 wait {x.wait_p99_s:.2f} s "
-                f"(max {x.wait_max_s:.2f} s), {plural(x.pods_over_threshold, 'pod')} waiting > "
-                f"{x.wait_threshold_s:g} s, {x.pods_unserved:,} never served, "
-                f"{x.mutating_total:,} EC2 mutating calls ({x.throttled_total:,} throttled)")
+        return (
+            f"idle {x.idle_address_hours:,.1f} address-hours, p99 wait {x.wait_p99_s:.2f} s "
+            f"(max {x.wait_max_s:.2f} s), {plural(x.pods_over_threshold, 'pod')} waiting > "
+            f"{x.wait_threshold_s:g} s, {x.pods_unserved:,} never served, "
+            f"{x.mutating_total:,} EC2 mutating calls ({x.throttled_total:,} throttled)"
+        )
 
     if verdict.met:
         stream.write(f"\nrecommended: {best.label}\n")
     else:
-        stream.write(f"\nNO RECOMMENDATION: no setting meets --max-p99 {max_p99_s:g} s with "
-                     f"every pod served; the closest is {best.label}, not recommended\n")
+        stream.write(
+            f"\nNO RECOMMENDATION: no setting meets --max-p99 {max_p99_s:g} s with "
+            f"every pod served; the closest is {best.label}, not recommended\n"
+        )
         for reason in verdict.reasons:
             stream.write(f"  why: {reason}\n")
     stream.write(f"  {best.label}: {figures(m)}\n")
@@ -678,6 +724,8 @@ def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdic
         stream.write(f"  warning: {note}\n")
     safe = no_regret(candidates, default)
     if safe is not None and safe is not best:
-        stream.write(f"\nno-regret alternative: {safe.label} is at least as good as the default "
-                     f"on every measure ({trade_off(safe, default)}): {figures(safe.measures)}\n")
+        stream.write(
+            f"\nno-regret alternative: {safe.label} is at least as good as the default "
+            f"on every measure ({trade_off(safe, default)}): {figures(safe.measures)}\n"
+        )
     stream.write(f"\n{IDLE_DEFINITION}.\n")

@@ -118,28 +118,55 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
     """The workload and cluster arguments ``simulate`` and ``recommend`` share."""
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--scenario", choices=sorted(SCENARIOS), help="a built-in workload")
-    src.add_argument("--trace", metavar="FILE",
-                     help="a CSV or JSON-lines trace of pod events (format below)")
-    sp.add_argument("--trace-from", choices=SOURCES, metavar="KIND",
-                    help="--trace is a cluster export: " + ", ".join(SOURCES) + " (below)")
+    src.add_argument(
+        "--trace", metavar="FILE", help="a CSV or JSON-lines trace of pod events (format below)"
+    )
+    sp.add_argument(
+        "--trace-from",
+        choices=SOURCES,
+        metavar="KIND",
+        help="--trace is a cluster export: " + ", ".join(SOURCES) + " (below)",
+    )
     sp.add_argument("--nodes", type=int, help="nodes (default: the scenario's, or the trace's)")
     sp.add_argument("--instance-type", help="EC2 instance type (default: the scenario's)")
     sp.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds")
     sp.add_argument("--seed", type=int, default=0, help="workload and boot-order seed")
-    sp.add_argument("--boot-spread", type=float, metavar="SECONDS",
-                    help="nodes boot spread over this long (scenario default ~0.3 s a node)")
-    sp.add_argument("--wait-threshold", type=float, default=5.0, metavar="SECONDS",
-                    help="count pods that waited longer than this (default %(default)s)")
-    sp.add_argument("--subnet-size", metavar="/N", default="/16",
-                    help="each subnet's prefix length, /16 to /28 (default %(default)s): a "
-                    "small one runs out, as real subnets do")
-    sp.add_argument("--nodes-per-subnet", type=int, default=250, metavar="N",
-                    help="nodes launched in each subnet (default %(default)s)")
-    sp.add_argument("--metadata-lag", type=float, default=REALISTIC_METADATA_LAG_S,
-                    metavar="SECONDS",
-                    help="instance metadata shows a new ENI this long after its attach; the "
-                    "node uses it only then (default %(default)s, as on EC2; "
-                    "benchmarks/calibration.py)")
+    sp.add_argument(
+        "--boot-spread",
+        type=float,
+        metavar="SECONDS",
+        help="nodes boot spread over this long (scenario default ~0.3 s a node)",
+    )
+    sp.add_argument(
+        "--wait-threshold",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="count pods that waited longer than this (default %(default)s)",
+    )
+    sp.add_argument(
+        "--subnet-size",
+        metavar="/N",
+        default="/16",
+        help="each subnet's prefix length, /16 to /28 (default %(default)s): a "
+        "small one runs out, as real subnets do",
+    )
+    sp.add_argument(
+        "--nodes-per-subnet",
+        type=int,
+        default=250,
+        metavar="N",
+        help="nodes launched in each subnet (default %(default)s)",
+    )
+    sp.add_argument(
+        "--metadata-lag",
+        type=float,
+        default=REALISTIC_METADATA_LAG_S,
+        metavar="SECONDS",
+        help="instance metadata shows a new ENI this long after its attach; the "
+        "node uses it only then (default %(default)s, as on EC2; "
+        "benchmarks/calibration.py)",
+    )
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -239,9 +266,7 @@ def check_settings(
                 f"{max(enis - 1, 1)} up behaves the same"
             )
         if "WARM_PREFIX_TARGET" in given and not pool.prefix_delegation:
-            ignored.append(
-                "WARM_PREFIX_TARGET is ignored without ENABLE_PREFIX_DELEGATION=true"
-            )
+            ignored.append("WARM_PREFIX_TARGET is ignored without ENABLE_PREFIX_DELEGATION=true")
         elif "WARM_PREFIX_TARGET" in given and pool.warm_ip_targets_defined:
             ignored.append(
                 "WARM_PREFIX_TARGET is ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set "
@@ -435,8 +460,14 @@ def plot(measures: Measures, path: str, title: str) -> None:
     t = [s.t / 60.0 for s in samples]
     top.plot(t, [s.held for s in samples], label="held on the ENIs", color="tab:blue")
     top.plot(t, [s.assigned for s in samples], label="assigned to pods", color="tab:green")
-    top.fill_between(t, [s.assigned for s in samples], [s.held for s in samples],
-                     color="tab:orange", alpha=0.25, label="idle (held, not assigned)")
+    top.fill_between(
+        t,
+        [s.assigned for s in samples],
+        [s.held for s in samples],
+        color="tab:orange",
+        alpha=0.25,
+        label="idle (held, not assigned)",
+    )
     top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
              color="tab:gray", linestyle=":")  # fmt: skip
     top.set_ylabel("addresses (whole cluster)")
@@ -464,20 +495,45 @@ def plot(measures: Measures, path: str, title: str) -> None:
             longest[i] = max(longest[i], w)
     lefts = [i * bin_s / 60.0 for i in range(nbins)]
     width = bin_s / 60.0
-    bottom.bar(lefts, arrived, width=width, align="edge", color="tab:gray", alpha=0.45,
-               label=f"pods arriving per {bin_s / 60:g} min")
-    bottom.bar(lefts, delayed, width=width, align="edge", color="tab:red", alpha=0.8,
-               label="... of which waited for an address")
+    bottom.bar(
+        lefts,
+        arrived,
+        width=width,
+        align="edge",
+        color="tab:gray",
+        alpha=0.45,
+        label=f"pods arriving per {bin_s / 60:g} min",
+    )
+    bottom.bar(
+        lefts,
+        delayed,
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.8,
+        label="... of which waited for an address",
+    )
     bottom.set_ylabel(f"pods per {bin_s / 60:g} min")
     bottom.set_xlabel("simulated minutes")
     bottom.grid(alpha=0.3)
     right = bottom.twinx()
     waited = [(a, w) for a, w in measures.waits if w > 0]
     pts = [(lefts[i] + width / 2, longest[i]) for i in range(nbins) if delayed[i]]
-    right.plot([x for x, _ in pts], [y for _, y in pts], "o", color="black", markersize=3,
-               label="longest wait in the bin (s, right)")
-    right.axhline(measures.wait_threshold_s, color="red", linewidth=0.8, linestyle="--",
-                  label=f"{measures.wait_threshold_s:g} s (a CNI ADD times out near here)")
+    right.plot(
+        [x for x, _ in pts],
+        [y for _, y in pts],
+        "o",
+        color="black",
+        markersize=3,
+        label="longest wait in the bin (s, right)",
+    )
+    right.axhline(
+        measures.wait_threshold_s,
+        color="red",
+        linewidth=0.8,
+        linestyle="--",
+        label=f"{measures.wait_threshold_s:g} s (a CNI ADD times out near here)",
+    )
     top_wait = max([w for _, w in waited] + [measures.wait_threshold_s * 1.2])
     right.set_ylim(0, top_wait * 1.1)
     right.set_ylabel("address wait (s)")
@@ -491,10 +547,19 @@ def plot(measures: Measures, path: str, title: str) -> None:
         f"p50 {measures.wait_p50_s:.2f} s, p99 {measures.wait_p99_s:.2f} s, "
         f"max {measures.wait_max_s:.2f} s; {measures.pods_over_threshold:,} over "
         f"{measures.wait_threshold_s:g} s; {measures.pods_unserved:,} never served"
-        if served_waiting or measures.pods_unserved else "no pod waited for an address"
+        if served_waiting or measures.pods_unserved
+        else "no pod waited for an address"
     )
-    bottom.text(0.99, 0.95, summary, transform=bottom.transAxes, ha="right", va="top",
-                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+    bottom.text(
+        0.99,
+        0.95,
+        summary,
+        transform=bottom.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -111,6 +111,7 @@ class Measures:
 
     def rows(self) -> list[tuple[str, str]]:
         """(measure, value) rows for a table."""
+
         def by_action(d: dict[str, int]) -> str:
             return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
 
