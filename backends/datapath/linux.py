@@ -285,7 +285,8 @@ class LinuxDatapath(FaultInjection):
                 raise E.VethTaken(pod.host_veth)
             # This attachment's own veth (a repeated ADD repairing it) is rebuilt.
             _ignore(_GONE, lambda: host.link("del", index=existing["index"]))
-        other = _other_attachment(ns, pod.if_name)
+        # A multi-NIC pod's interfaces above 0 join its first one (their own gateway and table).
+        other = None if pod.attachment_index else _other_attachment(ns, pod.if_name)
         if other is not None:
             raise E.SecondAttachment(pod.netns_path, other)
         host.link(
