@@ -34,6 +34,8 @@ import attrs
 import boto3  # type: ignore[import-untyped]
 
 from adapters.ipamd.settings import state_env
+from ipamcore.cards import card_limits
+from ipamcore.limits import limits_for
 from tests.rigs.cni_runtime import CniRuntime, Libcni, PluginExec
 from tests.rigs.eni_hotplug import EniHotplug, ip_link_runner
 
@@ -300,17 +302,19 @@ def local_node(
         moto, moto_url = _start_moto(workdir)
         procs.append(moto)
         instance_id, primary_ip = _make_world(moto_url, instance_type)
-        ec2_endpoint = moto_url
-        if real:  # the hypervisor first: instance metadata reads EC2 through it (cards)
+        ec2_endpoint = metadata_source = moto_url
+        if real:  # the hypervisor first: on a multi-card type metadata reads EC2 through it
             _make_node_netns(node_netns, primary_ip)
             hotplug = EniHotplug(
                 moto_url, instance_id, _mac_lookup(moto_url), ip_link_runner(node_netns)
             ).start()
             ec2_endpoint = hotplug.url
+            if len(card_limits(limits_for(instance_type))) > 1:  # moto drops the card
+                metadata_source = hotplug.url
         md_port = free_port()
         md_log = open(os.path.join(workdir, "metadata.log"), "ab")  # noqa: SIM115
         metadata = subprocess.Popen(
-            [sys.executable, "-m", "tests.rigs.metadata_server", "--ec2-endpoint", ec2_endpoint,
+            [sys.executable, "-m", "tests.rigs.metadata_server", "--ec2-endpoint", metadata_source,
              "--instance-id", instance_id, "--port", str(md_port)],
             stdout=md_log, stderr=md_log,
         )  # fmt: skip
