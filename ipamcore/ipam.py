@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from ipamcore import cards
 from ipamcore.adaptive import AdaptivePolicy
+from ipamcore.cardpools import CardPools
+from ipamcore.cards import is_extra_attachment
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
@@ -102,7 +103,7 @@ class RestoreReport:
     dropped: tuple[tuple[Allocation, str], ...] = ()
 
 
-class Ipam:
+class Ipam(CardPools):
     """The IPAM state machine of one node. Not thread-safe: drive it from one task or lock."""
 
     def __init__(self, config: PoolConfig, limits: InstanceLimits) -> None:
@@ -127,13 +128,7 @@ class Ipam:
         self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
         # Network cards above 0: one pool each (see ipamcore.cards); their ENIs carry pod
         # addresses only with ENABLE_MULTI_NIC, and never count against card 0's limit.
-        self.card_limits = cards.card_limits(limits)
-        self.card_pools: dict[int, AddressPool] = {
-            card: AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
-            for card in self.card_limits
-            if card != 0
-        }
-        self._card_wanted: dict[int, int] = {}
+        self._init_cards()
         self.max_enis = min(limits.max_enis, config.max_eni or limits.max_enis)
         self.max_enis -= config.reserved_trunk_enis
         self.per_eni = limits.prefixes_per_eni if self.prefix_mode else limits.ips_per_eni
@@ -180,29 +175,12 @@ class Ipam:
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
         found = self.pool.allocations.get(key)
-        if found is None and cards.is_extra_attachment(key):
+        if found is None and is_extra_attachment(key):
             for pool in self.card_pools.values():
                 found = pool.allocations.get(key)
                 if found is not None:
                     break
         return found
-
-    @property
-    def multi_nic_cards(self) -> tuple[int, ...]:
-        """The cards a multi-NIC pod gets one interface each on (card 0 first); only card
-        0 without ENABLE_MULTI_NIC."""
-        if not self.config.multi_nic:
-            return (0,)
-        return (0, *sorted(self.card_pools))
-
-    def network_card_of(self, allocation: Allocation) -> int:
-        """The network card of the ENI ``allocation``'s address is on (0 if unknown)."""
-        info = self.eni(allocation.eni_id)
-        return info.network_card if info is not None else 0
-
-    def route_table_of(self, info: ObservedEni) -> int | None:
-        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
-        return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
 
     def assign_on_card(
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float
@@ -212,36 +190,7 @@ class Ipam:
         :meth:`plan` asks for one more."""
         if network_card == 0:
             return self.assign(key, pod, now)
-        pool = self.card_pools.get(network_card)
-        if pool is None or not self.config.multi_nic:
-            raise UsageError(f"network card {network_card} carries no pod addresses")
-        pool.advance(now)
-        try:
-            return pool.assign(key, pod, now)
-        except PoolExhausted:
-            self._card_wanted[network_card] = self._card_wanted.get(network_card, 0) + 1
-            raise
-
-    def _pools(self) -> list[AddressPool]:
-        return [self.pool, *self.card_pools.values()]
-
-    def _pool_of(self, eni_id: str) -> AddressPool:
-        """The pool holding ENI ``eni_id`` (card 0's when none does)."""
-        if eni_id in self.pool.enis:
-            return self.pool
-        for pool in self.card_pools.values():
-            if eni_id in pool.enis:
-                return pool
-        return self.pool
-
-    def _pool_for_card(self, network_card: int) -> AddressPool:
-        if network_card == 0:
-            return self.pool
-        pool = self.card_pools.get(network_card)
-        if pool is None:  # a card the limits table does not list: tracked, never used
-            pool = AddressPool(self.config.cooldown_s, secondary_ips_last=self.prefix_mode)
-            self.card_pools[network_card] = pool
-        return pool
+        return self._assign_above_0(key, pod, network_card, now)
 
     @property
     def orphaned(self) -> Mapping[str, Allocation]:
@@ -256,11 +205,6 @@ class Ipam:
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """The allocations of the pod ``namespace/name``."""
         return [a for pool in self._pools() for a in pool.find_by_pod(namespace, name)]
-
-    def eni(self, eni_id: str) -> ObservedEni | None:
-        """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
-        state = self._pool_of(eni_id).enis.get(eni_id)
-        return state.info if state else None
 
     def primary_eni(self) -> ObservedEni | None:
         """The instance's primary ENI (device 0), or None before :meth:`load`."""
@@ -346,7 +290,7 @@ class Ipam:
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
-        if key not in self.pool.allocations and cards.is_extra_attachment(key):
+        if key not in self.pool.allocations and is_extra_attachment(key):
             for pool in self.card_pools.values():
                 if key in pool.allocations:
                     return pool.release(key, now)
@@ -416,32 +360,6 @@ class Ipam:
         if self.config.multi_nic and now >= self._growth_paused_until:
             effects += self._plan_cards(inp, now)
         return [self._start(effect, now) for effect in effects]
-
-    def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
-        """Growth of every card above 0 with none in flight (see :func:`cards.plan_card`)."""
-        growing = set()
-        for effect in self._in_flight.values():
-            if isinstance(effect, CreateEni):
-                growing.add(effect.network_card)
-            elif isinstance(effect, AssignAddresses):
-                growing.add(self._card_of_eni(effect.eni_id))
-        effects: list[Effect] = []
-        for card, pool in sorted(self.card_pools.items()):
-            if card in growing or card not in self.card_limits:
-                continue
-            pool.advance(now)
-            wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
-            wanted += self._card_wanted.pop(card, 0)
-            effects += cards.plan_card(
-                card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
-                self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
-                inp.busy_enis | inp.full_enis,
-            )  # fmt: skip
-        return effects
-
-    def _card_of_eni(self, eni_id: str) -> int:
-        info = self.eni(eni_id)
-        return info.network_card if info is not None else 0
 
     def _park_secondary_ips(self) -> None:
         """Prefix mode: free secondary IPs are set aside (leaving) until given back, so no
@@ -583,17 +501,6 @@ class Ipam:
             self._pool_of(numbered.eni_id).mark_eni_leaving(numbered.eni_id)
         return numbered
 
-    def _free_device_index(self, network_card: int = 0) -> int:
-        """The lowest device index of ``network_card`` (above 0) that no attached ENI of
-        that card uses and no CreateEni in flight on it has reserved."""
-        pool = self._pool_for_card(network_card)
-        taken = {s.info.device_index for s in pool.enis.values()}
-        taken |= {
-            e.device_index for e in self._in_flight.values()
-            if isinstance(e, CreateEni) and e.network_card == network_card
-        }  # fmt: skip
-        return cards.free_device_index(taken)
-
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
         (only when the cloud reports that an ENI the pool still used is gone).
@@ -708,10 +615,6 @@ class Ipam:
         for block in state.blocks:
             self._recently_released[block] = now
         return self._orphan(pool.remove_eni(eni_id))
-
-    def _advance(self, now: float) -> None:
-        for pool in self._pools():
-            pool.advance(now)
 
     def _orphan(self, removed: Iterable[Allocation]) -> tuple[Allocation, ...]:
         """Keep force-removed allocations on record (their pods still hold the address)."""
@@ -908,15 +811,6 @@ class Ipam:
         if self.prefix_mode:
             self._park_secondary_ips()
         return RestoreReport(restored=tuple(restored), dropped=tuple(dropped))
-
-    def _pool_with(self, address: str) -> AddressPool:
-        """The pool whose ENIs hold ``address`` (card 0's when none does)."""
-        if address in self.pool.slots:
-            return self.pool
-        for pool in self.card_pools.values():
-            if address in pool.slots:
-                return pool
-        return self.pool
 
     def _restore_v6(self, allocation: Allocation) -> Allocation:
         assert allocation.ipv6 is not None
