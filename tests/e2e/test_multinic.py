@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -70,7 +71,8 @@ def wait_for_card_eni(node: LocalNode, timeout: float = 60.0) -> dict[str, Any]:
         on_card = [e for e in enis(node).values() if e.get("NetworkCard") == 1]
         routes = subprocess.run(
             ["ip", "-n", node.node_netns, "route", "show", "table", str(CARD1_TABLE)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stdout  # fmt: skip (the table exists only once set up)
         if on_card and "default via" in routes:
             return on_card[0]
@@ -146,3 +148,25 @@ def test_a_multi_nic_pod_through_libcni_gets_an_interface_per_card(node: LocalNo
     node.plugin("DEL", "web-0", single_ns, single_c)
     assert settled(node) == before
     assert "mNicIf1" not in node.ipamctl("pods")
+
+
+def test_a_multi_nic_pod_survives_a_daemon_kill_and_its_del_frees_every_card(
+    node: LocalNode,
+) -> None:
+    """Both interfaces are in the checkpoint (one entry each, upstream's format): after
+    SIGKILL and a restart the daemon still holds them, CHECK passes, DEL frees both."""
+    wait_for_card_eni(node)
+    before = settled(node)
+    container, netns, result = add(node, "trainer-1", MULTI_NIC)
+    addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
+    host = node_ip(node, "-4", "-o", "addr", "show", "eth0").split("inet ")[1].split("/")[0]
+    node.stop_daemon(signal.SIGKILL)
+    node.start_daemon()
+    pods = node.ipamctl("pods")
+    assert all(a in pods for a in addresses) and "mNicIf1" in pods, pods
+    node.plugin("CHECK", "trainer-1", netns, container, annotations=MULTI_NIC)
+    for address in addresses:
+        assert ping_from(netns, address, host), address
+    node.plugin("DEL", "trainer-1", netns, container, annotations=MULTI_NIC)
+    assert settled(node) == before
+    assert not any(a in node.ipamctl("pods") for a in addresses)
