@@ -123,9 +123,10 @@ def enis_document(views: list[EniView]) -> dict[str, Any]:
             "IsTrunk": view.is_trunk,
             "IsEFA": view.is_efa,
             "DeviceNumber": view.device_index,
-            "NetworkCard": view.network_card,
             "AvailableIPv4Cidrs": cidrs,
         }
+        if view.network_card:  # only then: upstream's shape stays as is on card 0
+            enis[view.eni_id]["NetworkCard"] = view.network_card
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
 
 

@@ -62,12 +62,7 @@ class CardPools:
 
     def _pool_of(self, eni_id: str) -> AddressPool:
         """The pool holding ENI ``eni_id`` (card 0's when none does)."""
-        if eni_id in self.pool.enis:
-            return self.pool
-        for pool in self.card_pools.values():
-            if eni_id in pool.enis:
-                return pool
-        return self.pool
+        return next((p for p in self._pools() if eni_id in p.enis), self.pool)
 
     def _pool_for_card(self, network_card: int) -> AddressPool:
         if network_card == 0:
@@ -121,12 +116,7 @@ class CardPools:
 
     def _pool_with(self, address: str) -> AddressPool:
         """The pool whose ENIs hold ``address`` (card 0's when none does)."""
-        if address in self.pool.slots:
-            return self.pool
-        for pool in self.card_pools.values():
-            if address in pool.slots:
-                return pool
-        return self.pool
+        return next((p for p in self._pools() if address in p.slots), self.pool)
 
     def _assign_above_0(
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_attachments import node_ip, primary_ip
 from tests.rigs.cni_runtime import SYSTEM_CNI_DIR, CniError
 from tests.rigs.localnode import LocalNode, local_node, real_datapath_possible
 
@@ -40,12 +41,6 @@ def node(libcni_runner: Path) -> Iterator[LocalNode]:
         extra_env={"ENABLE_MULTI_NIC": "true"},
     ) as n:  # fmt: skip
         yield n
-
-
-def node_ip(node: LocalNode, *args: str) -> str:
-    return subprocess.run(
-        ["ip", "-n", node.node_netns, *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def settled(node: LocalNode) -> str:
@@ -109,7 +104,7 @@ def ping_from(netns: str, source: str, dst: str) -> bool:
 def test_a_multi_nic_pod_through_libcni_gets_an_interface_per_card(node: LocalNode) -> None:
     card_eni = wait_for_card_eni(node)
     assert card_eni["DeviceNumber"] == 1 and not card_eni["IsPrimary"]
-    host = node_ip(node, "-4", "-o", "addr", "show", "eth0").split("inet ")[1].split("/")[0]
+    host = primary_ip(node)
     before = settled(node)
 
     single_c, single_ns, single = add(node, "web-0")
@@ -123,7 +118,7 @@ def test_a_multi_nic_pod_through_libcni_gets_an_interface_per_card(node: LocalNo
     assert [ip["gateway"] for ip in multi["ips"]] == ["169.254.1.1", "169.254.1.2"]
     # Each address is from its card's ENIs.
     by_card = {
-        e["NetworkCard"]: {c.split("/")[0] for c in e["AvailableIPv4Cidrs"]}
+        e.get("NetworkCard", 0): {c.split("/")[0] for c in e["AvailableIPv4Cidrs"]}
         for e in enis(node).values()
     }
     assert addresses[1] in by_card[1] and addresses[0] not in by_card[1]
@@ -159,7 +154,7 @@ def test_a_multi_nic_pod_survives_a_daemon_kill_and_its_del_frees_every_card(
     before = settled(node)
     container, netns, result = add(node, "trainer-1", MULTI_NIC)
     addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
-    host = node_ip(node, "-4", "-o", "addr", "show", "eth0").split("inet ")[1].split("/")[0]
+    host = primary_ip(node)
     node.stop_daemon(signal.SIGKILL)
     node.start_daemon()
     pods = node.ipamctl("pods")
