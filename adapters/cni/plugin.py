@@ -404,20 +404,20 @@ def prev_result_addresses(prev: dict[str, Any] | None) -> set[str]:
     }
 
 
-def host_veth_from_prev_result(prev: dict[str, Any] | None) -> str | None:
-    """The host-side interface named in a prevResult (the first without a sandbox)."""
-    if not prev:
-        return None
-    interfaces = prev.get("interfaces")
+def host_veths_from_prev_result(prev: dict[str, Any] | None) -> list[str]:
+    """The host-side interfaces named in a prevResult, in order (one per network card for a
+    multi-NIC pod); stops at the first malformed name."""
+    interfaces = prev.get("interfaces") if prev else None
     if not isinstance(interfaces, list):
-        return None
+        return []
+    veths: list[str] = []
     for itf in interfaces:
         if isinstance(itf, dict) and not itf.get("sandbox"):
             try:
-                return p.validate_if_name(itf.get("name"))
+                veths.append(p.validate_if_name(itf.get("name")))
             except p.ProtocolError:
-                return None
-    return None
+                break
+    return veths
 
 
 # --------------------------------------------------------------------------- commands
@@ -614,9 +614,9 @@ class Plugin:
                 f"{why}; {e.message}",
             ) from None
         self.log.warn(f"ipamd unreachable ({why}); recorded pending DEL {path}")
-        veth = host_veth_from_prev_result(conf.prev_result)
-        if veth:
-            self._delete_link(veth, attachment_tag(req.network_name, req.container_id, req.if_name))
+        for index, veth in enumerate(host_veths_from_prev_result(conf.prev_result)):
+            if_name = req.if_name if index == 0 else f"{MULTI_NIC_IF_PREFIX}{index}"
+            self._delete_link(veth, attachment_tag(req.network_name, req.container_id, if_name))
 
     def _delete_link(self, veth: str, tag: str) -> None:
         """Best effort ``ip link del <veth>`` (validated name, no shell), only when the veth
