@@ -5,13 +5,17 @@ and device indexes per card. Pure, like the rest of the core; see :mod:`ipamcore
 
 from __future__ import annotations
 
+from math import inf
+
+import attrs
+
 from ipamcore import cards
 from ipamcore.config import PoolConfig
-from ipamcore.effects import AssignAddresses, CreateEni, Effect
+from ipamcore.effects import CreateEni, Effect
 from ipamcore.errors import PoolExhausted, UsageError
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import Allocation, AllocationKey, ObservedEni, PodRef
-from ipamcore.policy import PolicyInput
+from ipamcore.policy import PolicyInput, decide_shrink
 from ipamcore.pool import AddressPool
 
 
@@ -34,6 +38,11 @@ class CardPools:
             if card != 0
         }
         self._card_wanted: dict[int, int] = {}  # multi-NIC ADDs that found no address, per card
+        self._card_shrunk_at: dict[int, float] = {}
+        self._card_config = attrs.evolve(
+            self.config, warm_eni_target=0, warm_ip_target=cards.CARD_WARM_IP_TARGET,
+            minimum_ip_target=cards.CARD_MINIMUM_IP_TARGET,
+        )  # fmt: skip
 
     def eni(self, eni_id: str) -> ObservedEni | None:
         """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
@@ -74,25 +83,40 @@ class CardPools:
         return pool
 
     def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
-        """Growth of every card above 0 with none in flight (see :func:`cards.plan_card`)."""
-        growing = set()
+        """Each card above 0 with no effect in flight: growth to its warm address (see
+        :func:`cards.plan_card`), else, at most once per ``shrink_interval_s``, upstream's
+        shrink with the card's targets (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``):
+        surplus addresses back, an idle ENI of the card freed once the card has room to
+        spare. Card 0's warm targets never apply to these cards."""
+        busy = set()
         for effect in self._in_flight.values():
-            if isinstance(effect, CreateEni):
-                growing.add(effect.network_card)
-            elif isinstance(effect, AssignAddresses):
-                growing.add(self._card_of_eni(effect.eni_id))
+            busy.add(
+                effect.network_card if isinstance(effect, CreateEni)
+                else self._card_of_eni(effect.eni_id)
+            )  # fmt: skip
         effects: list[Effect] = []
         for card, pool in sorted(self.card_pools.items()):
-            if card in growing or card not in self.card_limits:
+            if card in busy or card not in self.card_limits:
                 continue
             pool.advance(now)
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
             wanted += self._card_wanted.pop(card, 0)
-            effects += cards.plan_card(
+            grow = cards.plan_card(
                 card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
                 self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
                 inp.busy_enis | inp.full_enis,
             )  # fmt: skip
+            if grow or now - self._card_shrunk_at.get(card, -inf) < self.config.shrink_interval_s:
+                effects += grow
+                continue
+            card_inp = attrs.evolve(
+                inp, config=self._card_config, max_enis=self.card_limits[card],
+                pending_addresses=0, pending_enis=0, waiting=0,
+            )  # fmt: skip
+            shrink = decide_shrink(pool, card_inp, now)
+            if shrink:
+                self._card_shrunk_at[card] = now
+            effects += shrink
         return effects
 
     def _card_of_eni(self, eni_id: str) -> int:

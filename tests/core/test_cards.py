@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from ipamcore import cards
 from ipamcore.config import PoolConfig
-from ipamcore.effects import AssignAddresses, CreateEni, Effect
+from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
 from ipamcore.errors import PoolExhausted, UsageError
-from ipamcore.events import AddressesAssigned, EniCreated
+from ipamcore.events import AddressesAssigned, AddressesUnassigned, EniCreated, EniFreed
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import AllocationKey, ObservedEni, ObservedNode, PodRef
@@ -212,6 +212,48 @@ def test_a_card_never_exceeds_its_eni_limit() -> None:
     on_card_1 = [v for v in core.eni_views(T0) if v.network_card == 1]
     assert len(on_card_1) == 2  # TWO_CARDS allows 2 ENIs on card 1
     assert sorted(v.device_index for v in on_card_1) == [1, 2]
+
+
+def test_a_card_shrinks_back_to_its_warm_address_and_keeps_it() -> None:
+    """After a burst of multi-NIC pods on card 1 is gone (and the cooldown and the shrink
+    interval have passed), the card gives back its surplus addresses, keeps one (upstream's
+    targets for cards above 0), and card 0 is not touched."""
+    core, serial = ipam(), [0]
+    now = T0
+    held = []
+    for n in range(4):
+        for effect in core.plan(now):
+            answer(core, effect, now, serial)
+        try:
+            held.append(
+                core.assign_on_card(AllocationKey("n", f"c{n}", "mNicIf1"), PodRef(), 1, now)
+            )
+        except PoolExhausted:
+            pass
+        now += 1
+    for effect in core.plan(now):
+        answer(core, effect, now, serial)
+    assert len(held) >= 2
+    for allocation in held:
+        core.release(allocation.key, now)
+    later = now + core.config.cooldown_s + core.config.shrink_interval_s + 1
+    shrink = [e for e in core.plan(later) if isinstance(e, UnassignAddresses)]
+    assert shrink and all(core._card_of_eni(e.eni_id) == 1 for e in shrink)
+    total = sum(v.total for v in core.eni_views(later) if v.network_card == 1)
+    assert sum(len(e.ipv4_addresses) for e in shrink) == total - cards.CARD_WARM_IP_TARGET
+    for effect in shrink:
+        core.apply(AddressesUnassigned(effect.effect_id), later)
+    assert sum(v.total for v in core.eni_views(later) if v.network_card == 1) == 1
+    # An ENI of the card left empty is freed once the interval passes; the last address stays.
+    again = later + core.config.shrink_interval_s + 1
+    freed = [e for e in core.plan(again) if isinstance(e, FreeEni)]
+    assert len(freed) == 1 and core._card_of_eni(freed[0].eni_id) == 1
+    for effect in freed:
+        core.apply(EniFreed(effect.effect_id), again)
+    assert sum(v.total for v in core.eni_views(again) if v.network_card == 1) == 1
+    last = again + 10 * core.config.shrink_interval_s
+    assert not [e for e in core.plan(last) if isinstance(e, UnassignAddresses | FreeEni)]
+    assert core.stats(last).enis == 1  # card 0 untouched: the primary alone
 
 
 # ------------------------------------------------------------------- property
