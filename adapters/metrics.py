@@ -102,9 +102,8 @@ ECONOMY_NAMES = (
 class SubnetDescriber(Protocol):
     """The part of a cloud port :class:`SubnetWatch` uses."""
 
-    def describe_subnets(
-        self, subnet_ids: Sequence[str] = (), tag_key: str = ""
-    ) -> list[Subnet]: ...
+    def describe_subnets(self, subnet_ids: Sequence[str] = (), tag_key: str = "") -> list[Subnet]:
+        ...
 
 
 class SubnetWatch:
@@ -226,17 +225,12 @@ class EconomyCollector(Collector):
         yield GaugeMetricFamily("awscni_cooling_ip_addresses",
                                 "Pod addresses released less than IP_COOLDOWN_PERIOD ago",
                                 value=sum(c.cooling for c in counts))  # fmt: skip
-        by_use = GaugeMetricFamily(
-            "awscni_ipv4_prefixes_by_use",
-            "IPv4 /28 prefixes by use: empty, sparse (at most 4 of 16 "
-            "addresses assigned), partial, full",
-            labels=["subnet", "use"],
-        )
-        freeable = GaugeMetricFamily(
-            "awscni_ipv4_prefixes_freeable_by_repacking",
-            "Prefixes that moving pods off the least used ones would empty (beyond the empty ones)",
-            labels=["subnet"],
-        )
+        by_use = GaugeMetricFamily("awscni_ipv4_prefixes_by_use",
+                                   "IPv4 /28 prefixes by use: empty, sparse (at most 4 of 16 "
+                                   "addresses assigned), partial, full", labels=["subnet", "use"])
+        freeable = GaugeMetricFamily("awscni_ipv4_prefixes_freeable_by_repacking",
+                                     "Prefixes that moving pods off the least used ones would "
+                                     "empty (beyond the empty ones)", labels=["subnet"])
         for f in economy.fragmentation(views):
             for use, n in f.by_use.items():
                 by_use.add_metric([f.subnet_id, use], n)
@@ -289,7 +283,9 @@ class Metrics:
         self.eni_max = Gauge("awscni_eni_max", "Maximum ENIs attachable", registry=r)
         self.ip_max = Gauge("awscni_ip_max", "Maximum IP addresses assignable", registry=r)
         self.eni_allocated = Gauge("awscni_eni_allocated", "ENIs in the pool", registry=r)
-        self.total_ips = Gauge("awscni_total_ip_addresses", "IP addresses in the pool", registry=r)
+        self.total_ips = Gauge(
+            "awscni_total_ip_addresses", "IP addresses in the pool", registry=r
+        )
         self.assigned_ips = Gauge(
             "awscni_assigned_ip_addresses", "IP addresses assigned to pods", registry=r
         )
@@ -369,9 +365,8 @@ class Metrics:
         self.views = views
         self.pods_waiting.set_function(lambda: float(waiting()))
         if watch is None and cloud is not None:
-            watch = SubnetWatch(
-                cloud.describe_subnets, lambda: [v.subnet_id for v in views() if v.subnet_id]
-            )
+            watch = SubnetWatch(cloud.describe_subnets,
+                                lambda: [v.subnet_id for v in views() if v.subnet_id])
         self.subnets = watch
         if self._economy is None:
             self._economy = EconomyCollector(views, watch)

@@ -235,3 +235,4 @@ def validate_mac(value: object, what: str = "mac") -> str:
     if len(parts) != 6 or not all(len(p) == 2 and _HEX.issuperset(p) for p in parts):
         raise bad_request(f"{what} is not a MAC address: {show(s)}")
     return s.lower()
+

@@ -296,7 +296,9 @@ def decide_shrink(
     aim = targets(situation.rates, inp, tuning)
     cfg = inp.config
     available = _available(pool)
-    surplus_addresses = min(available - aim.keep, pool.usable_total - max(cfg.minimum_ip_target, 0))
+    surplus_addresses = min(
+        available - aim.keep, pool.usable_total - max(cfg.minimum_ip_target, 0)
+    )
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
     for eni in enis_high_first:
         if (

@@ -288,7 +288,9 @@ def decode(data: bytes | str) -> Checkpoint:
         for a, e in zip(allocations, raw_allocs, strict=True)
         if (path := _str_field(e, "netns", required=False))
     )
-    preserved = tuple((a.key, _preserved(e)) for a, e in zip(allocations, raw_allocs, strict=True))
+    preserved = tuple(
+        (a.key, _preserved(e)) for a, e in zip(allocations, raw_allocs, strict=True)
+    )
     keys = [a.key for a in allocations]
     if len(set(keys)) != len(keys):
         raise CheckpointError("two allocations share one (networkName, containerID, ifName)")

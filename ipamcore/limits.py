@@ -27,7 +27,6 @@ def _whole(name: str, least: int) -> Any:
 
     return check
 
-
 # Upstream caps max pods at 110 for instances with under 30 vCPUs and 250 otherwise; that cap
 # belongs to the kubelet's configuration, so the figures here are the uncapped formula.
 

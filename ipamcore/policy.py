@@ -185,7 +185,9 @@ def _surplus(pool: AddressPool, inp: PolicyInput, faithful: bool) -> int:
     counts = pool_counts(pool, inp, faithful)
     if inp.prefix_mode:
         if cfg.warm_ip_targets_defined:
-            return warm_ip_short_over_prefixes(counts, cfg.warm_ip_target, cfg.minimum_ip_target)[1]
+            return warm_ip_short_over_prefixes(
+                counts, cfg.warm_ip_target, cfg.minimum_ip_target
+            )[1]
         return warm_prefix_over(counts, cfg.warm_prefix_target)
     if cfg.warm_ip_targets_defined:
         return warm_ip_short_over(counts, cfg.warm_ip_target, cfg.minimum_ip_target)[1]
@@ -271,15 +273,15 @@ def unassign_from_highest(
     return effects
 
 
-def free_blocks(pool: AddressPool, eni: EniState, prefix_mode: bool, limit: int) -> tuple[str, ...]:
+def free_blocks(
+    pool: AddressPool, eni: EniState, prefix_mode: bool, limit: int
+) -> tuple[str, ...]:
     """Wholly free blocks of the mode's kind on an ENI (no assigned or cooling address, not
     leaving), last in packing order first."""
     blocks = [
         b
         for b in eni.blocks.values()
-        if b.is_prefix == prefix_mode
-        and not b.leaving
-        and b.busy == 0
+        if b.is_prefix == prefix_mode and not b.leaving and b.busy == 0
         and not any(pool.slots[a].key is not None for a in b.addresses)
     ]
     blocks.sort(key=lambda b: (b.rank, b.block_id), reverse=True)

@@ -29,7 +29,8 @@ class StandardLibraryOnlyContract(Contract):
         bad = sorted(
             module
             for module in reached
-            if module not in allowed and module.split(".")[0] not in sys.stdlib_module_names
+            if module not in allowed
+            and module.split(".")[0] not in sys.stdlib_module_names
         )
         chains = {
             module: graph.find_shortest_chain(importer=source, imported=module) for module in bad

@@ -136,7 +136,9 @@ def install_binaries(source: Path, host_bin: Path) -> list[str]:
     return changed
 
 
-def run(env: Mapping[str, str], source: Path, sys_class_net: Path, proc_sys: Path) -> None:
+def run(
+    env: Mapping[str, str], source: Path, sys_class_net: Path, proc_sys: Path
+) -> None:
     host_bin = Path(env.get("HOST_CNI_BIN_PATH") or DEFAULT_HOST_BIN)
     changed = install_binaries(source, host_bin)
     log("init", f"CNI binaries in {host_bin}: " + (", ".join(changed) or "already up to date"))

@@ -77,7 +77,8 @@ def validate_env(env: Mapping[str, str]) -> None:
     prefix = env.get("AWS_VPC_K8S_CNI_VETHPREFIX", "").strip() or "eni"
     if len(prefix) > 4 or prefix in RESERVED_VETH_PREFIXES:
         raise EntrypointError(
-            f"AWS_VPC_K8S_CNI_VETHPREFIX: 1 to 4 characters, not eth, lo or vlan; got {prefix!r}"
+            "AWS_VPC_K8S_CNI_VETHPREFIX: 1 to 4 characters, not eth, lo or vlan; "
+            f"got {prefix!r}"
         )
     _mtu(env)
 

@@ -66,7 +66,9 @@ def make_logger(
     if json is None:
         json = not (hasattr(out, "isatty") and out.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     processors: list[Any] = [
         structlog.processors.add_log_level,

@@ -46,7 +46,6 @@ def raise_open_file_limit(log: Any) -> None:
         except (OSError, ValueError) as exc:
             log.warning("cannot raise the open-file limit", soft=soft, error=str(exc))
 
-
 EPILOG = """\
 configuration comes from the environment (upstream's variable names), e.g.:
   WARM_ENI_TARGET=1 WARM_IP_TARGET= MINIMUM_IP_TARGET= WARM_PREFIX_TARGET=1

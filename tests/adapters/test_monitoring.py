@@ -49,11 +49,8 @@ needs_promtool = pytest.mark.skipif(
 NAME = re.compile(r"\bawscni_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 INSTANCE = "node-1:61678"
-COUNTERS = {
-    "awscni_no_available_ip_addresses",
-    "awscni_force_removed_enis",
-    "awscni_force_removed_ips",
-}  # upstream's counters without a _count suffix
+COUNTERS = {"awscni_no_available_ip_addresses", "awscni_force_removed_enis",
+            "awscni_force_removed_ips"}  # upstream's counters without a _count suffix
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -144,7 +141,6 @@ def series_from(first: str, second: str, minutes: int = 120) -> list[dict[str, s
     """promtool input series: each sample of the scrapes, with the instance label, going
     from the first scrape's value by the difference to the second each minute (gauges that
     did not move stay flat); description times are taken as refreshed each minute."""
-
     def samples(text: str) -> dict[str, float]:
         out = {}
         for family in text_string_to_metric_families(text):
@@ -241,14 +237,8 @@ def trouble() -> Iterator[tuple[str, str]]:
             for n in range(1, 10):
                 assert (await call(world.socket_path, add_request(n))).ok
             # the warm pool's next ENI takes the subnet under 15 % free (4 of 27): wait for it
-            await until(
-                lambda: (
-                    world.cloud.free_addresses(world.subnet_id) <= 4
-                    and daemon.executor.effects_in_flight == 0
-                ),
-                world.clock,
-                step=1.0,
-            )
+            await until(lambda: world.cloud.free_addresses(world.subnet_id) <= 4
+                        and daemon.executor.effects_in_flight == 0, world.clock, step=1.0)
             world.cloud.fail_when(lambda *_a: True, FailureKind.THROTTLED,
                                   action="AssignPrivateIpAddresses")  # fmt: skip
             world.cloud.fail_when(lambda *_a: True, FailureKind.THROTTLED,

@@ -366,10 +366,9 @@ class DatapathContract:
         assert harness.rules(gone.ipv4) == []
         assert harness.datapath.check_pod(live) == []
         assert harness.eni_configured(eni())
-        assert (
-            harness.datapath.remove_stale(LiveNetwork(pods=(live,), eni_ips=(eni().primary_ip,)))
-            == []
-        )
+        assert harness.datapath.remove_stale(
+            LiveNetwork(pods=(live,), eni_ips=(eni().primary_ip,))
+        ) == []
         harness.datapath.remove_stale(LiveNetwork())  # the ENI freed, the pod gone too
         assert harness.rules(eni().primary_ip) == [] and harness.rules(live.ipv4) == []
         assert E.HOST_VETH in harness.datapath.check_pod(live)

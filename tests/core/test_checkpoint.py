@@ -305,7 +305,9 @@ def test_a_rewrite_keeps_unknown_fields_and_the_exact_timestamp() -> None:
     assert json.loads(encoder.encode(from_memory))["allocations"][0] == entry
     # A later allocation under the same key gets nothing of the earlier one.
     (a,) = decoded.allocations
-    later = attrs.evolve(from_memory, allocations=(a._replace(allocated_at=a.allocated_at + 60),))
+    later = attrs.evolve(
+        from_memory, allocations=(a._replace(allocated_at=a.allocated_at + 60),)
+    )
     again = json.loads(encoder.encode(later))["allocations"][0]
     assert "futureField" not in again and "interfacesCount" not in again["metadata"]
 

@@ -21,11 +21,7 @@ def test_counts_by_eni_and_subnet_by_state() -> None:
                                              "leaving": 0}  # fmt: skip
     (subnet,) = economy.subnet_counts(ipam.eni_views(3.0))
     assert (subnet.subnet_id, subnet.held, subnet.enis, subnet.taken_from_subnet) == (
-        SUBNET,
-        10,
-        2,
-        12,
-    )
+        SUBNET, 10, 2, 12)
     later = {c.eni_id: c for c in economy.eni_counts(ipam.eni_views(40.0))}
     assert later["eni-0000"].cooling == 0 and later["eni-0000"].available == 1
 
@@ -55,10 +51,8 @@ def test_no_prefixes_no_fragmentation() -> None:
 def test_subnet_uses_and_the_free_prefix_bound() -> None:
     ipam = node(enis=(eni(0, ips=5),))
     ipam.assign(key(1), pod(1), now=0.0)
-    subnets = [
-        Subnet(SUBNET, SUBNET_CIDR, "us-west-2a", free_addresses=100),
-        Subnet("subnet-other", "10.1.0.0/28", "us-west-2a", free_addresses=11),
-    ]
+    subnets = [Subnet(SUBNET, SUBNET_CIDR, "us-west-2a", free_addresses=100),
+               Subnet("subnet-other", "10.1.0.0/28", "us-west-2a", free_addresses=11)]
     uses = {u.subnet_id: u for u in economy.subnet_uses(subnets, ipam.eni_views(0.0),
                                                         {SUBNET: 5.0})}  # fmt: skip
     mine = uses[SUBNET]

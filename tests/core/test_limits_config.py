@@ -13,14 +13,9 @@ from ipamcore.model import Subnet
 @pytest.mark.parametrize(
     ("instance_type", "enis", "ipv4", "pods"),
     [
-        ("t3.medium", 3, 6, 17),
-        ("t3.large", 3, 12, 35),
-        ("m5.large", 3, 10, 29),
-        ("m5.xlarge", 4, 15, 58),
-        ("m5.2xlarge", 4, 15, 58),
-        ("c5.2xlarge", 4, 15, 58),
-        ("c5.4xlarge", 8, 30, 234),
-        ("r5.xlarge", 4, 15, 58),
+        ("t3.medium", 3, 6, 17), ("t3.large", 3, 12, 35), ("m5.large", 3, 10, 29),
+        ("m5.xlarge", 4, 15, 58), ("m5.2xlarge", 4, 15, 58), ("c5.2xlarge", 4, 15, 58),
+        ("c5.4xlarge", 8, 30, 234), ("r5.xlarge", 4, 15, 58),
     ],
 )
 def test_real_limits_for_the_types_in_the_brief(
@@ -73,9 +68,8 @@ def test_subnet_discovery_rules() -> None:
         Subnet("subnet-primary", "10.0.0.0/24", "az1", 10),
         Subnet("subnet-off", "10.0.1.0/24", "az1", 999, (("kubernetes.io/role/cni", "0"),)),
         Subnet("subnet-other-az", "10.0.2.0/24", "az2", 999, (cni,)),
-        Subnet(
-            "subnet-red", "10.0.3.0/24", "az1", 999, (cni, ("kubernetes.io/cluster/red", "owned"))
-        ),
+        Subnet("subnet-red", "10.0.3.0/24", "az1", 999,
+               (cni, ("kubernetes.io/cluster/red", "owned"))),
         Subnet("subnet-ok", "10.0.4.0/24", "az1", 100, (cni,)),
         Subnet("subnet-untagged", "10.0.5.0/24", "az1", 5000),
     ]

@@ -19,16 +19,15 @@ def test_warm_eni_target_fills_the_primary_then_creates_one_eni_with_its_ips() -
     assert effects == [
         AssignAddresses(effect_id=1, eni_id="eni-0000", ipv4_count=9),
     ]
-    ipam.apply(AddressesAssigned(1, "eni-0000", tuple(f"10.0.0.{i}" for i in range(10, 19))), 0.0)
+    ipam.apply(
+        AddressesAssigned(1, "eni-0000", tuple(f"10.0.0.{i}" for i in range(10, 19))), 0.0
+    )
     assert ipam.plan(1.0) == []  # 9 available = WARM_ENI_TARGET(1) x 9
     ipam.assign(key(1), pod(1), 2.0)
     (create,) = ipam.plan(3.0)
     assert isinstance(create, CreateEni)
     assert (create.subnet_id, create.security_groups, create.ipv4_count) == (
-        "subnet-0a",
-        ("sg-1",),
-        9,
-    )
+        "subnet-0a", ("sg-1",), 9)
 
 
 def test_an_effect_in_flight_is_not_issued_again() -> None:
@@ -45,9 +44,8 @@ def test_warm_ip_target_asks_for_exactly_the_shortage() -> None:
 
 
 def test_minimum_ip_target_grows_total() -> None:
-    ipam = node(
-        "m5.large", PoolConfig(warm_ip_target=1, minimum_ip_target=12), enis=(eni(0, ips=2),)
-    )
+    ipam = node("m5.large", PoolConfig(warm_ip_target=1, minimum_ip_target=12),
+                enis=(eni(0, ips=2),))
     effects = ipam.plan(0.0)
     assert effects[0] == AssignAddresses(effect_id=1, eni_id="eni-0000", ipv4_count=7)
     assert isinstance(effects[1], CreateEni) and effects[1].ipv4_count == 3
@@ -109,7 +107,8 @@ def test_an_eni_is_freed_only_once_it_is_old_enough() -> None:
     cfg = PoolConfig(warm_ip_target=2)
     ipam = node("m5.large", cfg, enis=(eni(0, ips=4), eni(1)), now=0.0)
     assert ipam.plan(10.0) == [
-        UnassignAddresses(effect_id=1, eni_id="eni-0000", ipv4_addresses=("10.0.0.13", "10.0.0.12"))
+        UnassignAddresses(effect_id=1, eni_id="eni-0000", ipv4_addresses=("10.0.0.13",
+                                                                           "10.0.0.12"))
     ]
     assert ipam.plan(50.0) == []  # eni-0001 is empty but only 50 s old
     assert ipam.plan(60.0) == [FreeEni(effect_id=2, eni_id="eni-0001")]
@@ -128,12 +127,8 @@ def test_shrink_in_warm_eni_mode_frees_the_highest_idle_eni_only_when_too_high()
 
 
 def test_shrink_never_frees_an_eni_with_cooling_addresses_or_the_primary() -> None:
-    ipam = node(
-        "m5.large",
-        PoolConfig(cooldown_s=30),
-        enis=(eni(0, ips=9), eni(1, ips=9), eni(2, ips=9)),
-        now=0.0,
-    )
+    ipam = node("m5.large", PoolConfig(cooldown_s=30),
+                enis=(eni(0, ips=9), eni(1, ips=9), eni(2, ips=9)), now=0.0)
     for i in range(27):
         ipam.assign(key(i), pod(i), 0.0)
     for i in range(27):
@@ -144,9 +139,8 @@ def test_shrink_never_frees_an_eni_with_cooling_addresses_or_the_primary() -> No
 
 
 def test_shrink_runs_at_most_every_30_seconds() -> None:
-    ipam = node(
-        "m5.large", PoolConfig(warm_ip_target=1), enis=(eni(0, ips=9), eni(1, ips=9)), now=0.0
-    )
+    ipam = node("m5.large", PoolConfig(warm_ip_target=1),
+                enis=(eni(0, ips=9), eni(1, ips=9)), now=0.0)
     first = ipam.plan(100.0)
     assert first
     for e in first:
@@ -157,7 +151,8 @@ def test_shrink_runs_at_most_every_30_seconds() -> None:
 
 def test_cooling_counted_as_available_only_by_the_faithful_upstream_policy() -> None:
     def run(policy: PolicyName) -> list[object]:
-        ipam = node("m5.large", PoolConfig(warm_ip_target=2, policy=policy), enis=(eni(0, ips=2),))
+        ipam = node("m5.large", PoolConfig(warm_ip_target=2, policy=policy),
+                    enis=(eni(0, ips=2),))
         ipam.assign(key(1), pod(1), 0.0)
         ipam.assign(key(2), pod(2), 0.0)
         ipam.release(key(1), 1.0)

@@ -24,7 +24,7 @@ def test_new_enis_and_addresses_are_added() -> None:
 def test_vanished_addresses_are_removed_and_their_pods_reported() -> None:
     ipam = node(enis=(eni(0, ips=2), eni(1, ips=2)), now=0.0)
     allocation = ipam.assign(key(1), pod(1), 0.0)  # 10.0.0.10 on eni-0000
-    report = ipam.reconcile(ObservedNode((eni(0, ips=2, first_host=11),)), 100.0)
+    report = ipam.reconcile(ObservedNode((eni(0, ips=2, first_host=11), )), 100.0)
     assert report.diff.remove_enis == ("eni-0001",)
     assert report.force_removed == (allocation,)
     assert ipam.stats(100.0).total == 2

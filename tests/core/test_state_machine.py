@@ -53,13 +53,8 @@ class MiniCloud:
 
     def primary(self) -> ObservedEni:
         e = ObservedEni(
-            eni_id="eni-0",
-            mac="02:00:00:00:00:00",
-            device_index=0,
-            subnet_id=SUBNET,
-            subnet_cidr=SUBNET_CIDR,
-            primary_ip="10.0.0.5",
-            is_primary=True,
+            eni_id="eni-0", mac="02:00:00:00:00:00", device_index=0, subnet_id=SUBNET,
+            subnet_cidr=SUBNET_CIDR, primary_ip="10.0.0.5", is_primary=True,
             security_groups=("sg-1",),
             ipv4_addresses=() if self.prefix_mode else self._ips(2),
             ipv4_prefixes=self._prefixes(1) if self.prefix_mode else (),
@@ -87,13 +82,9 @@ class MiniCloud:
             used = {e.device_index for e in self.enis.values()}
             index = min(i for i in range(10) if i not in used)
             e = ObservedEni(
-                eni_id=f"eni-{self.next_eni}",
-                mac=f"02:00:00:00:01:{self.next_eni:02x}",
-                device_index=index,
-                subnet_id=effect.subnet_id,
-                subnet_cidr=SUBNET_CIDR,
-                primary_ip=self._ips(1)[0],
-                ipv4_addresses=self._ips(effect.ipv4_count),
+                eni_id=f"eni-{self.next_eni}", mac=f"02:00:00:00:01:{self.next_eni:02x}",
+                device_index=index, subnet_id=effect.subnet_id, subnet_cidr=SUBNET_CIDR,
+                primary_ip=self._ips(1)[0], ipv4_addresses=self._ips(effect.ipv4_count),
                 ipv4_prefixes=self._prefixes(effect.prefix_count),
             )
             self.next_eni += 1
@@ -105,11 +96,8 @@ class MiniCloud:
                 return EffectFailed(effect.effect_id, FailureKind.NOT_FOUND)
             ips, prefixes = self._ips(effect.ipv4_count), self._prefixes(effect.prefix_count)
             self.enis[e.eni_id] = ObservedEni(
-                **{
-                    **_fields(e),
-                    "ipv4_addresses": e.ipv4_addresses + ips,
-                    "ipv4_prefixes": e.ipv4_prefixes + prefixes,
-                }
+                **{**_fields(e), "ipv4_addresses": e.ipv4_addresses + ips,
+                   "ipv4_prefixes": e.ipv4_prefixes + prefixes}
             )
             return AddressesAssigned(effect.effect_id, e.eni_id, ips, prefixes)
         if isinstance(effect, UnassignAddresses):
@@ -117,13 +105,11 @@ class MiniCloud:
             if e is None:
                 return EffectFailed(effect.effect_id, FailureKind.NOT_FOUND)
             self.enis[e.eni_id] = ObservedEni(
-                **{
-                    **_fields(e),
-                    "ipv4_addresses": tuple(
-                        a for a in e.ipv4_addresses if a not in effect.ipv4_addresses
-                    ),
-                    "ipv4_prefixes": tuple(p for p in e.ipv4_prefixes if p not in effect.prefixes),
-                }
+                **{**_fields(e),
+                   "ipv4_addresses": tuple(
+                       a for a in e.ipv4_addresses if a not in effect.ipv4_addresses),
+                   "ipv4_prefixes": tuple(
+                       p for p in e.ipv4_prefixes if p not in effect.prefixes)}
             )
             return AddressesUnassigned(effect.effect_id)
         assert isinstance(effect, FreeEni)
@@ -135,9 +121,9 @@ class MiniCloud:
         """Make a NotFound answer true: what ``effect`` names is gone from the cloud (EC2
         answers NotFound only for what does not exist). The primary ENI cannot vanish; an
         effect on it fails with OTHER instead."""
-        if isinstance(effect, CreateEni) or (
-            effect.eni_id == "eni-0" and not isinstance(effect, UnassignAddresses)
-        ):
+        if isinstance(effect, CreateEni) or (effect.eni_id == "eni-0" and not isinstance(
+            effect, UnassignAddresses
+        )):
             return FailureKind.OTHER
         e = self.enis.get(effect.eni_id)
         if e is not None and isinstance(effect, UnassignAddresses):
@@ -167,17 +153,11 @@ class IpamMachine(RuleBasedStateMachine):
 
     @initialize(prefix_mode=st.booleans(), warm=st.sampled_from(["eni", "ip", "min"]))
     def start(self, prefix_mode: bool, warm: str) -> None:
-        knobs = {
-            "eni": {},
-            "ip": {"warm_ip_target": 3},
-            "min": {"minimum_ip_target": 8, "warm_ip_target": 2},
-        }[warm]
+        knobs = {"eni": {}, "ip": {"warm_ip_target": 3}, "min": {"minimum_ip_target": 8,
+                                                                    "warm_ip_target": 2}}[warm]
         self.config = PoolConfig(
-            prefix_delegation=prefix_mode,
-            cooldown_s=COOLDOWN,
-            eni_min_age_s=10,
-            shrink_interval_s=5,
-            **knobs,  # type: ignore[arg-type]
+            prefix_delegation=prefix_mode, cooldown_s=COOLDOWN, eni_min_age_s=10,
+            shrink_interval_s=5, **knobs,  # type: ignore[arg-type]
         )
         self.cloud = MiniCloud(prefix_mode)
         self.now = 1_000.0
@@ -274,19 +254,15 @@ class IpamMachine(RuleBasedStateMachine):
     def drift_remove_free_address(self, data: st.DataObject) -> None:
         """An address nobody uses vanishes out of band; reconciliation must notice."""
         candidates = [
-            (e, a)
-            for e in self.cloud.enis.values()
-            for a in e.ipv4_addresses
+            (e, a) for e in self.cloud.enis.values() for a in e.ipv4_addresses
             if a not in self.model.values()
         ]
         if not candidates:
             return
         eni, address = data.draw(st.sampled_from(candidates))
         self.cloud.enis[eni.eni_id] = ObservedEni(
-            **{
-                **_fields(eni),
-                "ipv4_addresses": tuple(a for a in eni.ipv4_addresses if a != address),
-            }
+            **{**_fields(eni), "ipv4_addresses": tuple(
+                a for a in eni.ipv4_addresses if a != address)}
         )
 
     @rule()
@@ -369,5 +345,7 @@ class IpamMachine(RuleBasedStateMachine):
         assert decode(encode(checkpoint)) == checkpoint
 
 
-IpamMachine.TestCase.settings = settings(settings.default, stateful_step_count=60)
+IpamMachine.TestCase.settings = settings(
+    settings.default, stateful_step_count=60
+)
 TestIpamMachine = IpamMachine.TestCase

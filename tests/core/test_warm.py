@@ -112,10 +112,7 @@ def test_warm_prefix(
     available: int, free_prefixes: int, warm_prefix: int, short: int, over: int
 ) -> None:
     counts = PoolCounts(
-        total=64,
-        assigned=64 - available,
-        available=available,
-        total_prefixes=4,
+        total=64, assigned=64 - available, available=available, total_prefixes=4,
         free_prefixes=free_prefixes,
     )
     assert warm_prefix_short(counts, warm_prefix) == short

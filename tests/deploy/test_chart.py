@@ -214,13 +214,9 @@ def test_rbac_is_upstreams(
     assert rules(full_objs)[("", "pods")] == ["list", "watch", "get", "patch"]
     binding = one(default_objs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "aws-node",
-    }
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aws-node"}
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "aws-node", "namespace": "kube-system"}
-    ]
+        {"kind": "ServiceAccount", "name": "aws-node", "namespace": "kube-system"}]
     sa = one(default_objs, "ServiceAccount")
     assert (sa["metadata"]["name"], sa["metadata"]["namespace"]) == ("aws-node", "kube-system")
 
@@ -243,12 +239,9 @@ def test_options(full_objs: list[dict[str, Any]]) -> None:
     assert env["ANNOTATE_POD_IP"] == "true"
     sa = one(full_objs, "ServiceAccount")
     assert sa["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/aws-node"
-    }
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/aws-node"}
     assert ds["spec"]["template"]["metadata"]["annotations"] == {
-        "kubectl.kubernetes.io/default-container": "aws-node",
-        "team": "net",
-    }
+        "kubectl.kubernetes.io/default-container": "aws-node", "team": "net"}
     assert one(full_objs, "PodMonitor")["metadata"]["labels"] == {"release": "prom"}
 
 
@@ -271,7 +264,6 @@ def test_chart_defaults_are_valid_settings(default_objs: list[dict[str, Any]]) -
     assert settings.pool.warm_eni_target == 1 and settings.log_level == "DEBUG"
     entrypoint.validate_env(env)
     conf = entrypoint.render_conflist(
-        (chart.DEPLOY.parent / "adapters" / "cni" / "10-vpc-cni.conflist").read_text(), env
-    )
+        (chart.DEPLOY.parent / "adapters" / "cni" / "10-vpc-cni.conflist").read_text(), env)
     assert conf["plugins"][0]["pluginLogFile"] == "/var/log/aws-routed-eni/plugin.log"
     load_settings({**env, **EVERYTHING["env"]})  # type: ignore[dict-item]

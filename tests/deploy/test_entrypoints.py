@@ -174,17 +174,11 @@ def test_conflist_follows_upstreams_variables() -> None:
     conf = main.render_conflist(template(), env)
     ours = conf["plugins"][0]
     assert (ours["mtu"], ours["pluginLogFile"], ours["pluginLogLevel"], ours["socketPath"]) == (
-        1500,
-        "/var/log/x.log",
-        "debug",
-        "/run/a/ipam.sock",
-    )
+        1500, "/var/log/x.log", "debug", "/run/a/ipam.sock")
     assert [pl["type"] for pl in conf["plugins"]] == ["vpc-cni", "portmap", "bandwidth", "tuning"]
     assert main.render_conflist(template(), {**env, "POD_MTU": "8000"})["plugins"][0]["mtu"] == 8000
-    upstream_style = (
-        '{"cniVersion": "0.4.0", "name": "aws-cni", "plugins": [{"type": "vpc-cni",'
+    upstream_style = '{"cniVersion": "0.4.0", "name": "aws-cni", "plugins": [{"type": "vpc-cni",' \
         ' "mtu": "__MTU__", "vethPrefix": "__VETHPREFIX__"}]}'
-    )
     conf = main.render_conflist(upstream_style, {"POD_MTU": "1400"})
     assert conf["plugins"][0] == {"type": "vpc-cni", "mtu": 1400, "vethPrefix": "eni"}
 
@@ -220,12 +214,8 @@ with FakeIpamd(sys.argv[1]):
 
 
 def start_entrypoint(tmp: Path, env: dict[str, str], ipamd: list[str]) -> subprocess.Popen[bytes]:
-    environ = {
-        **os.environ,
-        **env,
-        "HOST_CNI_BIN_PATH": str(tmp / "bin"),
-        "HOST_CNI_CONFDIR_PATH": str(tmp / "net.d"),
-    }
+    environ = {**os.environ, **env,
+               "HOST_CNI_BIN_PATH": str(tmp / "bin"), "HOST_CNI_CONFDIR_PATH": str(tmp / "net.d")}
     return subprocess.Popen(
         [sys.executable, "-m", "adapters.entrypoints.main", "--template", str(tmp / "none"),
          "--bin-source", str(tmp / "app"), "--ipamd-command", shlex.join(ipamd)],
@@ -320,8 +310,7 @@ def test_health(short_tmp: Path) -> None:
     assert done.returncode == 1 and "does not answer" in done.stderr
     with FakeIpamd(sock) as server:
         server.replies[p.OP_STATUS] = p.Reply.success(
-            {"ready": True, "total": 5, "assigned": 1, "available": 4}
-        )
+            {"ready": True, "total": 5, "assigned": 1, "available": 4})
         assert ipamctl("health", "--socket", sock).stdout.startswith("ok total=5")
         assert ipamctl("health", f"--socket={sock}", "--ready-min-ips", "5").returncode == 0
         assert ipamctl("health", "--socket", sock, "--ready-min-ips", "6").returncode == 1

@@ -148,11 +148,9 @@ def test_plugin_runs_without_python(
         "pendingDelDir": "/var/run/aws-node/pending-del",
         "pluginLogFile": "/var/log/aws-routed-eni/plugin.log", "mtu": 9001}]}  # fmt: skip
     (tmp / "conf" / "10-aws.conflist").write_text(json.dumps(conflist))
-    runner = (
-        "env -i /conf/runner -conflist /conf/10-aws.conflist -bin-dirs /opt/cni/bin"
-        " -cache-dir /tmp/cache -container-id 0f1e2d3c -netns /var/run/netns/pod1"
-        " -ifname eth0 -args 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1'"
-    )
+    runner = ("env -i /conf/runner -conflist /conf/10-aws.conflist -bin-dirs /opt/cni/bin"
+              " -cache-dir /tmp/cache -container-id 0f1e2d3c -netns /var/run/netns/pod1"
+              " -ifname eth0 -args 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1'")
     script = (
         "rm -rf /usr/bin/python3* /usr/lib/python3* /opt/ipamcore /usr/local/bin/* "
         "/usr/lib/x86_64-linux-gnu/libpython3* && ! command -v python3 && "
@@ -210,7 +208,9 @@ def fake_primary_ip() -> str:
     return str(primary.primary_ip)
 
 
-def test_main_container_with_least_privileges(built: tuple[image.Store, str], tmp: Path) -> None:
+def test_main_container_with_least_privileges(
+    built: tuple[image.Store, str], tmp: Path
+) -> None:
     store, tag = built
     dirs = {d: tmp / d for d in ("bin", "net.d", "run", "log")}
     for d in dirs.values():

@@ -24,24 +24,15 @@ pytest.importorskip("build")
 pytest.importorskip("hatchling")
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = (
-    "pyproject.toml",
-    "README.md",
-    "CHANGELOG.md",
-    "LICENSE",
-    "NOTICE",
-    "ipamcore",
-    "adapters",
-    "backends",
-    "packaging",
-)
+SHIPPED = ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "NOTICE", "ipamcore",
+           "adapters", "backends", "packaging")
 NOT_SHIPPED = ("tests", "benchmarks", "docs")
 
 
+
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -59,9 +50,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
     built: dict[str, Path] = {}
     for name, project in (("ipamcore", tree), ("ipamcore_node", tree / "packaging/ipamcore-node")):
-        done = run(
-            sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out, project
-        )
+        done = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
+                   project)
         # No wall of deprecation warnings (the license is an SPDX expression, ...).
         assert "deprecat" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
         (built[name],) = out.glob(f"{name}-*.whl")
@@ -105,25 +95,13 @@ def test_the_node_wheel_holds_the_agent_around_the_pinned_core(wheels: dict[str,
     assert top_level(names) == {"adapters", "backends"}
     assert f"ipamcore=={ipamcore.__version__}" in meta["Requires-Dist"]
     assert meta["Version"] == [ipamcore.__version__]
-    assert {
-        "vpc-ipamd = adapters.ipamd.main:main",
-        "vpc-cni = adapters.cni.plugin:main",
-        "ipamctl = adapters.ipamctl.cli:main",
-    } <= set(meta["scripts"])
+    assert {"vpc-ipamd = adapters.ipamd.main:main", "vpc-cni = adapters.cni.plugin:main",
+            "ipamctl = adapters.ipamctl.cli:main"} <= set(meta["scripts"])
     assert "adapters/cni/10-vpc-cni.conflist" in names
     assert not [n for n in names if "__pycache__" in n or n.split("/")[0] in NOT_SHIPPED]
     # Test rigs stay in tests/rigs: nothing that only tests use ships.
-    rigs = (
-        "localnode",
-        "eni_hotplug",
-        "moto_addresses",
-        "cni_runtime",
-        "fake_ipamd",
-        "metadata_server",
-        "crashpoints",
-        "threaded",
-        "reliability/",
-    )
+    rigs = ("localnode", "eni_hotplug", "moto_addresses", "cni_runtime", "fake_ipamd",
+            "metadata_server", "crashpoints", "threaded", "reliability/")
     assert not [n for n in names if any(rig in n for rig in rigs)]
 
 

@@ -56,7 +56,9 @@ HOSTILE_ENV = [
 
 
 def files_under(root: Path) -> set[str]:
-    return {str(Path(d, f).relative_to(root)) for d, _dirs, names in os.walk(root) for f in names}
+    return {
+        str(Path(d, f).relative_to(root)) for d, _dirs, names in os.walk(root) for f in names
+    }
 
 
 def run_plugin(tmp: Path, command: str, env: dict[str, str], **conf: Any) -> tuple[int, Any]:
@@ -80,7 +82,9 @@ def tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("variable", "value", "msg"), HOSTILE_ENV)
-def test_del_finishes_whatever_add_refused(tree: Path, variable: str, value: str, msg: str) -> None:
+def test_del_finishes_whatever_add_refused(
+    tree: Path, variable: str, value: str, msg: str
+) -> None:
     """Issue 16 item 13: DEL succeeds; a hostile value is never sent nor written anywhere (an
     id or interface ADD refuses holds nothing: no record; a netns or pod name is dropped)."""
     env = dict(GOOD)

@@ -25,12 +25,7 @@ from backends.steps import (
 )
 
 __all__ = [
-    "CHECKPOINT_STEPS",
-    "ENI_STEPS",
-    "JOURNAL_STEPS",
-    "STEPS",
-    "CrashPoint",
-    "parse_crash_point",
+    "CHECKPOINT_STEPS", "ENI_STEPS", "JOURNAL_STEPS", "STEPS", "CrashPoint", "parse_crash_point"
 ]
 
 SETTING = "IPAMD_CRASH_POINT"

@@ -150,19 +150,8 @@ def test_cli_sweeps_a_trace_prints_the_frontier_and_plots(
 def test_cli_json_lists_every_candidate_and_the_recommendation(tmp_path: Path) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text(TRACE)
-    code, out = cli(
-        [
-            "recommend",
-            "--trace",
-            str(trace),
-            "--no-progress",
-            "--json",
-            "--candidate",
-            "WARM_IP_TARGET=1",
-            "--candidate",
-            "WARM_ENI_TARGET=2",
-        ]
-    )
+    code, out = cli(["recommend", "--trace", str(trace), "--no-progress", "--json",
+                     "--candidate", "WARM_IP_TARGET=1", "--candidate", "WARM_ENI_TARGET=2"])
     assert code == 0
     doc = json.loads(out)
     labels = [c["label"] for c in doc["candidates"]]
@@ -200,10 +189,7 @@ def test_candidate_summary_has_the_frontier_measures() -> None:
     c = cand("x", 1.5, 0.25, 7)
     summary = c.summary()
     assert (summary["idle_address_hours"], summary["wait_p99_s"], summary["mutating_calls"]) == (
-        1.5,
-        0.25,
-        7,
-    )
+        1.5, 0.25, 7)
     assert attrs.evolve(c, label="y").key() == c.key()
 
 
@@ -323,11 +309,8 @@ def test_plot_is_checked_before_the_run(
                      "--plot", str(tmp_path / "nowhere" / "rec.png")])  # fmt: skip
     assert code == 2 and not ran and "does not exist" in capsys.readouterr().err
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "matplotlib" else real(name, *a),
-    )
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
     code, _out = cli(["recommend", "--trace", str(trace), "--no-progress",
                      "--plot", str(tmp_path / "rec.png")])  # fmt: skip
     assert code == 2 and not ran and "needs matplotlib" in capsys.readouterr().err
@@ -343,18 +326,8 @@ def test_a_failing_picture_still_prints_the_table(
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr("adapters.ipamctl.recommend.plot", broken)
-    code, out = cli(
-        [
-            "recommend",
-            "--trace",
-            str(trace),
-            "--no-progress",
-            "--candidate",
-            "WARM_IP_TARGET=1",
-            "--plot",
-            str(tmp_path / "r.png"),
-        ]
-    )
+    code, out = cli(["recommend", "--trace", str(trace), "--no-progress",
+                     "--candidate", "WARM_IP_TARGET=1", "--plot", str(tmp_path / "r.png")])
     assert code == 1 and "recommended: " in out
     err = capsys.readouterr().err
     assert "failed: no fonts" in err and "Traceback" not in err

@@ -54,7 +54,9 @@ time,node,event,pod
 END_S = 400.0  # long enough for shrink passes after the dels
 INSTANCE_TYPE = "m5.large"
 
-Run = tuple[dict[str, str], list[object], list[tuple[str, str]], list[tuple[int, tuple[str, ...]]]]
+Run = tuple[
+    dict[str, str], list[object], list[tuple[str, str]], list[tuple[int, tuple[str, ...]]]
+]
 
 
 class Decisions:

@@ -107,22 +107,8 @@ def test_impossible_settings_are_refused(
 
 
 def test_ignored_knobs_are_warned(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _ = cli(
-        [
-            "simulate",
-            "--scenario",
-            "burst",
-            "--nodes",
-            "1",
-            "--duration",
-            "120",
-            "--no-progress",
-            "--policy",
-            "adaptive",
-            "--set",
-            "WARM_ENI_TARGET=2",
-        ]
-    )
+    code, _ = cli(["simulate", "--scenario", "burst", "--nodes", "1", "--duration", "120",
+                   "--no-progress", "--policy", "adaptive", "--set", "WARM_ENI_TARGET=2"])
     assert code == 0
     assert "warning: WARM_ENI_TARGET is ignored by the adaptive policy" in capsys.readouterr().err
 
