@@ -110,6 +110,8 @@ class PoolConfig:
     # ENABLE_IPv4: with ``ipv6`` and this false, upstream's IPv6 single stack; both true is
     # dual stack (each pod gets an IPv4 from the warm pool and an IPv6 from the prefix).
     ipv4: bool = attrs.field(default=True, validator=_is("ENABLE_IPv4", bool))
+    # ENIs on network cards above 0, for multi-NIC pods (see ipamcore.cards)
+    multi_nic: bool = attrs.field(default=False, validator=_is("ENABLE_MULTI_NIC", bool))
     max_eni: int | None = attrs.field(default=None, validator=_non_negative("MAX_ENI"))
     cooldown_s: float = attrs.field(
         default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD", float)

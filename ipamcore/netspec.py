@@ -88,6 +88,10 @@ class PodNetwork:
     (a /128, default route through :data:`POD_GATEWAY_V6`). ``egress_v4`` / ``egress_v6``:
     the pod's node-local address of the other family (upstream's egress-cni), routed like
     the pod's own and SNATed by the node's chains.
+
+    ``attachment_index`` is the interface's place in a multi-NIC pod (0: the only or first
+    one): as upstream, interface N > 0 reaches its gateway 169.254.1.(N+1) through the
+    pod's own table N, chosen by a ``from <its address>`` rule inside the pod.
     """
 
     netns_path: str
@@ -100,6 +104,14 @@ class PodNetwork:
     ipv6: str = ""
     egress_v4: str = ""
     egress_v6: str = ""
+    attachment_index: int = 0
+
+    @property
+    def gateway(self) -> str:
+        """The pod's next hop on this interface: 169.254.1.1, .2 for the second..."""
+        return (
+            POD_GATEWAY if not self.attachment_index else f"169.254.1.{self.attachment_index + 1}"
+        )
 
     @property
     def v4(self) -> str:
@@ -123,7 +135,7 @@ def pod_families(pod: PodNetwork) -> list[tuple[str, int, str, str]]:
     its node-local egress one."""
     found = []
     if pod.v4:
-        found.append((pod.v4, 32, POD_GATEWAY, "0.0.0.0/0"))
+        found.append((pod.v4, 32, pod.gateway, "0.0.0.0/0"))
     if pod.v6:
         found.append((pod.v6, 128, POD_GATEWAY_V6, "::/0"))
     return found

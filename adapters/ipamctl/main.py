@@ -62,13 +62,13 @@ def cmd_enis(args: argparse.Namespace, out: TextIO) -> int:
         )
         prefixes = sum(1 for c in cidrs.values() if c["IsPrefix"])
         rows.append(
-            [eni["ID"], eni["DeviceNumber"], "yes" if eni["IsPrimary"] else "", len(cidrs),
-             prefixes, assigned]
+            [eni["ID"], eni.get("NetworkCard", 0), eni["DeviceNumber"],
+             "yes" if eni["IsPrimary"] else "", len(cidrs), prefixes, assigned]
         )  # fmt: skip
         if ipv6:  # IPv6 (single or dual stack): the /80s and the IPv6 addresses assigned
             v6 = eni.get("IPv6Cidrs") or {}
             rows[-1] += [",".join(v6) or "-", sum(len(c["IPAddresses"]) for c in v6.values())]
-    headers = ["ENI", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"]
+    headers = ["ENI", "CARD", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"]
     table(out, headers + (["IPV6 PREFIXES", "IPV6 ASSIGNED"] if ipv6 else []), rows)
     out.write(f"total {doc['TotalIPs']} addresses, {doc['AssignedIPs']} assigned\n")
     return 0
@@ -82,14 +82,15 @@ def cmd_pods(args: argparse.Namespace, out: TextIO) -> int:
     ipv6 = any("IPv6" in p for p in doc.values())
     rows = [
         [p["Namespace"], p["Name"], p.get("Container", ""), p["IfName"], p["IP"]]
-        + ([p.get("IPv6", "")] if ipv6 else []) + [p["ENI"], p["DeviceNumber"]]
+        + ([p.get("IPv6", "")] if ipv6 else [])
+        + [p["ENI"], p.get("NetworkCard", 0), p["DeviceNumber"]]
         for p in sorted(
             doc.values(),
             key=lambda p: (p["Namespace"], p["Name"], p["IfName"], p.get("Container", "")),
         )
     ]  # fmt: skip
     headers = ["NAMESPACE", "POD", "CONTAINER", "IF", "IP"] + (["IPV6"] if ipv6 else [])
-    table(out, [*headers, "ENI", "DEVICE"], rows)
+    table(out, [*headers, "ENI", "CARD", "DEVICE"], rows)
     return 0
 
 

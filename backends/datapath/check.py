@@ -39,11 +39,18 @@ def _route_table(route: Any) -> int:
     return int(route.get_attr("RTA_TABLE") or route["table"])
 
 
-def _has_route(ipr: IPRoute, dst: str | None, dst_len: int, oif: int, gateway: str | None) -> bool:
+def _has_route(
+    ipr: IPRoute,
+    dst: str | None,
+    dst_len: int,
+    oif: int,
+    gateway: str | None,
+    table: int = MAIN_TABLE,
+) -> bool:
     v6 = ":" in (dst or gateway or "")
-    for r in ipr.get_routes(family=AF_INET6 if v6 else 2):
+    for r in ipr.get_routes(family=AF_INET6 if v6 else 2, table=table):
         if (
-            _route_table(r) == MAIN_TABLE
+            _route_table(r) == table
             and r["dst_len"] == dst_len
             and r.get_attr("RTA_DST") == dst
             and r.get_attr("RTA_OIF") == oif
@@ -127,12 +134,16 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
         for n in ns.get_neighbours(family=family, ifindex=idx)
         if n["state"] & NUD_PERMANENT
     ]
+    gateway, table = pod.gateway, pod.attachment_index or MAIN_TABLE
     for address, plen, gw, _default in pod_families(pod):
+        in_table = table if gw == gateway else MAIN_TABLE  # IPv6: the main table
         if (address, plen) not in addresses and E.POD_ADDRESS not in missing:
             missing.append(E.POD_ADDRESS)
-        if not _has_route(ns, gw, plen, idx, None) and E.POD_GATEWAY_ROUTE not in missing:
+        gateway_route = _has_route(ns, gw, plen, idx, None, in_table)
+        if not gateway_route and E.POD_GATEWAY_ROUTE not in missing:
             missing.append(E.POD_GATEWAY_ROUTE)
-        if not _has_route(ns, None, 0, idx, gw) and E.POD_DEFAULT_ROUTE not in missing:
+        default_route = _has_route(ns, None, 0, idx, gw, in_table)
+        if not default_route and E.POD_DEFAULT_ROUTE not in missing:
             missing.append(E.POD_DEFAULT_ROUTE)
         if (
             not any(
@@ -143,6 +154,10 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
             and E.POD_GATEWAY_NEIGH not in missing
         ):
             missing.append(E.POD_GATEWAY_NEIGH)
+    if pod.attachment_index and not _rule_present(
+        ns.get_rules(family=2), POD_RULE_FROM_PRIORITY, pod.ipv4, "src", table
+    ):
+        missing.append(E.POD_FROM_RULE)
     return missing
 
 

@@ -24,8 +24,6 @@ from backends.datapath.sysctls import node_sysctls
 from ipamcore.netspec import (
     ATTACHMENT_TAG_PREFIX,
     ENI_RULE_PRIORITY,
-    POD_GATEWAY,
-    POD_GATEWAY_V6,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
@@ -273,7 +271,8 @@ class FakeDatapath(FaultInjection):
             self._del_host_link(pod.host_veth)
         other = next(
             (dev for dst, dev, _ in sorted(ns.routes)
-             if dst in (f"{POD_GATEWAY}/32", f"{POD_GATEWAY_V6}/128") and dev != pod.if_name),
+             if dst in {f"{gw}/{n}" for _a, n, gw, _d in pod_families(pod)}
+             and dev != pod.if_name),
             None,
         )  # fmt: skip
         if other is not None:
@@ -296,7 +295,10 @@ class FakeDatapath(FaultInjection):
             ns.links[pod.if_name].addresses.add(f"{address}/{plen}")
         self._step("setup_pod", "pod_routes")
         for _address, plen, gw, default in families:
-            ns.routes |= {(f"{gw}/{plen}", pod.if_name, None), (default, pod.if_name, gw)}
+            ns.routes |= {
+                (f"{gw}/{plen}", pod.if_name, None),
+                (_default(pod, gw, default), pod.if_name, gw),
+            }
             ns.neigh[gw] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
@@ -402,7 +404,8 @@ class FakeDatapath(FaultInjection):
             missing.append(E.POD_ADDRESS)
         if any((f"{gw}/{n}", pod.if_name, None) not in ns.routes for _a, n, gw, _d in families):
             missing.append(E.POD_GATEWAY_ROUTE)
-        if any((d, pod.if_name, gw) not in ns.routes for _a, _n, gw, d in families):
+        defaults = [(_default(pod, gw, d), pod.if_name, gw) for _a, _n, gw, d in families]
+        if any(route not in ns.routes for route in defaults):
             missing.append(E.POD_DEFAULT_ROUTE)
         for _a, _n, gw, _d in families:
             neigh = ns.neigh.get(gw)
@@ -426,3 +429,14 @@ def _pod_rule_keys(pod: PodNetwork) -> tuple[tuple[int, str], ...]:
 def _host_dst(pod: PodNetwork) -> str:
     """The host route that identifies the attachment (its IPv4 /32, else its IPv6 /128)."""
     return f"{pod.ipv4}/32" if pod.ipv4 else f"{pod.ipv6}/128"
+
+
+def _default_route(pod: PodNetwork) -> str:
+    """The pod's default route as the fake records it: in the main table for the first
+    interface, in the pod's table N for interface N of a multi-NIC pod."""
+    return "0.0.0.0/0" if not pod.attachment_index else f"0.0.0.0/0 table {pod.attachment_index}"
+
+
+def _default(pod: PodNetwork, gateway: str, default: str) -> str:
+    """The default route of one family as recorded: IPv4's in the interface's table."""
+    return _default_route(pod) if gateway == pod.gateway else default
