@@ -227,11 +227,6 @@ class Ipam(CardPools):
             self._with_v6(a) for pool in self._pools() for a in pool.find_by_pod(namespace, name)
         ]
 
-    def eni(self, eni_id: str) -> ObservedEni | None:
-        """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
-        state = self.pool.enis.get(eni_id)
-        return state.info if state else None
-
     def primary_eni(self) -> ObservedEni | None:
         """The instance's primary ENI (device 0), or None before :meth:`load`."""
         for state in self.pool.enis.values():

@@ -291,7 +291,7 @@ class FakeDatapath(FaultInjection):
         ns.links[pod.if_name].up = True
         self._step("setup_pod", "pod_address")
         families = pod_families(pod)
-        for address, plen, _gw, _default in families:
+        for address, plen, _gw, _dflt in families:
             ns.links[pod.if_name].addresses.add(f"{address}/{plen}")
         self._step("setup_pod", "pod_routes")
         for _address, plen, gw, default in families:
@@ -302,7 +302,7 @@ class FakeDatapath(FaultInjection):
             ns.neigh[gw] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
-        for address, plen, _gw, _default in families:
+        for address, plen, _gw, _dflt in families:
             self._add_route((MAIN, f"{address}/{plen}", pod.host_veth, None))
         self._step("setup_pod", "rules")
         if pod.ipv6:
@@ -370,7 +370,7 @@ class FakeDatapath(FaultInjection):
                 missing.append(E.HOST_VETH_MTU)
             if any(
                 (MAIN, f"{a}/{n}", pod.host_veth, None) not in self.routes
-                for a, n, _gw, _default in pod_families(pod)
+                for a, n, _gw, _dflt in pod_families(pod)
             ):
                 missing.append(E.HOST_ROUTE)
         to_rules = [f"to {pod.ipv4}/32"] if pod.ipv4 else []
