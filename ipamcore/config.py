@@ -62,6 +62,11 @@ class AdaptiveTuning:
     backoff_base_s: float = 1.0  # first pause after a throttled growth call
     backoff_cap_s: float = 30.0  # longest pause (before jitter)
     urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now
+    gap_confidence: float = 3.0  # after g s without arrivals, no rate above this / g (5 %)
+    burst_horizon_s: float = 1.0  # refill horizon while growth is under way (answers re-plan)
+    keep_factor: float = 2.0  # give back only what is ready beyond max(high, keep_factor * low)
+    history_s: float = 1800.0  # demand history: peak pods kept while calls are scarce
+    history_bucket_s: float = 60.0  # the history's resolution (one peak a bucket)
 
 
 def _non_negative(name: str, kind: type = int) -> Callable[[object, object, Any], None]:
