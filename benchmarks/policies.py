@@ -60,6 +60,8 @@ FIXED = tuple(s for s in DEFAULT_SPECS if not s.startswith("policy="))
 MAX_P99_S = 1.0  # recommend's default --max-p99
 BUCKET_CAPACITY, BUCKET_REFILL_S = 100, 5.0  # EC2's resource buckets (fake cloud's figures)
 AIMS = ("idle", "p99", "over_5s", "throttled")
+BRIEF = ("idle_address_hours", "wait_p99_s", "pods_over_threshold", "mutating_calls",
+         "throttled_calls")  # what the JSON line keeps of each run  # fmt: skip
 KEPT = (
     "idle_address_hours", "wait_p50_s", "wait_p99_s", "wait_max_s", "pods_over_threshold",
     "pods_unserved", "peak_held", "peak_assigned", "enis_created",
@@ -211,15 +213,24 @@ def call_bound(scenario: str, nodes: int, r: dict[str, Any]) -> str:
     one call per node that must grow beyond its first ENI (a lower bound: a node needing
     more ENIs makes more calls)."""
     limits = limits_for(SCENARIOS[scenario].instance_type)
-    first = limits.ips_per_eni - 1
-    growers = sum(1 for p in r["peak_pods_node"] if p > first)
+    first = limits.ips_per_eni  # secondary addresses an ENI holds
+    capacity = limits.max_enis * first
+    peaks = r["peak_pods_node"]
+    full = sum(1 for p in peaks if p > capacity)
+    growers = sum(1 for p in peaks if p > first)
     seconds = max(growers - BUCKET_CAPACITY, 0) / BUCKET_REFILL_S
-    return (
+    text = (
         f"{growers:,} of {nodes:,} nodes outgrow their first ENI ({first} addresses) at "
         f"the peak: at one call each the account's bucket ({BUCKET_CAPACITY} calls, "
         f"{BUCKET_REFILL_S:g}/s) needs {seconds:,.0f} s for them, unless the addresses "
         "are held before the pods come"
     )
+    if full:
+        text += (
+            f"; {full:,} nodes are full: up to {max(peaks):,} pods at once where a node "
+            f"holds {capacity:,} addresses without prefix delegation"
+        )
+    return text
 
 
 # ------------------------------------------------------------------------------ main
@@ -282,7 +293,7 @@ def main(argv: Sequence[str]) -> int:
               f"| {ours['pods_over_threshold']:,} ({least_over:,}) "
               f"| {b['throttled_calls']:,} / {d['throttled_calls']:,} / "
               f"{ours['throttled_calls']:,} | {missed} |", flush=True)  # fmt: skip
-        slim = {s: {k: x for k, x in r.items() if k != "peak_pods_node"} for s, r in runs.items()}
+        slim = {s: {k: r[k] for k in BRIEF} for s, r in runs.items()}
         out_cells.append({"scenario": n, "nodes": size, "seed": seed, **v, "runs": slim})
     summary = {a: f"{sum(c['met'][a] for c in out_cells)}/{len(out_cells)}" for a in AIMS}
     every = sum(all(c["met"].values()) for c in out_cells)

@@ -361,9 +361,10 @@ def decide_growth(
 def decide_shrink(
     pool: AddressPool, inp: PolicyInput, situation: Situation, tuning: AdaptiveTuning, now: float
 ) -> list[Effect]:
-    """Give back half the surplus above ``keep``, or one empty ENI; nothing while
-    ``congested`` (calls are scarce then, and the surplus was asked for on purpose) or
-    ``young``."""
+    """Give back the surplus above ``keep`` (half of it per pass while demand still grows
+    by an address or more a batch horizon), or one empty ENI; while calls are ``scarce``
+    keep room for the recent peak; nothing while ``congested`` (the surplus was asked for
+    on purpose) or ``young``."""
     if situation.congested or situation.young:
         return []
     aim = targets(situation.rates, inp, tuning)
@@ -384,7 +385,8 @@ def decide_shrink(
     surplus = surplus_addresses // _unit(inp)
     if surplus <= 0:
         return []
-    give = surplus if situation.rates.net <= 0 else max(1, surplus // 2)
+    growing = situation.rates.net * tuning.batch_horizon_s >= 1.0  # an address a batch
+    give = max(1, surplus // 2) if growing else surplus
     return unassign_from_highest(pool, inp, enis_high_first, give, free_blocks)
 
 

@@ -179,13 +179,21 @@ def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
 
 
 # ----------------------------------------------------------------------------- shrink
-def test_shrink_gives_back_half_the_surplus_while_pods_still_come() -> None:
+@pytest.mark.parametrize(
+    ("rates", "given"),
+    [
+        (Rates(0.05, 0.03), 4),  # low 2, high 2 + 2 (1.35 a batch): keep 4; (12 - 4) // 2
+        (Rates(0.01, 0.001), 10),  # keep 2; 0.045 addresses a batch horizon: all of it
+        (Rates(0.0, 0.0), 10),  # no demand: keep 2 x min_warm
+    ],
+)
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come(rates: Rates, given: int) -> None:
     ipam = warm_node(ips=14, assigned=2)  # 12 ready
-    trickle = Situation(rates=Rates(0.01, 0.001))  # low 1, high 2: keep 2
-    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0)
+    situation = Situation(rates=rates)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), situation, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses)
-    assert len(effect.ipv4_addresses) == 5  # (12 - 2) // 2, highest addresses first
-    assert effect.ipv4_addresses[0] == "10.0.0.23"
+    assert len(effect.ipv4_addresses) == given
+    assert effect.ipv4_addresses[0] == "10.0.0.23"  # highest addresses first
 
 
 def test_shrink_gives_back_the_whole_surplus_when_demand_falls() -> None:
