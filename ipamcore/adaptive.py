@@ -4,15 +4,18 @@ Upstream holds a fixed number of idle addresses (WARM_IP_TARGET) or whole idle E
 (WARM_ENI_TARGET) whatever the node is doing, and retries a throttled call every 5 s. This
 policy watches two rates instead, averaged exponentially over ``rate_window_s`` (30 s):
 
-* ``arrivals``: addresses handed out per second (new allocations);
+* ``arrivals``: addresses handed out per second (new allocations), bounded by the quiet
+  since the last arrival (after ``g`` seconds without one, no rate above ``3 / g`` is still
+  plausible: a burst's rate falls within seconds of its end, a trickle keeps its own);
 * ``net``: arrivals minus releases (a released address comes back after its cooldown, so on
   a node with steady churn ``net`` is about 0 and the pool need not grow).
 
 Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 
 * ``low = max(min_warm, WARM_IP_TARGET, ceil(m + 1.5 * sqrt(m)))`` with ``m = arrivals *
-  refill_horizon_s`` (6 s: a policy pass plus a call): the ready addresses that cover the
-  arrivals expected before a top-up lands, with a Poisson-style margin;
+  refill_horizon_s`` (6 s: a policy pass plus a call; 1 s, ``burst_horizon_s``, while pods
+  wait or addresses are coming, since each call's answer runs the policy again): the ready
+  addresses that cover the arrivals expected before a top-up lands, with a Poisson margin;
 * ``batch = ceil(net * batch_horizon_s)`` (45 s): what one growth call adds beyond ``low``,
   so a growing node makes few larger calls and a steady node holds almost nothing idle;
 * growth when ``available + pending - waiting < low``: up to ``high = low + batch``, lowest
@@ -20,9 +23,10 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 * ENI look-ahead: when the room left on attached ENIs plus what is ready lasts less than
   ``eni_lookahead_s`` (120 s) at the ``net`` rate, the next ENI is created before it is
   needed, so nodes that grow together spread their CreateNetworkInterface calls out;
-* shrink above ``keep = max(high, 2 * low)``: all the surplus when ``net <= 0``, half of it
-  per pass (every ``shrink_interval_s``) while pods still come; an empty ENI is freed only
-  when the other ENIs still leave a whole spare ENI of room.
+* shrink above ``keep = max(high, 2 * low)``: all the surplus, or half of it per pass
+  (every ``shrink_interval_s``) while demand still grows by an address or more a batch
+  horizon; an empty ENI is freed only when the other ENIs still leave a whole spare ENI of
+  room.
 
 Three situations change that (:class:`Situation`, kept by :class:`Backoff`; the whole policy,
 with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.policy.Policy`):
@@ -34,16 +38,21 @@ with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.
   account's buckets (5 calls a second per action) run dry;
 * congested: for ``congestion_hold_s`` after a throttled growth call, each growth call fills
   its ENI and nothing shrinks (calls are the scarce thing then, not addresses);
+* scarce: for ``history_s`` (30 min) after any throttled call, shrink keeps room for the
+  most pods the node had at once in that window (:class:`History`): between two peaks of a
+  recurring workload the addresses would only be asked for again, in the next peak, when
+  every node asks at once;
 * backing off: a throttled call pauses that action only (EC2 has a bucket per action), from
   ``backoff_base_s`` doubling to ``backoff_cap_s``, times a jitter factor in [0.5, 1) from
   a CRC of the node's primary ENI id and the attempt (the core has no randomness, and a
   thousand nodes must not retry in step); growth for pods that need an address now waits
   at most ``urgent_backoff_cap_s``.
 
-Where it loses (README, "The adaptive policy"): a burst after a quiet spell waits one EC2
-call (~0.3 s) for its first addresses, it holds a little more idle than WARM_IP_TARGET=5 in
-bursts and batches, and it makes more EC2 calls than WARM_ENI_TARGET (fewer than
-WARM_IP_TARGET).
+Where it loses (README, "The adaptive policy", measured by ``benchmarks/policies.py``): on
+small clusters, where calls are never throttled, it holds more idle addresses than the best
+fixed WARM_IP_TARGET (the boot fill, and the 5 s policy cadence: holding one ready address,
+as WARM_IP_TARGET=1 does, makes pods wait a call); it makes more EC2 calls than
+WARM_ENI_TARGET.
 """
 
 from __future__ import annotations
