@@ -31,7 +31,10 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 Three situations change that (:class:`Situation`, kept by :class:`Backoff`; the whole policy,
 with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.policy.Policy`):
 
-* young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled, the
+* young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled (for
+  ``boot_idle_hold_s``, 15 min, while no pod came at all: a fleet launched at 3 nodes a
+  second takes minutes to boot, and its first nodes must not give their fill back just
+  before the pods come), the
   first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
   launched is about to get pods, and the calls made at boot (spread out as nodes join)
   are not made by every node at once in the middle of a cluster-wide scale-up, when the
@@ -199,7 +202,8 @@ class Backoff:
         settled = demand.seen > 0 and rates.net <= self.tuning.settled_rate
         return Situation(
             rates=rates,
-            young=now - started < self.tuning.boot_hold_s and not settled,
+            young=(now - started < self.tuning.boot_hold_s and not settled)
+            or (demand.seen == 0 and now - started < self.tuning.boot_idle_hold_s),
             congested=now < self.congested_until,
             scarce=now - self.last_throttled < self.tuning.history_s,
             can_assign=now >= assign_at + min(assign_pause, urgent_cap),
@@ -235,6 +239,7 @@ class Backoff:
         ends.append(self.congested_until)
         if self.first_plan_at is not None:
             ends.append(self.first_plan_at + self.tuning.boot_hold_s)
+            ends.append(self.first_plan_at + self.tuning.boot_idle_hold_s)
         return min((t for t in ends if t > now), default=math.inf)
 
 

@@ -55,6 +55,7 @@ class AdaptiveTuning:
     batch_horizon_s: float = 45.0  # net growth one growth call asks for
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
     boot_hold_s: float = 300.0  # a node just booted fills its first ENI(s) and keeps them
+    boot_idle_hold_s: float = 900.0  # ... longer while no pod has come at all
     boot_enis: int = 2  # ENIs a node just booted fills (creating them at boot, spread out)
     settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
     eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less

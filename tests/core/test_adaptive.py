@@ -115,6 +115,9 @@ def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
     assert backoff.situation(demand, 0.0).young  # not started yet: counts as just started
     backoff.start(0.0)
     assert backoff.situation(demand, 0.0).young
+    assert backoff.situation(demand, TUNING.boot_hold_s).young  # no pod yet: holds on
+    assert not backoff.situation(demand, TUNING.boot_idle_hold_s).young
+    demand.arrival(1.0)  # a pod came: the boot hold alone
     assert not backoff.situation(demand, TUNING.boot_hold_s).young
     backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
     backoff.start(0.0)
@@ -255,7 +258,9 @@ def test_backoff_is_per_action_and_resets_on_success() -> None:
 
 
 def test_ipam_backs_off_after_a_throttled_call_then_retries() -> None:
-    no_boot_fill = attrs.evolve(ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0))
+    no_boot_fill = attrs.evolve(
+        ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0, boot_idle_hold_s=0.0)
+    )
     ipam = node("m5.xlarge", no_boot_fill, enis=(eni(0),))
     (first,) = ipam.plan(1000.0)
     ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 1000.0)
