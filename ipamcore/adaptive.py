@@ -31,10 +31,10 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 Three situations change that (:class:`Situation`, kept by :class:`Backoff`; the whole policy,
 with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.policy.Policy`):
 
-* young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled (for
-  ``boot_idle_hold_s``, 15 min, while no pod came at all: a fleet launched at 3 nodes a
-  second takes minutes to boot, and its first nodes must not give their fill back just
-  before the pods come), the
+* young: until pods came and ``net`` settled, for at most ``boot_hold_s`` after the later
+  of the first plan and the first pod (``boot_idle_hold_s``, 15 min, while no pod came at
+  all: a fleet launched at 3 nodes a second takes minutes to boot, and its first nodes must
+  not give their fill back just before the pods come), the
   first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
   launched is about to get pods, and the calls made at boot (spread out as nodes join)
   are not made by every node at once in the middle of a cluster-wide scale-up, when the
@@ -94,8 +94,8 @@ class Demand:
     of a burst that ended falls within seconds instead of minutes.
     """
 
-    __slots__ = ("_arrivals", "_at", "_releases", "gap_confidence", "last_arrival", "seen",
-                 "window_s")  # fmt: skip
+    __slots__ = ("_arrivals", "_at", "_releases", "first_arrival", "gap_confidence",
+                 "last_arrival", "seen", "window_s")  # fmt: skip
 
     def __init__(self, window_s: float, gap_confidence: float = 3.0) -> None:
         self.window_s = window_s
@@ -104,6 +104,7 @@ class Demand:
         self._releases = 0.0
         self._at = -math.inf
         self.last_arrival = -math.inf
+        self.first_arrival = math.inf
         self.seen = 0  # arrivals ever
 
     def _decay(self, now: float) -> None:
@@ -120,6 +121,7 @@ class Demand:
         self._arrivals += 1.0
         self.seen += 1
         self.last_arrival = max(self.last_arrival, now)
+        self.first_arrival = min(self.first_arrival, now)
 
     def release(self, now: float) -> None:
         """Count one release at ``now``."""
@@ -168,6 +170,17 @@ class Situation:
     peak: int = 0  # the most pods at once within ``history_s`` (:class:`History`)
 
 
+def _young(
+    now: float, started: float, demand: Demand, settled: bool, tuning: AdaptiveTuning
+) -> bool:
+    """Whether the node still keeps its boot fill: until ``boot_idle_hold_s`` after its
+    first plan while no pod has come; once pods come, until they settle, for at most
+    ``boot_hold_s`` after the later of the first plan and the first pod."""
+    if demand.seen == 0:
+        return now - started < tuning.boot_idle_hold_s
+    return not settled and now - max(started, demand.first_arrival) < tuning.boot_hold_s
+
+
 class Backoff:
     """Per-action backoff after throttled growth calls, and the node's age.
 
@@ -202,8 +215,7 @@ class Backoff:
         settled = demand.seen > 0 and rates.net <= self.tuning.settled_rate
         return Situation(
             rates=rates,
-            young=(now - started < self.tuning.boot_hold_s and not settled)
-            or (demand.seen == 0 and now - started < self.tuning.boot_idle_hold_s),
+            young=_young(now, started, demand, settled, self.tuning),
             congested=now < self.congested_until,
             scarce=now - self.last_throttled < self.tuning.history_s,
             can_assign=now >= assign_at + min(assign_pause, urgent_cap),
@@ -212,7 +224,8 @@ class Backoff:
         )
 
     def throttled(self, effect: Effect, seed: str, now: float) -> float:
-        """Record a throttled growth call; returns the pause it starts."""
+        """Record a throttled growth call; returns the pause it starts (and calls are
+        scarce from now on, see :class:`Situation`)."""
         action = "create" if isinstance(effect, CreateEni) else "assign"
         attempt = self.streak.get(action, 0) + 1
         self.streak[action] = attempt

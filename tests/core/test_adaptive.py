@@ -461,3 +461,26 @@ def test_shrink_never_frees_an_address_with_a_pod_or_cooling(
             freed = pool.enis[effect.eni_id]
             assert not freed.info.is_primary and freed.assigned == 0 and freed.cooling == 0
     assert pool.assigned == pods  # deciding changes nothing
+
+
+@pytest.mark.parametrize(
+    ("first_pod", "now", "young"),
+    [
+        (None, 299.0, True),
+        (None, 899.0, True),  # no pod yet: the fill is kept for the pods to come
+        (None, 900.0, False),
+        (600.0, 610.0, True),  # pods coming: the hold counts from the first one
+        (600.0, 899.0, False),  # ... until they settled (3 pods, then 5 min of quiet)
+        (600.0, 900.0, False),
+        (10.0, 310.0, False),  # an early first pod: from the first plan
+    ],
+)
+def test_the_boot_hold_counts_from_the_first_pod(
+    first_pod: float | None, now: float, young: bool
+) -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    backoff.start(0.0)
+    if first_pod is not None:
+        for i in range(3):
+            demand.arrival(first_pod + i)
+    assert backoff.situation(demand, now).young is young
