@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -177,6 +176,12 @@ def judge(scenario: str, nodes: int, runs: dict[str, dict[str, Any]]) -> dict[st
         "over_5s": ours["pods_over_threshold"] == 0,
         "throttled": ours["throttled_calls"] < least_throttled or ours["throttled_calls"] == 0,
     }
+    # The fixed setting with the least idle among those meeting the p99 and 5 s aims: when
+    # the best fixed setting misses the p99 aim itself, this is what the adaptive policy's
+    # idle can fairly be held against (the frontier at the wait it must keep).
+    ok = [spec for spec, r in runs.items() if spec != OURS
+          and r["pods_over_threshold"] == 0 and r["wait_p99_s"] <= d["wait_p99_s"]]  # fmt: skip
+    comparable = min(ok, key=lambda spec: runs[spec]["idle_address_hours"], default=None)
     why: dict[str, str] = {}
     all_runs = list(runs.values())
     if not met["over_5s"]:
@@ -184,14 +189,12 @@ def judge(scenario: str, nodes: int, runs: dict[str, dict[str, Any]]) -> dict[st
         why["over_5s"] = (f"least pods over 5 s under any setting: {least:,}; "
                           + call_bound(scenario, nodes, ours))  # fmt: skip
     if not met["idle"]:
-        ok = [spec for spec, r in runs.items() if spec != OURS
-              and r["pods_over_threshold"] == 0 and r["wait_p99_s"] <= d["wait_p99_s"]]  # fmt: skip
-        least = min((runs[s]["idle_address_hours"] for s in ok), default=math.inf)
+        least = (f"{comparable} {runs[comparable]['idle_address_hours']:,.1f}"
+                 if comparable else "none meets them")  # fmt: skip
         why["idle"] = (f"best fixed {best.label} holds {b['idle_address_hours']:,.1f} "
                        f"(p99 {b['wait_p99_s']:.2f} s, {b['pods_over_threshold']:,} over 5 s); "
                        f"adaptive {ours['idle_address_hours']:,.1f}; least idle of a fixed "
-                       "setting meeting the p99 and 5 s aims: "
-                       + (f"{least:,.1f}" if ok else "none meets them"))  # fmt: skip
+                       f"setting meeting the p99 and 5 s aims: {least}")  # fmt: skip
     if not met["p99"]:
         why["p99"] = (f"adaptive {ours['wait_p99_s']:.2f} s against WARM_ENI_TARGET=1's "
                       f"{d['wait_p99_s']:.2f} s")  # fmt: skip
@@ -202,6 +205,11 @@ def judge(scenario: str, nodes: int, runs: dict[str, dict[str, Any]]) -> dict[st
                             f"least of any setting {least:,}")  # fmt: skip
     return {
         "best_fixed": best.label, "best_fixed_qualifies": qualifies(best, MAX_P99_S),
+        "best_fixed_meets_p99_aim": b["wait_p99_s"] <= d["wait_p99_s"]
+        and b["pods_over_threshold"] == 0,
+        "comparable_fixed": comparable,
+        "idle_at_most_comparable": comparable is None
+        or ours["idle_address_hours"] <= runs[comparable]["idle_address_hours"],
         "met": met, "why": why,
         "idle_vs_best": round(ours["idle_address_hours"] / max(b["idle_address_hours"], 1e-9), 3),
         "calls_vs_default": round(ours["mutating_calls"] / max(d["mutating_calls"], 1), 3),
@@ -296,6 +304,13 @@ def main(argv: Sequence[str]) -> int:
         slim = {s: {k: r[k] for k in BRIEF} for s, r in runs.items()}
         out_cells.append({"scenario": n, "nodes": size, "seed": seed, **v, "runs": slim})
     summary = {a: f"{sum(c['met'][a] for c in out_cells)}/{len(out_cells)}" for a in AIMS}
+    n = len(out_cells)
+    summary["best_fixed_meets_p99_aim"] = (
+        f"{sum(c['best_fixed_meets_p99_aim'] for c in out_cells)}/{n}"
+    )
+    summary["idle_at_most_comparable"] = (
+        f"{sum(c['idle_at_most_comparable'] for c in out_cells)}/{n}"
+    )
     every = sum(all(c["met"].values()) for c in out_cells)
     print(json.dumps({
         "benchmark": "adaptive policy against recommend's best fixed setting",
