@@ -13,7 +13,7 @@ policy watches two rates instead, averaged exponentially over ``rate_window_s`` 
 Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 
 * ``low = max(min_warm, WARM_IP_TARGET, ceil(m + 1.5 * sqrt(m)))`` with ``m = arrivals *
-  refill_horizon_s`` (6 s: a policy pass plus a call; 1 s, ``burst_horizon_s``, while pods
+  refill_horizon_s`` (8 s: a policy pass, a call and its taking effect; 1 s while pods
   wait or addresses are coming, since each call's answer runs the policy again): the ready
   addresses that cover the arrivals expected before a top-up lands, with a Poisson margin;
 * ``batch = ceil(net * batch_horizon_s)`` (45 s): what one growth call adds beyond ``low``,

@@ -50,7 +50,7 @@ class AdaptiveTuning:
     what the README's comparison was measured with."""
 
     rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
-    refill_horizon_s: float = 6.0  # arrivals to cover while a top-up is on its way
+    refill_horizon_s: float = 8.0  # arrivals to cover while a top-up is on its way and usable
     safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
     batch_horizon_s: float = 45.0  # net growth one growth call asks for
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI

@@ -82,10 +82,10 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
     ("arrivals", "net", "low", "high"),
     [
         (0.0, 0.0, 1, 1),  # no demand: min_warm
-        (0.1, 0.0, 2, 2),  # 0.6 expected in 6 s, + 1.5 sigma = 1.76; churn only: no batch
-        (0.2, 0.2, 3, 12),  # 1.2 + 1.64 = 2.84; batch 0.2/s x 45 s = 9
-        (1.0, 1.0, 10, 55),  # 6 + 3.67 = 9.67; batch 45
-        (1.0, -0.5, 10, 10),  # demand falling: no batch
+        (0.1, 0.0, 3, 3),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only: no batch
+        (0.2, 0.2, 4, 13),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9
+        (1.0, 1.0, 13, 58),  # 8 + 4.24 = 12.24; batch 45
+        (1.0, -0.5, 13, 13),  # demand falling: no batch
     ],
 )
 def test_targets_table(arrivals: float, net: float, low: int, high: int) -> None:
@@ -380,7 +380,7 @@ def test_the_policy_remembers_the_peak_it_saw() -> None:
 
 @pytest.mark.parametrize(
     ("growing", "low"),
-    [(False, 10), (True, 3)],  # 1/s: 6 + 3.67 over a policy interval; 1 + 1.5 over one call
+    [(False, 13), (True, 3)],  # 1/s: 8 + 4.24 over a policy interval; 1 + 1.5 over one call
 )
 def test_while_growth_is_under_way_the_next_top_up_is_one_call_away(
     growing: bool, low: int
