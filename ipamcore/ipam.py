@@ -715,6 +715,15 @@ class Ipam:
             released_at=tuple(sorted(self.pool.released_times())),
         )
 
+    def released_time(self, address: str) -> float | None:
+        """The release time :meth:`checkpoint` holds for ``address`` (None: none), in O(1):
+        what a writer of changes (:class:`ipamcore.checkpoint.ChangeTracker`) reads."""
+        slot = self.pool.slots.get(address)
+        if slot is None or slot.state is not SlotState.FREE:
+            return None
+        at = slot.released_at
+        return None if at == -INF else at
+
     def restore(
         self,
         checkpoint: Checkpoint,

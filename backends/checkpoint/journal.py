@@ -94,6 +94,7 @@ from backends.statefile import UnsafeStateFile, read_state_file
 from backends.steps import Step, no_step
 from ipamcore.checkpoint import (
     Checkpoint,
+    CheckpointChange,
     Preserved,
     _allocation_json,
     _document,
@@ -115,6 +116,7 @@ MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
 INLINE_SYNC_S = 0.001
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps, made once
 _SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
 
 Fields = tuple[Any, ...]
@@ -191,6 +193,20 @@ def _key_of(entry: list[Any]) -> AllocationKey:
     if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry)):
         raise CheckpointError("journal: a removed key must be [network, container, ifname]")
     return AllocationKey(entry[0], entry[1], entry[2])
+
+
+def _payload(puts: list[str], dels: list[list[str]], rels: list[str], unrel: list[str]) -> bytes:
+    """A record's JSON payload from its parts (entries already encoded)."""
+    parts = []
+    if puts:
+        parts.append(f'"put":[{",".join(puts)}]')
+    if dels:
+        parts.append('"del":' + _compact_json(dels))
+    if rels:
+        parts.append(f'"rel":[{",".join(rels)}]')
+    if unrel:
+        parts.append('"unrel":' + _compact_json(unrel))
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 class _State:
@@ -475,7 +491,31 @@ class JournalCheckpointStore:
 
     # ------------------------------------------------------------------ save
     async def save(self, checkpoint: Checkpoint) -> None:
-        task = asyncio.ensure_future(self._locked_save(checkpoint))
+        await self.commit(None, lambda: checkpoint)
+
+    async def commit(
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+    ) -> None:
+        """Make ``change`` durable (None, or a store that has nothing known durable: the
+        whole ``snapshot()``, compared with what is stored). The change is encoded in work
+        proportional to it. With nothing in flight and a fast disk (or nothing to sync) it
+        runs to its end on the caller's thread without yielding: no task, no thread hop.
+        Otherwise in a task that the caller's cancellation does not stop halfway."""
+        if change is not None and self._ready_now():
+            inline = self._sync_s < INLINE_SYNC_S
+            if inline or not (change.put or self._sync_releases):
+                state = self._state
+                assert state is not None
+                payload = self._change_record(state, change)
+                if payload is not None:
+                    self._commit_inline(state, payload, bool(change.put))
+                    return
+                if not self._unsynced:
+                    return
+                if inline:
+                    self._guarded(self._sync)
+                    return
+        task = asyncio.ensure_future(self._locked_commit(change, snapshot))
         self._background.add(task)
         task.add_done_callback(self._forget)
         await asyncio.shield(task)
@@ -485,30 +525,67 @@ class JournalCheckpointStore:
         if not task.cancelled():
             task.exception()
 
-    async def _locked_save(self, checkpoint: Checkpoint) -> None:
+    def _ready_now(self) -> bool:
+        """Nothing in flight (no commit holds the lock, no compaction runs, the state is
+        known): a change can be written without waiting, and after every earlier one
+        (a change holds its entries' values when it was made: applied out of order, an older
+        value could overwrite a newer one)."""
+        if self._background or self._lock.locked() or self._state is None or self._fd < 0:
+            return False
+        pending = self._compaction
+        if pending is not None:
+            if not pending.done():
+                return False
+            self._compaction = None
+            self._settled(pending)
+        return self._state is not None
+
+    def _change_record(self, state: _State, change: CheckpointChange) -> bytes | None:
+        """:meth:`_apply_change`; if it fails halfway (a time it cannot encode), the state
+        is unknown and the next commit writes everything."""
+        try:
+            return self._apply_change(state, change)
+        except BaseException:
+            self._state = None
+            raise
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException:
+            self._state = None  # what reached the disk is unknown: rewrite everything
+            raise
+
+    async def _locked_commit(
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+    ) -> None:
         async with self._lock:
             await self._settle()
             state = self._state
             if state is None or self._fd < 0:
-                await self._full(_state_of(checkpoint, self._loaded_preserved))
+                await self._full(_state_of(snapshot(), self._loaded_preserved))
                 return
-            new, payload, adds = self._diff(state, checkpoint)
+            if change is not None:
+                payload = self._change_record(state, change)
+                adds = bool(change.put)
+            else:
+                state, payload, adds = self._diff(state, snapshot())
             if payload is None:
                 if self._unsynced:
-                    await self._run(self._sync)
+                    await self._run(self._guarded, self._sync)
+                return
+            if (adds or self._sync_releases) and self._sync_s < INLINE_SYNC_S:
+                self._commit_inline(state, payload, adds)
                 return
             seq = self._seq + 1
             record = _record(seq, payload)
-            if self._off + len(record) > self._capacity:
-                self._seq = seq
-                await self._full(new)
-                return
             try:
+                if self._off + len(record) > self._capacity:
+                    self._seq = seq
+                    await self._full(state)
+                    return
                 if adds or self._sync_releases:
-                    if self._sync_s < INLINE_SYNC_S:
-                        self._append(record, True)  # a fast disk: no thread hop at all
-                    else:
-                        await self._run(self._append, record, True)
+                    await self._run(self._append, record, True)  # a slow disk: its thread
                 else:
                     self._append(record, False)  # page cache only: no thread hop, no sync
             except BaseException:
@@ -517,13 +594,68 @@ class JournalCheckpointStore:
                 # with a journalSeq past this record's, so it is never replayed.
                 self._state, self._seq = None, seq
                 raise
-            self._state, self._seq = new, seq
-            self._off += len(record)
-            self.records += 1
-            self.bytes_appended += len(record)
-            if self._off > self._compact_at():
-                self._compaction = self._run(self._compact_blocking, new)
-                self._compaction.add_done_callback(_retrieve)
+            self._appended(state, seq, record)
+
+    def _commit_inline(self, state: _State, payload: bytes, adds: bool) -> None:
+        """Append the record of ``state``'s last change on this thread (``fdatasync``-ed
+        when it adds, or every record with ``sync_releases``). A record that does not fit
+        the journal (rare: compaction runs at half its size) makes a compaction the commit,
+        on this thread too."""
+        seq = self._seq + 1
+        record = _record(seq, payload)
+        try:
+            if self._off + len(record) > self._capacity:
+                self._seq = seq
+                self._compact_blocking(state.document(seq))
+                self._state = state
+                return
+            self._append(record, adds or self._sync_releases)
+        except BaseException:
+            self._state, self._seq = None, seq
+            raise
+        self._appended(state, seq, record)
+
+    def _appended(self, state: _State, seq: int, record: bytes) -> None:
+        self._state, self._seq = state, seq
+        self._off += len(record)
+        self.records += 1
+        self.bytes_appended += len(record)
+        if self._off > self._compact_at():
+            self._compaction = self._run(self._compact_blocking, state.document(seq))
+            self._compaction.add_done_callback(_retrieve)
+
+    @staticmethod
+    def _apply_change(state: _State, change: CheckpointChange) -> bytes | None:
+        """Make ``change`` in ``state`` (in place) and return its record's payload (None:
+        nothing changed)."""
+        allocs, released, preserved = state.allocs, state.released, state.preserved
+        puts: list[str] = []
+        for a, netns in change.put:
+            key = a.key
+            kept = _kept(a, preserved.get(key)) if preserved else None
+            fields = _fields(a, netns, kept)
+            old = allocs.get(key)
+            if old is None or old[0] != fields:
+                js = _allocation_json(a, netns, kept)
+                allocs[key] = (fields, js)
+                puts.append(js)
+        dels: list[list[str]] = []
+        for key in change.removed:
+            if allocs.pop(key, None) is not None:
+                dels.append(list(key))
+            if preserved:
+                preserved.pop(key, None)
+        rels: list[str] = []
+        for r in change.released:
+            prev = released.get(r[0])
+            if prev is None or prev[0] != r[1]:
+                js = _released_json(r)
+                released[r[0]] = (r[1], js)
+                rels.append(js)
+        unrel = [a for a in change.unreleased if released.pop(a, None) is not None]
+        if not (puts or dels or rels or unrel):
+            return None
+        return _payload(puts, dels, rels, unrel)
 
     def _compact_at(self) -> int:
         assert self._state is not None
@@ -569,16 +701,7 @@ class JournalCheckpointStore:
             len(new.released) - len(rels) != len(old_rel)) else []  # fmt: skip
         if not (puts or dels or rels or unrel):
             return new, None, False
-        parts = []
-        if puts:
-            parts.append(f'"put":[{",".join(puts)}]')
-        if dels:
-            parts.append('"del":' + json.dumps([list(k) for k in dels], separators=(",", ":")))
-        if rels:
-            parts.append(f'"rel":[{",".join(rels)}]')
-        if unrel:
-            parts.append('"unrel":' + json.dumps(unrel, separators=(",", ":")))
-        return new, ("{" + ",".join(parts) + "}").encode(), bool(puts)
+        return new, _payload(puts, [list(k) for k in dels], rels, unrel), bool(puts)
 
     def _append(self, record: bytes, sync: bool) -> None:
         os.pwrite(self._fd, record, self._off)
@@ -602,11 +725,12 @@ class JournalCheckpointStore:
 
     async def _full(self, state: _State) -> None:
         """Write ``state`` as ``ipam.json`` and reset the journal (a durable commit)."""
-        await self._run(self._compact_blocking, state)
+        await self._run(self._compact_blocking, state.document(self._seq))
         self._state = state
 
-    def _compact_blocking(self, state: _State) -> None:
-        data = state.document(self._seq)
+    def _compact_blocking(self, data: bytes) -> None:
+        """Write ``data`` (the document, made on the loop's thread: the state it is made
+        from changes in place there) as ``ipam.json``, then reset the journal."""
         step = self._step
         try:
             fd = os.open(
@@ -659,19 +783,26 @@ class JournalCheckpointStore:
         unknown: the next save then rewrites everything."""
         pending, self._compaction = self._compaction, None
         if pending is not None:
-            try:
-                await pending
-            except OSError:
-                if self._resetting:
-                    self._state = None
-                    self._resetting = False
+            await asyncio.wait([pending])
+            self._settled(pending)
+
+    def _settled(self, pending: asyncio.Future[None]) -> None:
+        """What a finished background compaction leaves (see :meth:`_settle`)."""
+        exc = None if pending.cancelled() else pending.exception()
+        if exc is None:
+            return
+        if not isinstance(exc, OSError):
+            raise exc
+        if self._resetting:
+            self._state = None
+            self._resetting = False
 
     async def compact(self) -> None:
         """Fold the journal into ``ipam.json`` (orderly stop; rollback reads ipam.json)."""
         async with self._lock:
             await self._settle()
             if self._state is not None:
-                await self._run(self._compact_blocking, self._state)
+                await self._run(self._compact_blocking, self._state.document(self._seq))
 
     def close(self) -> None:
         self._close_fd()

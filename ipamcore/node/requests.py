@@ -103,6 +103,7 @@ class Requests(Upkeep):
         try:
             # An upstream entry of this container (legacy key) is its address: never a second.
             allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
+            self.changes.touch(key, allocation)
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
             allocation = yield from self._wait_for_address(wait)
@@ -111,6 +112,7 @@ class Requests(Upkeep):
             return
         if allocation.ipv4 is None:
             ipam.release(key, self._now)
+            self.changes.touch(key, allocation)
             self._reply(
                 req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
             )
@@ -118,6 +120,7 @@ class Requests(Upkeep):
         net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
         if req.netns:
             self.hints[allocation.key] = req.netns
+            self.changes.touch(allocation.key)
         # The datapath setup and the durable commit run at once.
         setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
         setup_failed = isinstance(setup, i.Failed)
@@ -143,6 +146,7 @@ class Requests(Upkeep):
                 yield from self._teardown_quietly(allocation, req.netns)
             ipam.release(key, self._now)
             self.hints.pop(key, None)
+            self.changes.touch(key, allocation)
             error = yield DURABLE
             if error is not None:
                 self._log("error", "checkpoint write failed", error=error.message)
@@ -214,6 +218,7 @@ class Requests(Upkeep):
         key = allocation.key
         ipam.release(key, self._now)
         netns = self.hints.pop(key, "")
+        self.changes.touch(key, allocation)
         self._count("del_req", "PodDeleted")
         error = yield DURABLE
         if error is not None:
@@ -265,6 +270,7 @@ class Requests(Upkeep):
                 yield from self._teardown_quietly(allocation, "")
                 self.core.release(allocation.key, self._now)
                 released.append((allocation, self.hints.pop(allocation.key, "")))
+                self.changes.touch(allocation.key, allocation)
             self._leave(allocation.key)
         if released:
             self._log("info", "gc released allocations", count=len(released))
@@ -282,6 +288,7 @@ class Requests(Upkeep):
         memory, the answer (an error) and the file agree: the address stays the pod's until a
         retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
         pairs = list(released)
+        self.changes.touch_all()
         report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
         for allocation, reason in report.dropped:
             self._log(

@@ -86,11 +86,13 @@ class Upkeep(Runner):
         if self.eniconfig is not None:
             ipam.use_eniconfig(self.eniconfig.subnet_id, self.eniconfig.security_groups)
         ipam.cap_max_pods(self.node_max_pods)
+        self.changes.touch_all()
 
     def _run_policy(self) -> None:
         now = self._now
         self._kicked = False
         self._policy_due = now + self.config.policy_interval_s
+        self.changes.touch_all()  # the policy may set addresses aside (their release times)
         for effect in self.core.plan(now, waiting=len(self._waiters)):
             self._log("info", "effect", **_describe(effect))
             self.effects_in_flight += 1
@@ -113,6 +115,7 @@ class Upkeep(Runner):
         if isinstance(outcome, EniFreed) and isinstance(effect, FreeEni):
             yield from self._teardown_eni(effect.eni_id)
         removed = self.core.apply(outcome, self._now)
+        self.changes.touch_all()
         if removed:
             self._count("force_removed_ips", amount=len(removed))
             self._log(
@@ -180,6 +183,7 @@ class Upkeep(Runner):
         ipam = self.core
         before = {eni_id: ipam.eni(eni_id) for eni_id in ipam.pool.enis}
         report = ipam.reconcile(ObservedNode(described.enis), self._now)
+        self.changes.touch_all()
         self._count("reconcile", "eni")
         change = report.diff
         if not change.empty:
@@ -271,6 +275,7 @@ class Upkeep(Runner):
                 return
             subnets += more.subnets
         self.core.observe_subnets(subnets, self.identity.availability_zone)
+        self.changes.touch_all()
 
 
 def _describe(effect: Effect) -> dict[str, object]:
