@@ -130,6 +130,7 @@ def test_a_tracker_reads_current_values_so_a_change_applies_idempotently() -> No
     assert tracker.cut(ipam, {}) is None  # nothing written yet: the whole checkpoint
     k = AllocationKey("aws-cni", "c1", "eth0")
     allocation = ipam.assign(k, PodRef("ns", "p"), 1.0)
+    assert allocation.ipv4 is not None
     tracker.touch(k, allocation)
     change = tracker.cut(ipam, {k: "/var/run/netns/x"})
     assert change == CheckpointChange(put=((allocation, "/var/run/netns/x"),), unreleased=(
