@@ -13,11 +13,25 @@ commit was acknowledged: the next commit waits for it), when a record would not 
 every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
 a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
 
+What a commit costs: the daemon's node sends the *change* since its previous commit
+(:class:`ipamcore.checkpoint.CheckpointChange`: the entries it touched, with their current
+values), and :meth:`JournalCheckpointStore.commit` applies it to the stored state in place
+and encodes only those entries: work proportional to the change, not to the pool (the node
+keeps no snapshot, the store compares nothing). A whole checkpoint (``save``, or a commit
+without a change: the first one, and after restore, reconciliation, the pool policy or a
+failed write) is compared entry by entry with the state, as before. After any failure the
+state is forgotten and the next commit is whole.
+
 Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thread (the
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
 anyway); slower, it moves to the store's one writer thread, where compactions always run.
-A commit that only releases is a ``pwrite`` to the page cache on the caller's thread.
+A commit that only releases is a ``pwrite`` to the page cache on the caller's thread. With
+nothing in flight, a commit of a change runs to its end without yielding: no task, no
+lock, no thread hop (a commit that finds another in flight, or a compaction running, waits
+its turn in a task, so changes are applied in the order they were made). The document a
+compaction writes is made on the caller's thread (the state changes in place there) and
+written by the writer thread.
 
 Files (all in the checkpoint's directory, mode 0600):
 
@@ -44,7 +58,8 @@ A journal beside an ``ipam.json`` without ``journalSeq`` (written by upstream af
 rollback, or by an older version of this project) belongs to another history and is
 discarded, never replayed.
 
-Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`): an
+Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`; a commit
+of a change and a whole one write through the same steps): an
 append killed before its ``fdatasync`` is dropped or kept whole (the CRC decides); after
 it, it is durable. A compaction killed before the rename leaves the old ``ipam.json`` and the
 whole journal; after the rename, the new ``ipam.json`` says ``S`` and every journal record
@@ -68,18 +83,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import json
 import os
-import re
 import secrets
 import stat
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from backends.checkpoint.errors import moved_aside_error
+from backends.checkpoint.journal_records import (
+    FILE_HEADER,
+    FILE_MAGIC,
+    JOURNAL_VERSION,
+    RECORD_HEADER,
+    RECORD_MAGIC,
+    SEQ_TAIL,
+    State,
+    apply_change,
+    apply_record,
+    checkpoint_of,
+    diff_state,
+    make_record,
+    parse_journal,
+    read_file,
+    state_of,
+)
 from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     DIR_MODE,
@@ -90,25 +118,23 @@ from backends.checkpoint.jsonfile import (
     _write_all,
     decode_file_bytes,
 )
-from backends.statefile import UnsafeStateFile, read_state_file
+from backends.statefile import UnsafeStateFile
 from backends.steps import Step, no_step
-from ipamcore.checkpoint import (
-    Checkpoint,
-    CheckpointChange,
-    Preserved,
-    _allocation_json,
-    _document,
-    _kept,
-    _released_json,
-)
-from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
+from ipamcore.checkpoint import Checkpoint, CheckpointChange, Preserved
+from ipamcore.errors import CheckpointError
 from ipamcore.model import AllocationKey
 
-JOURNAL_VERSION = 1
-FILE_MAGIC = b"IPAMJNL\n"
-FILE_HEADER = struct.Struct("<8sI20x")  # 32 bytes
-RECORD_MAGIC = 0x4C4E524A  # "JRNL"
-RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
+__all__ = [
+    "FILE_HEADER",
+    "FILE_MAGIC",
+    "JOURNAL_VERSION",
+    "RECORD_HEADER",
+    "RECORD_MAGIC",
+    "JournalCheckpointStore",
+    "parse_journal",
+    "read_checkpoint_file",
+]
+
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 MIN_COMPACT_BYTES = 256 * 1024
 MAX_JOURNAL_BYTES = 256 * 1024 * 1024
@@ -116,132 +142,6 @@ MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
 INLINE_SYNC_S = 0.001
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps, made once
-_SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
-
-Fields = tuple[Any, ...]
-
-
-def _read(path: str, limit: int) -> bytes | None:
-    """A state file's bytes (None: there is none); a link, FIFO, device or oversized file is
-    :class:`UnsafeStateFile` (:mod:`backends.statefile`: never followed, waited on or read
-    without bound)."""
-    try:
-        return read_state_file(path, limit)
-    except FileNotFoundError:
-        return None
-
-
-def _record(seq: int, payload: bytes) -> bytes:
-    head = struct.pack("<QI", seq, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return RECORD_HEADER.pack(RECORD_MAGIC, seq, len(payload), crc) + payload
-
-
-def _record_at(data: bytes, off: int) -> tuple[int, bytes, int] | None:
-    """(seq, payload, next offset) of a well-formed record at ``off``, else None."""
-    if off + RECORD_HEADER.size > len(data):
-        return None
-    magic, seq, length, crc = RECORD_HEADER.unpack_from(data, off)
-    end = off + RECORD_HEADER.size + length
-    if magic != RECORD_MAGIC or end > len(data):
-        return None
-    payload = data[off + RECORD_HEADER.size : end]
-    if zlib.crc32(payload, zlib.crc32(struct.pack("<QI", seq, length))) != crc:
-        return None
-    return seq, payload, end
-
-
-def parse_journal(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """The chain of records of a journal file and the offset after its last one.
-
-    :class:`CheckpointError` for a file that is not a journal or whose chain is broken in
-    the middle; :class:`UnsupportedCheckpointVersion` for a newer format."""
-    if len(data) < FILE_HEADER.size:
-        raise CheckpointError("journal shorter than its header")
-    magic, version = FILE_HEADER.unpack_from(data, 0)
-    if magic != FILE_MAGIC:
-        raise CheckpointError("not a checkpoint journal (bad header)")
-    if version != JOURNAL_VERSION:
-        raise UnsupportedCheckpointVersion(f"ipam-journal/{version}")
-    records: list[tuple[int, bytes]] = []
-    off = FILE_HEADER.size
-    while True:
-        found = _record_at(data, off)
-        if found is None or (records and found[0] != records[-1][0] + 1):
-            if found is None:
-                _check_tail(data, off, records[-1][0] if records else None)
-            return records, off
-        records.append((found[0], found[1]))
-        off = found[2]
-
-
-def _check_tail(data: bytes, off: int, last: int | None) -> None:
-    """The chain ended at ``off`` on a bad record: if the next record of the chain follows
-    it (by the bad record's own length), acknowledged data is damaged."""
-    if off + RECORD_HEADER.size > len(data):
-        return
-    magic, seq, length, _crc = RECORD_HEADER.unpack_from(data, off)
-    if magic != RECORD_MAGIC:
-        return
-    after = _record_at(data, off + RECORD_HEADER.size + length)
-    if after is not None and after[0] == seq + 1 and (last is None or seq == last + 1):
-        raise CheckpointError(f"journal record {seq} is damaged (checksum) and later ones follow")
-
-
-def _key_of(entry: list[Any]) -> AllocationKey:
-    if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry)):
-        raise CheckpointError("journal: a removed key must be [network, container, ifname]")
-    return AllocationKey(entry[0], entry[1], entry[2])
-
-
-def _payload(puts: list[str], dels: list[list[str]], rels: list[str], unrel: list[str]) -> bytes:
-    """A record's JSON payload from its parts (entries already encoded)."""
-    parts = []
-    if puts:
-        parts.append(f'"put":[{",".join(puts)}]')
-    if dels:
-        parts.append('"del":' + _compact_json(dels))
-    if rels:
-        parts.append(f'"rel":[{",".join(rels)}]')
-    if unrel:
-        parts.append('"unrel":' + _compact_json(unrel))
-    return ("{" + ",".join(parts) + "}").encode()
-
-
-class _State:
-    """The stored checkpoint as per-key JSON entries (what the next record is a diff to)."""
-
-    def __init__(self) -> None:
-        self.allocs: dict[AllocationKey, tuple[Fields, str]] = {}
-        self.released: dict[str, tuple[float, str]] = {}
-        # What a decoded entry keeps (exact timestamp, unknown fields), written back for as
-        # long as the allocation lives (ipamcore.checkpoint.Preserved).
-        self.preserved: dict[AllocationKey, Preserved] = {}
-
-    def document(self, seq: int) -> bytes:
-        doc = _document(
-            [js for _f, js in self.allocs.values()], [js for _t, js in self.released.values()]
-        )
-        return doc[:-1] + b',"journalSeq":%d}' % seq
-
-
-def _fields(a: Any, netns: str, kept: Preserved | None = None) -> Fields:
-    return (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
-            a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
-
-
-def _state_of(cp: Checkpoint, known: dict[AllocationKey, Preserved] | None = None) -> _State:
-    state = _State()
-    paths = dict(cp.netns)
-    state.preserved = {**known, **dict(cp.preserved)} if known else dict(cp.preserved)
-    for a in cp.allocations:
-        netns = paths.get(a.key, "")
-        kept = _kept(a, state.preserved.get(a.key))
-        state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
-    for r in cp.released_at:
-        state.released[r[0]] = (r[1], _released_json(r))
-    return state
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -282,7 +182,7 @@ class JournalCheckpointStore:
         self._sync_releases = sync_releases
         self._lock = asyncio.Lock()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-journal")
-        self._state: _State | None = None  # None: nothing known durable; next save compacts
+        self._state: State | None = None  # None: nothing known durable; next save compacts
         self._seq = 0
         self._fd = -1
         self._off = FILE_HEADER.size
@@ -318,7 +218,7 @@ class JournalCheckpointStore:
         base: int | None = None
         checkpoint: Checkpoint | None = None
         try:
-            data = _read(self.path, MAX_CHECKPOINT_BYTES)
+            data = read_file(self.path, MAX_CHECKPOINT_BYTES)
         except UnsafeStateFile as exc:
             # Never followed, waited on or read without bound: moved aside (a link is
             # renamed, not its target), and the start goes on as for a corrupt file.
@@ -332,14 +232,14 @@ class JournalCheckpointStore:
                 moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
                 raise moved_aside_error(self.path, moved, exc) from exc
             self._loaded_preserved = dict(checkpoint.preserved)
-            found = _SEQ_TAIL.search(data[-64:])
+            found = SEQ_TAIL.search(data[-64:])
             base = int(found.group(1)) if found else None
         records: list[tuple[int, bytes]] = []
         end = FILE_HEADER.size
         journal: bytes | None = b""
         if base is not None:
             try:
-                journal = _read(self.journal_path, MAX_JOURNAL_BYTES)
+                journal = read_file(self.journal_path, MAX_JOURNAL_BYTES)
             except UnsafeStateFile as exc:
                 journal = None
                 unsafe: CheckpointError | None = CheckpointError(
@@ -353,9 +253,9 @@ class JournalCheckpointStore:
             try:
                 records, end = parse_journal(journal)
                 records = [r for r in records if r[0] > base]
-                state = _state_of(checkpoint) if checkpoint is not None else _State()
+                state = state_of(checkpoint) if checkpoint is not None else State()
                 for _seq, payload in records:
-                    self._apply(state, payload)
+                    apply_record(state, payload)
             except CheckpointError as exc:
                 self._move_both_aside(data, exc)
         if not records:
@@ -368,12 +268,12 @@ class JournalCheckpointStore:
                 return checkpoint
             # A document without journalSeq (upstream's) is rewritten by the next save, so
             # no record is ever appended to a journal that ipam.json does not point to.
-            self._state = _state_of(checkpoint) if base is not None else None
+            self._state = state_of(checkpoint) if base is not None else None
             return checkpoint
         self._seq = records[-1][0]
         if self._try_open_journal(end):
             self._state = state
-        return self._checkpoint_of(state)
+        return checkpoint_of(state)
 
     def _try_open_journal(self, end: int | None = None) -> bool:
         """Open the journal for appends; if that fails (a full disk cannot preallocate
@@ -405,42 +305,6 @@ class JournalCheckpointStore:
                     os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
                     pass
-
-    @staticmethod
-    def _checkpoint_of(state: _State) -> Checkpoint:
-        return decode_file_bytes(state.document(0))
-
-    @staticmethod
-    def _apply(state: _State, payload: bytes) -> None:
-        try:
-            change = json.loads(payload)
-        except ValueError as exc:
-            raise CheckpointError(f"journal record is not JSON: {exc}") from None
-        if not isinstance(change, dict):
-            raise CheckpointError("journal record must be an object")
-        for raw in change.get("del", []):
-            key = _key_of(raw)
-            state.allocs.pop(key, None)
-            state.preserved.pop(key, None)
-        puts = change.get("put", [])
-        if puts:
-            cp = decode_file_bytes(
-                _document([json.dumps(e, separators=(",", ":")) for e in puts], [])
-            )
-            paths = dict(cp.netns)
-            state.preserved.update(cp.preserved)
-            for a in cp.allocations:
-                netns = paths.get(a.key, "")
-                kept = _kept(a, state.preserved.get(a.key))
-                state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
-        for addr in change.get("unrel", []):
-            state.released.pop(addr, None)
-        rel = change.get("rel", [])
-        if rel:
-            doc = b'{"version":"vpc-cni-ipam/1","allocations":[],"releasedAddresses":%s}'
-            cp = decode_file_bytes(doc % json.dumps(rel).encode())
-            for r in cp.released_at:
-                state.released[r[0]] = (r[1], _released_json(r))
 
     def _open_journal(self, end: int | None = None) -> None:
         """Open (creating and preallocating if needed) the journal. With ``end`` (records
@@ -540,11 +404,11 @@ class JournalCheckpointStore:
             self._settled(pending)
         return self._state is not None
 
-    def _change_record(self, state: _State, change: CheckpointChange) -> bytes | None:
+    def _change_record(self, state: State, change: CheckpointChange) -> bytes | None:
         """:meth:`_apply_change`; if it fails halfway (a time it cannot encode), the state
         is unknown and the next commit writes everything."""
         try:
-            return self._apply_change(state, change)
+            return apply_change(state, change)
         except BaseException:
             self._state = None
             raise
@@ -563,13 +427,13 @@ class JournalCheckpointStore:
             await self._settle()
             state = self._state
             if state is None or self._fd < 0:
-                await self._full(_state_of(snapshot(), self._loaded_preserved))
+                await self._full(state_of(snapshot(), self._loaded_preserved))
                 return
             if change is not None:
                 payload = self._change_record(state, change)
                 adds = bool(change.put)
             else:
-                state, payload, adds = self._diff(state, snapshot())
+                state, payload, adds = diff_state(state, snapshot())
             if payload is None:
                 if self._unsynced:
                     await self._run(self._guarded, self._sync)
@@ -578,7 +442,7 @@ class JournalCheckpointStore:
                 self._commit_inline(state, payload, adds)
                 return
             seq = self._seq + 1
-            record = _record(seq, payload)
+            record = make_record(seq, payload)
             try:
                 if self._off + len(record) > self._capacity:
                     self._seq = seq
@@ -596,13 +460,13 @@ class JournalCheckpointStore:
                 raise
             self._appended(state, seq, record)
 
-    def _commit_inline(self, state: _State, payload: bytes, adds: bool) -> None:
+    def _commit_inline(self, state: State, payload: bytes, adds: bool) -> None:
         """Append the record of ``state``'s last change on this thread (``fdatasync``-ed
         when it adds, or every record with ``sync_releases``). A record that does not fit
         the journal (rare: compaction runs at half its size) makes a compaction the commit,
         on this thread too."""
         seq = self._seq + 1
-        record = _record(seq, payload)
+        record = make_record(seq, payload)
         try:
             if self._off + len(record) > self._capacity:
                 self._seq = seq
@@ -615,7 +479,7 @@ class JournalCheckpointStore:
             raise
         self._appended(state, seq, record)
 
-    def _appended(self, state: _State, seq: int, record: bytes) -> None:
+    def _appended(self, state: State, seq: int, record: bytes) -> None:
         self._state, self._seq = state, seq
         self._off += len(record)
         self.records += 1
@@ -624,84 +488,10 @@ class JournalCheckpointStore:
             self._compaction = self._run(self._compact_blocking, state.document(seq))
             self._compaction.add_done_callback(_retrieve)
 
-    @staticmethod
-    def _apply_change(state: _State, change: CheckpointChange) -> bytes | None:
-        """Make ``change`` in ``state`` (in place) and return its record's payload (None:
-        nothing changed)."""
-        allocs, released, preserved = state.allocs, state.released, state.preserved
-        puts: list[str] = []
-        for a, netns in change.put:
-            key = a.key
-            kept = _kept(a, preserved.get(key)) if preserved else None
-            fields = _fields(a, netns, kept)
-            old = allocs.get(key)
-            if old is None or old[0] != fields:
-                js = _allocation_json(a, netns, kept)
-                allocs[key] = (fields, js)
-                puts.append(js)
-        dels: list[list[str]] = []
-        for key in change.removed:
-            if allocs.pop(key, None) is not None:
-                dels.append(list(key))
-            if preserved:
-                preserved.pop(key, None)
-        rels: list[str] = []
-        for r in change.released:
-            prev = released.get(r[0])
-            if prev is None or prev[0] != r[1]:
-                js = _released_json(r)
-                released[r[0]] = (r[1], js)
-                rels.append(js)
-        unrel = [a for a in change.unreleased if released.pop(a, None) is not None]
-        if not (puts or dels or rels or unrel):
-            return None
-        return _payload(puts, dels, rels, unrel)
-
     def _compact_at(self) -> int:
         assert self._state is not None
         guess = 300 * len(self._state.allocs) + 80 * len(self._state.released)
         return min(self._capacity // 2, max(MIN_COMPACT_BYTES, 2 * guess))
-
-    @staticmethod
-    def _diff(state: _State, cp: Checkpoint) -> tuple[_State, bytes | None, bool]:
-        """The state after ``cp`` and the record that takes ``state`` there (None: same)."""
-        new = _State()
-        old_allocs, old_rel = state.allocs, state.released
-        puts: list[str] = []
-        paths = dict(cp.netns) if cp.netns else {}
-        preserved = state.preserved
-        if cp.preserved:
-            preserved = {**preserved, **dict(cp.preserved)}
-        for a in cp.allocations:
-            netns = paths.get(a.key, "")
-            kept = _kept(a, preserved.get(a.key)) if preserved else None
-            fields = _fields(a, netns, kept)
-            old = old_allocs.get(a.key)
-            if old is not None and old[0] == fields:
-                new.allocs[a.key] = old
-            else:
-                js = _allocation_json(a, netns, kept)
-                new.allocs[a.key] = (fields, js)
-                puts.append(js)
-        dels = [k for k in old_allocs if k not in new.allocs] if (
-            len(new.allocs) - len(puts) != len(old_allocs)) else []  # fmt: skip
-        if dels and preserved:
-            preserved = {k: v for k, v in preserved.items() if k in new.allocs}
-        new.preserved = preserved
-        rels: list[str] = []
-        for r in cp.released_at:
-            prev = old_rel.get(r[0])
-            if prev is not None and prev[0] == r[1]:
-                new.released[r[0]] = prev
-            else:
-                js = _released_json(r)
-                new.released[r[0]] = (r[1], js)
-                rels.append(js)
-        unrel = [a for a in old_rel if a not in new.released] if (
-            len(new.released) - len(rels) != len(old_rel)) else []  # fmt: skip
-        if not (puts or dels or rels or unrel):
-            return new, None, False
-        return new, _payload(puts, [list(k) for k in dels], rels, unrel), bool(puts)
 
     def _append(self, record: bytes, sync: bool) -> None:
         os.pwrite(self._fd, record, self._off)
@@ -723,7 +513,7 @@ class JournalCheckpointStore:
         self._unsynced = False
         self.synced_to = self._off
 
-    async def _full(self, state: _State) -> None:
+    async def _full(self, state: State) -> None:
         """Write ``state`` as ``ipam.json`` and reset the journal (a durable commit)."""
         await self._run(self._compact_blocking, state.document(self._seq))
         self._state = state
@@ -824,14 +614,14 @@ def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpo
     continue the document read: both are read again."""
     for _ in range(attempts):
         try:
-            data = _read(path, MAX_CHECKPOINT_BYTES)
-            journal = _read(path + ".journal", MAX_JOURNAL_BYTES)
+            data = read_file(path, MAX_CHECKPOINT_BYTES)
+            journal = read_file(path + ".journal", MAX_JOURNAL_BYTES)
         except UnsafeStateFile as exc:
             raise CheckpointError(f"{exc.filename}: {exc.strerror}") from None
         if data is None:
             return None
         checkpoint = decode_file_bytes(data)
-        found = _SEQ_TAIL.search(data[-64:])
+        found = SEQ_TAIL.search(data[-64:])
         if found is None:
             return checkpoint
         if journal is None:
@@ -841,8 +631,8 @@ def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpo
         fresh = [r for r in records if r[0] > base]
         if fresh and fresh[0][0] != base + 1:
             continue  # compacted meanwhile
-        state = _state_of(checkpoint)
+        state = state_of(checkpoint)
         for _seq, payload in fresh:
-            JournalCheckpointStore._apply(state, payload)
+            apply_record(state, payload)
         return decode_file_bytes(state.document(0))
     raise CheckpointError("the checkpoint kept changing while it was read")
