@@ -202,7 +202,9 @@ def _to_ns(seconds: float) -> int:
     (NaN, infinite, negative, past Go's int64 nanoseconds: ``now`` in milliseconds, say)
     raises :class:`CheckpointError` here, so that ``encode`` never writes what ``decode``
     rejects."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+    if type(seconds) is not float and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float)
+    ):
         raise CheckpointError(f"a time must be Unix seconds, got {type(seconds).__name__}")
     if not 0 <= seconds <= MAX_TIMESTAMP_S:  # also False for NaN
         raise CheckpointError(

@@ -7,6 +7,7 @@ a whole checkpoint compared with the state (:func:`diff_state`), and in a replay
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
 import struct
 import zlib
@@ -32,7 +33,7 @@ FILE_HEADER = struct.Struct("<8sI20x")  # 32 bytes
 RECORD_MAGIC = 0x4C4E524A  # "JRNL"
 RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
 SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps, made once
+_quote = json.encoder.encode_basestring_ascii  # a JSON string as json.dumps writes it
 
 Fields = tuple[Any, ...]
 
@@ -115,12 +116,13 @@ def _payload(puts: list[str], dels: list[list[str]], rels: list[str], unrel: lis
     parts = []
     if puts:
         parts.append(f'"put":[{",".join(puts)}]')
-    if dels:
-        parts.append('"del":' + _compact_json(dels))
+    if dels:  # (json.dumps's text, made without it: lists of strings)
+        keys = ",".join("[" + ",".join(map(_quote, k)) + "]" for k in dels)
+        parts.append(f'"del":[{keys}]')
     if rels:
         parts.append(f'"rel":[{",".join(rels)}]')
     if unrel:
-        parts.append('"unrel":' + _compact_json(unrel))
+        parts.append(f'"unrel":[{",".join(map(_quote, unrel))}]')
     return ("{" + ",".join(parts) + "}").encode()
 
 
