@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -40,6 +40,8 @@ CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
 MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
 MAX_TIMESTAMP_S = (MAX_TIMESTAMP_NS // NS_PER_S) - 1  # whole seconds that still fit, with margin
+T = TypeVar("T")
+V = TypeVar("V")
 _KNOWN_ENTRY = frozenset(
     {"networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata",
      "netns"}
@@ -175,25 +177,25 @@ class ChangeTracker:
         if self.full:
             self.full = False
             return None
-        put: list[tuple[Allocation, str]] = []
-        removed: list[AllocationKey] = []
-        get = source.get
-        for key in keys:
-            allocation = get(key)
-            if allocation is None:
-                removed.append(key)
-            else:
-                put.append((allocation, netns.get(key, "")))
-        released: list[tuple[str, float]] = []
-        unreleased: list[str] = []
-        released_time = source.released_time
-        for address in addresses:
-            at = released_time(address)
-            if at is None:
-                unreleased.append(address)
-            else:
-                released.append((address, at))
+        found, removed = _read_back(keys, source.get)
+        released, unreleased = _read_back(addresses, source.released_time)
+        put = [(allocation, netns.get(key, "")) for key, allocation in found]
         return CheckpointChange(tuple(put), tuple(removed), tuple(released), tuple(unreleased))
+
+
+def _read_back(
+    items: Iterable[T], read: Callable[[T], V | None]
+) -> tuple[list[tuple[T, V]], list[T]]:
+    """``(item, value)`` of the items ``read`` finds a value for, and the others."""
+    found: list[tuple[T, V]] = []
+    missing: list[T] = []
+    for item in items:
+        value = read(item)
+        if value is None:
+            missing.append(item)
+        else:
+            found.append((item, value))
+    return found, missing
 
 
 def _to_ns(seconds: float) -> int:

@@ -4,8 +4,10 @@ tails, damage, newer versions, another history, one fdatasync per commit, DELs u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -240,26 +242,41 @@ async def test_ipam_json_stays_readable_by_the_plain_reader(tmp_path: Path) -> N
     assert await JsonFileCheckpointStore(str(path)).load() == cp_with(A, B, C)
 
 
-async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "ipam.json"
-    store = journal_store(path)
-    await store.load()
-    await store.save(cp_with(A))
-    real = os.fdatasync
+@contextlib.contextmanager
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every fdatasync fails (ENOSPC) inside the block."""
 
     def failing(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fdatasync", failing)
-    with pytest.raises(OSError):
-        await store.save(cp_with(A, B))
-    monkeypatch.setattr(os, "fdatasync", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fdatasync", failing)
+        yield
+
+
+@pytest.mark.parametrize("changes", [False, True])
+async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: bool
+) -> None:
+    """With ``changes``, as the daemon commits: the node sends the next change (C only);
+    the store, not knowing what reached the disk, writes the whole snapshot instead."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A))
+    with pytest.raises(OSError), disk_full(monkeypatch):
+        if changes:
+            await store.commit(CheckpointChange(put=((B, ""),)), lambda: cp_with(A, B))
+        else:
+            await store.save(cp_with(A, B))
     compactions = store.compactions
-    await store.save(cp_with(A, C))
+    if changes:
+        await store.commit(CheckpointChange(put=((C, ""),)), lambda: cp_with(A, B, C))
+        assert await journal_store(path).load() == cp_with(A, B, C)
+    else:
+        await store.save(cp_with(A, C))
+        assert await journal_store(path).load() == cp_with(A, C)
     assert store.compactions == compactions + 1
-    assert await journal_store(path).load() == cp_with(A, C)
 
 
 @pytest.mark.parametrize("which", ["ipam.json", "ipam.json.journal"])
@@ -366,6 +383,15 @@ async def test_tools_read_the_checkpoint_with_its_journal(tmp_path: Path) -> Non
 # ------------------------------------------------------------------ commits of changes
 
 
+async def started(tmp_path: Path, first: Checkpoint) -> tuple[Path, JournalCheckpointStore]:
+    """A loaded store whose first (whole) commit was ``first``."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.commit(None, lambda: first)
+    return path, store
+
+
 def change_of(before: Checkpoint, after: Checkpoint) -> CheckpointChange:
     """What a node's ChangeTracker would send between two checkpoints (test helper)."""
     old = {a.key: a for a in before.allocations}
@@ -403,10 +429,7 @@ async def test_a_commit_of_a_change_replays_to_the_snapshot(tmp_path: Path) -> N
 
 
 async def test_a_change_that_adds_is_synced_once_one_that_releases_is_not(tmp_path: Path) -> None:
-    path = tmp_path / "ipam.json"
-    store = journal_store(path)
-    await store.load()
-    await store.commit(None, lambda: cp_with(A, B))
+    path, store = await started(tmp_path, cp_with(A, B))
     syncs = store.syncs
     del_b = CheckpointChange(removed=(B.key,), released=(("10.0.0.2", NOW),))
     await store.commit(del_b, lambda: cp_with(A))
@@ -422,37 +445,10 @@ async def test_a_change_that_adds_is_synced_once_one_that_releases_is_not(tmp_pa
     assert store.records == records
 
 
-async def test_a_failed_commit_of_a_change_makes_the_next_one_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "ipam.json"
-    store = journal_store(path)
-    await store.load()
-    await store.commit(None, lambda: cp_with(A))
-    real = os.fdatasync
-
-    def failing(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fdatasync", failing)
-    with pytest.raises(OSError):
-        await store.commit(CheckpointChange(put=((B, ""),)), lambda: cp_with(A, B))
-    monkeypatch.setattr(os, "fdatasync", real)
-    # The node sends the next change (C only); the store, not knowing what reached the
-    # disk, writes the whole snapshot instead.
-    compactions = store.compactions
-    await store.commit(CheckpointChange(put=((C, ""),)), lambda: cp_with(A, B, C))
-    assert store.compactions == compactions + 1
-    assert await journal_store(path).load() == cp_with(A, B, C)
-
-
 async def test_a_change_whose_time_cannot_be_encoded_fails_and_the_next_commit_is_whole(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "ipam.json"
-    store = journal_store(path)
-    await store.load()
-    await store.commit(None, lambda: cp_with(A))
+    path, store = await started(tmp_path, cp_with(A))
     bad = alloc("b", "10.0.0.2", at=-5.0)
     with pytest.raises(CheckpointError):
         await store.commit(CheckpointChange(put=((C, ""), (bad, ""))), lambda: cp_with(A))
