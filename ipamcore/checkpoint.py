@@ -136,9 +136,13 @@ class ChangeSource(Protocol):
     """What :class:`ChangeTracker` reads the current values from (an
     :class:`~ipamcore.ipam.Ipam`)."""
 
-    def get(self, key: AllocationKey) -> Allocation | None: ...
+    def get(self, key: AllocationKey) -> Allocation | None:
+        """The allocation of ``key`` now, or None."""
+        ...
 
-    def released_time(self, address: str) -> float | None: ...
+    def released_time(self, address: str) -> float | None:
+        """The release time the checkpoint holds for ``address`` now, or None."""
+        ...
 
 
 class ChangeTracker:
