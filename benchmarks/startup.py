@@ -3,12 +3,13 @@ a node with 0 pods and with 100 pods (restored from the checkpoint), against mot
 
 What runs: moto_server (with EC2's address rules) and the project's IMDSv2 server on this
 machine's loopback, one c5.4xlarge instance per node; the aws-node image (``./dev image``)
-run by podman as the DaemonSet runs it (its default command, the entrypoint aws-vpc-cni;
-NET_ADMIN, NET_RAW and SYS_ADMIN only; hostPath-style mounts of temp dirs; host network, the
-fake datapath so the machine's own network is left alone). The clock starts before ``podman
-run`` and stops when the conflist appears on the "host", so the figure includes podman and
-runc starting the container, Python starting, ipamd's start (EC2 describe calls, checkpoint)
-and the socket answering.
+run by podman as deploy/aws-k8s-cni.yaml's DaemonSet runs it (its command, the entrypoint
+aws-vpc-cni; its capabilities, NET_ADMIN, NET_RAW and SYS_ADMIN only; its hostPath volumes
+under a temporary root; its environment, then this benchmark's: the endpoints, no Kubernetes,
+host network and the fake datapath so the machine's own network is left alone). The clock
+starts before ``podman run`` and stops when the conflist appears on the "host", so the figure
+includes podman and runc starting the container, Python starting, ipamd's start (EC2
+describe calls, checkpoint) and the socket answering.
 
 0 pods: a new instance and empty state each run. 100 pods: the node is filled with 100 pods
 through ipamd's socket, stopped, then restarted (checkpoint, same instance) for each run; the
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from adapters import protocol as p  # noqa: E402
 from deploy import image  # noqa: E402
+from tests.rigs.aws_node import daemonset, podman_args  # noqa: E402
 
 INSTANCE_TYPE = "c5.4xlarge"
 
@@ -49,7 +51,9 @@ class Node:
 
     def __init__(self, root: Path, moto_url: str, imds_url: str) -> None:
         self.root = root
-        self.dirs = {d: root / d for d in ("bin", "net.d", "run", "log")}
+        self.dirs = {d: root / p for d, p in (("bin", "opt/cni/bin"), ("net.d", "etc/cni/net.d"),
+                                              ("run", "var/run/aws-node"),
+                                              ("log", "var/log/aws-routed-eni"))}  # fmt: skip
         for d in self.dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -65,15 +69,16 @@ class Node:
         return self.dirs["net.d"] / "10-aws.conflist"
 
     def run_args(self, name: str) -> list[str]:
-        args = ["run", "-d", "--name", name, "--network", "host", "--cap-drop", "ALL",
-                "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_ADMIN",
-                "-v", f"{self.dirs['bin']}:/host/opt/cni/bin",
-                "-v", f"{self.dirs['net.d']}:/host/etc/cni/net.d",
-                "-v", f"{self.dirs['run']}:/var/run/aws-node",
-                "-v", f"{self.dirs['log']}:/host/var/log/aws-routed-eni"]  # fmt: skip
-        for key, value in self.env.items():
-            args += ["-e", f"{key}={value}"]
-        return [*args, image.DEFAULT_TAG]
+        """The aws-node container of deploy/aws-k8s-cni.yaml's DaemonSet (command, capabilities,
+        hostPath volumes under this node's root, environment), on the host network, with
+        this benchmark's environment over the manifest's."""
+        pod = daemonset()["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        node = next(c for c in pod["containers"] if c["name"] == "aws-node")
+        fields = {"spec.nodeName": "", "metadata.name": ""}  # no Kubernetes here
+        args = podman_args(node, volumes, self.root, fields, self.env)
+        return ["run", "-d", "--name", name, "--network", "host", *args, image.DEFAULT_TAG,
+                *node["command"]]  # fmt: skip
 
 
 def start_timed(store: image.Store, node: Node, name: str, timeout: float = 120) -> float:

@@ -239,16 +239,27 @@ class Ipam:
         """The latest time to call :meth:`plan` again if no input arrives before: the next
         end of a cooldown, a growth pause, a backoff, the shrink interval, an ENI's minimum
         age, or an effect's expiry (inf when nothing is pending). A query."""
-        times = [
+        config = self.config
+        wake = INF
+        for t in (
             self._growth_paused_until,
-            self._last_shrink_at + self.config.shrink_interval_s,
+            self._last_shrink_at + config.shrink_interval_s,
             self.pool.next_ready_at(),
             self._policy.wake_at(now),
-            *(at + self.config.effect_timeout_s for at in self._issued_at.values()),
             *self._full_subnets.values(),
-            *(e.seen_at + self.config.eni_min_age_s for e in self.pool.enis.values()),
-        ]
-        return min((t for t in times if t > now), default=INF)
+        ):
+            if now < t < wake:
+                wake = t
+        if self._issued_at:
+            timeout = config.effect_timeout_s
+            for at in self._issued_at.values():
+                if now < at + timeout < wake:
+                    wake = at + timeout
+        age = config.eni_min_age_s
+        for eni in self.pool.enis.values():
+            if now < eni.seen_at + age < wake:
+                wake = eni.seen_at + age
+        return wake
 
     # ------------------------------------------------------------ pods
     def assign(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:

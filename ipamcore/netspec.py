@@ -28,7 +28,16 @@ def attachment_tag(network_name: str, container_id: str, if_name: str) -> str:
     """The ifalias set on an attachment's host veth: teardown deletes a veth only when it
     carries this tag (or routes the attachment's own address), setup never replaces a veth
     that carries another."""
-    return ATTACHMENT_TAG_PREFIX + attachment_digest(network_name, container_id, if_name)[:32]
+    return attachment_names(network_name, container_id, if_name)[1]
+
+
+def attachment_names(
+    network_name: str, container_id: str, if_name: str, prefix: str = DEFAULT_VETH_PREFIX
+) -> tuple[str, str]:
+    """``(host_veth_name(...), attachment_tag(...))`` of one attachment, from one digest (the
+    node makes both for every ADD and DEL)."""
+    digest = attachment_digest(network_name, container_id, if_name)
+    return f"{prefix}{digest[:VETH_HASH_DIGITS]}", ATTACHMENT_TAG_PREFIX + digest[:32]
 
 
 def host_veth_name(
@@ -41,8 +50,7 @@ def host_veth_name(
     deleted the other's veth. The container id and interface name make it unique per
     attachment; the prefix (``AWS_VPC_K8S_CNI_VETHPREFIX``) and the length (at most 15
     characters) are upstream's."""
-    digest = attachment_digest(network_name, container_id, if_name)
-    return f"{prefix}{digest[:VETH_HASH_DIGITS]}"
+    return attachment_names(network_name, container_id, if_name, prefix)[0]
 
 
 def legacy_veth_suffix(namespace: str, pod_name: str) -> str:

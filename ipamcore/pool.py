@@ -207,8 +207,10 @@ class AddressPool:
     Ready addresses live in buckets of at most one ENI's or one prefix's size. The lowest
     non-empty bucket is held apart from the heap of the others' keys: a slot that ends its
     cooldown in a bucket below all others, and is assigned next (the usual case when pods are
-    packed low), comes and goes without a heap operation. An assignment touches the top
-    bucket only, so its cost does not grow with the pool.
+    packed low), comes and goes without a heap operation; when it is the only slot to end its
+    cooldown, it is taken without being queued at all (:meth:`_take_cooled`), so a large
+    pool's pair costs what a small pool's does. An assignment touches the top bucket only, so
+    its cost does not grow with the pool.
     """
 
     def __init__(self, cooldown_s: float, secondary_ips_last: bool = False) -> None:
@@ -309,9 +311,9 @@ class AddressPool:
     def advance(self, now: float) -> None:
         """Move addresses whose cooldown has ended into their ready buckets."""
         cooling, late, num = self._cooling, self._cooling_late, self._num
-        cooldown, time = self.cooldown_s, self._time
-        while cooling.items:
-            entry = cooling.first()
+        cooldown, time, items = self.cooldown_s, self._time, self._cooling.items
+        while items:
+            entry = items[cooling.head]  # (cooling.first(), inline: it runs twice a pair)
             index = entry & _MASK
             at = index << _RECORD
             if num[at] != entry >> _SHIFT:  # at | _TAG
@@ -320,7 +322,11 @@ class AddressPool:
             if time[at | _RELEASED] + cooldown > now:
                 break
             cooling.popleft()
-            self._end_cooling(index)
+            num[at] ^= _COOLING  # (self._end_cooling(index), inline: once a pair)
+            block = self._block[index]
+            self.cooling -= 1
+            block.eni.cooling -= 1
+            block.busy -= 1
             self._push_ready(index)
         while late and late[0][0] <= now:
             entry = heapq.heappop(late)[1]
@@ -510,6 +516,10 @@ class AddressPool:
             return self._allocation(index)
         if self._slotless and key in self._slotless:
             return self._slotless[key]
+        if self._top is None:
+            index = self._take_cooled(now)
+            if index >= 0:
+                return self._bind(index, key, pod, now)
         self.advance(now)
         num = self._num
         while True:
@@ -547,6 +557,40 @@ class AddressPool:
                 return self._bind(index, key, pod, now)
             self._dequeue(bucket)
         raise PoolExhausted("no address is ready (all assigned, cooling or being added)")
+
+    def _take_cooled(self, now: float) -> int:
+        """The usual case in a large pool, in one step: the one slot whose cooldown has ended
+        since the last call is alone in its bucket, below every queued bucket, so it is the
+        slot :meth:`assign` would take; it is made ready and taken without being queued (the
+        pool ends as if :meth:`advance` had queued it and :meth:`assign` had taken it). -1
+        when the case does not hold (the general path decides); call with no top bucket."""
+        cooling = self._cooling
+        items = cooling.items
+        if not items:
+            return -1
+        head = cooling.head
+        entry = items[head]
+        index = entry & _MASK
+        at = index << _RECORD
+        num, time, cooldown = self._num, self._time, self.cooldown_s
+        if num[at] != entry >> _SHIFT or time[at | _RELEASED] + cooldown > now:
+            return -1  # a stale head, or no cooldown over
+        if head + 1 < len(items):  # the next one must still be cooling (and current)
+            after = items[head + 1]
+            after_at = (after & _MASK) << _RECORD
+            if num[after_at] != after >> _SHIFT or time[after_at | _RELEASED] + cooldown <= now:
+                return -1
+        late = self._cooling_late
+        if late and late[0][0] <= now:
+            return -1
+        bucket = self._block[index].bucket
+        ready = self._ready
+        if bucket.queued or (ready and ready[0] < bucket.key) or self._ref[at].leaving:
+            return -1  # (a bucket not queued is empty)
+        cooling.popleft()
+        self._end_cooling(index)
+        num[at] = (num[at] | _STATE) + 1  # its next generation, free: _bind assigns it
+        return index
 
     def _dequeue(self, bucket: ReadyBucket) -> None:
         """Take the top bucket, now empty, out of the search."""

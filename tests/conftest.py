@@ -1,12 +1,15 @@
-"""Test-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci|dev|deep``), and the libcni
-runner (``tests/cni/runner``, built once per session for the CNI and end-to-end tests)."""
+"""Test-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci|dev|deep``), the libcni
+runner (``tests/cni/runner``, built once per session for the CNI and end-to-end tests), and
+the aws-node image (built once per session for the container tests)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -49,3 +52,24 @@ def libcni_runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"building the libcni runner failed:\n{proc.stderr.decode()}")
     return exe
+
+
+@pytest.fixture(scope="session")
+def aws_node_image() -> Iterator[tuple[Any, str]]:
+    """The aws-node image built (or found up to date) by deploy/image.py: (its podman store,
+    its tag). Skips with the reason where images cannot be built or run; podman's files
+    outside its store that were not there before are removed at the end."""
+    from deploy import image
+
+    reason = image.unavailable_reason()
+    if reason:
+        pytest.skip(f"cannot build or run images here: {reason}")
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 missing")
+    before = image.leftovers()
+    cache = image.default_cache()
+    try:
+        tag = image.build(cache)
+        yield image.Store(cache / "store"), tag
+    finally:
+        image.remove_new_leftovers(before)

@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -48,14 +47,17 @@ from adapters.ipamctl.simulate import (
     add_source_arguments,
     build_setup,
     check_plot_target,
-    check_settings,
+    check_settings_all,
     draw_safely,
+    fleet_label,
     knob_names,
     node_capacity,
     pool_config,
+    type_counts,
 )
 from adapters.simulator import Cluster, Measures, SimConfig
-from adapters.simulator.workload import ADD, PodEvent
+from adapters.simulator.cluster import node_types_of
+from adapters.simulator.workload import ADD, DEL, PodEvent
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.economy import usable_addresses
 from ipamcore.limits import InstanceLimits, limits_for
@@ -335,6 +337,8 @@ def peak_pods_per_node(events: Sequence[PodEvent]) -> tuple[int, int]:
     live: Counter[int] = Counter()
     peak, where = 0, 0
     for e in events:
+        if e.event != ADD and e.event != DEL:
+            continue
         live[e.node] += 1 if e.event == ADD else -1
         if live[e.node] > peak:
             peak, where = live[e.node], e.node
@@ -345,8 +349,9 @@ def peak_pods_in_cluster(events: Sequence[PodEvent]) -> int:
     """Most pods alive at once across the cluster."""
     live = peak = 0
     for e in events:
-        live += 1 if e.event == ADD else -1
-        peak = max(peak, live)
+        if e.event == ADD or e.event == DEL:
+            live += 1 if e.event == ADD else -1
+            peak = max(peak, live)
     return peak
 
 
@@ -367,8 +372,10 @@ def judge(
     node_names: Sequence[str] = (),
     skipped: Sequence[str] = (),
     subnet_addresses: int = 0,
+    node_limits: Sequence[InstanceLimits] = (),
 ) -> Verdict:
-    """:func:`recommend`, and when its choice does not qualify, the reasons in numbers."""
+    """:func:`recommend`, and when its choice does not qualify, the reasons in numbers
+    (``node_limits``: each node's type, in a cluster of several; else ``limits``)."""
     best = recommend(candidates, max_p99_s)
     if qualifies(best, max_p99_s):
         return Verdict(best, True)
@@ -385,6 +392,8 @@ def judge(
                    + ", ".join(bad))  # fmt: skip
     peak, where = peak_pods_per_node(events)
     name = node_names[where] if where < len(node_names) else str(where)
+    if where < len(node_limits):
+        limits = node_limits[where]
     secondary = node_capacity(limits, PoolConfig())
     itype = limits.instance_type
     if peak > secondary:
@@ -429,105 +438,18 @@ def judge(
 # --------------------------------------------------------------------------- picture
 def plot(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float, path: str,
          title: str) -> None:  # fmt: skip
-    """Idle address-hours against p99 wait, one numbered point a setting (the key on the
-    right), marker area by EC2 calls; the idle-vs-p99 frontier as a staircase, the
-    ``--max-p99`` line, the default and the recommendation marked."""
-    import matplotlib
+    """The sweep's picture (:func:`adapters.ipamctl.simplots.plot_recommendation`)."""
+    from adapters.ipamctl.simplots import plot_recommendation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    best = verdict.best
-    front = frontier(candidates)
-    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 6.5),
-                                  gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
-    top = max((c.measures.mutating_total for c in candidates), default=1) or 1
-    xs = [c.measures.idle_address_hours for c in candidates]
-    ys = [c.measures.wait_p99_s for c in candidates]
-    # the 2-D frontier (idle vs p99): sorted by idle, each step lowers p99 (monotone)
-    stairs: list[tuple[float, float]] = []
-    for x, y in sorted(zip(xs, ys, strict=True)):
-        if not stairs or y < stairs[-1][1]:
-            stairs.append((x, y))
-    ax.step([x for x, _ in stairs], [y for _, y in stairs], where="post", color="tab:blue",
-            linewidth=1.2, alpha=0.7, label="frontier: least p99 for the idle addresses")
-    ax.axhline(max_p99_s, color="red", linestyle="--", linewidth=1,
-               label=f"--max-p99 {max_p99_s:g} s")  # fmt: skip
-    span_x = (max(xs) - min(0.0, min(xs))) or 1.0
-    span_y = (max([*ys, max_p99_s]) - min(ys)) or 1.0
-    placed: list[tuple[float, float]] = []  # label spots, in axis fractions
-    for i, c in enumerate(candidates, start=1):
-        m = c.measures
-        on = c in front
-        color = "tab:green" if qualifies(c, max_p99_s) else "tab:red"
-        marker = "s" if c.is_default() else "o"
-        ax.scatter([m.idle_address_hours], [m.wait_p99_s],
-                   s=40 + 500 * m.mutating_total / top, marker=marker, color=color,
-                   alpha=0.75 if on else 0.3, edgecolors="black" if c is best else "none",
-                   linewidths=2.5, zorder=3)  # fmt: skip
-        fx, fy = m.idle_address_hours / span_x, m.wait_p99_s / span_y
-        k = 0
-        while any(abs(fx - px) < 0.03 and abs(fy + 0.035 * k - py) < 0.03 for px, py in placed):
-            k += 1
-        placed.append((fx, fy + 0.035 * k))
-        leader = {"arrowstyle": "-", "lw": 0.6, "color": "gray"} if k else None
-        ax.annotate(str(i), (m.idle_address_hours, m.wait_p99_s), fontsize=9,
-                    fontweight="bold", xytext=(7, 5 + 13 * k), textcoords="offset points",
-                    zorder=4, arrowprops=leader)  # fmt: skip
-    from matplotlib.lines import Line2D
-
-    handles = ax.get_legend_handles_labels()[0] + [
-        Line2D([], [], marker="o", linestyle="", color="tab:green", label="meets --max-p99"),
-        Line2D([], [], marker="o", linestyle="", color="tab:red", label="does not"),
-        Line2D([], [], marker="s", linestyle="", color="gray", label="upstream default"),
-        Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="black",
-               markeredgewidth=2, label="recommended" if verdict.met else "closest (not met)"),
-        Line2D([], [], marker="o", linestyle="", color="gray", alpha=0.3,
-               label="off the frontier (faint); area: EC2 calls"),
-    ]  # fmt: skip
-    key.legend(handles=handles, loc="lower left", fontsize=8, frameon=False)
-    ax.set_xlabel("idle address-hours (held, not assigned; lower is better)")
-    ax.set_ylabel("p99 address wait, s (lower is better)")
-    high = max([*ys, max_p99_s])
-    if max(ys) > 20 * max(max_p99_s, 0.1):
-        ax.set_yscale("symlog", linthresh=max(max_p99_s, 0.1))
-        ax.set_ylim(0, high * 2.5)
-    else:
-        ax.set_ylim(-0.04 * high, high * 1.15)
-    ax.set_xlim(0, max(xs) * 1.08)
-    if not verdict.met:
-        why = "\n".join(textwrap.wrap(verdict.reasons[-1 if len(verdict.reasons) < 2 else 1],
-                                       70))
-        ax.text(0.02, 0.5, why, transform=ax.transAxes, fontsize=8, va="center",
-                bbox={"boxstyle": "round", "facecolor": "mistyrose", "alpha": 0.9})
-    ax.grid(alpha=0.3)
-    head = "recommended" if verdict.met else "NOTHING MEETS THE REQUIREMENTS; closest"
-    ax.set_title(f"{title}\n{head}: {best.label}", fontsize=10)
-    key.axis("off")
-    d = next((c for c in candidates if c.is_default()), candidates[0])
-    width = max(len(c.label) for c in candidates)
-    lines = [f"{'':>3} {'setting':<{width}} {'idle':>6} {'p99 s':>6} {'calls':>7}"]
-    for i, c in enumerate(candidates, start=1):
-        m = c.measures
-        mark = ("=" if c.is_default() else "") + ("*" if c in front else "")
-        lines.append(f"{i:>2}{mark:<1} {c.label:<{width}} {m.idle_address_hours:>6,.0f} "
-                     f"{m.wait_p99_s:>6.2f} {m.mutating_total:>7,}")  # fmt: skip
-    lines += ["", "= upstream default (WARM_ENI_TARGET=1)",
-              "* on the frontier of idle, p99 and EC2 calls",
-              "idle: address-hours held but not assigned",
-              f"default: {d.measures.idle_address_hours:,.0f} idle, "
-              f"{d.measures.mutating_total:,} calls"]
-    key.text(0, 1, "\n".join(lines), family="monospace", fontsize=8 if width < 40 else 7.5,
-             va="top", transform=key.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_recommendation(candidates, verdict, max_p99_s, path, title)
 
 
-def candidate_specs(args: argparse.Namespace, limits: InstanceLimits
+def candidate_specs(args: argparse.Namespace, limits: InstanceLimits | Sequence[InstanceLimits]
                     ) -> tuple[list[Spec], dict[str, tuple[str, ...]], list[str]]:  # fmt: skip
     """(specs to run, notes by label, skipped settings): the default always first; a
-    ``--candidate`` impossible on the type is refused, one of the default sweep skipped."""
+    ``--candidate`` impossible on the type (on any of the cluster's types) is refused, one
+    of the default sweep skipped."""
+    every = [limits] if isinstance(limits, InstanceLimits) else list(limits)
     given = [parse_candidate(s) for s in args.candidate]
     seen: set[str] = set()
     for label, _p, _k in given:
@@ -541,8 +463,8 @@ def candidate_specs(args: argparse.Namespace, limits: InstanceLimits
     notes: dict[str, tuple[str, ...]] = {}
     skipped: list[str] = []
     for label, policy, knobs in specs:
-        impossible, ignored = check_settings(pool_config(policy, knobs), knob_names(knobs),
-                                             limits)  # fmt: skip
+        impossible, ignored = check_settings_all(pool_config(policy, knobs), knob_names(knobs),
+                                                 every)  # fmt: skip
         if impossible:
             if given:
                 raise SimulateUsageError(f"--candidate {label}: " + "; ".join(impossible))
@@ -559,8 +481,11 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.policy, args.knobs = PolicyName.UPSTREAM.value, []
         setup: Setup = build_setup(args)
         base = setup.config
+        node_limits = [limits_for(t) for t in node_types_of(base, setup.events)]
         limits = limits_for(base.instance_type)
-        specs, notes, skipped = candidate_specs(args, limits)
+        specs, notes, skipped = candidate_specs(
+            args, list({lim.instance_type: lim for lim in node_limits}.values())
+        )
         if args.max_p99 < 0:
             raise SimulateUsageError("--max-p99 must be 0 or more")
         if args.plot:
@@ -578,16 +503,18 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     names = setup.trace.node_names if setup.trace is not None else ()
     subnets = -(-base.nodes // base.nodes_per_subnet)
     room = subnets * usable_addresses(f"10.0.0.0/{base.subnet_prefix_len}") - base.nodes
-    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room)
+    verdict = judge(candidates, args.max_p99, setup.events, limits, names, skipped, room,
+                    node_limits)
     best = verdict.best
     front = frontier(candidates)
     default = next(c for c in candidates if c.is_default())
-    title = f"{setup.source}, {base.nodes} x {base.instance_type}"
+    title = f"{setup.source}, {fleet_label(base)}"
     code = 0 if verdict.met else 1
     safe = no_regret(candidates, default)
     if args.rec_json or getattr(args, "json", False):
         doc = {
             "source": setup.source, "nodes": base.nodes, "instance_type": base.instance_type,
+            "instance_types": type_counts(base),
             "seed": base.seed, "max_p99_s": args.max_p99, "met": verdict.met,
             "reasons": list(verdict.reasons), "notes": list(setup.notes),
             "skipped": skipped, "default": default.label,
@@ -671,6 +598,8 @@ def write_table(stream: TextIO, candidates: Sequence[Candidate], verdict: Verdic
         for reason in verdict.reasons:
             stream.write(f"  why: {reason}\n")
     stream.write(f"  {best.label}: {figures(m)}\n")
+    for key, value in m.fleet_rows():
+        stream.write(f"    {key}: {value}\n")
     if not best.is_default():
         stream.write(f"  default {default.label}: {figures(d)}\n")
         stream.write(f"  trade-off: {trade_off(best, default)}\n")

@@ -35,8 +35,9 @@ from typing import Any, TextIO
 import attrs
 
 from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError
+from adapters.simulator.cluster import DRAINS
 from adapters.simulator.importers import SOURCES, import_trace, to_csv
-from adapters.simulator.workload import EPOCH_THRESHOLD_S, PodEvent, Trace, read_trace
+from adapters.simulator.workload import EPOCH_THRESHOLD_S, JOIN, PodEvent, Trace, read_trace
 from backends.fakecloud.latency import REALISTIC_METADATA_LAG_S
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.errors import ConfigError, UnknownInstanceType
@@ -69,9 +70,20 @@ else sniffed: a line starting with { is JSON). Blank lines and lines starting wi
          absolute times (after 1973) are rebased so the first event comes 30 s after the
          nodes boot (said on stderr)
   node   an integer >= 0 (the node's index) or a node name (numbered in order of appearance)
-  event  add (the pod's CNI ADD: it needs an address) or del (its address is released)
-  pod    a name, unique on its node while the pod lives; a del must follow its add
+  event  add (the pod's CNI ADD: it needs an address) or del (its address is released);
+         join (the node is launched then; a node without one is there from the start) or
+         leave (the node is drained: its pods are evicted and, unless --drain count,
+         rescheduled on the running node with the fewest pods; its instance is terminated
+         30 s later and its ENIs deleted, freeing their subnet addresses)
+  pod    a name, unique on its node while the pod lives; a del must follow its add.
+         For join: the node's instance type (empty: --instance-type's); for leave: empty.
+                          300,ip-10-0-9-9.ec2.internal,join,c5.2xlarge
+                          1500,ip-10-0-9-9.ec2.internal,leave,
 Without --nodes the cluster has as many nodes as the trace names.
+Mixed instance types: --instance-type m5.xlarge:6,c5.2xlarge:4 gives nodes 0-5 (in the
+order the trace names them) m5.xlarge and 6-9 c5.2xlarge; the last type may leave out its
+count (the rest of the nodes); a join's type overrides it. Waits and idle address-hours are
+then reported by type too.
 
 --trace-from reads a cluster export instead (so you can replay your own cluster):
   kubectl-pods  kubectl get pods -A -o json > pods.json  (pods that exist now: start times,
@@ -123,7 +135,12 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--trace-from", choices=SOURCES, metavar="KIND",
                     help="--trace is a cluster export: " + ", ".join(SOURCES) + " (below)")
     sp.add_argument("--nodes", type=int, help="nodes (default: the scenario's, or the trace's)")
-    sp.add_argument("--instance-type", help="EC2 instance type (default: the scenario's)")
+    sp.add_argument("--instance-type", metavar="TYPE[:N,TYPE...]",
+                    help="EC2 instance type (default: the scenario's), or a mix by node: "
+                    "m5.xlarge:6,c5.2xlarge:4 (the last count may be left out: the rest)")
+    sp.add_argument("--drain", choices=DRAINS, default="reschedule",
+                    help="a leaving node's pods: rescheduled on other nodes, or only counted "
+                    "(default %(default)s)")
     sp.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds")
     sp.add_argument("--seed", type=int, default=0, help="workload and boot-order seed")
     sp.add_argument("--boot-spread", type=float, metavar="SECONDS",
@@ -302,11 +319,13 @@ def build_setup(args: argparse.Namespace) -> Setup:
         raise SimulateUsageError("--trace-from needs --trace FILE")
     notes: list[str] = []
     trace = None
+    mix = parse_instance_types(args.instance_type) if args.instance_type else []
+    counted = sum(n for _t, n in mix if n) if all(n for _t, n in mix) and mix else None
     if args.scenario:
         scenario = SCENARIOS[args.scenario]
-        nodes = args.nodes or scenario.nodes
+        nodes = args.nodes or counted or scenario.nodes
         duration = args.duration or scenario.duration_s
-        instance_type = args.instance_type or scenario.instance_type
+        instance_type = mix[0][0] if mix else scenario.instance_type
         spread = scenario.boot_spread_s(nodes)
         events = scenario.events(nodes, duration, args.seed)
         source = f"scenario {args.scenario}"
@@ -314,22 +333,21 @@ def build_setup(args: argparse.Namespace) -> Setup:
         trace, notes = load_workload_trace(args)
         events = trace.events
         needed = max(trace.nodes, max((e.node for e in events), default=0) + 1)
-        nodes = args.nodes or needed
+        nodes = args.nodes or counted or needed
         if nodes < needed:
             raise SimulateUsageError(f"the trace uses {needed} nodes; --nodes is {nodes}")
         last = max((e.time for e in events), default=0.0)
         if last > EPOCH_THRESHOLD_S:
             raise SimulateUsageError(f"{args.trace}: the trace spans {last:,.0f} s")
         duration = args.duration or last + 60.0
-        instance_type = args.instance_type or "m5.xlarge"
+        instance_type = mix[0][0] if mix else "m5.xlarge"
         spread = 0.0
         source = f"trace {Path(args.trace).name}"
     if args.boot_spread is not None:
         spread = args.boot_spread
-    try:
-        limits = limits_for(instance_type)
-    except UnknownInstanceType:
-        raise SimulateUsageError(f"unknown instance type {instance_type!r}") from None
+    types = node_types(mix, nodes) if len(mix) > 1 or counted else ()
+    joined = {e.pod for e in events if e.event == JOIN and e.pod}
+    all_limits = [type_limits(t) for t in sorted({instance_type, *types, *joined})]
     subnet_len = parse_subnet_size(getattr(args, "subnet_size", "/16"))
     per_subnet = getattr(args, "nodes_per_subnet", 250)
     if per_subnet < 1:
@@ -342,7 +360,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     lag = float(getattr(args, "metadata_lag", REALISTIC_METADATA_LAG_S))
     if not 0 <= lag <= 60:
         raise SimulateUsageError("--metadata-lag must be from 0 to 60 seconds")
-    impossible, ignored = check_settings(pool, knob_names(args.knobs), limits)
+    impossible, ignored = check_settings_all(pool, knob_names(args.knobs), all_limits)
     if impossible:
         raise SimulateUsageError("; ".join(impossible))
     notes.extend(f"warning: {w}" for w in ignored)
@@ -350,9 +368,79 @@ def build_setup(args: argparse.Namespace) -> Setup:
         nodes=nodes, duration_s=duration, instance_type=instance_type, pool=pool,
         seed=args.seed, boot_spread_s=spread, wait_threshold_s=args.wait_threshold,
         subnet_prefix_len=subnet_len, nodes_per_subnet=per_subnet,
-        metadata_lag_s=lag,
+        metadata_lag_s=lag, instance_types=types, drain=getattr(args, "drain", "reschedule"),
     )  # fmt: skip
     return Setup(config, events, source, tuple(notes), trace)
+
+
+def type_counts(config: SimConfig) -> dict[str, int]:
+    """Nodes by instance type (as configured; a join's own type is not counted here)."""
+    types = config.instance_types or (config.instance_type,) * config.nodes
+    return {t: types.count(t) for t in dict.fromkeys(types)}
+
+
+def fleet_label(config: SimConfig, with_count: bool = True) -> str:
+    """``10 x m5.xlarge`` or ``6 x m5.xlarge + 4 x c5.2xlarge`` (without counts when one type)."""
+    counts = type_counts(config)
+    if len(counts) == 1 and not with_count:
+        return config.instance_type
+    return " + ".join(f"{n} x {t}" for t, n in counts.items())
+
+
+def parse_instance_types(text: str) -> list[tuple[str, int]]:
+    """``m5.xlarge`` or ``m5.xlarge:6,c5.2xlarge:4`` (the last count may be left out: 0)."""
+    out: list[tuple[str, int]] = []
+    parts = [p.strip() for p in str(text).split(",")]
+    for k, part in enumerate(parts):
+        name, sep, count = part.partition(":")
+        name = name.strip()
+        if not name:
+            raise SimulateUsageError(f"--instance-type {text!r}: an empty type")
+        if sep and not (count.strip().isdigit() and int(count) > 0):
+            raise SimulateUsageError(
+                f"--instance-type {text!r}: {part!r}: the count must be a whole number >= 1"
+            )
+        if not sep and len(parts) > 1 and k < len(parts) - 1:
+            raise SimulateUsageError(
+                f"--instance-type {text!r}: {part!r} needs a count (TYPE:N); only the last "
+                "type may leave it out (the rest of the nodes)"
+            )
+        if any(name == t for t, _n in out):
+            raise SimulateUsageError(f"--instance-type {text!r}: {name} is given twice")
+        out.append((name, int(count) if sep else 0))
+    return out
+
+
+def node_types(mix: Sequence[tuple[str, int]], nodes: int) -> tuple[str, ...]:
+    """One type per node from a mix (node order); the counts must add up to ``nodes``."""
+    counted = sum(n for _t, n in mix)
+    rest = nodes - counted
+    if rest < 0 or (rest and mix[-1][1]):
+        raise SimulateUsageError(
+            f"--instance-type counts add up to {counted} nodes; the cluster has {nodes}"
+            + ("" if mix[-1][1] else " (the last type takes the rest)")
+        )
+    return tuple(t for t, n in mix for _ in range(n or rest))
+
+
+def type_limits(instance_type: str) -> InstanceLimits:
+    try:
+        return limits_for(instance_type)
+    except UnknownInstanceType:
+        raise SimulateUsageError(f"unknown instance type {instance_type!r}") from None
+
+
+def check_settings_all(
+    pool: PoolConfig, given: set[str], all_limits: Sequence[InstanceLimits]
+) -> tuple[list[str], list[str]]:
+    """:func:`check_settings` on every instance type of the cluster (messages once each)."""
+    impossible: dict[str, None] = {}
+    ignored: dict[str, None] = {}
+    for limits in all_limits:
+        bad, unused = check_settings(pool, given, limits)
+        impossible.update(dict.fromkeys(bad))
+        ignored.update(dict.fromkeys(unused))
+    return list(impossible), list(ignored)
 
 
 def parse_subnet_size(text: str) -> int:
@@ -420,84 +508,12 @@ class ProgressBar:
         self.stream.flush()
 
 
-def plot(measures: Measures, path: str, title: str) -> None:
-    """Addresses held / assigned / available / cooling over time (top); pods waiting for an
-    address and each waiting pod's wait (bottom), with the wait figures written in."""
-    import matplotlib
+def plot(measures: Measures, path: str, title: str,
+         events: Sequence[PodEvent] = ()) -> None:  # fmt: skip
+    """The run's picture (:func:`adapters.ipamctl.simplots.plot_simulation`)."""
+    from adapters.ipamctl.simplots import plot_simulation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
-    )
-    samples = measures.samples
-    t = [s.t / 60.0 for s in samples]
-    top.plot(t, [s.held for s in samples], label="held on the ENIs", color="tab:blue")
-    top.plot(t, [s.assigned for s in samples], label="assigned to pods", color="tab:green")
-    top.fill_between(t, [s.assigned for s in samples], [s.held for s in samples],
-                     color="tab:orange", alpha=0.25, label="idle (held, not assigned)")
-    top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
-             color="tab:gray", linestyle=":")  # fmt: skip
-    top.set_ylabel("addresses (whole cluster)")
-    top.legend(loc="center right", fontsize=8)
-    top.set_title(title, fontsize=10)
-    top.grid(alpha=0.3)
-    top.text(0.99, 0.97, f"idle address-hours {measures.idle_address_hours:,.1f}\n"
-             f"EC2 mutating calls {measures.mutating_total:,}"
-             f" ({measures.throttled_total:,} throttled)", transform=top.transAxes,
-             ha="right", va="top", fontsize=8,
-             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})  # fmt: skip
-
-    # pods arriving each bin (grey), those that waited (red); the longest wait each bin
-    span = max([s.t for s in samples] + [a for a, _ in measures.waits] + [60.0])
-    bin_s = 60.0 if span <= 4 * 3600 else 600.0
-    nbins = int(span // bin_s) + 1
-    arrived = [0] * nbins
-    delayed = [0] * nbins
-    longest = [0.0] * nbins
-    for at, w in measures.waits:
-        i = min(int(at // bin_s), nbins - 1)
-        arrived[i] += 1
-        if w > 0:
-            delayed[i] += 1
-            longest[i] = max(longest[i], w)
-    lefts = [i * bin_s / 60.0 for i in range(nbins)]
-    width = bin_s / 60.0
-    bottom.bar(lefts, arrived, width=width, align="edge", color="tab:gray", alpha=0.45,
-               label=f"pods arriving per {bin_s / 60:g} min")
-    bottom.bar(lefts, delayed, width=width, align="edge", color="tab:red", alpha=0.8,
-               label="... of which waited for an address")
-    bottom.set_ylabel(f"pods per {bin_s / 60:g} min")
-    bottom.set_xlabel("simulated minutes")
-    bottom.grid(alpha=0.3)
-    right = bottom.twinx()
-    waited = [(a, w) for a, w in measures.waits if w > 0]
-    pts = [(lefts[i] + width / 2, longest[i]) for i in range(nbins) if delayed[i]]
-    right.plot([x for x, _ in pts], [y for _, y in pts], "o", color="black", markersize=3,
-               label="longest wait in the bin (s, right)")
-    right.axhline(measures.wait_threshold_s, color="red", linewidth=0.8, linestyle="--",
-                  label=f"{measures.wait_threshold_s:g} s (a CNI ADD times out near here)")
-    top_wait = max([w for _, w in waited] + [measures.wait_threshold_s * 1.2])
-    right.set_ylim(0, top_wait * 1.1)
-    right.set_ylabel("address wait (s)")
-    bottom.set_ylim(0, max([*arrived, 1]) * 1.6)
-    handles = bottom.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    labels = bottom.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    bottom.legend(handles, labels, loc="upper left", fontsize=8)
-    served_waiting = len(waited)
-    summary = (
-        f"{served_waiting:,} of {measures.pods_served + measures.pods_unserved:,} pods waited; "
-        f"p50 {measures.wait_p50_s:.2f} s, p99 {measures.wait_p99_s:.2f} s, "
-        f"max {measures.wait_max_s:.2f} s; {measures.pods_over_threshold:,} over "
-        f"{measures.wait_threshold_s:g} s; {measures.pods_unserved:,} never served"
-        if served_waiting or measures.pods_unserved else "no pod waited for an address"
-    )
-    bottom.text(0.99, 0.95, summary, transform=bottom.transAxes, ha="right", va="top",
-                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_simulation(measures, path, title, events)
 
 
 def pool_doc(pool: PoolConfig) -> dict[str, Any]:
@@ -543,6 +559,7 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         doc = {
             "source": source,
             "instance_type": config.instance_type,
+            "instance_types": type_counts(config),
             "seed": config.seed,
             "pool": pool_doc(config.pool),
             "measures": measures.to_dict(),
@@ -553,7 +570,7 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
             doc["trace_rebased_by_s"] = setup.trace.rebased_by
         stream.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
-        rows = [("source", source), ("instance type", config.instance_type),
+        rows = [("source", source), ("instance type", fleet_label(config, with_count=False)),
                 ("policy", config.pool.policy.value), *measures.rows()]  # fmt: skip
         width = max(len(k) for k, _ in rows)
         stream.write(f"{'MEASURE'.ljust(width)}  VALUE\n")
@@ -562,9 +579,10 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         stream.write(f"\n{IDLE_DEFINITION}.\n")
     stream.flush()
     if args.plot:
-        title = (f"{source}, {config.nodes} x {config.instance_type}, "
-                 f"policy {config.pool.policy.value}")  # fmt: skip
-        if not draw_safely(lambda: plot(measures, args.plot, title), args.plot, "simulate"):
+        knobs = "".join(f", {k.strip()}" for k in args.knobs)
+        title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}{knobs}"
+        draw = lambda: plot(measures, args.plot, title, setup.events)  # noqa: E731
+        if not draw_safely(draw, args.plot, "simulate"):
             code = 1
     return code
 

@@ -38,11 +38,15 @@ from ipamcore.events import EffectFailed
 from ipamcore.kube import KubeError
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
+from ipamcore.node.replies import POOL_EMPTY
 
 REPORT_INTERVAL_S = 10.0
 ANNOTATION_DRAIN_S = 2.0  # at stop, annotations in flight get this long
 ANNOTATION_RETRY_EVERY_S = 5.0  # an annotation the API server's absence stopped: tried again
 ANNOTATION_RETRY_FOR_S = 600.0  # ... once it is back, for at most this long
+# A pod whose ADD was turned away for want of an address counts as waiting from its first
+# such ADD until one succeeds, its DEL, or no retry for this long (kubelet gave it up).
+TURNED_AWAY_FORGET_S = 300.0
 
 
 class KubeLink:
@@ -69,6 +73,9 @@ class KubeLink:
         self._unauthorized = ""
         self._throttled_since: float | None = None
         self._create_subnets: dict[int, str] = {}
+        # pod -> (first, last) monotonic times of ADDs turned away with no address: an ADD
+        # waits IPAMD_ADD_WAIT_SECONDS (5 s) and kubelet retries, so a pod waits across ADDs
+        self._turned_away: dict[tuple[str, str], tuple[float, float]] = {}
         self.events_posted: list[str] = []  # reasons, for tests and introspection
 
     @classmethod
@@ -86,7 +93,8 @@ class KubeLink:
             log.error("no Kubernetes API: cannot read its configuration", error=str(exc))
             return None
         api = LightkubeApi(config, reporting_instance=settings.node_name, now=clock.now)
-        return cls(KubeWatcher(api, settings, clock), executor, clock, log)
+        watcher = KubeWatcher(api, settings, clock)
+        return cls(watcher, executor, clock, log, settings.event_interval_s)
 
     # ------------------------------------------------------------ life cycle
 
@@ -168,8 +176,10 @@ class KubeLink:
     # ------------------------------------------------------------ annotations
 
     def _on_reply(self, request: i.Input, reply: c.Reply) -> None:
-        """After an ADD's or a DEL's reply: set or clear the pod's pod-ips annotation, in
-        the pod's chain (the clear never overtakes the set)."""
+        """After an ADD's or a DEL's reply: note a pod turned away for want of an address
+        (for the Event), set or clear the pod's pod-ips annotation, in the pod's chain (the
+        clear never overtakes the set)."""
+        self._note_waiting(request, reply)
         if not self.settings.annotate_pod_ip or reply.error or reply.allocation is None:
             return
         allocation = reply.allocation
@@ -217,6 +227,35 @@ class KubeLink:
 
     # ------------------------------------------------------------ events
 
+    def _note_waiting(self, request: i.Input, reply: c.Reply) -> None:
+        if not isinstance(request, i.Add | i.Del):
+            return
+        key = (request.pod.namespace, request.pod.name) if isinstance(request, i.Add) else (
+            (reply.allocation.pod.namespace, reply.allocation.pod.name)
+            if reply.allocation is not None else ("", "")
+        )  # fmt: skip
+        if not key[1]:
+            return
+        if isinstance(request, i.Add) and reply.error == POOL_EMPTY:
+            first, _ = self._turned_away.get(key, (request.now, 0.0))
+            self._turned_away[key] = (min(first, request.now), self.executor.clock.monotonic())
+        elif isinstance(request, i.Del) or not reply.error:
+            self._turned_away.pop(key, None)
+
+    def _waiting(self) -> tuple[int, float | None]:
+        """Pods waiting for an address (ADDs waiting now, or turned away and retried by
+        kubelet), and since when (monotonic)."""
+        count, since = self.executor.node.waiting_adds()
+        mono = self.executor.clock.monotonic()
+        for key, (_, last) in list(self._turned_away.items()):
+            if mono - last > TURNED_AWAY_FORGET_S:
+                del self._turned_away[key]
+        if self._turned_away:
+            count = max(count, len(self._turned_away))
+            first = min(f for f, _ in self._turned_away.values())
+            since = first if since is None else min(since, first)
+        return count, since
+
     def _on_input(self, inp: i.Input, commands: list[c.Command]) -> None:
         """What the node's inputs say about EC2, for the Events (no decision here)."""
         for command in commands:
@@ -250,7 +289,7 @@ class KubeLink:
         return self.watcher.eniconfig_for_node() if self.watcher.synced() else None
 
     def observations(self) -> Observations:
-        count, since = self.executor.node.waiting_adds()
+        count, since = self._waiting()
         offset = self.clock.now() - self.clock.monotonic()
         return Observations(
             eniconfig=self._choice(),

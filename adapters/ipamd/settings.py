@@ -130,7 +130,7 @@ class Settings:
     fake_latency: str = "none"
     fake_call_log: str = ""
     add_wait_s: float = 5.0
-    policy_interval_s: float = 5.0
+    policy_interval_s: float = 5.0  # NodeConfig.policy_interval_s: not a fixed beat
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0
     # The flight recorder (adapters.ipamd.flight): <checkpoint dir>/flight.log and .1, each

@@ -4,6 +4,14 @@ and shared subnets), a workload, and the run loop.
     cluster = Cluster(SimConfig(nodes=10, duration_s=3600), events)
     measures = cluster.run()
 
+Nodes may join late and leave (``join`` / ``leave`` events of the workload): a joining
+node's instance is launched then (its type from the event, else ``instance_types``, else
+``instance_type``), and its agent boots; a leaving node is drained (its pods get their DELs
+and, with ``drain="reschedule"``, come back ``reschedule_delay_s`` later on the running node
+with the fewest pods, among those not due to leave if there are any: the autoscaler cordons
+the nodes it removes) and its instance is terminated ``terminate_after_s`` later, which
+deletes its ENIs (they are DeleteOnTermination) and so frees their subnet addresses.
+
 Everything is driven by one :class:`SimClock`, which the fake cloud follows (``clock=``).
 Nothing reads the real clock or an unseeded random source, so the same config, workload and
 seed give the same measures, byte for byte.
@@ -13,15 +21,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from adapters.simulator.clock import Callback, SimClock
-from adapters.simulator.measures import Measures, Recorder, Sample, summarize
+from adapters.simulator.measures import Measures, Recorder, Sample, summarize, type_measures
 from adapters.simulator.node import SimNode
-from adapters.simulator.workload import ADD, PodEvent
+from adapters.simulator.workload import ADD, DEL, JOIN, LEAVE, PodEvent, check_node_events
 from backends.fakecloud import DEFAULT_START, FakeCloud
 from backends.observe import CallCounter
 from ipamcore.config import PoolConfig
@@ -42,6 +50,12 @@ DEFAULT_LATENCIES: tuple[tuple[str, float], ...] = (
 )
 
 Progress = Callable[[float, float, "Cluster"], None]
+DRAINS = ("reschedule", "count")
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+  # a leaving node's pods: moved to other nodes, or only counted
 
 
 @attrs.frozen
@@ -65,10 +79,24 @@ class SimConfig:
     nodes_per_subnet: int = 250  # each subnet a /subnet_prefix_len of 10.0.0.0/8
     subnet_prefix_len: int = attrs.field(default=16, validator=attrs.validators.in_(range(16, 29)))
     start: float = DEFAULT_START
+    # per node (index order), overriding instance_type; empty: every node instance_type
+    instance_types: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    drain: str = attrs.field(default="reschedule", validator=attrs.validators.in_(DRAINS))
+    reschedule_delay_s: float = 5.0  # an evicted pod's replacement reaches its new node
+    terminate_after_s: float = 30.0  # a leaving node's instance goes this long after its drain
+    # each EC2 call takes effect when its latency has passed (as against the daemon's fake),
+    # not the moment it is issued: a describe cannot see an ENI still being created, and the
+    # metadata lag runs from the attach
+    calls_take_effect_late: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.nodes < 1:
             raise ValueError("a cluster needs at least one node")
+        if self.instance_types and len(self.instance_types) != self.nodes:
+            raise ValueError(
+                f"instance_types names {len(self.instance_types)} nodes; the cluster has "
+                f"{self.nodes}"
+            )
         if self.duration_s <= 0:
             raise ValueError("duration must be > 0")
         if math.ceil(self.nodes / self.nodes_per_subnet) > 256:
@@ -95,48 +123,114 @@ class Cluster:
         size = config.subnet_prefix_len
         self.subnets = [cloud.add_subnet(f"10.{i}.0.0/{size}") for i in range(n_subnets)]
         self._subnet_capacity = {s: cloud.free_addresses(s) for s in self.subnets}
-        limits_for(config.instance_type)  # an unknown type fails here, before the run
+        for e in events:
+            if e.node >= config.nodes:
+                raise ValueError(f"workload names node {e.node}; the cluster has {config.nodes}")
+        if any(e.event == JOIN or e.event == LEAVE for e in events):
+            check_node_events(sorted(enumerate(events, start=1), key=lambda le: le[1].time))
+        self.types = node_types_of(config, events)
+        joins = {e.node: e.time for e in events if e.event == JOIN}
+        leaves = {e.node: e.time for e in events if e.event == LEAVE}
+        for itype in sorted(set(self.types)):
+            limits_for(itype)  # an unknown type fails here, before the run
+        self.mixed = len(set(self.types)) > 1
         self.nodes: list[SimNode] = []
         for i in range(config.nodes):
-            iid = cloud.launch_instance(config.instance_type, self.subnets[i % n_subnets])
-            self.nodes.append(
-                SimNode(i, cloud, iid, clock, config.pool, rec, config.policy_interval_s,
-                        config.reconcile_interval_s, config.leaked_eni_cleanup)
-            )  # fmt: skip
+            iid = None if i in joins else self._launch(i)
+            node = SimNode(i, cloud, iid, clock, config.pool, rec, config.policy_interval_s,
+                           config.reconcile_interval_s, config.leaked_eni_cleanup,
+                           config.calls_take_effect_late)  # fmt: skip
+            if self.mixed:
+                node.type_waits = []
+            self.nodes.append(node)
         # Capacity taken by the primary addresses at launch counts as used from the start.
-        order = list(range(config.nodes))
+        order = [i for i in range(config.nodes) if i not in joins]
         random.Random(f"boot/{config.seed}").shuffle(order)
         spread = config.boot_spread_s
         boots: list[tuple[float, Callback, Any]] = [
             (config.start + spread * rank / config.nodes, self.nodes[i].boot, None)
             for rank, i in enumerate(order)
         ]
-        for e in events:
-            if e.node >= config.nodes:
-                raise ValueError(f"workload names node {e.node}; the cluster has {config.nodes}")
         start = config.start
+        boots += [(start + t, self._join, i) for i, t in joins.items()]
+        boots += [(start + t, self._leave, i) for i, t in leaves.items()]
+        self._leaves_at = leaves
         pods: list[tuple[float, Callback, Any]] = [
             (start + e.time, (n.pod_add if e.event == ADD else n.pod_del), e.pod)
             for e in events
+            if e.event == ADD or e.event == DEL
             for n in (self.nodes[e.node],)
         ]
         clock.extend(boots + pods)
         clock.at(start, self._sample)
+        self._idle_by_type: dict[str, float] = dict.fromkeys(self.types, 0.0)
+
+    # ------------------------------------------------------------------ joining, leaving
+    def _launch(self, index: int) -> str:
+        subnet = self.subnets[index % len(self.subnets)]
+        return self.cloud.launch_instance(self.types[index], subnet)
+
+    def _join(self, index: int) -> None:
+        """A node joins: its instance is launched and its agent boots."""
+        node = self.nodes[index]
+        node.launch(self._launch(index))
+        self.recorder.nodes_joined += 1
+        node.boot()
+
+    def _leave(self, index: int) -> None:
+        """A node leaves: drained now (pods rescheduled or counted), terminated later."""
+        node = self.nodes[index]
+        rec, cfg = self.recorder, self.config
+        if not node.launched or node.leaving:
+            return
+        names = node.drain()
+        rec.pods_drained += len(names)
+        if cfg.drain == "reschedule":
+            when = self.clock.now + cfg.reschedule_delay_s
+            self.clock.extend((when, self._reschedule, (name, index)) for name in names)
+        self.clock.at(self.clock.now + cfg.terminate_after_s, self._terminate, index)
+
+    def _reschedule(self, arg: tuple[str, int]) -> None:
+        """An evicted pod's replacement, on the running node with the fewest pods."""
+        name, origin = arg
+        running = [n for n in self.nodes if n.launched and not n.leaving]
+        if not running:
+            self.recorder.pods_not_rescheduled += 1
+            return
+        later = self._leaves_at  # nodes due to leave are cordoned: the pods go elsewhere first
+        target = min(running, key=lambda n: (n.index in later, n.load, n.index))
+        self.recorder.pods_rescheduled += 1
+        target.pod_add(f"{name}~{origin}")
+
+    def _terminate(self, index: int) -> None:
+        node = self.nodes[index]
+        self.recorder.enis_terminated += len(self.cloud.enis_of(node.instance_id))
+        self.cloud.terminate_instance(node.instance_id)
+        node.stop()
+        self.recorder.nodes_left += 1
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, _arg: object) -> None:
         now = self.clock.now
         held = assigned = available = cooling = waiting = 0
+        running = 0
+        mixed = self.mixed
         for node in self.nodes:
+            if node.gone or not node.launched:
+                continue
+            running += 1
             waiting += len(node.waiting)
             if node.ipam is None:  # not booted yet
                 continue
             pool = node.ipam.pool
             pool.advance(now)
-            held += pool.total - pool.leaving
+            node_held = pool.total - pool.leaving
+            held += node_held
             assigned += pool.assigned
             available += pool.total - pool.leaving - pool.assigned - pool.cooling
             cooling += pool.cooling
+            if mixed:
+                self._idle_by_type[node.instance_type] += max(node_held - pool.assigned, 0)
         used = 0
         for subnet in self.subnets:
             taken = self._subnet_capacity[subnet] - self.cloud.free_addresses(subnet)
@@ -146,7 +240,7 @@ class Cluster:
                 self._subnet_peak_fraction = fraction
         self.recorder.samples.append(
             Sample(round(now - self.config.start, 6), held, assigned, available, cooling,
-                   waiting, used)
+                   waiting, used, running)
         )  # fmt: skip
         self.clock.at(now + self.config.sample_interval_s, self._sample)
 
@@ -162,13 +256,37 @@ class Cluster:
             if progress is not None:
                 progress(self.clock.now - cfg.start, cfg.duration_s, self)
         now = self.clock.now
-        still = [now - since for n in self.nodes for since in n.waiting.values()]
-        return summarize(
+        still = [now - since for n in self.nodes if not n.gone for since in n.waiting.values()]
+        measures = summarize(
             self.recorder, self.calls, nodes=cfg.nodes, duration_s=cfg.duration_s,
             still_waiting=still, threshold_s=cfg.wait_threshold_s,
             sample_interval_s=cfg.sample_interval_s,
             subnet_peak_fraction=self._subnet_peak_fraction,
         )  # fmt: skip
+        if self.mixed:
+            measures = attrs.evolve(measures, by_type=self._by_type(now))
+        return measures
+
+    def _by_type(self, now: float) -> dict[str, dict[str, float]]:
+        """Per instance type: nodes, waits, pods over the threshold, idle address-hours."""
+        cfg = self.config
+        out: dict[str, dict[str, float]] = {}
+        for itype in sorted(set(self.types)):
+            nodes = [n for n in self.nodes if self.types[n.index] == itype]
+            still = [now - t for n in nodes if not n.gone for t in n.waiting.values()]
+            waits = sorted([w for n in nodes for w in n.type_waits or ()] + still)
+            out[itype] = type_measures(len(nodes), waits, len(still), cfg.wait_threshold_s,
+                                       self._idle_by_type[itype] * cfg.sample_interval_s)
+        return out
+
+
+def node_types_of(config: SimConfig, events: Sequence[PodEvent]) -> list[str]:
+    """Each node's instance type: its join's, else ``instance_types``', else the cluster's."""
+    types = list(config.instance_types or [config.instance_type] * config.nodes)
+    for e in events:
+        if e.event == JOIN and e.pod and e.node < len(types):
+            types[e.node] = e.pod
+    return types
 
 
 def simulate(

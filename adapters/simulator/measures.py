@@ -9,7 +9,10 @@
   buckets), effects failed by kind;
 * subnets: peak addresses in use (all subnets) and the peak fraction of the fullest subnet;
 * ENIs created and freed (successful ``CreateEni`` / ``FreeEni`` outcomes), allocations
-  force-removed by reconciliation.
+  force-removed by reconciliation;
+* nodes that joined and left during the run, pods drained from leaving nodes (and
+  rescheduled, or not: no node left to take them), ENIs deleted with their instances;
+* in a cluster of several instance types, the waits and idle address-hours by type.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Sample:
     cooling: int
     waiting: int  # pods waiting for an address
     subnet_used: int
+    nodes: int = 0  # nodes running (launched, not terminated)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -58,6 +62,12 @@ class Recorder:
         self.failed: Counter[str] = Counter()
         self.samples: list[Sample] = []
         self.start = 0.0
+        self.nodes_joined = 0
+        self.nodes_left = 0
+        self.pods_drained = 0
+        self.pods_rescheduled = 0
+        self.pods_not_rescheduled = 0
+        self.enis_terminated = 0
 
     def served(self, arrived: float, now: float) -> None:
         self.waits.append((arrived - self.start, now - arrived))
@@ -92,6 +102,15 @@ class Measures:
     enis_created: int
     enis_freed: int
     force_removed: int
+    nodes_joined: int = 0
+    nodes_left: int = 0
+    pods_drained: int = 0
+    pods_rescheduled: int = 0
+    pods_not_rescheduled: int = 0
+    enis_terminated: int = 0
+    # instance type -> nodes, pods_served, pods_unserved, wait_p50_s, wait_p99_s, wait_max_s,
+    # pods_over_threshold, idle_address_hours (only when the cluster mixes types)
+    by_type: dict[str, dict[str, float]] = attrs.field(factory=dict)
     samples: tuple[Sample, ...] = attrs.field(default=(), repr=False, eq=False)
     waits: tuple[tuple[float, float], ...] = attrs.field(default=(), repr=False, eq=False)
 
@@ -114,7 +133,7 @@ class Measures:
         def by_action(d: dict[str, int]) -> str:
             return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
 
-        return [
+        rows = [
             ("nodes", str(self.nodes)),
             ("simulated seconds", f"{self.duration_s:g}"),
             ("pod events", str(self.pod_events)),
@@ -134,6 +153,30 @@ class Measures:
             ("ENIs created / freed", f"{self.enis_created} / {self.enis_freed}"),
             ("allocations force-removed", str(self.force_removed)),
         ]  # fmt: skip
+        rows += self.fleet_rows()
+        return rows
+
+    def fleet_rows(self) -> list[tuple[str, str]]:
+        """Rows for nodes joining and leaving, and by instance type (when there are any)."""
+        rows: list[tuple[str, str]] = []
+        if self.nodes_joined or self.nodes_left:
+            rows += [
+                ("nodes joined / left", f"{self.nodes_joined} / {self.nodes_left}"),
+                ("pods drained / rescheduled / not",
+                 f"{self.pods_drained} / {self.pods_rescheduled} / "
+                 f"{self.pods_not_rescheduled}"),
+                ("ENIs deleted with their instance", str(self.enis_terminated)),
+            ]  # fmt: skip
+        for itype, t in self.by_type.items():
+            rows.append((
+                f"{itype} ({int(t['nodes'])} nodes)",
+                f"p50 / p99 / max wait {t['wait_p50_s']:.3f} / {t['wait_p99_s']:.3f} / "
+                f"{t['wait_max_s']:.3f} s, {int(t['pods_over_threshold'])} pods > "
+                f"{self.wait_threshold_s:g} s, {int(t['pods_served'])} served / "
+                f"{int(t['pods_unserved'])} unserved, idle {t['idle_address_hours']:.1f} "
+                "address-hours",
+            ))  # fmt: skip
+        return rows
 
 
 def summarize(
@@ -184,6 +227,29 @@ def summarize(
         enis_created=rec.enis_created,
         enis_freed=rec.enis_freed,
         force_removed=rec.force_removed,
+        nodes_joined=rec.nodes_joined,
+        nodes_left=rec.nodes_left,
+        pods_drained=rec.pods_drained,
+        pods_rescheduled=rec.pods_rescheduled,
+        pods_not_rescheduled=rec.pods_not_rescheduled,
+        enis_terminated=rec.enis_terminated,
         samples=tuple(samples),
         waits=tuple(rec.waits),
     )
+
+
+def type_measures(
+    nodes: int, waits: list[float], unserved: int, threshold_s: float, idle_s: float
+) -> dict[str, float]:
+    """One instance type's figures in a mixed cluster (``waits`` ascending, the unserved
+    pods' waits so far included)."""
+    return {
+        "nodes": nodes,
+        "pods_served": len(waits) - unserved,
+        "pods_unserved": unserved,
+        "wait_p50_s": round(percentile(waits, 50), 6),
+        "wait_p99_s": round(percentile(waits, 99), 6),
+        "wait_max_s": round(waits[-1] if waits else 0.0, 6),
+        "pods_over_threshold": sum(1 for w in waits if w > threshold_s),
+        "idle_address_hours": round(idle_s / 3600.0, 3),
+    }

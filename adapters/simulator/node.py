@@ -13,7 +13,11 @@ the leaked-ENI cleanup. What differs is only how commands are performed:
   no pending DEL (a simulated node boots fresh);
 * a pod waits for its address as long as it takes (no ADD deadline): a pod deleted while
   waiting counts as abandoned;
-* a tick is scheduled at :attr:`Node.wake_at` on the simulator's clock.
+* a tick is scheduled at :attr:`Node.wake_at` on the simulator's clock;
+* a node that joins late is built before its instance exists (``instance_id=None``) and
+  :meth:`SimNode.launch` ed when it joins; a node that leaves is drained (:meth:`SimNode.drain`:
+  every pod gets its DEL) and, once its instance is terminated, :meth:`SimNode.stop` ped: the
+  answers and ticks still on the clock for it are dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from adapters.simulator.clock import SimClock
 from adapters.simulator.measures import Recorder
 from backends.perform import perform
 from ipamcore.config import PoolConfig
+from ipamcore.effects import AssignAddresses, CreateEni, FreeEni, UnassignAddresses
 from ipamcore.errors import CloudError
 from ipamcore.events import EffectFailed, EniCreated, EniFreed
 from ipamcore.ipam import Ipam
@@ -41,6 +46,10 @@ if TYPE_CHECKING:
     from backends.fakecloud import FakeCloud
 
 NETWORK_NAME = "aws-cni"
+# the EC2 actions of the fake port's free_eni (an attached ENI)
+FREE_ENI_ACTIONS = ("DescribeNetworkInterfaces", "DetachNetworkInterface", "DeleteNetworkInterface")
+# Datapath setup and teardown and checkpoint writes succeed at once (see _perform).
+_DONE_AT_ONCE = frozenset({c.SetUpPod, c.TearDownPod, c.Persist})
 IF_NAME = "eth0"
 
 
@@ -51,18 +60,25 @@ class SimNode:
         self,
         index: int,
         cloud: FakeCloud,
-        instance_id: str,
+        instance_id: str | None,
         clock: SimClock,
         config: PoolConfig,
         recorder: Recorder,
         policy_interval_s: float = 5.0,
         reconcile_interval_s: float = 60.0,
         leaked_eni_cleanup: bool = True,
+        calls_take_effect_late: bool = False,
     ) -> None:
         self.index = index
-        self.instance_id = instance_id
-        self.port = cloud.port(instance_id)
-        self.metadata = cloud.metadata(instance_id)
+        # True: each EC2 call takes effect when its latency has passed, as against the
+        # daemon's fake (which sleeps, then acts); False: when issued, answered later.
+        self.calls_take_effect_late = calls_take_effect_late
+        self.cloud = cloud
+        self.instance_id = ""
+        self.instance_type = ""
+        self.launched = self.leaving = self.gone = False
+        if instance_id is not None:
+            self.launch(instance_id)
         self.clock = clock
         self.node = Node(
             NodeConfig(
@@ -82,8 +98,17 @@ class SimNode:
         self._armed: float | None = None
         self._tick_gen = 0
         self.commands = 0
+        self.type_waits: list[float] | None = None  # this node's waits (mixed clusters)
         # Called with each input and the commands it led to (tests, the flight recorder).
         self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+
+    def launch(self, instance_id: str) -> None:
+        """Bind the agent to its (just launched) instance."""
+        self.instance_id = instance_id
+        self.instance_type = self.cloud.vpc.instance(instance_id).limits.instance_type
+        self.port = self.cloud.port(instance_id)
+        self.metadata = self.cloud.metadata(instance_id)
+        self.launched = True
 
     @property
     def ipam(self) -> Ipam | None:
@@ -92,6 +117,8 @@ class SimNode:
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
         """Feed one input, perform its commands, and feed their immediate answers too."""
+        if self.gone:  # its instance is terminated: answers and ticks still due are dropped
+            return
         answers = self._answers
         answers.append(inp)
         while answers:
@@ -119,8 +146,15 @@ class SimNode:
         else:
             self._answers.append(answer)
 
-    def _cloud(self, cid: int, call: Any, make: Any) -> None:
-        """A fake-cloud call; its answer arrives after the call's virtual latency."""
+    def _cloud(self, cid: int, call: Any, make: Any, actions: tuple[str, ...] = ()) -> None:
+        """A fake-cloud call; its answer arrives after the call's virtual latency. With
+        :attr:`calls_take_effect_late` the call is made then too (``actions``: the EC2
+        actions it takes, whose latencies it waits), as the daemon's fake makes it."""
+        if self.calls_take_effect_late and actions:
+            delay = sum(self.cloud.latency_for(a) for a in actions)
+            if delay > 0:
+                self.clock.at(self.clock.now + delay, self._call_now, (cid, call, make))
+                return
         now = self.clock.now
         try:
             result = call()
@@ -131,11 +165,59 @@ class SimNode:
         latency = self.port.last_latency_s
         self._later(latency, _at(answer, now + latency))
 
+    def _call_now(self, arg: tuple[int, Any, Any]) -> None:
+        """A call whose latency has passed: made now, answered now."""
+        if self.gone:
+            return
+        cid, call, make = arg
+        now = self.clock.now
+        try:
+            answer: i.Input = _at(make(call()), now)
+        except CloudError as exc:
+            answer = i.Failed(now, cid, str(exc), exc.kind, type(exc).__name__)
+        self.feed(answer)
+
+    def _effect_now(self, arg: tuple[c.PerformEffect, float]) -> None:
+        """An effect whose main actions' latency has passed: performed now (its changes
+        visible to EC2's describes and, after the metadata lag, to instance metadata);
+        answered ``tail`` later (a Modify of DeleteOnTermination still to come)."""
+        if self.gone:
+            return
+        cmd, tail = arg
+        outcome = perform(self.port, self.instance_id, cmd.effect)
+        self._count_outcome(outcome)
+        now = self.clock.now
+        if tail > 0:
+            self.clock.at(now + tail, self.feed, i.EffectDone(now + tail, cmd.cid, outcome))
+        else:
+            self.feed(i.EffectDone(now, cmd.cid, outcome))
+
+    def _effect_timing(self, effect: Any) -> tuple[float, float]:
+        """(seconds until an effect's changes take effect, seconds more until its answer):
+        the latencies of the EC2 actions :func:`backends.perform.perform` makes for it."""
+        lat = self.cloud.latency_for
+        if isinstance(effect, CreateEni):
+            main = lat("CreateNetworkInterface") + lat("AttachNetworkInterface")
+            if effect.device_index <= 0:
+                main += lat("DescribeInstances")
+            tail = lat("ModifyNetworkInterfaceAttribute") if self.port.delete_on_termination else 0
+            return main, tail
+        if isinstance(effect, AssignAddresses):
+            return lat("AssignPrivateIpAddresses"), 0.0
+        if isinstance(effect, UnassignAddresses):
+            calls = bool(effect.ipv4_addresses) + bool(effect.prefixes)
+            return calls * lat("UnassignPrivateIpAddresses"), 0.0
+        if isinstance(effect, FreeEni):
+            return sum(lat(a) for a in FREE_ENI_ACTIONS), 0.0
+        return 0.0, 0.0
+
     # ------------------------------------------------------------------ commands
     def _perform(self, cmd: c.Command) -> None:
         now = self.clock.now
         kind = type(cmd)
-        if kind is c.Reply:
+        if kind in _DONE_AT_ONCE:  # every pod's commands: first
+            self._answers.append(i.Done(now, cmd.cid))  # type: ignore[union-attr]
+        elif kind is c.Reply:
             assert isinstance(cmd, c.Reply)
             self._replied(cmd)
         elif kind is c.Count:
@@ -149,6 +231,11 @@ class SimNode:
             raise RuntimeError(f"simulated node {self.index} could not start: {cmd.message}")
         elif kind is c.PerformEffect:
             assert isinstance(cmd, c.PerformEffect)
+            if self.calls_take_effect_late:
+                main, tail = self._effect_timing(cmd.effect)
+                if main + tail > 0:
+                    self.clock.at(now + main, self._effect_now, (cmd, tail))
+                    return
             outcome = perform(self.port, self.instance_id, cmd.effect)
             self._count_outcome(outcome)
             latency = self.port.last_latency_s
@@ -162,6 +249,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_enis(cmd.instance_id),
                 lambda enis: i.EnisDescribed(now, cmd.cid, tuple(enis)),
+                ("DescribeNetworkInterfaces",),
             )
         elif kind is c.DescribeSubnets:
             assert isinstance(cmd, c.DescribeSubnets)
@@ -169,6 +257,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_subnets(cmd.subnet_ids, cmd.tag_key),
                 lambda subnets: i.SubnetsDescribed(now, cmd.cid, tuple(subnets)),
+                ("DescribeSubnets",),
             )
         elif kind is c.FindLeakedEnis:
             assert isinstance(cmd, c.FindLeakedEnis)
@@ -178,11 +267,13 @@ class SimNode:
                     cmd.instance_id, now, cmd.any_instance, min_age_s=cmd.min_age_s
                 ),
                 lambda ids: i.LeakedEnisFound(now, cmd.cid, tuple(ids)),
+                ("DescribeNetworkInterfaces",),
             )
         elif kind is c.FreeLeakedEni:
             assert isinstance(cmd, c.FreeLeakedEni)
             self._cloud(
-                cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid)
+                cmd.cid, lambda: self.port.free_eni(cmd.eni_id), lambda _: i.Done(now, cmd.cid),
+                FREE_ENI_ACTIONS,
             )
         elif kind is c.ReadIdentity:
             assert isinstance(cmd, c.ReadIdentity)
@@ -193,6 +284,7 @@ class SimNode:
                 cmd.cid,
                 lambda: self.port.describe_instance_type(cmd.instance_type),
                 lambda limits: i.InstanceTypeDescribed(now, cmd.cid, limits),
+                ("DescribeInstanceTypes",),
             )
         elif kind is c.ReadCheckpoint:
             assert isinstance(cmd, c.ReadCheckpoint)
@@ -233,6 +325,8 @@ class SimNode:
         assert reply.allocation is not None
         self.pods[name] = reply.allocation.key
         self.rec.served(since, self.clock.now)
+        if self.type_waits is not None:
+            self.type_waits.append(self.clock.now - since)
 
     # ------------------------------------------------------------------ events
     def boot(self, _arg: object = None) -> None:
@@ -261,6 +355,31 @@ class SimNode:
                 return
             key = found
         self.feed(i.Del(self.clock.now, self._request_id(name), key))
+
+    # ------------------------------------------------------------------ leaving
+    def drain(self) -> list[str]:
+        """The node leaves: every pod on it (waiting ones too) gets its DEL, as kubelet
+        tears down evicted pods; returns their names (to reschedule elsewhere)."""
+        self.leaving = True
+        names = [*self.waiting, *self.pods]
+        now = self.clock.now
+        for name in names:
+            key = self.pods.pop(name, None)
+            if key is None:
+                self.waiting.pop(name)
+                key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
+            self.feed(i.Del(now, self._request_id(name), key))
+        return names
+
+    def stop(self) -> None:
+        """Its instance is gone: nothing more is fed to the node."""
+        self.gone = True
+        self._answers.clear()
+
+    @property
+    def load(self) -> int:
+        """Pods on the node (with an address or waiting for one)."""
+        return len(self.pods) + len(self.waiting)
 
 
 def _at(answer: i.Input, now: float) -> i.Input:

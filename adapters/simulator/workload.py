@@ -1,8 +1,12 @@
 """Pod workloads for the simulator: trace files and built-in scenarios.
 
 A workload is a list of :class:`PodEvent` sorted by time: a pod arrives on a node (``add``,
-it asks for an address) or departs (``del``, its address is released). Times are seconds
-from the start of the simulation; nodes are numbered 0 to N-1.
+it asks for an address) or departs (``del``, its address is released); a node joins the
+cluster (``join``: its instance is launched and its agent boots then; the event's ``pod``
+field is the node's instance type, empty for the cluster's) or leaves it (``leave``: it is
+drained, its pods are evicted and rescheduled on other nodes, and its instance is terminated
+soon after, which frees its ENIs). Times are seconds from the start of the simulation; nodes
+are numbered 0 to N-1. A node with no ``join`` is there from the start.
 
 Trace files
 -----------
@@ -23,13 +27,24 @@ JSON lines, one object a line with the same four keys::
     {"time": 0.0, "node": 0, "event": "add", "pod": "web-1"}
     {"time": 600, "node": 0, "event": "del", "pod": "web-1"}
 
+Nodes that join and leave (autoscaling), and instance types per node: a ``join`` line's
+fourth field is the node's instance type (empty: the cluster's), a ``leave`` line's is empty
+(in JSON lines ``pod`` may be left out of both, and ``instance_type`` names the type)::
+
+    0,big-1,join,m5.4xlarge
+    300,ip-10-0-9-9.ec2.internal,join,
+    310,ip-10-0-9-9.ec2.internal,add,web-3
+    1500,ip-10-0-9-9.ec2.internal,leave,
+
 ``time`` is seconds (a finite number >= 0) or an ISO 8601 date-time with a zone
 (``2026-12-07T10:00:00Z``). ``node`` is an integer >= 0 (its index in the cluster) or a name:
 when every node of a trace is an integer they are the indices, otherwise each distinct node
-gets an index in order of first appearance. ``event`` is ``add`` or ``del``, ``pod`` a
-non-empty name unique per node while it lives. A ``del`` must follow the pod's ``add`` (in
-time order); a second ``add`` of a live pod is an error. Any bad line raises
-:class:`TraceError` naming the file and the line number.
+gets an index in order of first appearance. ``event`` is ``add``, ``del``, ``join`` or
+``leave``; for ``add`` and ``del`` ``pod`` is a non-empty name unique per node while it
+lives. A ``del`` must follow the pod's ``add`` (in time order); a second ``add`` of a live
+pod is an error. A node joins at most once, before any of its pods, and leaves at most once,
+after them all (pods still on it then are drained). Any bad line raises :class:`TraceError`
+naming the file and the line number.
 
 Absolute times (Unix epoch seconds, or ISO dates) are detected (the first event after
 :data:`EPOCH_THRESHOLD_S`, 1973) and rebased so the first event comes :data:`REBASE_LEAD_S`
@@ -40,8 +55,9 @@ Built-in scenarios
 See :data:`SCENARIOS`: ``steady`` (churn around a constant population), ``burst``
 (scale-up burst), ``batch`` (batch jobs every 10 minutes), ``diurnal`` (a compressed day:
 arrival rate follows a sine), ``upstream-scaleup`` (500 nodes, 0 to 23,000 pods, as in
-upstream's scale tests). Every generator draws from the ``random.Random`` it is given,
-so a seed fixes the workload.
+upstream's scale tests), ``autoscale`` (half the nodes at first; a scale-up brings the
+others, which join, take pods, and leave again when demand falls). Every generator draws
+from the ``random.Random`` it is given, so a seed fixes the workload.
 """
 
 from __future__ import annotations
@@ -52,6 +68,7 @@ import io
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,11 +77,15 @@ import attrs
 
 ADD = "add"
 DEL = "del"
+JOIN = "join"  # PodEvent.pod: the node's instance type ("" = the cluster's)
+LEAVE = "leave"  # PodEvent.pod: ""
+NODE_EVENTS = (JOIN, LEAVE)
 CSV_FIELDS = ("time", "node", "event", "pod")
 
 
 class PodEvent(NamedTuple):
-    """One pod arrival (``add``) or departure (``del``) on one node."""
+    """One pod arrival (``add``) or departure (``del``) on one node, or the node's ``join``
+    (``pod``: its instance type, "" for the cluster's) or ``leave`` (``pod``: "")."""
 
     time: float
     node: int
@@ -143,6 +164,8 @@ def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
         cells = [c.strip() for c in row]
         if [c.lower() for c in cells] == list(CSV_FIELDS):
             continue
+        if len(cells) == 3 and cells[2].lower() in NODE_EVENTS:
+            cells.append("")  # "1500,node-7,leave": the empty fourth field left out
         if len(cells) != len(CSV_FIELDS):
             raise TraceError(
                 source, number, f"expected 4 fields time,node,event,pod, got {len(cells)}"
@@ -161,6 +184,8 @@ def _json_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
             raise TraceError(source, number, f"not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise TraceError(source, number, "expected a JSON object")
+        if str(obj.get("event", "")).strip().lower() in NODE_EVENTS:
+            obj = {"pod": str(obj.get("instance_type") or ""), **obj}
         missing = [k for k in CSV_FIELDS if k not in obj]
         if missing:
             raise TraceError(source, number, f"missing key(s) {', '.join(missing)}")
@@ -213,11 +238,23 @@ def _row(source: str, line: int, fields: dict[str, Any]) -> RawRow:
     if isinstance(who, int) and who < 0:
         raise TraceError(source, line, f"node {node!r} is neither an integer >= 0 nor a name")
     kind = str(event).strip().lower()
-    if kind not in (ADD, DEL):
-        raise TraceError(source, line, f"event {event!r} is neither 'add' nor 'del'")
+    if kind not in (ADD, DEL, *NODE_EVENTS):
+        raise TraceError(
+            source, line, f"event {event!r} is neither 'add' nor 'del' (nor 'join', 'leave')"
+        )
+    if kind in NODE_EVENTS:
+        text = "" if pod is None else str(pod).strip()
+        if kind == LEAVE and text:
+            raise TraceError(source, line, f"a leave has no fourth field, got {pod!r}")
+        if text and not _TYPE_NAME.fullmatch(text):
+            raise TraceError(source, line, f"instance type {pod!r} is not a type name")
+        return line, time, who, kind, text
     if not isinstance(pod, str) or not pod.strip():
         raise TraceError(source, line, "pod name is empty")
     return line, time, who, kind, pod.strip()
+
+
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
 
 
 def build_trace(rows: list[RawRow], source: str = "<trace>") -> Trace:
@@ -239,10 +276,13 @@ def build_trace(rows: list[RawRow], source: str = "<trace>") -> Trace:
         (line, PodEvent(t - shift, index[node], kind, pod)) for line, t, node, kind, pod in rows
     ]
     events.sort(key=lambda le: le[1].time)
+    check_node_events([(line, ev) for line, ev in events], names, source)
     live: set[tuple[int, str]] = set()
     for line, ev in events:
         who = (ev.node, ev.pod)
         name = names[ev.node] if ev.node < len(names) else str(ev.node)
+        if ev.event in NODE_EVENTS:
+            continue
         if ev.event == ADD:
             if who in live:
                 raise TraceError(source, line, f"pod {ev.pod!r} is already on node {name}")
@@ -254,6 +294,29 @@ def build_trace(rows: list[RawRow], source: str = "<trace>") -> Trace:
                 )
             live.discard(who)
     return Trace([ev for _line, ev in events], names, shift, source)
+
+
+def check_node_events(
+    events: Iterable[tuple[int, PodEvent]], names: tuple[str, ...] = (), source: str = "<trace>"
+) -> None:
+    """Each node joins at most once, before its pods, and leaves at most once, after them
+    (events in time order, each with its line number; :class:`TraceError` otherwise)."""
+    seen: set[int] = set()  # nodes with any event so far
+    joined: set[int] = set()
+    left: set[int] = set()
+    for line, ev in events:
+        name = names[ev.node] if ev.node < len(names) else str(ev.node)
+        if ev.node in left:
+            raise TraceError(source, line, f"node {name} has an event after it left")
+        if ev.event == JOIN:
+            if ev.node in joined:
+                raise TraceError(source, line, f"node {name} joins twice")
+            if ev.node in seen:
+                raise TraceError(source, line, f"node {name} joins after events of its own")
+            joined.add(ev.node)
+        elif ev.event == LEAVE:
+            left.add(ev.node)
+        seen.add(ev.node)
 
 
 def dump_csv(events: Iterable[PodEvent]) -> str:
@@ -401,6 +464,52 @@ def _upstream_scaleup(nodes: int, begin: float, end: float, rng: random.Random) 
     return out
 
 
+AUTOSCALE_SCALE_UP_S = 120.0  # after the first pods: demand grows past the first nodes
+AUTOSCALE_SCALE_DOWN_S = 1200.0  # after the first pods: demand falls back
+AUTOSCALE_UNNEEDED_S = 600.0  # cluster-autoscaler's --scale-down-unneeded-time default
+
+
+def _autoscale(nodes: int, begin: float, end: float, rng: random.Random) -> list[PodEvent]:
+    """Cluster-autoscaler's life. The first half of the nodes (at least one) run 10 pods
+    each. 2 minutes in, demand grows: the first nodes take 10 more pods each (within 10 s),
+    and the pods that do not fit bring the other nodes, which join 60-90 s later (launch and
+    registration) and take 30 pods each 30-40 s after joining (kubelet ready: the pending
+    pods start within seconds), so a new node boots into a burst. 20 minutes in, the extra pods go
+    (within a minute) except 3 on each new node; 10 minutes later (the autoscaler's unneeded
+    time) the new nodes leave, one every 10 s: drained, their pods rescheduled on the nodes
+    that stay."""
+    out: list[PodEvent] = []
+    first = max(1, nodes // 2)
+    up, down = begin + AUTOSCALE_SCALE_UP_S, begin + AUTOSCALE_SCALE_DOWN_S
+    gone_by = down + 60.0
+
+    def pod(node: int, name: str, t: float, leaves: float | None) -> None:
+        if t >= end:
+            return
+        out.append(PodEvent(t, node, ADD, name))
+        if leaves is not None and leaves < end:
+            out.append(PodEvent(max(leaves, t), node, DEL, name))
+
+    for node in range(first):
+        for i in range(10):
+            pod(node, f"n{node}-base{i}", begin + rng.uniform(0.0, 10.0), None)
+        for i in range(10):
+            pod(node, f"n{node}-up{i}", up + rng.uniform(0.0, 10.0),
+                down + rng.uniform(0.0, 60.0))  # fmt: skip
+    for k, node in enumerate(range(first, nodes)):
+        joins = up + rng.uniform(60.0, 90.0)
+        out.append(PodEvent(joins, node, JOIN, ""))
+        ready = joins + 30.0
+        for i in range(30):
+            stays = i < 3
+            pod(node, f"n{node}-up{i}", ready + rng.uniform(0.0, 10.0),
+                None if stays else down + rng.uniform(0.0, 60.0))  # fmt: skip
+        leaves = gone_by + AUTOSCALE_UNNEEDED_S + 10.0 * k
+        if leaves < end:
+            out.append(PodEvent(leaves, node, LEAVE, ""))
+    return out
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -414,5 +523,8 @@ SCENARIOS: dict[str, Scenario] = {
                  "m5.xlarge", 7200.0, _diurnal),
         Scenario("upstream-scaleup", "upstream's scale test: 500 nodes, 0 to 23,000 pods", 500,
                  "m5.4xlarge", 900.0, _upstream_scaleup),
+        Scenario("autoscale", "autoscaling: half the nodes, a scale-up brings the rest (they "
+                 "join into a burst), they leave again (drained, pods rescheduled)", 10,
+                 "m5.xlarge", 2700.0, _autoscale),
     )
 }  # fmt: skip

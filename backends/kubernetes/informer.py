@@ -10,13 +10,15 @@ LIST, so an API server that comes back is not met by every node relisting at onc
 serving the last state it had.
 
 Backoff is 0.5 s doubling to 30 s (``Retry-After`` of a 429 is honoured when longer), reset
-once a watch delivers anything; every wait goes through the injected clock.
+once a watch delivers anything, each wait shortened by up to half by a fraction fixed per node
+(:class:`Backoff`); every wait goes through the injected clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -47,12 +49,23 @@ class Clock(Protocol):
 
 @attrs.frozen
 class Backoff:
+    """``base_s`` doubling to ``cap_s``. With ``jitter`` J > 0 each wait is shortened by up
+    to J of itself, by a fraction fixed by ``seed`` (the node's name) and the attempt: after
+    an API server outage a fleet's nodes, which all lost it at once, do not all come back in
+    the same instant (client-go jitters its reflectors' backoff too; a hash instead of
+    randomness keeps runs reproducible)."""
+
     base_s: float = 0.5
     cap_s: float = 30.0
+    jitter: float = 0.0
+    seed: str = ""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait before retry number ``attempt`` (0-based)."""
         delay = float(min(self.cap_s, self.base_s * 2 ** min(attempt, 30)))
+        if self.jitter > 0:
+            frac = zlib.crc32(f"{self.seed}/{attempt}".encode()) / 0xFFFFFFFF
+            delay *= 1.0 - self.jitter * frac
         return max(delay, min(retry_after, self.cap_s * 4)) if retry_after else delay
 
 

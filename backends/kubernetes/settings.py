@@ -17,6 +17,9 @@ passes in; nothing here reads ``os.environ``).
   where ``token`` and ``ca.crt`` are.
 - ``IPAMD_KUBE_START_WAIT_SECONDS`` (30): how long start waits for the API server when no
   feature needs it (upstream's 30 s), before going on without it.
+- ``IPAMD_KUBE_EVENT_THROTTLED_SECONDS`` (300), ``IPAMD_KUBE_EVENT_WAITING_SECONDS`` (30):
+  how long EC2 throttles, or pods wait for addresses, before it is an Event;
+  ``IPAMD_KUBE_EVENT_INTERVAL_SECONDS`` (10): how often the conditions are looked at.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from ipamcore.eniconfig import EniConfigKeys
+from ipamcore.eniconfig import EniConfigKeys, EventThresholds
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TRUE = {"1", "t", "true", "yes", "on"}
@@ -46,6 +49,19 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise KubeSettingsError(f"{name}={env[name]!r}: expected true or false")
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not low <= value < float("inf"):
+        raise KubeSettingsError(f"{name}={raw!r}: expected seconds, at least {low:g}")
+    return value
+
+
 @attrs.frozen
 class KubeSettings:
     node_name: str
@@ -61,6 +77,8 @@ class KubeSettings:
     annotate_pod_ip: bool = False
     pod_eni: bool = False
     start_wait_s: float = 30.0
+    event_thresholds: EventThresholds = attrs.field(factory=EventThresholds)
+    event_interval_s: float = 10.0
 
     @property
     def needs_api_server(self) -> bool:
@@ -84,6 +102,12 @@ class KubeSettings:
             raise KubeSettingsError(
                 f"IPAMD_KUBE_START_WAIT_SECONDS={wait_raw!r}: expected seconds"
             ) from None
+        defaults = EventThresholds()
+        thresholds = EventThresholds(
+            throttled_s=_seconds(env, "IPAMD_KUBE_EVENT_THROTTLED_SECONDS", defaults.throttled_s),
+            waiting_s=_seconds(env, "IPAMD_KUBE_EVENT_WAITING_SECONDS", defaults.waiting_s),
+            repeat_s=defaults.repeat_s,
+        )
         endpoint = env.get("CLUSTER_ENDPOINT", "").strip().rstrip("/")
         if endpoint and not endpoint.startswith(("https://", "http://")):
             raise KubeSettingsError(f"CLUSTER_ENDPOINT={endpoint!r}: expected an https:// URL")
@@ -104,4 +128,6 @@ class KubeSettings:
             annotate_pod_ip=_bool(env, "ANNOTATE_POD_IP"),
             pod_eni=_bool(env, "ENABLE_POD_ENI"),
             start_wait_s=wait,
+            event_thresholds=thresholds,
+            event_interval_s=_seconds(env, "IPAMD_KUBE_EVENT_INTERVAL_SECONDS", 10.0, low=0.1),
         )

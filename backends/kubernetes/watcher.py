@@ -89,12 +89,14 @@ class KubeWatcher:
         api: KubeApiPort,
         settings: KubeSettings,
         clock: Clock,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         watch_timeout_s: int | None = None,
     ) -> None:
         self.api, self.settings, self.clock = api, settings, clock
         self.cache = KubeCache()
         node = settings.node_name
+        if backoff is None:
+            backoff = Backoff(jitter=0.5, seed=node)
         if watch_timeout_s is None:
             watch_timeout_s = spread_watch_timeout(node)
         self.reflectors = [
@@ -114,13 +116,19 @@ class KubeWatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._aws_node_uid = ""
         self._last_choice: EniConfigChoice | None = None
-        self.events = EventGate()
+        self.events = EventGate(settings.event_thresholds)
         if settings.custom_networking:
             self.cache.listeners.append(self._log_eniconfig_choice)
 
     def _log_eniconfig_choice(self, change: CacheChange) -> None:
         """A log line whenever the node's ENIConfig changes, goes missing or comes back."""
-        if change.kind not in ("node", "eniconfig"):
+        if change.kind in ("node", "eniconfig"):
+            self._log_choice()
+
+    def _log_choice(self) -> None:
+        # Not before every watch listed: the Node may be known and the ENIConfigs not yet,
+        # which is no missing ENIConfig (an error line an operator would act on).
+        if not self.synced():
             return
         choice = self.eniconfig_for_node()
         if choice is None or choice == self._last_choice:
@@ -161,14 +169,20 @@ class KubeWatcher:
         waits = asyncio.ensure_future(self._all_synced())
         if timeout_s is None:
             await waits
+            self._synced_now()
             return True
         timer = asyncio.ensure_future(self.clock.sleep(timeout_s))
         done, _ = await asyncio.wait({waits, timer}, return_when=asyncio.FIRST_COMPLETED)
         timer.cancel()
         if waits in done:
+            self._synced_now()
             return True
         waits.cancel()
         return False
+
+    def _synced_now(self) -> None:
+        if self.settings.custom_networking:
+            self._log_choice()  # the changes while listing were not logged
 
     async def _all_synced(self) -> None:
         for r in self.reflectors:

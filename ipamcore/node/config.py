@@ -23,6 +23,9 @@ class NodeConfig:
 
     pool: PoolConfig = attrs.field(factory=PoolConfig)
     add_wait_s: float = 5.0
+    # The policy looks at the pool at most this long after a request changed it (the changes
+    # made meanwhile share one pass), and time-driven passes (Ipam.next_wake_at) come at most
+    # this often unless ADDs wait; an idle node is not called on this beat.
     policy_interval_s: float = 5.0
     reconcile_interval_s: float = 60.0
     leaked_eni_interval_s: float = 3600.0

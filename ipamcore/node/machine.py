@@ -29,7 +29,10 @@ What the node owns:
   failure), DEL, CHECK, GC; requests for one key never interleave;
 * group commit: one checkpoint write in flight; every change made while it runs is in the
   next write, which all the requests waiting on it share (persist before acknowledging);
-* effects: the pool policy every ``policy_interval_s`` and at once when kicked; a new ENI is
+* effects: the pool policy when the core says a decision can change
+  (:meth:`~ipamcore.ipam.Ipam.next_wake_at`; at most every ``policy_interval_s`` unless ADDs
+  wait), within ``policy_interval_s`` of a request that changed the pool, and at once when
+  kicked (an ADD waits, an effect's outcome, a reconciliation); a new ENI is
   used only once instance metadata lists it (polled, bounded), then set up, then waiting
   ADDs are served;
 * timers: reconciliation with EC2, the leaked-ENI cleanup (ENIs over

@@ -22,6 +22,11 @@ from ipamcore.node.upkeep import Upkeep
 LEGACY_NETWORK = "_migrated-from-cri"
 LEGACY_IF_NAME = "unknown"
 
+# Counters every ADD and DEL emits: frozen values, made once.
+_ADD_REQ = c.Count("add_req")
+_DEL_DONE = c.Count("del_req", "PodDeleted")
+_DEL_UNKNOWN = c.Count("del_req", "unknown")
+
 
 class Requests(Upkeep):
     """ADD, DEL, CHECK and GC; requests for one key never interleave."""
@@ -48,7 +53,7 @@ class Requests(Upkeep):
         kind = type(req)
         if kind is i.Add:
             assert isinstance(req, i.Add)
-            self._count("add_req")
+            self._out.append(_ADD_REQ)
             waiting = self._waiting_by_key.get(req.key)
             if waiting is not None:
                 # A retried ADD of an attachment still waiting: the newer request takes the
@@ -92,18 +97,22 @@ class Requests(Upkeep):
         self._resolve(wait.task, 0, None)
 
     def _add(self, req: i.Add) -> TaskGen:
-        yield Turn(req.key)
+        if not self._take_turn(req.key):
+            yield Turn(req.key)
         yield from self._add_holding(req)
         self._leave(req.key)
 
     def _add_holding(self, req: i.Add) -> TaskGen:
         ipam, key = self.core, req.key
+        if key.network_name == LEGACY_NETWORK:
+            self._legacy_possible = True
         legacy = self._legacy(key)
         existed = legacy is not None or ipam.get(key) is not None
         try:
             # An upstream entry of this container (legacy key) is its address: never a second.
             allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
             self.changes.touch(key, allocation)
+            self._pool_changed()
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
             allocation = yield from self._wait_for_address(wait)
@@ -113,6 +122,7 @@ class Requests(Upkeep):
         if allocation.ipv4 is None:
             ipam.release(key, self._now)
             self.changes.touch(key, allocation)
+            self._pool_changed()
             self._reply(
                 req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
             )
@@ -145,6 +155,7 @@ class Requests(Upkeep):
             if not setup_failed:
                 yield from self._teardown_quietly(allocation, req.netns)
             ipam.release(key, self._now)
+            self._pool_changed()
             self.hints.pop(key, None)
             self.changes.touch(key, allocation)
             error = yield DURABLE
@@ -155,15 +166,20 @@ class Requests(Upkeep):
             self._log("error", "add failed", key=str(key), code=code, error=message)
             self._reply(req.request_id, code, message)
             return
-        self._log("debug", "add", key=str(key), ipv4=allocation.ipv4)
+        self._out.append(c.Log("debug", "add", (("key", str(key)), ("ipv4", allocation.ipv4))))
         self._reply(req.request_id, allocation=allocation, pod=net)
+
+    def _note_legacy(self, allocations: Iterable[Allocation]) -> None:
+        """Allocations about to be restored: any under a legacy key turns its lookup on."""
+        if any(a.key.network_name == LEGACY_NETWORK for a in allocations):
+            self._legacy_possible = True
 
     def _legacy(self, key: AllocationKey) -> Allocation | None:
         """The allocation an upstream checkpoint migrated from CRI holds for ``key``'s
         container (upstream's key ``_migrated-from-cri/<container>/unknown``): DEL, CHECK and
         ADD fall back to it as upstream's datastore does, so it can be freed and is never
         doubled by a second address."""
-        if key.network_name == LEGACY_NETWORK:
+        if not self._legacy_possible or key.network_name == LEGACY_NETWORK:
             return None
         return self.core.get(AllocationKey(LEGACY_NETWORK, key.container_id, LEGACY_IF_NAME))
 
@@ -194,7 +210,8 @@ class Requests(Upkeep):
         return None
 
     def _delete(self, req: i.Del) -> TaskGen:
-        yield Turn(req.key)
+        if not self._take_turn(req.key):
+            yield Turn(req.key)
         yield from self._delete_holding(req)
         self._leave(req.key)
 
@@ -202,7 +219,7 @@ class Requests(Upkeep):
         ipam, key = self.core, req.key
         allocation = ipam.get(key) or self._legacy(key)
         if allocation is None:
-            self._count("del_req", "unknown")
+            self._out.append(_DEL_UNKNOWN)
             self._reply(req.request_id, released=0)
             return
         if allocation.ipv4 is not None:
@@ -217,9 +234,10 @@ class Requests(Upkeep):
                 return
         key = allocation.key
         ipam.release(key, self._now)
+        self._pool_changed()
         netns = self.hints.pop(key, "")
         self.changes.touch(key, allocation)
-        self._count("del_req", "PodDeleted")
+        self._out.append(_DEL_DONE)
         error = yield DURABLE
         if error is not None:
             # The file still holds the allocation: so does memory, and a retried DEL frees it.
@@ -269,6 +287,7 @@ class Requests(Upkeep):
             if self.core.get(allocation.key) is not None:
                 yield from self._teardown_quietly(allocation, "")
                 self.core.release(allocation.key, self._now)
+                self._pool_changed()
                 released.append((allocation, self.hints.pop(allocation.key, "")))
                 self.changes.touch(allocation.key, allocation)
             self._leave(allocation.key)
@@ -289,7 +308,9 @@ class Requests(Upkeep):
         retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
         pairs = list(released)
         self.changes.touch_all()
+        self._note_legacy(a for a, _ in pairs)
         report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
+        self._pool_changed()
         for allocation, reason in report.dropped:
             self._log(
                 "error",

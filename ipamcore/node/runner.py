@@ -27,7 +27,7 @@ from ipamcore.model import (
 from ipamcore.netspec import (
     EniNetwork,
     PodNetwork,
-    attachment_tag,
+    attachment_names,
     host_veth_name,
     route_table_for_device,
 )
@@ -78,11 +78,19 @@ class Runner:
         self._batch: list[tuple[Task, int]] = []
         self._next_batch: list[tuple[Task, int]] = []
         self._kicked = False
+        # The policy runs at ``_policy_due`` (requests' changes gathered for up to
+        # ``policy_interval_s``, time-driven passes at most that often), or at ``_core_wake``
+        # (the core's next_wake_at: a cooldown, pause, backoff or effect expiry ends) at once
+        # while ADDs wait for an address.
         self._policy_due = INF
+        self._core_wake = INF
         self._reconcile_due = INF
         self._leaked_due = INF
         self._leaked_rounds = 0
         self._enis_to_set_up: set[str] = set()
+        # Whether an allocation under upstream's legacy key (migrated from CRI) may be in the
+        # pool: until one is restored (or an ADD uses that network), requests skip the lookup.
+        self._legacy_possible = False
         self._early: list[i.Request] = []
         self._dispatch: dict[type, Callable[[Any], None]] = {}  # filled by Node
 
@@ -109,7 +117,7 @@ class Runner:
         if self._sleepers:
             wake = min(wake, self._sleepers[0][0])
         if self._waiters:
-            wake = min(wake, self._waiters[0].deadline)
+            wake = min(wake, self._waiters[0].deadline, self._core_wake)
         return None if wake == INF else wake
 
     @property
@@ -148,14 +156,18 @@ class Runner:
         container id, interface; see :func:`ipamcore.netspec.host_veth_name`), tagged with
         it, so teardown only ever removes that attachment's own veth."""
         assert allocation.ipv4 is not None
+        key = allocation.key
+        veth, tag = attachment_names(
+            key.network_name, key.container_id, key.if_name, self.config.veth_prefix
+        )
         return PodNetwork(
             netns_path=netns,
-            if_name=if_name or allocation.key.if_name,
-            host_veth=self._host_veth(allocation),
+            if_name=if_name or key.if_name,
+            host_veth=veth,
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
             route_table=route_table_for_device(allocation.device_index),
-            tag=attachment_tag(*allocation.key),
+            tag=tag,
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
@@ -235,6 +247,14 @@ class Runner:
             self._out.append(want)
             self._awaiting[want.cid] = (task, slot)
 
+    def _take_turn(self, key: AllocationKey) -> bool:
+        """Hold ``key`` at once if no task holds it (True); else the caller yields
+        ``Turn(key)`` and waits in line (the usual case costs no wait object)."""
+        if key in self._holders:
+            return False
+        self._holders[key] = collections.deque()
+        return True
+
     def _leave(self, key: AllocationKey) -> None:
         """The task holding ``key`` is done with it: the next one waiting takes it."""
         queue = self._holders[key]
@@ -287,6 +307,13 @@ class Runner:
             return 0, None
         return len(self._waiters), min(w.since for w in self._waiters)
 
+    def _pool_changed(self) -> None:
+        """A request assigned or released an address: the policy looks at the pool within
+        ``policy_interval_s`` (the changes made meanwhile share that one pass)."""
+        due = self._now + self.config.policy_interval_s
+        if due < self._policy_due:
+            self._policy_due = due
+
     def _kick(self) -> None:
         """Run the pool policy at the next tick (an ADD found the pool short, or state
         changed); kicks before that tick make one pass."""
@@ -309,6 +336,7 @@ class Runner:
                 break
             waiters.popleft()
             self.changes.touch(wait.key, allocation)
+            self._pool_changed()
             assert wait.task is not None
             self._resolve(wait.task, 0, allocation)
         while waiters and waiters[0].deadline <= now:

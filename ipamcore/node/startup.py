@@ -97,6 +97,7 @@ class StartUp(Requests):
         if checkpoint is not None:
             self.hints.update(checkpoint.netns)
             gone = yield from self._pods_gone(checkpoint)
+            self._note_legacy(checkpoint.allocations)
             report = ipam.restore(checkpoint, now, keep=lambda a: a.key not in gone)
             self.changes.touch_all()
             for allocation, reason in report.dropped:
@@ -150,8 +151,7 @@ class StartUp(Requests):
             instance_type=identity.instance_type, enis=stats.enis, addresses=stats.total,
             assigned=stats.assigned, startup_seconds=round(elapsed, 3),
         )  # fmt: skip
-        self._kick()
-        self._policy_due = self._now + self.config.policy_interval_s
+        self._kick()  # the first policy pass at once; it says when the next is due
         self._reconcile_due = self._now + self.config.reconcile_interval_s
         if self.config.leaked_eni_cleanup:
             self._schedule_leaked_cleanup()
@@ -337,6 +337,7 @@ class StartUp(Requests):
             if allocation is not None:
                 yield from self._teardown_quietly(allocation, pending.netns)
                 self.core.release(pending.key, self._now)
+                self._pool_changed()
                 self.hints.pop(pending.key, None)
                 self.changes.touch(pending.key, allocation)
             self._log(

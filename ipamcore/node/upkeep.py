@@ -37,7 +37,7 @@ class Upkeep(Runner):
             self._resolve(task, slot, None)
         if not self.ready or self.stopping:
             return
-        if self._kicked or now >= self._policy_due:
+        if self._kicked or now >= self._policy_due or (self._waiters and now >= self._core_wake):
             self._run_policy()
         if now >= self._reconcile_due:
             self._reconcile_due = INF
@@ -50,7 +50,7 @@ class Upkeep(Runner):
         """No new effects or requests; waits for time (metadata polls) end now."""
         self.stopping = True
         self._kicked = False
-        self._policy_due = self._reconcile_due = self._leaked_due = INF
+        self._policy_due = self._reconcile_due = self._leaked_due = self._core_wake = INF
         sleepers, self._sleepers = self._sleepers, []
         for _, _, task, slot in sleepers:
             self._resolve(task, slot, None)
@@ -89,14 +89,21 @@ class Upkeep(Runner):
         self.changes.touch_all()
 
     def _run_policy(self) -> None:
+        """One policy pass, then the next: when the core says a decision can change next
+        (:meth:`~ipamcore.ipam.Ipam.next_wake_at`: a cooldown, a growth pause, a backoff, the
+        shrink interval, an ENI's minimum age or an effect's expiry ends), but not sooner than
+        ``policy_interval_s`` from now, unless ADDs wait (they are served as each cooldown
+        ends). Nothing pending: no pass until an input changes something."""
         now = self._now
         self._kicked = False
-        self._policy_due = now + self.config.policy_interval_s
+        ipam = self.core
         self.changes.touch_all()  # the policy may set addresses aside (their release times)
-        for effect in self.core.plan(now, waiting=len(self._waiters)):
+        for effect in ipam.plan(now, waiting=len(self._waiters)):
             self._log("info", "effect", **_describe(effect))
             self.effects_in_flight += 1
             self._spawn(self._perform(effect), "effect")
+        self._core_wake = wake = ipam.next_wake_at(now)
+        self._policy_due = max(wake, now + self.config.policy_interval_s) if wake < INF else INF
 
     def _perform(self, effect: Effect) -> TaskGen:
         done = yield c.PerformEffect(self._cid(), effect)

@@ -13,8 +13,10 @@ from backends.kubernetes.settings import KubeSettings
 from ipamcore.effects import CreateEni
 from ipamcore.errors import FailureKind
 from ipamcore.events import AddressesAssigned, EffectFailed
+from ipamcore.model import Allocation, AllocationKey, PodRef
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
+from ipamcore.node import replies
 
 
 class Watcher:
@@ -78,3 +80,30 @@ def test_pods_waiting_in_wall_time() -> None:
     obs = k.observations()
     assert obs.pods_waiting == 3
     assert obs.waiting_since == clock.now() - 40
+
+
+def add(clock: VirtualClock, pod: str, rid: int) -> i.Add:
+    key = AllocationKey("aws-cni", f"c-{pod}-{rid}", "eth0")
+    return i.Add(clock.monotonic(), rid, key, PodRef("demo", pod))
+
+
+def test_pods_turned_away_and_retried_wait_across_adds() -> None:
+    """An ADD waits 5 s (IPAMD_ADD_WAIT_SECONDS) and kubelet retries: the pod waits from its
+    first ADD turned away until one succeeds, not only while one ADD is open."""
+    k, clock, _ = link()
+    began = clock.now()
+    k._on_reply(add(clock, "web-0", 1), c.Reply(1, replies.POOL_EMPTY))
+    clock._now += 20
+    k._on_reply(add(clock, "web-1", 2), c.Reply(2, replies.POOL_EMPTY))
+    clock._now += 20
+    k._on_reply(add(clock, "web-0", 3), c.Reply(3, replies.POOL_EMPTY))
+    obs = k.observations()
+    assert obs.pods_waiting == 2
+    assert obs.waiting_since == began  # web-0's first ADD, 40 s ago
+    allocation = Allocation(AllocationKey("aws-cni", "c-web-0-4", "eth0"), PodRef("demo", "web-0"),
+                            "10.0.0.5", None, 0.0)  # fmt: skip
+    k._on_reply(add(clock, "web-0", 4), c.Reply(4, allocation=allocation))
+    obs = k.observations()
+    assert obs.pods_waiting == 1 and obs.waiting_since == began + 20  # web-1 still waits
+    clock._now += 301  # no retry for 5 min: kubelet gave web-1 up
+    assert k.observations().pods_waiting == 0

@@ -219,6 +219,38 @@ async def test_backoff_doubles_to_its_cap_and_honours_retry_after():
     assert b.delay(5, retry_after=2.0) == 16.0
 
 
+async def test_backoff_jitter_is_fixed_per_node_and_spreads_nodes():
+    """After an outage every node lost the API server at once: their retries must not all
+    land in the same instant."""
+    plain = Backoff(0.5, 30.0)
+    nodes = [Backoff(0.5, 30.0, jitter=0.5, seed=f"ip-10-0-{n}-1") for n in range(50)]
+    for attempt in (0, 3, 6, 9):
+        full = plain.delay(attempt)
+        delays = [b.delay(attempt) for b in nodes]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len({round(d, 3) for d in delays}) >= 40  # spread, not in lockstep
+        assert max(delays) - min(delays) > full / 4
+    again = Backoff(0.5, 30.0, jitter=0.5, seed="ip-10-0-0-1")
+    assert [again.delay(i) for i in range(10)] == [nodes[0].delay(i) for i in range(10)]
+    assert nodes[0].delay(2, retry_after=60.0) == 60.0  # Retry-After still wins
+
+
+async def test_no_missing_eniconfig_logged_while_listing(capsys):
+    """The Node listed before the ENIConfigs is not a missing ENIConfig: no error line."""
+    api, clock = MemoryApi(), VirtualClock()
+    api.put(NodeInfo("n1", labels={"topology.kubernetes.io/zone": "az-a"}))
+    api.put(EniConfig("az-a", EniConfigSpec("subnet-a", ("sg-1",))))
+    s = settings(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true",
+                 ENI_CONFIG_LABEL_DEF="topology.kubernetes.io/zone")  # fmt: skip
+    w = KubeWatcher(api, s, clock)
+    await w.start()
+    assert await w.wait_synced(1.0)
+    out = capsys.readouterr().out
+    assert "eniconfig_missing" not in out
+    assert out.count("eniconfig_for_node") == 1
+    await w.stop()
+
+
 async def test_outage_serves_cache_backs_off_and_resumes_without_relist():
     api, clock = MemoryApi(), VirtualClock()
     api.put(PodInfo("ns", "a"))

@@ -50,8 +50,23 @@ def test_eniconfig_keys_and_endpoint():
         ({"MY_NODE_NAME": "n", "ANNOTATE_POD_IP": "maybe"}, "ANNOTATE_POD_IP"),
         ({"MY_NODE_NAME": "n", "CLUSTER_ENDPOINT": "10.0.0.1"}, "CLUSTER_ENDPOINT"),
         ({"MY_NODE_NAME": "n", "IPAMD_KUBE_START_WAIT_SECONDS": "soon"}, "START_WAIT"),
+        ({"MY_NODE_NAME": "n", "IPAMD_KUBE_EVENT_WAITING_SECONDS": "-1"}, "EVENT_WAITING"),
+        ({"MY_NODE_NAME": "n", "IPAMD_KUBE_EVENT_THROTTLED_SECONDS": "inf"}, "EVENT_THROTTLED"),
+        ({"MY_NODE_NAME": "n", "IPAMD_KUBE_EVENT_INTERVAL_SECONDS": "0"}, "EVENT_INTERVAL"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(KubeSettingsError, match=names):
         KubeSettings.from_env(env)
+
+
+def test_event_thresholds_default_and_set():
+    s = KubeSettings.from_env({"MY_NODE_NAME": "n"})
+    assert (s.event_thresholds.throttled_s, s.event_thresholds.waiting_s) == (300.0, 30.0)
+    assert s.event_interval_s == 10.0
+    s = KubeSettings.from_env({
+        "MY_NODE_NAME": "n", "IPAMD_KUBE_EVENT_THROTTLED_SECONDS": "6",
+        "IPAMD_KUBE_EVENT_WAITING_SECONDS": "4", "IPAMD_KUBE_EVENT_INTERVAL_SECONDS": "0.5",
+    })  # fmt: skip
+    assert (s.event_thresholds.throttled_s, s.event_thresholds.waiting_s) == (6.0, 4.0)
+    assert s.event_interval_s == 0.5

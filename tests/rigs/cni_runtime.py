@@ -161,11 +161,18 @@ class Libcni:
             timeout=90,
             env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
         )  # fmt: skip
-        out = done.stdout.decode().strip()
-        try:
-            doc: dict[str, Any] = json.loads(out) if out else {}
-        except ValueError:
-            doc = {"error": {"msg": out}}
-        if done.returncode != 0:
-            raise CniError(command, pod, doc.get("error") or done.stderr.decode())
-        return doc
+        return runner_result(done, command, pod)
+
+
+def runner_result(
+    done: subprocess.CompletedProcess[bytes], command: str, pod: str
+) -> dict[str, Any]:
+    """The libcni runner's answer (its JSON on stdout); raises CniError when it failed."""
+    out = done.stdout.decode().strip()
+    try:
+        doc: dict[str, Any] = json.loads(out) if out else {}
+    except ValueError:
+        doc = {"error": {"msg": out}}
+    if done.returncode != 0:
+        raise CniError(command, pod, doc.get("error") or done.stderr.decode())
+    return doc

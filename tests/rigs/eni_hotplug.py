@@ -16,6 +16,11 @@ an address) stays in the node namespace too, as the node's ``eth0`` is made: it 
 device a carrier. Pods on a secondary ENI reach each other and the host through the node's
 main table (the "to <pod>" rules), not through the ENI's device, so nothing has to be bridged
 behind it. The daemon is not told anything: it must find the device by MAC, as on EC2.
+
+Faults: :meth:`EniHotplug.fail` answers the EC2 actions matching a pattern with an EC2 error
+(``RequestLimitExceeded`` for throttling, ``InsufficientFreeAddressesInSubnet`` for a full
+subnet, ...) instead of forwarding them, until :meth:`EniHotplug.clear_faults`; every refused
+call is counted in :attr:`EniHotplug.refused`.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ class EniHotplug:
         self.plugged: dict[str, HotPlugged] = {}  # eni id -> link
         self._attachments: dict[str, str] = {}  # attachment id -> eni id
         self.events: list[tuple[str, HotPlugged]] = []  # ("plug"|"unplug", link), in order
+        self._faults: list[tuple[re.Pattern[str], str, int]] = []
+        self.refused: dict[str, int] = {}  # action -> calls answered by a fault
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -107,6 +114,25 @@ class EniHotplug:
             for eni_id in list(self.plugged):
                 self._unplug(eni_id)
 
+    def fail(self, actions: str, code: str, status: int = 400) -> None:
+        """Answer every EC2 action matching the regular expression ``actions`` (whole name)
+        with the EC2 error ``code`` and HTTP ``status`` (throttling: ``RequestLimitExceeded``,
+        503), until :meth:`clear_faults`."""
+        with self._lock:
+            self._faults.append((re.compile(actions), code, status))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _fault(self, action: str) -> tuple[str, int] | None:
+        with self._lock:
+            for pattern, code, status in self._faults:
+                if pattern.fullmatch(action):
+                    self.refused[action] = self.refused.get(action, 0) + 1
+                    return code, status
+        return None
+
     # ----------------------------------------------------------------- the hypervisor
 
     def handle(
@@ -116,6 +142,10 @@ class EniHotplug:
         form = body.decode("utf-8", "replace") if body else urllib.parse.urlsplit(path).query
         params = {k: v[0] for k, v in urllib.parse.parse_qs(form).items()}
         action = params.get("Action", "")
+        fault = self._fault(action)
+        if fault is not None:
+            code, status = fault
+            return status, [("Content-Type", "text/xml")], _ec2_error(f"{action}: {code}", code)
         if action == "AttachNetworkInterface" and params.get("InstanceId") == self.instance_id:
             with self._lock:  # held across the call: one attach at a time decides an index
                 device = int(params.get("DeviceIndex", "0"))

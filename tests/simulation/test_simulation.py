@@ -24,6 +24,7 @@ from adapters.simulator import (
 from adapters.simulator.clock import SimClock
 from adapters.simulator.workload import dump_csv
 from ipamcore.config import PoolConfig
+from ipamcore.node import inputs as i
 
 TINY_TRACE = """\
 # a tiny trace: three pods on node 0, one leaves
@@ -97,6 +98,26 @@ def test_tiny_trace_replay_gives_expected_allocations() -> None:
     assert m.mutating_calls["AssignPrivateIpAddresses"] == 1
     assert m.mutating_calls["CreateNetworkInterface"] == 1
     assert m.peak_assigned == 3
+
+
+def test_a_simulated_node_is_called_when_it_asks_not_on_a_fixed_beat() -> None:
+    cluster = Cluster(SimConfig(nodes=1, duration_s=3600), parse_trace(TINY_TRACE))
+    node = cluster.nodes[0]
+    asked: list[float | None] = []
+    ticks: list[float] = []
+
+    def observe(inp: i.Input, _commands: object) -> None:
+        if isinstance(inp, i.Tick):
+            assert inp.now in asked  # the executor ticks only at a time the node asked for
+            ticks.append(inp.now)
+        asked.append(node.node.wake_at)
+
+    node.observe = observe
+    m = cluster.run()
+    assert m.pods_served == 3
+    # Reconciliation every minute (a tick to start it, one for the policy pass it asks for)
+    # and the passes the pods and their cooldowns need: not a pass every 5 s (720 an hour).
+    assert 60 <= len(ticks) <= 200, len(ticks)
 
 
 def test_csv_dump_reads_back() -> None:
