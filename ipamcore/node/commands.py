@@ -228,6 +228,8 @@ class Reply:
     message: str = ""
     allocation: Allocation | None = None  # ADD, CHECK, DEL (the address released)
     pod: PodNetwork | None = None  # ADD: the datapath built
+    # ADD, DEL, CHECK of a multi-NIC pod: its interfaces on cards above 0, in order
+    extra: tuple[tuple[Allocation, PodNetwork], ...] = ()
     released: int = 0  # DEL: 0 or 1; GC: how many
 
 

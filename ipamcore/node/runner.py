@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ipamcore.cards import attachment_index
 from ipamcore.checkpoint import ChangeTracker, Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.ipam import Ipam
@@ -160,14 +161,20 @@ class Runner:
         veth, tag = attachment_names(
             key.network_name, key.container_id, key.if_name, self.config.veth_prefix
         )
+        index = attachment_index(key)
+        table = route_table_for_device(allocation.device_index)
+        if index:  # a multi-NIC pod's interface on a card above 0: that card's table
+            info = self.core.eni(allocation.eni_id)
+            table = self.core.route_table_of(info) if info is not None else table
         return PodNetwork(
             netns_path=netns,
             if_name=if_name or key.if_name,
             host_veth=veth,
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
-            route_table=route_table_for_device(allocation.device_index),
+            route_table=table,
             tag=tag,
+            attachment_index=index,
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
@@ -179,6 +186,10 @@ class Runner:
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
         """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
         table = route_table_for_device(eni.device_index)
+        if eni.network_card:  # upstream's table numbering; used only with ENABLE_MULTI_NIC
+            if self.ipam is None or not self.ipam.config.multi_nic:
+                return None
+            table = self.ipam.route_table_of(eni)
         if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
             return None
         return EniNetwork(
