@@ -9,9 +9,11 @@ fsynced once when it is created, then overwritten in place) so the ``fdatasync``
 metadata (size, extents) to write. ``ipam.json`` stays upstream's document, rewritten
 atomically (temp + fsync + rename + directory fsync) only by a *compaction*: after a commit
 when the journal has grown past a bound (in the store's single writer thread, after the
-commit was acknowledged: the next commit waits for it), when a record would not fit, and at
-every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
-a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
+commit was acknowledged: the next commit waits for it), ``fresh_after_s`` (1 s) after the
+first record it does not yet hold (so ``cat ipam.json`` on a running node is at most about a
+second behind, as operators read it), when a record would not fit, and at every orderly
+stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so a rollback
+to upstream after an orderly stop finds every allocation in ``ipam.json``.
 
 What a commit costs: the daemon's node sends the *change* since its previous commit
 (:class:`ipamcore.checkpoint.CheckpointChange`: the entries it touched, with their current
@@ -142,6 +144,10 @@ MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
 INLINE_SYNC_S = 0.001
+# ``ipam.json`` trails the journal by at most about this long while the daemon runs, so the
+# brief's ``cat /var/run/aws-node/ipam.json`` shows what runs on the node (upstream rewrites
+# the file per change; here the journal does, and a fold follows within this time).
+DEFAULT_FRESH_AFTER_S = 1.0
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -157,7 +163,10 @@ class JournalCheckpointStore:
     document)`` and at most half of it. ``sync_releases``: also ``fdatasync`` commits that
     only release (off by default: see the module's argument). ``syncs`` counts every
     ``fsync``/``fdatasync`` the store made (journal and compaction), ``records`` the records
-    appended, ``compactions`` the compactions; benchmarks read them.
+    appended, ``compactions`` the compactions; benchmarks read them. ``fresh_after_s``: the
+    first record after a compaction schedules one that long later (``call_later``, the
+    event loop's by default; 0 turns it off), so ``ipam.json`` never trails the journal
+    by much longer, even under continuous churn.
     """
 
     def __init__(
@@ -168,6 +177,8 @@ class JournalCheckpointStore:
         step: Step = no_step,
         capacity: int = DEFAULT_CAPACITY,
         sync_releases: bool = False,
+        fresh_after_s: float = DEFAULT_FRESH_AFTER_S,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
@@ -194,6 +205,10 @@ class JournalCheckpointStore:
         self._sync_s = 0.0  # moving average of the journal's fdatasync, seconds
         self._unsynced = False
         self._background: set[asyncio.Future[None]] = set()
+        self._fresh_after_s = fresh_after_s
+        self._call_later = call_later
+        self._fresh_due = False  # a fold of the journal into ipam.json is scheduled
+        self._fresh_timer: Any = None  # its handle (to cancel it at close)
         self.syncs = 0
         self.records = 0
         self.bytes_appended = 0
@@ -487,6 +502,29 @@ class JournalCheckpointStore:
         if self._off > self._compact_at():
             self._compaction = self._run(self._compact_blocking, state.document(seq))
             self._compaction.add_done_callback(_retrieve)
+        elif not self._fresh_due and self._fresh_after_s > 0:
+            self._schedule_fold(self._fresh_after_s)
+
+    def _schedule_fold(self, delay: float) -> None:
+        later = self._call_later or asyncio.get_running_loop().call_later
+        self._fresh_due = True
+        self._fresh_timer = later(delay, self._freshen)
+
+    def _freshen(self) -> None:
+        """The scheduled fold: ``ipam.json`` gets what the journal holds, in the background
+        (the next commit waits for it, as for a size-triggered compaction). With a commit
+        or compaction in flight, it tries again shortly; a journal already folded (a size
+        compaction ran meanwhile) needs nothing."""
+        self._fresh_due, self._fresh_timer = False, None
+        if self._fd < 0 or self._state is None or self._off <= FILE_HEADER.size:
+            return  # closed, or the next commit rewrites everything, or nothing to fold
+        if not self._ready_now():
+            self._schedule_fold(min(0.05, self._fresh_after_s))
+            return
+        state = self._state
+        assert state is not None
+        self._compaction = self._run(self._compact_blocking, state.document(self._seq))
+        self._compaction.add_done_callback(_retrieve)
 
     def _compact_at(self) -> int:
         assert self._state is not None
@@ -595,6 +633,9 @@ class JournalCheckpointStore:
                 await self._run(self._compact_blocking, self._state.document(self._seq))
 
     def close(self) -> None:
+        if hasattr(self._fresh_timer, "cancel"):
+            self._fresh_timer.cancel()
+        self._fresh_due, self._fresh_timer = False, None
         self._close_fd()
         self._writer.shutdown(wait=True)
 

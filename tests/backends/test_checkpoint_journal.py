@@ -34,7 +34,24 @@ def fixed_clock() -> float:
 
 
 def journal_store(path: Path, **kw: object) -> JournalCheckpointStore:
+    kw.setdefault("fresh_after_s", 0)  # no timed fold unless a test schedules it itself
     return JournalCheckpointStore(str(path), clock=fixed_clock, capacity=64 * 1024, **kw)  # type: ignore[arg-type]
+
+
+class Scheduler:
+    """``call_later`` for the store: what it scheduled, run when the test says."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, object]] = []
+
+    def __call__(self, delay: float, fn: object) -> object:
+        self.due.append((delay, fn))
+        return None
+
+    def run(self) -> float:
+        delay, fn = self.due.pop(0)
+        fn()  # type: ignore[operator]
+        return delay
 
 
 class JournalHarness:
@@ -482,3 +499,44 @@ async def test_changes_wait_for_a_running_compaction_and_stay_in_order(tmp_path:
         store.commit(put_b, lambda: before), store.commit(drop_b, lambda: before)
     )
     assert await journal_store(path).load() == before
+
+
+async def test_ipam_json_follows_the_journal_within_fresh_after_s(tmp_path: Path) -> None:
+    """`cat ipam.json` on a running node (the brief's debugging command) shows what runs:
+    the first record after a fold schedules the next fold fresh_after_s later, once, however
+    many commits follow; with nothing new, nothing is scheduled."""
+    path = tmp_path / "ipam.json"
+    later = Scheduler()
+    store = journal_store(path, fresh_after_s=1.0, call_later=later)
+    await store.load()
+    await store.save(cp_with(A))  # the first save writes ipam.json itself
+    assert later.due == []
+    await store.save(cp_with(A, B))
+    await store.save(cp_with(A, B, C))  # a second commit does not schedule a second fold
+    assert [d for d, _ in later.due] == [1.0]
+    assert decode(path.read_bytes()).allocations == (A,)  # the journal holds B and C
+    later.run()
+    await store.compact()  # waits for the background fold, then folds nothing new
+    assert decode(path.read_bytes()) == cp_with(A, B, C)
+    assert parse_journal((tmp_path / "ipam.json.journal").read_bytes())[0] == []
+    await store.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))  # a DEL: the next fold
+    assert [d for d, _ in later.due] == [1.0]
+    store.close()
+
+
+async def test_a_fold_due_while_a_commit_is_in_flight_waits_its_turn(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    later = Scheduler()
+    store = journal_store(path, fresh_after_s=1.0, call_later=later)
+    await store.load()
+    await store.save(cp_with(A))
+    await store.save(cp_with(A, B))
+    async with store._lock:  # a commit holds the store
+        later.run()
+        retry, _ = later.due[0]
+        assert retry < 1.0  # tried again shortly, not dropped
+        assert decode(path.read_bytes()).allocations == (A,)
+    later.run()
+    await store.compact()
+    assert decode(path.read_bytes()) == cp_with(A, B)
+    store.close()
