@@ -35,7 +35,7 @@ GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 IPAMD_ENV = (
     "WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "WARM_PREFIX_TARGET",
-    "ENABLE_PREFIX_DELEGATION", "MAX_ENI", "IP_COOLDOWN_PERIOD",
+    "ENABLE_PREFIX_DELEGATION", "ENABLE_MULTI_NIC", "MAX_ENI", "IP_COOLDOWN_PERIOD",
     "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_SUBNET", "ENI_CONFIG_SECURITY_GROUPS",
     "ENABLE_SUBNET_DISCOVERY", "CLUSTER_NAME", "ADDITIONAL_ENI_TAGS",
     "AWS_VPC_K8S_CNI_BACKING_STORE", "INTROSPECTION_BIND_ADDRESS", "DISABLE_INTROSPECTION",
@@ -126,6 +126,8 @@ def enis_document(views: list[EniView]) -> dict[str, Any]:
             "DeviceNumber": view.device_index,
             "AvailableIPv4Cidrs": cidrs,
         }
+        if view.network_card:  # only then: upstream's shape stays as is on card 0
+            enis[view.eni_id]["NetworkCard"] = view.network_card
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
 
 
@@ -151,6 +153,7 @@ def pods_document(views: list[EniView]) -> dict[str, Any]:
                     "Namespace": ns, "Name": name, "Container": tag,
                     "NetworkName": a.key.network_name, "IfName": a.key.if_name,
                     "IP": a.address, "ENI": view.eni_id, "DeviceNumber": view.device_index,
+                    "NetworkCard": view.network_card,
                     "AssignedTime": go_time(a.assigned_at),
                 }  # fmt: skip
     return pods
@@ -316,9 +319,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._counted = True
         owner.connections[transport] = self
-        self._timer = asyncio.get_running_loop().call_later(
-            owner.header_timeout_s, self._expired
-        )
+        self._timer = asyncio.get_running_loop().call_later(owner.header_timeout_s, self._expired)
         self._inner.connection_made(transport)
 
     def request_started(self) -> None:

@@ -13,7 +13,11 @@ Request::
      "network_name": str, "container_id": str, "if_name": str, "netns": str,
      "pod_namespace": str, "pod_name": str,
      "prev_result"?: {...}, "valid_attachments"?: [{"container_id", "if_name"}, ...],
-     "mtu"?: int}
+     "mtu"?: int, "multi_nic"?: true}
+
+``multi_nic`` (ADD): the pod is annotated ``k8s.amazonaws.com/nicConfig:
+multi-nic-attachment`` (the runtime passes the annotations in the plugin's runtimeConfig);
+the ADD result then lists the interfaces on the other network cards in ``attachments``.
 
 Reply::
 
@@ -206,6 +210,9 @@ _REQUEST_FIELDS = (
 )
 
 
+MAX_ATTACHMENTS = 64  # interfaces of one multi-NIC pod (p5.48xlarge has 32 cards)
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -216,6 +223,7 @@ class Request:
         "container_id",
         "if_name",
         "mtu",
+        "multi_nic",
         "netns",
         "network_name",
         "op",
@@ -239,8 +247,10 @@ class Request:
         valid_attachments: list[tuple[str, str]] | None = None,
         mtu: int | None = None,
         version: int = PROTOCOL_VERSION,
+        multi_nic: bool = False,
     ) -> None:
         self.version = version
+        self.multi_nic = multi_nic
         self.op = op
         self.network_name = network_name
         self.container_id = container_id
@@ -264,6 +274,8 @@ class Request:
             ]
         if self.mtu is not None:
             d["mtu"] = self.mtu
+        if self.multi_nic:
+            d["multi_nic"] = True
         return d
 
     def __eq__(self, other: object) -> bool:
@@ -328,6 +340,7 @@ class AddResult:
     """The ``result`` of a successful ADD."""
 
     __slots__ = (
+        "attachments",
         "device_index",
         "eni_id",
         "gateway",
@@ -358,7 +371,9 @@ class AddResult:
         eni_id: str = "",
         device_index: int = 0,
         mtu: int = 9001,
+        attachments: list[AddResult] | None = None,
     ) -> None:
+        self.attachments = attachments or []
         self.ipv4 = ipv4
         self.ipv6 = ipv6
         self.prefix_len = prefix_len
@@ -375,6 +390,7 @@ class AddResult:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {name: getattr(self, name) for name in sorted(self.__slots__)}
+        d["attachments"] = [a.to_dict() for a in self.attachments] or None
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -407,7 +423,14 @@ class AddResult:
         eni_id = d.get("eni_id", "")
         if not isinstance(eni_id, str) or len(eni_id) > 64:
             raise bad_request(f"eni_id must be a short string: {show(eni_id)}")
+        raw_attachments = d.get("attachments", [])
+        if not isinstance(raw_attachments, list) or len(raw_attachments) > MAX_ATTACHMENTS:
+            raise bad_request(f"attachments must be a list of at most {MAX_ATTACHMENTS}")
+        attachments = [cls._from_dict(a) for a in raw_attachments]
+        if any(a.attachments for a in attachments):
+            raise bad_request("attachments do not nest")
         return cls(
+            attachments=attachments,
             host_veth=validate_if_name(d.get("host_veth"), "host_veth"),
             if_name=validate_if_name(d.get("if_name"), "if_name"),
             ipv4=ipv4,
@@ -557,6 +580,9 @@ def _request_from_obj(obj: dict[str, Any]) -> Request:
     mtu = obj.get("mtu")
     if mtu is not None:
         validate_mtu(mtu)
+    multi_nic = obj.get("multi_nic", False)
+    if not isinstance(multi_nic, bool):
+        raise bad_request(f"multi_nic must be a boolean: {show(multi_nic)}")
 
     return Request(
         op,
@@ -569,6 +595,7 @@ def _request_from_obj(obj: dict[str, Any]) -> Request:
         prev_result=prev_result,
         valid_attachments=attachments,
         mtu=mtu,
+        multi_nic=multi_nic,
     )
 
 

@@ -113,6 +113,8 @@ class PoolConfig:
         default=False, validator=_is("ENABLE_PREFIX_DELEGATION", bool)
     )
     ipv6: bool = attrs.field(default=False, validator=_is("ENABLE_IPv6", bool))
+    # ENIs on network cards above 0, for multi-NIC pods (see ipamcore.cards)
+    multi_nic: bool = attrs.field(default=False, validator=_is("ENABLE_MULTI_NIC", bool))
     max_eni: int | None = attrs.field(default=None, validator=_non_negative("MAX_ENI"))
     cooldown_s: float = attrs.field(
         default=30.0, validator=_non_negative("IP_COOLDOWN_PERIOD", float)

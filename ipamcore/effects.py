@@ -23,7 +23,8 @@ class CreateEni:
 
     :class:`ipamcore.ipam.Ipam` reserves ``device_index`` (the lowest one neither attached nor
     reserved by another CreateEni in flight), so ENIs created in parallel never race for an
-    index. 0 means "the backend picks the lowest free one"."""
+    index. 0 means "the backend picks the lowest free one". ``network_card`` is the card the
+    ENI is attached on (``NetworkCardIndex``); device indexes count per card."""
 
     effect_id: int
     subnet_id: str
@@ -32,6 +33,7 @@ class CreateEni:
     prefix_count: int = 0
     ipv6_prefix: bool = False
     device_index: int = 0
+    network_card: int = 0
 
 
 @attrs.frozen

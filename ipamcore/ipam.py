@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from ipamcore.adaptive import AdaptivePolicy
+from ipamcore.cardpools import CardPools
+from ipamcore.cards import is_extra_attachment
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
@@ -101,7 +103,7 @@ class RestoreReport:
     dropped: tuple[tuple[Allocation, str], ...] = ()
 
 
-class Ipam:
+class Ipam(CardPools):
     """The IPAM state machine of one node. Not thread-safe: drive it from one task or lock."""
 
     def __init__(self, config: PoolConfig, limits: InstanceLimits) -> None:
@@ -124,6 +126,9 @@ class Ipam:
             )
         self._ipv6 = config.ipv6
         self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
+        # Network cards above 0: one pool each (see ipamcore.cards); their ENIs carry pod
+        # addresses only with ENABLE_MULTI_NIC, and never count against card 0's limit.
+        self._init_cards()
         self.max_enis = min(limits.max_enis, config.max_eni or limits.max_enis)
         self.max_enis -= config.reserved_trunk_enis
         self.per_eni = limits.prefixes_per_eni if self.prefix_mode else limits.ips_per_eni
@@ -169,7 +174,23 @@ class Ipam:
 
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
-        return self.pool.allocations.get(key)
+        found = self.pool.allocations.get(key)
+        if found is None and is_extra_attachment(key):
+            for pool in self.card_pools.values():
+                found = pool.allocations.get(key)
+                if found is not None:
+                    break
+        return found
+
+    def assign_on_card(
+        self, key: AllocationKey, pod: PodRef, network_card: int, now: float
+    ) -> Allocation:
+        """An address for ``key`` from ``network_card``'s ENIs (card 0: :meth:`assign`);
+        :class:`PoolExhausted` when the card has none ready, in which case the card's next
+        :meth:`plan` asks for one more."""
+        if network_card == 0:
+            return self.assign(key, pod, now)
+        return self._assign_above_0(key, pod, network_card, now)
 
     @property
     def orphaned(self) -> Mapping[str, Allocation]:
@@ -177,17 +198,13 @@ class Ipam:
         return dict(self._orphans)
 
     def allocations(self) -> list[Allocation]:
-        """Every allocation, in a stable order."""
-        return sorted(self.pool.allocations.values(), key=lambda a: str(a.key))
+        """Every allocation (every card's), in a stable order."""
+        every = [a for pool in self._pools() for a in pool.allocations.values()]
+        return sorted(every, key=lambda a: str(a.key))
 
     def find_by_pod(self, namespace: str, name: str) -> list[Allocation]:
         """The allocations of the pod ``namespace/name``."""
-        return self.pool.find_by_pod(namespace, name)
-
-    def eni(self, eni_id: str) -> ObservedEni | None:
-        """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
-        state = self.pool.enis.get(eni_id)
-        return state.info if state else None
+        return [a for pool in self._pools() for a in pool.find_by_pod(namespace, name)]
 
     def primary_eni(self) -> ObservedEni | None:
         """The instance's primary ENI (device 0), or None before :meth:`load`."""
@@ -255,6 +272,10 @@ class Ipam:
             for at in self._issued_at.values():
                 if now < at + timeout < wake:
                     wake = at + timeout
+        for pool in self.card_pools.values():
+            ready = pool.next_ready_at()
+            if now < ready < wake:
+                wake = ready
         age = config.eni_min_age_s
         for eni in self.pool.enis.values():
             if now < eni.seen_at + age < wake:
@@ -283,6 +304,10 @@ class Ipam:
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
+        if key not in self.pool.allocations and is_extra_attachment(key):
+            for pool in self.card_pools.values():
+                if key in pool.allocations:
+                    return pool.release(key, now)
         released = self.pool.release(key, now)
         if released is not None and self._observes_pods:
             self._policy.released(now)
@@ -346,6 +371,8 @@ class Ipam:
         if self.prefix_mode:
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
+        if self.config.multi_nic and now >= self._growth_paused_until:
+            effects += self._plan_cards(inp, now)
         return [self._start(effect, now) for effect in effects]
 
     def _park_secondary_ips(self) -> None:
@@ -387,9 +414,10 @@ class Ipam:
 
     def _policy_input(self, waiting: int) -> PolicyInput:
         subnet_id, security_groups = self._placement()
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        ) | self._suspect_enis
+        busy = (
+            frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+            | self._suspect_enis
+        )
         full = set(self._full_enis)
         if self._full_subnets:
             full |= {
@@ -403,7 +431,9 @@ class Ipam:
             max_enis=self.max_enis,
             max_pods=self.max_pods,
             pending_addresses=self._pending_addresses(),
-            pending_enis=sum(isinstance(e, CreateEni) for e in self._in_flight.values()),
+            pending_enis=sum(
+                isinstance(e, CreateEni) and e.network_card == 0 for e in self._in_flight.values()
+            ),
             busy_enis=busy,
             waiting=waiting,
             subnet_id=subnet_id,
@@ -414,6 +444,10 @@ class Ipam:
     def _pending_addresses(self) -> int:
         pending = 0
         for e in self._in_flight.values():
+            if isinstance(e, CreateEni) and e.network_card != 0:
+                continue
+            if isinstance(e, AssignAddresses) and e.eni_id not in self.pool.enis:
+                continue
             if isinstance(e, CreateEni | AssignAddresses):
                 pending += e.ipv4_count + e.prefix_count * IPS_PER_PREFIX
         return pending
@@ -450,7 +484,9 @@ class Ipam:
         if placement.subnet_discovery and primary is not None:
             chosen = choose_discovered_subnet(
                 [s for s in self._subnets if s.subnet_id not in self._full_subnets],
-                self._availability_zone, placement.cluster_name, primary.subnet_id,
+                self._availability_zone,
+                placement.cluster_name,
+                primary.subnet_id,
             )
             if chosen is not None:
                 return chosen.subnet_id, placement.security_groups or default_groups
@@ -466,26 +502,18 @@ class Ipam:
     def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
         if isinstance(numbered, CreateEni) and numbered.device_index == 0:
-            numbered = attrs.evolve(numbered, device_index=self._free_device_index())
+            numbered = attrs.evolve(
+                numbered, device_index=self._free_device_index(numbered.network_card)
+            )
         self._next_effect_id += 1
         self._in_flight[numbered.effect_id] = numbered
         self._issued_at[numbered.effect_id] = now
         if isinstance(numbered, UnassignAddresses):
             for block in (*numbered.ipv4_addresses, *numbered.prefixes):
-                self.pool.mark_block_leaving(numbered.eni_id, block)
+                self._pool_of(numbered.eni_id).mark_block_leaving(numbered.eni_id, block)
         elif isinstance(numbered, FreeEni):
-            self.pool.mark_eni_leaving(numbered.eni_id)
+            self._pool_of(numbered.eni_id).mark_eni_leaving(numbered.eni_id)
         return numbered
-
-    def _free_device_index(self) -> int:
-        """The lowest device index (network card 0, above the primary's 0) that no attached
-        ENI uses and no CreateEni in flight has reserved."""
-        taken = {s.info.device_index for s in self.pool.enis.values() if s.info.network_card == 0}
-        taken |= {e.device_index for e in self._in_flight.values() if isinstance(e, CreateEni)}
-        index = 1
-        while index in taken:
-            index += 1
-        return index
 
     def apply(self, outcome: Outcome, now: float) -> tuple[Allocation, ...]:
         """Feed back an effect's outcome. Returns allocations force-removed as a result
@@ -501,10 +529,15 @@ class Ipam:
                 self._given_up.discard(outcome.effect_id)
                 return ()
             raise UsageError(f"no effect {outcome.effect_id} is in flight")
-        check_outcome(effect, outcome, self.pool)
+        target = (
+            self._pool_of(effect.eni_id)
+            if not isinstance(effect, CreateEni)
+            else (self._pool_for_card(effect.network_card))
+        )
+        check_outcome(effect, outcome, target)
         del self._in_flight[outcome.effect_id]
         del self._issued_at[outcome.effect_id]
-        self.pool.advance(now)
+        self._advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
         if isinstance(effect, CreateEni | AssignAddresses):
@@ -513,9 +546,9 @@ class Ipam:
             self._add_observed_eni(outcome.eni, now)
         elif isinstance(outcome, AddressesAssigned):
             for address in outcome.ipv4_addresses:
-                self.pool.add_block(outcome.eni_id, address, False, now)
+                target.add_block(outcome.eni_id, address, False, now)
             for prefix in outcome.prefixes:
-                self.pool.add_block(outcome.eni_id, prefix, True, now)
+                target.add_block(outcome.eni_id, prefix, True, now)
         elif isinstance(effect, UnassignAddresses):
             self._drop_blocks(effect.eni_id, (*effect.ipv4_addresses, *effect.prefixes), now)
         elif isinstance(effect, FreeEni):
@@ -551,7 +584,7 @@ class Ipam:
             elif reaction is Reaction.RESTORE_BLOCKS:
                 assert isinstance(effect, UnassignAddresses)
                 for block in (*effect.ipv4_addresses, *effect.prefixes):
-                    self.pool.unmark_block_leaving(effect.eni_id, block)
+                    self._pool_of(effect.eni_id).unmark_block_leaving(effect.eni_id, block)
                 if self.prefix_mode:
                     self._park_secondary_ips()
             elif reaction is Reaction.FORGET_ENI:
@@ -559,7 +592,7 @@ class Ipam:
                 removed = self._drop_eni(effect.eni_id, now)
             elif reaction is Reaction.RESTORE_ENI:
                 assert isinstance(effect, FreeEni)
-                self.pool.unmark_eni_leaving(effect.eni_id)
+                self._pool_of(effect.eni_id).unmark_eni_leaving(effect.eni_id)
             elif reaction is Reaction.SHRINK_LATER:
                 self._last_shrink_at = now
             elif reaction is Reaction.HOLD_POOL:
@@ -580,20 +613,22 @@ class Ipam:
         self._full_subnets[state.info.subnet_id] = now + self.config.subnet_full_pause_s
 
     def _drop_blocks(self, eni_id: str, blocks: Sequence[str], now: float) -> None:
-        state = self.pool.enis.get(eni_id)
+        pool = self._pool_of(eni_id)
+        state = pool.enis.get(eni_id)
         for block in blocks:
             self._recently_released[block] = now
             if state is not None and block in state.blocks:
-                self.pool.remove_block(eni_id, block)
+                pool.remove_block(eni_id, block)
 
     def _drop_eni(self, eni_id: str, now: float) -> tuple[Allocation, ...]:
-        state = self.pool.enis.get(eni_id)
+        pool = self._pool_of(eni_id)
+        state = pool.enis.get(eni_id)
         if state is None:
             return ()
         self._recently_released[eni_id] = now
         for block in state.blocks:
             self._recently_released[block] = now
-        return self._orphan(self.pool.remove_eni(eni_id))
+        return self._orphan(pool.remove_eni(eni_id))
 
     def _orphan(self, removed: Iterable[Allocation]) -> tuple[Allocation, ...]:
         """Keep force-removed allocations on record (their pods still hold the address)."""
@@ -622,19 +657,24 @@ class Ipam:
         primary ENI, which upstream always manages), the primary with custom networking."""
         if info.is_trunk or info.is_efa or self._ipv6:
             return True
+        if info.network_card != 0:  # upstream leaves cards above 0 alone without multi-NIC
+            return not self.config.multi_nic or info.network_card not in self.card_limits
         if _is_primary(info):
             return self.config.placement.custom_networking
         return info.unmanaged
 
     def _add_observed_eni(self, info: ObservedEni, now: float) -> None:
-        state = self.pool.enis.get(info.eni_id)
+        pool = self._pool_for_card(info.network_card)
+        state = pool.enis.get(info.eni_id)
         if state is None:
-            state = self.pool.add_eni(info, now, self._excluded(info))
-        self._add_blocks(state, info, now)
+            state = pool.add_eni(info, now, self._excluded(info))
+        self._add_blocks(pool, state, info, now)
 
-    def _add_blocks(self, state: EniState, info: ObservedEni, now: float) -> None:
+    def _add_blocks(
+        self, pool: AddressPool, state: EniState, info: ObservedEni, now: float
+    ) -> None:
         for block, is_prefix in sorted(observed_blocks(info).items()):
-            self.pool.add_block(state.eni_id, block, is_prefix, now)
+            pool.add_block(state.eni_id, block, is_prefix, now)
 
     def reconcile(self, observed: ObservedNode, now: float) -> ReconcileReport:
         """Make the pool match what the cloud shows (see :mod:`ipamcore.reconcile`).
@@ -655,15 +695,25 @@ class Ipam:
         if refused:
             self.notices.append(f"reconciliation refused: {refused}")
             return ReconcileReport(diff=ReconcileDiff(), refused=refused)
-        self.pool.advance(now)
+        self._advance(now)
         grace = self.config.reconcile_grace_s
         self._recently_released = {
             k: t for k, t in self._recently_released.items() if now - t < grace
         }
-        busy = frozenset(
-            e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni)
-        )
-        changes = diff(self.pool, observed, now, grace, self._recently_released, busy)
+        busy = frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
+        changes = diff(
+            self.pool, ObservedNode(tuple(e for e in observed.enis if e.network_card == 0)),
+            now, grace, self._recently_released, busy,
+        )  # fmt: skip
+        for card, pool in sorted(self.card_pools.items()):
+            on_card = ObservedNode(tuple(e for e in observed.enis if e.network_card == card))
+            more = diff(pool, on_card, now, grace, self._recently_released, busy)
+            changes = ReconcileDiff(
+                add_enis=changes.add_enis + more.add_enis,
+                remove_enis=changes.remove_enis + more.remove_enis,
+                add_blocks=changes.add_blocks + more.add_blocks,
+                remove_blocks=changes.remove_blocks + more.remove_blocks,
+            )
         report = self._apply_diff(changes, now)
         self._full_enis.clear()  # the snapshot shows each ENI's room as it is
         self._suspect_enis = {
@@ -699,11 +749,11 @@ class Ipam:
         for info in changes.add_enis:
             self._add_observed_eni(info, now)
         for eni_id, block, is_prefix in changes.add_blocks:
-            self.pool.add_block(eni_id, block, is_prefix, now)
+            self._pool_of(eni_id).add_block(eni_id, block, is_prefix, now)
         for eni_id, block in changes.remove_blocks:
-            removed.extend(self.pool.remove_block(eni_id, block))
+            removed.extend(self._pool_of(eni_id).remove_block(eni_id, block))
         for eni_id in changes.remove_enis:
-            removed.extend(self.pool.remove_eni(eni_id))
+            removed.extend(self._pool_of(eni_id).remove_eni(eni_id))
         if self.prefix_mode and self._loaded:
             self._park_secondary_ips()
         self._rebind_orphans()
@@ -723,8 +773,20 @@ class Ipam:
                 )  # eni_id and device_index left at their defaults: not stored
                 for a in self.allocations()
             ),
-            released_at=tuple(sorted(self.pool.released_times())),
+            released_at=tuple(sorted(r for pool in self._pools() for r in pool.released_times())),
         )
+
+    def released_time(self, address: str) -> float | None:
+        """The release time :meth:`checkpoint` holds for ``address`` (None: none), in O(1):
+        what a writer of changes (:class:`ipamcore.checkpoint.ChangeTracker`) reads."""
+        slot = self.pool.slots.get(address)
+        if slot is None:  # an address is in one pool at most: card 0's, or another card's
+            found = (p.slots.get(address) for p in self.card_pools.values())
+            slot = next(filter(None, found), None)
+        if slot is None or slot.state is not SlotState.FREE:
+            return None
+        at = slot.released_at
+        return None if at == -INF else at
 
     def restore(
         self,
@@ -743,32 +805,35 @@ class Ipam:
         for allocation in checkpoint.allocations:
             if keep is not None and not keep(allocation):
                 dropped.append((allocation, "pod is gone"))
-                slot = self.pool.slots.get(allocation.ipv4 or "")
+                pool = self._pool_with(allocation.ipv4 or "")
+                slot = pool.slots.get(allocation.ipv4 or "")
                 if slot is not None and slot.state is SlotState.FREE:
-                    self.pool.mark_released(slot, now, now)
+                    pool.mark_released(slot, now, now)
                 continue
             if allocation.ipv4 is None:
                 restored.append(self._restore_v6(allocation))
                 continue
-            slot = self.pool.slots.get(allocation.ipv4)
+            pool = self._pool_with(allocation.ipv4)
+            slot = pool.slots.get(allocation.ipv4)
             if slot is not None and self.prefix_mode and slot.block == allocation.ipv4:
                 # A secondary IP set aside in prefix mode: its pod still holds it.
-                self.pool.unmark_block_leaving(slot.eni_id, slot.block)
-            bound = self.pool.bind_address(allocation)
+                pool.unmark_block_leaving(slot.eni_id, slot.block)
+            bound = pool.bind_address(allocation)
             if bound is None:
                 reason = (
                     "address is on no ENI"
-                    if allocation.ipv4 not in self.pool.slots
+                    if allocation.ipv4 not in pool.slots
                     else "address or key is already taken"
                 )
                 dropped.append((allocation, reason))
             else:
                 restored.append(bound)
         for address, released_at in checkpoint.released_at:
-            slot = self.pool.slots.get(address)
+            pool = self._pool_with(address)
+            slot = pool.slots.get(address)
             fresher = slot is not None and slot.released_at < released_at
             if slot is not None and slot.state is SlotState.FREE and fresher:
-                self.pool.mark_released(slot, released_at, now)
+                pool.mark_released(slot, released_at, now)
         if self.prefix_mode:
             self._park_secondary_ips()
         return RestoreReport(restored=tuple(restored), dropped=tuple(dropped))
@@ -793,13 +858,14 @@ class Ipam:
         """Every ENI, block and address as of ``now`` (a query: the pool's time does not
         move; an address whose cooldown ended by ``now`` shows as free)."""
         views = []
-        for state in sorted(self.pool.enis.values(), key=lambda e: e.rank):
+        every = [(s, pool) for pool in self._pools() for s in pool.enis.values()]
+        for state, pool in sorted(every, key=lambda e: e[0].rank):
             info = state.info
             blocks = tuple(
                 BlockView(
                     block_id=b.block_id,
                     is_prefix=b.is_prefix,
-                    addresses=tuple(self._address_view(a, now) for a in b.addresses),
+                    addresses=tuple(self._address_view(pool, a, now) for a in b.addresses),
                 )
                 for b in sorted(state.blocks.values(), key=lambda b: (b.rank, b.block_id))
             )
@@ -823,15 +889,15 @@ class Ipam:
             )
         return views
 
-    def _address_view(self, address: str, now: float) -> AddressView:
-        slot = self.pool.slots[address]
+    def _address_view(self, pool: AddressPool, address: str, now: float) -> AddressView:
+        slot = pool.slots[address]
         released = None if slot.released_at == -INF else slot.released_at
         if slot.state is SlotState.ASSIGNED and slot.key is not None:
-            allocation = self.pool.allocations[slot.key]
+            allocation = pool.allocations[slot.key]
             return AddressView(
                 address, "assigned", slot.key, allocation.pod, allocation.allocated_at, released
             )
-        if slot.state is SlotState.LEAVING or self.pool.enis[slot.eni_id].leaving:
+        if slot.state is SlotState.LEAVING or pool.enis[slot.eni_id].leaving:
             return AddressView(address, "leaving", released_at=released)
         state = "cooling" if slot.cooling and slot.ready_at > now else "free"
         return AddressView(address, state, released_at=released)

@@ -77,6 +77,9 @@ class PodNetwork:
     ``tag`` (:func:`attachment_tag`) is set as the host veth's ifalias; a host veth is this
     attachment's when it carries the tag or routes ``ipv4`` (a veth set up before tags,
     by upstream or an earlier version). Empty: ownership by the route only.
+    ``attachment_index`` is the interface's place in a multi-NIC pod (0: the only or first
+    one): as upstream, interface N > 0 reaches its gateway 169.254.1.(N+1) through the
+    pod's own table N, chosen by a ``from <its address>`` rule inside the pod.
     """
 
     netns_path: str
@@ -86,6 +89,14 @@ class PodNetwork:
     mtu: int = 9001
     route_table: int | None = None
     tag: str = ""
+    attachment_index: int = 0
+
+    @property
+    def gateway(self) -> str:
+        """The pod's next hop on this interface: 169.254.1.1, .2 for the second..."""
+        return (
+            POD_GATEWAY if not self.attachment_index else f"169.254.1.{self.attachment_index + 1}"
+        )
 
 
 @attrs.frozen

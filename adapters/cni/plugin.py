@@ -62,6 +62,13 @@ E_OTHER = 999
 # stop): the runtime should try again later (spec code 11), not give up (999).
 _RETRYABLE = (p.ERR_UNAVAILABLE, p.ERR_TIMEOUT, p.ERR_CONNECTION_LOST)
 
+# Upstream's multi-NIC opt-in (v1.20): the pod annotation, handed to the plugin by the runtime
+# in runtimeConfig because the conflist declares the capability (no API server call).
+POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
+MULTI_NIC_ANNOTATION = "k8s.amazonaws.com/nicConfig"
+MULTI_NIC_ATTACHMENT = "multi-nic-attachment"
+MULTI_NIC_IF_PREFIX = "mNicIf"
+
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
 
 
@@ -140,6 +147,7 @@ class NetConf:
         self.mtu: int | None = None
         self.timeout: float = p.DEFAULT_TIMEOUT
         self.prev_result: dict[str, Any] | None = None
+        self.multi_nic = False
 
 
 MAX_PATH_LEN = 4096
@@ -220,6 +228,24 @@ def _parse_conf_fields(conf: NetConf, raw: dict[str, Any]) -> None:
     if prev is not None and not isinstance(prev, dict):
         raise CniError(E_INVALID_CONFIG, "prevResult must be an object")
     conf.prev_result = prev
+    conf.multi_nic = _multi_nic_requested(raw.get("runtimeConfig"))
+
+
+def _multi_nic_requested(runtime_config: object) -> bool:
+    """Whether the pod's annotations (runtimeConfig) ask for one interface per network card;
+    any other value of the annotation is the default single interface, as upstream's."""
+    if runtime_config is None:
+        return False
+    if not isinstance(runtime_config, dict):
+        raise CniError(E_INVALID_CONFIG, "runtimeConfig must be an object")
+    annotations = runtime_config.get(POD_ANNOTATIONS_CAPABILITY)
+    if annotations is None:
+        return False
+    if not isinstance(annotations, dict):
+        raise CniError(
+            E_INVALID_CONFIG, f"runtimeConfig {POD_ANNOTATIONS_CAPABILITY} must be an object"
+        )
+    return annotations.get(MULTI_NIC_ANNOTATION) == MULTI_NIC_ATTACHMENT
 
 
 def parse_cni_args(value: str) -> dict[str, str]:
@@ -303,7 +329,18 @@ class Env:
 
 
 def format_result(res: p.AddResult, version: str, netns: str) -> dict[str, Any]:
-    """The CNI result for ``version`` from the daemon's ADD result."""
+    """The CNI result for ``version`` from the daemon's ADD result: a host veth and a pod
+    interface per attachment (a multi-NIC pod has one per network card, as upstream lists
+    them), each address pointing at its pod interface; the default route is the first's."""
+    result = _format_one(res, version, netns, 0)
+    for n, extra in enumerate(res.attachments, 1):
+        more = _format_one(extra, version, netns, 2 * n)
+        result["interfaces"] += more["interfaces"]
+        result["ips"] += more["ips"]
+    return result
+
+
+def _format_one(res: p.AddResult, version: str, netns: str, base: int) -> dict[str, Any]:
     host: dict[str, Any] = {"name": res.host_veth}
     if res.host_mac:
         host["mac"] = res.host_mac
@@ -323,14 +360,16 @@ def format_result(res: p.AddResult, version: str, netns: str) -> dict[str, Any]:
         ip: dict[str, Any] = {
             "address": f"{res.ipv4}/{res.prefix_len}",
             "gateway": res.gateway,
-            "interface": 1,
+            "interface": base + 1,
         }
         if version == "0.4.0":
             ip = {"version": "4", **ip}
         ips.append(ip)
         routes.append({"dst": "0.0.0.0/0", "gw": res.gateway})
     if res.ipv6:
-        ip6: dict[str, Any] = {"address": f"{res.ipv6}/{res.ipv6_prefix_len}", "interface": 1}
+        ip6: dict[str, Any] = {
+            "address": f"{res.ipv6}/{res.ipv6_prefix_len}", "interface": base + 1,
+        }  # fmt: skip
         if res.gateway_v6:
             ip6["gateway"] = res.gateway_v6
             routes.append({"dst": "::/0", "gw": res.gateway_v6})
@@ -365,20 +404,20 @@ def prev_result_addresses(prev: dict[str, Any] | None) -> set[str]:
     }
 
 
-def host_veth_from_prev_result(prev: dict[str, Any] | None) -> str | None:
-    """The host-side interface named in a prevResult (the first without a sandbox)."""
-    if not prev:
-        return None
-    interfaces = prev.get("interfaces")
+def host_veths_from_prev_result(prev: dict[str, Any] | None) -> list[str]:
+    """The host-side interfaces named in a prevResult, in order (one per network card for a
+    multi-NIC pod); stops at the first malformed name."""
+    interfaces = prev.get("interfaces") if prev else None
     if not isinstance(interfaces, list):
-        return None
+        return []
+    veths: list[str] = []
     for itf in interfaces:
         if isinstance(itf, dict) and not itf.get("sandbox"):
             try:
-                return p.validate_if_name(itf.get("name"))
+                veths.append(p.validate_if_name(itf.get("name")))
             except p.ProtocolError:
-                return None
-    return None
+                break
+    return veths
 
 
 # --------------------------------------------------------------------------- commands
@@ -496,7 +535,10 @@ class Plugin:
         return CniError(code, f"{what}: ipamd: {reply.error_code}", reply.error_message)
 
     def cmd_add(self, conf: NetConf, env: Env) -> int:
-        req = self._request(conf, env, p.OP_ADD, prev_result=conf.prev_result, mtu=conf.mtu)
+        req = self._request(
+            conf, env, p.OP_ADD, prev_result=conf.prev_result, mtu=conf.mtu,
+            multi_nic=conf.multi_nic,
+        )  # fmt: skip
         try:
             reply = self._call(conf, req)
         except p.ProtocolError as e:
@@ -514,6 +556,14 @@ class Plugin:
                 "add: ipamd configured another interface",
                 f"asked for {env.if_name}, got {res.if_name}",
             )
+        wanted = [f"{MULTI_NIC_IF_PREFIX}{n}" for n in range(1, len(res.attachments) + 1)]
+        if [a.if_name for a in res.attachments] != wanted or (
+            res.attachments and not conf.multi_nic
+        ):
+            raise CniError(
+                E_OTHER, "add: ipamd configured unexpected interfaces",
+                ", ".join(a.if_name for a in res.attachments),
+            )  # fmt: skip
         self.log.info(
             f"added ipv4={res.ipv4} ipv6={res.ipv6} veth={res.host_veth} eni={res.eni_id} "
             f"pod={env.pod_namespace}/{env.pod_name}"
@@ -564,9 +614,9 @@ class Plugin:
                 f"{why}; {e.message}",
             ) from None
         self.log.warn(f"ipamd unreachable ({why}); recorded pending DEL {path}")
-        veth = host_veth_from_prev_result(conf.prev_result)
-        if veth:
-            self._delete_link(veth, attachment_tag(req.network_name, req.container_id, req.if_name))
+        for index, veth in enumerate(host_veths_from_prev_result(conf.prev_result)):
+            if_name = req.if_name if index == 0 else f"{MULTI_NIC_IF_PREFIX}{index}"
+            self._delete_link(veth, attachment_tag(req.network_name, req.container_id, if_name))
 
     def _delete_link(self, veth: str, tag: str) -> None:
         """Best effort ``ip link del <veth>`` (validated name, no shell), only when the veth

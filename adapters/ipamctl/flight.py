@@ -263,7 +263,8 @@ class _Story:
                 self.at(
                     planned,
                     f"CreateEni planned (effect {effect.effect_id}: growth, "
-                    f"{effect.ipv4_count} addresses, device {effect.device_index})",
+                    f"{effect.ipv4_count} addresses, device {effect.device_index}"
+                    + (f" on card {effect.network_card})" if effect.network_card else ")"),
                 )
             self.at(
                 now,

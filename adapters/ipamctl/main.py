@@ -61,10 +61,10 @@ def cmd_enis(args: argparse.Namespace, out: TextIO) -> int:
         )
         prefixes = sum(1 for c in cidrs.values() if c["IsPrefix"])
         rows.append(
-            [eni["ID"], eni["DeviceNumber"], "yes" if eni["IsPrimary"] else "", len(cidrs),
-             prefixes, assigned]
+            [eni["ID"], eni.get("NetworkCard", 0), eni["DeviceNumber"],
+             "yes" if eni["IsPrimary"] else "", len(cidrs), prefixes, assigned]
         )  # fmt: skip
-    table(out, ["ENI", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"], rows)
+    table(out, ["ENI", "CARD", "DEVICE", "PRIMARY", "CIDRS", "PREFIXES", "ASSIGNED"], rows)
     out.write(f"total {doc['TotalIPs']} addresses, {doc['AssignedIPs']} assigned\n")
     return 0
 
@@ -76,13 +76,13 @@ def cmd_pods(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     rows = [
         [p["Namespace"], p["Name"], p.get("Container", ""), p["IfName"], p["IP"], p["ENI"],
-         p["DeviceNumber"]]
+         p.get("NetworkCard", 0), p["DeviceNumber"]]
         for p in sorted(
             doc.values(),
             key=lambda p: (p["Namespace"], p["Name"], p["IfName"], p.get("Container", "")),
         )
     ]  # fmt: skip
-    table(out, ["NAMESPACE", "POD", "CONTAINER", "IF", "IP", "ENI", "DEVICE"], rows)
+    table(out, ["NAMESPACE", "POD", "CONTAINER", "IF", "IP", "ENI", "CARD", "DEVICE"], rows)
     return 0
 
 

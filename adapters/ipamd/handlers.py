@@ -37,7 +37,7 @@ async def handle(executor: NodeExecutor, req: p.Request) -> p.Reply:
         began = time.perf_counter()
         pod = PodRef(req.pod_namespace, req.pod_name)
         reply = _reply(op, await executor.request(
-            lambda now, rid: i.Add(now, rid, _key(req), pod, req.netns, req.mtu)
+            lambda now, rid: i.Add(now, rid, _key(req), pod, req.netns, req.mtu, req.multi_nic)
         ))  # fmt: skip
         outcome = "ok" if reply.ok else reply.error_code
         executor.metrics.add_latency.labels(outcome).observe(time.perf_counter() - began)
@@ -66,15 +66,8 @@ def _reply(op: str, reply: c.Reply) -> p.Reply:
     allocation = reply.allocation
     if op == p.OP_ADD:
         assert allocation is not None and allocation.ipv4 is not None and reply.pod is not None
-        net = reply.pod
-        result = p.AddResult(
-            host_veth=net.host_veth,
-            if_name=net.if_name,
-            ipv4=allocation.ipv4,
-            eni_id=allocation.eni_id,
-            device_index=allocation.device_index,
-            mtu=net.mtu,
-        )
+        result = _add_result(allocation, reply.pod)
+        result.attachments = [_add_result(a, n) for a, n in reply.extra]
         return p.Reply.success(result.to_dict())
     if op == p.OP_DEL:
         if not reply.released or allocation is None:
@@ -84,6 +77,18 @@ def _reply(op: str, reply: c.Reply) -> p.Reply:
         assert allocation is not None
         return p.Reply.success({"ipv4": allocation.ipv4})
     return p.Reply.success({"released": reply.released})
+
+
+def _add_result(allocation: Allocation, net: PodNetwork) -> p.AddResult:
+    return p.AddResult(
+        host_veth=net.host_veth,
+        if_name=net.if_name,
+        ipv4=allocation.ipv4,
+        gateway=net.gateway,
+        eni_id=allocation.eni_id,
+        device_index=allocation.device_index,
+        mtu=net.mtu,
+    )
 
 
 def status(executor: NodeExecutor) -> p.Reply:

@@ -346,6 +346,7 @@ def _pool(env: Mapping[str, str], kubernetes: bool = False) -> PoolConfig:
             minimum_ip_target=parse_int(env, "MINIMUM_IP_TARGET", 0),
             warm_prefix_target=parse_int(env, "WARM_PREFIX_TARGET", 1),
             prefix_delegation=parse_bool(env, "ENABLE_PREFIX_DELEGATION", False),
+            multi_nic=parse_bool(env, "ENABLE_MULTI_NIC", False),
             max_eni=_max_eni(env),
             cooldown_s=float(parse_int(env, "IP_COOLDOWN_PERIOD", 30)),
             placement=placement,
@@ -418,7 +419,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "",
         ec2_endpoint=_checked(env, "AWS_EC2_ENDPOINT", "", _url, "an http(s):// URL"),
         metadata_endpoint=_checked(
-            env, "AWS_EC2_METADATA_SERVICE_ENDPOINT", DEFAULT_METADATA_ENDPOINT, _url,
+            env,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            DEFAULT_METADATA_ENDPOINT,
+            _url,
             "an http(s):// URL",
         ),
         cluster_name=_get(env, "CLUSTER_NAME") or "",
@@ -432,9 +436,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         add_wait_s=parse_float(env, "IPAMD_ADD_WAIT_SECONDS", 5.0),
         policy_interval_s=parse_float(env, "IPAMD_POLICY_INTERVAL_SECONDS", 5.0, lo=0.1),
         reconcile_interval_s=parse_float(env, "IPAMD_RECONCILE_INTERVAL_SECONDS", 60.0, lo=1.0),
-        leaked_eni_interval_s=parse_float(
-            env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0
-        ),
+        leaked_eni_interval_s=parse_float(env, "IPAMD_LEAKED_ENI_INTERVAL_SECONDS", 3600.0, lo=1.0),
         flight_recorder_bytes=parse_int(
             env, "IPAMD_FLIGHT_RECORDER_BYTES", 2 * 1024 * 1024, lo=0, hi=1 << 30
         ),

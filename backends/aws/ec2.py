@@ -182,7 +182,9 @@ class Ec2Backend:
         eni_id = str(raw["NetworkInterfaceId"])
         self._step("eni.created")
         try:
-            attachment_id, device_index = self._attach(instance_id, eni_id, effect.device_index)
+            attachment_id, device_index = self._attach(
+                instance_id, eni_id, effect.device_index, effect.network_card
+            )
         except CloudError:
             self._delete_quietly(eni_id)
             raise
@@ -190,7 +192,9 @@ class Ec2Backend:
         if self.config.delete_on_termination:
             self._set_delete_on_termination(eni_id, attachment_id)
         self._step("eni.configured")
-        return eni_from_ec2(raw, self._subnet_cidr, device_index=device_index, network_card=0)
+        return eni_from_ec2(
+            raw, self._subnet_cidr, device_index=device_index, network_card=effect.network_card
+        )
 
     def _set_delete_on_termination(self, eni_id: str, attachment_id: str) -> None:
         """ModifyNetworkInterfaceAttribute; on failure free the ENI and raise."""
@@ -207,33 +211,38 @@ class Ec2Backend:
                 pass  # leaked-ENI collection will find it
             raise
 
-    def _used_device_indexes(self, instance_id: str) -> set[int]:
+    def _used_device_indexes(self, instance_id: str, network_card: int = 0) -> set[int]:
         used = set()
         for raw in self._attached_raw(instance_id):
             att = raw.get("Attachment") or {}
-            if int(att.get("NetworkCardIndex", 0) or 0) == 0:
+            if int(att.get("NetworkCardIndex", 0) or 0) == network_card:
                 used.add(int(att.get("DeviceIndex", 0)))
         return used
 
-    def _attach(self, instance_id: str, eni_id: str, preferred: int = 0) -> tuple[str, int]:
-        """Attach at ``preferred`` (no describe first) or else the lowest free device index
-        (>= 1); on a race, re-describe and retry."""
+    def _attach(
+        self, instance_id: str, eni_id: str, preferred: int = 0, network_card: int = 0
+    ) -> tuple[str, int]:
+        """Attach on ``network_card`` at ``preferred`` (no describe first) or else the
+        lowest free device index of that card (>= 1); on a race, re-describe and retry.
+        ``NetworkCardIndex`` is sent only for a card above 0 (EC2's default is 0)."""
         last: CloudError | None = None
         taken: set[int] = set()
         for attempt in range(self._attach_attempts):
             if attempt == 0 and preferred > 0:
                 index = preferred
             else:
-                taken |= self._used_device_indexes(instance_id)
+                taken |= self._used_device_indexes(instance_id, network_card)
                 index = 1
                 while index in taken:
                     index += 1
+            card = {"NetworkCardIndex": network_card} if network_card else {}
             try:
                 result = self._call(
                     "attach_network_interface",
                     NetworkInterfaceId=eni_id,
                     InstanceId=instance_id,
                     DeviceIndex=index,
+                    **card,
                 )
                 return str(result["AttachmentId"]), index
             except CloudError as err:

@@ -9,7 +9,6 @@ from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
 from backends.datapath import errors as E
 from ipamcore.netspec import (
-    POD_GATEWAY,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     PodNetwork,
@@ -38,10 +37,17 @@ def _route_table(route: Any) -> int:
     return int(route.get_attr("RTA_TABLE") or route["table"])
 
 
-def _has_route(ipr: IPRoute, dst: str | None, dst_len: int, oif: int, gateway: str | None) -> bool:
-    for r in ipr.get_routes(family=2):
+def _has_route(
+    ipr: IPRoute,
+    dst: str | None,
+    dst_len: int,
+    oif: int,
+    gateway: str | None,
+    table: int = MAIN_TABLE,
+) -> bool:
+    for r in ipr.get_routes(family=2, table=table):
         if (
-            _route_table(r) == MAIN_TABLE
+            _route_table(r) == table
             and r["dst_len"] == dst_len
             and r.get_attr("RTA_DST") == dst
             and r.get_attr("RTA_OIF") == oif
@@ -114,12 +120,17 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
         for a in ns.get_addr(family=2, index=idx)
     ):
         missing.append(E.POD_ADDRESS)
-    if not _has_route(ns, POD_GATEWAY, 32, idx, None):
+    gateway, table = pod.gateway, pod.attachment_index or MAIN_TABLE
+    if not _has_route(ns, gateway, 32, idx, None, table):
         missing.append(E.POD_GATEWAY_ROUTE)
-    if not _has_route(ns, None, 0, idx, POD_GATEWAY):
+    if not _has_route(ns, None, 0, idx, gateway, table):
         missing.append(E.POD_DEFAULT_ROUTE)
+    if pod.attachment_index and not _rule_present(
+        ns.get_rules(family=2), POD_RULE_FROM_PRIORITY, pod.ipv4, "src", table
+    ):
+        missing.append(E.POD_FROM_RULE)
     if not any(
-        n.get_attr("NDA_DST") == POD_GATEWAY
+        n.get_attr("NDA_DST") == gateway
         and n["state"] & NUD_PERMANENT
         and (host_mac is None or n.get_attr("NDA_LLADDR") == host_mac)
         for n in ns.get_neighbours(family=2, ifindex=idx)

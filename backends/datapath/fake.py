@@ -24,7 +24,6 @@ from backends.datapath.sysctls import node_sysctls
 from ipamcore.netspec import (
     ATTACHMENT_TAG_PREFIX,
     ENI_RULE_PRIORITY,
-    POD_GATEWAY,
     POD_RULE_FROM_PRIORITY,
     POD_RULE_TO_PRIORITY,
     EniNetwork,
@@ -271,7 +270,7 @@ class FakeDatapath(FaultInjection):
             self._del_host_link(pod.host_veth)
         other = next(
             (dev for dst, dev, _ in sorted(ns.routes)
-             if dst == f"{POD_GATEWAY}/32" and dev != pod.if_name),
+             if dst == f"{pod.gateway}/32" and dev != pod.if_name),
             None,
         )  # fmt: skip
         if other is not None:
@@ -292,10 +291,10 @@ class FakeDatapath(FaultInjection):
         ns.links[pod.if_name].addresses.add(f"{pod.ipv4}/32")
         self._step("setup_pod", "pod_routes")
         ns.routes |= {
-            (f"{POD_GATEWAY}/32", pod.if_name, None),
-            ("0.0.0.0/0", pod.if_name, POD_GATEWAY),
+            (f"{pod.gateway}/32", pod.if_name, None),
+            (_default_route(pod), pod.if_name, pod.gateway),
         }
-        ns.neigh[POD_GATEWAY] = (pod.if_name, mac)
+        ns.neigh[pod.gateway] = (pod.if_name, mac)
         self._step("setup_pod", "host_route")
         self.links[pod.host_veth].up = True
         self._add_route((MAIN, f"{pod.ipv4}/32", pod.host_veth, None))
@@ -386,12 +385,12 @@ class FakeDatapath(FaultInjection):
             missing.append(E.POD_IF_MTU)
         if f"{pod.ipv4}/32" not in link.addresses:
             missing.append(E.POD_ADDRESS)
-        if (f"{POD_GATEWAY}/32", pod.if_name, None) not in ns.routes:
+        if (f"{pod.gateway}/32", pod.if_name, None) not in ns.routes:
             missing.append(E.POD_GATEWAY_ROUTE)
-        if ("0.0.0.0/0", pod.if_name, POD_GATEWAY) not in ns.routes:
+        if (_default_route(pod), pod.if_name, pod.gateway) not in ns.routes:
             missing.append(E.POD_DEFAULT_ROUTE)
         host = self.links.get(pod.host_veth)
-        neigh = ns.neigh.get(POD_GATEWAY)
+        neigh = ns.neigh.get(pod.gateway)
         if neigh is None or neigh[0] != pod.if_name or (host and neigh[1] != host.mac):
             missing.append(E.POD_GATEWAY_NEIGH)
         return missing
@@ -403,3 +402,9 @@ def _pod_rule_keys(pod: PodNetwork) -> tuple[tuple[int, str], tuple[int, str]]:
         (POD_RULE_TO_PRIORITY, f"to {pod.ipv4}/32"),
         (POD_RULE_FROM_PRIORITY, f"from {pod.ipv4}/32"),
     )
+
+
+def _default_route(pod: PodNetwork) -> str:
+    """The pod's default route as the fake records it: in the main table for the first
+    interface, in the pod's table N for interface N of a multi-NIC pod."""
+    return "0.0.0.0/0" if not pod.attachment_index else f"0.0.0.0/0 table {pod.attachment_index}"

@@ -285,7 +285,8 @@ class LinuxDatapath(FaultInjection):
                 raise E.VethTaken(pod.host_veth)
             # This attachment's own veth (a repeated ADD repairing it) is rebuilt.
             _ignore(_GONE, lambda: host.link("del", index=existing["index"]))
-        other = _other_attachment(ns, pod.if_name)
+        # A multi-NIC pod's interfaces above 0 join its first one (their own gateway and table).
+        other = None if pod.attachment_index else _other_attachment(ns, pod.if_name)
         if other is not None:
             raise E.SecondAttachment(pod.netns_path, other)
         host.link(
@@ -311,9 +312,16 @@ class LinuxDatapath(FaultInjection):
         ns.addr("add", index=pod_idx, address=pod.ipv4, prefixlen=32)
 
         self._step("setup_pod", "pod_routes")
-        ns.route("replace", dst=f"{POD_GATEWAY}/32", oif=pod_idx, scope=SCOPE_LINK)
-        ns.route("replace", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=pod_idx)
-        ns.neigh("replace", dst=POD_GATEWAY, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
+        # Interface N > 0 of a multi-NIC pod: its own gateway, in the pod's table N, chosen by
+        # a rule for its address (upstream's layout); the first interface uses the main table.
+        gateway, table = pod.gateway, pod.attachment_index or MAIN_TABLE
+        ns.route("replace", dst=f"{gateway}/32", oif=pod_idx, scope=SCOPE_LINK, table=table)
+        ns.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=pod_idx, table=table)
+        if pod.attachment_index:
+            from_pod = {"src": pod.ipv4, "src_len": 32}
+            _del_rules(ns, POD_RULE_FROM_PRIORITY, from_pod)
+            ns.rule("add", priority=POD_RULE_FROM_PRIORITY, table=table, **from_pod)
+        ns.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
 
         self._step("setup_pod", "host_route")
         host.link("set", index=host_idx, state="up")
@@ -346,6 +354,17 @@ class LinuxDatapath(FaultInjection):
                 raise E.DatapathError(f"teardown_pod {pod.host_veth}: {exc}") from exc
         if not owned and pod.netns_path:
             self._teardown_pod_side(pod)  # outside the lock: the path is from outside
+        if pod.attachment_index and pod.netns_path:
+            self._drop_pod_rule(pod)
+
+    def _drop_pod_rule(self, pod: PodNetwork) -> None:
+        """A multi-NIC interface's ``from`` rule inside the pod (its routes went with the
+        veth); a namespace already gone has nothing left."""
+        try:
+            with self._netns(pod.netns_path) as (_, ns):
+                _del_rules(ns, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
+        except (E.DatapathError, NetlinkError):
+            return
 
     def _teardown_pod_side(self, pod: PodNetwork) -> None:
         """A pod end left behind without its host end: deleted only when it holds this

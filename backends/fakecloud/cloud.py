@@ -353,26 +353,31 @@ class FakeCloud:
         device_index: int | None = None,
         ipv4_count: int = 0,
         tags: Mapping[str, str] | None = None,
+        network_card: int = 0,
     ) -> str:
-        """An ENI created and attached behind the agent's back (e.g. tagged no_manage)."""
+        """An ENI created and attached behind the agent's back (e.g. tagged no_manage, or
+        on another network card)."""
         eni = self.vpc.create_eni(
             subnet_id or self.vpc.instance(instance_id).subnet_id,
             (DEFAULT_SECURITY_GROUP,), dict(tags or {}), "out of band", self.now,
             self.vpc.instance(instance_id).limits, ipv4_count,
         )  # fmt: skip
-        index = self.vpc.instance(instance_id).lowest_free_device_index()
+        index = self.vpc.instance(instance_id).lowest_free_device_index(network_card)
         try:
             self.vpc.attach(
-                eni.eni_id, instance_id, index if device_index is None else device_index
-            )
+                eni.eni_id, instance_id, index if device_index is None else device_index,
+                network_card,
+            )  # fmt: skip
         except CloudError:
             self.vpc.delete(eni.eni_id)
             raise
         return eni.eni_id
 
     @locked
-    def attach_eni(self, eni_id: str, instance_id: str, device_index: int) -> None:
-        self.vpc.attach(eni_id, instance_id, device_index)
+    def attach_eni(
+        self, eni_id: str, instance_id: str, device_index: int, network_card: int = 0
+    ) -> None:
+        self.vpc.attach(eni_id, instance_id, device_index, network_card)
 
     @locked
     def detach_eni(self, eni_id: str) -> None:

@@ -135,10 +135,10 @@ class FakeEc2:
         """
         self.last_latency_s = 0.0
         cloud, vpc = self._cloud, self._cloud.vpc
-        index = effect.device_index
+        index, card = effect.device_index, effect.network_card
         if index <= 0:
             inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
-            index = inst.lowest_free_device_index()
+            index = inst.lowest_free_device_index(card, start=1)
         all_tags = dict(tags or {})
         if self.cluster_name:
             all_tags[CLUSTER_NAME_TAG] = self.cluster_name
@@ -156,7 +156,13 @@ class FakeEc2:
         )
         try:
             self._call(
-                "AttachNetworkInterface", eni.eni_id, vpc.attach, eni.eni_id, instance_id, index
+                "AttachNetworkInterface",
+                eni.eni_id,
+                vpc.attach,
+                eni.eni_id,
+                instance_id,
+                index,
+                card,
             )
         except CloudError:
             self._undo(eni.eni_id, attached=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from backends.fakecloud.addresses import int_to_ip
 from backends.fakecloud.subnets import SubnetState
+from ipamcore.cards import card_limits
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import ObservedEni
 
@@ -46,6 +47,7 @@ class EniState:
         self.ipv6_prefixes: list[str] = []
         self.instance_id: str | None = None
         self.device_index: int | None = None
+        self.network_card = 0
         self.delete_on_termination = False
         self.is_primary = False
 
@@ -64,6 +66,7 @@ class EniState:
             eni_id=self.eni_id,
             mac=self.mac,
             device_index=self.device_index if self.device_index is not None else -1,
+            network_card=self.network_card,
             subnet_id=self.subnet.subnet_id,
             subnet_cidr=self.subnet.cidr,
             primary_ip=int_to_ip(self.primary_ip),
@@ -90,13 +93,19 @@ class InstanceState:
         self.limits = limits
         self.availability_zone = availability_zone
         self.subnet_id = subnet_id
-        self.devices: dict[int, str] = {}  # device index -> ENI id
+        self.devices: dict[tuple[int, int], str] = {}  # (network card, device index) -> ENI id
         self.primary_eni_id = ""
         self.primary_mac = ""
         self.terminated = False
 
-    def lowest_free_device_index(self) -> int:
-        index = 0
-        while index in self.devices:
+    def lowest_free_device_index(self, network_card: int = 0, start: int = 0) -> int:
+        """The lowest device index from ``start`` free on ``network_card`` (device indexes
+        count per card)."""
+        index = start
+        while (network_card, index) in self.devices:
             index += 1
         return index
+
+    def card_limit(self, network_card: int) -> int:
+        """The ENI limit of ``network_card`` (0: the card does not exist on this type)."""
+        return card_limits(self.limits).get(network_card, 0)

@@ -192,7 +192,12 @@ class Vpc:
         self.enis[eni.eni_id] = eni
         return eni
 
-    def attach(self, eni_id: str, instance_id: str, device_index: int) -> None:
+    def attach(
+        self, eni_id: str, instance_id: str, device_index: int, network_card: int = 0
+    ) -> None:
+        """Attach at ``device_index`` of ``network_card``: each card has its own device
+        indexes and its own ENI limit, as on EC2 (``AttachmentLimitExceeded`` per card; a
+        card the type lacks is ``InvalidParameterValue``)."""
         eni = self.eni(eni_id)
         inst = self.instance(instance_id)
         if eni.instance_id is not None:
@@ -205,17 +210,24 @@ class Vpc:
                 f"{eni_id} and {instance_id} are in different availability zones",
                 "InvalidParameterCombination",
             )
-        if device_index in inst.devices:
-            raise invalid(f"{instance_id} already has an interface at device index {device_index}")
-        if len(inst.devices) >= inst.limits.max_enis:
+        limit = inst.card_limit(network_card)
+        if limit == 0:
+            raise invalid(f"{inst.limits.instance_type} has no network card {network_card}")
+        if (network_card, device_index) in inst.devices:
+            raise invalid(
+                f"{instance_id} already has an interface at device index {device_index}"
+                + (f" of network card {network_card}" if network_card else "")
+            )
+        if sum(card == network_card for card, _ in inst.devices) >= limit:
             raise limit_exceeded(
-                f"{instance_id} ({inst.limits.instance_type}) allows "
-                f"{inst.limits.max_enis} network interfaces",
+                f"{instance_id} ({inst.limits.instance_type}) allows {limit} network "
+                f"interfaces on network card {network_card}",
                 "AttachmentLimitExceeded",
             )
-        inst.devices[device_index] = eni_id
+        inst.devices[(network_card, device_index)] = eni_id
         eni.instance_id = instance_id
         eni.device_index = device_index
+        eni.network_card = network_card
         self._changed(eni)
 
     def detach(self, eni_id: str) -> None:
@@ -231,9 +243,10 @@ class Vpc:
         instance_id = eni.instance_id
         inst = self.instances[instance_id]
         if eni.device_index is not None:
-            inst.devices.pop(eni.device_index, None)
+            inst.devices.pop((eni.network_card, eni.device_index), None)
         eni.instance_id = None
         eni.device_index = None
+        eni.network_card = 0
         eni.delete_on_termination = False
         if self.on_change is not None:
             self.on_change(instance_id)

@@ -71,7 +71,8 @@ class MaxPodsChanged:
 
 @attrs.frozen
 class Add:
-    """A CNI ADD: an address for ``key`` (the same one again if it has one), for ``pod``."""
+    """A CNI ADD: an address for ``key`` (the same one again if it has one), for ``pod``;
+    ``multi_nic``: the pod is annotated for a multi-NIC attachment (one interface per card)."""
 
     now: float
     request_id: int
@@ -79,6 +80,7 @@ class Add:
     pod: PodRef
     netns: str = ""
     mtu: int | None = None
+    multi_nic: bool = False
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ipamcore.cards import attachment_key, is_extra_attachment
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.model import (
@@ -111,6 +112,7 @@ class Requests(Upkeep):
         try:
             # An upstream entry of this container (legacy key) is its address: never a second.
             allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
+            self.changes.touch(key, allocation)
             self._pool_changed()
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
@@ -120,16 +122,33 @@ class Requests(Upkeep):
             return
         if allocation.ipv4 is None:
             ipam.release(key, self._now)
+            self.changes.touch(key, allocation)
             self._pool_changed()
             self._reply(
                 req.request_id, replies.INTERNAL, "IPv6 pods are not supported by this daemon"
             )
             return
+        extras: list[Allocation] = []
+        if req.multi_nic:
+            got = self._assign_extras(req, existed)
+            if got is None:
+                if not existed:
+                    ipam.release(key, self._now)
+                    self.changes.touch(key, allocation)
+                    self._pool_changed()
+                return
+            extras = got
         net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
+        nets = [net, *(self.pod_network(a, req.netns, req.mtu) for a in extras)]
         if req.netns:
-            self.hints[allocation.key] = req.netns
-        # The datapath setup and the durable commit run at once.
-        setup, commit_error = yield (c.SetUpPod(self._cid(), net, existed), DURABLE)
+            for one in (allocation, *extras):
+                self.hints[one.key] = req.netns
+                self.changes.touch(one.key)
+        # The datapath setup (every interface) and the durable commit run at once.
+        *setups, commit_error = yield (
+            *(c.SetUpPod(self._cid(), n, existed) for n in nets), DURABLE,
+        )  # fmt: skip
+        setup = next((s for s in setups if isinstance(s, i.Failed)), setups[0])
         setup_failed = isinstance(setup, i.Failed)
         if not existed and req.request_id in self._abandoned and not setup_failed:
             # Nobody will read the reply: keep no address for it (undone as a failure).
@@ -149,11 +168,14 @@ class Requests(Upkeep):
             self._reply(req.request_id, code, message)
             return
         if setup_failed or commit_error is not None:
-            if not setup_failed:
-                yield from self._teardown_quietly(allocation, req.netns)
-            ipam.release(key, self._now)
+            for one, built in zip((allocation, *extras), setups, strict=True):
+                if not isinstance(built, i.Failed):
+                    yield from self._teardown_quietly(one, req.netns)
+            for one in (allocation, *extras):
+                ipam.release(one.key, self._now)
+                self.hints.pop(one.key, None)
+                self.changes.touch(one.key, one)
             self._pool_changed()
-            self.hints.pop(key, None)
             error = yield DURABLE
             if error is not None:
                 self._log("error", "checkpoint write failed", error=error.message)
@@ -163,7 +185,51 @@ class Requests(Upkeep):
             self._reply(req.request_id, code, message)
             return
         self._out.append(c.Log("debug", "add", (("key", str(key)), ("ipv4", allocation.ipv4))))
-        self._reply(req.request_id, allocation=allocation, pod=net)
+        self._reply(
+            req.request_id, allocation=allocation, pod=net,
+            extra=tuple(zip(extras, nets[1:], strict=True)),
+        )  # fmt: skip
+
+    def _assign_extras(self, req: i.Add, existed: bool) -> list[Allocation] | None:
+        """A multi-NIC pod's addresses on the cards above 0 (upstream's one interface per
+        network card), or None once the request is answered: without ENABLE_MULTI_NIC it
+        fails as upstream's does; a card with no address ready answers ``pool_empty`` at
+        once (kubelet retries) and the card grows by one more at the next policy pass."""
+        ipam = self.core
+        if not ipam.config.multi_nic:
+            self._reply(
+                req.request_id, replies.INTERNAL,
+                "the pod asks for a multi-nic-attachment: set ENABLE_MULTI_NIC=true on aws-node",
+            )  # fmt: skip
+            return None
+        extras: list[Allocation] = []
+        for index, card in enumerate(ipam.multi_nic_cards[1:], 1):
+            try:
+                extras.append(
+                    ipam.assign_on_card(attachment_key(req.key, index), req.pod, card, self._now)
+                )
+                self.changes.touch(extras[-1].key, extras[-1])
+            except PoolExhausted:
+                if not existed:
+                    for one in extras:
+                        ipam.release(one.key, self._now)
+                        self.changes.touch(one.key, one)
+                    self._pool_changed()
+                self._kick()
+                self._reply(
+                    req.request_id, replies.POOL_EMPTY,
+                    f"network card {card} has no address ready for a multi-NIC pod yet; retry",
+                )  # fmt: skip
+                return None
+        return extras
+
+    def _extras_of(self, key: AllocationKey) -> list[Allocation]:
+        """The interfaces on cards above 0 of the multi-NIC attachment ``key``."""
+        ipam = self.core
+        if not ipam.card_pools or is_extra_attachment(key):
+            return []
+        found = (ipam.get(attachment_key(key, n)) for n in range(1, len(ipam.card_pools) + 1))
+        return [a for a in found if a is not None]
 
     def _note_legacy(self, allocations: Iterable[Allocation]) -> None:
         """Allocations about to be restored: any under a legacy key turns its lookup on."""
@@ -214,61 +280,90 @@ class Requests(Upkeep):
     def _delete_holding(self, req: i.Del) -> TaskGen:
         ipam, key = self.core, req.key
         allocation = ipam.get(key) or self._legacy(key)
-        if allocation is None:
+        extras = self._extras_of(key)
+        if allocation is None and not extras:
             self._out.append(_DEL_UNKNOWN)
             self._reply(req.request_id, released=0)
             return
-        if allocation.ipv4 is not None:
-            netns = req.netns or self.hints.get(allocation.key, "")
-            net = self.pod_network(allocation, netns, if_name=key.if_name)
-            done = yield c.TearDownPod(self._cid(), net)
-            if isinstance(done, i.Failed):
-                self._log("error", "teardown failed", key=str(key), error=done.message)
+        every = [a for a in (allocation, *extras) if a is not None]
+        nets = [
+            self.pod_network(
+                a, req.netns or self.hints.get(a.key, ""),
+                if_name=key.if_name if a is allocation else "",
+            )
+            for a in every
+            if a.ipv4 is not None
+        ]  # fmt: skip
+        if nets:
+            done = yield tuple(c.TearDownPod(self._cid(), net) for net in nets)
+            failed = [d for d in done if isinstance(d, i.Failed)]
+            if failed:
+                self._log("error", "teardown failed", key=str(key), error=failed[0].message)
                 self._reply(
-                    req.request_id, replies.DATAPATH_FAILED, f"teardown failed: {done.message}"
-                )
+                    req.request_id, replies.DATAPATH_FAILED,
+                    f"teardown failed: {failed[0].message}",
+                )  # fmt: skip
                 return
-        key = allocation.key
-        ipam.release(key, self._now)
+        released: list[tuple[Allocation, str]] = []
+        for one in every:
+            ipam.release(one.key, self._now)
+            released.append((one, self.hints.pop(one.key, "")))
+            self.changes.touch(one.key, one)
         self._pool_changed()
-        netns = self.hints.pop(key, "")
         self._out.append(_DEL_DONE)
         error = yield DURABLE
         if error is not None:
             # The file still holds the allocation: so does memory, and a retried DEL frees it.
-            self._keep_after_failed_write(((allocation, netns),))
+            self._keep_after_failed_write(released)
             self._reply(
                 req.request_id, replies.INTERNAL, f"checkpoint write failed: {error.message}"
             )
             return
-        self._reply(req.request_id, released=1, allocation=allocation)
+        main = allocation or every[0]
+        self._reply(
+            req.request_id, released=1, allocation=main,
+            extra=tuple((a, n) for a, n in zip(every[1:], nets[1:], strict=False)),
+        )  # fmt: skip
 
     def _check(self, req: i.Check) -> TaskGen:
         allocation = self.core.get(req.key) or self._legacy(req.key)
         if allocation is None or allocation.ipv4 is None:
             self._reply(req.request_id, replies.NOT_FOUND, f"no address for {req.key}")
             return
-        net = self.pod_network(allocation, req.netns, req.mtu, req.key.if_name)
-        checked = yield c.CheckPod(self._cid(), net)
-        if isinstance(checked, i.Failed):
-            self._reply(req.request_id, replies.DATAPATH_FAILED, f"check failed: {checked.message}")
-        elif checked.missing:
+        extras = self._extras_of(req.key)
+        nets = [
+            self.pod_network(allocation, req.netns, req.mtu, req.key.if_name),
+            *(self.pod_network(a, req.netns, req.mtu) for a in extras),
+        ]
+        results = yield tuple(c.CheckPod(self._cid(), net) for net in nets)
+        failed = [r for r in results if isinstance(r, i.Failed)]
+        missing = [m for r in results if not isinstance(r, i.Failed) for m in r.missing]
+        if failed:
+            message = failed[0].message
+            self._reply(req.request_id, replies.DATAPATH_FAILED, f"check failed: {message}")
+        elif missing:
             self._reply(
                 req.request_id,
                 replies.DATAPATH_FAILED,
-                "missing or wrong: " + ", ".join(checked.missing),
+                "missing or wrong: " + ", ".join(missing),
             )
         else:
-            self._reply(req.request_id, allocation=allocation)
+            self._reply(
+                req.request_id, allocation=allocation,
+                extra=tuple(zip(extras, nets[1:], strict=True)),
+            )  # fmt: skip
 
     def _gc(self, req: i.Gc) -> TaskGen:
-        """Release this network's allocations whose attachment is not in the valid list."""
+        """Release this network's allocations whose attachment is not in the valid list (a
+        multi-NIC pod's interfaces on cards above 0 live as long as one of its container's)."""
+        containers = {container for container, _ in req.valid}
         stale = [
             a
             for a in self.core.allocations()
             if (
                 a.key.network_name == req.network_name
                 and (a.key.container_id, a.key.if_name) not in req.valid
+                and not (is_extra_attachment(a.key) and a.key.container_id in containers)
             )
             or (  # an upstream entry: stale once no valid attachment is of its container
                 a.key.network_name == LEGACY_NETWORK
@@ -284,6 +379,7 @@ class Requests(Upkeep):
                 self.core.release(allocation.key, self._now)
                 self._pool_changed()
                 released.append((allocation, self.hints.pop(allocation.key, "")))
+                self.changes.touch(allocation.key, allocation)
             self._leave(allocation.key)
         if released:
             self._log("info", "gc released allocations", count=len(released))
@@ -301,6 +397,7 @@ class Requests(Upkeep):
         memory, the answer (an error) and the file agree: the address stays the pod's until a
         retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
         pairs = list(released)
+        self.changes.touch_all()
         self._note_legacy(a for a, _ in pairs)
         report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
         self._pool_changed()

@@ -15,7 +15,8 @@ from typing import Any
 
 import attrs
 
-from ipamcore.checkpoint import Checkpoint
+from ipamcore.cards import attachment_index
+from ipamcore.checkpoint import ChangeTracker, Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.ipam import Ipam
 from ipamcore.model import (
@@ -59,6 +60,9 @@ class Runner:
         # checkpoint, so the restore can ask whether the pod is still there.
         self.hints: dict[AllocationKey, str] = {}
         self.saves = 0  # checkpoint writes completed
+        # The keys and addresses changed since the last Persist (what the next one carries);
+        # a change it does not track entry by entry makes the next Persist a whole write.
+        self.changes = ChangeTracker()
         self.effects_in_flight = 0
         self._now = 0.0
         self._out: list[c.Command] = []
@@ -157,14 +161,20 @@ class Runner:
         veth, tag = attachment_names(
             key.network_name, key.container_id, key.if_name, self.config.veth_prefix
         )
+        index = attachment_index(key)
+        table = route_table_for_device(allocation.device_index)
+        if index:  # a multi-NIC pod's interface on a card above 0: that card's table
+            info = self.core.eni(allocation.eni_id)
+            table = self.core.route_table_of(info) if info is not None else table
         return PodNetwork(
             netns_path=netns,
             if_name=if_name or key.if_name,
             host_veth=veth,
             ipv4=allocation.ipv4,
             mtu=mtu or self.config.pod_mtu,
-            route_table=route_table_for_device(allocation.device_index),
+            route_table=table,
             tag=tag,
+            attachment_index=index,
         )
 
     def _host_veth(self, allocation: Allocation) -> str:
@@ -176,6 +186,10 @@ class Runner:
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
         """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
         table = route_table_for_device(eni.device_index)
+        if eni.network_card:  # upstream's table numbering; used only with ENABLE_MULTI_NIC
+            if self.ipam is None or not self.ipam.config.multi_nic:
+                return None
+            table = self.ipam.route_table_of(eni)
         if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
             return None
         return EniNetwork(
@@ -272,12 +286,16 @@ class Runner:
 
     def _start_persist(self) -> None:
         self._persist_cid = self._cid()
-        self._out.append(c.Persist(self._persist_cid))
+        ipam = self.ipam
+        change = None if ipam is None else self.changes.cut(ipam, self.hints)
+        self._out.append(c.Persist(self._persist_cid, change))
 
     def _persisted(self, answer: i.Answer) -> None:
         error = answer if isinstance(answer, i.Failed) else None
         if error is None:
             self.saves += 1
+        else:
+            self.changes.touch_all()  # what reached the store is unknown: write it whole
         batch, self._batch, self._persist_cid = self._batch, [], None
         if self._next_batch:
             self._batch, self._next_batch = self._next_batch, []
@@ -328,6 +346,7 @@ class Runner:
             except PoolExhausted:
                 break
             waiters.popleft()
+            self.changes.touch(wait.key, allocation)
             self._pool_changed()
             assert wait.task is not None
             self._resolve(wait.task, 0, allocation)

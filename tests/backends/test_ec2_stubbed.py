@@ -178,6 +178,47 @@ def test_create_eni_with_secondary_ips_and_ipv6_prefix(stubbed: tuple[Ec2Backend
     assert eni.ipv4_addresses == ("10.0.0.11", "10.0.0.12")
 
 
+def test_create_eni_on_a_network_card_sends_network_card_index(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    """AttachNetworkInterface with NetworkCardIndex: the exact request EC2 gets for an ENI
+    on card 2 at the device index the core reserved on that card (moto ignores the card)."""
+    backend, stub = stubbed
+    expect_create(
+        stub, {"SecondaryPrivateIpAddressCount": 1}, eni_item(NEW_ENI, None, ips=("10.0.0.11",))
+    )
+    stub.add_response(
+        "attach_network_interface",
+        {"AttachmentId": "eni-attach-new", "NetworkCardIndex": 2},
+        {"NetworkInterfaceId": NEW_ENI, "InstanceId": IID, "DeviceIndex": 1, "NetworkCardIndex": 2},
+    )
+    expect_delete_on_termination(stub)
+    expect_subnet(stub)
+    effect = CreateEni(0, SUBNET, ("sg-1",), ipv4_count=1, device_index=1, network_card=2)
+    eni = backend.create_eni(IID, effect)
+    assert (eni.network_card, eni.device_index, eni.is_primary) == (2, 1, False)
+
+
+def test_free_device_index_is_counted_per_card(stubbed: tuple[Ec2Backend, Stubber]) -> None:
+    """With no index reserved, the lowest free index of the ENI's own card: devices 1 and 2
+    of card 0 do not push card 1's first ENI past device 1."""
+    backend, stub = stubbed
+    expect_create(stub, {}, eni_item(NEW_ENI, None, status="available"))
+    expect_describe(
+        stub, eni_item("eni-primary", 0), eni_item("eni-a", 1), eni_item("eni-b", 2),
+        eni_item("eni-c", 2, card=1),
+    )  # fmt: skip
+    stub.add_response(
+        "attach_network_interface",
+        {"AttachmentId": "eni-attach-new"},
+        {"NetworkInterfaceId": NEW_ENI, "InstanceId": IID, "DeviceIndex": 1, "NetworkCardIndex": 1},
+    )
+    expect_delete_on_termination(stub)
+    expect_subnet(stub)
+    eni = backend.create_eni(IID, CreateEni(0, SUBNET, ("sg-1",), network_card=1))
+    assert (eni.network_card, eni.device_index) == (1, 1)
+
+
 def test_attach_retries_the_next_index_on_a_device_index_race(
     stubbed: tuple[Ec2Backend, Stubber], counter: CallCounter
 ) -> None:

@@ -19,7 +19,7 @@ from ipamcore.effects import CreateEni
 from ipamcore.errors import CloudError, FailureKind
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import INSTANCE_ID_TAG, NO_MANAGE_TAG, SUBNET_DISCOVERY_TAG
-from tests.contract.cloud_contract import CloudContract, CloudEnv, expect_failure
+from tests.contract.cloud_contract import MULTI_CARD_TYPE, CloudContract, CloudEnv, expect_failure
 
 AZ = "us-west-2a"
 HUGE = InstanceLimits("test.huge", max_enis=4, ipv4_per_eni=250)
@@ -60,6 +60,7 @@ def make_env(**cloud_args: object) -> tuple[FakeCloud, CloudEnv]:
         advance=cloud.advance, make_leaked_eni=leak, make_detached_eni=detached,
         make_cloud=make_cloud, launch_instance=lambda: cloud.launch_instance("m5.large", tagged),
         terminate_instance=cloud.terminate_instance,
+        launch_multi_card=lambda: cloud.launch_instance(MULTI_CARD_TYPE, tagged),
     )  # fmt: skip
     return cloud, env
 
@@ -525,3 +526,18 @@ def test_realistic_profile_and_the_least_time_it_allows() -> None:
     no_modify = least_new_eni_time(metadata_lag_s=0.0, delete_on_termination=False)
     assert no_modify == pytest.approx(0.4 + 0.25)
     assert least_burst_time(delete_on_termination=False) == pytest.approx(0.4 + 0.25 + 1.5)
+
+
+def test_metadata_lists_each_enis_network_card() -> None:
+    """The fake cloud's instance metadata shows the card of every ENI (IMDS ``network-card``
+    per MAC), and EC2's describe agrees."""
+    cloud, env = make_env()
+    assert env.launch_multi_card is not None
+    iid = env.launch_multi_card()
+    port = env.make_cloud(iid)
+    on_1 = port.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1))
+    on_0 = port.create_eni(iid, CreateEni(0, env.subnet_id, ()))
+    seen = {e.eni_id: (e.network_card, e.device_index) for e in cloud.metadata(iid).enis()}
+    assert seen[on_1.eni_id] == (1, 1) and seen[on_0.eni_id] == (0, 1)
+    described = {e.eni_id: (e.network_card, e.device_index) for e in port.describe_enis(iid)}
+    assert described == seen

@@ -179,6 +179,42 @@ def test_prefixes_are_served_and_read() -> None:
     assert read.security_groups == ("sg-1", "sg-2") and read.is_primary
 
 
+def test_network_card_per_mac_is_served_and_read() -> None:
+    """IMDS's ``network-card`` per MAC: an ENI on card 1 at device 1 reads as such, beside
+    card 0's device 1 (device indexes count per card). moto drops the card: stubbed EC2."""
+    client = session().client("ec2", region_name=REGION)
+
+    def eni(n: int, card: int, device: int) -> dict[str, object]:
+        return {
+            "NetworkInterfaceId": f"eni-{n}", "MacAddress": f"02:00:00:00:00:0{n}",
+            "SubnetId": "subnet-1", "VpcId": "vpc-1", "PrivateIpAddress": f"10.0.0.{n}",
+            "PrivateIpAddresses": [{"PrivateIpAddress": f"10.0.0.{n}", "Primary": True}],
+            "Groups": [{"GroupId": "sg-1"}],
+            "Attachment": {"DeviceIndex": device, "NetworkCardIndex": card},
+        }  # fmt: skip
+
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_instances",
+            {"Reservations": [{"Instances": [
+                {"InstanceType": "c6in.32xlarge", "Placement": {"AvailabilityZone": ZONE}}
+            ]}]},
+        )  # fmt: skip
+        stub.add_response(
+            "describe_network_interfaces",
+            {"NetworkInterfaces": [eni(1, 0, 0), eni(2, 0, 1), eni(3, 1, 1)]},
+        )
+        stub.add_response(
+            "describe_subnets", {"Subnets": [{"SubnetId": "subnet-1", "CidrBlock": SUBNET_CIDR}]}
+        )
+        stub.add_response("describe_vpcs", {"Vpcs": [{"VpcId": "vpc-1", "CidrBlock": VPC_CIDR}]})
+        with MetadataServer(client, "i-1", cache_ttl_s=3600) as srv:
+            read = ImdsClient(srv.url, timeout_s=SLOW_MACHINE_S).enis()
+    assert [(e.eni_id, e.network_card, e.device_index, e.is_primary) for e in read] == [
+        ("eni-1", 0, 0, True), ("eni-2", 0, 1, False), ("eni-3", 1, 1, False),
+    ]  # fmt: skip
+
+
 def test_cli_serves_a_moto_server_instance(moto_server_url: str) -> None:
     reset_moto_server(moto_server_url)
     world = build_world("server", moto_server_url)

@@ -40,7 +40,11 @@ Capability flags (class attributes, all True here) let a backend skip what its s
 cannot show: ``supports_limits`` (ENI and address limits by instance type),
 ``supports_prefixes`` (/28 prefix delegation), ``supports_subnet_exhaustion`` (free address
 counts and SUBNET_FULL), ``supports_throttling`` (RequestLimitExceeded under load),
-``supports_delete_on_termination`` (terminating an instance deletes the ENIs marked so).
+``supports_delete_on_termination`` (terminating an instance deletes the ENIs marked so),
+``supports_network_cards`` (``launch_multi_card()`` runs an instance of
+:data:`MULTI_CARD_TYPE`, whose ENIs attach per network card with per-card limits and device
+indexes; moto accepts ``NetworkCardIndex`` but reports every ENI on card 0, so the EC2
+backend's exact request is pinned by a Stubber test in ``tests/backends/test_ec2_stubbed.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ UNKNOWN_ENI = "eni-0123456789abcdef0"
 UNKNOWN_SUBNET = "subnet-0123456789abcdef0"
 FIVE_MINUTES = 300.0
 GONE_INSTANCE = "i-0fedcba9876543210"  # an instance id this account does not run
+MULTI_CARD_TYPE = "c6in.32xlarge"  # two network cards of 8 ENIs each
 
 
 class CloudMaker(Protocol):
@@ -100,6 +105,7 @@ class CloudEnv:
     make_cloud: CloudMaker
     launch_instance: Callable[[], str]
     terminate_instance: Callable[[str], object]
+    launch_multi_card: Callable[[], str] | None = None
 
 
 def in_cidr(address: str, cidr: str) -> bool:
@@ -129,6 +135,7 @@ class CloudContract:
     supports_subnet_exhaustion = True
     supports_throttling = True
     supports_delete_on_termination = True
+    supports_network_cards = True
 
     def requires(self, capability: str) -> None:
         if not getattr(self, capability):
@@ -356,6 +363,64 @@ class CloudContract:
         mine.free_eni(theirs)
         assert mine.find_leaked_enis(env.instance_id, env.now(), any_instance=True) == []
         expect_failure(FailureKind.NOT_FOUND, lambda: mine.free_eni(theirs))
+
+    # -- network cards -----------------------------------------------------------------------
+
+    def _multi_card(self, env: CloudEnv) -> tuple[CloudPort, str]:
+        self.requires("supports_network_cards")
+        assert env.launch_multi_card is not None
+        iid = env.launch_multi_card()
+        return env.make_cloud(iid), iid
+
+    def test_create_eni_on_a_network_card_has_its_own_device_indexes(self, env: CloudEnv) -> None:
+        cloud, iid = self._multi_card(env)
+        on_0 = cloud.create_eni(iid, CreateEni(0, env.subnet_id, ()))
+        on_1 = cloud.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1))
+        again_1 = cloud.create_eni(
+            iid, CreateEni(0, env.subnet_id, (), ipv4_count=1, network_card=1)
+        )
+        assert (on_0.network_card, on_0.device_index) == (0, 1)
+        assert (on_1.network_card, on_1.device_index) == (1, 1)
+        assert (again_1.network_card, again_1.device_index) == (1, 2)
+        assert len(again_1.ipv4_addresses) == 1 and not on_1.is_primary
+        described = {e.eni_id: (e.network_card, e.device_index) for e in cloud.describe_enis(iid)}
+        assert described[on_1.eni_id] == (1, 1) and described[again_1.eni_id] == (1, 2)
+        assert sorted(described.values()) == [(0, 0), (0, 1), (1, 1), (1, 2)]
+
+    def test_a_reserved_device_index_on_a_card_is_used(self, env: CloudEnv) -> None:
+        cloud, iid = self._multi_card(env)
+        eni = cloud.create_eni(iid, CreateEni(0, env.subnet_id, (), device_index=3, network_card=1))
+        assert (eni.network_card, eni.device_index) == (1, 3)
+        expect_failure(
+            FailureKind.OTHER,
+            lambda: cloud.create_eni(
+                iid, CreateEni(0, env.subnet_id, (), device_index=3, network_card=1)
+            ),
+        )
+
+    def test_each_card_has_its_own_eni_limit(self, env: CloudEnv) -> None:
+        self.requires("supports_limits")
+        cloud, iid = self._multi_card(env)
+        per_card = dict(limits_for(MULTI_CARD_TYPE).network_cards)[1]
+        for _ in range(per_card):
+            cloud.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1))
+        before = {e.eni_id for e in cloud.describe_enis(iid)}
+        expect_failure(
+            FailureKind.LIMIT_EXCEEDED,
+            lambda: cloud.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1)),
+        )
+        assert {e.eni_id for e in cloud.describe_enis(iid)} == before
+        # Card 0 still has room: a full card 1 takes none of card 0's ENIs.
+        assert cloud.create_eni(iid, CreateEni(0, env.subnet_id, ())).network_card == 0
+
+    def test_a_card_the_type_lacks_is_refused(self, env: CloudEnv) -> None:
+        self.requires("supports_limits")
+        cloud, iid = self._multi_card(env)
+        expect_failure(
+            FailureKind.OTHER,
+            lambda: cloud.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=5)),
+        )
+        assert [e.network_card for e in cloud.describe_enis(iid)] == [0]
 
     # -- limits (what moto does not enforce) -------------------------------------------------
 

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,9 @@ class CniError(RuntimeError):
         self.doc = doc
 
 
+POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations"  # the capability containerd fills
+
+
 class CniRuntime(Protocol):
     def __call__(
         self,
@@ -42,6 +46,7 @@ class CniRuntime(Protocol):
         container_id: str,
         prev_result: dict[str, Any] | None = None,
         if_name: str = "eth0",
+        annotations: Mapping[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -63,6 +68,7 @@ class PluginExec:
         container_id: str,
         prev_result: dict[str, Any] | None = None,
         if_name: str = "eth0",
+        annotations: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -76,6 +82,8 @@ class PluginExec:
         config = dict(self.config)
         if prev_result is not None:
             config["prevResult"] = prev_result
+        if annotations is not None:  # what libcni does for a declared capability
+            config["runtimeConfig"] = {POD_ANNOTATIONS: dict(annotations)}
         done = subprocess.run(
             [sys.executable, "-m", "adapters.cni.plugin"],
             input=json.dumps(config).encode(),
@@ -149,14 +157,21 @@ class Libcni:
         container_id: str,
         prev_result: dict[str, Any] | None = None,
         if_name: str = "eth0",
+        annotations: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         # prev_result is not passed: libcni hands DEL/CHECK the result it cached on ADD.
+        # The annotations go in as capability args: libcni puts them in runtimeConfig only
+        # because the shipped conflist declares the capability.
         inside = [] if self.netns is None else ["ip", "netns", "exec", self.netns]
+        capability = (
+            [] if annotations is None
+            else ["-capability-args", json.dumps({POD_ANNOTATIONS: dict(annotations)})]
+        )  # fmt: skip
         done = subprocess.run(
             [*inside, self.runner, "-cmd", command.lower(), "-conflist", str(self.conflist),
              "-bin-dirs", str(self.bin_dir), "-cache-dir", str(self.cache_dir),
              "-container-id", container_id, "-netns", netns, "-ifname", if_name,
-             "-args", pod_args(pod)],
+             "-args", pod_args(pod), *capability],
             capture_output=True,
             timeout=90,
             env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},

@@ -13,7 +13,15 @@ at a device index already in use, which is refused as EC2 refuses it (moto accep
 
 The link is one end of a veth pair whose other end (``uplink<device index>``, up, without
 an address) stays in the node namespace too, as the node's ``eth0`` is made: it gives the
-device a carrier. Pods on a secondary ENI reach each other and the host through the node's
+device a carrier.
+
+Network cards: an attach with ``NetworkCardIndex`` N > 0 plugs ``nc<N>d<device index>``
+(peer ``up<N>d<device>``); device indexes count per card, as on EC2. moto ignores the card
+(it reports every attachment on card 0), so this hypervisor writes the card it plugged back
+into moto's answers (``networkCardIndex`` of that attachment), in the attach answer and in
+every describe that goes through it; the metadata server reads EC2 through it too.
+
+Pods on a secondary ENI reach each other and the host through the node's
 main table (the "to <pod>" rules), not through the ENI's device, so nothing has to be bridged
 behind it. The daemon is not told anything: it must find the device by MAC, as on EC2.
 
@@ -39,6 +47,7 @@ import attrs
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 _ATTACHMENT_ID = re.compile(rb"<attachmentId>([^<]+)</attachmentId>")
+_CARD_OF = rb"(<attachmentId>%s</attachmentId>(?:(?!</attachment>).)*?<networkCardIndex>)0(<)"
 
 
 def _ec2_error(message: str, code: str = "InvalidParameterValue") -> bytes:
@@ -58,6 +67,7 @@ class HotPlugged:
     mac: str
     link: str
     device_index: int
+    network_card: int = 0
 
 
 def ip_link_runner(netns: str) -> Callable[[list[str]], None]:
@@ -149,7 +159,11 @@ class EniHotplug:
         if action == "AttachNetworkInterface" and params.get("InstanceId") == self.instance_id:
             with self._lock:  # held across the call: one attach at a time decides an index
                 device = int(params.get("DeviceIndex", "0"))
-                if device == 0 or any(p.device_index == device for p in self.plugged.values()):
+                card = int(params.get("NetworkCardIndex", "0"))
+                if (card, device) == (0, 0) or any(
+                    (p.network_card, p.device_index) == (card, device)
+                    for p in self.plugged.values()
+                ):
                     # moto accepts a device index twice; EC2 (and so this node) does not
                     message = (
                         f"Instance '{self.instance_id}' already has an interface attached at "
@@ -162,9 +176,13 @@ class EniHotplug:
                     eni_id = params["NetworkInterfaceId"]
                     if found:
                         self._attachments[found.group(1).decode()] = eni_id
-                    self._plug(eni_id, device)
+                    self._plug(eni_id, device, card)
+                    resp_body = self._with_cards(resp_body)
                 return status, resp_headers, resp_body
         status, resp_headers, resp_body = self._forward(method, path, headers, body)
+        if status == 200 and action.startswith("Describe"):
+            with self._lock:
+                resp_body = self._with_cards(resp_body)
         if status == 200:
             with self._lock:
                 if action == "DetachNetworkInterface":
@@ -175,10 +193,20 @@ class EniHotplug:
                     self._unplug(params.get("NetworkInterfaceId", ""))
         return status, resp_headers, resp_body
 
-    def _plug(self, eni_id: str, device_index: int) -> None:
-        link = HotPlugged(eni_id, self._describe_mac(eni_id).lower(), f"eth{device_index}",
-                          device_index)  # fmt: skip
-        peer = f"uplink{device_index}"
+    def _with_cards(self, body: bytes) -> bytes:
+        """moto's answer with the card of every attachment plugged on a card above 0."""
+        for attachment_id, eni_id in self._attachments.items():
+            plugged = self.plugged.get(eni_id)
+            if plugged is not None and plugged.network_card:
+                pattern = _CARD_OF % re.escape(attachment_id.encode())
+                body = re.sub(pattern, rb"\g<1>%d\2" % plugged.network_card, body, flags=re.S)
+        return body
+
+    def _plug(self, eni_id: str, device_index: int, network_card: int = 0) -> None:
+        name = f"eth{device_index}" if not network_card else f"nc{network_card}d{device_index}"
+        link = HotPlugged(eni_id, self._describe_mac(eni_id).lower(), name, device_index,
+                          network_card)  # fmt: skip
+        peer = f"uplink{device_index}" if not network_card else f"up{network_card}d{device_index}"
         self._ip_link(["add", link.link, "address", link.mac, "type", "veth", "peer", peer])
         self._ip_link(["set", peer, "up"])
         self.plugged[eni_id] = link

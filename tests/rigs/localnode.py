@@ -34,6 +34,8 @@ import attrs
 import boto3  # type: ignore[import-untyped]
 
 from adapters.ipamd.settings import state_env
+from ipamcore.cards import card_limits
+from ipamcore.limits import limits_for
 from tests.rigs.cni_runtime import CniRuntime, Libcni, PluginExec
 from tests.rigs.eni_hotplug import EniHotplug, ip_link_runner
 
@@ -132,10 +134,13 @@ class LocalNode:
         container_id: str,
         prev_result: dict[str, Any] | None = None,
         if_name: str = "eth0",
+        annotations: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One CNI command through this node's runtime; raises CniError when it fails."""
+        """One CNI command through this node's runtime; raises CniError when it fails.
+        ``annotations``: the pod's, passed as the runtime does (capability
+        ``io.kubernetes.cri.pod-annotations``, in runtimeConfig)."""
         cni = self.cni or PluginExec(self.cni_config())
-        return cni(command, pod, netns, container_id, prev_result, if_name)
+        return cni(command, pod, netns, container_id, prev_result, if_name, annotations)
 
     def make_netns(self, name: str) -> str:
         if not self.real:
@@ -297,23 +302,25 @@ def local_node(
         moto, moto_url = _start_moto(workdir)
         procs.append(moto)
         instance_id, primary_ip = _make_world(moto_url, instance_type)
+        ec2_endpoint = metadata_source = moto_url
+        if real:  # the hypervisor first: on a multi-card type metadata reads EC2 through it
+            _make_node_netns(node_netns, primary_ip)
+            hotplug = EniHotplug(
+                moto_url, instance_id, _mac_lookup(moto_url), ip_link_runner(node_netns)
+            ).start()
+            ec2_endpoint = hotplug.url
+            if len(card_limits(limits_for(instance_type))) > 1:  # moto drops the card
+                metadata_source = hotplug.url
         md_port = free_port()
         md_log = open(os.path.join(workdir, "metadata.log"), "ab")  # noqa: SIM115
         metadata = subprocess.Popen(
-            [sys.executable, "-m", "tests.rigs.metadata_server", "--ec2-endpoint", moto_url,
+            [sys.executable, "-m", "tests.rigs.metadata_server", "--ec2-endpoint", metadata_source,
              "--instance-id", instance_id, "--port", str(md_port)],
             stdout=md_log, stderr=md_log,
         )  # fmt: skip
         procs.append(metadata)
         metadata_url = f"http://127.0.0.1:{md_port}"
         wait_http(metadata_url + "/latest/meta-data/", 30, metadata)
-        ec2_endpoint = moto_url
-        if real:
-            _make_node_netns(node_netns, primary_ip)
-            hotplug = EniHotplug(
-                moto_url, instance_id, _mac_lookup(moto_url), ip_link_runner(node_netns)
-            ).start()
-            ec2_endpoint = hotplug.url
         introspection_port = free_port()
         env = {
             "AWS_ACCESS_KEY_ID": "testing",

@@ -1,0 +1,156 @@
+"""The network-card half of :class:`ipamcore.ipam.Ipam`: one address pool per card above 0,
+which pool holds an ENI or an address, the growth of each card (:func:`ipamcore.cards.plan_card`)
+and device indexes per card. Pure, like the rest of the core; see :mod:`ipamcore.cards`.
+"""
+
+from __future__ import annotations
+
+from math import inf
+
+import attrs
+
+from ipamcore import cards
+from ipamcore.config import PoolConfig
+from ipamcore.effects import CreateEni, Effect
+from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.limits import InstanceLimits
+from ipamcore.model import Allocation, AllocationKey, ObservedEni, PodRef
+from ipamcore.policy import PolicyInput, decide_shrink
+from ipamcore.pool import AddressPool
+
+
+class CardPools:
+    """Card 0 is :attr:`pool` (the node's pool of pods); every card above 0 the instance type
+    lists has a pool in :attr:`card_pools`, used only with ``ENABLE_MULTI_NIC``."""
+
+    config: PoolConfig
+    limits: InstanceLimits
+    pool: AddressPool
+    prefix_mode: bool
+    per_eni: int
+    _in_flight: dict[int, Effect]
+
+    def _init_cards(self) -> None:
+        self.card_limits = cards.card_limits(self.limits)
+        self.card_pools: dict[int, AddressPool] = {
+            card: AddressPool(self.config.cooldown_s, secondary_ips_last=self.prefix_mode)
+            for card in self.card_limits
+            if card != 0
+        }
+        self._card_wanted: dict[int, int] = {}  # multi-NIC ADDs that found no address, per card
+        self._card_shrunk_at: dict[int, float] = {}
+        self._card_config = attrs.evolve(
+            self.config, warm_eni_target=0, warm_ip_target=cards.CARD_WARM_IP_TARGET,
+            minimum_ip_target=cards.CARD_MINIMUM_IP_TARGET,
+        )  # fmt: skip
+
+    def eni(self, eni_id: str) -> ObservedEni | None:
+        """What was last observed of ENI ``eni_id``, or None if the pool does not hold it."""
+        state = self._pool_of(eni_id).enis.get(eni_id)
+        return state.info if state else None
+
+    @property
+    def multi_nic_cards(self) -> tuple[int, ...]:
+        """The cards a multi-NIC pod gets one interface each on (card 0 first); only card
+        0 without ENABLE_MULTI_NIC."""
+        if not self.config.multi_nic:
+            return (0,)
+        return (0, *sorted(self.card_pools))
+
+    def network_card_of(self, allocation: Allocation) -> int:
+        """The network card of the ENI ``allocation``'s address is on (0 if unknown)."""
+        info = self.eni(allocation.eni_id)
+        return info.network_card if info is not None else 0
+
+    def route_table_of(self, info: ObservedEni) -> int | None:
+        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
+        return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
+
+    def _pools(self) -> list[AddressPool]:
+        return [self.pool, *self.card_pools.values()]
+
+    def _pool_of(self, eni_id: str) -> AddressPool:
+        """The pool holding ENI ``eni_id`` (card 0's when none does)."""
+        return next((p for p in self._pools() if eni_id in p.enis), self.pool)
+
+    def _pool_for_card(self, network_card: int) -> AddressPool:
+        if network_card == 0:
+            return self.pool
+        pool = self.card_pools.get(network_card)
+        if pool is None:  # a card the limits table does not list: tracked, never used
+            pool = AddressPool(self.config.cooldown_s, secondary_ips_last=self.prefix_mode)
+            self.card_pools[network_card] = pool
+        return pool
+
+    def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
+        """Each card above 0 with no effect in flight: growth to its warm address (see
+        :func:`cards.plan_card`), else, at most once per ``shrink_interval_s``, upstream's
+        shrink with the card's targets (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``):
+        surplus addresses back, an idle ENI of the card freed once the card has room to
+        spare. Card 0's warm targets never apply to these cards."""
+        busy = set()
+        for effect in self._in_flight.values():
+            busy.add(
+                effect.network_card if isinstance(effect, CreateEni)
+                else self._card_of_eni(effect.eni_id)
+            )  # fmt: skip
+        effects: list[Effect] = []
+        for card, pool in sorted(self.card_pools.items()):
+            if card in busy or card not in self.card_limits:
+                continue
+            pool.advance(now)
+            wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
+            wanted += self._card_wanted.pop(card, 0)
+            grow = cards.plan_card(
+                card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
+                self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
+                inp.busy_enis | inp.full_enis,
+            )  # fmt: skip
+            if grow or now - self._card_shrunk_at.get(card, -inf) < self.config.shrink_interval_s:
+                effects += grow
+                continue
+            card_inp = attrs.evolve(
+                inp, config=self._card_config, max_enis=self.card_limits[card],
+                pending_addresses=0, pending_enis=0, waiting=0,
+            )  # fmt: skip
+            shrink = decide_shrink(pool, card_inp, now)
+            if shrink:
+                self._card_shrunk_at[card] = now
+            effects += shrink
+        return effects
+
+    def _card_of_eni(self, eni_id: str) -> int:
+        info = self.eni(eni_id)
+        return info.network_card if info is not None else 0
+
+    def _free_device_index(self, network_card: int = 0) -> int:
+        """The lowest device index of ``network_card`` (above 0) that no attached ENI of
+        that card uses and no CreateEni in flight on it has reserved."""
+        pool = self._pool_for_card(network_card)
+        taken = {s.info.device_index for s in pool.enis.values()}
+        taken |= {
+            e.device_index for e in self._in_flight.values()
+            if isinstance(e, CreateEni) and e.network_card == network_card
+        }  # fmt: skip
+        return cards.free_device_index(taken)
+
+    def _advance(self, now: float) -> None:
+        for pool in self._pools():
+            pool.advance(now)
+
+    def _pool_with(self, address: str) -> AddressPool:
+        """The pool whose ENIs hold ``address`` (card 0's when none does)."""
+        return next((p for p in self._pools() if address in p.slots), self.pool)
+
+    def _assign_above_0(
+        self, key: AllocationKey, pod: PodRef, network_card: int, now: float
+    ) -> Allocation:
+        pool = self.card_pools.get(network_card)
+        if pool is None or not self.config.multi_nic:
+            raise UsageError(f"network card {network_card} carries no pod addresses")
+        pool.advance(now)
+        try:
+            return pool.assign(key, pod, now)
+        except PoolExhausted:
+            self._card_wanted[network_card] = self._card_wanted.get(network_card, 0) + 1
+            raise

@@ -1,0 +1,139 @@
+"""The node with several network cards: a multi-NIC pod (ADD, CHECK, DEL, GC, checkpoint)
+gets one interface per card, each routed through its card's table (no executor: the test
+answers the commands)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ipamcore.config import PoolConfig
+from ipamcore.model import AllocationKey, InstanceIdentity, ObservedEni
+from ipamcore.node import NodeConfig, replies
+from ipamcore.node import commands as c
+from ipamcore.node import inputs as i
+from tests.core.test_node import PRIMARY, Drive, key
+
+MULTI = InstanceIdentity(
+    "i-1", "c6in.32xlarge", "us-east-1a", "02:00:00:00:00:01"
+)  # 2 cards, 8 ENIs
+CARD1 = ObservedEni(
+    eni_id="eni-c1", mac="02:00:00:00:01:01", device_index=1, network_card=1,
+    subnet_id="subnet-1", subnet_cidr="10.0.0.0/16", primary_ip="10.0.1.1",
+    ipv4_addresses=("10.0.1.10", "10.0.1.11"),
+)  # fmt: skip
+CARD1_TABLE = 1 * 8 + 1 + 1  # upstream: card * max ENIs per card + device + 1
+
+
+def boot(multi_nic: bool = True) -> tuple[Drive, list[c.SetUpEni]]:
+    d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=0, multi_nic=multi_nic)))
+    enis = (PRIMARY, CARD1)
+    d.feed(i.Start(d.now))
+    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, MULTI))
+    d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, enis))
+    d.feed(i.MetadataEnisRead(d.now, d.take(c.ReadMetadataEnis).cid, enis))
+    d.feed(i.LeakedEnisFound(d.now, d.take(c.FindLeakedEnis).cid, ()))
+    d.feed(i.CheckpointRead(d.now, d.take(c.ReadCheckpoint).cid, None))
+    d.feed(i.PendingDelsRead(d.now, d.take(c.ReadPendingDels).cid, ()))
+    setups = [x for x in d.open if isinstance(x, c.SetUpEni)]
+    while d.has(c.SetUpEni):
+        d.done(c.SetUpEni)
+    d.done(c.SetUpNode)
+    if d.has(c.RemoveStale):
+        d.feed(i.StaleRemoved(d.now, d.take(c.RemoveStale).cid, ()))
+    d.done(c.Persist)
+    assert d.ready
+    return d, setups
+
+
+def opened(d: Drive, kind: type) -> list[Any]:
+    return [x for x in d.open if isinstance(x, kind)]
+
+
+def test_the_card_eni_is_set_up_with_its_cards_table_only_with_multi_nic() -> None:
+    _, setups = boot()
+    assert [(s.network.mac, s.network.route_table) for s in setups] == [(CARD1.mac, CARD1_TABLE)]
+    _, without = boot(multi_nic=False)
+    assert without == []  # upstream leaves cards above 0 alone without ENABLE_MULTI_NIC
+
+
+def test_a_multi_nic_pod_gets_one_interface_per_card_and_del_releases_both() -> None:
+    d, _ = boot()
+    rid = d.add(1, multi_nic=True)
+    nets = sorted((s.network for s in opened(d, c.SetUpPod)), key=lambda n: n.attachment_index)
+    assert [(n.if_name, n.route_table, n.gateway) for n in nets] == [
+        ("eth0", None, "169.254.1.1"),
+        ("mNicIf1", CARD1_TABLE, "169.254.1.2"),
+    ]
+    assert nets[1].ipv4 in CARD1.ipv4_addresses and nets[0].host_veth != nets[1].host_veth
+    d.settle()
+    reply = d.replies[rid]
+    assert not reply.error and reply.allocation is not None and len(reply.extra) == 1
+    extra, extra_net = reply.extra[0]
+    assert extra.key == AllocationKey("aws-cni", "c1", "mNicIf1") and extra_net == nets[1]
+    saved = {a.key: a.ipv4 for a in d.node.checkpoint().allocations}
+    assert saved == {key(1): reply.allocation.ipv4, extra.key: extra.ipv4}
+    # CHECK looks at both interfaces.
+    d.feed(i.Check(d.now, 50, key(1), "/var/run/netns/n1"))
+    checks = opened(d, c.CheckPod)
+    assert {x.network.if_name for x in checks} == {"eth0", "mNicIf1"}
+    for x in checks:
+        d.open.remove(x)
+        d.feed(i.PodChecked(d.now, x.cid, ("from rule",) if x.network.attachment_index else ()))
+    assert d.replies[50].error == replies.DATAPATH_FAILED and "from rule" in d.replies[50].message
+    # DEL tears both down and frees both addresses.
+    rid = d.delete(1)
+    assert {x.network.if_name for x in opened(d, c.TearDownPod)} == {"eth0", "mNicIf1"}
+    d.settle()
+    assert d.replies[rid].released == 1 and d.node.core.allocations() == []
+
+
+def test_gc_keeps_the_card_interfaces_of_a_valid_container() -> None:
+    d, _ = boot()
+    d.add(1, multi_nic=True)
+    d.settle()
+    d.add(2)
+    d.settle()
+    d.feed(i.Gc(d.now, 60, "aws-cni", frozenset({("c1", "eth0")})))
+    d.settle()
+    assert d.replies[60].released == 1  # pod 2 only
+    assert {a.key.if_name for a in d.node.core.allocations()} == {"eth0", "mNicIf1"}
+
+
+def test_a_card_without_a_ready_address_answers_pool_empty_and_grows() -> None:
+    d, _ = boot()
+    for n in (1, 2):
+        d.add(n, multi_nic=True)
+        d.settle()
+    rid = d.add(3, multi_nic=True)
+    assert d.replies[rid].error == replies.POOL_EMPTY and "network card 1" in d.replies[rid].message
+    assert len(d.node.core.allocations()) == 4  # pod 3's card-0 address given back
+    d.tick()
+    effects = [x.effect for x in opened(d, c.PerformEffect)]
+    assert any(getattr(e, "eni_id", "") == "eni-c1" for e in effects)
+
+
+def test_without_enable_multi_nic_the_annotation_fails_the_add_as_upstream() -> None:
+    d, _ = boot(multi_nic=False)
+    rid = d.add(1, multi_nic=True)
+    assert d.replies[rid].error == replies.INTERNAL and "ENABLE_MULTI_NIC" in d.replies[rid].message
+    assert d.node.core.allocations() == []
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failed_interface_unwinds_every_interface(failing: int) -> None:
+    d, _ = boot()
+    rid = d.add(1, multi_nic=True)
+    for x in sorted(opened(d, c.SetUpPod), key=lambda x: x.network.attachment_index):
+        d.open.remove(x)
+        if x.network.attachment_index == failing:
+            d.feed(i.Failed(d.now, x.cid, "boom"))
+        else:
+            d.feed(i.Done(d.now, x.cid))
+    d.done(c.Persist)
+    torn = {x.network.attachment_index for x in opened(d, c.TearDownPod)}
+    assert torn == {1 - failing}  # the one that was built
+    d.settle()
+    assert d.replies[rid].error == replies.DATAPATH_FAILED
+    assert d.node.core.allocations() == []
