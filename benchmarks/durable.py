@@ -6,9 +6,12 @@ Four measurements, in one run, on one disk (a fresh directory under /tmp, ``--di
   with 100 pods live on an 8 x 29 address pool, cooldown 0, and the checkpoint store
   (``--store journal``, the default, or ``json``: the full-rewrite store). A pair releases the
   oldest pod, saves, assigns a new pod, saves; each ``save`` completes before the next
-  change. Blocks of pairs alternate with blocks of the **floor**: one ``fdatasync``'d append
-  of the journal's mean record size to a preallocated file (what one durable change must
-  cost at least). pairs/s and the floor are the medians over the blocks.
+  change. As in the daemon, each save hands the journal only the change (the keys and
+  addresses touched, tracked by :class:`ipamcore.checkpoint.ChangeTracker`, read back from
+  the ``Ipam``); the json store rewrites the whole checkpoint. Blocks of pairs alternate
+  with blocks of the **floor**: one ``fdatasync``'d append of the journal's mean record
+  size to a preallocated file (what one durable change must cost at least). pairs/s and
+  the floor are the medians over the blocks.
 * **through the socket**, 1, 8 and 64 concurrent clients: a real daemon
   (``adapters.ipamd.main``, fake cloud and datapath, ``IP_COOLDOWN_PERIOD=0``) with 100 pods
   live; each client repeats DEL of its oldest pod then ADD of a new one, one connection per
@@ -137,6 +140,7 @@ def floor_block(path: str, size: int, n: int) -> float:
 async def single_client(
     directory: str, kind: str, counted: Counted, seconds: float, repeats: int
 ) -> dict[str, Any]:
+    from ipamcore.checkpoint import ChangeTracker
     from ipamcore.model import AllocationKey, PodRef
 
     ipam = build_ipam()
@@ -155,15 +159,27 @@ async def single_client(
         ipam.assign(key, pod, 0.0)
         live.append(key)
     await store.save(ipam.checkpoint())
+    # What the daemon's node does: track the keys and addresses each change touches and
+    # commit only them (a store without changes rewrites the whole checkpoint).
+    tracker, netns, snapshot = ChangeTracker(), {}, ipam.checkpoint
+    tracker.cut(ipam, netns)
+    commit = getattr(store, "commit", None)
+
+    async def save() -> None:
+        if commit is None:
+            await store.save(ipam.checkpoint())
+        else:
+            await commit(tracker.cut(ipam, netns), snapshot)
 
     async def pairs(n: int) -> None:
         for _ in range(n):
-            ipam.release(live.popleft(), 1.0)
-            await store.save(ipam.checkpoint())
+            key = live.popleft()
+            tracker.touch(key, ipam.release(key, 1.0))
+            await save()
             key, pod = new_key()
-            ipam.assign(key, pod, 1.0)
+            tracker.touch(key, ipam.assign(key, pod, 1.0))
             live.append(key)
-            await store.save(ipam.checkpoint())
+            await save()
 
     await pairs(200)  # warm-up (also tells the record size)
     record = 400

@@ -4,15 +4,18 @@ Upstream holds a fixed number of idle addresses (WARM_IP_TARGET) or whole idle E
 (WARM_ENI_TARGET) whatever the node is doing, and retries a throttled call every 5 s. This
 policy watches two rates instead, averaged exponentially over ``rate_window_s`` (30 s):
 
-* ``arrivals``: addresses handed out per second (new allocations);
+* ``arrivals``: addresses handed out per second (new allocations), bounded by the quiet
+  since the last arrival (after ``g`` seconds without one, no rate above ``3 / g`` is still
+  plausible: a burst's rate falls within seconds of its end, a trickle keeps its own);
 * ``net``: arrivals minus releases (a released address comes back after its cooldown, so on
   a node with steady churn ``net`` is about 0 and the pool need not grow).
 
 Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 
 * ``low = max(min_warm, WARM_IP_TARGET, ceil(m + 1.5 * sqrt(m)))`` with ``m = arrivals *
-  refill_horizon_s`` (6 s: a policy pass plus a call): the ready addresses that cover the
-  arrivals expected before a top-up lands, with a Poisson-style margin;
+  refill_horizon_s`` (8 s: a policy pass, a call and its taking effect; 1 s while pods
+  wait or addresses are coming, since each call's answer runs the policy again): the ready
+  addresses that cover the arrivals expected before a top-up lands, with a Poisson margin;
 * ``batch = ceil(net * batch_horizon_s)`` (45 s): what one growth call adds beyond ``low``,
   so a growing node makes few larger calls and a steady node holds almost nothing idle;
 * growth when ``available + pending - waiting < low``: up to ``high = low + batch``, lowest
@@ -20,34 +23,44 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
 * ENI look-ahead: when the room left on attached ENIs plus what is ready lasts less than
   ``eni_lookahead_s`` (120 s) at the ``net`` rate, the next ENI is created before it is
   needed, so nodes that grow together spread their CreateNetworkInterface calls out;
-* shrink above ``keep = max(high, 2 * low)``: all the surplus when ``net <= 0``, half of it
-  per pass (every ``shrink_interval_s``) while pods still come; an empty ENI is freed only
-  when the other ENIs still leave a whole spare ENI of room.
+* shrink above ``keep = max(high, 2 * low)``: all the surplus, or half of it per pass
+  (every ``shrink_interval_s``) while demand still grows by an address or more a batch
+  horizon; an empty ENI is freed only when the other ENIs still leave a whole spare ENI of
+  room.
 
 Three situations change that (:class:`Situation`, kept by :class:`Backoff`; the whole policy,
 with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.policy.Policy`):
 
-* young: for ``boot_hold_s`` after the first plan, until pods came and ``net`` settled, the
+* young: until pods came and ``net`` settled, for at most ``boot_hold_s`` after the later
+  of the first plan and the first pod (``boot_idle_hold_s``, 15 min, while no pod came at
+  all: a fleet launched at 3 nodes a second takes minutes to boot, and its first nodes must
+  not give their fill back just before the pods come), the
   first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
   launched is about to get pods, and the calls made at boot (spread out as nodes join)
   are not made by every node at once in the middle of a cluster-wide scale-up, when the
   account's buckets (5 calls a second per action) run dry;
 * congested: for ``congestion_hold_s`` after a throttled growth call, each growth call fills
   its ENI and nothing shrinks (calls are the scarce thing then, not addresses);
+* scarce: for ``history_s`` (30 min) after any throttled call, shrink keeps room for the
+  most pods the node had at once in that window (:class:`History`): between two peaks of a
+  recurring workload the addresses would only be asked for again, in the next peak, when
+  every node asks at once;
 * backing off: a throttled call pauses that action only (EC2 has a bucket per action), from
   ``backoff_base_s`` doubling to ``backoff_cap_s``, times a jitter factor in [0.5, 1) from
   a CRC of the node's primary ENI id and the attempt (the core has no randomness, and a
   thousand nodes must not retry in step); growth for pods that need an address now waits
   at most ``urgent_backoff_cap_s``.
 
-Where it loses (README, "The adaptive policy"): a burst after a quiet spell waits one EC2
-call (~0.3 s) for its first addresses, it holds a little more idle than WARM_IP_TARGET=5 in
-bursts and batches, and it makes more EC2 calls than WARM_ENI_TARGET (fewer than
-WARM_IP_TARGET).
+Where it loses (README, "The adaptive policy", measured by ``benchmarks/policies.py``): on
+small clusters, where calls are never throttled, it holds more idle addresses than the best
+fixed WARM_IP_TARGET (the boot fill, and the 5 s policy cadence: holding one ready address,
+as WARM_IP_TARGET=1 does, makes pods wait a call); it makes more EC2 calls than
+WARM_ENI_TARGET.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import zlib
 
@@ -71,15 +84,27 @@ from ipamcore.pool import AddressPool
 
 
 class Demand:
-    """Exponentially averaged arrival and release counts (pure: time comes in as ``now``)."""
+    """Exponentially averaged arrival and release counts (pure: time comes in as ``now``).
 
-    __slots__ = ("_arrivals", "_at", "_releases", "seen", "window_s")
+    The averages lag: 30 s after a burst they still report much of its rate. So the rates
+    are also bounded by the quiet since the last arrival (:func:`gap_bound`): a rate ``r``
+    leaves a gap of ``g`` seconds with probability ``exp(-r * g)``, so after a gap ``g`` no
+    rate above ``gap_confidence / g`` is still plausible (``gap_confidence`` 3: 5 %). A
+    Poisson trickle of one pod every 15 s is barely touched (its gaps are short); the rate
+    of a burst that ended falls within seconds instead of minutes.
+    """
 
-    def __init__(self, window_s: float) -> None:
+    __slots__ = ("_arrivals", "_at", "_releases", "first_arrival", "gap_confidence",
+                 "last_arrival", "seen", "window_s")  # fmt: skip
+
+    def __init__(self, window_s: float, gap_confidence: float = 3.0) -> None:
         self.window_s = window_s
+        self.gap_confidence = gap_confidence
         self._arrivals = 0.0
         self._releases = 0.0
         self._at = -math.inf
+        self.last_arrival = -math.inf
+        self.first_arrival = math.inf
         self.seen = 0  # arrivals ever
 
     def _decay(self, now: float) -> None:
@@ -95,6 +120,8 @@ class Demand:
         self._decay(now)
         self._arrivals += 1.0
         self.seen += 1
+        self.last_arrival = max(self.last_arrival, now)
+        self.first_arrival = min(self.first_arrival, now)
 
     def release(self, now: float) -> None:
         """Count one release at ``now``."""
@@ -102,12 +129,23 @@ class Demand:
         self._releases += 1.0
 
     def rates(self, now: float) -> Rates:
-        """The rates as of ``now`` (a query: the averages are decayed in the answer only)."""
+        """The rates as of ``now`` (a query: the averages are decayed in the answer only),
+        the arrival rate bounded by the quiet since the last arrival."""
         factor = math.exp(-(now - self._at) / self.window_s) if now > self._at else 1.0
         if not (self._arrivals or self._releases):
             factor = 0.0
-        arrivals = self._arrivals * factor / self.window_s
-        return Rates(arrivals, arrivals - self._releases * factor / self.window_s)
+        averaged = self._arrivals * factor / self.window_s
+        arrivals = min(averaged, gap_bound(now - self.last_arrival, self.gap_confidence))
+        releases = self._releases * factor / self.window_s
+        return Rates(arrivals, min(averaged - releases, arrivals))
+
+
+def gap_bound(gap_s: float, confidence: float) -> float:
+    """The highest arrival rate still plausible after ``gap_s`` seconds without an arrival
+    (``confidence / gap_s``; inf for a gap of 0, 0 for an infinite one)."""
+    if gap_s <= 0:
+        return math.inf
+    return confidence / gap_s
 
 
 @attrs.frozen
@@ -128,6 +166,19 @@ class Situation:
     can_assign: bool = True  # AssignPrivateIpAddresses is not backing off
     can_create: bool = True  # CreateNetworkInterface is not backing off
     can_create_urgently: bool = True  # ... or only briefly, and pods need addresses now
+    scarce: bool = False  # a call was throttled within ``history_s``: calls are scarce here
+    peak: int = 0  # the most pods at once within ``history_s`` (:class:`History`)
+
+
+def _young(
+    now: float, started: float, demand: Demand, settled: bool, tuning: AdaptiveTuning
+) -> bool:
+    """Whether the node still keeps its boot fill: until ``boot_idle_hold_s`` after its
+    first plan while no pod has come; once pods come, until they settle, for at most
+    ``boot_hold_s`` after the later of the first plan and the first pod."""
+    if demand.seen == 0:
+        return now - started < tuning.boot_idle_hold_s
+    return not settled and now - max(started, demand.first_arrival) < tuning.boot_hold_s
 
 
 class Backoff:
@@ -143,6 +194,7 @@ class Backoff:
         self.tuning = tuning
         self.first_plan_at: float | None = None
         self.congested_until = -math.inf
+        self.last_throttled = -math.inf
         self.streak: dict[str, int] = {}
         self.paused_from: dict[str, tuple[float, float]] = {}  # action -> (throttled at, pause)
 
@@ -163,15 +215,17 @@ class Backoff:
         settled = demand.seen > 0 and rates.net <= self.tuning.settled_rate
         return Situation(
             rates=rates,
-            young=now - started < self.tuning.boot_hold_s and not settled,
+            young=_young(now, started, demand, settled, self.tuning),
             congested=now < self.congested_until,
+            scarce=now - self.last_throttled < self.tuning.history_s,
             can_assign=now >= assign_at + min(assign_pause, urgent_cap),
             can_create=now >= create_at + create_pause,
             can_create_urgently=now >= create_at + min(create_pause, urgent_cap),
         )
 
     def throttled(self, effect: Effect, seed: str, now: float) -> float:
-        """Record a throttled growth call; returns the pause it starts."""
+        """Record a throttled growth call; returns the pause it starts (and calls are
+        scarce from now on, see :class:`Situation`)."""
         action = "create" if isinstance(effect, CreateEni) else "assign"
         attempt = self.streak.get(action, 0) + 1
         self.streak[action] = attempt
@@ -184,6 +238,7 @@ class Backoff:
         """A shrink call was throttled: hold the pool (no shrink, growth fills ENIs) for
         ``congestion_hold_s``; giving addresses back is never worth a retry storm."""
         self.congested_until = max(self.congested_until, now + self.tuning.congestion_hold_s)
+        self.last_throttled = max(self.last_throttled, now)
 
     def succeeded(self, effect: Effect) -> None:
         """Forget the failure streak of ``effect``'s action: it went through."""
@@ -197,7 +252,45 @@ class Backoff:
         ends.append(self.congested_until)
         if self.first_plan_at is not None:
             ends.append(self.first_plan_at + self.tuning.boot_hold_s)
+            ends.append(self.first_plan_at + self.tuning.boot_idle_hold_s)
         return min((t for t in ends if t > now), default=math.inf)
+
+
+class History:
+    """The most pods the node had at once, per ``bucket_s``, over the last ``span_s``.
+
+    Where calls are scarce (EC2 throttled one lately), giving addresses back between two
+    peaks of a recurring workload (batch waves, a diurnal cycle) only means asking for them
+    again, in the middle of the next peak, when every node asks at once. So while calls are
+    scarce the pool keeps room for the recent peak; the history says when demand has
+    really fallen (the peak leaves the window).
+    """
+
+    __slots__ = ("_buckets", "bucket_s", "span_s")
+
+    def __init__(self, span_s: float, bucket_s: float) -> None:
+        self.span_s = span_s
+        self.bucket_s = max(bucket_s, 1e-9)
+        self._buckets: collections.deque[tuple[int, int]] = collections.deque()
+
+    def observe(self, now: float, pods: int) -> None:
+        """Record ``pods`` at ``now`` (times must not go back; an older one is ignored)."""
+        index = math.floor(now / self.bucket_s)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] > index:
+            return
+        if buckets and buckets[-1][0] == index:
+            if pods > buckets[-1][1]:
+                buckets[-1] = (index, pods)
+        else:
+            buckets.append((index, pods))
+        oldest = index - math.ceil(self.span_s / self.bucket_s)
+        while buckets and buckets[0][0] < oldest:
+            buckets.popleft()
+
+    def peak(self) -> int:
+        """The most pods at once in the window (0 before any observation)."""
+        return max((pods for _i, pods in self._buckets), default=0)
 
 
 @attrs.frozen
@@ -209,15 +302,22 @@ class Targets:
     keep: int  # give back only what is ready beyond this
 
 
-def targets(rates: Rates, inp: PolicyInput, tuning: AdaptiveTuning) -> Targets:
-    """The ready addresses to keep (``low``) and the batch to ask for, from the demand rates."""
+def targets(
+    rates: Rates, inp: PolicyInput, tuning: AdaptiveTuning, growing: bool = False
+) -> Targets:
+    """The ready addresses to keep (``low``) and the batch to ask for, from the demand rates.
+
+    ``growing`` (pods wait or addresses are coming): each call's answer runs the policy
+    again, so the next top-up is one call away (``burst_horizon_s``), not a policy interval.
+    """
     cfg = inp.config
-    expected = rates.arrivals * tuning.refill_horizon_s
+    horizon = tuning.burst_horizon_s if growing else tuning.refill_horizon_s
+    expected = rates.arrivals * horizon
     covered = math.ceil(expected + tuning.safety_sigmas * math.sqrt(expected))
     low = max(tuning.min_warm, cfg.warm_ip_target, covered)
     batch = math.ceil(max(rates.net, 0.0) * tuning.batch_horizon_s)
     high = low + batch
-    return Targets(low=low, high=high, keep=max(high, 2 * low))
+    return Targets(low=low, high=high, keep=max(high, math.ceil(tuning.keep_factor * low)))
 
 
 def _unit(inp: PolicyInput) -> int:
@@ -239,7 +339,7 @@ def decide_growth(
     ``congested`` (a growth call was throttled lately) each call fills its ENI; while
     ``young`` (just booted) the lowest ENI is filled."""
     rates, congested = situation.rates, situation.congested
-    aim = targets(rates, inp, tuning)
+    aim = targets(rates, inp, tuning, growing=inp.waiting > 0 or inp.pending_addresses > 0)
     ready = _available(pool) + inp.pending_addresses - inp.waiting
     total = pool.usable_total + inp.pending_addresses
     room_pods = inp.max_pods - total
@@ -288,17 +388,19 @@ def decide_growth(
 def decide_shrink(
     pool: AddressPool, inp: PolicyInput, situation: Situation, tuning: AdaptiveTuning, now: float
 ) -> list[Effect]:
-    """Give back half the surplus above ``keep``, or one empty ENI; nothing while
-    ``congested`` (calls are scarce then, and the surplus was asked for on purpose) or
-    ``young``."""
+    """Give back the surplus above ``keep`` (half of it per pass while demand still grows
+    by an address or more a batch horizon), or one empty ENI; while calls are ``scarce``
+    keep room for the recent peak; nothing while ``congested`` (the surplus was asked for
+    on purpose) or ``young``."""
     if situation.congested or situation.young:
         return []
     aim = targets(situation.rates, inp, tuning)
     cfg = inp.config
     available = _available(pool)
-    surplus_addresses = min(
-        available - aim.keep, pool.usable_total - max(cfg.minimum_ip_target, 0)
-    )
+    floor = max(cfg.minimum_ip_target, 0)
+    if situation.scarce:  # keep room for the recent peak: regrowing costs scarce calls
+        floor = max(floor, situation.peak + aim.low)
+    surplus_addresses = min(available - aim.keep, pool.usable_total - floor)
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
     for eni in enis_high_first:
         if (
@@ -310,7 +412,8 @@ def decide_shrink(
     surplus = surplus_addresses // _unit(inp)
     if surplus <= 0:
         return []
-    give = surplus if situation.rates.net <= 0 else max(1, surplus // 2)
+    growing = situation.rates.net * tuning.batch_horizon_s >= 1.0  # an address a batch
+    give = max(1, surplus // 2) if growing else surplus
     return unassign_from_highest(pool, inp, enis_high_first, give, free_blocks)
 
 
@@ -345,18 +448,24 @@ class AdaptivePolicy:
 
     def __init__(self, tuning: AdaptiveTuning) -> None:
         self.tuning = tuning
-        self.demand = Demand(tuning.rate_window_s)
+        self.demand = Demand(tuning.rate_window_s, tuning.gap_confidence)
         self.backoff = Backoff(tuning)
+        self.history = History(tuning.history_s, tuning.history_bucket_s)
 
     def grow(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
         """The growth effects for this round (see :class:`ipamcore.policy.Policy`)."""
         self.backoff.start(now)
-        return decide_growth(pool, inp, self.backoff.situation(self.demand, now), self.tuning)
+        self.history.observe(now, pool.assigned)
+        return decide_growth(pool, inp, self._situation(now), self.tuning)
 
     def shrink(self, pool: AddressPool, inp: PolicyInput, now: float) -> list[Effect]:
         """The shrink effects for this round (see :class:`ipamcore.policy.Policy`)."""
+        self.history.observe(now, pool.assigned)
+        return decide_shrink(pool, inp, self._situation(now), self.tuning, now)
+
+    def _situation(self, now: float) -> Situation:
         situation = self.backoff.situation(self.demand, now)
-        return decide_shrink(pool, inp, situation, self.tuning, now)
+        return attrs.evolve(situation, peak=self.history.peak())
 
     def assigned(self, now: float) -> None:
         """An address was assigned at ``now``: one arrival for the demand rates."""

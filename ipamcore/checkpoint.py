@@ -25,9 +25,10 @@ allocation lives (:class:`CheckpointEncoder` remembers them from the decoded fil
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import json.encoder
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -39,11 +40,15 @@ CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
 MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
 MAX_TIMESTAMP_S = (MAX_TIMESTAMP_NS // NS_PER_S) - 1  # whole seconds that still fit, with margin
+T = TypeVar("T")
+V = TypeVar("V")
 _KNOWN_ENTRY = frozenset(
     {"networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata",
      "netns"}
 )  # fmt: skip
 _KNOWN_METADATA = frozenset({"k8sPodNamespace", "k8sPodName"})
+# A JSON string as json.dumps writes it (ASCII, escaped): the C encoder json.dumps uses.
+_quote = json.encoder.encode_basestring_ascii
 # A timestamp written back exactly when the allocation's float seconds round to within this.
 _SAME_ALLOCATION_NS = 1_000
 
@@ -79,13 +84,133 @@ class Checkpoint:
     preserved: tuple[tuple[AllocationKey, Preserved], ...] = attrs.field(default=(), eq=False)
 
 
+class CheckpointChange(NamedTuple):
+    """What changed in the checkpoint since the previous write, as the entries' current
+    values (so applying a change twice, or after a snapshot that already has it, is the
+    same): allocations added or changed (with their pod's netns path, "" when unknown),
+    keys whose allocation is gone, release times set, and addresses whose release time is
+    gone (assigned again, or no longer free). A writer that keeps the stored document as
+    entries applies it in work proportional to the change, not to the pool. (A named
+    tuple: one is made for every commit.)"""
+
+    put: tuple[tuple[Allocation, str], ...] = ()
+    removed: tuple[AllocationKey, ...] = ()
+    released: tuple[tuple[str, float], ...] = ()
+    unreleased: tuple[str, ...] = ()
+
+    def shifted(self, seconds: float) -> CheckpointChange:
+        """This change with every time moved by ``seconds`` (monotonic <-> wall)."""
+        if not seconds:
+            return self
+        return CheckpointChange(
+            put=tuple(
+                (a._replace(allocated_at=a.allocated_at + seconds), netns) for a, netns in self.put
+            ),
+            removed=self.removed,
+            released=tuple((address, t + seconds) for address, t in self.released),
+            unreleased=self.unreleased,
+        )
+
+    def apply_to(self, checkpoint: Checkpoint) -> Checkpoint:
+        """``checkpoint`` with this change made (O(checkpoint): for tests and tools)."""
+        gone = set(self.removed) | {a.key for a, _ in self.put}
+        allocations = [a for a in checkpoint.allocations if a.key not in gone]
+        allocations += [a for a, _ in self.put]
+        netns = dict(checkpoint.netns)
+        for key in gone:
+            netns.pop(key, None)
+        netns.update((a.key, path) for a, path in self.put if path)
+        cleared = set(self.unreleased) | {address for address, _ in self.released}
+        released = [r for r in checkpoint.released_at if r[0] not in cleared]
+        released += self.released
+        return Checkpoint(
+            allocations=tuple(sorted(allocations, key=lambda a: str(a.key))),
+            released_at=tuple(sorted(released)),
+            netns=tuple(netns.items()),
+            from_upstream=checkpoint.from_upstream,
+            preserved=checkpoint.preserved,
+        )
+
+
+class ChangeSource(Protocol):
+    """What :class:`ChangeTracker` reads the current values from (an
+    :class:`~ipamcore.ipam.Ipam`)."""
+
+    def get(self, key: AllocationKey) -> Allocation | None:
+        """The allocation of ``key`` now, or None."""
+        ...
+
+    def released_time(self, address: str) -> float | None:
+        """The release time the checkpoint holds for ``address`` now, or None."""
+        ...
+
+
+class ChangeTracker:
+    """Which allocation keys and addresses a writer has touched since its last
+    :meth:`cut`, so the next checkpoint write carries only them (a
+    :class:`CheckpointChange`). Whoever changes the state in any other way calls
+    :meth:`touch_all`: the next cut is then None, which means "write the whole checkpoint".
+    It starts that way (nothing is known written yet). Insertion-ordered, so a change is
+    deterministic (the node's commands are replayed and compared)."""
+
+    __slots__ = ("_addresses", "_keys", "full")
+
+    def __init__(self) -> None:
+        self._keys: dict[AllocationKey, None] = {}
+        self._addresses: dict[str, None] = {}
+        self.full = True
+
+    def touch(self, key: AllocationKey, allocation: Allocation | None = None) -> None:
+        """``key``'s allocation (and the address of ``allocation``, the one it had or has
+        now) may have changed."""
+        self._keys[key] = None
+        if allocation is not None and allocation.ipv4:
+            self._addresses[allocation.ipv4] = None
+
+    def touch_all(self) -> None:
+        """Anything may have changed: the next write is the whole checkpoint."""
+        self.full = True
+
+    def cut(
+        self, source: ChangeSource, netns: Mapping[AllocationKey, str]
+    ) -> CheckpointChange | None:
+        """The change since the previous cut, read from ``source`` now (None: write the
+        whole checkpoint); starts the next one."""
+        keys, addresses = self._keys, self._addresses
+        self._keys, self._addresses = {}, {}
+        if self.full:
+            self.full = False
+            return None
+        found, removed = _read_back(keys, source.get)
+        released, unreleased = _read_back(addresses, source.released_time)
+        put = [(allocation, netns.get(key, "")) for key, allocation in found]
+        return CheckpointChange(tuple(put), tuple(removed), tuple(released), tuple(unreleased))
+
+
+def _read_back(
+    items: Iterable[T], read: Callable[[T], V | None]
+) -> tuple[list[tuple[T, V]], list[T]]:
+    """``(item, value)`` of the items ``read`` finds a value for, and the others."""
+    found: list[tuple[T, V]] = []
+    missing: list[T] = []
+    for item in items:
+        value = read(item)
+        if value is None:
+            missing.append(item)
+        else:
+            found.append((item, value))
+    return found, missing
+
+
 def _to_ns(seconds: float) -> int:
     """Unix seconds to nanoseconds: whole seconds and the (exactly computed) fraction apart,
     so a present-day time keeps nanosecond precision. A time :func:`decode` would refuse
     (NaN, infinite, negative, past Go's int64 nanoseconds: ``now`` in milliseconds, say)
     raises :class:`CheckpointError` here, so that ``encode`` never writes what ``decode``
     rejects."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+    if type(seconds) is not float and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float)
+    ):
         raise CheckpointError(f"a time must be Unix seconds, got {type(seconds).__name__}")
     if not 0 <= seconds <= MAX_TIMESTAMP_S:  # also False for NaN
         raise CheckpointError(
@@ -111,6 +236,22 @@ def _kept(a: Allocation, kept: Preserved | None) -> Preserved | None:
 
 
 def _allocation_json(a: Allocation, netns: str = "", kept: Preserved | None = None) -> str:
+    """One allocation as upstream's entry: the text ``json.dumps(entry, separators=(",",
+    ":"))`` writes, built directly when nothing unknown is kept (a commit encodes one or two
+    entries; ``json.dumps`` costs several times more than the string itself)."""
+    if kept is not None:
+        return _allocation_json_kept(a, netns, kept)
+    key, pod, q = a.key, a.pod, _quote
+    return (
+        f'{{"networkName":{q(key.network_name)},"containerID":{q(key.container_id)},'
+        f'"ifName":{q(key.if_name)},"ipv4":{q(a.ipv4 or "")},"ipv6":{q(a.ipv6 or "")},'
+        f'"allocationTimestamp":{_to_ns(a.allocated_at)},'
+        f'"metadata":{{"k8sPodNamespace":{q(pod.namespace)},"k8sPodName":{q(pod.name)}}}'
+        + (f',"netns":{q(netns)}}}' if netns else "}")
+    )
+
+
+def _allocation_json_kept(a: Allocation, netns: str, kept: Preserved) -> str:
     metadata: dict[str, object] = {"k8sPodNamespace": a.pod.namespace, "k8sPodName": a.pod.name}
     entry: dict[str, object] = {
         "networkName": a.key.network_name,
@@ -118,20 +259,19 @@ def _allocation_json(a: Allocation, netns: str = "", kept: Preserved | None = No
         "ifName": a.key.if_name,
         "ipv4": a.ipv4 or "",
         "ipv6": a.ipv6 or "",
-        "allocationTimestamp": _to_ns(a.allocated_at) if kept is None else kept.timestamp_ns,
+        "allocationTimestamp": kept.timestamp_ns,
         "metadata": metadata,
     }
     if netns:
         entry["netns"] = netns
-    if kept is not None:
-        metadata.update((k, json.loads(v)) for k, v in kept.metadata)
-        entry.update((k, json.loads(v)) for k, v in kept.fields)
+    metadata.update((k, json.loads(v)) for k, v in kept.metadata)
+    entry.update((k, json.loads(v)) for k, v in kept.fields)
     return json.dumps(entry, separators=(",", ":"))
 
 
 def _released_json(released: tuple[str, float]) -> str:
     address, at = released
-    return json.dumps({"address": address, "releasedAt": _to_ns(at)}, separators=(",", ":"))
+    return f'{{"address":{_quote(address)},"releasedAt":{_to_ns(at)}}}'
 
 
 def _document(allocations: list[str], released: list[str]) -> bytes:

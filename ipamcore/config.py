@@ -50,11 +50,12 @@ class AdaptiveTuning:
     what the README's comparison was measured with."""
 
     rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
-    refill_horizon_s: float = 6.0  # arrivals to cover while a top-up is on its way
+    refill_horizon_s: float = 8.0  # arrivals to cover while a top-up is on its way and usable
     safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
     batch_horizon_s: float = 45.0  # net growth one growth call asks for
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
     boot_hold_s: float = 300.0  # a node just booted fills its first ENI(s) and keeps them
+    boot_idle_hold_s: float = 900.0  # ... longer while no pod has come at all
     boot_enis: int = 2  # ENIs a node just booted fills (creating them at boot, spread out)
     settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
     eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less
@@ -62,6 +63,11 @@ class AdaptiveTuning:
     backoff_base_s: float = 1.0  # first pause after a throttled growth call
     backoff_cap_s: float = 30.0  # longest pause (before jitter)
     urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now
+    gap_confidence: float = 3.0  # after g s without arrivals, no rate above this / g (5 %)
+    burst_horizon_s: float = 1.0  # refill horizon while growth is under way (answers re-plan)
+    keep_factor: float = 2.0  # give back only what is ready beyond max(high, keep_factor * low)
+    history_s: float = 1800.0  # demand history: peak pods kept while calls are scarce
+    history_bucket_s: float = 60.0  # the history's resolution (one peak a bucket)
 
 
 def _non_negative(name: str, kind: type = int) -> Callable[[object, object, Any], None]:

@@ -854,6 +854,18 @@ class Ipam(CardPools):
             released_at=tuple(sorted(r for pool in self._pools() for r in pool.released_times())),
         )
 
+    def released_time(self, address: str) -> float | None:
+        """The release time :meth:`checkpoint` holds for ``address`` (None: none), in O(1):
+        what a writer of changes (:class:`ipamcore.checkpoint.ChangeTracker`) reads."""
+        slot = self.pool.slots.get(address)
+        if slot is None:  # an address is in one pool at most: card 0's, or another card's
+            found = (p.slots.get(address) for p in self.card_pools.values())
+            slot = next(filter(None, found), None)
+        if slot is None or slot.state is not SlotState.FREE:
+            return None
+        at = slot.released_at
+        return None if at == -INF else at
+
     def restore(
         self,
         checkpoint: Checkpoint,

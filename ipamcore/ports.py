@@ -8,10 +8,10 @@ checkpoint store is asynchronous (the daemon awaits durable writes). Cloud backe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
-from ipamcore.checkpoint import Checkpoint
+from ipamcore.checkpoint import Checkpoint, CheckpointChange
 from ipamcore.effects import CreateEni
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import InstanceIdentity, ObservedEni, Subnet
@@ -152,4 +152,20 @@ class CheckpointStore(Protocol):
 
     async def save(self, checkpoint: Checkpoint) -> None:
         """Durably replace the stored checkpoint (all or nothing)."""
+        ...
+
+
+@runtime_checkable
+class ChangeStore(CheckpointStore, Protocol):
+    """A checkpoint store that also writes changes (a journal): the daemon's commits cost
+    work in proportion to what changed, not to the pool."""
+
+    async def commit(
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+    ) -> None:
+        """Durably make ``change`` (every change before it is stored); None, or whenever
+        the store cannot apply a change to what it holds: durably store ``snapshot()``.
+        The store may leave a change that only removes allocations and records release
+        times unsynced until its next commit that adds (see
+        :mod:`backends.checkpoint.journal`)."""
         ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -29,14 +29,14 @@ from adapters.pending_dels import read_pending_dels, remove_pending_del
 from backends.observe import CallCounter, CallRecord
 from backends.perform import perform
 from backends.steps import Step, no_step
-from ipamcore.checkpoint import Checkpoint
+from ipamcore.checkpoint import Checkpoint, CheckpointChange
 from ipamcore.errors import CheckpointError, CloudError, UnsupportedCheckpointVersion
 from ipamcore.ipv6 import V6Stats
 from ipamcore.model import AllocationKey
 from ipamcore.node import Node, NodeConfig
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
-from ipamcore.ports import CheckpointStore, CloudPort, DatapathPort, MetadataPort
+from ipamcore.ports import ChangeStore, CheckpointStore, CloudPort, DatapathPort, MetadataPort
 from ipamcore.views import EniView, PoolStats
 
 T = TypeVar("T")
@@ -122,6 +122,8 @@ class NodeExecutor:
         self._request_of_task: dict[asyncio.Task[Any], int] = {}
         self._failures: dict[int, BaseException] = {}
         self._persist_failure: BaseException | None = None
+        self._persisted_offset: float | None = None  # the wall offset of the last commit
+        self._store_kind: tuple[object, bool] = (None, False)
         self._pending_dels: dict[AllocationKey, p.Request] = {}
         self._started: asyncio.Future[None] | None = None
         self._wake_changed: asyncio.Event | None = None
@@ -302,11 +304,31 @@ class NodeExecutor:
 
     # ------------------------------------------------------------------ answered commands
     def _persist(self, cmd: c.Persist) -> None:
-        self._spawn(self._write_checkpoint(cmd.cid))
+        self._spawn(self._write_checkpoint(cmd.cid, cmd.change))
 
-    async def _write_checkpoint(self, cid: int) -> None:
+    async def _write_checkpoint(self, cid: int, change: CheckpointChange | None) -> None:
+        """A store that takes changes (the journal) gets the node's change, in wall time;
+        the whole checkpoint when the node sends none or the wall offset moved (every
+        stored time moves with it). Others rewrite the whole checkpoint."""
+        offset = self._wall_offset()
+        node = self.node
+
+        def snapshot() -> Checkpoint:
+            return shift(node.checkpoint(), offset)
+
+        store = self.ports.store
+        if store is not self._store_kind[0]:  # (isinstance on a Protocol is slow)
+            self._store_kind = (store, isinstance(store, ChangeStore))
         try:
-            await self.ports.store.save(shift(self.node.checkpoint(), self._wall_offset()))
+            if self._store_kind[1]:
+                changes = cast(ChangeStore, store)
+                if change is not None and offset == self._persisted_offset:
+                    await changes.commit(change.shifted(offset), snapshot)
+                else:
+                    await changes.commit(None, snapshot)
+                self._persisted_offset = offset
+            else:
+                await store.save(snapshot())
         except Exception as exc:
             self._persist_failure = exc
             self.feed(self._failed(cid, exc))

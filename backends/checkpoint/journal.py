@@ -9,15 +9,31 @@ fsynced once when it is created, then overwritten in place) so the ``fdatasync``
 metadata (size, extents) to write. ``ipam.json`` stays upstream's document, rewritten
 atomically (temp + fsync + rename + directory fsync) only by a *compaction*: after a commit
 when the journal has grown past a bound (in the store's single writer thread, after the
-commit was acknowledged: the next commit waits for it), when a record would not fit, and at
-every orderly stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so
-a rollback to upstream after an orderly stop finds every allocation in ``ipam.json``.
+commit was acknowledged: the next commit waits for it), ``fresh_after_s`` (1 s) after the
+first record it does not yet hold (so ``cat ipam.json`` on a running node is at most about a
+second behind, as operators read it), when a record would not fit, and at every orderly
+stop (:meth:`JournalCheckpointStore.compact`, called by the daemon's stop), so a rollback
+to upstream after an orderly stop finds every allocation in ``ipam.json``.
+
+What a commit costs: the daemon's node sends the *change* since its previous commit
+(:class:`ipamcore.checkpoint.CheckpointChange`: the entries it touched, with their current
+values), and :meth:`JournalCheckpointStore.commit` applies it to the stored state in place
+and encodes only those entries: work proportional to the change, not to the pool (the node
+keeps no snapshot, the store compares nothing). A whole checkpoint (``save``, or a commit
+without a change: the first one, and after restore, reconciliation, the pool policy or a
+failed write) is compared entry by entry with the state, as before. After any failure the
+state is forgotten and the next commit is whole.
 
 Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thread (the
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
 anyway); slower, it moves to the store's one writer thread, where compactions always run.
-A commit that only releases is a ``pwrite`` to the page cache on the caller's thread.
+A commit that only releases is a ``pwrite`` to the page cache on the caller's thread. With
+nothing in flight, a commit of a change runs to its end without yielding: no task, no
+lock, no thread hop (a commit that finds another in flight, or a compaction running, waits
+its turn in a task, so changes are applied in the order they were made). The document a
+compaction writes is made on the caller's thread (the state changes in place there) and
+written by the writer thread.
 
 Files (all in the checkpoint's directory, mode 0600):
 
@@ -44,7 +60,8 @@ A journal beside an ``ipam.json`` without ``journalSeq`` (written by upstream af
 rollback, or by an older version of this project) belongs to another history and is
 discarded, never replayed.
 
-Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`): an
+Crash safety of the steps (crash points :data:`backends.steps.JOURNAL_STEPS`; a commit
+of a change and a whole one write through the same steps): an
 append killed before its ``fdatasync`` is dropped or kept whole (the CRC decides); after
 it, it is durable. A compaction killed before the rename leaves the old ``ipam.json`` and the
 whole journal; after the rename, the new ``ipam.json`` says ``S`` and every journal record
@@ -68,18 +85,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import json
 import os
-import re
 import secrets
 import stat
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from backends.checkpoint.errors import moved_aside_error
+from backends.checkpoint.journal_records import (
+    FILE_HEADER,
+    FILE_MAGIC,
+    JOURNAL_VERSION,
+    RECORD_HEADER,
+    RECORD_MAGIC,
+    SEQ_TAIL,
+    State,
+    apply_change,
+    apply_record,
+    checkpoint_of,
+    diff_state,
+    make_record,
+    parse_journal,
+    read_file,
+    state_of,
+)
 from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     DIR_MODE,
@@ -90,24 +120,23 @@ from backends.checkpoint.jsonfile import (
     _write_all,
     decode_file_bytes,
 )
-from backends.statefile import UnsafeStateFile, read_state_file
+from backends.statefile import UnsafeStateFile
 from backends.steps import Step, no_step
-from ipamcore.checkpoint import (
-    Checkpoint,
-    Preserved,
-    _allocation_json,
-    _document,
-    _kept,
-    _released_json,
-)
-from ipamcore.errors import CheckpointError, UnsupportedCheckpointVersion
+from ipamcore.checkpoint import Checkpoint, CheckpointChange, Preserved
+from ipamcore.errors import CheckpointError
 from ipamcore.model import AllocationKey
 
-JOURNAL_VERSION = 1
-FILE_MAGIC = b"IPAMJNL\n"
-FILE_HEADER = struct.Struct("<8sI20x")  # 32 bytes
-RECORD_MAGIC = 0x4C4E524A  # "JRNL"
-RECORD_HEADER = struct.Struct("<IQII")  # magic, seq, length, crc
+__all__ = [
+    "FILE_HEADER",
+    "FILE_MAGIC",
+    "JOURNAL_VERSION",
+    "RECORD_HEADER",
+    "RECORD_MAGIC",
+    "JournalCheckpointStore",
+    "parse_journal",
+    "read_checkpoint_file",
+]
+
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 MIN_COMPACT_BYTES = 256 * 1024
 MAX_JOURNAL_BYTES = 256 * 1024 * 1024
@@ -115,117 +144,10 @@ MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
 INLINE_SYNC_S = 0.001
-_SEQ_TAIL = re.compile(rb',"journalSeq":(\d{1,19})\}\s*$')
-
-Fields = tuple[Any, ...]
-
-
-def _read(path: str, limit: int) -> bytes | None:
-    """A state file's bytes (None: there is none); a link, FIFO, device or oversized file is
-    :class:`UnsafeStateFile` (:mod:`backends.statefile`: never followed, waited on or read
-    without bound)."""
-    try:
-        return read_state_file(path, limit)
-    except FileNotFoundError:
-        return None
-
-
-def _record(seq: int, payload: bytes) -> bytes:
-    head = struct.pack("<QI", seq, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return RECORD_HEADER.pack(RECORD_MAGIC, seq, len(payload), crc) + payload
-
-
-def _record_at(data: bytes, off: int) -> tuple[int, bytes, int] | None:
-    """(seq, payload, next offset) of a well-formed record at ``off``, else None."""
-    if off + RECORD_HEADER.size > len(data):
-        return None
-    magic, seq, length, crc = RECORD_HEADER.unpack_from(data, off)
-    end = off + RECORD_HEADER.size + length
-    if magic != RECORD_MAGIC or end > len(data):
-        return None
-    payload = data[off + RECORD_HEADER.size : end]
-    if zlib.crc32(payload, zlib.crc32(struct.pack("<QI", seq, length))) != crc:
-        return None
-    return seq, payload, end
-
-
-def parse_journal(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """The chain of records of a journal file and the offset after its last one.
-
-    :class:`CheckpointError` for a file that is not a journal or whose chain is broken in
-    the middle; :class:`UnsupportedCheckpointVersion` for a newer format."""
-    if len(data) < FILE_HEADER.size:
-        raise CheckpointError("journal shorter than its header")
-    magic, version = FILE_HEADER.unpack_from(data, 0)
-    if magic != FILE_MAGIC:
-        raise CheckpointError("not a checkpoint journal (bad header)")
-    if version != JOURNAL_VERSION:
-        raise UnsupportedCheckpointVersion(f"ipam-journal/{version}")
-    records: list[tuple[int, bytes]] = []
-    off = FILE_HEADER.size
-    while True:
-        found = _record_at(data, off)
-        if found is None or (records and found[0] != records[-1][0] + 1):
-            if found is None:
-                _check_tail(data, off, records[-1][0] if records else None)
-            return records, off
-        records.append((found[0], found[1]))
-        off = found[2]
-
-
-def _check_tail(data: bytes, off: int, last: int | None) -> None:
-    """The chain ended at ``off`` on a bad record: if the next record of the chain follows
-    it (by the bad record's own length), acknowledged data is damaged."""
-    if off + RECORD_HEADER.size > len(data):
-        return
-    magic, seq, length, _crc = RECORD_HEADER.unpack_from(data, off)
-    if magic != RECORD_MAGIC:
-        return
-    after = _record_at(data, off + RECORD_HEADER.size + length)
-    if after is not None and after[0] == seq + 1 and (last is None or seq == last + 1):
-        raise CheckpointError(f"journal record {seq} is damaged (checksum) and later ones follow")
-
-
-def _key_of(entry: list[Any]) -> AllocationKey:
-    if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry)):
-        raise CheckpointError("journal: a removed key must be [network, container, ifname]")
-    return AllocationKey(entry[0], entry[1], entry[2])
-
-
-class _State:
-    """The stored checkpoint as per-key JSON entries (what the next record is a diff to)."""
-
-    def __init__(self) -> None:
-        self.allocs: dict[AllocationKey, tuple[Fields, str]] = {}
-        self.released: dict[str, tuple[float, str]] = {}
-        # What a decoded entry keeps (exact timestamp, unknown fields), written back for as
-        # long as the allocation lives (ipamcore.checkpoint.Preserved).
-        self.preserved: dict[AllocationKey, Preserved] = {}
-
-    def document(self, seq: int) -> bytes:
-        doc = _document(
-            [js for _f, js in self.allocs.values()], [js for _t, js in self.released.values()]
-        )
-        return doc[:-1] + b',"journalSeq":%d}' % seq
-
-
-def _fields(a: Any, netns: str, kept: Preserved | None = None) -> Fields:
-    return (a.key.network_name, a.key.container_id, a.key.if_name, a.ipv4, a.ipv6,
-            a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
-
-
-def _state_of(cp: Checkpoint, known: dict[AllocationKey, Preserved] | None = None) -> _State:
-    state = _State()
-    paths = dict(cp.netns)
-    state.preserved = {**known, **dict(cp.preserved)} if known else dict(cp.preserved)
-    for a in cp.allocations:
-        netns = paths.get(a.key, "")
-        kept = _kept(a, state.preserved.get(a.key))
-        state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
-    for r in cp.released_at:
-        state.released[r[0]] = (r[1], _released_json(r))
-    return state
+# ``ipam.json`` trails the journal by at most about this long while the daemon runs, so the
+# brief's ``cat /var/run/aws-node/ipam.json`` shows what runs on the node (upstream rewrites
+# the file per change; here the journal does, and a fold follows within this time).
+DEFAULT_FRESH_AFTER_S = 1.0
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -241,7 +163,10 @@ class JournalCheckpointStore:
     document)`` and at most half of it. ``sync_releases``: also ``fdatasync`` commits that
     only release (off by default: see the module's argument). ``syncs`` counts every
     ``fsync``/``fdatasync`` the store made (journal and compaction), ``records`` the records
-    appended, ``compactions`` the compactions; benchmarks read them.
+    appended, ``compactions`` the compactions; benchmarks read them. ``fresh_after_s``: the
+    first record after a compaction schedules one that long later (``call_later``, the
+    event loop's by default; 0 turns it off), so ``ipam.json`` never trails the journal
+    by much longer, even under continuous churn.
     """
 
     def __init__(
@@ -252,6 +177,8 @@ class JournalCheckpointStore:
         step: Step = no_step,
         capacity: int = DEFAULT_CAPACITY,
         sync_releases: bool = False,
+        fresh_after_s: float = DEFAULT_FRESH_AFTER_S,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
@@ -266,7 +193,7 @@ class JournalCheckpointStore:
         self._sync_releases = sync_releases
         self._lock = asyncio.Lock()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-journal")
-        self._state: _State | None = None  # None: nothing known durable; next save compacts
+        self._state: State | None = None  # None: nothing known durable; next save compacts
         self._seq = 0
         self._fd = -1
         self._off = FILE_HEADER.size
@@ -278,6 +205,10 @@ class JournalCheckpointStore:
         self._sync_s = 0.0  # moving average of the journal's fdatasync, seconds
         self._unsynced = False
         self._background: set[asyncio.Future[None]] = set()
+        self._fresh_after_s = fresh_after_s
+        self._call_later = call_later
+        self._fresh_due = False  # a fold of the journal into ipam.json is scheduled
+        self._fresh_timer: Any = None  # its handle (to cancel it at close)
         self.syncs = 0
         self.records = 0
         self.bytes_appended = 0
@@ -302,7 +233,7 @@ class JournalCheckpointStore:
         base: int | None = None
         checkpoint: Checkpoint | None = None
         try:
-            data = _read(self.path, MAX_CHECKPOINT_BYTES)
+            data = read_file(self.path, MAX_CHECKPOINT_BYTES)
         except UnsafeStateFile as exc:
             # Never followed, waited on or read without bound: moved aside (a link is
             # renamed, not its target), and the start goes on as for a corrupt file.
@@ -316,14 +247,14 @@ class JournalCheckpointStore:
                 moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
                 raise moved_aside_error(self.path, moved, exc) from exc
             self._loaded_preserved = dict(checkpoint.preserved)
-            found = _SEQ_TAIL.search(data[-64:])
+            found = SEQ_TAIL.search(data[-64:])
             base = int(found.group(1)) if found else None
         records: list[tuple[int, bytes]] = []
         end = FILE_HEADER.size
         journal: bytes | None = b""
         if base is not None:
             try:
-                journal = _read(self.journal_path, MAX_JOURNAL_BYTES)
+                journal = read_file(self.journal_path, MAX_JOURNAL_BYTES)
             except UnsafeStateFile as exc:
                 journal = None
                 unsafe: CheckpointError | None = CheckpointError(
@@ -337,9 +268,9 @@ class JournalCheckpointStore:
             try:
                 records, end = parse_journal(journal)
                 records = [r for r in records if r[0] > base]
-                state = _state_of(checkpoint) if checkpoint is not None else _State()
+                state = state_of(checkpoint) if checkpoint is not None else State()
                 for _seq, payload in records:
-                    self._apply(state, payload)
+                    apply_record(state, payload)
             except CheckpointError as exc:
                 self._move_both_aside(data, exc)
         if not records:
@@ -352,12 +283,12 @@ class JournalCheckpointStore:
                 return checkpoint
             # A document without journalSeq (upstream's) is rewritten by the next save, so
             # no record is ever appended to a journal that ipam.json does not point to.
-            self._state = _state_of(checkpoint) if base is not None else None
+            self._state = state_of(checkpoint) if base is not None else None
             return checkpoint
         self._seq = records[-1][0]
         if self._try_open_journal(end):
             self._state = state
-        return self._checkpoint_of(state)
+        return checkpoint_of(state)
 
     def _try_open_journal(self, end: int | None = None) -> bool:
         """Open the journal for appends; if that fails (a full disk cannot preallocate
@@ -389,42 +320,6 @@ class JournalCheckpointStore:
                     os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
                     pass
-
-    @staticmethod
-    def _checkpoint_of(state: _State) -> Checkpoint:
-        return decode_file_bytes(state.document(0))
-
-    @staticmethod
-    def _apply(state: _State, payload: bytes) -> None:
-        try:
-            change = json.loads(payload)
-        except ValueError as exc:
-            raise CheckpointError(f"journal record is not JSON: {exc}") from None
-        if not isinstance(change, dict):
-            raise CheckpointError("journal record must be an object")
-        for raw in change.get("del", []):
-            key = _key_of(raw)
-            state.allocs.pop(key, None)
-            state.preserved.pop(key, None)
-        puts = change.get("put", [])
-        if puts:
-            cp = decode_file_bytes(
-                _document([json.dumps(e, separators=(",", ":")) for e in puts], [])
-            )
-            paths = dict(cp.netns)
-            state.preserved.update(cp.preserved)
-            for a in cp.allocations:
-                netns = paths.get(a.key, "")
-                kept = _kept(a, state.preserved.get(a.key))
-                state.allocs[a.key] = (_fields(a, netns, kept), _allocation_json(a, netns, kept))
-        for addr in change.get("unrel", []):
-            state.released.pop(addr, None)
-        rel = change.get("rel", [])
-        if rel:
-            doc = b'{"version":"vpc-cni-ipam/1","allocations":[],"releasedAddresses":%s}'
-            cp = decode_file_bytes(doc % json.dumps(rel).encode())
-            for r in cp.released_at:
-                state.released[r[0]] = (r[1], _released_json(r))
 
     def _open_journal(self, end: int | None = None) -> None:
         """Open (creating and preallocating if needed) the journal. With ``end`` (records
@@ -475,7 +370,31 @@ class JournalCheckpointStore:
 
     # ------------------------------------------------------------------ save
     async def save(self, checkpoint: Checkpoint) -> None:
-        task = asyncio.ensure_future(self._locked_save(checkpoint))
+        await self.commit(None, lambda: checkpoint)
+
+    async def commit(
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+    ) -> None:
+        """Make ``change`` durable (None, or a store that has nothing known durable: the
+        whole ``snapshot()``, compared with what is stored). The change is encoded in work
+        proportional to it. With nothing in flight and a fast disk (or nothing to sync) it
+        runs to its end on the caller's thread without yielding: no task, no thread hop.
+        Otherwise in a task that the caller's cancellation does not stop halfway."""
+        if change is not None and self._ready_now():
+            inline = self._sync_s < INLINE_SYNC_S
+            if inline or not (change.put or self._sync_releases):
+                state = self._state
+                assert state is not None
+                payload = self._change_record(state, change)
+                if payload is not None:
+                    self._commit_inline(state, payload, bool(change.put))
+                    return
+                if not self._unsynced:
+                    return
+                if inline:
+                    self._guarded(self._sync)
+                    return
+        task = asyncio.ensure_future(self._locked_commit(change, snapshot))
         self._background.add(task)
         task.add_done_callback(self._forget)
         await asyncio.shield(task)
@@ -485,30 +404,67 @@ class JournalCheckpointStore:
         if not task.cancelled():
             task.exception()
 
-    async def _locked_save(self, checkpoint: Checkpoint) -> None:
+    def _ready_now(self) -> bool:
+        """Nothing in flight (no commit holds the lock, no compaction runs, the state is
+        known): a change can be written without waiting, and after every earlier one
+        (a change holds its entries' values when it was made: applied out of order, an older
+        value could overwrite a newer one)."""
+        if self._background or self._lock.locked() or self._state is None or self._fd < 0:
+            return False
+        pending = self._compaction
+        if pending is not None:
+            if not pending.done():
+                return False
+            self._compaction = None
+            self._settled(pending)
+        return self._state is not None
+
+    def _change_record(self, state: State, change: CheckpointChange) -> bytes | None:
+        """:meth:`_apply_change`; if it fails halfway (a time it cannot encode), the state
+        is unknown and the next commit writes everything."""
+        try:
+            return apply_change(state, change)
+        except BaseException:
+            self._state = None
+            raise
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException:
+            self._state = None  # what reached the disk is unknown: rewrite everything
+            raise
+
+    async def _locked_commit(
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+    ) -> None:
         async with self._lock:
             await self._settle()
             state = self._state
             if state is None or self._fd < 0:
-                await self._full(_state_of(checkpoint, self._loaded_preserved))
+                await self._full(state_of(snapshot(), self._loaded_preserved))
                 return
-            new, payload, adds = self._diff(state, checkpoint)
+            if change is not None:
+                payload = self._change_record(state, change)
+                adds = bool(change.put)
+            else:
+                state, payload, adds = diff_state(state, snapshot())
             if payload is None:
                 if self._unsynced:
-                    await self._run(self._sync)
+                    await self._run(self._guarded, self._sync)
+                return
+            if (adds or self._sync_releases) and self._sync_s < INLINE_SYNC_S:
+                self._commit_inline(state, payload, adds)
                 return
             seq = self._seq + 1
-            record = _record(seq, payload)
-            if self._off + len(record) > self._capacity:
-                self._seq = seq
-                await self._full(new)
-                return
+            record = make_record(seq, payload)
             try:
+                if self._off + len(record) > self._capacity:
+                    self._seq = seq
+                    await self._full(state)
+                    return
                 if adds or self._sync_releases:
-                    if self._sync_s < INLINE_SYNC_S:
-                        self._append(record, True)  # a fast disk: no thread hop at all
-                    else:
-                        await self._run(self._append, record, True)
+                    await self._run(self._append, record, True)  # a slow disk: its thread
                 else:
                     self._append(record, False)  # page cache only: no thread hop, no sync
             except BaseException:
@@ -517,68 +473,63 @@ class JournalCheckpointStore:
                 # with a journalSeq past this record's, so it is never replayed.
                 self._state, self._seq = None, seq
                 raise
-            self._state, self._seq = new, seq
-            self._off += len(record)
-            self.records += 1
-            self.bytes_appended += len(record)
-            if self._off > self._compact_at():
-                self._compaction = self._run(self._compact_blocking, new)
-                self._compaction.add_done_callback(_retrieve)
+            self._appended(state, seq, record)
+
+    def _commit_inline(self, state: State, payload: bytes, adds: bool) -> None:
+        """Append the record of ``state``'s last change on this thread (``fdatasync``-ed
+        when it adds, or every record with ``sync_releases``). A record that does not fit
+        the journal (rare: compaction runs at half its size) makes a compaction the commit,
+        on this thread too."""
+        seq = self._seq + 1
+        record = make_record(seq, payload)
+        try:
+            if self._off + len(record) > self._capacity:
+                self._seq = seq
+                self._compact_blocking(state.document(seq))
+                self._state = state
+                return
+            self._append(record, adds or self._sync_releases)
+        except BaseException:
+            self._state, self._seq = None, seq
+            raise
+        self._appended(state, seq, record)
+
+    def _appended(self, state: State, seq: int, record: bytes) -> None:
+        self._state, self._seq = state, seq
+        self._off += len(record)
+        self.records += 1
+        self.bytes_appended += len(record)
+        if self._off > self._compact_at():
+            self._compaction = self._run(self._compact_blocking, state.document(seq))
+            self._compaction.add_done_callback(_retrieve)
+        elif not self._fresh_due and self._fresh_after_s > 0:
+            self._schedule_fold(self._fresh_after_s)
+
+    def _schedule_fold(self, delay: float) -> None:
+        later = self._call_later or asyncio.get_running_loop().call_later
+        self._fresh_due = True
+        self._fresh_timer = later(delay, self._freshen)
+
+    def _freshen(self) -> None:
+        """The scheduled fold: ``ipam.json`` gets what the journal holds, in the background
+        (the next commit waits for it, as for a size-triggered compaction). With a commit
+        or compaction in flight, it tries again shortly; a journal already folded (a size
+        compaction ran meanwhile) needs nothing."""
+        self._fresh_due, self._fresh_timer = False, None
+        if self._fd < 0 or self._state is None or self._off <= FILE_HEADER.size:
+            return  # closed, or the next commit rewrites everything, or nothing to fold
+        if not self._ready_now():
+            self._schedule_fold(min(0.05, self._fresh_after_s))
+            return
+        state = self._state
+        assert state is not None
+        self._compaction = self._run(self._compact_blocking, state.document(self._seq))
+        self._compaction.add_done_callback(_retrieve)
 
     def _compact_at(self) -> int:
         assert self._state is not None
         guess = 300 * len(self._state.allocs) + 80 * len(self._state.released)
         return min(self._capacity // 2, max(MIN_COMPACT_BYTES, 2 * guess))
-
-    @staticmethod
-    def _diff(state: _State, cp: Checkpoint) -> tuple[_State, bytes | None, bool]:
-        """The state after ``cp`` and the record that takes ``state`` there (None: same)."""
-        new = _State()
-        old_allocs, old_rel = state.allocs, state.released
-        puts: list[str] = []
-        paths = dict(cp.netns) if cp.netns else {}
-        preserved = state.preserved
-        if cp.preserved:
-            preserved = {**preserved, **dict(cp.preserved)}
-        for a in cp.allocations:
-            netns = paths.get(a.key, "")
-            kept = _kept(a, preserved.get(a.key)) if preserved else None
-            fields = _fields(a, netns, kept)
-            old = old_allocs.get(a.key)
-            if old is not None and old[0] == fields:
-                new.allocs[a.key] = old
-            else:
-                js = _allocation_json(a, netns, kept)
-                new.allocs[a.key] = (fields, js)
-                puts.append(js)
-        dels = [k for k in old_allocs if k not in new.allocs] if (
-            len(new.allocs) - len(puts) != len(old_allocs)) else []  # fmt: skip
-        if dels and preserved:
-            preserved = {k: v for k, v in preserved.items() if k in new.allocs}
-        new.preserved = preserved
-        rels: list[str] = []
-        for r in cp.released_at:
-            prev = old_rel.get(r[0])
-            if prev is not None and prev[0] == r[1]:
-                new.released[r[0]] = prev
-            else:
-                js = _released_json(r)
-                new.released[r[0]] = (r[1], js)
-                rels.append(js)
-        unrel = [a for a in old_rel if a not in new.released] if (
-            len(new.released) - len(rels) != len(old_rel)) else []  # fmt: skip
-        if not (puts or dels or rels or unrel):
-            return new, None, False
-        parts = []
-        if puts:
-            parts.append(f'"put":[{",".join(puts)}]')
-        if dels:
-            parts.append('"del":' + json.dumps([list(k) for k in dels], separators=(",", ":")))
-        if rels:
-            parts.append(f'"rel":[{",".join(rels)}]')
-        if unrel:
-            parts.append('"unrel":' + json.dumps(unrel, separators=(",", ":")))
-        return new, ("{" + ",".join(parts) + "}").encode(), bool(puts)
 
     def _append(self, record: bytes, sync: bool) -> None:
         os.pwrite(self._fd, record, self._off)
@@ -600,13 +551,14 @@ class JournalCheckpointStore:
         self._unsynced = False
         self.synced_to = self._off
 
-    async def _full(self, state: _State) -> None:
+    async def _full(self, state: State) -> None:
         """Write ``state`` as ``ipam.json`` and reset the journal (a durable commit)."""
-        await self._run(self._compact_blocking, state)
+        await self._run(self._compact_blocking, state.document(self._seq))
         self._state = state
 
-    def _compact_blocking(self, state: _State) -> None:
-        data = state.document(self._seq)
+    def _compact_blocking(self, data: bytes) -> None:
+        """Write ``data`` (the document, made on the loop's thread: the state it is made
+        from changes in place there) as ``ipam.json``, then reset the journal."""
         step = self._step
         try:
             fd = os.open(
@@ -659,21 +611,31 @@ class JournalCheckpointStore:
         unknown: the next save then rewrites everything."""
         pending, self._compaction = self._compaction, None
         if pending is not None:
-            try:
-                await pending
-            except OSError:
-                if self._resetting:
-                    self._state = None
-                    self._resetting = False
+            await asyncio.wait([pending])
+            self._settled(pending)
+
+    def _settled(self, pending: asyncio.Future[None]) -> None:
+        """What a finished background compaction leaves (see :meth:`_settle`)."""
+        exc = None if pending.cancelled() else pending.exception()
+        if exc is None:
+            return
+        if not isinstance(exc, OSError):
+            raise exc
+        if self._resetting:
+            self._state = None
+            self._resetting = False
 
     async def compact(self) -> None:
         """Fold the journal into ``ipam.json`` (orderly stop; rollback reads ipam.json)."""
         async with self._lock:
             await self._settle()
             if self._state is not None:
-                await self._run(self._compact_blocking, self._state)
+                await self._run(self._compact_blocking, self._state.document(self._seq))
 
     def close(self) -> None:
+        if hasattr(self._fresh_timer, "cancel"):
+            self._fresh_timer.cancel()
+        self._fresh_due, self._fresh_timer = False, None
         self._close_fd()
         self._writer.shutdown(wait=True)
 
@@ -693,14 +655,14 @@ def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpo
     continue the document read: both are read again."""
     for _ in range(attempts):
         try:
-            data = _read(path, MAX_CHECKPOINT_BYTES)
-            journal = _read(path + ".journal", MAX_JOURNAL_BYTES)
+            data = read_file(path, MAX_CHECKPOINT_BYTES)
+            journal = read_file(path + ".journal", MAX_JOURNAL_BYTES)
         except UnsafeStateFile as exc:
             raise CheckpointError(f"{exc.filename}: {exc.strerror}") from None
         if data is None:
             return None
         checkpoint = decode_file_bytes(data)
-        found = _SEQ_TAIL.search(data[-64:])
+        found = SEQ_TAIL.search(data[-64:])
         if found is None:
             return checkpoint
         if journal is None:
@@ -710,8 +672,8 @@ def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpo
         fresh = [r for r in records if r[0] > base]
         if fresh and fresh[0][0] != base + 1:
             continue  # compacted meanwhile
-        state = _state_of(checkpoint)
+        state = state_of(checkpoint)
         for _seq, payload in fresh:
-            JournalCheckpointStore._apply(state, payload)
+            apply_record(state, payload)
         return decode_file_bytes(state.document(0))
     raise CheckpointError("the checkpoint kept changing while it was read")

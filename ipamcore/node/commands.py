@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+from ipamcore.checkpoint import CheckpointChange
 from ipamcore.effects import Effect
 from ipamcore.model import Allocation, AllocationKey
 from ipamcore.netspec import EniNetwork, LiveNetwork, NodeNetwork, PodNetwork
@@ -201,10 +202,17 @@ class CheckPod:
 
 @attrs.frozen
 class Persist:
-    """Write ``Node.checkpoint()`` durably -> ``Done`` (the snapshot is taken when the write
-    starts, so it holds every change made before this command)."""
+    """Make every change made before this command durable -> ``Done``.
+
+    ``change``: what changed since the previous ``Persist`` (the entries' values when this
+    command was made), for a store that writes changes (a journal): work in proportion to
+    the change. None: write ``Node.checkpoint()`` whole (the first write, and after
+    anything the node does not track entry by entry: restore, reconciliation, the pool
+    policy, a failed write). A store may always write ``Node.checkpoint()`` instead (taken
+    when the write starts, it holds at least this change)."""
 
     cid: int
+    change: CheckpointChange | None = None
 
 
 # ---------------------------------------------------------------- one-way

@@ -59,10 +59,14 @@ def encode(value: Any) -> Any:
     if kind in _SCALARS:
         return value
     names = _ATTRS_FIELDS.get(kind)
-    if names is not None:
-        return [_CLASS, kind.__name__, *[encode(getattr(value, n)) for n in names]]
+    if names is not None:  # (scalars inline: most fields are; a call each costs more)
+        out: list[Any] = [_CLASS, kind.__name__]
+        for n in names:
+            v = getattr(value, n)
+            out.append(v if type(v) in _SCALARS else encode(v))
+        return out
     if kind is tuple or kind is list:
-        return [_TUPLE, *[encode(v) for v in value]]
+        return [_TUPLE, *[v if type(v) in _SCALARS else encode(v) for v in value]]
     if isinstance(value, enum.Enum):
         return [_ENUM, kind.__name__, value.value]
     if isinstance(value, tuple) and hasattr(value, "_fields"):
@@ -104,9 +108,13 @@ def config_line(config_: node_config.NodeConfig, wall_offset: float = 0.0) -> st
     return json.dumps(doc, separators=(",", ":"))
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps, made once
+
+
 def input_line(inp: inputs.Input, out: list[commands.Command]) -> str:
-    """One flight-recorder line: the input and a digest of the commands it produced."""
-    return json.dumps({"in": encode(inp), "out": digest(out)}, separators=(",", ":"))
+    """One flight-recorder line: the input and a digest of the commands it produced (the
+    text ``json.dumps({"in": ..., "out": ...}, separators=(",", ":"))`` writes)."""
+    return f'{{"in":{_compact_json(encode(inp))},"out":"{digest(out)}"}}'
 
 
 @attrs.frozen

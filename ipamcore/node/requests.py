@@ -112,6 +112,7 @@ class Requests(Upkeep):
         try:
             # An upstream entry of this container (legacy key) is its address: never a second.
             allocation: Allocation | None = legacy or ipam.assign(key, req.pod, self._now)
+            self.changes.touch(key, allocation)
             self._pool_changed()
         except PoolExhausted:
             wait = AddressWait(key, req.pod, self._now, self._now + self.config.add_wait_s, req)
@@ -125,6 +126,7 @@ class Requests(Upkeep):
             if got is None:
                 if not existed:
                     ipam.release(key, self._now)
+                    self.changes.touch(key, allocation)
                     self._pool_changed()
                 return
             extras = got
@@ -133,6 +135,7 @@ class Requests(Upkeep):
         if req.netns:
             for one in (allocation, *extras):
                 self.hints[one.key] = req.netns
+                self.changes.touch(one.key)
         # The datapath setup (every interface) and the durable commit run at once.
         *setups, commit_error = yield (
             *(c.SetUpPod(self._cid(), n, existed) for n in nets), DURABLE,
@@ -163,6 +166,7 @@ class Requests(Upkeep):
             for one in (allocation, *extras):
                 ipam.release(one.key, self._now)
                 self.hints.pop(one.key, None)
+                self.changes.touch(one.key, one)
             self._pool_changed()
             error = yield DURABLE
             if error is not None:
@@ -197,10 +201,12 @@ class Requests(Upkeep):
                 extras.append(
                     ipam.assign_on_card(attachment_key(req.key, index), req.pod, card, self._now)
                 )
+                self.changes.touch(extras[-1].key, extras[-1])
             except PoolExhausted:
                 if not existed:
                     for one in extras:
                         ipam.release(one.key, self._now)
+                        self.changes.touch(one.key, one)
                     self._pool_changed()
                 self._kick()
                 self._reply(
@@ -294,6 +300,7 @@ class Requests(Upkeep):
         for one in every:
             ipam.release(one.key, self._now)
             released.append((one, self.hints.pop(one.key, "")))
+            self.changes.touch(one.key, one)
         self._pool_changed()
         self._out.append(_DEL_DONE)
         error = yield DURABLE
@@ -364,6 +371,7 @@ class Requests(Upkeep):
                 self.core.release(allocation.key, self._now)
                 self._pool_changed()
                 released.append((allocation, self.hints.pop(allocation.key, "")))
+                self.changes.touch(allocation.key, allocation)
             self._leave(allocation.key)
         if released:
             self._log("info", "gc released allocations", count=len(released))
@@ -381,6 +389,7 @@ class Requests(Upkeep):
         memory, the answer (an error) and the file agree: the address stays the pod's until a
         retried DEL (or GC) is durable. (A released address cools, so nobody took it since.)"""
         pairs = list(released)
+        self.changes.touch_all()
         self._note_legacy(a for a, _ in pairs)
         report = self.core.restore(Checkpoint(allocations=tuple(a for a, _ in pairs)), self._now)
         self._pool_changed()

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ipamcore.cards import attachment_index
-from ipamcore.checkpoint import Checkpoint
+from ipamcore.checkpoint import ChangeTracker, Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.ipam import Ipam
 from ipamcore.model import (
@@ -62,6 +62,9 @@ class Runner:
         # checkpoint, so the restore can ask whether the pod is still there.
         self.hints: dict[AllocationKey, str] = {}
         self.saves = 0  # checkpoint writes completed
+        # The keys and addresses changed since the last Persist (what the next one carries);
+        # a change it does not track entry by entry makes the next Persist a whole write.
+        self.changes = ChangeTracker()
         self.effects_in_flight = 0
         self._now = 0.0
         self._out: list[c.Command] = []
@@ -298,12 +301,16 @@ class Runner:
 
     def _start_persist(self) -> None:
         self._persist_cid = self._cid()
-        self._out.append(c.Persist(self._persist_cid))
+        ipam = self.ipam
+        change = None if ipam is None else self.changes.cut(ipam, self.hints)
+        self._out.append(c.Persist(self._persist_cid, change))
 
     def _persisted(self, answer: i.Answer) -> None:
         error = answer if isinstance(answer, i.Failed) else None
         if error is None:
             self.saves += 1
+        else:
+            self.changes.touch_all()  # what reached the store is unknown: write it whole
         batch, self._batch, self._persist_cid = self._batch, [], None
         if self._next_batch:
             self._batch, self._next_batch = self._next_batch, []
@@ -354,6 +361,7 @@ class Runner:
             except PoolExhausted:
                 break
             waiters.popleft()
+            self.changes.touch(wait.key, allocation)
             self._pool_changed()
             assert wait.task is not None
             self._resolve(wait.task, 0, allocation)

@@ -89,6 +89,7 @@ class StartUp(Requests):
             self._abort(enis, f"cannot describe the instance's ENIs: {enis.message}")
             return
         ipam.load(enis, now)
+        self.changes.touch_all()
         yield from self._refresh_subnets()
         yield from self._sweep_leaked_at_start()
 
@@ -103,6 +104,7 @@ class StartUp(Requests):
             gone = yield from self._pods_gone(checkpoint)
             self._note_legacy(checkpoint.allocations)
             report = ipam.restore(checkpoint, now, keep=lambda a: a.key not in gone)
+            self.changes.touch_all()
             for allocation, reason in report.dropped:
                 self._log(
                     "warning", "allocation not restored", key=str(allocation.key), reason=reason
@@ -402,6 +404,7 @@ class StartUp(Requests):
                 self.core.release(pending.key, self._now)
                 self._pool_changed()
                 self.hints.pop(pending.key, None)
+                self.changes.touch(pending.key, allocation)
             self._log(
                 "info",
                 "pending DEL processed",

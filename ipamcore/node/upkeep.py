@@ -86,6 +86,7 @@ class Upkeep(Runner):
         if self.eniconfig is not None:
             ipam.use_eniconfig(self.eniconfig.subnet_id, self.eniconfig.security_groups)
         ipam.cap_max_pods(self.node_max_pods)
+        self.changes.touch_all()
 
     def _run_policy(self) -> None:
         """One policy pass, then the next: when the core says a decision can change next
@@ -96,6 +97,7 @@ class Upkeep(Runner):
         now = self._now
         self._kicked = False
         ipam = self.core
+        self.changes.touch_all()  # the policy may set addresses aside (their release times)
         for effect in ipam.plan(now, waiting=len(self._waiters)):
             self._log("info", "effect", **_describe(effect))
             self.effects_in_flight += 1
@@ -120,6 +122,7 @@ class Upkeep(Runner):
         if isinstance(outcome, EniFreed) and isinstance(effect, FreeEni):
             yield from self._teardown_eni(effect.eni_id)
         removed = self.core.apply(outcome, self._now)
+        self.changes.touch_all()
         if removed:
             self._count("force_removed_ips", amount=len(removed))
             self._log(
@@ -187,6 +190,7 @@ class Upkeep(Runner):
         ipam = self.core
         before = {eni_id: ipam.eni(eni_id) for eni_id in ipam.pool.enis}
         report = ipam.reconcile(ObservedNode(described.enis), self._now)
+        self.changes.touch_all()
         self._count("reconcile", "eni")
         change = report.diff
         if not change.empty:
@@ -278,6 +282,7 @@ class Upkeep(Runner):
                 return
             subnets += more.subnets
         self.core.observe_subnets(subnets, self.identity.availability_zone)
+        self.changes.touch_all()
 
 
 def _describe(effect: Effect) -> dict[str, object]:

@@ -3,16 +3,21 @@ tails, damage, newer versions, another history, one fdatasync per commit, DELs u
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from backends.checkpoint import JournalCheckpointStore, JsonFileCheckpointStore
 from backends.checkpoint.errors import CorruptCheckpoint, UnsupportedCheckpoint
 from backends.checkpoint.journal import FILE_HEADER, RECORD_HEADER, parse_journal
-from ipamcore.checkpoint import Checkpoint, decode
+from ipamcore.checkpoint import Checkpoint, CheckpointChange, decode
+from ipamcore.errors import CheckpointError
 from ipamcore.ports import CheckpointStore
 from tests.contract.checkpoint_contract import (
     UPSTREAM_IPAM_JSON,
@@ -29,7 +34,24 @@ def fixed_clock() -> float:
 
 
 def journal_store(path: Path, **kw: object) -> JournalCheckpointStore:
+    kw.setdefault("fresh_after_s", 0)  # no timed fold unless a test schedules it itself
     return JournalCheckpointStore(str(path), clock=fixed_clock, capacity=64 * 1024, **kw)  # type: ignore[arg-type]
+
+
+class Scheduler:
+    """``call_later`` for the store: what it scheduled, run when the test says."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, object]] = []
+
+    def __call__(self, delay: float, fn: object) -> object:
+        self.due.append((delay, fn))
+        return None
+
+    def run(self) -> float:
+        delay, fn = self.due.pop(0)
+        fn()  # type: ignore[operator]
+        return delay
 
 
 class JournalHarness:
@@ -237,26 +259,41 @@ async def test_ipam_json_stays_readable_by_the_plain_reader(tmp_path: Path) -> N
     assert await JsonFileCheckpointStore(str(path)).load() == cp_with(A, B, C)
 
 
-async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "ipam.json"
-    store = journal_store(path)
-    await store.load()
-    await store.save(cp_with(A))
-    real = os.fdatasync
+@contextlib.contextmanager
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every fdatasync fails (ENOSPC) inside the block."""
 
     def failing(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fdatasync", failing)
-    with pytest.raises(OSError):
-        await store.save(cp_with(A, B))
-    monkeypatch.setattr(os, "fdatasync", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fdatasync", failing)
+        yield
+
+
+@pytest.mark.parametrize("changes", [False, True])
+async def test_a_failed_sync_makes_the_next_save_a_full_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: bool
+) -> None:
+    """With ``changes``, as the daemon commits: the node sends the next change (C only);
+    the store, not knowing what reached the disk, writes the whole snapshot instead."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.save(cp_with(A))
+    with pytest.raises(OSError), disk_full(monkeypatch):
+        if changes:
+            await store.commit(CheckpointChange(put=((B, ""),)), lambda: cp_with(A, B))
+        else:
+            await store.save(cp_with(A, B))
     compactions = store.compactions
-    await store.save(cp_with(A, C))
+    if changes:
+        await store.commit(CheckpointChange(put=((C, ""),)), lambda: cp_with(A, B, C))
+        assert await journal_store(path).load() == cp_with(A, B, C)
+    else:
+        await store.save(cp_with(A, C))
+        assert await journal_store(path).load() == cp_with(A, C)
     assert store.compactions == compactions + 1
-    assert await journal_store(path).load() == cp_with(A, C)
 
 
 @pytest.mark.parametrize("which", ["ipam.json", "ipam.json.journal"])
@@ -358,3 +395,148 @@ async def test_tools_read_the_checkpoint_with_its_journal(tmp_path: Path) -> Non
     await store.compact()
     assert read_checkpoint_file(str(path)) == cp_with(A, B, C)
     assert read_checkpoint_file(str(tmp_path / "none.json")) is None
+
+
+# ------------------------------------------------------------------ commits of changes
+
+
+async def started(tmp_path: Path, first: Checkpoint) -> tuple[Path, JournalCheckpointStore]:
+    """A loaded store whose first (whole) commit was ``first``."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    await store.commit(None, lambda: first)
+    return path, store
+
+
+def change_of(before: Checkpoint, after: Checkpoint) -> CheckpointChange:
+    """What a node's ChangeTracker would send between two checkpoints (test helper)."""
+    old = {a.key: a for a in before.allocations}
+    new = {a.key: a for a in after.allocations}
+    old_rel, new_rel = dict(before.released_at), dict(after.released_at)
+    return CheckpointChange(
+        put=tuple((a, "") for k, a in new.items() if old.get(k) != a),
+        removed=tuple(k for k in old if k not in new),
+        released=tuple((x, t) for x, t in new_rel.items() if old_rel.get(x) != t),
+        unreleased=tuple(x for x in old_rel if x not in new_rel),
+    )
+
+
+async def test_a_commit_of_a_change_replays_to_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    before = Checkpoint()
+    await store.commit(None, lambda: before)  # the first commit writes ipam.json whole
+    snapshot_calls: list[int] = []
+
+    def snapshot() -> Checkpoint:
+        snapshot_calls.append(1)
+        return before
+
+    for n in range(300):  # past the 64 KiB journal: compactions in between
+        after = sample_checkpoint(1 + n % 7, base=n)
+        await store.commit(change_of(before, after), snapshot)
+        before = after
+    assert not snapshot_calls  # a change never reads the whole checkpoint
+    assert store.compactions >= 2
+    assert await journal_store(path).load() == before
+    await store.compact()
+    assert decode(path.read_bytes()) == before  # upstream's reader sees every allocation
+
+
+async def test_a_change_that_adds_is_synced_once_one_that_releases_is_not(tmp_path: Path) -> None:
+    path, store = await started(tmp_path, cp_with(A, B))
+    syncs = store.syncs
+    del_b = CheckpointChange(removed=(B.key,), released=(("10.0.0.2", NOW),))
+    await store.commit(del_b, lambda: cp_with(A))
+    assert store.syncs == syncs and store.synced_to < store._off  # acknowledged unsynced
+    add_c = CheckpointChange(put=((C, "/var/run/netns/c"),), unreleased=("10.0.0.3",))
+    await store.commit(add_c, lambda: cp_with(A, C))
+    assert store.syncs == syncs + 1 and store.synced_to == store._off  # both records
+    expected = cp_with(A, C, released=(("10.0.0.2", NOW),))
+    expected = attrs.evolve(expected, netns=((C.key, "/var/run/netns/c"),))
+    assert await journal_store(path).load() == expected
+    records = store.records
+    await store.commit(add_c, lambda: cp_with(A, C))  # the same values again: nothing
+    assert store.records == records
+
+
+async def test_a_change_whose_time_cannot_be_encoded_fails_and_the_next_commit_is_whole(
+    tmp_path: Path,
+) -> None:
+    path, store = await started(tmp_path, cp_with(A))
+    bad = alloc("b", "10.0.0.2", at=-5.0)
+    with pytest.raises(CheckpointError):
+        await store.commit(CheckpointChange(put=((C, ""), (bad, ""))), lambda: cp_with(A))
+    await store.commit(CheckpointChange(put=((B, ""),)), lambda: cp_with(A, B))
+    assert await journal_store(path).load() == cp_with(A, B)
+
+
+async def test_changes_wait_for_a_running_compaction_and_stay_in_order(tmp_path: Path) -> None:
+    """A commit made while a compaction runs in the writer thread takes the locked path;
+    the changes are applied in the order they were made (an older value never overwrites a
+    newer one)."""
+    path = tmp_path / "ipam.json"
+    store = journal_store(path)
+    await store.load()
+    current = [Checkpoint()]
+
+    def snapshot() -> Checkpoint:
+        return current[0]
+
+    await store.commit(None, snapshot)
+    n = 0
+    while store._compaction is None:  # commits until one starts a background compaction
+        n += 1
+        after = sample_checkpoint(1 + n % 7, base=n)
+        previous, current[0] = current[0], after
+        await store.commit(change_of(previous, after), snapshot)
+    before = current[0]
+    put_b = CheckpointChange(put=((B, ""),))
+    drop_b = CheckpointChange(removed=(B.key,))
+    await asyncio.gather(
+        store.commit(put_b, lambda: before), store.commit(drop_b, lambda: before)
+    )
+    assert await journal_store(path).load() == before
+
+
+async def test_ipam_json_follows_the_journal_within_fresh_after_s(tmp_path: Path) -> None:
+    """`cat ipam.json` on a running node (the brief's debugging command) shows what runs:
+    the first record after a fold schedules the next fold fresh_after_s later, once, however
+    many commits follow; with nothing new, nothing is scheduled."""
+    path = tmp_path / "ipam.json"
+    later = Scheduler()
+    store = journal_store(path, fresh_after_s=1.0, call_later=later)
+    await store.load()
+    await store.save(cp_with(A))  # the first save writes ipam.json itself
+    assert later.due == []
+    await store.save(cp_with(A, B))
+    await store.save(cp_with(A, B, C))  # a second commit does not schedule a second fold
+    assert [d for d, _ in later.due] == [1.0]
+    assert decode(path.read_bytes()).allocations == (A,)  # the journal holds B and C
+    later.run()
+    await store.compact()  # waits for the background fold, then folds nothing new
+    assert decode(path.read_bytes()) == cp_with(A, B, C)
+    assert parse_journal((tmp_path / "ipam.json.journal").read_bytes())[0] == []
+    await store.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))  # a DEL: the next fold
+    assert [d for d, _ in later.due] == [1.0]
+    store.close()
+
+
+async def test_a_fold_due_while_a_commit_is_in_flight_waits_its_turn(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    later = Scheduler()
+    store = journal_store(path, fresh_after_s=1.0, call_later=later)
+    await store.load()
+    await store.save(cp_with(A))
+    await store.save(cp_with(A, B))
+    async with store._lock:  # a commit holds the store
+        later.run()
+        retry, _ = later.due[0]
+        assert retry < 1.0  # tried again shortly, not dropped
+        assert decode(path.read_bytes()).allocations == (A,)
+    later.run()
+    await store.compact()
+    assert decode(path.read_bytes()) == cp_with(A, B)
+    store.close()

@@ -13,11 +13,13 @@ from ipamcore.adaptive import (
     AdaptivePolicy,
     Backoff,
     Demand,
+    History,
     Rates,
     Situation,
     backoff_delay,
     decide_growth,
     decide_shrink,
+    gap_bound,
     targets,
 )
 from ipamcore.config import AdaptiveTuning, PolicyName, PoolConfig
@@ -55,8 +57,11 @@ def test_demand_rates_are_exponential_averages() -> None:
     assert 0.25 < rates.arrivals < 10 / 30.0 and rates.net == rates.arrivals
     demand.release(10.0)
     assert demand.rates(10.0).net == pytest.approx(rates.arrivals - 1 / 30.0)
-    later = demand.rates(10.0 + 30.0)
-    assert later.arrivals == pytest.approx(rates.arrivals / math.e)
+    slow = Demand(window_s=30.0, gap_confidence=math.inf)  # no gap bound: the average alone
+    for t in range(10):
+        slow.arrival(float(t))
+    later = slow.rates(10.0 + 30.0)
+    assert later.arrivals == pytest.approx(slow.rates(10.0).arrivals / math.e)
 
 
 def test_ipam_counts_new_allocations_and_releases_only() -> None:
@@ -77,10 +82,10 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
     ("arrivals", "net", "low", "high"),
     [
         (0.0, 0.0, 1, 1),  # no demand: min_warm
-        (0.1, 0.0, 2, 2),  # 0.6 expected in 6 s, + 1.5 sigma = 1.76; churn only: no batch
-        (0.2, 0.2, 3, 12),  # 1.2 + 1.64 = 2.84; batch 0.2/s x 45 s = 9
-        (1.0, 1.0, 10, 55),  # 6 + 3.67 = 9.67; batch 45
-        (1.0, -0.5, 10, 10),  # demand falling: no batch
+        (0.1, 0.0, 3, 3),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only: no batch
+        (0.2, 0.2, 4, 13),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9
+        (1.0, 1.0, 13, 58),  # 8 + 4.24 = 12.24; batch 45
+        (1.0, -0.5, 13, 13),  # demand falling: no batch
     ],
 )
 def test_targets_table(arrivals: float, net: float, low: int, high: int) -> None:
@@ -110,6 +115,9 @@ def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
     assert backoff.situation(demand, 0.0).young  # not started yet: counts as just started
     backoff.start(0.0)
     assert backoff.situation(demand, 0.0).young
+    assert backoff.situation(demand, TUNING.boot_hold_s).young  # no pod yet: holds on
+    assert not backoff.situation(demand, TUNING.boot_idle_hold_s).young
+    demand.arrival(1.0)  # a pod came: the boot hold alone
     assert not backoff.situation(demand, TUNING.boot_hold_s).young
     backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
     backoff.start(0.0)
@@ -174,13 +182,21 @@ def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
 
 
 # ----------------------------------------------------------------------------- shrink
-def test_shrink_gives_back_half_the_surplus_while_pods_still_come() -> None:
+@pytest.mark.parametrize(
+    ("rates", "given"),
+    [
+        (Rates(0.05, 0.03), 4),  # low 2, high 2 + 2 (1.35 a batch): keep 4; (12 - 4) // 2
+        (Rates(0.01, 0.001), 10),  # keep 2; 0.045 addresses a batch horizon: all of it
+        (Rates(0.0, 0.0), 10),  # no demand: keep 2 x min_warm
+    ],
+)
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come(rates: Rates, given: int) -> None:
     ipam = warm_node(ips=14, assigned=2)  # 12 ready
-    trickle = Situation(rates=Rates(0.01, 0.001))  # low 1, high 2: keep 2
-    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0)
+    situation = Situation(rates=rates)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), situation, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses)
-    assert len(effect.ipv4_addresses) == 5  # (12 - 2) // 2, highest addresses first
-    assert effect.ipv4_addresses[0] == "10.0.0.23"
+    assert len(effect.ipv4_addresses) == given
+    assert effect.ipv4_addresses[0] == "10.0.0.23"  # highest addresses first
 
 
 def test_shrink_gives_back_the_whole_surplus_when_demand_falls() -> None:
@@ -242,7 +258,9 @@ def test_backoff_is_per_action_and_resets_on_success() -> None:
 
 
 def test_ipam_backs_off_after_a_throttled_call_then_retries() -> None:
-    no_boot_fill = attrs.evolve(ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0))
+    no_boot_fill = attrs.evolve(
+        ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0, boot_idle_hold_s=0.0)
+    )
     ipam = node("m5.xlarge", no_boot_fill, enis=(eni(0),))
     (first,) = ipam.plan(1000.0)
     ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 1000.0)
@@ -274,3 +292,195 @@ def test_a_throttled_shrink_holds_the_pool_for_the_congestion_hold() -> None:
     (retry,) = ipam.plan(start + TUNING.congestion_hold_s)
     assert isinstance(retry, UnassignAddresses)
     assert len(retry.ipv4_addresses) == len(unassign.ipv4_addresses)
+
+
+# ------------------------------------------------------------ demand history and bursts
+@pytest.mark.parametrize(
+    ("gap_s", "bound"),
+    [(0.0, math.inf), (1.0, 3.0), (15.0, 0.2), (60.0, 0.05), (math.inf, 0.0)],
+)
+def test_gap_bound_table(gap_s: float, bound: float) -> None:
+    assert gap_bound(gap_s, 3.0) == pytest.approx(bound)
+
+
+def test_the_rate_of_a_burst_that_ended_falls_within_seconds() -> None:
+    demand = Demand(window_s=30.0)
+    for i in range(30):  # 30 pods in 10 s
+        demand.arrival(100.0 + i / 3)
+    during = demand.rates(110.0).arrivals
+    assert during > 0.5
+    after = demand.rates(120.0).arrivals  # 10 s of quiet: at most 3 / 10 s
+    assert after <= 0.3 + 1e-9 < during
+    averaged = Demand(window_s=30.0, gap_confidence=math.inf)
+    for i in range(30):
+        averaged.arrival(100.0 + i / 3)
+    assert averaged.rates(120.0).arrivals > 2 * after  # what the average alone still says
+
+
+def test_a_trickle_of_pods_keeps_its_rate() -> None:
+    demand = Demand(window_s=30.0)
+    for i in range(20):  # one pod every 10 s
+        demand.arrival(10.0 * i)
+    bounded = demand.rates(195.0)
+    plain = Demand(window_s=30.0, gap_confidence=math.inf)
+    for i in range(20):
+        plain.arrival(10.0 * i)
+    assert bounded == plain.rates(195.0)  # a gap of 5 s allows 0.6/s: the average stands
+
+
+@pytest.mark.parametrize(
+    ("observations", "now", "peak"),
+    [
+        ([], 0.0, 0),
+        ([(0.0, 5), (10.0, 15), (20.0, 3)], 20.0, 15),  # the peak of the window, not the last
+        ([(0.0, 15), (1000.0, 3)], 1000.0, 15),  # still within 1,800 s
+        ([(0.0, 15), (1900.0, 3)], 1900.0, 3),  # the peak left the window
+        ([(100.0, 4), (50.0, 20)], 100.0, 4),  # an older observation is ignored
+    ],
+)
+def test_history_table(observations: list[tuple[float, int]], now: float, peak: int) -> None:
+    history = History(span_s=1800.0, bucket_s=60.0)
+    for at, pods in observations:
+        history.observe(at, pods)
+    assert history.peak() == peak
+
+
+def test_while_calls_are_scarce_shrink_keeps_room_for_the_recent_peak() -> None:
+    ipam = warm_node(ips=14, assigned=2)  # 12 ready; the last wave had 12 pods
+    calm = Situation(peak=12)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), calm, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+    scarce = Situation(scarce=True, peak=12)  # keep 12 + low (1): give back 1
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), scarce, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 1
+    scarce_low = Situation(scarce=True, peak=2)
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), scarce_low, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+
+
+def test_a_throttled_call_makes_calls_scarce_for_the_history_span() -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    backoff.start(0.0)
+    assert not backoff.situation(demand, 100.0).scarce
+    backoff.throttled(CreateEni(effect_id=1, subnet_id="s", security_groups=()), "e", 100.0)
+    assert backoff.situation(demand, 100.0 + TUNING.history_s - 1).scarce
+    assert not backoff.situation(demand, 100.0 + TUNING.history_s).scarce
+
+
+def test_the_policy_remembers_the_peak_it_saw() -> None:
+    ipam = warm_node(ips=14, assigned=9)
+    policy = ipam._policy
+    assert isinstance(policy, AdaptivePolicy)
+    ipam.plan(1000.0)
+    for i in range(7):
+        ipam.release(key(i), 1001.0)
+    ipam.plan(1100.0)
+    assert policy.history.peak() == 9 and ipam.pool.assigned == 2
+
+
+@pytest.mark.parametrize(
+    ("growing", "low"),
+    [(False, 13), (True, 3)],  # 1/s: 8 + 4.24 over a policy interval; 1 + 1.5 over one call
+)
+def test_while_growth_is_under_way_the_next_top_up_is_one_call_away(
+    growing: bool, low: int
+) -> None:
+    ipam = warm_node(ips=0, assigned=0)
+    assert targets(Rates(1.0, 0.0), policy_input(ipam), TUNING, growing=growing).low == low
+
+
+# ------------------------------------------------------------------------- properties
+SITUATIONS = st.builds(
+    Situation,
+    rates=st.builds(Rates, st.floats(0, 20), st.floats(-20, 20)),
+    young=st.booleans(),
+    congested=st.booleans(),
+    can_assign=st.booleans(),
+    can_create=st.booleans(),
+    can_create_urgently=st.booleans(),
+    scarce=st.booleans(),
+    peak=st.integers(0, 80),
+)
+
+
+@st.composite
+def nodes_with_pods(draw: st.DrawFn) -> tuple[Ipam, int]:
+    """An m5.xlarge node (4 ENIs x 14) with some ENIs and addresses, pods on some of them,
+    and some released (cooling) at t=990; returns it with the pods still on it."""
+    count = draw(st.integers(1, 4))
+    enis = tuple(eni(i, ips=draw(st.integers(0, 14))) for i in range(count))
+    ipam = node("m5.xlarge", ADAPTIVE, enis=enis)
+    total = ipam.pool.usable_total
+    pods = draw(st.integers(0, total))
+    for i in range(pods):
+        ipam.assign(key(i), pod(i), 0.0)
+    gone = draw(st.integers(0, pods))
+    for i in range(gone):
+        ipam.release(key(i), 990.0)
+    return ipam, pods - gone
+
+
+@given(state=nodes_with_pods(), situation=SITUATIONS, waiting=st.integers(0, 60))
+def test_growth_never_plans_beyond_the_instance_limits(
+    state: tuple[Ipam, int], situation: Situation, waiting: int
+) -> None:
+    ipam, _pods = state
+    inp = policy_input(ipam, waiting)
+    effects = decide_growth(ipam.pool, inp, situation, TUNING)
+    creates = [e for e in effects if isinstance(e, CreateEni)]
+    assert len(creates) <= inp.max_enis - len(ipam.pool.enis)
+    added = 0
+    for effect in effects:
+        if isinstance(effect, AssignAddresses):
+            state_ = ipam.pool.enis[effect.eni_id]
+            assert 0 < effect.ipv4_count <= inp.per_eni - state_.ipv4_count()
+            added += effect.ipv4_count
+        else:
+            assert isinstance(effect, CreateEni) and 0 < effect.ipv4_count <= inp.per_eni
+            added += effect.ipv4_count
+    assert ipam.pool.usable_total + added <= min(inp.max_enis * inp.per_eni, inp.max_pods)
+    assert len({e.eni_id for e in effects if isinstance(e, AssignAddresses)}) == len(effects) - len(
+        creates
+    )  # one top-up an ENI
+
+
+@given(state=nodes_with_pods(), situation=SITUATIONS, now=st.floats(990.0, 5000.0))
+def test_shrink_never_frees_an_address_with_a_pod_or_cooling(
+    state: tuple[Ipam, int], situation: Situation, now: float
+) -> None:
+    ipam, pods = state
+    pool = ipam.pool
+    effects = decide_shrink(pool, policy_input(ipam), situation, TUNING, now)
+    for effect in effects:
+        if isinstance(effect, UnassignAddresses):
+            for address in effect.ipv4_addresses:
+                slot = pool.slots[address]
+                assert slot.key is None and not slot.cooling
+        else:
+            assert isinstance(effect, FreeEni)
+            freed = pool.enis[effect.eni_id]
+            assert not freed.info.is_primary and freed.assigned == 0 and freed.cooling == 0
+    assert pool.assigned == pods  # deciding changes nothing
+
+
+@pytest.mark.parametrize(
+    ("first_pod", "now", "young"),
+    [
+        (None, 299.0, True),
+        (None, 899.0, True),  # no pod yet: the fill is kept for the pods to come
+        (None, 900.0, False),
+        (600.0, 610.0, True),  # pods coming: the hold counts from the first one
+        (600.0, 899.0, False),  # ... until they settled (3 pods, then 5 min of quiet)
+        (600.0, 900.0, False),
+        (10.0, 310.0, False),  # an early first pod: from the first plan
+    ],
+)
+def test_the_boot_hold_counts_from_the_first_pod(
+    first_pod: float | None, now: float, young: bool
+) -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    backoff.start(0.0)
+    if first_pod is not None:
+        for i in range(3):
+            demand.arrival(first_pod + i)
+    assert backoff.situation(demand, now).young is young

@@ -225,7 +225,8 @@ def test_next_wake_at_is_the_next_time_a_decision_can_change() -> None:
 
 
 def test_adaptive_backoff_ends_are_wake_times() -> None:
-    config = PoolConfig(policy=PolicyName.ADAPTIVE, adaptive=AdaptiveTuning(boot_hold_s=0.0))
+    no_boot_fill = AdaptiveTuning(boot_hold_s=0.0, boot_idle_hold_s=0.0)
+    config = PoolConfig(policy=PolicyName.ADAPTIVE, adaptive=no_boot_fill)
     ipam = node("m5.xlarge", config)
     (first,) = ipam.plan(1000.0)
     ipam.apply(EffectFailed(first.effect_id, FailureKind.THROTTLED), 1000.0)

@@ -58,7 +58,8 @@ def test_each_failure_has_exactly_its_listed_reactions(
 ) -> None:
     config = attrs.evolve(CONFIG, policy=policy)
     if policy is PolicyName.ADAPTIVE:
-        config = attrs.evolve(config, adaptive=attrs.evolve(config.adaptive, boot_hold_s=0.0))
+        no_boot_fill = attrs.evolve(config.adaptive, boot_hold_s=0.0, boot_idle_hold_s=0.0)
+        config = attrs.evolve(config, adaptive=no_boot_fill)
     ipam, effect = _in_flight(effect_type, config)
     listed = reactions(effect, kind)
     before_views = {v.eni_id: v for v in ipam.eni_views(NOW)}

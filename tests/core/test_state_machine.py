@@ -164,6 +164,7 @@ class IpamMachine(RuleBasedStateMachine):
         self.ipam = Ipam(self.config, LIMITS)
         self.ipam.load([self.cloud.primary()], self.now)
         self.pending: list[Effect] = []
+        self.issued_at: dict[int, float] = {}  # effect id -> when plan issued it
         self.model: dict[AllocationKey, str] = {}
         self.released: dict[str, float] = {}  # address -> release time (model)
         self.counter = 0
@@ -216,12 +217,17 @@ class IpamMachine(RuleBasedStateMachine):
         in_flight_ids = {e.effect_id for e in self.pending}
         for effect in effects:
             assert effect.effect_id not in in_flight_ids
-        busy = {getattr(e, "eni_id", None) for e in self.pending} - {None}
+        # An effect unanswered for effect_timeout_s is given up by the core (its late answer
+        # is ignored), so its ENI may be the subject of a new effect; the rest are busy.
+        deadline = self.now - self.ipam.config.effect_timeout_s
+        live = [e for e in self.pending if self.issued_at[e.effect_id] > deadline]
+        busy = {getattr(e, "eni_id", None) for e in live} - {None}
         for effect in effects:
             if not isinstance(effect, CreateEni):
                 assert effect.eni_id not in busy, f"second effect on busy ENI: {effect}"
         note(f"plan -> {effects}")
         self.pending.extend(effects)
+        self.issued_at.update((e.effect_id, self.now) for e in effects)
 
     @rule(waiting=st.integers(0, 3))
     def plan_and_succeed(self, waiting: int) -> None:

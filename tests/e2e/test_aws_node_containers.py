@@ -364,11 +364,14 @@ def check_traffic(nodes: dict[str, ContainerNode]) -> None:
 def check_operator_view(node: ContainerNode) -> None:
     """The brief's commands, as ``kubectl exec`` runs them in the aws-node container."""
     ips = {p.ip for p in node.pods.values()}
-    # ipam.json is upstream's document as last compacted (the journal beside it holds the
-    # changes since: compacted when it grows, and at every stop); `ipamctl checkpoint` reads
-    # both, as the daemon's start does
-    state = json.loads(node.exec("cat", "/var/run/aws-node/ipam.json"))
-    assert state["version"] == "vpc-cni-ipam/1"
+    # ipam.json is upstream's document; the journal beside it is folded into it about a
+    # second after a change (and when it grows, and at every stop), so `cat` shows the pods
+    def on_file() -> set[str]:
+        state = json.loads(node.exec("cat", "/var/run/aws-node/ipam.json"))
+        assert state["version"] == "vpc-cni-ipam/1"
+        return {a["ipv4"] for a in state["allocations"]}
+
+    wait_for(lambda: on_file() == ips, 5, f"cat ipam.json on {node.name} shows its pods")
     current = json.loads(node.exec("ipamctl", "--json", "checkpoint"))
     assert ips <= {a["ipv4"] for a in current["allocations"]}, current
     stats = json.loads(node.exec("wget", "-q", "-O-", "127.0.0.1:61679/stats"))
