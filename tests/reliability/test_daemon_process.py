@@ -190,11 +190,18 @@ def test_a_second_daemon_on_the_same_state_directory_leaves_the_first_alone(
     first = start(daemons, state)
     first.wait_for("serving")
     assert p.request(first.socket, add_request(1), timeout=10).ok
-    checkpoint = Path(state, "ipam.json").read_bytes()
+    # the first daemon folds its journal into ipam.json about a second after the ADD; from
+    # then on it writes nothing, so any change to the files is the second daemon's doing
+    deadline = time.monotonic() + 10
+    while b'"c0001"' not in Path(state, "ipam.json").read_bytes():
+        assert time.monotonic() < deadline, "the ADD never reached ipam.json"
+        time.sleep(0.05)
+    files = ("ipam.json", "ipam.json.journal")
+    before = [Path(state, name).read_bytes() for name in files]
     second = start(daemons, state)
     assert second.exit_code() == 1
     assert any("lock" in str(line.get("event")) for line in second.lines), second.lines
-    assert Path(state, "ipam.json").read_bytes() == checkpoint
+    assert [Path(state, name).read_bytes() for name in files] == before
     reply = p.request(first.socket, add_request(2), timeout=10)  # still reachable
     assert reply.ok, reply
 
