@@ -321,6 +321,13 @@ class Ipam(CardPools):
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
+        if self.v6 is None and not self._orphans:  # the hot path: one lookup, one call
+            released = self.pool.release(key, now)
+            if released is None:
+                return self._release_extra(key, now)
+            if self._observes_pods:
+                self._policy.released(now)
+            return released
         if self.v6 is not None:
             v6 = self._dual.pop(key, None)
             released = self._release_v4(key, now)
@@ -335,14 +342,21 @@ class Ipam(CardPools):
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
                 del self.pool.allocations[key], self._orphans[allocation.address]
                 return allocation
-        if key not in self.pool.allocations and is_extra_attachment(key):
+        released = self.pool.release(key, now)
+        if released is None:
+            return self._release_extra(key, now)
+        if self._observes_pods:
+            self._policy.released(now)
+        return released
+
+    def _release_extra(self, key: AllocationKey, now: float) -> Allocation | None:
+        """A multi-NIC pod's extra attachment: released from its card's pool (None if no
+        card holds ``key``)."""
+        if self.card_pools and is_extra_attachment(key):
             for pool in self.card_pools.values():
                 if key in pool.allocations:
                     return pool.release(key, now)
-        released = self.pool.release(key, now)
-        if released is not None and self._observes_pods:
-            self._policy.released(now)
-        return released
+        return None
 
     def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
         existing = self.pool.allocations.get(key)
