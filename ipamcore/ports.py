@@ -161,11 +161,17 @@ class ChangeStore(CheckpointStore, Protocol):
     work in proportion to what changed, not to the pool."""
 
     async def commit(
-        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+        self,
+        change: CheckpointChange | None,
+        snapshot: Callable[[], Checkpoint],
+        *,
+        others_waiting: bool = False,
     ) -> None:
         """Durably make ``change`` (every change before it is stored); None, or whenever
         the store cannot apply a change to what it holds: durably store ``snapshot()``.
         The store may leave a change that only removes allocations and records release
         times unsynced until its next commit that adds (see
-        :mod:`backends.checkpoint.journal`)."""
+        :mod:`backends.checkpoint.journal`). ``others_waiting``: other requests wait on
+        the host, so the store should let the caller's thread go on gathering the next
+        commit while this one syncs (a hint; group commit)."""
         ...

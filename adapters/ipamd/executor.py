@@ -322,10 +322,13 @@ class NodeExecutor:
         try:
             if self._store_kind[1]:
                 changes = cast(ChangeStore, store)
+                # other requests waiting (their replies pending besides this commit's):
+                # the sync leaves the loop free to gather them into the next commit
+                busy = len(self._replies) > 1
                 if change is not None and offset == self._persisted_offset:
-                    await changes.commit(change.shifted(offset), snapshot)
+                    await changes.commit(change.shifted(offset), snapshot, others_waiting=busy)
                 else:
-                    await changes.commit(None, snapshot)
+                    await changes.commit(None, snapshot, others_waiting=busy)
                 self._persisted_offset = offset
             else:
                 await store.save(snapshot())

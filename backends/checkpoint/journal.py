@@ -373,15 +373,24 @@ class JournalCheckpointStore:
         await self.commit(None, lambda: checkpoint)
 
     async def commit(
-        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+        self,
+        change: CheckpointChange | None,
+        snapshot: Callable[[], Checkpoint],
+        *,
+        others_waiting: bool = False,
     ) -> None:
         """Make ``change`` durable (None, or a store that has nothing known durable: the
         whole ``snapshot()``, compared with what is stored). The change is encoded in work
         proportional to it. With nothing in flight and a fast disk (or nothing to sync) it
         runs to its end on the caller's thread without yielding: no task, no thread hop.
-        Otherwise in a task that the caller's cancellation does not stop halfway."""
+        Otherwise in a task that the caller's cancellation does not stop halfway.
+        ``others_waiting`` (the host has other requests waiting): an adding change is
+        synced in the writer thread even on a fast disk, so the caller's loop goes on
+        serving them and their changes share the next sync (group commit) instead of each
+        paying its own while the loop is blocked."""
+        fast = self._sync_s < INLINE_SYNC_S and not others_waiting
         if change is not None and self._ready_now():
-            inline = self._sync_s < INLINE_SYNC_S
+            inline = fast
             if inline or not (change.put or self._sync_releases):
                 state = self._state
                 assert state is not None
@@ -394,7 +403,7 @@ class JournalCheckpointStore:
                 if inline:
                     self._guarded(self._sync)
                     return
-        task = asyncio.ensure_future(self._locked_commit(change, snapshot))
+        task = asyncio.ensure_future(self._locked_commit(change, snapshot, fast))
         self._background.add(task)
         task.add_done_callback(self._forget)
         await asyncio.shield(task)
@@ -436,7 +445,7 @@ class JournalCheckpointStore:
             raise
 
     async def _locked_commit(
-        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint]
+        self, change: CheckpointChange | None, snapshot: Callable[[], Checkpoint], fast: bool
     ) -> None:
         async with self._lock:
             await self._settle()
@@ -453,7 +462,7 @@ class JournalCheckpointStore:
                 if self._unsynced:
                     await self._run(self._guarded, self._sync)
                 return
-            if (adds or self._sync_releases) and self._sync_s < INLINE_SYNC_S:
+            if (adds or self._sync_releases) and fast:
                 self._commit_inline(state, payload, adds)
                 return
             seq = self._seq + 1

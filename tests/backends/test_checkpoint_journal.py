@@ -540,3 +540,32 @@ async def test_a_fold_due_while_a_commit_is_in_flight_waits_its_turn(tmp_path: P
     await store.compact()
     assert decode(path.read_bytes()) == cp_with(A, B)
     store.close()
+
+
+@pytest.mark.parametrize("others_waiting", [False, True])
+async def test_with_others_waiting_an_adding_commit_syncs_off_the_callers_thread(
+    tmp_path: Path, others_waiting: bool
+) -> None:
+    """Group commit: while other requests wait, the sync runs in the writer thread so the
+    loop goes on serving them (their changes then share the next sync); alone, on a fast
+    disk, it runs on the caller's thread (no hop). A release is never synced either way."""
+    import threading
+
+    synced_on: list[str] = []
+
+    def step(name: str) -> None:
+        if name == "journal.synced":
+            synced_on.append(threading.current_thread().name)
+
+    path = tmp_path / "ipam.json"
+    store = journal_store(path, step=step)
+    await store.load()
+    await store.commit(None, lambda: cp_with(A))
+    synced_on.clear()
+    add_b = CheckpointChange(put=((B, ""),))
+    await store.commit(add_b, lambda: cp_with(A, B), others_waiting=others_waiting)
+    here = threading.current_thread().name
+    assert synced_on == ([s for s in synced_on if s != here] if others_waiting else [here])
+    assert len(synced_on) == 1
+    assert await journal_store(path).load() == cp_with(A, B)
+    store.close()
