@@ -321,13 +321,6 @@ class Ipam(CardPools):
 
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
-        if self.v6 is None and not self._orphans:  # the hot path: one lookup, one call
-            released = self.pool.release(key, now)
-            if released is None:
-                return self._release_extra(key, now)
-            if self._observes_pods:
-                self._policy.released(now)
-            return released
         if self.v6 is not None:
             v6 = self._dual.pop(key, None)
             released = self._release_v4(key, now)
@@ -337,6 +330,8 @@ class Ipam(CardPools):
         return self._release_v4(key, now)
 
     def _release_v4(self, key: AllocationKey, now: float) -> Allocation | None:
+        """The IPv4 release (the hot path: one pool lookup when no address is orphaned and
+        the key is on card 0)."""
         if self._orphans:
             allocation = self.pool.allocations.get(key)
             if allocation is not None and self._orphans.get(allocation.address) is allocation:
