@@ -509,8 +509,7 @@ class JournalCheckpointStore:
         self.records += 1
         self.bytes_appended += len(record)
         if self._off > self._compact_at():
-            self._compaction = self._run(self._compact_blocking, state.document(seq))
-            self._compaction.add_done_callback(_retrieve)
+            self._compact_in_background(state, seq)
         elif not self._fresh_due and self._fresh_after_s > 0:
             self._schedule_fold(self._fresh_after_s)
 
@@ -532,7 +531,12 @@ class JournalCheckpointStore:
             return
         state = self._state
         assert state is not None
-        self._compaction = self._run(self._compact_blocking, state.document(self._seq))
+        self._compact_in_background(state, self._seq)
+
+    def _compact_in_background(self, state: State, seq: int) -> None:
+        """Fold ``state`` (as of record ``seq``) into ``ipam.json`` in the writer thread; the
+        next commit waits for it (:meth:`_settle`)."""
+        self._compaction = self._run(self._compact_blocking, state.document(seq))
         self._compaction.add_done_callback(_retrieve)
 
     def _compact_at(self) -> int:

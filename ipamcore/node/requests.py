@@ -98,10 +98,14 @@ class Requests(Upkeep):
         self._resolve(wait.task, 0, None)
 
     def _add(self, req: i.Add) -> TaskGen:
-        if not self._take_turn(req.key):
-            yield Turn(req.key)
-        yield from self._add_holding(req)
-        self._leave(req.key)
+        return self._in_turn(req.key, self._add_holding(req))
+
+    def _in_turn(self, key: AllocationKey, body: TaskGen) -> TaskGen:
+        """Run ``body`` holding ``key``'s turn (one request per key at a time)."""
+        if not self._take_turn(key):
+            yield Turn(key)
+        yield from body
+        self._leave(key)
 
     def _add_holding(self, req: i.Add) -> TaskGen:
         ipam, key = self.core, req.key
@@ -265,10 +269,7 @@ class Requests(Upkeep):
         return None
 
     def _delete(self, req: i.Del) -> TaskGen:
-        if not self._take_turn(req.key):
-            yield Turn(req.key)
-        yield from self._delete_holding(req)
-        self._leave(req.key)
+        return self._in_turn(req.key, self._delete_holding(req))
 
     def _delete_holding(self, req: i.Del) -> TaskGen:
         ipam, key = self.core, req.key
