@@ -16,14 +16,18 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
   refill_horizon_s`` (8 s: a policy pass, a call and its taking effect; 1 s while pods
   wait or addresses are coming, since each call's answer runs the policy again): the ready
   addresses that cover the arrivals expected before a top-up lands, with a Poisson margin;
-* ``batch = ceil(net * batch_horizon_s)`` (45 s): what one growth call adds beyond ``low``,
-  so a growing node makes few larger calls and a steady node holds almost nothing idle;
+* ``batch = round(net * horizon)``: what one growth call adds beyond ``low``; the horizon
+  is ``lean_batch_horizon_s`` (10 s) while the node's calls were never throttled (a call is
+  cheap, and a batch's surplus is idle until the next shrink) and ``batch_horizon_s`` (45 s)
+  once calls are scarce, so a growing node then makes few larger calls;
 * growth when ``available + pending - waiting < low``: up to ``high = low + batch``, lowest
   ENIs first, new ENIs created with their addresses in the same call;
 * ENI look-ahead: when the room left on attached ENIs plus what is ready lasts less than
   ``eni_lookahead_s`` (120 s) at the ``net`` rate, the next ENI is created before it is
   needed, so nodes that grow together spread their CreateNetworkInterface calls out;
-* shrink above ``keep = max(high, 2 * low)``: all the surplus, or half of it per pass
+* shrink above ``keep = max(high, 2 * ceil(m + 1.5 * sqrt(m)))`` (the hysteresis on the
+  demand's share only: with under ``negligible`` (0.1) of it, ``keep`` is ``low`` and an idle
+  node holds one ready address, as WARM_IP_TARGET=1 does): all the surplus, or half of it per pass
   (every ``shrink_interval_s``) while demand still grows by an address or more a batch
   horizon; an empty ENI is freed only when the other ENIs still leave a whole spare ENI of
   room.
@@ -35,7 +39,9 @@ with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.
   of the first plan and the first pod (``boot_idle_hold_s``, 15 min, while no pod came at
   all: a fleet launched at 3 nodes a second takes minutes to boot, and its first nodes must
   not give their fill back just before the pods come), the
-  first ``boot_enis`` (2) ENIs are filled and nothing shrinks: a node the autoscaler just
+  pool holds at least its first ``boot_enis`` (2) ENIs' worth (counted on the whole pool,
+  so ENIs busy with a call never make it grow twice) and shrinks no lower (what growth
+  asked for beyond it at the end of a burst goes back as usual): a node the autoscaler just
   launched is about to get pods, and the calls made at boot (spread out as nodes join)
   are not made by every node at once in the middle of a cluster-wide scale-up, when the
   account's buckets (5 calls a second per action) run dry;
@@ -53,9 +59,10 @@ with its demand and backoff, is :class:`AdaptivePolicy` behind :class:`ipamcore.
 
 Where it loses (README, "The adaptive policy", measured by ``benchmarks/policies.py``): on
 small clusters, where calls are never throttled, it holds more idle addresses than the best
-fixed WARM_IP_TARGET (the boot fill, and the 5 s policy cadence: holding one ready address,
-as WARM_IP_TARGET=1 does, makes pods wait a call); it makes more EC2 calls than
-WARM_ENI_TARGET.
+fixed WARM_IP_TARGET=1-3: that setting holds one to three ready addresses and lets pods wait a
+call (p99 0.3-0.7 s), where this policy keeps p99 at 0 s, as WARM_ENI_TARGET=1 does; and the
+boot fill, which keeps a fleet's scale-up off the account's buckets, is idle on nodes that get
+few pods. It makes more EC2 calls than WARM_ENI_TARGET.
 """
 
 from __future__ import annotations
@@ -303,21 +310,47 @@ class Targets:
 
 
 def targets(
-    rates: Rates, inp: PolicyInput, tuning: AdaptiveTuning, growing: bool = False
+    rates: Rates,
+    inp: PolicyInput,
+    tuning: AdaptiveTuning,
+    growing: bool = False,
+    scarce: bool = False,
 ) -> Targets:
     """The ready addresses to keep (``low``) and the batch to ask for, from the demand rates.
 
     ``growing`` (pods wait or addresses are coming): each call's answer runs the policy
     again, so the next top-up is one call away (``burst_horizon_s``), not a policy interval.
+    ``scarce`` (EC2 throttled a call of this node lately): the batch covers the net growth
+    of ``batch_horizon_s``, so a growing node makes few, larger calls; while calls were
+    never throttled, of ``lean_batch_horizon_s`` only (a call is cheap then, and what a
+    batch asks for beyond the demand is idle until the next shrink).
     """
     cfg = inp.config
     horizon = tuning.burst_horizon_s if growing else tuning.refill_horizon_s
     expected = rates.arrivals * horizon
-    covered = math.ceil(expected + tuning.safety_sigmas * math.sqrt(expected))
+    needed = expected + tuning.safety_sigmas * math.sqrt(expected)
+    covered = math.ceil(needed) if needed >= tuning.negligible else 0
     low = max(tuning.min_warm, cfg.warm_ip_target, covered)
-    batch = math.ceil(max(rates.net, 0.0) * tuning.batch_horizon_s)
+    # rounded, not ceiled: a net rate that has all but decayed asks for nothing
+    batch = math.floor(max(rates.net, 0.0) * batch_horizon(tuning, scarce) + 0.5)
     high = low + batch
-    return Targets(low=low, high=high, keep=max(high, math.ceil(tuning.keep_factor * low)))
+    # Hysteresis against shrinking what the next arrivals would ask for again: on the
+    # demand-driven part of ``low`` only (with no arrivals expected, nothing is asked for
+    # again, and the floor alone is kept, as WARM_IP_TARGET does).
+    keep = max(high, low, math.ceil(tuning.keep_factor * covered))
+    return Targets(low=low, high=high, keep=keep)
+
+
+def batch_horizon(tuning: AdaptiveTuning, scarce: bool) -> float:
+    """Seconds of net growth one growth call asks for (see :func:`targets`)."""
+    return tuning.batch_horizon_s if scarce else tuning.lean_batch_horizon_s
+
+
+def boot_fill(inp: PolicyInput, tuning: AdaptiveTuning) -> int:
+    """The addresses a young node holds: its first ``boot_enis`` ENIs' worth, counted on the
+    whole pool (an ENI busy with a call, or one being created, counts with what it asked
+    for: the fill never grows past that while calls are in flight)."""
+    return min(tuning.boot_enis, inp.max_enis) * inp.per_eni
 
 
 def _unit(inp: PolicyInput) -> int:
@@ -337,9 +370,10 @@ def decide_growth(
 ) -> list[Effect]:
     """Top-ups and new ENIs that bring ready-or-coming addresses up to ``high``; while
     ``congested`` (a growth call was throttled lately) each call fills its ENI; while
-    ``young`` (just booted) the lowest ENI is filled."""
+    ``young`` (just booted) the pool holds at least :func:`boot_fill`."""
     rates, congested = situation.rates, situation.congested
-    aim = targets(rates, inp, tuning, growing=inp.waiting > 0 or inp.pending_addresses > 0)
+    growing = inp.waiting > 0 or inp.pending_addresses > 0
+    aim = targets(rates, inp, tuning, growing=growing, scarce=situation.scarce)
     ready = _available(pool) + inp.pending_addresses - inp.waiting
     total = pool.usable_total + inp.pending_addresses
     room_pods = inp.max_pods - total
@@ -350,11 +384,8 @@ def decide_growth(
     short = _units(min(short, room_pods), inp) if short > 0 else 0
     enis = growable(pool, inp)
     effects: list[Effect] = []
-    if situation.young and enis and not inp.prefix_mode and not inp.pending_addresses:
-        first = enis[: tuning.boot_enis]
-        boot = sum(room(e, inp) for e in first)
-        boot += max(tuning.boot_enis - len(first) - inp.pending_enis, 0) * inp.per_eni
-        short = max(short, min(boot, room_pods))
+    if situation.young and not inp.prefix_mode and not inp.pending_addresses:
+        short = max(short, min(boot_fill(inp, tuning) - total, room_pods))
     for eni in enis:
         if short <= 0:
             break
@@ -391,14 +422,18 @@ def decide_shrink(
     """Give back the surplus above ``keep`` (half of it per pass while demand still grows
     by an address or more a batch horizon), or one empty ENI; while calls are ``scarce``
     keep room for the recent peak; nothing while ``congested`` (the surplus was asked for
-    on purpose) or ``young``."""
-    if situation.congested or situation.young:
+    on purpose); while ``young``, nothing of the boot fill (what growth asked for beyond it,
+    at the end of a burst, goes back as it would later)."""
+    if situation.congested or (situation.young and inp.prefix_mode):
         return []
-    aim = targets(situation.rates, inp, tuning)
+    scarce = situation.scarce
+    aim = targets(situation.rates, inp, tuning, scarce=scarce)
     cfg = inp.config
     available = _available(pool)
     floor = max(cfg.minimum_ip_target, 0)
-    if situation.scarce:  # keep room for the recent peak: regrowing costs scarce calls
+    if situation.young:
+        floor = max(floor, boot_fill(inp, tuning))
+    if scarce:  # keep room for the recent peak: regrowing costs scarce calls
         floor = max(floor, situation.peak + aim.low)
     surplus_addresses = min(available - aim.keep, pool.usable_total - floor)
     enis_high_first = sorted(pool.enis.values(), key=lambda e: e.rank, reverse=True)
@@ -412,7 +447,7 @@ def decide_shrink(
     surplus = surplus_addresses // _unit(inp)
     if surplus <= 0:
         return []
-    growing = situation.rates.net * tuning.batch_horizon_s >= 1.0  # an address a batch
+    growing = situation.rates.net * batch_horizon(tuning, scarce) >= 1.0  # an address a batch
     give = max(1, surplus // 2) if growing else surplus
     return unassign_from_highest(pool, inp, enis_high_first, give, free_blocks)
 

@@ -52,7 +52,8 @@ class AdaptiveTuning:
     rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
     refill_horizon_s: float = 8.0  # arrivals to cover while a top-up is on its way and usable
     safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
-    batch_horizon_s: float = 45.0  # net growth one growth call asks for
+    batch_horizon_s: float = 45.0  # net growth one growth call asks for (calls scarce)
+    lean_batch_horizon_s: float = 10.0  # ... while this node's calls were never throttled
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
     boot_hold_s: float = 300.0  # a node just booted fills its first ENI(s) and keeps them
     boot_idle_hold_s: float = 900.0  # ... longer while no pod has come at all
@@ -60,6 +61,7 @@ class AdaptiveTuning:
     settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
     eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less
     min_warm: int = 1  # addresses kept ready even with no demand at all
+    negligible: float = 0.1  # expected arrivals (+ margin) a horizon below this: no demand
     backoff_base_s: float = 1.0  # first pause after a throttled growth call
     backoff_cap_s: float = 30.0  # longest pause (before jitter)
     urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now

@@ -79,20 +79,50 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
 
 # ---------------------------------------------------------------------------- targets
 @pytest.mark.parametrize(
-    ("arrivals", "net", "low", "high"),
+    ("arrivals", "net", "low", "high", "keep", "lean_high", "lean_keep"),
     [
-        (0.0, 0.0, 1, 1),  # no demand: min_warm
-        (0.1, 0.0, 3, 3),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only: no batch
-        (0.2, 0.2, 4, 13),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9
-        (1.0, 1.0, 13, 58),  # 8 + 4.24 = 12.24; batch 45
-        (1.0, -0.5, 13, 13),  # demand falling: no batch
+        (0.0, 0.0, 1, 1, 1, 1, 1),  # no demand: min_warm, and no hysteresis above it
+        (1e-6, 1e-6, 1, 1, 1, 1, 1),  # a rate that all but decayed: no demand either
+        (0.1, 0.0, 3, 3, 6, 3, 6),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only
+        (0.2, 0.2, 4, 13, 13, 6, 8),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9 (x 10 s: 2)
+        (1.0, 1.0, 13, 58, 58, 23, 26),  # 8 + 4.24 = 12.24; batch 45 (10)
+        (1.0, -0.5, 13, 13, 26, 13, 26),  # demand falling: no batch
     ],
 )
-def test_targets_table(arrivals: float, net: float, low: int, high: int) -> None:
+def test_targets_table(
+    arrivals: float, net: float, low: int, high: int, keep: int, lean_high: int, lean_keep: int
+) -> None:
+    """Calls scarce (a throttled call lately): the batch covers 45 s of net growth; never
+    throttled: 10 s. ``keep`` is the hysteresis above ``high``: twice the demand's share."""
     ipam = warm_node(ips=0, assigned=0)
-    aim = targets(Rates(arrivals, net), policy_input(ipam), TUNING)
-    assert (aim.low, aim.high) == (low, high)
-    assert aim.keep == max(high, 2 * low)
+    scarce = targets(Rates(arrivals, net), policy_input(ipam), TUNING, scarce=True)
+    assert (scarce.low, scarce.high, scarce.keep) == (low, high, keep)
+    lean = targets(Rates(arrivals, net), policy_input(ipam), TUNING)
+    assert (lean.low, lean.high, lean.keep) == (low, lean_high, lean_keep)
+
+
+def test_without_demand_the_pool_shrinks_to_the_floor_as_warm_ip_target_does() -> None:
+    ipam = warm_node(ips=3, assigned=1)  # 2 ready, nothing arriving for long
+    (effect,) = decide_shrink(ipam.pool, policy_input(ipam), OLD, TUNING, 1000.0)
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 1
+    trickle = Situation(rates=Rates(0.01, 0.0))  # 0.08 expected in 8 s, + 1.5 sigma: 0.5
+    assert decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0) == []
+
+
+def test_the_batch_is_larger_once_calls_are_scarce() -> None:
+    """Before any throttled call a growth call asks for ``lean_batch_horizon_s`` of net
+    growth (calls are cheap, the extra addresses idle); after one, for ``batch_horizon_s``."""
+    ipam = warm_node(ips=3, assigned=3)
+    rising = Rates(0.5, 0.5)
+    lean = decide_growth(ipam.pool, policy_input(ipam), Situation(rates=rising), TUNING)
+    scarce = decide_growth(
+        ipam.pool, policy_input(ipam), Situation(rates=rising, scarce=True), TUNING
+    )
+
+    def asked(effects: list[object]) -> int:
+        return sum(getattr(e, "ipv4_count", 0) for e in effects)
+
+    assert 0 < asked(lean) < asked(scarce)
 
 
 def test_warm_ip_target_is_a_floor_for_the_adaptive_policy() -> None:
@@ -139,10 +169,34 @@ def test_a_young_node_fills_its_first_two_enis_and_does_not_shrink() -> None:
     assert decide_shrink(full.pool, policy_input(full), OLD, TUNING, 1000.0) != []
 
 
+def test_a_young_node_gives_back_what_growth_asked_beyond_its_boot_fill() -> None:
+    """At the end of a burst the rates still say "growing" and growth over-asks; the boot
+    hold keeps the first two ENIs' worth (28 addresses on m5.xlarge), not the overshoot."""
+    ipam = node("m5.xlarge", ADAPTIVE, enis=(eni(0, ips=14), eni(1, ips=14), eni(2, ips=14)))
+    for i in range(10):
+        ipam.assign(key(i), pod(i), 0.0)
+    young = Situation(young=True)
+    effects = decide_shrink(ipam.pool, policy_input(ipam), young, TUNING, 1000.0)
+    given = sum(len(e.ipv4_addresses) for e in effects if isinstance(e, UnassignAddresses))
+    freed = [e for e in effects if isinstance(e, FreeEni)]
+    assert effects and (given == 14 or len(freed) == 1)  # 42 held: back to 28, not below
+    two = node("m5.xlarge", ADAPTIVE, enis=(eni(0, ips=14), eni(1, ips=14)))
+    assert decide_shrink(two.pool, policy_input(two), young, TUNING, 1000.0) == []
+    assert decide_shrink(two.pool, policy_input(two), OLD, TUNING, 1000.0) != []
+
+
+def test_the_boot_fill_counts_enis_busy_with_a_call() -> None:
+    """An ENI with a call in flight is not growable, but what it holds still counts toward
+    the boot fill: a young node does not create ENIs past its fill while calls are out."""
+    ipam = node("m5.xlarge", ADAPTIVE, enis=(eni(0, ips=14), eni(1, ips=14)))
+    busy = attrs.evolve(policy_input(ipam), busy_enis=frozenset({"eni-0000"}))
+    assert decide_growth(ipam.pool, busy, Situation(young=True), TUNING) == []
+
+
 def test_growth_asks_for_the_batch_when_demand_grows() -> None:
     ipam = warm_node(ips=3, assigned=3)
-    rising = Situation(rates=Rates(0.2, 0.2))
-    aim = targets(rising.rates, policy_input(ipam), TUNING)
+    rising = Situation(rates=Rates(0.2, 0.2), scarce=True)
+    aim = targets(rising.rates, policy_input(ipam), TUNING, scarce=True)
     effects = decide_growth(ipam.pool, policy_input(ipam), rising, TUNING)
     assert effects[0] == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=11)
     assert isinstance(effects[1], CreateEni) and effects[1].ipv4_count == aim.high - 11
@@ -183,16 +237,19 @@ def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
 
 # ----------------------------------------------------------------------------- shrink
 @pytest.mark.parametrize(
-    ("rates", "given"),
+    ("rates", "scarce", "given"),
     [
-        (Rates(0.05, 0.03), 4),  # low 2, high 2 + 2 (1.35 a batch): keep 4; (12 - 4) // 2
-        (Rates(0.01, 0.001), 10),  # keep 2; 0.045 addresses a batch horizon: all of it
-        (Rates(0.0, 0.0), 10),  # no demand: keep 2 x min_warm
+        (Rates(0.05, 0.03), True, 4),  # low 2, high 2 + 1 (1.35 a batch): keep 4; (12 - 4) // 2
+        (Rates(0.05, 0.03), False, 8),  # 0.3 addresses a lean batch: not growing, all of it
+        (Rates(0.01, 0.001), True, 10),  # keep 2; 0.045 addresses a batch horizon: all of it
+        (Rates(0.0, 0.0), False, 11),  # no demand: keep min_warm, as WARM_IP_TARGET=1 would
     ],
 )
-def test_shrink_gives_back_half_the_surplus_while_pods_still_come(rates: Rates, given: int) -> None:
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come(
+    rates: Rates, scarce: bool, given: int
+) -> None:
     ipam = warm_node(ips=14, assigned=2)  # 12 ready
-    situation = Situation(rates=rates)
+    situation = Situation(rates=rates, scarce=scarce)
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), situation, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses)
     assert len(effect.ipv4_addresses) == given
@@ -202,7 +259,7 @@ def test_shrink_gives_back_half_the_surplus_while_pods_still_come(rates: Rates, 
 def test_shrink_gives_back_the_whole_surplus_when_demand_falls() -> None:
     ipam = warm_node(ips=14, assigned=2)
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), OLD, TUNING, 1000.0)
-    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 11
 
 
 def test_shrink_frees_an_empty_eni_only_with_a_spare_eni_left() -> None:
@@ -349,13 +406,13 @@ def test_while_calls_are_scarce_shrink_keeps_room_for_the_recent_peak() -> None:
     ipam = warm_node(ips=14, assigned=2)  # 12 ready; the last wave had 12 pods
     calm = Situation(peak=12)
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), calm, TUNING, 1000.0)
-    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 11
     scarce = Situation(scarce=True, peak=12)  # keep 12 + low (1): give back 1
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), scarce, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 1
     scarce_low = Situation(scarce=True, peak=2)
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), scarce_low, TUNING, 1000.0)
-    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 10
+    assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 11
 
 
 def test_a_throttled_call_makes_calls_scarce_for_the_history_span() -> None:
