@@ -61,7 +61,6 @@ class AdaptiveTuning:
     settled_rate: float = 0.01  # ... or until pods came and the net rate fell to this (/s)
     eni_lookahead_s: float = 120.0  # create the next ENI when the room left lasts less
     min_warm: int = 1  # addresses kept ready even with no demand at all
-    negligible: float = 0.1  # expected arrivals (+ margin) a horizon below this: no demand
     backoff_base_s: float = 1.0  # first pause after a throttled growth call
     backoff_cap_s: float = 30.0  # longest pause (before jitter)
     urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now

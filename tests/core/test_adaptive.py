@@ -82,7 +82,7 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
     ("arrivals", "net", "low", "high", "keep", "lean_high", "lean_keep"),
     [
         (0.0, 0.0, 1, 1, 1, 1, 1),  # no demand: min_warm, and no hysteresis above it
-        (1e-6, 1e-6, 1, 1, 1, 1, 1),  # a rate that all but decayed: no demand either
+        (1e-6, 1e-6, 1, 1, 2, 1, 2),  # a rate that all but decayed: still one address
         (0.1, 0.0, 3, 3, 6, 3, 6),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only
         (0.2, 0.2, 4, 13, 13, 6, 8),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9 (x 10 s: 2)
         (1.0, 1.0, 13, 58, 58, 23, 26),  # 8 + 4.24 = 12.24; batch 45 (10)
