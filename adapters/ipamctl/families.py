@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import attrs
 
+from adapters.simulator import SimConfig
 from ipamcore.cards import card_limits
 from ipamcore.config import PoolConfig
 from ipamcore.limits import InstanceLimits
@@ -19,6 +20,8 @@ FAMILY_KNOBS: dict[str, tuple[str, type]] = {
     "ENABLE_IPv4": ("ipv4", bool),
     "ENABLE_MULTI_NIC": ("multi_nic", bool),
 }
+TRUE = ("true", "1", "yes")
+FALSE = ("false", "0", "no")
 WARM_KNOBS = ("WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "WARM_PREFIX_TARGET")
 IPV6_WARM_IGNORED = (
     "IPv6 mode: WARM_ENI_TARGET, WARM_IP_TARGET, MINIMUM_IP_TARGET and WARM_PREFIX_TARGET are "
@@ -80,3 +83,39 @@ def check_families(
 def with_family(candidate: PoolConfig, base: PoolConfig) -> PoolConfig:
     """A swept candidate's pool with the run's IP families and multi-NIC setting."""
     return attrs.evolve(candidate, ipv6=base.ipv6, ipv4=base.ipv4, multi_nic=base.multi_nic)
+
+
+def recommend_knobs(knobs: list[str], names: set[str]) -> list[str]:
+    """``recommend --set`` items: the run's IP families and multi-NIC setting, which every
+    swept candidate shares (``names``: the knob names given, upper case). The sweep tries
+    prefix delegation itself, so ENABLE_PREFIX_DELEGATION is taken only in IPv6 single stack
+    (where upstream requires it; it is added there when left out). ValueError names the
+    knob it cannot take."""
+    family = {k.upper() for k in FAMILY_KNOBS}
+    for name in sorted(names - family - {"ENABLE_PREFIX_DELEGATION"}):
+        raise ValueError(
+            f"--set {name}: recommend sweeps the warm-pool knobs itself; --set takes "
+            f"{', '.join(FAMILY_KNOBS)} (the cluster's IP families and network cards)"
+        )
+    flags = {
+        item.partition("=")[0].strip().upper(): item.partition("=")[2].strip().lower()
+        for item in knobs
+    }
+    ipv6_only = flags.get("ENABLE_IPV6") in TRUE and flags.get("ENABLE_IPV4") in FALSE
+    if "ENABLE_PREFIX_DELEGATION" in names and not ipv6_only:
+        raise ValueError(
+            "--set ENABLE_PREFIX_DELEGATION: recommend sweeps prefix delegation itself (it is "
+            "taken only with ENABLE_IPv6=true ENABLE_IPv4=false, where upstream requires it)"
+        )
+    if ipv6_only and "ENABLE_PREFIX_DELEGATION" not in names:
+        return [*knobs, "ENABLE_PREFIX_DELEGATION=true"]
+    return list(knobs)
+
+
+def family_label(config: SimConfig) -> str:
+    """``, dual stack``, ``, ENABLE_MULTI_NIC, 20% multi-NIC pods``, ... for a title."""
+    pool = config.pool
+    out = ", IPv6 single stack" if pool.ipv6_only else ", dual stack" if pool.dual_stack else ""
+    if pool.multi_nic:
+        out += f", ENABLE_MULTI_NIC, {config.multi_nic_fraction:.0%} multi-NIC pods"
+    return out

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from adapters.ipamctl.families import FAMILY_KNOBS, check_families
+from adapters.ipamctl.families import FALSE, FAMILY_KNOBS, TRUE, check_families
 from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError
 from adapters.simulator.cluster import DRAINS
 from adapters.simulator.importers import SOURCES, import_trace, to_csv
@@ -55,8 +55,6 @@ KNOBS: dict[str, tuple[str, type]] = {
     **FAMILY_KNOBS,
 }
 KNOB_NAMES = {name.upper(): name for name in KNOBS}  # --set reads names in any case
-TRUE = ("true", "1", "yes")
-FALSE = ("false", "0", "no")
 IDLE_DEFINITION = (
     "idle address-hours: addresses held on the nodes' ENIs but not assigned to a pod, summed "
     "over the run (one address idle for one hour = 1); the subnet addresses the warm pool keeps "
