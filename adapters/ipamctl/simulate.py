@@ -593,6 +593,8 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream.flush()
     if args.plot:
         knobs = "".join(f", {k.strip()}" for k in args.knobs)
+        if config.multi_nic_fraction:
+            knobs += f", {config.multi_nic_fraction:.0%} of pods multi-NIC"
         title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}{knobs}"
         draw = lambda: plot(measures, args.plot, title, setup.events)  # noqa: E731
         if not draw_safely(draw, args.plot, "simulate"):
