@@ -5,16 +5,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import ipaddress
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from adapters.ipamctl.recommend import add_recommend_parser, run_recommend
 from adapters.ipamctl.simulate import add_simulate_parser, run_simulate
-from adapters.simulator import Cluster, PodEvent, SimConfig
+from adapters.simulator import SCENARIOS, Cluster, PodEvent, SimConfig
+from adapters.simulator.cluster import DEFAULT_LATENCIES
 from ipamcore.cards import card_limits
 from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni
@@ -325,3 +328,35 @@ def test_recommend_refuses_what_it_cannot_take(
     code, out = recommend_cli(["--scenario", "burst", *knobs])
     assert code == 2 and out == ""
     assert says in capsys.readouterr().err
+
+
+def test_dual_stack_grows_the_ipv4_pool_exactly_as_ipv4_does_but_for_the_prefix() -> None:
+    """With the start-up /80 taking no time (so the nodes' policy beat is not shifted) dual
+    stack's waits and IPv4 calls are the IPv4 run's; the /80 is one call more a node."""
+    scenario = SCENARIOS["burst"]
+    events = scenario.events(4, 900.0, 0)
+    lat = tuple((a, 0.0 if a == "AssignIpv6Addresses" else v) for a, v in DEFAULT_LATENCIES)
+    runs = [
+        Cluster(SimConfig(nodes=4, duration_s=900.0, pool=pool, latencies=lat,
+                          boot_spread_s=scenario.boot_spread_s(4)), events).run()
+        for pool in (PoolConfig(), DUAL)
+    ]  # fmt: skip
+    v4, dual = runs
+    assert dual.waits == v4.waits and dual.wait_max_s > 0  # some pods waited, the same ones
+    assert dual.idle_address_hours == v4.idle_address_hours
+    calls = dict(dual.mutating_calls)
+    assert calls.pop("AssignIpv6Addresses") == 4 and calls == v4.mutating_calls
+    assert dual.ipv6_assigned_peak == v4.peak_assigned > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="no matplotlib")
+@pytest.mark.parametrize(
+    "argv",
+    [V6_SET, ["--set", "ENABLE_IPv6=true"],
+     ["--instance-type", "trn1.32xlarge", "--set", "ENABLE_MULTI_NIC=true",
+      "--multi-nic-fraction", "0.2"]],
+)  # fmt: skip
+def test_simulate_draws_ipv6_and_multi_nic_pictures(tmp_path: Path, argv: list[str]) -> None:
+    png = tmp_path / "run.png"
+    code, _out = simulate_cli(["--scenario", "burst", "--nodes", "2", *argv, "--plot", str(png)])
+    assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
