@@ -209,14 +209,22 @@ def test_multi_nic_runs_are_deterministic() -> None:
 
 
 # ------------------------------------------------------------------------ ipamctl simulate
-def simulate_cli(argv: list[str]) -> tuple[int, str]:
+Command = tuple[Callable[[argparse.ArgumentParser], object],
+                Callable[[argparse.Namespace, io.StringIO], int]]  # fmt: skip
+
+
+def command_cli(name: str, command: Command, argv: list[str]) -> tuple[int, str]:
+    """Run ``ipamctl NAME ARGV --no-progress``: (exit code, stdout)."""
+    add, run = command
     parser = argparse.ArgumentParser(prog="ipamctl")
     parser.add_argument("--json", action="store_true")
-    add_simulate_parser(parser.add_subparsers(dest="command", required=True))
+    add(parser.add_subparsers(dest="command", required=True))
     out = io.StringIO()
-    return run_simulate(parser.parse_args(["simulate", *argv, "--no-progress"]), out), (
-        out.getvalue()
-    )
+    return run(parser.parse_args([name, *argv, "--no-progress"]), out), out.getvalue()
+
+
+def simulate_cli(argv: list[str]) -> tuple[int, str]:
+    return command_cli("simulate", (add_simulate_parser, run_simulate), argv)
 
 
 def test_simulate_ipv6_prints_the_ipv6_rows_and_says_warm_targets_are_ignored(
@@ -283,13 +291,7 @@ def test_simulate_warns_of_multi_nic_on_a_type_with_one_card(
 
 # ------------------------------------------------------------------------ ipamctl recommend
 def recommend_cli(argv: list[str]) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="ipamctl")
-    parser.add_argument("--json", action="store_true")
-    add_recommend_parser(parser.add_subparsers(dest="command", required=True))
-    out = io.StringIO()
-    return run_recommend(parser.parse_args(["recommend", *argv, "--no-progress"]), out), (
-        out.getvalue()
-    )
+    return command_cli("recommend", (add_recommend_parser, run_recommend), argv)
 
 
 def test_recommend_on_ipv6_sweeps_nothing_and_says_why() -> None:
