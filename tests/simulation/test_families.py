@@ -362,3 +362,17 @@ def test_simulate_draws_ipv6_and_multi_nic_pictures(tmp_path: Path, argv: list[s
     png = tmp_path / "run.png"
     code, _out = simulate_cli(["--scenario", "burst", "--nodes", "2", *argv, "--plot", str(png)])
     assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_fleet_booting_at_once_is_throttled_on_its_prefixes_and_each_node_gets_one() -> None:
+    """AssignIpv6Addresses draws on the account's mutating bucket (50, 5 a second): 120 IPv6
+    nodes booting within a second are throttled, retry with the start's backoff, and each
+    ends with one /80 before its pod comes."""
+    nodes = 120
+    cfg = SimConfig(nodes=nodes, duration_s=200.0, pool=V6, boot_spread_s=1.0)
+    m = Cluster(cfg, burst(1, 120.0, nodes)).run()
+    ok = m.mutating_calls["AssignIpv6Addresses"] - m.throttled_calls["AssignIpv6Addresses"]
+    assert m.throttled_calls["AssignIpv6Addresses"] > 0 and ok == nodes
+    assert m.ipv6_prefixes_peak == nodes and m.ipv6_prefix_calls_max_per_node > 1
+    assert m.mutating_after_ipv6_prefix == 0
+    assert (m.pods_served, m.wait_max_s) == (nodes, 0.0)
