@@ -43,7 +43,7 @@ from collections import Counter
 import burst  # the sibling script (benchmarks/ is on sys.path when run as a script)
 
 from adapters import protocol as p
-from adapters.ipamctl.simulate import pool_config
+from adapters.ipamctl.simulate import KNOB_NAMES, pool_config
 from adapters.ipamd.settings import state_env
 from adapters.simulator import SCENARIOS, Cluster, Measures, PodEvent, SimConfig
 from adapters.simulator.measures import percentile
@@ -103,7 +103,8 @@ def start_daemon(state: str, instance_type: str, env_extra: dict[str, str],
         "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN", "IPAMD_LOG_FORMAT": "json",
     }  # fmt: skip
     for name in ("WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "MAX_ENI",
-                 "WARM_PREFIX_TARGET", "ENABLE_PREFIX_DELEGATION", "IPAMD_POLICY"):  # fmt: skip
+                 "WARM_PREFIX_TARGET", "ENABLE_PREFIX_DELEGATION", "IPAMD_POLICY",
+                 "ENABLE_IPv6", "ENABLE_IPv4", "ENABLE_MULTI_NIC"):  # fmt: skip
         env.pop(name, None)
     env.update(env_extra)
     log = open(os.path.join(state, "ipamd.log"), "wb")  # noqa: SIM115 (the child holds it)
@@ -240,7 +241,8 @@ def main(argv: list[str]) -> int:
     env = {"IPAMD_POLICY": args.policy}
     for item in args.knobs:
         name, _, value = item.partition("=")
-        env[name.strip().upper()] = value.strip()
+        # the daemon reads upstream's names as spelled (ENABLE_IPv6, not ENABLE_IPV6)
+        env[KNOB_NAMES.get(name.strip().upper(), name.strip())] = value.strip()
     print("| scenario (one node, window) | pods | wait p50 s: daemon / simulator | p99 | max | "
           "idle address-hours x 1000 | EC2 mutating calls |")
     print("|---|---:|---:|---:|---:|---:|---:|")
