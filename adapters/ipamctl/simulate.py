@@ -12,9 +12,12 @@ Wire it into ``ipamctl`` (``adapters/ipamctl/main.py``)::
 impossible setting or a bad trace.
 
 Settings are checked against the instance type before the run (:func:`check_settings`):
-impossible ones are refused (prefix delegation on a type that is not Nitro, a WARM_IP_TARGET
-or MINIMUM_IP_TARGET above what a node can hold), ignored ones are named on stderr (knobs
-the adaptive policy does not read, WARM_ENI_TARGET under WARM_IP_TARGET, ...). ``--plot`` is
+impossible ones are refused (prefix delegation or IPv6 on a type that is not Nitro, IPv6
+single stack without prefix delegation, multi-NIC pods without ENABLE_MULTI_NIC, a
+WARM_IP_TARGET or MINIMUM_IP_TARGET above what a node can hold), ignored ones are named on
+stderr (knobs the adaptive policy does not read, WARM_ENI_TARGET under WARM_IP_TARGET, the
+warm targets in IPv6 mode, ...: :mod:`adapters.ipamctl.families` for the IP families and
+network cards). ``--plot`` is
 checked before the run too (matplotlib importable, the directory exists), and the table is
 printed even if drawing fails.
 """
