@@ -52,8 +52,7 @@ class AdaptiveTuning:
     rate_window_s: float = 30.0  # time constant of the arrival / release rate averages
     refill_horizon_s: float = 8.0  # arrivals to cover while a top-up is on its way and usable
     safety_sigmas: float = 1.5  # cover the expected arrivals plus this many standard deviations
-    batch_horizon_s: float = 45.0  # net growth one growth call asks for (calls scarce)
-    lean_batch_horizon_s: float = 10.0  # ... while this node's calls were never throttled
+    batch_horizon_s: float = 45.0  # net growth one growth call asks for
     congestion_hold_s: float = 600.0  # after a throttled growth call, each call fills its ENI
     boot_hold_s: float = 300.0  # a node just booted fills its first ENI(s) and keeps them
     boot_idle_hold_s: float = 900.0  # ... longer while no pod has come at all

@@ -79,26 +79,27 @@ def test_ipam_counts_new_allocations_and_releases_only() -> None:
 
 # ---------------------------------------------------------------------------- targets
 @pytest.mark.parametrize(
-    ("arrivals", "net", "low", "high", "keep", "lean_high", "lean_keep"),
+    ("arrivals", "net", "low", "high", "keep"),
     [
-        (0.0, 0.0, 1, 1, 1, 1, 1),  # no demand: min_warm, and no hysteresis above it
-        (1e-6, 1e-6, 1, 1, 2, 1, 2),  # a rate that all but decayed: still one address
-        (0.1, 0.0, 3, 3, 6, 3, 6),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only
-        (0.2, 0.2, 4, 13, 13, 6, 8),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9 (x 10 s: 2)
-        (1.0, 1.0, 13, 58, 58, 23, 26),  # 8 + 4.24 = 12.24; batch 45 (10)
-        (1.0, -0.5, 13, 13, 26, 13, 26),  # demand falling: no batch
+        (0.0, 0.0, 1, 1, 1),  # no demand: min_warm, and no hysteresis above it
+        (1e-6, 1e-6, 1, 2, 2),  # a rate that all but decayed: still an address's worth
+        (0.1, 0.0, 3, 3, 6),  # 0.8 expected in 8 s, + 1.5 sigma = 2.14; churn only: no batch
+        (0.2, 0.2, 4, 13, 13),  # 1.6 + 1.90 = 3.50; batch 0.2/s x 45 s = 9
+        (1.0, 1.0, 13, 58, 58),  # 8 + 4.24 = 12.24; batch 45
+        (1.0, -0.5, 13, 13, 26),  # demand falling: no batch; keep twice the demand's share
     ],
 )
-def test_targets_table(
-    arrivals: float, net: float, low: int, high: int, keep: int, lean_high: int, lean_keep: int
-) -> None:
-    """Calls scarce (a throttled call lately): the batch covers 45 s of net growth; never
-    throttled: 10 s. ``keep`` is the hysteresis above ``high``: twice the demand's share."""
+def test_targets_table(arrivals: float, net: float, low: int, high: int, keep: int) -> None:
     ipam = warm_node(ips=0, assigned=0)
-    scarce = targets(Rates(arrivals, net), policy_input(ipam), TUNING, scarce=True)
-    assert (scarce.low, scarce.high, scarce.keep) == (low, high, keep)
-    lean = targets(Rates(arrivals, net), policy_input(ipam), TUNING)
-    assert (lean.low, lean.high, lean.keep) == (low, lean_high, lean_keep)
+    aim = targets(Rates(arrivals, net), policy_input(ipam), TUNING)
+    assert (aim.low, aim.high, aim.keep) == (low, high, keep)
+
+
+def test_warm_ip_target_is_a_floor_not_doubled_by_the_hysteresis() -> None:
+    ipam = node("m5.xlarge", attrs.evolve(ADAPTIVE, warm_ip_target=6), enis=(eni(0),))
+    assert targets(Rates(), policy_input(ipam), TUNING).low == 6
+    assert targets(Rates(), policy_input(ipam), TUNING).keep == 6
+    assert targets(Rates(0.1, 0.0), policy_input(ipam), TUNING).keep == 6  # 2 x 3 covered
 
 
 def test_without_demand_the_pool_shrinks_to_the_floor_as_warm_ip_target_does() -> None:
@@ -107,53 +108,6 @@ def test_without_demand_the_pool_shrinks_to_the_floor_as_warm_ip_target_does() -
     assert isinstance(effect, UnassignAddresses) and len(effect.ipv4_addresses) == 1
     trickle = Situation(rates=Rates(0.01, 0.0))  # 0.08 expected in 8 s, + 1.5 sigma: 0.5
     assert decide_shrink(ipam.pool, policy_input(ipam), trickle, TUNING, 1000.0) == []
-
-
-def test_the_batch_is_larger_once_calls_are_scarce() -> None:
-    """Before any throttled call a growth call asks for ``lean_batch_horizon_s`` of net
-    growth (calls are cheap, the extra addresses idle); after one, for ``batch_horizon_s``."""
-    ipam = warm_node(ips=3, assigned=3)
-    rising = Rates(0.5, 0.5)
-    lean = decide_growth(ipam.pool, policy_input(ipam), Situation(rates=rising), TUNING)
-    scarce = decide_growth(
-        ipam.pool, policy_input(ipam), Situation(rates=rising, scarce=True), TUNING
-    )
-
-    def asked(effects: list[object]) -> int:
-        return sum(getattr(e, "ipv4_count", 0) for e in effects)
-
-    assert 0 < asked(lean) < asked(scarce)
-
-
-def test_warm_ip_target_is_a_floor_for_the_adaptive_policy() -> None:
-    ipam = node("m5.xlarge", attrs.evolve(ADAPTIVE, warm_ip_target=6), enis=(eni(0),))
-    assert targets(Rates(), policy_input(ipam), TUNING).low == 6
-
-
-# ----------------------------------------------------------------------------- growth
-def test_no_demand_keeps_one_ready_address() -> None:
-    ipam = warm_node(ips=0, assigned=0)
-    assert decide_growth(ipam.pool, policy_input(ipam), OLD, TUNING) == [
-        AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=1)
-    ]
-    ipam = warm_node(ips=1, assigned=0)
-    assert decide_growth(ipam.pool, policy_input(ipam), OLD, TUNING) == []
-
-
-def test_young_ends_at_the_boot_hold_or_once_pods_settled() -> None:
-    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
-    assert backoff.situation(demand, 0.0).young  # not started yet: counts as just started
-    backoff.start(0.0)
-    assert backoff.situation(demand, 0.0).young
-    assert backoff.situation(demand, TUNING.boot_hold_s).young  # no pod yet: holds on
-    assert not backoff.situation(demand, TUNING.boot_idle_hold_s).young
-    demand.arrival(1.0)  # a pod came: the boot hold alone
-    assert not backoff.situation(demand, TUNING.boot_hold_s).young
-    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
-    backoff.start(0.0)
-    demand.arrival(10.0)
-    assert backoff.situation(demand, 11.0).young  # pods are coming
-    assert not backoff.situation(demand, 200.0).young  # they came, and stopped
 
 
 def test_a_young_node_fills_its_first_two_enis_and_does_not_shrink() -> None:
@@ -195,8 +149,8 @@ def test_the_boot_fill_counts_enis_busy_with_a_call() -> None:
 
 def test_growth_asks_for_the_batch_when_demand_grows() -> None:
     ipam = warm_node(ips=3, assigned=3)
-    rising = Situation(rates=Rates(0.2, 0.2), scarce=True)
-    aim = targets(rising.rates, policy_input(ipam), TUNING, scarce=True)
+    rising = Situation(rates=Rates(0.2, 0.2))
+    aim = targets(rising.rates, policy_input(ipam), TUNING)
     effects = decide_growth(ipam.pool, policy_input(ipam), rising, TUNING)
     assert effects[0] == AssignAddresses(effect_id=0, eni_id="eni-0000", ipv4_count=11)
     assert isinstance(effects[1], CreateEni) and effects[1].ipv4_count == aim.high - 11
@@ -237,19 +191,16 @@ def test_a_throttled_create_does_not_stop_top_ups_for_waiting_pods() -> None:
 
 # ----------------------------------------------------------------------------- shrink
 @pytest.mark.parametrize(
-    ("rates", "scarce", "given"),
+    ("rates", "given"),
     [
-        (Rates(0.05, 0.03), True, 4),  # low 2, high 2 + 1 (1.35 a batch): keep 4; (12 - 4) // 2
-        (Rates(0.05, 0.03), False, 8),  # 0.3 addresses a lean batch: not growing, all of it
-        (Rates(0.01, 0.001), True, 10),  # keep 2; 0.045 addresses a batch horizon: all of it
-        (Rates(0.0, 0.0), False, 11),  # no demand: keep min_warm, as WARM_IP_TARGET=1 would
+        (Rates(0.05, 0.03), 4),  # low 2, high 2 + 2 (1.35 a batch): keep 4; (12 - 4) // 2
+        (Rates(0.01, 0.001), 10),  # keep 2; 0.045 addresses a batch horizon: all of it
+        (Rates(0.0, 0.0), 11),  # no demand: keep min_warm, as WARM_IP_TARGET=1 would
     ],
 )
-def test_shrink_gives_back_half_the_surplus_while_pods_still_come(
-    rates: Rates, scarce: bool, given: int
-) -> None:
+def test_shrink_gives_back_half_the_surplus_while_pods_still_come(rates: Rates, given: int) -> None:
     ipam = warm_node(ips=14, assigned=2)  # 12 ready
-    situation = Situation(rates=rates, scarce=scarce)
+    situation = Situation(rates=rates)
     (effect,) = decide_shrink(ipam.pool, policy_input(ipam), situation, TUNING, 1000.0)
     assert isinstance(effect, UnassignAddresses)
     assert len(effect.ipv4_addresses) == given
