@@ -185,7 +185,7 @@ def judge(scenario: str, nodes: int, runs: dict[str, dict[str, Any]]) -> dict[st
     why: dict[str, str] = {}
     all_runs = list(runs.values())
     if not met["over_5s"]:
-        least = min(r["pods_over_threshold"] for r in all_runs)
+        least = min(r["pods_over_threshold"] for s, r in runs.items() if s != OURS)
         fewest = [s for s, r in runs.items() if s != OURS and r["pods_over_threshold"] == least]
         at = "; ".join(f"{s} holding {runs[s]['idle_address_hours']:,.1f} idle" for s in fewest)
         why["over_5s"] = (f"least pods over 5 s under any fixed setting: {least:,} ({at}); "
