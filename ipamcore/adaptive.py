@@ -18,7 +18,7 @@ Targets, in addresses (``unit`` converts to /28 prefixes in prefix mode):
   addresses that cover the arrivals expected before a top-up lands, with a Poisson margin;
 * ``batch = ceil(net * batch_horizon_s)`` (45 s): what one growth call adds beyond ``low``,
   so a growing node makes few larger calls and a steady node holds almost nothing idle
-  (a shorter horizon while calls were never throttled, 10 s, held 10-30 % fewer idle
+  (a shorter horizon while calls were never throttled, 10 s, held 5-45 % fewer idle
   address-hours at 10 nodes but left 65 pods waiting over 5 s in the 1,000-node scale-up:
   a node learns that calls are scarce only once the scale-up is under way);
 * growth when ``available + pending - waiting < low``: up to ``high = low + batch``, lowest
