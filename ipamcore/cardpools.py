@@ -5,6 +5,7 @@ and device indexes per card. Pure, like the rest of the core; see :mod:`ipamcore
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from math import inf
 
 import attrs
@@ -12,7 +13,7 @@ import attrs
 from ipamcore import cards
 from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni, Effect
-from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.errors import UsageError
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import Allocation, AllocationKey, ObservedEni, PodRef
 from ipamcore.policy import PolicyInput, decide_shrink
@@ -37,7 +38,6 @@ class CardPools:
             for card in self.card_limits
             if card != 0
         }
-        self._card_wanted: dict[int, int] = {}  # multi-NIC ADDs that found no address, per card
         self._card_shrunk_at: dict[int, float] = {}
         self._card_config = attrs.evolve(
             self.config, warm_eni_target=0, warm_ip_target=cards.CARD_WARM_IP_TARGET,
@@ -82,12 +82,15 @@ class CardPools:
             self.card_pools[network_card] = pool
         return pool
 
-    def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
-        """Each card above 0 with no effect in flight: growth to its warm address (see
-        :func:`cards.plan_card`), else, at most once per ``shrink_interval_s``, upstream's
-        shrink with the card's targets (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``):
-        surplus addresses back, an idle ENI of the card freed once the card has room to
-        spare. Card 0's warm targets never apply to these cards."""
+    def _plan_cards(
+        self, inp: PolicyInput, now: float, card_waiting: Mapping[int, int]
+    ) -> list[Effect]:
+        """Each card above 0 with no effect in flight: growth to its warm address plus the
+        multi-NIC ADDs waiting on it (``card_waiting``; see :func:`cards.plan_card`), else,
+        at most once per ``shrink_interval_s``, upstream's shrink with the card's targets
+        (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``): surplus addresses back, an idle ENI
+        of the card freed once the card has room to spare. Card 0's warm targets never
+        apply to these cards."""
         busy = set()
         for effect in self._in_flight.values():
             busy.add(
@@ -100,7 +103,7 @@ class CardPools:
                 continue
             pool.advance(now)
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
-            wanted += self._card_wanted.pop(card, 0)
+            wanted += card_waiting.get(card, 0)
             grow = cards.plan_card(
                 card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
                 self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
@@ -149,8 +152,4 @@ class CardPools:
         if pool is None or not self.config.multi_nic:
             raise UsageError(f"network card {network_card} carries no pod addresses")
         pool.advance(now)
-        try:
-            return pool.assign(key, pod, now)
-        except PoolExhausted:
-            self._card_wanted[network_card] = self._card_wanted.get(network_card, 0) + 1
-            raise
+        return pool.assign(key, pod, now)

@@ -203,8 +203,8 @@ class Ipam(CardPools):
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float
     ) -> Allocation:
         """An address for ``key`` from ``network_card``'s ENIs (card 0: :meth:`assign`);
-        :class:`PoolExhausted` when the card has none ready, in which case the card's next
-        :meth:`plan` asks for one more."""
+        :class:`PoolExhausted` when the card has none ready, in which case :meth:`plan`
+        with ``card_waiting`` asks for more (as ``waiting`` does for card 0)."""
         if network_card == 0:
             return self.assign(key, pod, now)
         return self._assign_above_0(key, pod, network_card, now)
@@ -404,9 +404,12 @@ class Ipam(CardPools):
         return [] if effect is None else [effect]
 
     # ------------------------------------------------------------ policy
-    def plan(self, now: float, waiting: int = 0) -> list[Effect]:
+    def plan(
+        self, now: float, waiting: int = 0, card_waiting: Mapping[int, int] | None = None
+    ) -> list[Effect]:
         """Effects that bring the pool to its warm targets; each is in flight until
-        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting.
+        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting on card 0;
+        ``card_waiting`` maps a network card above 0 to the multi-NIC ADDs waiting on it.
 
         In prefix mode, secondary IPs left on an ENI (from before prefix delegation) are
         given back when free, as upstream does at start."""
@@ -441,7 +444,7 @@ class Ipam(CardPools):
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
         if self.config.multi_nic and now >= self._growth_paused_until:
-            effects += self._plan_cards(inp, now)
+            effects += self._plan_cards(inp, now, card_waiting or {})
         return [self._start(effect, now) for effect in v6_effects + effects]
 
     def _park_secondary_ips(self) -> None:

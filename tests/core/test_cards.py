@@ -175,7 +175,7 @@ def test_a_multi_nic_pod_gets_one_address_per_card_and_releases_them() -> None:
     # The card's one address is taken: the next multi-NIC pod waits, and the card grows.
     with pytest.raises(PoolExhausted):
         core.assign_on_card(AllocationKey("aws-cni", "c2", "mNicIf1"), pod, 1, T0)
-    grow = [e for e in core.plan(T0 + 1) if isinstance(e, AssignAddresses)]
+    grow = [e for e in core.plan(T0 + 1, card_waiting={1: 1}) if isinstance(e, AssignAddresses)]
     assert grow and grow[0].eni_id == second.eni_id and grow[0].ipv4_count == 2
     assert core.release(second.key, T0 + 2) == second
     assert core.get(second.key) is None
