@@ -51,11 +51,30 @@ class CardPools:
 
     @property
     def multi_nic_cards(self) -> tuple[int, ...]:
-        """The cards a multi-NIC pod gets one interface each on (card 0 first); only card
-        0 without ENABLE_MULTI_NIC."""
+        """The cards a multi-NIC pod gets one interface each on (card 0 first): every card
+        the type lists but the EFA-only ones (:attr:`efa_only_cards`); only card 0 without
+        ENABLE_MULTI_NIC."""
         if not self.config.multi_nic:
             return (0,)
-        return (0, *sorted(self.card_pools))
+        skipped = self.efa_only_cards
+        usable = (c for c in sorted(self.card_pools) if c in self.card_limits)
+        return (0, *(c for c in usable if c not in skipped))
+
+    @property
+    def efa_only_cards(self) -> frozenset[int]:
+        """Cards above 0 that cannot carry a pod interface: an EFA-only interface (no IP
+        address) is attached there and no other ENI the CNI may manage (upstream v1.20's
+        markUnmanagedNetworkCards: such a card is skipped; a card with an EFA-only and an
+        ENA interface is managed, the EFA-only one excluded). Neither planned, nor given
+        multi-NIC pods, nor counted anywhere (max pods counts card 0 only, as upstream)."""
+        skipped = set()
+        for card, pool in self.card_pools.items():
+            infos = [state.info for state in pool.enis.values()]
+            if any(i.is_efa_only for i in infos) and not any(
+                not i.is_efa_only and not i.unmanaged for i in infos
+            ):
+                skipped.add(card)
+        return frozenset(skipped)
 
     def network_card_of(self, allocation: Allocation) -> int:
         """The network card of the ENI ``allocation``'s address is on (0 if unknown)."""
@@ -98,8 +117,9 @@ class CardPools:
                 else self._card_of_eni(effect.eni_id)
             )  # fmt: skip
         effects: list[Effect] = []
+        skipped = self.efa_only_cards
         for card, pool in sorted(self.card_pools.items()):
-            if card in busy or card not in self.card_limits:
+            if card in busy or card not in self.card_limits or card in skipped:
                 continue
             pool.advance(now)
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)

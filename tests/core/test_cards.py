@@ -256,6 +256,57 @@ def test_a_card_shrinks_back_to_its_warm_address_and_keeps_it() -> None:
     assert core.stats(last).enis == 1  # card 0 untouched: the primary alone
 
 
+THREE_CARDS = InstanceLimits(
+    instance_type="x.efa", max_enis=3, ipv4_per_eni=4, network_cards=((0, 3), (1, 2), (2, 2))
+)
+
+
+def efa_only(card: int, device: int = 0) -> ObservedEni:
+    """An EFA-only interface: no IP address at all (as EC2 and IMDS show one)."""
+    return ObservedEni(
+        eni_id=f"eni-efa{card}d{device}", mac=f"02:00:00:00:e{card:01x}:{device:02x}",
+        device_index=device, network_card=card, subnet_id="subnet-1",
+        subnet_cidr="10.0.0.0/16", primary_ip="", is_efa=True, is_efa_only=True,
+    )  # fmt: skip
+
+
+def test_a_card_with_only_an_efa_only_interface_is_skipped() -> None:
+    """Upstream v1.20's markUnmanagedNetworkCards: card 2 holds an EFA-only interface and no
+    other ENI, so it is left alone: no ENI is planned there, multi-NIC pods get no interface
+    on it, and max pods stays card 0's figure."""
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    core.load([primary(), efa_only(2)], T0)
+    assert core.efa_only_cards == frozenset({2}) and core.multi_nic_cards == (0, 1)
+    created = {e.network_card for e in core.plan(T0) if isinstance(e, CreateEni)}
+    assert created == {1}
+    assert core.max_pods == THREE_CARDS.max_pods == 3 * 3 + 2
+    with pytest.raises(PoolExhausted):  # nothing there, and nothing will be
+        core.assign_on_card(AllocationKey("n", "c", "mNicIf2"), PodRef(), 2, T0)
+    assert not [
+        e for e in core.plan(T0 + 100, card_waiting={2: 5}) if getattr(e, "network_card", 0) == 2
+    ]
+
+
+def test_a_card_with_an_efa_only_and_an_ena_interface_is_managed() -> None:
+    """The EFA-only interface is excluded, the card is not: its ENA interface carries pod
+    addresses and grows."""
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    ena = on_card(2, 1, 9)
+    core.load([primary(), efa_only(2), ena], T0)
+    assert core.efa_only_cards == frozenset() and core.multi_nic_cards == (0, 1, 2)
+    grow = [e for e in core.plan(T0) if isinstance(e, AssignAddresses)]
+    assert [e.eni_id for e in grow] == [ena.eni_id]  # never the EFA-only one
+    views = {v.eni_id: v for v in core.eni_views(T0)}
+    assert views[efa_only(2).eni_id].excluded and not views[ena.eni_id].excluded
+
+
+def test_an_unmanaged_ena_does_not_make_an_efa_only_card_managed() -> None:
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    theirs = attrs.evolve(on_card(2, 1, 9), tags=(("node.k8s.amazonaws.com/no_manage", "true"),))
+    core.load([primary(), efa_only(2), theirs], T0)
+    assert core.efa_only_cards == frozenset({2}) and core.multi_nic_cards == (0, 1)
+
+
 # ------------------------------------------------------------------- property
 @settings(max_examples=60, deadline=None)
 @given(

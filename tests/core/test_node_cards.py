@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from ipamcore.config import PoolConfig
@@ -28,11 +29,14 @@ CARD1 = ObservedEni(
 CARD1_TABLE = 1 * 8 + 1 + 1  # upstream: card * max ENIs per card + device + 1
 
 
-def boot(multi_nic: bool = True) -> tuple[Drive, list[c.SetUpEni]]:
+def boot(
+    multi_nic: bool = True,
+    enis: tuple[ObservedEni, ...] = (PRIMARY, CARD1),
+    identity: InstanceIdentity = MULTI,
+) -> tuple[Drive, list[c.SetUpEni]]:
     d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=0, multi_nic=multi_nic)))
-    enis = (PRIMARY, CARD1)
     d.feed(i.Start(d.now))
-    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, MULTI))
+    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, identity))
     d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, enis))
     d.feed(i.MetadataEnisRead(d.now, d.take(c.ReadMetadataEnis).cid, enis))
     d.feed(i.LeakedEnisFound(d.now, d.take(c.FindLeakedEnis).cid, ()))
@@ -227,3 +231,30 @@ def test_a_failed_interface_unwinds_every_interface(failing: int) -> None:
     d.settle()
     assert d.replies[rid].error == replies.DATAPATH_FAILED
     assert d.node.core.allocations() == []
+
+
+def efa_only(card: int) -> ObservedEni:
+    return ObservedEni(
+        eni_id=f"eni-efa{card}", mac=f"02:00:00:00:0e:0{card}", device_index=0,
+        network_card=card, subnet_id="subnet-1", subnet_cidr="10.0.0.0/16",
+        primary_ip="", is_efa=True, is_efa_only=True,
+    )  # fmt: skip
+
+
+def test_efa_only_cards_get_no_interface_of_a_multi_nic_pod_nor_a_table() -> None:
+    """p4d.24xlarge (4 cards) launched with an EFA-only interface on cards 2 and 3: those
+    cards are skipped (upstream's markUnmanagedNetworkCards), so a multi-NIC pod gets
+    interfaces on cards 0 and 1 only, and no EFA-only interface is set up."""
+    p4d = attrs.evolve(MULTI, instance_type="p4d.24xlarge")
+    card1 = attrs.evolve(CARD1, subnet_cidr="10.0.0.0/16")
+    efa = [efa_only(card) for card in (2, 3)]
+    d, setups = boot(enis=(PRIMARY, card1, *efa), identity=p4d)
+    assert [s.network.mac for s in setups] == [CARD1.mac]
+    assert d.node.core.multi_nic_cards == (0, 1)
+    rid = d.add(1, multi_nic=True)
+    assert sorted(s.network.if_name for s in opened(d, c.SetUpPod)) == ["eth0", "mNicIf1"]
+    d.settle()
+    assert d.replies[rid].error == "" and len(d.replies[rid].extra) == 1
+    d.tick()
+    cards_grown = {getattr(x.effect, "network_card", -1) for x in opened(d, c.PerformEffect)}
+    assert not cards_grown & {2, 3}
