@@ -15,9 +15,10 @@ from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni, Effect
 from ipamcore.errors import UsageError
 from ipamcore.limits import InstanceLimits
-from ipamcore.model import Allocation, AllocationKey, ObservedEni, PodRef
+from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
 from ipamcore.policy import PolicyInput, decide_shrink
 from ipamcore.pool import AddressPool
+from ipamcore.views import PoolStats
 
 
 class CardPools:
@@ -84,6 +85,25 @@ class CardPools:
     def route_table_of(self, info: ObservedEni) -> int | None:
         """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
         return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
+
+    def card_stats(self, now: float) -> dict[int, PoolStats]:
+        """The figures of each card above 0 that carries multi-NIC pods (a query), as
+        :meth:`ipamcore.ipam.Ipam.stats` gives card 0's: ``max_enis`` is the card's own
+        limit; ``max_pods``, ``pending`` and ``in_flight`` are card 0's business (0 here)."""
+        out: dict[int, PoolStats] = {}
+        unit = IPS_PER_PREFIX if self.prefix_mode else 1
+        for card in self.multi_nic_cards[1:]:
+            pool = self.card_pools[card]
+            cooled = pool.cooled_by(now)
+            limit = self.card_limits[card]
+            out[card] = PoolStats(
+                enis=len(pool.enis), max_enis=limit, total=pool.usable_total,
+                assigned=pool.assigned, cooling=pool.cooling - cooled,
+                available=pool.available + cooled, leaving=pool.leaving,
+                prefixes=pool.prefix_total(), pending=0, in_flight=0, max_pods=0,
+                max_addresses=limit * self.per_eni * unit,
+            )  # fmt: skip
+        return out
 
     def _pools(self) -> list[AddressPool]:
         return [self.pool, *self.card_pools.values()]

@@ -162,6 +162,10 @@ class Runner:
         """The pool's figures (a query: time does not move)."""
         return self.core.stats(now)
 
+    def card_stats(self, now: float) -> dict[int, PoolStats]:
+        """The figures of each network card above 0 carrying multi-NIC pods (a query)."""
+        return self.core.card_stats(now)
+
     def eni_views(self, now: float) -> list[EniView]:
         """The ENIs and their addresses (a query: time does not move)."""
         return self.core.eni_views(now)
