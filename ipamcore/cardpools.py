@@ -82,9 +82,30 @@ class CardPools:
         info = self.eni(allocation.eni_id)
         return info.network_card if info is not None else 0
 
+    @property
+    def table_stride(self) -> int:
+        """Route tables per card: upstream's ``c.maxENI``, the type's ENI limit lowered by
+        ``MAX_ENI`` when set (see :mod:`ipamcore.cards`)."""
+        return min(self.limits.max_enis, self.config.max_eni or self.limits.max_enis)
+
+    def card_eni_cap(self, network_card: int) -> int:
+        """ENIs the CNI may hold on a card above 0: its own limit, at most
+        :attr:`table_stride` (upstream's hasRoomForEni checks ``c.maxENI`` on every card)."""
+        return min(self.card_limits.get(network_card, 0), self.table_stride)
+
     def route_table_of(self, info: ObservedEni) -> int | None:
-        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
-        return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
+        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`):
+        None for the primary, and for a device index outside its card's tables."""
+        return cards.route_table(info.network_card, info.device_index, self.table_stride)
+
+    def _outside_tables(self, info: ObservedEni) -> bool:
+        """With ENABLE_MULTI_NIC on a type with several cards, a secondary ENI whose device
+        index is at or above :attr:`table_stride` would share another card's table: it
+        carries no pod addresses and gets no table."""
+        return (
+            self.config.multi_nic and len(self.card_limits) > 1
+            and not info.counts_as_primary and info.device_index >= self.table_stride
+        )  # fmt: skip
 
     def card_stats(self, now: float) -> dict[int, PoolStats]:
         """The figures of each card above 0 that carries multi-NIC pods (a query), as
@@ -95,7 +116,7 @@ class CardPools:
         for card in self.multi_nic_cards[1:]:
             pool = self.card_pools[card]
             cooled = pool.cooled_by(now)
-            limit = self.card_limits[card]
+            limit = self.card_eni_cap(card)
             out[card] = PoolStats(
                 enis=len(pool.enis), max_enis=limit, total=pool.usable_total,
                 assigned=pool.assigned, cooling=pool.cooling - cooled,
@@ -145,7 +166,7 @@ class CardPools:
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
             wanted += card_waiting.get(card, 0)
             grow = cards.plan_card(
-                card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
+                card, pool.enis.values(), pool.available, wanted, self.card_eni_cap(card),
                 self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
                 inp.busy_enis | inp.full_enis,
             )  # fmt: skip
@@ -153,7 +174,7 @@ class CardPools:
                 effects += grow
                 continue
             card_inp = attrs.evolve(
-                inp, config=self._card_config, max_enis=self.card_limits[card],
+                inp, config=self._card_config, max_enis=self.card_eni_cap(card),
                 pending_addresses=0, pending_enis=0, waiting=0,
             )  # fmt: skip
             shrink = decide_shrink(pool, card_inp, now)
@@ -175,7 +196,7 @@ class CardPools:
             e.device_index for e in self._in_flight.values()
             if isinstance(e, CreateEni) and e.network_card == network_card
         }  # fmt: skip
-        return cards.free_device_index(taken)
+        return cards.free_device_index(taken, start=1 if network_card == 0 else 0)
 
     def _advance(self, now: float) -> None:
         for pool in self._pools():

@@ -493,7 +493,7 @@ class Ipam(Reconciling, DualStack):
 
     def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
-        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+        if isinstance(numbered, CreateEni) and numbered.device_index < 0:
             numbered = attrs.evolve(
                 numbered, device_index=self._free_device_index(numbered.network_card)
             )

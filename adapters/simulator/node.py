@@ -198,7 +198,7 @@ class SimNode:
         lat = self.cloud.latency_for
         if isinstance(effect, CreateEni):
             main = lat("CreateNetworkInterface") + lat("AttachNetworkInterface")
-            if effect.device_index <= 0:
+            if effect.device_index < 0:
                 main += lat("DescribeInstances")
             tail = lat("ModifyNetworkInterfaceAttribute") if self.port.delete_on_termination else 0
             return main, tail

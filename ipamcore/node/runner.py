@@ -219,9 +219,11 @@ class Runner:
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
         """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
         table = route_table_for_device(eni.device_index)
-        if eni.network_card:  # upstream's table numbering; used only with ENABLE_MULTI_NIC
-            if self.ipam is None or not self.ipam.config.multi_nic:
-                return None
+        multi_nic = self.ipam is not None and self.ipam.config.multi_nic
+        if eni.network_card and not multi_nic:  # upstream leaves cards above 0 alone then
+            return None
+        if multi_nic:  # upstream's numbering; None outside the card's range of tables
+            assert self.ipam is not None
             table = self.ipam.route_table_of(eni)
         if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
             return None

@@ -29,7 +29,7 @@ POSSIBLE, REASON = real_datapath_possible()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not POSSIBLE, reason=REASON)]
 
 MULTI_NIC = {"k8s.amazonaws.com/nicConfig": "multi-nic-attachment"}
-CARD1_TABLE = 1 * 8 + 1 + 1  # upstream: card * max ENIs per card (8) + device + 1
+CARD1_TABLE = 1 * 8 + 0 + 1  # upstream: card * max ENIs (8) + device (0: the first on card 1) + 1
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def ping_from(netns: str, source: str, dst: str) -> bool:
 
 def test_a_multi_nic_pod_through_libcni_gets_an_interface_per_card(node: LocalNode) -> None:
     card_eni = wait_for_card_eni(node)
-    assert card_eni["DeviceNumber"] == 1 and not card_eni["IsPrimary"]
+    assert card_eni["DeviceNumber"] == 0 and not card_eni["IsPrimary"]  # upstream: device 0 first
     host = primary_ip(node)
     before = settled(node)
 
