@@ -91,7 +91,7 @@ class Requests(Upkeep):
                 return
         self._abandoned.add(rid)  # set up and persisted, then undone (see _add_holding)
 
-    def _stop_waiting(self, wait: AddressWait | CardWait, why: str) -> None:
+    def _stop_waiting(self, wait: AddressWait, why: str) -> None:
         wait.cancelled = why
         if isinstance(wait, CardWait):
             self._card_waiters.remove(wait)
@@ -234,7 +234,8 @@ class Requests(Upkeep):
         if missing:
             if fresh:
                 self._pool_changed()
-            wait = CardWait(req.key, missing, req.pod, now, now + self.config.add_wait_s, req)
+            deadline = now + self.config.add_wait_s
+            wait = CardWait(req.key, req.pod, now, deadline, req, missing=missing)
             self._count("no_ip")
             self._waiting_by_key[req.key] = wait
             self._kick()

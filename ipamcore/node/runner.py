@@ -73,7 +73,7 @@ class Runner:
         self._sleepers: list[tuple[float, int, Task, int]] = []
         self._sleep_seq = 0
         self._waiters: collections.deque[AddressWait] = collections.deque()
-        self._waiting_by_key: dict[AllocationKey, AddressWait | CardWait] = {}
+        self._waiting_by_key: dict[AllocationKey, AddressWait] = {}
         # Multi-NIC ADDs waiting for addresses on cards above 0 (FIFO per card)
         self._card_waiters: list[CardWait] = []
         self._adds_open: set[int] = set()  # request ids of ADDs not answered yet

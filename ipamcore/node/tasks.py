@@ -52,21 +52,15 @@ class AddressWait:
 
 
 @attrs.define(eq=False)
-class CardWait:
+class CardWait(AddressWait):
     """A multi-NIC ADD waiting for its addresses on network cards above 0 (card 0's it has):
     ``missing`` maps each card still without one to the attachment key it is for, ``got``
     holds those taken meanwhile. Served first come, first served per card on each pool
     change until ``deadline``; counted as waiting on each missing card, so the policy grows
-    those cards. ``key``, ``request`` and ``cancelled`` as in :class:`AddressWait`."""
+    those cards. The other fields as in :class:`AddressWait` (``key`` is the pod's first
+    attachment)."""
 
-    key: AllocationKey
-    missing: dict[int, AllocationKey]
-    pod: PodRef
-    since: float
-    deadline: float
-    request: Any = None
-    task: Task | None = None
-    cancelled: str = ""
+    missing: dict[int, AllocationKey] = attrs.field(factory=dict)
     got: list[Allocation] = attrs.field(factory=list)
 
 
