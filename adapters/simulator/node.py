@@ -342,8 +342,8 @@ class SimNode:
         if since is None:  # a DEL's reply, or an ADD cancelled by its pod's DEL
             return
         if reply.error:
-            # Kubelet retries a failed sandbox (a multi-NIC pod with a card not ready is
-            # answered pool_empty at once): the same ADD again, the wait running on.
+            # Kubelet retries a failed sandbox (e.g. an ADD whose wait for an address ran
+            # out): the same ADD again, the wait running on.
             self.waiting[name] = since
             self.rec.add_retries += 1
             self.clock.at(self.clock.now + self.retry_s, self._retry, (name, since))
