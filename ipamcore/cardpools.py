@@ -40,6 +40,11 @@ class CardPools:
             if card != 0
         }
         self._card_shrunk_at: dict[int, float] = {}
+        # A card whose growth call was throttled grows again only after this time: whatever
+        # the policy does for card 0, a card's own growth never retries a throttled call at
+        # once (the adaptive policy pauses per action, not the node, and card growth does not
+        # go through the policy).
+        self._card_paused_until: dict[int, float] = {}
         self._card_config = attrs.evolve(
             self.config, warm_eni_target=0, warm_ip_target=cards.CARD_WARM_IP_TARGET,
             minimum_ip_target=cards.CARD_MINIMUM_IP_TARGET,
@@ -162,6 +167,8 @@ class CardPools:
         for card, pool in sorted(self.card_pools.items()):
             if card in busy or card not in self.card_limits or card in skipped:
                 continue
+            if now < self._card_paused_until.get(card, -inf):
+                continue
             pool.advance(now)
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
             wanted += card_waiting.get(card, 0)
@@ -182,6 +189,17 @@ class CardPools:
                 self._card_shrunk_at[card] = now
             effects += shrink
         return effects
+
+    def _card_throttled(self, effect: Effect, now: float) -> None:
+        """A growth call of a card above 0 was throttled: that card's growth pauses for
+        ``throttle_pause_s`` (card 0's pause is the policy's)."""
+        if isinstance(effect, CreateEni):
+            card = effect.network_card
+        else:
+            card = self._card_of_eni(effect.eni_id)
+        if card != 0:
+            until = now + self.config.throttle_pause_s
+            self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
 
     def _card_of_eni(self, eni_id: str) -> int:
         info = self.eni(eni_id)

@@ -249,6 +249,7 @@ class Ipam(Reconciling, DualStack):
             self.pool.next_ready_at(),
             self._policy.wake_at(now),
             *self._full_subnets.values(),
+            *self._card_paused_until.values(),
             self._v6_retry_at,
         ):
             if now < t < wake:
@@ -563,6 +564,7 @@ class Ipam(Reconciling, DualStack):
                 primary = self.primary_eni()
                 until = self._policy.throttled(effect, primary.eni_id if primary else "", now)
                 self._growth_paused_until = max(self._growth_paused_until, until)
+                self._card_throttled(effect, now)
             elif reaction is Reaction.PAUSE_GROWTH:
                 self._pause_growth(now + self.config.throttle_pause_s)
             elif reaction is Reaction.PAUSE_GROWTH_LONG:

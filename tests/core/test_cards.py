@@ -9,10 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipamcore import cards
-from ipamcore.config import PoolConfig
+from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import ConfigError, PoolExhausted, UsageError
-from ipamcore.events import AddressesAssigned, AddressesUnassigned, EniCreated, EniFreed
+from ipamcore.errors import ConfigError, FailureKind, PoolExhausted, UsageError
+from ipamcore.events import (
+    AddressesAssigned,
+    AddressesUnassigned,
+    EffectFailed,
+    EniCreated,
+    EniFreed,
+)
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import AllocationKey, ObservedEni, ObservedNode, PodRef
@@ -395,3 +401,36 @@ def test_the_core_refuses_multi_nic_with_ipv6_naming_both(ipv4: bool) -> None:
     with pytest.raises(ConfigError) as caught:
         PoolConfig(multi_nic=True, ipv6=True, ipv4=ipv4, prefix_delegation=True)
     assert caught.value.setting == "ENABLE_MULTI_NIC" and "ENABLE_IPv6" in caught.value.message
+
+
+@pytest.mark.parametrize("policy", ["upstream", "adaptive"])
+def test_a_throttled_card_growth_call_waits_before_it_is_tried_again(policy: str) -> None:
+    """A card's growth goes around the policy, so its throttles pause the card itself: the
+    adaptive policy once retried a throttled card call on every pass (a retry storm of
+    1,150 throttled calls in the simulator's multi-NIC burst); now no card call goes out
+    again before ``throttle_pause_s``, and the card still grows after it."""
+    config = PoolConfig(warm_eni_target=0, multi_nic=True, policy=PolicyName(policy))
+    core, serial = Ipam(config, TWO_CARDS), [0]
+    core.load([primary()], T0)
+    for effect in core.plan(T0):
+        answer(core, effect, T0, serial)
+    pod = PodRef("default", "p")
+    base = AllocationKey("aws-cni", "c1", "eth0")
+    core.assign_on_card(cards.attachment_key(base, 1), pod, 1, T0)
+
+    def card_1_growth(now: float) -> list[Effect]:
+        return [
+            e for e in core.plan(now, card_waiting={1: 1})
+            if isinstance(e, AssignAddresses) and core.eni(e.eni_id) is not None
+            and core.eni(e.eni_id).network_card == 1  # type: ignore[union-attr]
+        ]  # fmt: skip
+
+    (call,) = card_1_growth(T0 + 1)
+    core.apply(EffectFailed(call.effect_id, FailureKind.THROTTLED, "RequestLimitExceeded"), T0 + 1)
+    pause = config.throttle_pause_s
+    assert core.next_wake_at(T0 + 1) <= T0 + 1 + pause
+    for now in (T0 + 1, T0 + 2, T0 + 1 + pause / 2, T0 + 1 + pause - 0.01):
+        assert card_1_growth(now) == [], now
+    (again,) = card_1_growth(T0 + 1 + pause)
+    answer(core, again, T0 + 1 + pause, serial)
+    assert core.assign_on_card(AllocationKey("aws-cni", "c2", "mNicIf1"), pod, 1, T0 + 7)
