@@ -396,13 +396,6 @@ def test_route_tables_honour_max_eni_and_never_collide_across_cards() -> None:
     assert without.table_stride == 15 and without.route_table_of(on_card(1, 0, 2)) == 16
 
 
-@pytest.mark.parametrize("ipv4", [False, True])
-def test_the_core_refuses_multi_nic_with_ipv6_naming_both(ipv4: bool) -> None:
-    with pytest.raises(ConfigError) as caught:
-        PoolConfig(multi_nic=True, ipv6=True, ipv4=ipv4, prefix_delegation=True)
-    assert caught.value.setting == "ENABLE_MULTI_NIC" and "ENABLE_IPv6" in caught.value.message
-
-
 @pytest.mark.parametrize("policy", ["upstream", "adaptive"])
 def test_a_throttled_card_growth_call_waits_before_it_is_tried_again(policy: str) -> None:
     """A card's growth goes around the policy, so its throttles pause the card itself: the
