@@ -1,0 +1,145 @@
+"""Multi-NIC pods in IPv6 mode on the Linux datapath, in real network namespaces (upstream
+v1.20+): the node has one link per network card above 0, each set up as an IPv6 ENI (its
+table routes ``::/0`` through the VPC router ``fe80:ec2::1``); a pod gets one IPv6 interface
+per card, each address from that card's /80, each routed through its card's table; ping6
+works on each, and DEL leaves the node exactly as it was (links, addresses, routes, rules,
+neighbour entries, nat tables of both families). Needs root and ``ip netns``."""
+
+from __future__ import annotations
+
+import difflib
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from ipamcore.cards import attachment_if_name, route_table
+from ipamcore.netspec import EniNetwork, PodNetwork, attachment_tag, egress_v4_for, host_veth_name
+from tests.backends.test_datapath_linux import sh
+from tests.backends.test_datapath_linux_ipv6 import NODE_V6, PREFIX_80, V6Harness, ping6, v6_node
+
+pytestmark = [pytest.mark.root]
+
+MAX_ENIS = 8  # per card, as on c6in.32xlarge
+CARDS = (1, 2)
+OFF_NODE = "2600:1f14:ffff::77"
+
+
+def card_prefix(card: int) -> str:
+    """Card N's /80 (card 0's is the harness's PREFIX_80, which the outside routes back)."""
+    return f"2600:1f14:a0c:ce01:{card + 1}::"
+
+
+def card_link(card: int) -> str:
+    return f"nc{card}"
+
+
+def card_eni(card: int) -> EniNetwork:
+    table = route_table(card, 0, MAX_ENIS)
+    assert table is not None
+    return EniNetwork(
+        mac=f"02:00:00:00:{card:02x}:00", primary_ip=f"10.0.{card}.5", subnet_cidr="10.0.0.0/16",
+        gateway="10.0.0.1", route_table=table, mtu=9001, ipv6=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def node() -> Iterator[V6Harness]:
+    h = V6Harness()
+    try:
+        h.datapath.setup_node(v6_node(egress=True))
+        for card in CARDS:
+            eni = card_eni(card)
+            h.ip("link", "add", card_link(card), "address", eni.mac, "type", "veth",
+                 "peer", "name", f"{card_link(card)}p")  # fmt: skip
+            h.ip("link", "set", f"{card_link(card)}p", "up")
+            h.datapath.setup_eni(eni)
+        yield h
+    finally:
+        h.close()
+
+
+def interfaces(netns: str, container: str) -> list[PodNetwork]:
+    """eth0 from card 0's /80 (with the IPv4 egress), mNicIf<N> from card N's, in its table."""
+    out = []
+    for index in range(1 + len(CARDS)):
+        if_name = attachment_if_name("eth0", index)
+        ipv6 = f"{PREFIX_80 if not index else card_prefix(index)}{len(container)}"
+        out.append(
+            PodNetwork(
+                netns_path=netns, if_name=if_name, ipv4="", ipv6=ipv6,
+                host_veth=host_veth_name("aws-cni", container, if_name),
+                tag=attachment_tag("aws-cni", container, if_name),
+                route_table=route_table(index, 0, MAX_ENIS) if index else None,
+                attachment_index=index, egress_v4="" if index else egress_v4_for(ipv6),
+            )
+        )  # fmt: skip
+    return out
+
+
+def ping6_from(netns: str, source: str, dst: str) -> bool:
+    argv = ["nsenter", f"--net={netns}", "ping", "-6", "-c", "1", "-W", "2", "-q", "-I", source,
+            dst]  # fmt: skip
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def test_ipv6_card_enis_route_ipv6_through_the_vpc_router_and_tear_down(node: V6Harness) -> None:
+    for card in CARDS:
+        table = node.ip("-6", "route", "show", "table", str(card_eni(card).route_table))
+        assert f"default via fe80:ec2::1 dev {card_link(card)}" in table, table
+    node.datapath.teardown_eni(card_eni(1))
+    assert node.ip("-6", "route", "show", "table", str(card_eni(1).route_table)).strip() == ""
+
+
+def test_an_ipv6_multi_nic_pod_has_one_interface_per_card_and_leaves_nothing(
+    node: V6Harness,
+) -> None:
+    h = node
+    before = h.everything()
+    single = interfaces(h.new_netns(), "c-one")[:1]
+    multi_ns = h.new_netns()
+    multi = interfaces(multi_ns, "c-multi-nic")
+    for pod in (*single, *multi):
+        h.datapath.setup_pod(pod)
+    for pod in (*single, *multi):
+        assert h.datapath.check_pod(pod) == [], pod.if_name
+
+    links = h.in_ns(multi_ns, "ip", "-o", "link")
+    assert "eth0" in links and "mNicIf1" in links and "mNicIf2" in links
+    # ping6 on each interface: to the node, from the node, and to/from the other pod.
+    for pod in multi:
+        assert ping6_from(multi_ns, pod.ipv6, NODE_V6), pod.if_name
+        assert ping6(h.host_path, pod.ipv6), pod.if_name
+        assert ping6_from(single[0].netns_path, single[0].ipv6, pod.ipv6), pod.if_name
+    # Off-node IPv6 from interface N leaves through card N's link, by card N's table.
+    for pod in multi[1:]:
+        card = pod.attachment_index
+        way = h.ip("-6", "route", "get", OFF_NODE, "from", pod.ipv6, "iif", pod.host_veth)
+        assert f"dev {card_link(card)} table {pod.route_table}" in way, way
+        assert f"from {pod.ipv6} lookup {pod.route_table}" in h.ip("-6", "rule")
+    # The first interface uses the main table (no IPv6 default there in this harness: the
+    # node learns one by router advertisement): never a card's link.
+    first_way = sh("ip", "-n", h.host, "-6", "route", "get", OFF_NODE, "from", multi[0].ipv6,
+                   "iif", multi[0].host_veth, check=False)  # fmt: skip
+    assert not any(card_link(c) in first_way for c in CARDS), first_way
+    pod_rules = h.in_ns(multi_ns, "ip", "-6", "rule")
+    for pod in multi[1:]:
+        assert f"from {pod.ipv6} lookup {pod.attachment_index}" in pod_rules
+    # The first interface keeps the main table's default (the others did not replace it).
+    assert "default via fe80::1 dev eth0" in h.in_ns(multi_ns, "ip", "-6", "route")
+
+    # A missing card rule is named by CHECK.
+    h.ip("-6", "rule", "del", "from", multi[1].ipv6, "lookup", str(multi[1].route_table))
+    assert h.datapath.check_pod(multi[1]) != []
+    h.datapath.setup_pod(multi[1])  # a repeated ADD repairs it
+    assert h.datapath.check_pod(multi[1]) == []
+
+    for pod in (*single, *multi):
+        h.datapath.teardown_pod(pod)
+    after = h.everything()
+    for part, was in before.items():
+        now = after[part]
+        assert now == was, (part, "\n".join(difflib.unified_diff(
+            str(was).splitlines(), str(now).splitlines(), lineterm="")))  # fmt: skip
+    assert "from" not in h.in_ns(multi_ns, "ip", "-6", "rule").replace("from all", "")
+    assert "mNicIf" not in h.in_ns(multi_ns, "ip", "link")
