@@ -199,6 +199,30 @@ def test_create_eni_on_a_network_card_sends_network_card_index(
     assert (eni.network_card, eni.device_index, eni.is_primary) == (2, 1, False)
 
 
+def test_create_eni_on_a_card_with_its_ipv6_prefix_is_one_create_and_a_card_attach(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    """IPv6 mode with ENABLE_MULTI_NIC: the exact requests for card 1's ENI, which moto
+    cannot express (it ignores NetworkCardIndex): CreateNetworkInterface with
+    Ipv6PrefixCount=1 and no IPv4 count, then AttachNetworkInterface on card 1, device 0."""
+    backend, stub = stubbed
+    created = eni_item(NEW_ENI, None, status="available")
+    created["Ipv6Prefixes"] = [{"Ipv6Prefix": "2600:1f14:0:7:1::/80"}]
+    expect_create(stub, {"Ipv6PrefixCount": 1}, created)
+    stub.add_response(
+        "attach_network_interface",
+        {"AttachmentId": "eni-attach-new", "NetworkCardIndex": 1},
+        {"NetworkInterfaceId": NEW_ENI, "InstanceId": IID, "DeviceIndex": 0, "NetworkCardIndex": 1},
+    )
+    expect_delete_on_termination(stub)
+    expect_subnet(stub)
+    effect = CreateEni(0, SUBNET, ("sg-1",), ipv6_prefix=True, device_index=0, network_card=1)
+    eni = backend.create_eni(IID, effect)
+    assert (eni.network_card, eni.device_index) == (1, 0)
+    assert eni.ipv6_prefixes == ("2600:1f14:0:7:1::/80",) and eni.ipv4_addresses == ()
+    stub.assert_no_pending_responses()
+
+
 def test_free_device_index_is_counted_per_card(stubbed: tuple[Ec2Backend, Stubber]) -> None:
     """With no index reserved, the lowest free index of the ENI's own card: devices 1 and 2
     of card 0 do not push card 1's first ENI past device 1."""
