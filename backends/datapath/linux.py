@@ -631,8 +631,12 @@ def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
 
 def _other_attachment(ns: IPRoute, if_name: str) -> str | None:
     """The interface of another attachment of this plugin in the pod's namespace (it routes
-    169.254.1.1 or fe80::1), if any."""
-    routes = (*ns.get_routes(family=2, table=MAIN_TABLE), *ns.get_routes(family=AF_INET6))
+    169.254.1.1 or fe80::1 in the main table; a multi-NIC pod's interfaces above 0 route
+    their gateway in their own tables), if any."""
+    routes = (
+        *ns.get_routes(family=2, table=MAIN_TABLE),
+        *ns.get_routes(family=AF_INET6, table=MAIN_TABLE),
+    )
     for route in routes:
         if route.get_attr("RTA_DST") in (POD_GATEWAY, POD_GATEWAY_V6) and route["dst_len"] in (
             32,
