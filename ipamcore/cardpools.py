@@ -197,12 +197,15 @@ class CardPools:
             effects += shrink
         return effects
 
+    def _card_of(self, effect: Effect) -> int:
+        """The network card ``effect`` acts on."""
+        if isinstance(effect, CreateEni):
+            return effect.network_card
+        return self._card_of_eni(effect.eni_id)
+
     def _busy_cards(self) -> set[int]:
         """The cards with an effect in flight."""
-        return {
-            e.network_card if isinstance(e, CreateEni) else self._card_of_eni(e.eni_id)
-            for e in self._in_flight.values()
-        }
+        return {self._card_of(e) for e in self._in_flight.values()}
 
     def _plan_v6_cards(self, placement: tuple[str, tuple[str, ...]], now: float) -> list[Effect]:
         """IPv6 mode with ENABLE_MULTI_NIC: each card multi-NIC pods use, with no effect in
@@ -227,14 +230,11 @@ class CardPools:
         """IPv6 mode: a card's ENI or /80 call failed; that card tries again after
         ``throttle_pause_s`` (whatever the failure: the next pass would repeat it at
         once). False for an effect of card 0."""
-        card = effect.network_card if isinstance(effect, CreateEni) else self._card_of_eni(
-            effect.eni_id
-        )
+        card = self._card_of(effect)
         if card == 0:
             return False
         self.notices.append(f"network card {card}: IPv6 ENI or prefix request failed: {message}")
-        until = now + self.config.throttle_pause_s
-        self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
+        self._pause_card(card, now)
         return True
 
     def _assign_v6_above_0(
@@ -262,13 +262,13 @@ class CardPools:
     def _card_throttled(self, effect: Effect, now: float) -> None:
         """A growth call of a card above 0 was throttled: that card's growth pauses for
         ``throttle_pause_s`` (card 0's pause is the policy's)."""
-        if isinstance(effect, CreateEni):
-            card = effect.network_card
-        else:
-            card = self._card_of_eni(effect.eni_id)
+        card = self._card_of(effect)
         if card != 0:
-            until = now + self.config.throttle_pause_s
-            self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
+            self._pause_card(card, now)
+
+    def _pause_card(self, card: int, now: float) -> None:
+        until = now + self.config.throttle_pause_s
+        self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
 
     def _card_of_eni(self, eni_id: str) -> int:
         info = self.eni(eni_id)

@@ -104,16 +104,11 @@ def _host_pieces(pod: PodNetwork, host: IPRoute) -> tuple[list[str], str | None]
         and not _rule_present(rules, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table)
     ):
         missing.append(E.RULE_FROM)
-    if (  # IPv6 mode: a multi-NIC pod's interface on a card above 0 leaves by its table
-        pod.ipv6
-        and not pod.ipv4
-        and pod.route_table is not None
-        and not _rule_present(
-            list(host.get_rules(family=AF_INET6)), POD_RULE_FROM_PRIORITY, pod.ipv6, "src",
-            pod.route_table,
-        )
-    ):
-        missing.append(E.RULE_FROM)
+    # IPv6 mode: a multi-NIC pod's interface on a card above 0 leaves by its card's table
+    if pod.ipv6 and not pod.ipv4 and pod.route_table is not None:
+        rules6 = list(host.get_rules(family=AF_INET6))
+        if not _rule_present(rules6, POD_RULE_FROM_PRIORITY, pod.ipv6, "src", pod.route_table):
+            missing.append(E.RULE_FROM)
     return missing, mac
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ipamcore import cards
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import ConfigError, FailureKind, PoolExhausted, UsageError
+from ipamcore.errors import FailureKind, PoolExhausted, UsageError
 from ipamcore.events import (
     AddressesAssigned,
     AddressesUnassigned,

@@ -161,7 +161,8 @@ def test_card_addresses_survive_a_restart_on_their_cards() -> None:
     restored = again.get(cards.attachment_key(BASE, 1))
     assert restored is not None and (restored.ipv6, restored.eni_id) == (extra.ipv6, "eni-card1")
     assert again.card_stats(T0 + 5)[1].assigned == 1 and again.stats(T0 + 5).assigned == 1
-    nxt = again.assign_on_card(cards.attachment_key(AllocationKey("n", "c2", "eth0"), 1), POD, 1, T0)
+    other = cards.attachment_key(AllocationKey("n", "c2", "eth0"), 1)
+    nxt = again.assign_on_card(other, POD, 1, T0)
     assert nxt.ipv6 != extra.ipv6  # the counter moved past the restored address
     assert again.release(cards.attachment_key(BASE, 1), T0 + 6) is not None
     assert again.card_stats(T0 + 6)[1].assigned == 1

@@ -19,10 +19,11 @@ from ipamcore.node import inputs as i
 from tests.core.test_node import PRIMARY, Drive, key
 from tests.core.test_node_cards import opened
 
+# c6in.32xlarge: 2 cards, 8 ENIs each
 IDENTITY = InstanceIdentity(
     "i-1", "c6in.32xlarge", "us-east-1a", "02:00:00:00:00:01",
     subnet_ipv6_cidrs=("2600:1f14:a0c:ce01::/64",),
-)  # fmt: skip 2 cards, 8 ENIs each
+)  # fmt: skip
 PREFIX0 = "2600:1f14:a0c:ce01:1::/80"
 PREFIX1 = "2600:1f14:a0c:ce01:2::/80"
 V6_PRIMARY = attrs.evolve(PRIMARY, ipv4_addresses=(), ipv6_prefixes=(PREFIX0,))
