@@ -292,6 +292,9 @@ def test_simulate_runs_multi_nic_pods_in_ipv6_mode() -> None:
     assert m["pods_unserved"] == 0 and m["add_retries"] == 0 and m["failed_effects"] == {}
     assert m["mutating_calls"]["CreateNetworkInterface"] == 7 == m["ipv6_prefixes_peak"] - 1
     assert m["mutating_calls"]["AssignIpv6Addresses"] == 1  # card 0's /80 only
+    by_card = m["by_card"]
+    assert all(by_card[str(k)]["enis_peak"] == 1 for k in range(1, 8))
+    assert all(by_card[str(k)]["assigned_peak"] > 0 for k in range(8))
 
 
 def test_simulate_warns_of_multi_nic_on_a_type_with_one_card(
