@@ -11,17 +11,18 @@ import difflib
 import subprocess
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
-from ipamcore.cards import attachment_if_name, route_table
+from ipamcore.cards import attachment_if_name
 from ipamcore.netspec import EniNetwork, PodNetwork, attachment_tag, egress_v4_for, host_veth_name
 from tests.backends.test_datapath_linux import sh
 from tests.backends.test_datapath_linux_ipv6 import NODE_V6, PREFIX_80, V6Harness, ping6, v6_node
+from tests.backends.test_datapath_multinic import CARDS, card_link, plug_cards
+from tests.backends.test_datapath_multinic import card_eni as ipv4_card_eni
 
 pytestmark = [pytest.mark.root]
 
-MAX_ENIS = 8  # per card, as on c6in.32xlarge
-CARDS = (1, 2)
 OFF_NODE = "2600:1f14:ffff::77"
 
 
@@ -30,17 +31,9 @@ def card_prefix(card: int) -> str:
     return f"2600:1f14:a0c:ce01:{card + 1}::"
 
 
-def card_link(card: int) -> str:
-    return f"nc{card}"
-
-
 def card_eni(card: int) -> EniNetwork:
-    table = route_table(card, 0, MAX_ENIS)
-    assert table is not None
-    return EniNetwork(
-        mac=f"02:00:00:00:{card:02x}:00", primary_ip=f"10.0.{card}.5", subnet_cidr="10.0.0.0/16",
-        gateway="10.0.0.1", route_table=table, mtu=9001, ipv6=True,
-    )  # fmt: skip
+    """Card N's ENI (device 1, as in the IPv4 test) set up as an IPv6 ENI."""
+    return attrs.evolve(ipv4_card_eni(card), ipv6=True)
 
 
 @pytest.fixture
@@ -48,12 +41,7 @@ def node() -> Iterator[V6Harness]:
     h = V6Harness()
     try:
         h.datapath.setup_node(v6_node(egress=True))
-        for card in CARDS:
-            eni = card_eni(card)
-            h.ip("link", "add", card_link(card), "address", eni.mac, "type", "veth",
-                 "peer", "name", f"{card_link(card)}p")  # fmt: skip
-            h.ip("link", "set", f"{card_link(card)}p", "up")
-            h.datapath.setup_eni(eni)
+        plug_cards(h, {card: card_eni(card) for card in CARDS})
         yield h
     finally:
         h.close()
@@ -70,7 +58,7 @@ def interfaces(netns: str, container: str) -> list[PodNetwork]:
                 netns_path=netns, if_name=if_name, ipv4="", ipv6=ipv6,
                 host_veth=host_veth_name("aws-cni", container, if_name),
                 tag=attachment_tag("aws-cni", container, if_name),
-                route_table=route_table(index, 0, MAX_ENIS) if index else None,
+                route_table=card_eni(index).route_table if index else None,
                 attachment_index=index, egress_v4="" if index else egress_v4_for(ipv6),
             )
         )  # fmt: skip

@@ -13,10 +13,10 @@ from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni
 from ipamcore.events import EniCreated
 from ipamcore.model import AllocationKey, InstanceIdentity, ObservedEni
-from ipamcore.node import NodeConfig
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
 from tests.core.test_node import PRIMARY, Drive, key
+from tests.core.test_node_cards import boot as cards_boot
 from tests.core.test_node_cards import opened
 
 # c6in.32xlarge: 2 cards, 8 ENIs each
@@ -32,20 +32,8 @@ CARD1_TABLE = 1 * 8 + 0 + 1
 
 def boot() -> Drive:
     pool = PoolConfig(ipv6=True, ipv4=False, prefix_delegation=True, multi_nic=True)
-    d = Drive(NodeConfig(pool=pool))
-    enis = (V6_PRIMARY,)
-    d.feed(i.Start(d.now))
-    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, IDENTITY))
-    d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, enis))
-    d.feed(i.MetadataEnisRead(d.now, d.take(c.ReadMetadataEnis).cid, enis))
-    d.feed(i.LeakedEnisFound(d.now, d.take(c.FindLeakedEnis).cid, ()))
-    d.feed(i.CheckpointRead(d.now, d.take(c.ReadCheckpoint).cid, None))
-    d.feed(i.PendingDelsRead(d.now, d.take(c.ReadPendingDels).cid, ()))
-    d.done(c.SetUpNode)
-    if d.has(c.RemoveStale):
-        d.feed(i.StaleRemoved(d.now, d.take(c.RemoveStale).cid, ()))
-    d.done(c.Persist)
-    assert d.ready
+    d, setups = cards_boot(enis=(V6_PRIMARY,), identity=IDENTITY, pool=pool)
+    assert setups == []
     return d
 
 
