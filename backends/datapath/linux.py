@@ -470,16 +470,22 @@ class LinuxDatapath(FaultInjection):
                     table = _rule_table(rule)
                     full = 32 if rule["family"] == 2 else 128
                     if rule["family"] == AF_INET6:
-                        if prio != POD_RULE_TO_PRIORITY or rule["dst_len"] != full:
+                        # "to <pod>", and (IPv6 multi-NIC) "from <pod> lookup <card table>"
+                        if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == full:
+                            side = "dst"
+                        elif prio == POD_RULE_FROM_PRIORITY and rule["src_len"] == full:
+                            side = "src"
+                        else:
                             continue
-                        ip = rule.get_attr("FRA_DST")
+                        ip = rule.get_attr("FRA_DST" if side == "dst" else "FRA_SRC")
                         if ip in ips:
                             continue
-                        sel6 = {"dst": ip, "dst_len": full, "family": AF_INET6}
-                        if _ignore(_GONE, lambda s=sel6, t=table: host.rule(
-                            "del", priority=POD_RULE_TO_PRIORITY, table=t, **s
+                        sel6 = {side: ip, f"{side}_len": full, "family": AF_INET6}
+                        if _ignore(_GONE, lambda p=prio, s=sel6, t=table: host.rule(
+                            "del", priority=p, table=t, **s
                         )):  # fmt: skip
-                            removed.append(f"rule {prio}: to {ip} lookup {table}")
+                            way = "to" if side == "dst" else "from"
+                            removed.append(f"rule {prio}: {way} {ip} lookup {table}")
                         continue
                     if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == 32:
                         ip, sel = rule.get_attr("FRA_DST"), {"dst": rule.get_attr("FRA_DST")}

@@ -15,7 +15,14 @@ import attrs
 import pytest
 
 from ipamcore.cards import attachment_if_name
-from ipamcore.netspec import EniNetwork, PodNetwork, attachment_tag, egress_v4_for, host_veth_name
+from ipamcore.netspec import (
+    EniNetwork,
+    LiveNetwork,
+    PodNetwork,
+    attachment_tag,
+    egress_v4_for,
+    host_veth_name,
+)
 from tests.backends.test_datapath_linux import sh
 from tests.backends.test_datapath_linux_ipv6 import NODE_V6, PREFIX_80, V6Harness, ping6, v6_node
 from tests.backends.test_datapath_multinic import CARDS, card_link, plug_cards
@@ -131,3 +138,22 @@ def test_an_ipv6_multi_nic_pod_has_one_interface_per_card_and_leaves_nothing(
             str(was).splitlines(), str(now).splitlines(), lineterm="")))  # fmt: skip
     assert "from" not in h.in_ns(multi_ns, "ip", "-6", "rule").replace("from all", "")
     assert "mNicIf" not in h.in_ns(multi_ns, "ip", "link")
+
+
+def test_start_up_cleanup_removes_a_gone_ipv6_card_interfaces_rules_and_veths(
+    node: V6Harness,
+) -> None:
+    """After a crash, the start's stale cleanup (no live pod) removes what the pod's IPv6
+    interfaces left on the node, the card table's "from" rule included."""
+    h = node
+    before = h.everything()
+    multi = interfaces(h.new_netns(), "c-gone")
+    for pod in multi:
+        h.datapath.setup_pod(pod)
+    live = LiveNetwork(eni_ips=tuple(card_eni(card).primary_ip for card in CARDS))
+    removed = h.datapath.remove_stale(live)
+    card_rule = f"rule 1536: from {multi[1].ipv6} lookup {multi[1].route_table}"
+    assert card_rule in removed, removed
+    after = h.everything()
+    for part, was in before.items():
+        assert after[part] == was, part
