@@ -39,6 +39,7 @@ class V6Prefixes:
         # The egress IPv4 slots (netspec.egress_v4_slot) of the live addresses: an address
         # whose slot is held is skipped, so no two live pods share a node-local IPv4.
         self._slots: set[int] = set()
+        self._nets: dict[str, tuple[int, int]] = {}
         self.assigned = 0
         # Addresses assigned on network cards above 0 (multi-NIC pods' extra interfaces)
         self._above_0: dict[str, int] = {}
@@ -78,23 +79,33 @@ class V6Prefixes:
     def take(self, prefix: str, network_card: int = 0) -> str:
         """The next address of ``prefix`` (offset 0, the subnet-router anycast, is skipped),
         on ``network_card`` (whose ENI holds the prefix)."""
-        net = ipaddress.IPv6Network(prefix, strict=False)
+        base, size = self._net(prefix)
         offset = self._next.get(prefix, 1)
         # At most one try per egress slot: with every slot held (more live IPv6 pods than
         # the /22 has addresses, far above any max-pods) the next address is taken as is.
+        # The slot is netspec.egress_v4_slot's, on the integer (no parse of a string).
         for _ in range(EGRESS_V4_SLOTS):
-            if offset >= net.num_addresses:
+            if offset >= size:
                 offset = 1  # 2**48 addresses later: start over
-            address = str(net.network_address + offset)
+            value = base + offset
             offset += 1
-            if egress_v4_slot(address) not in self._slots:
+            if value % EGRESS_V4_SLOTS not in self._slots:
                 break
+        address = str(ipaddress.IPv6Address(value))
         self._next[prefix] = offset
-        self._slots.add(egress_v4_slot(address))
+        self._slots.add(value % EGRESS_V4_SLOTS)
         self.assigned += 1
         if network_card:
             self._above_0[address] = network_card
         return address
+
+    def _net(self, prefix: str) -> tuple[int, int]:
+        """(first address as an integer, number of addresses) of ``prefix``, parsed once."""
+        net = self._nets.get(prefix)
+        if net is None:
+            parsed = ipaddress.IPv6Network(prefix, strict=False)
+            net = self._nets[prefix] = (int(parsed.network_address), parsed.num_addresses)
+        return net
 
     def released(self, address: str) -> None:
         """``address`` went back (it is not reused while its prefix's counter moves on)."""
