@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from ipamcore.adaptive import AdaptivePolicy
-from ipamcore.cardpools import CardPools
 from ipamcore.cards import is_extra_attachment
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.config import PolicyName, PoolConfig, choose_discovered_subnet
+from ipamcore.dualstack import DualStack
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import ConfigError, DataError, FailureKind, PoolExhausted, UsageError
+from ipamcore.errors import ConfigError, FailureKind, UsageError
 from ipamcore.events import (
     AddressesAssigned,
     AddressesUnassigned,
@@ -49,23 +49,21 @@ from ipamcore.events import (
     EniFreed,
     Outcome,
 )
-from ipamcore.inventory import EniState, SlotState
-from ipamcore.ipv6 import V6Prefixes, V6Stats
+from ipamcore.inventory import SlotState
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import (
     IPS_PER_PREFIX,
     Allocation,
     AllocationKey,
     ObservedEni,
-    ObservedNode,
     PodRef,
     Subnet,
 )
 from ipamcore.policy import Policy, PolicyInput, UpstreamPolicy
 from ipamcore.pool import AddressPool
 from ipamcore.reactions import Reaction, reactions
-from ipamcore.reconcile import ReconcileDiff, ReconcileReport, diff, observed_blocks
-from ipamcore.validation import check_observed, check_outcome
+from ipamcore.reconcile import Reconciling
+from ipamcore.validation import check_outcome
 from ipamcore.views import AddressView, BlockView, EniView, PoolStats
 
 INF = float("inf")
@@ -103,7 +101,7 @@ class RestoreReport:
     dropped: tuple[tuple[Allocation, str], ...] = ()
 
 
-class Ipam(CardPools):
+class Ipam(Reconciling, DualStack):
     """The IPAM state machine of one node. Not thread-safe: drive it from one task or lock."""
 
     def __init__(self, config: PoolConfig, limits: InstanceLimits) -> None:
@@ -124,18 +122,7 @@ class Ipam(CardPools):
                 f"ENABLE_PREFIX_DELEGATION ignored: {limits.instance_type} is neither nitro nor "
                 "bare metal; using secondary IPs"
             )
-        self._ipv6 = config.ipv6_only
-        # IPv6 addresses from the ENIs' delegated prefixes (IPv6 only, or dual stack); in
-        # dual stack, the IPv6 address of each key whose IPv4 the pool holds.
-        self.v6: V6Prefixes | None = V6Prefixes() if config.ipv6 else None
-        self._dual: dict[AllocationKey, str] = {}
-        self._v6_retry_at = -INF
-        if config.ipv6_only:
-            self.notices.append(
-                "IPv6 mode: WARM_ENI_TARGET, WARM_IP_TARGET, MINIMUM_IP_TARGET and "
-                "WARM_PREFIX_TARGET are ignored; pods take addresses from the primary ENI's "
-                "/80 prefix"
-            )
+        self._init_v6()
         self.pool = AddressPool(config.cooldown_s, secondary_ips_last=self.prefix_mode)
         # Network cards above 0: one pool each (see ipamcore.cards); their ENIs carry pod
         # addresses only with ENABLE_MULTI_NIC, and never count against card 0's limit.
@@ -194,11 +181,6 @@ class Ipam(CardPools):
             return self._with_v6(found)
         return found
 
-    def _with_v6(self, allocation: Allocation) -> Allocation:
-        """Dual stack: the allocation with its key's IPv6 address."""
-        v6 = self._dual.get(allocation.key)
-        return allocation if v6 is None else allocation._replace(ipv6=v6)
-
     def assign_on_card(
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float
     ) -> Allocation:
@@ -230,7 +212,7 @@ class Ipam(CardPools):
     def primary_eni(self) -> ObservedEni | None:
         """The instance's primary ENI (device 0), or None before :meth:`load`."""
         for state in self.pool.enis.values():
-            if _is_primary(state.info):
+            if state.info.counts_as_primary:
                 return state.info
         return None
 
@@ -254,22 +236,6 @@ class Ipam(CardPools):
             max_pods=self.max_pods,
             max_addresses=self.max_enis * self.per_eni * self._unit,
         )
-
-    def v6_stats(self) -> V6Stats:
-        """The IPv6 figures (IPv6 only or dual stack; zeros otherwise)."""
-        return V6Stats() if self.v6 is None else self.v6.stats()
-
-    def _stats_v6(self) -> PoolStats:
-        """IPv6 mode: every address of each ENI's delegated prefix counts (upstream's
-        ``GetIPStats("6")``), no cooldown."""
-        v6 = self.v6_stats()
-        total, prefixes, assigned = v6.total, v6.prefixes, v6.assigned
-        return PoolStats(
-            enis=len(self.pool.enis), max_enis=self.max_enis, total=total, assigned=assigned,
-            cooling=0, available=max(total - assigned, 0), leaving=0, prefixes=prefixes,
-            pending=0, in_flight=len(self._in_flight), max_pods=self.max_pods,
-            max_addresses=total,
-        )  # fmt: skip
 
     def next_wake_at(self, now: float) -> float:
         """The latest time to call :meth:`plan` again if no input arrives before: the next
@@ -322,11 +288,7 @@ class Ipam(CardPools):
     def release(self, key: AllocationKey, now: float) -> Allocation | None:
         """Release ``key``'s address (it cools down); None, and no change, if it has none."""
         if self.v6 is not None:
-            v6 = self._dual.pop(key, None)
-            released = self._release_v4(key, now)
-            if released is not None and (v6 or released.ipv6):
-                self.v6.released(v6 or released.ipv6 or "")
-            return released if v6 is None or released is None else released._replace(ipv6=v6)
+            return self._released_dual(key, self._release_v4(key, now))
         return self._release_v4(key, now)
 
     def _release_v4(self, key: AllocationKey, now: float) -> Allocation | None:
@@ -353,55 +315,13 @@ class Ipam(CardPools):
                     return pool.release(key, now)
         return None
 
-    def _assign_v6(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
-        existing = self.pool.allocations.get(key)
-        if existing is not None:
-            return existing
-        assert self.v6 is not None
-        found = self.v6.first()
-        if found is None:
-            raise PoolExhausted("no ENI carries an IPv6 prefix yet")
-        eni_id, prefix = found
-        allocation = Allocation(
-            key=key, pod=pod, ipv4=None, ipv6=self.v6.take(prefix), allocated_at=now,
-            eni_id=eni_id, device_index=self.v6.devices.get(eni_id, 0),
-        )  # fmt: skip
-        self.pool.record_allocation(allocation)
-        return allocation
-
-    def _assign_dual(self, key: AllocationKey, pod: PodRef, now: float) -> Allocation:
-        """Dual stack: an IPv4 address from the warm pool and an IPv6 one from the prefix,
-        both or neither (no IPv4 is taken while the node has no IPv6 prefix yet)."""
-        assert self.v6 is not None
-        existing = self.get(key)
-        if existing is not None:
-            return existing
-        found = self.v6.first()
-        if found is None:
-            raise PoolExhausted("no ENI carries an IPv6 prefix yet")
-        before = self.pool.assigned
-        allocation = self.pool.assign(key, pod, now)  # PoolExhausted: nothing taken
-        if self._observes_pods and self.pool.assigned != before:
-            self._policy.assigned(now)
-        v6 = self._dual[key] = self.v6.take(found[1])
-        return allocation._replace(ipv6=v6)
-
     def start_v6_prefix(self, now: float) -> Effect | None:
         """The IPv6 prefix for the primary ENI, in flight, if the node has none (start-up
         asks for it at once, as upstream's does); answer it with :meth:`apply`."""
         if self.v6 is None:
             return None
-        effects = self._v6_effects(now)
+        effects = self._v6_effects(self.primary_eni(), now)
         return self._start(effects[0], now) if effects else None
-
-    def _v6_effects(self, now: float) -> list[Effect]:
-        """An IPv6 prefix for the primary ENI while it has none and none is on its way (after
-        a failure, not before ``throttle_pause_s``)."""
-        assert self.v6 is not None
-        if now < self._v6_retry_at:
-            return []
-        effect = self.v6.prefix_effect(self.primary_eni(), self._in_flight.values())
-        return [] if effect is None else [effect]
 
     # ------------------------------------------------------------ policy
     def plan(self, now: float, waiting: int = 0) -> list[Effect]:
@@ -412,8 +332,8 @@ class Ipam(CardPools):
         given back when free, as upstream does at start."""
         if self._ipv6:
             self._expire(now)
-            return [self._start(e, now) for e in self._v6_effects(now)]
-        v6_effects = [] if self.v6 is None else self._v6_effects(now)
+            return [self._start(e, now) for e in self._v6_effects(self.primary_eni(), now)]
+        v6_effects = [] if self.v6 is None else self._v6_effects(self.primary_eni(), now)
         if waiting < 0:
             raise UsageError(f"waiting must be 0 or more, got {waiting}")
         self.pool.advance(now)
@@ -629,15 +549,10 @@ class Ipam(CardPools):
         self._rebind_orphans()
         return ()
 
-    @staticmethod
-    def _v6_only_effect(effect: Effect) -> bool:
-        return isinstance(effect, AssignAddresses) and effect.ipv6_prefix_count > 0
-
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
         if self._v6_only_effect(effect):
-            self.notices.append(f"IPv6 prefix assignment failed: {failure.message}")
-            self._v6_retry_at = now + self.config.throttle_pause_s
+            self._v6_failed(failure.message, now)
             return ()
         removed: tuple[Allocation, ...] = ()
         for reaction in reactions(effect, failure.kind):
@@ -709,143 +624,6 @@ class Ipam(CardPools):
             self._recently_released[block] = now
         return self._orphan(pool.remove_eni(eni_id))
 
-    def _orphan(self, removed: Iterable[Allocation]) -> tuple[Allocation, ...]:
-        """Keep force-removed allocations on record (their pods still hold the address)."""
-        out = tuple(removed)
-        for allocation in out:
-            if allocation.ipv4 is not None:
-                orphan = allocation._replace(eni_id="", device_index=0)
-                self.pool.record_allocation(orphan)
-                self._orphans[allocation.ipv4] = orphan
-        return out
-
-    def _rebind_orphans(self) -> None:
-        """An orphaned address that is back on an ENI is bound to its pod again at once."""
-        for address, orphan in list(self._orphans.items()):
-            if address not in self.pool.slots:
-                continue
-            del self.pool.allocations[orphan.key]
-            if self.pool.bind_address(orphan) is None:  # cannot happen: nothing ran between
-                self.pool.record_allocation(orphan)
-                continue
-            del self._orphans[address]
-
-    # ------------------------------------------------------- reconciliation
-    def _excluded(self, info: ObservedEni) -> bool:
-        """Carries no pod addresses: trunk, EFA, tagged ``no_manage=true`` (except the
-        primary ENI, which upstream always manages), the primary with custom networking."""
-        if info.is_trunk or info.is_efa or self._ipv6:
-            return True
-        if info.network_card != 0:  # upstream leaves cards above 0 alone without multi-NIC
-            return not self.config.multi_nic or info.network_card not in self.card_limits
-        if _is_primary(info):
-            return self.config.placement.custom_networking
-        return info.unmanaged
-
-    def _add_observed_eni(self, info: ObservedEni, now: float) -> None:
-        if self.v6 is not None:
-            self.v6.observe(info)
-        pool = self._pool_for_card(info.network_card)
-        state = pool.enis.get(info.eni_id)
-        if state is None:
-            state = pool.add_eni(info, now, self._excluded(info))
-        self._add_blocks(pool, state, info, now)
-
-    def _add_blocks(
-        self, pool: AddressPool, state: EniState, info: ObservedEni, now: float
-    ) -> None:
-        for block, is_prefix in sorted(observed_blocks(info).items()):
-            pool.add_block(state.eni_id, block, is_prefix, now)
-
-    def reconcile(self, observed: ObservedNode, now: float) -> ReconcileReport:
-        """Make the pool match what the cloud shows (see :mod:`ipamcore.reconcile`).
-
-        A snapshot without ENIs, or without the primary ENI (which never detaches), is
-        refused (the report says so in ``refused``, and :attr:`notices`): an empty answer
-        from the cloud for a running instance would otherwise drop every ENI and orphan
-        every allocation (upstream aborts the reconcile too). Malformed ENIs raise
-        :class:`DataError` before anything changes."""
-        check_observed(observed.enis, "reconcile")
-        if self.v6 is not None:
-            for info in observed.enis:
-                if info.eni_id in self.pool.enis:
-                    self.v6.observe(info)
-        primary = self.primary_eni()
-        shown = {e.eni_id for e in observed.enis}
-        refused = ""
-        if not observed.enis:
-            refused = "the snapshot shows no ENI"
-        elif primary is not None and primary.eni_id not in shown:
-            refused = f"the snapshot lacks the primary ENI {primary.eni_id}"
-        if refused:
-            self.notices.append(f"reconciliation refused: {refused}")
-            return ReconcileReport(diff=ReconcileDiff(), refused=refused)
-        self._advance(now)
-        grace = self.config.reconcile_grace_s
-        self._recently_released = {
-            k: t for k, t in self._recently_released.items() if now - t < grace
-        }
-        busy = frozenset(e.eni_id for e in self._in_flight.values() if not isinstance(e, CreateEni))
-        changes = diff(
-            self.pool, ObservedNode(tuple(e for e in observed.enis if e.network_card == 0)),
-            now, grace, self._recently_released, busy,
-        )  # fmt: skip
-        for card, pool in sorted(self.card_pools.items()):
-            on_card = ObservedNode(tuple(e for e in observed.enis if e.network_card == card))
-            more = diff(pool, on_card, now, grace, self._recently_released, busy)
-            changes = ReconcileDiff(
-                add_enis=changes.add_enis + more.add_enis,
-                remove_enis=changes.remove_enis + more.remove_enis,
-                add_blocks=changes.add_blocks + more.add_blocks,
-                remove_blocks=changes.remove_blocks + more.remove_blocks,
-            )
-        report = self._apply_diff(changes, now)
-        self._full_enis.clear()  # the snapshot shows each ENI's room as it is
-        self._suspect_enis = {
-            e for e in self._suspect_enis if e in self.pool.enis and e not in shown
-        }  # still suspect: absent, but kept by the grace for new ENIs
-        return report
-
-    def load(self, enis: Iterable[ObservedEni], now: float) -> ReconcileReport:
-        """The first view of the instance at start: every ENI and address is taken as is.
-
-        Called once, before anything else. Exactly one ENI must be the primary
-        (``is_primary``, or device 0 on network card 0), ENI ids must be unique and
-        addresses well formed; otherwise :class:`DataError` (a second call:
-        :class:`UsageError`), and nothing changes."""
-        if self._loaded:
-            raise UsageError("load() was already called: use reconcile() for later views")
-        observed = tuple(enis)
-        check_observed(observed, "load")
-        primaries = [e.eni_id for e in observed if _is_primary(e)]
-        if len(primaries) != 1:
-            raise DataError(
-                "load: exactly one ENI must be the primary (is_primary, or device 0 on network "
-                f"card 0); got {len(primaries)}: {primaries[:4]}"
-            )
-        self._loaded = True
-        report = self._apply_diff(ReconcileDiff(add_enis=observed), now)
-        if self.prefix_mode:
-            self._park_secondary_ips()
-        return report
-
-    def _apply_diff(self, changes: ReconcileDiff, now: float) -> ReconcileReport:
-        removed: list[Allocation] = []
-        for info in changes.add_enis:
-            self._add_observed_eni(info, now)
-        for eni_id, block, is_prefix in changes.add_blocks:
-            self._pool_of(eni_id).add_block(eni_id, block, is_prefix, now)
-        for eni_id, block in changes.remove_blocks:
-            removed.extend(self._pool_of(eni_id).remove_block(eni_id, block))
-        for eni_id in changes.remove_enis:
-            removed.extend(self._pool_of(eni_id).remove_eni(eni_id))
-            if self.v6 is not None:
-                self.v6.forget(eni_id)
-        if self.prefix_mode and self._loaded:
-            self._park_secondary_ips()
-        self._rebind_orphans()
-        return ReconcileReport(diff=changes, force_removed=self._orphan(removed))
-
     # ------------------------------------------------------- checkpoint
     def checkpoint(self) -> Checkpoint:
         """The durable state: allocations and every known release time.
@@ -913,10 +691,8 @@ class Ipam(CardPools):
                     else "address or key is already taken"
                 )
                 dropped.append((allocation, reason))
-            elif v6 is not None and self.v6 is not None:
-                self._dual[bound.key] = v6
-                self.v6.locate(v6)
-                restored.append(bound._replace(ipv6=v6))
+            elif v6 is not None:
+                restored.append(self._restore_dual(bound, v6))
             else:
                 restored.append(bound)
         for address, released_at in checkpoint.released_at:
@@ -928,14 +704,6 @@ class Ipam(CardPools):
         if self.prefix_mode:
             self._park_secondary_ips()
         return RestoreReport(restored=tuple(restored), dropped=tuple(dropped))
-
-    def _restore_v6(self, allocation: Allocation) -> Allocation:
-        assert allocation.ipv6 is not None
-        found = None if self.v6 is None else self.v6.locate(allocation.ipv6)
-        if found is not None:
-            allocation = allocation._replace(eni_id=found[0], device_index=found[1])
-        self.pool.record_allocation(allocation)
-        return allocation
 
     # ------------------------------------------------------------ views
     def eni_views(self, now: float) -> list[EniView]:
@@ -963,7 +731,7 @@ class Ipam(CardPools):
                     subnet_id=info.subnet_id,
                     subnet_cidr=info.subnet_cidr,
                     primary_ip=info.primary_ip,
-                    is_primary=_is_primary(info),
+                    is_primary=info.counts_as_primary,
                     is_trunk=info.is_trunk,
                     is_efa=info.is_efa,
                     unmanaged=info.unmanaged,
@@ -987,7 +755,3 @@ class Ipam(CardPools):
             return AddressView(address, "leaving", released_at=released)
         state = "cooling" if slot.cooling and slot.ready_at > now else "free"
         return AddressView(address, state, released_at=released)
-
-
-def _is_primary(info: ObservedEni) -> bool:
-    return info.is_primary or (info.device_index == 0 and info.network_card == 0)

@@ -105,6 +105,11 @@ class ObservedEni:
         return self.tag_map.get(NO_MANAGE_TAG, "").lower() == "true"
 
     @property
+    def counts_as_primary(self) -> bool:
+        """The instance's primary ENI: flagged ``is_primary``, or device 0 on network card 0."""
+        return self.is_primary or (self.device_index == 0 and self.network_card == 0)
+
+    @property
     def subnet_gateway(self) -> str:
         """The VPC router of the subnet: its network address + 1."""
         net = ipaddress.ip_network(self.subnet_cidr, strict=False)

@@ -38,6 +38,12 @@ from typing import Any, TextIO
 
 import attrs
 
+from adapters.ipamctl.families import (
+    IPV6_NO_SWEEP,
+    family_label,
+    recommend_knobs,
+    with_family,
+)
 from adapters.ipamctl.simulate import (
     IDLE_DEFINITION,
     TRACE_HELP,
@@ -202,6 +208,10 @@ def add_recommend_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "(repeat; the labels printed are specs you can paste back)")  # fmt: skip
     sp.add_argument("--max-p99", type=float, default=1.0, metavar="SECONDS",
                     help="p99 wait a recommendation may have (default %(default)s)")
+    sp.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", dest="knobs",
+                    help="the cluster's IP families and network cards, which every setting "
+                    "shares: ENABLE_IPv6, ENABLE_IPv4, ENABLE_MULTI_NIC (IPv6 single stack: "
+                    "nothing to sweep, said so with the one run's figures)")
     sp.add_argument("--json", action="store_true", dest="rec_json", help="print JSON")
     sp.add_argument("--plot", metavar="FILE.png", help="plot the frontier")
     sp.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
@@ -229,7 +239,7 @@ def sweep(
     out: list[Candidate] = []
     began = time.perf_counter()
     for i, (label, policy, knobs) in enumerate(specs, start=1):
-        config = attrs.evolve(base, pool=pool_config(policy, knobs))
+        config = attrs.evolve(base, pool=with_family(pool_config(policy, knobs), base.pool))
         if progress is not None:
             head = f"[{i}/{len(specs)}] {label}"
             bar = ProgressBar(progress, width=20)
@@ -478,9 +488,17 @@ def candidate_specs(args: argparse.Namespace, limits: InstanceLimits | Sequence[
 def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     try:
-        args.policy, args.knobs = PolicyName.UPSTREAM.value, []
+        try:
+            fixed = recommend_knobs(list(getattr(args, "knobs", [])), knob_names(args.knobs))
+        except ValueError as exc:
+            raise SimulateUsageError(str(exc)) from None
+        args.policy, args.knobs = PolicyName.UPSTREAM.value, fixed
         setup: Setup = build_setup(args)
         base = setup.config
+        if base.pool.ipv6_only:
+            if args.plot:
+                check_plot_target(args.plot)
+            return run_ipv6_only(args, setup, stream)
         node_limits = [limits_for(t) for t in node_types_of(base, setup.events)]
         limits = limits_for(base.instance_type)
         specs, notes, skipped = candidate_specs(
@@ -508,7 +526,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     best = verdict.best
     front = frontier(candidates)
     default = next(c for c in candidates if c.is_default())
-    title = f"{setup.source}, {fleet_label(base)}"
+    title = f"{setup.source}, {fleet_label(base)}" + family_label(base)
     code = 0 if verdict.met else 1
     safe = no_regret(candidates, default)
     if args.rec_json or getattr(args, "json", False):
@@ -547,6 +565,37 @@ def run_recommend(args: argparse.Namespace, out: TextIO | None = None) -> int:
     ):
         code = 1
     return code
+
+
+def run_ipv6_only(args: argparse.Namespace, setup: Setup, stream: TextIO) -> int:
+    """IPv6 single stack: the warm knobs are ignored (as upstream), so nothing is swept;
+    say so, and give the one run's figures (and its picture with ``--plot``)."""
+    for note in setup.notes:
+        if not note.startswith("warning: IPv6 mode"):  # IPV6_NO_SWEEP says it
+            sys.stderr.write(f"ipamctl recommend: {note}\n")
+    if args.candidate:
+        sys.stderr.write("ipamctl recommend: warning: --candidate ignored: in IPv6 single stack "
+                         "every warm-pool setting measures the same\n")  # fmt: skip
+    progress = None if args.no_progress else ProgressBar(sys.stderr)
+    measures = Cluster(setup.config, setup.events).run(progress, steps=ProgressBar.STEPS)
+    title = f"{setup.source}, {fleet_label(setup.config)}, IPv6 single stack"
+    if args.rec_json or getattr(args, "json", False):
+        doc = {"source": setup.source, "swept": False, "met": None, "reasons": [IPV6_NO_SWEEP],
+               "notes": list(setup.notes), "recommendation": None,
+               "measures": measures.to_dict()}  # fmt: skip
+        stream.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        stream.write(f"{title}: nothing to recommend\n  {IPV6_NO_SWEEP}\n")
+        for key, value in measures.rows():
+            stream.write(f"  {key}: {value}\n")
+    stream.flush()
+    if args.plot:
+        from adapters.ipamctl.simplots import plot_simulation
+
+        draw = lambda: plot_simulation(measures, args.plot, title, setup.events)  # noqa: E731
+        if not draw_safely(draw, args.plot, "recommend"):
+            return 1
+    return 0
 
 
 def plural(n: int, word: str) -> str:

@@ -29,13 +29,22 @@ def plot_simulation(measures: Measures, path: str, title: str,
     samples = measures.samples
     t = [s.t / 60.0 for s in samples]
     held, assigned = [s.held for s in samples], [s.assigned for s in samples]
-    top.plot(t, held, label="held on the ENIs", color="tab:blue")
-    top.plot(t, assigned, label="assigned to pods", color="tab:green")
-    top.fill_between(t, assigned, held, color="tab:orange", alpha=0.25,
-                     label="idle (held, not assigned)")  # fmt: skip
-    top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
-             color="tab:gray", linestyle=":")  # fmt: skip
-    top.set_ylabel("addresses (whole cluster)")
+    v6 = [s.ipv6_assigned for s in samples]
+    if measures.families == "ipv6":  # no IPv4 pool: the pods' IPv6 addresses, from the /80s
+        top.plot(t, v6, label="IPv6 addresses assigned to pods (from each node's /80)",
+                 color="tab:green")  # fmt: skip
+        held = v6
+    else:
+        top.plot(t, held, label="held on the ENIs", color="tab:blue")
+        top.plot(t, assigned, label="assigned to pods", color="tab:green")
+        top.fill_between(t, assigned, held, color="tab:orange", alpha=0.25,
+                         label="idle (held, not assigned)")  # fmt: skip
+        top.plot(t, [s.cooling for s in samples], label="cooling (30 s after release)",
+                 color="tab:gray", linestyle=":")  # fmt: skip
+        if measures.families == "dual":
+            top.plot(t, v6, label="IPv6 addresses assigned (dual stack)", color="black",
+                     linestyle="--", linewidth=0.9)  # fmt: skip
+    top.set_ylabel("addresses (whole cluster" + (", every card)" if measures.by_card else ")"))
     top.set_ylim(0, max([*held, 1]) * 1.25)  # room for the legend and the box above the lines
     handles, labels = top.get_legend_handles_labels()
     if len({s.nodes for s in samples}) > 1:  # nodes joined or left: how many ran when
@@ -52,8 +61,7 @@ def plot_simulation(measures: Measures, path: str, title: str,
     fleet_note = (f"\n{measures.nodes_joined} nodes joined, {measures.nodes_left} left; "
                   f"{measures.pods_drained} pods drained, {measures.pods_rescheduled} "
                   "rescheduled" if measures.nodes_joined or measures.nodes_left else "")
-    top.text(0.99, 0.97, f"idle address-hours {measures.idle_address_hours:,.1f}\n"
-             f"EC2 mutating calls {measures.mutating_total:,}"
+    top.text(0.99, 0.97, family_note(measures) + f"EC2 mutating calls {measures.mutating_total:,}"
              f" ({measures.throttled_total:,} throttled)" + fleet_note,
              transform=top.transAxes, ha="right", va="top", fontsize=8,
              bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})  # fmt: skip
@@ -124,6 +132,21 @@ def plot_simulation(measures: Measures, path: str, title: str,
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def family_note(m: Measures) -> str:
+    """The box's first lines: idle address-hours, or IPv6's and multi-NIC's figures."""
+    if m.families == "ipv6":
+        note = (f"IPv6 single stack: {m.ipv6_prefixes_peak:,} /80 prefixes, "
+                f"{m.ipv6_prefix_calls_max_per_node} AssignIpv6Addresses a node;\n"
+                f"{m.mutating_after_ipv6_prefix:,} EC2 calls after each node's /80; "
+                "no warm pool (warm targets ignored)\n")  # fmt: skip
+    else:
+        note = f"idle address-hours {m.idle_address_hours:,.1f}\n"
+    if m.multi_nic_fraction or m.by_card:
+        note += (f"multi-NIC pods {m.multi_nic_pods:,} ({m.multi_nic_interfaces:,} "
+                 f"interfaces), ADDs retried {m.add_retries:,}\n")  # fmt: skip
+    return note
 
 
 def plot_recommendation(candidates: Sequence[Candidate], verdict: Verdict, max_p99_s: float,

@@ -12,9 +12,12 @@ Wire it into ``ipamctl`` (``adapters/ipamctl/main.py``)::
 impossible setting or a bad trace.
 
 Settings are checked against the instance type before the run (:func:`check_settings`):
-impossible ones are refused (prefix delegation on a type that is not Nitro, a WARM_IP_TARGET
-or MINIMUM_IP_TARGET above what a node can hold), ignored ones are named on stderr (knobs
-the adaptive policy does not read, WARM_ENI_TARGET under WARM_IP_TARGET, ...). ``--plot`` is
+impossible ones are refused (prefix delegation or IPv6 on a type that is not Nitro, IPv6
+single stack without prefix delegation, multi-NIC pods without ENABLE_MULTI_NIC, a
+WARM_IP_TARGET or MINIMUM_IP_TARGET above what a node can hold), ignored ones are named on
+stderr (knobs the adaptive policy does not read, WARM_ENI_TARGET under WARM_IP_TARGET, the
+warm targets in IPv6 mode, ...: :mod:`adapters.ipamctl.families` for the IP families and
+network cards). ``--plot`` is
 checked before the run too (matplotlib importable, the directory exists), and the table is
 printed even if drawing fails.
 """
@@ -34,6 +37,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from adapters.ipamctl.families import FALSE, FAMILY_KNOBS, TRUE, check_families
 from adapters.simulator import SCENARIOS, Cluster, Measures, SimConfig, TraceError
 from adapters.simulator.cluster import DRAINS
 from adapters.simulator.importers import SOURCES, import_trace, to_csv
@@ -51,9 +55,9 @@ KNOBS: dict[str, tuple[str, type]] = {
     "WARM_PREFIX_TARGET": ("warm_prefix_target", int),
     "ENABLE_PREFIX_DELEGATION": ("prefix_delegation", bool),
     "IP_COOLDOWN_PERIOD": ("cooldown_s", float),
+    **FAMILY_KNOBS,
 }
-TRUE = ("true", "1", "yes")
-FALSE = ("false", "0", "no")
+KNOB_NAMES = {name.upper(): name for name in KNOBS}  # --set reads names in any case
 IDLE_DEFINITION = (
     "idle address-hours: addresses held on the nodes' ENIs but not assigned to a pod, summed "
     "over the run (one address idle for one hour = 1); the subnet addresses the warm pool keeps "
@@ -157,6 +161,11 @@ def add_source_arguments(sp: argparse.ArgumentParser) -> None:
                     help="instance metadata shows a new ENI this long after its attach; the "
                     "node uses it only then (default %(default)s, as on EC2; "
                     "benchmarks/calibration.py)")
+    sp.add_argument("--multi-nic-fraction", type=float, default=0.0, metavar="F",
+                    help="this fraction of pods (drawn by seed) is annotated "
+                    "k8s.amazonaws.com/nicConfig: multi-nic-attachment: one interface per "
+                    "network card (needs --set ENABLE_MULTI_NIC=true and a type with several "
+                    "cards, e.g. p5.48xlarge or trn1.32xlarge)")
 
 
 def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
@@ -165,8 +174,8 @@ def pool_config(policy: str, knobs: Sequence[str]) -> PoolConfig:
     seen: dict[str, str] = {}
     for item in knobs:
         name, sep, value = item.partition("=")
-        name, value = name.strip().upper(), value.strip()
-        if not sep or name not in KNOBS:
+        name, value = KNOB_NAMES.get(name.strip().upper(), ""), value.strip()
+        if not sep or not name:
             raise SimulateUsageError(
                 f"--set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(KNOBS)}"
             )
@@ -205,18 +214,20 @@ def node_capacity(limits: InstanceLimits, pool: PoolConfig) -> int:
 
 
 def check_settings(
-    pool: PoolConfig, given: set[str], limits: InstanceLimits
+    pool: PoolConfig, given: set[str], limits: InstanceLimits, multi_nic_fraction: float = 0.0
 ) -> tuple[list[str], list[str]]:
     """(impossible, ignored): why a setting cannot work on this instance type, and which
-    knobs given would have no effect. Both name the knob and the figure."""
+    knobs given would have no effect. Both name the knob and the figure (IP families and
+    network cards: :func:`adapters.ipamctl.families.check_families`)."""
     itype = limits.instance_type
-    impossible: list[str] = []
-    ignored: list[str] = []
+    impossible, ignored = check_families(pool, given, limits, multi_nic_fraction)
     if pool.prefix_delegation and not limits.supports_prefix_delegation:
         impossible.append(
             f"ENABLE_PREFIX_DELEGATION=true: {itype} is not a Nitro instance type (hypervisor "
             f"{limits.hypervisor}); EC2 assigns /28 prefixes only to Nitro instances"
         )
+    if pool.ipv6_only:  # the warm knobs are ignored (said above): no figure to check
+        return impossible, ignored
     cap = node_capacity(limits, pool)
     enis = min(limits.max_enis, pool.max_eni or limits.max_enis)
     how = (f"{enis} ENIs x {limits.prefixes_per_eni} /28 prefixes x {IPS_PER_PREFIX}"
@@ -360,7 +371,10 @@ def build_setup(args: argparse.Namespace) -> Setup:
     lag = float(getattr(args, "metadata_lag", REALISTIC_METADATA_LAG_S))
     if not 0 <= lag <= 60:
         raise SimulateUsageError("--metadata-lag must be from 0 to 60 seconds")
-    impossible, ignored = check_settings_all(pool, knob_names(args.knobs), all_limits)
+    fraction = float(getattr(args, "multi_nic_fraction", 0.0) or 0.0)
+    if not 0.0 <= fraction <= 1.0:
+        raise SimulateUsageError("--multi-nic-fraction must be from 0 to 1")
+    impossible, ignored = check_settings_all(pool, knob_names(args.knobs), all_limits, fraction)
     if impossible:
         raise SimulateUsageError("; ".join(impossible))
     notes.extend(f"warning: {w}" for w in ignored)
@@ -369,6 +383,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
         seed=args.seed, boot_spread_s=spread, wait_threshold_s=args.wait_threshold,
         subnet_prefix_len=subnet_len, nodes_per_subnet=per_subnet,
         metadata_lag_s=lag, instance_types=types, drain=getattr(args, "drain", "reschedule"),
+        multi_nic_fraction=fraction,
     )  # fmt: skip
     return Setup(config, events, source, tuple(notes), trace)
 
@@ -431,13 +446,14 @@ def type_limits(instance_type: str) -> InstanceLimits:
 
 
 def check_settings_all(
-    pool: PoolConfig, given: set[str], all_limits: Sequence[InstanceLimits]
+    pool: PoolConfig, given: set[str], all_limits: Sequence[InstanceLimits],
+    multi_nic_fraction: float = 0.0,
 ) -> tuple[list[str], list[str]]:
     """:func:`check_settings` on every instance type of the cluster (messages once each)."""
     impossible: dict[str, None] = {}
     ignored: dict[str, None] = {}
     for limits in all_limits:
-        bad, unused = check_settings(pool, given, limits)
+        bad, unused = check_settings(pool, given, limits, multi_nic_fraction)
         impossible.update(dict.fromkeys(bad))
         ignored.update(dict.fromkeys(unused))
     return list(impossible), list(ignored)
@@ -580,6 +596,8 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream.flush()
     if args.plot:
         knobs = "".join(f", {k.strip()}" for k in args.knobs)
+        if config.multi_nic_fraction:
+            knobs += f", {config.multi_nic_fraction:.0%} of pods multi-NIC"
         title = f"{source}, {fleet_label(config)}, policy {config.pool.policy.value}{knobs}"
         draw = lambda: plot(measures, args.plot, title, setup.events)  # noqa: E731
         if not draw_safely(draw, args.plot, "simulate"):

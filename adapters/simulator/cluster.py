@@ -19,8 +19,10 @@ seed give the same measures, byte for byte.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,13 +33,16 @@ from adapters.simulator.measures import Measures, Recorder, Sample, summarize, t
 from adapters.simulator.node import SimNode
 from adapters.simulator.workload import ADD, DEL, JOIN, LEAVE, PodEvent, check_node_events
 from backends.fakecloud import DEFAULT_START, FakeCloud
+from backends.fakecloud.vpc import FAKE_VPC_IPV6_CIDR
 from backends.observe import CallCounter
 from ipamcore.config import PoolConfig
 from ipamcore.limits import limits_for
+from ipamcore.pool import AddressPool
 
 # Virtual latency of each EC2 action (seconds), roughly what EC2 answers in; only reported by
 # the fake, the simulator schedules each outcome that much later.
 DEFAULT_LATENCIES: tuple[tuple[str, float], ...] = (
+    ("AssignIpv6Addresses", 0.3),
     ("AssignPrivateIpAddresses", 0.3),
     ("AttachNetworkInterface", 0.6),
     ("CreateNetworkInterface", 0.4),
@@ -88,6 +93,12 @@ class SimConfig:
     # not the moment it is issued: a describe cannot see an ENI still being created, and the
     # metadata lag runs from the attach
     calls_take_effect_late: bool = True
+    # pods annotated k8s.amazonaws.com/nicConfig: multi-nic-attachment (one interface per
+    # network card, with ENABLE_MULTI_NIC): each pod is drawn with this chance (seeded)
+    multi_nic_fraction: float = attrs.field(default=0.0, converter=float)
+    # an ADD answered with an error (a multi-NIC pod with a card not ready) is sent again this
+    # long after, as kubelet's pod worker retries a failed sandbox (its 10 s back-off)
+    kubelet_retry_s: float = 10.0
 
     def __attrs_post_init__(self) -> None:
         if self.nodes < 1:
@@ -101,6 +112,10 @@ class SimConfig:
             raise ValueError("duration must be > 0")
         if math.ceil(self.nodes / self.nodes_per_subnet) > 256:
             raise ValueError("too many subnets for 10.0.0.0/8: raise nodes_per_subnet")
+        if not 0.0 <= self.multi_nic_fraction <= 1.0:
+            raise ValueError("multi_nic_fraction must be from 0 to 1")
+        if self.kubelet_retry_s <= 0:
+            raise ValueError("kubelet_retry_s must be > 0")
 
 
 class Cluster:
@@ -121,7 +136,13 @@ class Cluster:
             cloud.set_latency(action, seconds)
         n_subnets = math.ceil(config.nodes / config.nodes_per_subnet)
         size = config.subnet_prefix_len
-        self.subnets = [cloud.add_subnet(f"10.{i}.0.0/{size}") for i in range(n_subnets)]
+        # With IPv6 each subnet gets the next /64 of the fake VPC's /56 (256 of them: as many
+        # as the IPv4 /16s of 10.0.0.0/8), as an IPv6 cluster's subnets have one each.
+        self.subnets = [
+            cloud.add_subnet(f"10.{i}.0.0/{size}", ipv6_cidr=subnet_ipv6_cidr(i) if
+                             config.pool.ipv6 else "")
+            for i in range(n_subnets)
+        ]  # fmt: skip
         self._subnet_capacity = {s: cloud.free_addresses(s) for s in self.subnets}
         for e in events:
             if e.node >= config.nodes:
@@ -140,6 +161,8 @@ class Cluster:
             node = SimNode(i, cloud, iid, clock, config.pool, rec, config.policy_interval_s,
                            config.reconcile_interval_s, config.leaked_eni_cleanup,
                            config.calls_take_effect_late)  # fmt: skip
+            node.multi_nic = self._multi_nic_draw(i)
+            node.retry_s = config.kubelet_retry_s
             if self.mixed:
                 node.type_waits = []
             self.nodes.append(node)
@@ -164,6 +187,20 @@ class Cluster:
         clock.extend(boots + pods)
         clock.at(start, self._sample)
         self._idle_by_type: dict[str, float] = dict.fromkeys(self.types, 0.0)
+
+    def _multi_nic_draw(self, index: int) -> Callable[[str], bool] | None:
+        """Whether a pod of node ``index`` is annotated for a multi-NIC attachment: drawn
+        from a hash of the seed, the node and the pod's name (so a pod rescheduled elsewhere
+        is drawn again, and the same run gives the same pods)."""
+        fraction = self.config.multi_nic_fraction
+        if fraction <= 0.0:
+            return None
+        seed = self.config.seed
+
+        def draw(name: str) -> bool:
+            return zlib.crc32(f"{seed}/{index}/{name}".encode()) < fraction * 2**32
+
+        return draw
 
     # ------------------------------------------------------------------ joining, leaving
     def _launch(self, index: int) -> str:
@@ -213,8 +250,9 @@ class Cluster:
     def _sample(self, _arg: object) -> None:
         now = self.clock.now
         held = assigned = available = cooling = waiting = 0
-        running = 0
+        running = v6_assigned = v6_prefixes = 0
         mixed = self.mixed
+        cards: dict[int, list[int]] | None = {} if self.config.pool.multi_nic else None
         for node in self.nodes:
             if node.gone or not node.launched:
                 continue
@@ -222,15 +260,27 @@ class Cluster:
             waiting += len(node.waiting)
             if node.ipam is None:  # not booted yet
                 continue
-            pool = node.ipam.pool
-            pool.advance(now)
-            node_held = pool.total - pool.leaving
+            ipam = node.ipam
+            if ipam.v6 is not None:
+                v6 = ipam.v6_stats()
+                v6_assigned += v6.assigned
+                v6_prefixes += v6.prefixes
+            # With ENABLE_MULTI_NIC the addresses of every card count (card 0 otherwise).
+            pools = [ipam.pool]
+            if cards is not None:
+                card_figures(ipam.pool, ipam.card_pools, cards, now)
+                pools += ipam.card_pools.values()
+            node_held = node_assigned = 0
+            for pool in pools:
+                pool.advance(now)
+                node_held += pool.total - pool.leaving
+                node_assigned += pool.assigned
+                available += pool.total - pool.leaving - pool.assigned - pool.cooling
+                cooling += pool.cooling
             held += node_held
-            assigned += pool.assigned
-            available += pool.total - pool.leaving - pool.assigned - pool.cooling
-            cooling += pool.cooling
+            assigned += node_assigned
             if mixed:
-                self._idle_by_type[node.instance_type] += max(node_held - pool.assigned, 0)
+                self._idle_by_type[node.instance_type] += max(node_held - node_assigned, 0)
         used = 0
         for subnet in self.subnets:
             taken = self._subnet_capacity[subnet] - self.cloud.free_addresses(subnet)
@@ -240,8 +290,10 @@ class Cluster:
                 self._subnet_peak_fraction = fraction
         self.recorder.samples.append(
             Sample(round(now - self.config.start, 6), held, assigned, available, cooling,
-                   waiting, used, running)
+                   waiting, used, running, v6_assigned, v6_prefixes)
         )  # fmt: skip
+        if cards is not None:
+            self.recorder.card_sample(cards)
         self.clock.at(now + self.config.sample_interval_s, self._sample)
 
     _subnet_peak_fraction = 0.0
@@ -262,6 +314,11 @@ class Cluster:
             still_waiting=still, threshold_s=cfg.wait_threshold_s,
             sample_interval_s=cfg.sample_interval_s,
             subnet_peak_fraction=self._subnet_peak_fraction,
+            families=families_of(cfg.pool), multi_nic_fraction=cfg.multi_nic_fraction,
+            ipv6_calls=(
+                max((n.mutating["AssignIpv6Addresses"] for n in self.nodes), default=0),
+                sum(n.mutating_after_v6 for n in self.nodes),
+            ),
         )  # fmt: skip
         if self.mixed:
             measures = attrs.evolve(measures, by_type=self._by_type(now))
@@ -278,6 +335,32 @@ class Cluster:
             out[itype] = type_measures(len(nodes), waits, len(still), cfg.wait_threshold_s,
                                        self._idle_by_type[itype] * cfg.sample_interval_s)
         return out
+
+
+def families_of(pool: PoolConfig) -> str:
+    """``ipv4``, ``ipv6`` (single stack) or ``dual``."""
+    return "dual" if pool.dual_stack else "ipv6" if pool.ipv6_only else "ipv4"
+
+
+def card_figures(
+    card0: AddressPool, others: dict[int, AddressPool], out: dict[int, list[int]], now: float
+) -> None:
+    """Add one node's figures per network card to ``out`` (card -> [ENIs, the busiest
+    node's ENIs, addresses held, assigned])."""
+    for card, pool in ((0, card0), *sorted(others.items())):
+        pool.advance(now)
+        enis = len(pool.enis)
+        sums = out.setdefault(card, [0, 0, 0, 0])
+        sums[0] += enis
+        sums[1] = max(sums[1], enis)
+        sums[2] += pool.total - pool.leaving
+        sums[3] += pool.assigned
+
+
+def subnet_ipv6_cidr(index: int) -> str:
+    """The ``index``-th /64 of the fake VPC's IPv6 /56."""
+    vpc = ipaddress.IPv6Network(FAKE_VPC_IPV6_CIDR)
+    return str(ipaddress.IPv6Network((int(vpc.network_address) + (index << 64), 64)))
 
 
 def node_types_of(config: SimConfig, events: Sequence[PodEvent]) -> list[str]:

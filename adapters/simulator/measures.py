@@ -12,7 +12,13 @@
   force-removed by reconciliation;
 * nodes that joined and left during the run, pods drained from leaving nodes (and
   rescheduled, or not: no node left to take them), ENIs deleted with their instances;
-* in a cluster of several instance types, the waits and idle address-hours by type.
+* in a cluster of several instance types, the waits and idle address-hours by type;
+* IPv6 (single or dual stack): the /80 prefixes and IPv6 addresses assigned (peaks), the
+  AssignIpv6Addresses calls per node, the mutating EC2 calls nodes made after their first
+  prefix and the pods that arrived after it and still waited (IPv6 single stack: none);
+* multiple network cards (``ENABLE_MULTI_NIC``): multi-NIC pods served and their interfaces,
+  ADDs retried (a card had no address ready: kubelet retries), and per network card the
+  peak ENIs (cluster and busiest node), addresses held and assigned.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ class Sample:
     waiting: int  # pods waiting for an address
     subnet_used: int
     nodes: int = 0  # nodes running (launched, not terminated)
+    ipv6_assigned: int = 0  # IPv6 addresses assigned to pods (IPv6 or dual stack)
+    ipv6_prefixes: int = 0  # /80 prefixes on the nodes' ENIs
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -68,6 +76,25 @@ class Recorder:
         self.pods_rescheduled = 0
         self.pods_not_rescheduled = 0
         self.enis_terminated = 0
+        self.add_retries = 0
+        self.multi_nic_pods = 0
+        self.multi_nic_interfaces = 0
+        self.v6_pods_after_prefix = 0
+        self.v6_waits_after_prefix = 0
+        # network card -> [ENIs, busiest node's ENIs, addresses held, assigned]: peaks
+        self.cards: dict[int, list[int]] = {}
+
+    def multi_nic_served(self, interfaces: int) -> None:
+        self.multi_nic_pods += 1
+        self.multi_nic_interfaces += interfaces
+
+    def card_sample(self, totals: dict[int, list[int]]) -> None:
+        """One sample's per-card figures (cluster sums, the busiest node's ENIs): peaks."""
+        for card, figures in totals.items():
+            peak = self.cards.setdefault(card, [0, 0, 0, 0])
+            for k, value in enumerate(figures):
+                if value > peak[k]:
+                    peak[k] = value
 
     def served(self, arrived: float, now: float) -> None:
         self.waits.append((arrived - self.start, now - arrived))
@@ -108,6 +135,19 @@ class Measures:
     pods_rescheduled: int = 0
     pods_not_rescheduled: int = 0
     enis_terminated: int = 0
+    families: str = "ipv4"  # "ipv4", "ipv6" (single stack) or "dual"
+    ipv6_prefixes_peak: int = 0
+    ipv6_assigned_peak: int = 0
+    ipv6_prefix_calls_max_per_node: int = 0  # AssignIpv6Addresses calls of the busiest node
+    mutating_after_ipv6_prefix: int = 0  # all nodes' mutating calls after their first /80
+    pods_after_ipv6_prefix: int = 0  # pods that arrived after their node's /80 ...
+    pods_waited_after_ipv6_prefix: int = 0  # ... and of those, the ones that waited at all
+    multi_nic_fraction: float = 0.0
+    multi_nic_pods: int = 0  # multi-NIC pods served
+    multi_nic_interfaces: int = 0  # their interfaces (one per network card)
+    add_retries: int = 0  # ADDs answered with an error and sent again (kubelet's retry)
+    # network card -> enis_peak, enis_node_peak, held_peak, assigned_peak (ENABLE_MULTI_NIC)
+    by_card: dict[str, dict[str, int]] = attrs.field(factory=dict)
     # instance type -> nodes, pods_served, pods_unserved, wait_p50_s, wait_p99_s, wait_max_s,
     # pods_over_threshold, idle_address_hours (only when the cluster mixes types)
     by_type: dict[str, dict[str, float]] = attrs.field(factory=dict)
@@ -153,7 +193,37 @@ class Measures:
             ("ENIs created / freed", f"{self.enis_created} / {self.enis_freed}"),
             ("allocations force-removed", str(self.force_removed)),
         ]  # fmt: skip
-        rows += self.fleet_rows()
+        if self.families == "ipv6":  # no IPv4 pool: the IPv4 figures above stay 0
+            rows = [(k + " (IPv4)" if k.startswith(("idle", "peak addresses")) else k, v)
+                    for k, v in rows]  # fmt: skip
+        rows += self.family_rows() + self.fleet_rows()
+        return rows
+
+    def family_rows(self) -> list[tuple[str, str]]:
+        """Rows for IPv6 and for network cards (when the run had them)."""
+        rows: list[tuple[str, str]] = []
+        if self.families != "ipv4":
+            rows += [
+                ("IP families", "IPv6 single stack" if self.families == "ipv6"
+                 else "dual stack (IPv4 + IPv6 per pod)"),
+                ("IPv6 /80 prefixes (peak) / addresses assigned (peak)",
+                 f"{self.ipv6_prefixes_peak} / {self.ipv6_assigned_peak}"),
+                ("AssignIpv6Addresses calls (busiest node)",
+                 str(self.ipv6_prefix_calls_max_per_node)),
+                ("EC2 mutating calls after each node's first /80", str(
+                    self.mutating_after_ipv6_prefix)),
+                ("pods after the node's /80 / of them waited",
+                 f"{self.pods_after_ipv6_prefix} / {self.pods_waited_after_ipv6_prefix}"),
+            ]  # fmt: skip
+        if self.multi_nic_fraction or self.by_card:
+            rows.append((
+                "multi-NIC pods served / interfaces / ADDs retried",
+                f"{self.multi_nic_pods} / {self.multi_nic_interfaces} / {self.add_retries} "
+                f"({self.multi_nic_fraction:.0%} of pods annotated)",
+            ))  # fmt: skip
+        elif self.add_retries:
+            rows.append(("ADDs retried", str(self.add_retries)))
+        rows += card_rows(self.by_card)
         return rows
 
     def fleet_rows(self) -> list[tuple[str, str]]:
@@ -189,10 +259,15 @@ def summarize(
     threshold_s: float,
     sample_interval_s: float,
     subnet_peak_fraction: float,
+    families: str = "ipv4",
+    multi_nic_fraction: float = 0.0,
+    ipv6_calls: tuple[int, int] = (0, 0),
 ) -> Measures:
     """Turn what the recorder and the call counter saw into :class:`Measures`.
 
-    ``still_waiting`` holds the waits so far of pods without an address at the end.
+    ``still_waiting`` holds the waits so far of pods without an address at the end;
+    ``ipv6_calls``: the busiest node's AssignIpv6Addresses calls and all nodes' mutating
+    calls after their first /80.
     """
     waits = sorted([w for _t, w in rec.waits] + still_waiting)
     samples = rec.samples
@@ -233,9 +308,46 @@ def summarize(
         pods_rescheduled=rec.pods_rescheduled,
         pods_not_rescheduled=rec.pods_not_rescheduled,
         enis_terminated=rec.enis_terminated,
+        families=families,
+        ipv6_prefixes_peak=max((s.ipv6_prefixes for s in samples), default=0),
+        ipv6_assigned_peak=max((s.ipv6_assigned for s in samples), default=0),
+        ipv6_prefix_calls_max_per_node=ipv6_calls[0],
+        mutating_after_ipv6_prefix=ipv6_calls[1],
+        pods_after_ipv6_prefix=rec.v6_pods_after_prefix,
+        pods_waited_after_ipv6_prefix=rec.v6_waits_after_prefix,
+        multi_nic_fraction=multi_nic_fraction,
+        multi_nic_pods=rec.multi_nic_pods,
+        multi_nic_interfaces=rec.multi_nic_interfaces,
+        add_retries=rec.add_retries,
+        by_card={
+            str(card): dict(zip(CARD_FIGURES, peaks, strict=True))
+            for card, peaks in sorted(rec.cards.items())
+        },
         samples=tuple(samples),
         waits=tuple(rec.waits),
     )
+
+
+CARD_FIGURES = ("enis_peak", "enis_node_peak", "held_peak", "assigned_peak")
+
+
+def card_rows(by_card: dict[str, dict[str, int]]) -> list[tuple[str, str]]:
+    """One row per network card, cards with the same figures in one (a p5 has 32)."""
+    groups: list[tuple[list[str], dict[str, int]]] = []
+    for card, figures in by_card.items():
+        if groups and groups[-1][1] == figures:
+            groups[-1][0].append(card)
+        else:
+            groups.append(([card], figures))
+    rows = []
+    for cards, f in groups:
+        name = f"card {cards[0]}" if len(cards) == 1 else f"cards {cards[0]}-{cards[-1]} (each)"
+        rows.append((
+            f"{name}: ENIs (busiest node) / held / assigned, peaks",
+            f"{f['enis_peak']} ({f['enis_node_peak']}) / {f['held_peak']} / "
+            f"{f['assigned_peak']}",
+        ))  # fmt: skip
+    return rows
 
 
 def type_measures(

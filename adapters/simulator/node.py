@@ -31,6 +31,7 @@ import attrs
 
 from adapters.simulator.clock import SimClock
 from adapters.simulator.measures import Recorder
+from backends.observe import OK, CallRecord
 from backends.perform import perform
 from ipamcore.config import PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, FreeEni, UnassignAddresses
@@ -101,18 +102,36 @@ class SimNode:
         self.type_waits: list[float] | None = None  # this node's waits (mixed clusters)
         # Called with each input and the commands it led to (tests, the flight recorder).
         self.observe: Callable[[i.Input, list[c.Command]], None] | None = None
+        # Whether a pod (by name) is annotated for a multi-NIC attachment (None: none is).
+        self.multi_nic: Callable[[str], bool] | None = None
+        self.retry_s = 10.0  # an ADD answered with an error is sent again this long after
+        # This node's EC2 calls: mutating ones by action; the time of its first IPv6 prefix
+        # and the mutating calls it made after it (IPv6 needs none once the /80 is there).
+        self.mutating: collections.Counter[str] = collections.Counter()
+        self.v6_prefix_at: float | None = None
+        self.mutating_after_v6 = 0
 
     def launch(self, instance_id: str) -> None:
         """Bind the agent to its (just launched) instance."""
         self.instance_id = instance_id
         self.instance_type = self.cloud.vpc.instance(instance_id).limits.instance_type
-        self.port = self.cloud.port(instance_id)
+        self.port = self.cloud.port(instance_id, observer=self._heard)
         self.metadata = self.cloud.metadata(instance_id)
         self.launched = True
 
     @property
     def ipam(self) -> Ipam | None:
         return self.node.ipam
+
+    def _heard(self, record: CallRecord) -> None:
+        """One EC2 call of this node (the port's observer)."""
+        if not record.mutating:
+            return
+        self.mutating[record.action] += 1
+        if self.v6_prefix_at is not None:
+            self.mutating_after_v6 += 1
+        elif record.action == "AssignIpv6Addresses" and record.outcome == OK:
+            self.v6_prefix_at = self.clock.now
 
     # ------------------------------------------------------------------ feeding
     def feed(self, inp: i.Input) -> None:
@@ -203,6 +222,8 @@ class SimNode:
             tail = lat("ModifyNetworkInterfaceAttribute") if self.port.delete_on_termination else 0
             return main, tail
         if isinstance(effect, AssignAddresses):
+            if effect.ipv6_prefix_count:
+                return lat("AssignIpv6Addresses"), 0.0
             return lat("AssignPrivateIpAddresses"), 0.0
         if isinstance(effect, UnassignAddresses):
             calls = bool(effect.ipv4_addresses) + bool(effect.prefixes)
@@ -321,10 +342,21 @@ class SimNode:
         if since is None:  # a DEL's reply, or an ADD cancelled by its pod's DEL
             return
         if reply.error:
+            # Kubelet retries a failed sandbox (a multi-NIC pod with a card not ready is
+            # answered pool_empty at once): the same ADD again, the wait running on.
+            self.waiting[name] = since
+            self.rec.add_retries += 1
+            self.clock.at(self.clock.now + self.retry_s, self._retry, (name, since))
             return
         assert reply.allocation is not None
         self.pods[name] = reply.allocation.key
         self.rec.served(since, self.clock.now)
+        if reply.extra:
+            self.rec.multi_nic_served(1 + len(reply.extra))
+        if self.v6_prefix_at is not None and since > self.v6_prefix_at:
+            self.rec.v6_pods_after_prefix += 1
+            if self.clock.now > since:
+                self.rec.v6_waits_after_prefix += 1
         if self.type_waits is not None:
             self.type_waits.append(self.clock.now - since)
 
@@ -340,9 +372,21 @@ class SimNode:
     def pod_add(self, name: str) -> None:
         now = self.clock.now
         self.rec.pod_events += 1
-        key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
         self.waiting[name] = now
-        self.feed(i.Add(now, self._request_id(name), key, PodRef("default", name)))
+        self._send_add(name)
+
+    def _send_add(self, name: str) -> None:
+        key = AllocationKey(NETWORK_NAME, f"{self.index}-{name}", IF_NAME)
+        multi = self.multi_nic is not None and self.multi_nic(name)
+        req = i.Add(self.clock.now, self._request_id(name), key, PodRef("default", name),
+                    multi_nic=multi)  # fmt: skip
+        self.feed(req)
+
+    def _retry(self, arg: tuple[str, float]) -> None:
+        """Kubelet's retry of a failed ADD, unless the pod is gone (or came back anew)."""
+        name, since = arg
+        if not self.gone and not self.leaving and self.waiting.get(name) == since:
+            self._send_add(name)
 
     def pod_del(self, name: str) -> None:
         self.rec.pod_events += 1

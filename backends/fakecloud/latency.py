@@ -6,6 +6,8 @@ report, chosen in the middle of it:
 
 * ``AssignPrivateIpAddresses`` 0.4 s: upstream measured "a 400 - 600ms delay" for assigning
   the first ENI's addresses at start (aws/amazon-vpc-cni-k8s#648).
+* ``AssignIpv6Addresses`` 0.4 s (the /80 an IPv6 node takes at start): the same kind of
+  call as ``AssignPrivateIpAddresses``; no figure of its own is published.
 * ``CreateNetworkInterface`` 0.4 s with its secondary addresses in the same call (the same
   kind of control-plane write as an assign; hundreds of milliseconds).
 * ``AttachNetworkInterface`` 0.25 s: it returns quickly with the attachment still
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from backends.fakecloud.cloud import FakeCloud
 
 REALISTIC_LATENCIES: Mapping[str, float] = {
+    "AssignIpv6Addresses": 0.4,
     "AssignPrivateIpAddresses": 0.4,
     "AttachNetworkInterface": 0.25,
     "CreateNetworkInterface": 0.4,
