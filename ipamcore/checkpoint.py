@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, NamedTuple, Protocol
 
@@ -180,28 +180,34 @@ class ChangeTracker:
         if self.full:
             self.full = False
             return None
-        # (Written out rather than through a helper: a commit makes one per change.)
         put: list[tuple[Allocation, str]] = []
         removed: list[AllocationKey] = []
         get = source.get
-        for key in keys:
+        for key in keys:  # (written out: a commit makes one cut per change)
             allocation = get(key)
             if allocation is None:
                 removed.append(key)
             else:
                 put.append((allocation, netns.get(key, "")))
-        released: list[tuple[str, float]] = []
-        unreleased: list[str] = []
-        released_time = source.released_time
-        for address in addresses:
-            at = released_time(address)
-            if at is None:
-                unreleased.append(address)
-            else:
-                released.append((address, at))
+        released, unreleased = _read_back(addresses, source.released_time)
         # (tuple.__new__: the named tuple's own __new__ is a Python call more)
         change = (tuple(put), tuple(removed), tuple(released), tuple(unreleased))
         return tuple.__new__(CheckpointChange, change)
+
+
+def _read_back(
+    addresses: Iterable[str], read: Callable[[str], float | None]
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """``(address, time)`` of the addresses ``read`` finds a time for, and the others."""
+    found: list[tuple[str, float]] = []
+    missing: list[str] = []
+    for address in addresses:
+        at = read(address)
+        if at is None:
+            missing.append(address)
+        else:
+            found.append((address, at))
+    return found, missing
 
 
 def _to_ns(seconds: float) -> int:
