@@ -5,6 +5,7 @@ and device indexes per card. Pure, like the rest of the core; see :mod:`ipamcore
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from math import inf
 
 import attrs
@@ -12,11 +13,12 @@ import attrs
 from ipamcore import cards
 from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni, Effect
-from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.errors import UsageError
 from ipamcore.limits import InstanceLimits
-from ipamcore.model import Allocation, AllocationKey, ObservedEni, PodRef
+from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
 from ipamcore.policy import PolicyInput, decide_shrink
 from ipamcore.pool import AddressPool
+from ipamcore.views import PoolStats
 
 
 class CardPools:
@@ -37,8 +39,12 @@ class CardPools:
             for card in self.card_limits
             if card != 0
         }
-        self._card_wanted: dict[int, int] = {}  # multi-NIC ADDs that found no address, per card
         self._card_shrunk_at: dict[int, float] = {}
+        # A card whose growth call was throttled grows again only after this time: whatever
+        # the policy does for card 0, a card's own growth never retries a throttled call at
+        # once (the adaptive policy pauses per action, not the node, and card growth does not
+        # go through the policy).
+        self._card_paused_until: dict[int, float] = {}
         self._card_config = attrs.evolve(
             self.config, warm_eni_target=0, warm_ip_target=cards.CARD_WARM_IP_TARGET,
             minimum_ip_target=cards.CARD_MINIMUM_IP_TARGET,
@@ -51,20 +57,79 @@ class CardPools:
 
     @property
     def multi_nic_cards(self) -> tuple[int, ...]:
-        """The cards a multi-NIC pod gets one interface each on (card 0 first); only card
-        0 without ENABLE_MULTI_NIC."""
+        """The cards a multi-NIC pod gets one interface each on (card 0 first): every card
+        the type lists but the EFA-only ones (:attr:`efa_only_cards`); only card 0 without
+        ENABLE_MULTI_NIC."""
         if not self.config.multi_nic:
             return (0,)
-        return (0, *sorted(self.card_pools))
+        skipped = self.efa_only_cards
+        usable = (c for c in sorted(self.card_pools) if c in self.card_limits)
+        return (0, *(c for c in usable if c not in skipped))
+
+    @property
+    def efa_only_cards(self) -> frozenset[int]:
+        """Cards above 0 that cannot carry a pod interface: an EFA-only interface (no IP
+        address) is attached there and no other ENI the CNI may manage (upstream v1.20's
+        markUnmanagedNetworkCards: such a card is skipped; a card with an EFA-only and an
+        ENA interface is managed, the EFA-only one excluded). Neither planned, nor given
+        multi-NIC pods, nor counted anywhere (max pods counts card 0 only, as upstream)."""
+        skipped = set()
+        for card, pool in self.card_pools.items():
+            infos = [state.info for state in pool.enis.values()]
+            if any(i.is_efa_only for i in infos) and not any(
+                not i.is_efa_only and not i.unmanaged for i in infos
+            ):
+                skipped.add(card)
+        return frozenset(skipped)
 
     def network_card_of(self, allocation: Allocation) -> int:
         """The network card of the ENI ``allocation``'s address is on (0 if unknown)."""
         info = self.eni(allocation.eni_id)
         return info.network_card if info is not None else 0
 
+    @property
+    def table_stride(self) -> int:
+        """Route tables per card: upstream's ``c.maxENI``, the type's ENI limit lowered by
+        ``MAX_ENI`` when set (see :mod:`ipamcore.cards`)."""
+        return min(self.limits.max_enis, self.config.max_eni or self.limits.max_enis)
+
+    def card_eni_cap(self, network_card: int) -> int:
+        """ENIs the CNI may hold on a card above 0: its own limit, at most
+        :attr:`table_stride` (upstream's hasRoomForEni checks ``c.maxENI`` on every card)."""
+        return min(self.card_limits.get(network_card, 0), self.table_stride)
+
     def route_table_of(self, info: ObservedEni) -> int | None:
-        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`)."""
-        return cards.route_table(info.network_card, info.device_index, self.limits.max_enis)
+        """The route table of an ENI (upstream's numbering, :func:`ipamcore.cards.route_table`):
+        None for the primary, and for a device index outside its card's tables."""
+        return cards.route_table(info.network_card, info.device_index, self.table_stride)
+
+    def _outside_tables(self, info: ObservedEni) -> bool:
+        """With ENABLE_MULTI_NIC on a type with several cards, a secondary ENI whose device
+        index is at or above :attr:`table_stride` would share another card's table: it
+        carries no pod addresses and gets no table."""
+        return (
+            self.config.multi_nic and len(self.card_limits) > 1
+            and not info.counts_as_primary and info.device_index >= self.table_stride
+        )  # fmt: skip
+
+    def card_stats(self, now: float) -> dict[int, PoolStats]:
+        """The figures of each card above 0 that carries multi-NIC pods (a query), as
+        :meth:`ipamcore.ipam.Ipam.stats` gives card 0's: ``max_enis`` is the card's own
+        limit; ``max_pods``, ``pending`` and ``in_flight`` are card 0's business (0 here)."""
+        out: dict[int, PoolStats] = {}
+        unit = IPS_PER_PREFIX if self.prefix_mode else 1
+        for card in self.multi_nic_cards[1:]:
+            pool = self.card_pools[card]
+            cooled = pool.cooled_by(now)
+            limit = self.card_eni_cap(card)
+            out[card] = PoolStats(
+                enis=len(pool.enis), max_enis=limit, total=pool.usable_total,
+                assigned=pool.assigned, cooling=pool.cooling - cooled,
+                available=pool.available + cooled, leaving=pool.leaving,
+                prefixes=pool.prefix_total(), pending=0, in_flight=0, max_pods=0,
+                max_addresses=limit * self.per_eni * unit,
+            )  # fmt: skip
+        return out
 
     def _pools(self) -> list[AddressPool]:
         return [self.pool, *self.card_pools.values()]
@@ -82,12 +147,15 @@ class CardPools:
             self.card_pools[network_card] = pool
         return pool
 
-    def _plan_cards(self, inp: PolicyInput, now: float) -> list[Effect]:
-        """Each card above 0 with no effect in flight: growth to its warm address (see
-        :func:`cards.plan_card`), else, at most once per ``shrink_interval_s``, upstream's
-        shrink with the card's targets (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``):
-        surplus addresses back, an idle ENI of the card freed once the card has room to
-        spare. Card 0's warm targets never apply to these cards."""
+    def _plan_cards(
+        self, inp: PolicyInput, now: float, card_waiting: Mapping[int, int]
+    ) -> list[Effect]:
+        """Each card above 0 with no effect in flight: growth to its warm address plus the
+        multi-NIC ADDs waiting on it (``card_waiting``; see :func:`cards.plan_card`), else,
+        at most once per ``shrink_interval_s``, upstream's shrink with the card's targets
+        (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``): surplus addresses back, an idle ENI
+        of the card freed once the card has room to spare. Card 0's warm targets never
+        apply to these cards."""
         busy = set()
         for effect in self._in_flight.values():
             busy.add(
@@ -95,14 +163,17 @@ class CardPools:
                 else self._card_of_eni(effect.eni_id)
             )  # fmt: skip
         effects: list[Effect] = []
+        skipped = self.efa_only_cards
         for card, pool in sorted(self.card_pools.items()):
-            if card in busy or card not in self.card_limits:
+            if card in busy or card not in self.card_limits or card in skipped:
+                continue
+            if now < self._card_paused_until.get(card, -inf):
                 continue
             pool.advance(now)
             wanted = max(cards.CARD_WARM_IP_TARGET, cards.CARD_MINIMUM_IP_TARGET - pool.assigned)
-            wanted += self._card_wanted.pop(card, 0)
+            wanted += card_waiting.get(card, 0)
             grow = cards.plan_card(
-                card, pool.enis.values(), pool.available, wanted, self.card_limits[card],
+                card, pool.enis.values(), pool.available, wanted, self.card_eni_cap(card),
                 self.per_eni, self.prefix_mode, (inp.subnet_id, inp.security_groups),
                 inp.busy_enis | inp.full_enis,
             )  # fmt: skip
@@ -110,7 +181,7 @@ class CardPools:
                 effects += grow
                 continue
             card_inp = attrs.evolve(
-                inp, config=self._card_config, max_enis=self.card_limits[card],
+                inp, config=self._card_config, max_enis=self.card_eni_cap(card),
                 pending_addresses=0, pending_enis=0, waiting=0,
             )  # fmt: skip
             shrink = decide_shrink(pool, card_inp, now)
@@ -118,6 +189,17 @@ class CardPools:
                 self._card_shrunk_at[card] = now
             effects += shrink
         return effects
+
+    def _card_throttled(self, effect: Effect, now: float) -> None:
+        """A growth call of a card above 0 was throttled: that card's growth pauses for
+        ``throttle_pause_s`` (card 0's pause is the policy's)."""
+        if isinstance(effect, CreateEni):
+            card = effect.network_card
+        else:
+            card = self._card_of_eni(effect.eni_id)
+        if card != 0:
+            until = now + self.config.throttle_pause_s
+            self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
 
     def _card_of_eni(self, eni_id: str) -> int:
         info = self.eni(eni_id)
@@ -132,7 +214,7 @@ class CardPools:
             e.device_index for e in self._in_flight.values()
             if isinstance(e, CreateEni) and e.network_card == network_card
         }  # fmt: skip
-        return cards.free_device_index(taken)
+        return cards.free_device_index(taken, start=1 if network_card == 0 else 0)
 
     def _advance(self, now: float) -> None:
         for pool in self._pools():
@@ -149,8 +231,4 @@ class CardPools:
         if pool is None or not self.config.multi_nic:
             raise UsageError(f"network card {network_card} carries no pod addresses")
         pool.advance(now)
-        try:
-            return pool.assign(key, pod, now)
-        except PoolExhausted:
-            self._card_wanted[network_card] = self._card_wanted.get(network_card, 0) + 1
-            raise
+        return pool.assign(key, pod, now)

@@ -185,8 +185,8 @@ class Ipam(Reconciling, DualStack):
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float
     ) -> Allocation:
         """An address for ``key`` from ``network_card``'s ENIs (card 0: :meth:`assign`);
-        :class:`PoolExhausted` when the card has none ready, in which case the card's next
-        :meth:`plan` asks for one more."""
+        :class:`PoolExhausted` when the card has none ready, in which case :meth:`plan`
+        with ``card_waiting`` asks for more (as ``waiting`` does for card 0)."""
         if network_card == 0:
             return self.assign(key, pod, now)
         return self._assign_above_0(key, pod, network_card, now)
@@ -249,6 +249,7 @@ class Ipam(Reconciling, DualStack):
             self.pool.next_ready_at(),
             self._policy.wake_at(now),
             *self._full_subnets.values(),
+            *self._card_paused_until.values(),
             self._v6_retry_at,
         ):
             if now < t < wake:
@@ -324,9 +325,12 @@ class Ipam(Reconciling, DualStack):
         return self._start(effects[0], now) if effects else None
 
     # ------------------------------------------------------------ policy
-    def plan(self, now: float, waiting: int = 0) -> list[Effect]:
+    def plan(
+        self, now: float, waiting: int = 0, card_waiting: Mapping[int, int] | None = None
+    ) -> list[Effect]:
         """Effects that bring the pool to its warm targets; each is in flight until
-        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting.
+        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting on card 0;
+        ``card_waiting`` maps a network card above 0 to the multi-NIC ADDs waiting on it.
 
         In prefix mode, secondary IPs left on an ENI (from before prefix delegation) are
         given back when free, as upstream does at start."""
@@ -361,7 +365,7 @@ class Ipam(Reconciling, DualStack):
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
         if self.config.multi_nic and now >= self._growth_paused_until:
-            effects += self._plan_cards(inp, now)
+            effects += self._plan_cards(inp, now, card_waiting or {})
         return [self._start(effect, now) for effect in v6_effects + effects]
 
     def _park_secondary_ips(self) -> None:
@@ -490,7 +494,7 @@ class Ipam(Reconciling, DualStack):
 
     def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
-        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+        if isinstance(numbered, CreateEni) and numbered.device_index < 0:
             numbered = attrs.evolve(
                 numbered, device_index=self._free_device_index(numbered.network_card)
             )
@@ -560,6 +564,7 @@ class Ipam(Reconciling, DualStack):
                 primary = self.primary_eni()
                 until = self._policy.throttled(effect, primary.eni_id if primary else "", now)
                 self._growth_paused_until = max(self._growth_paused_until, until)
+                self._card_throttled(effect, now)
             elif reaction is Reaction.PAUSE_GROWTH:
                 self._pause_growth(now + self.config.throttle_pause_s)
             elif reaction is Reaction.PAUSE_GROWTH_LONG:

@@ -363,17 +363,20 @@ def test_unassign_request_shapes(stubbed: tuple[Ec2Backend, Stubber]) -> None:
 def test_describe_enis_reads_cards_types_and_prefixes(stubbed: tuple[Ec2Backend, Stubber]) -> None:
     backend, stub = stubbed
     efa = eni_item("eni-efa", 0, card=1, interface_type="efa")
+    efa_only = eni_item("eni-efaonly", 0, card=2, interface_type="efa-only")
     trunk = eni_item("eni-trunk", 1, prefixes=("10.0.3.0/28",), interface_type="trunk")
     trunk["Ipv6Prefixes"] = [{"Ipv6Prefix": "2600:1f14::/80"}]
-    expect_describe(stub, efa, trunk, eni_item("eni-primary", 0, ips=("10.0.0.20",)))
+    expect_describe(stub, efa, efa_only, trunk, eni_item("eni-primary", 0, ips=("10.0.0.20",)))
     expect_subnet(stub)
     enis = backend.describe_enis(IID)
     assert [(e.eni_id, e.network_card, e.device_index) for e in enis] == [
         ("eni-primary", 0, 0),
         ("eni-trunk", 0, 1),
         ("eni-efa", 1, 0),
+        ("eni-efaonly", 2, 0),
     ]
-    primary, trunk_eni, efa_eni = enis
+    primary, trunk_eni, efa_eni, efa_only_eni = enis
+    assert efa_only_eni.is_efa_only and efa_only_eni.is_efa and not efa_eni.is_efa_only
     assert primary.is_primary and primary.ipv4_addresses == ("10.0.0.20",)
     assert trunk_eni.is_trunk and trunk_eni.ipv4_prefixes == ("10.0.3.0/28",)
     assert trunk_eni.ipv6_prefixes == ("2600:1f14::/80",)
