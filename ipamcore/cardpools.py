@@ -13,7 +13,8 @@ import attrs
 from ipamcore import cards
 from ipamcore.config import PoolConfig
 from ipamcore.effects import CreateEni, Effect
-from ipamcore.errors import UsageError
+from ipamcore.errors import PoolExhausted, UsageError
+from ipamcore.ipv6 import V6Prefixes
 from ipamcore.limits import InstanceLimits
 from ipamcore.model import IPS_PER_PREFIX, Allocation, AllocationKey, ObservedEni, PodRef
 from ipamcore.policy import PolicyInput, decide_shrink
@@ -30,6 +31,8 @@ class CardPools:
     pool: AddressPool
     prefix_mode: bool
     per_eni: int
+    notices: list[str]
+    v6: V6Prefixes | None
     _in_flight: dict[int, Effect]
 
     def _init_cards(self) -> None:
@@ -122,6 +125,15 @@ class CardPools:
             pool = self.card_pools[card]
             cooled = pool.cooled_by(now)
             limit = self.card_eni_cap(card)
+            if self.v6 is not None and self.config.ipv6_only:  # the card's /80
+                v6 = self.v6.stats(card)
+                out[card] = PoolStats(
+                    enis=len(pool.enis), max_enis=limit, total=v6.total, assigned=v6.assigned,
+                    cooling=0, available=max(v6.total - v6.assigned, 0), leaving=0,
+                    prefixes=v6.prefixes, pending=0, in_flight=0, max_pods=0,
+                    max_addresses=v6.total,
+                )  # fmt: skip
+                continue
             out[card] = PoolStats(
                 enis=len(pool.enis), max_enis=limit, total=pool.usable_total,
                 assigned=pool.assigned, cooling=pool.cooling - cooled,
@@ -156,12 +168,7 @@ class CardPools:
         (``WARM_IP_TARGET=1``, ``MINIMUM_IP_TARGET=1``): surplus addresses back, an idle ENI
         of the card freed once the card has room to spare. Card 0's warm targets never
         apply to these cards."""
-        busy = set()
-        for effect in self._in_flight.values():
-            busy.add(
-                effect.network_card if isinstance(effect, CreateEni)
-                else self._card_of_eni(effect.eni_id)
-            )  # fmt: skip
+        busy = self._busy_cards()
         effects: list[Effect] = []
         skipped = self.efa_only_cards
         for card, pool in sorted(self.card_pools.items()):
@@ -190,16 +197,78 @@ class CardPools:
             effects += shrink
         return effects
 
+    def _card_of(self, effect: Effect) -> int:
+        """The network card ``effect`` acts on."""
+        if isinstance(effect, CreateEni):
+            return effect.network_card
+        return self._card_of_eni(effect.eni_id)
+
+    def _busy_cards(self) -> set[int]:
+        """The cards with an effect in flight."""
+        return {self._card_of(e) for e in self._in_flight.values()}
+
+    def _plan_v6_cards(self, placement: tuple[str, tuple[str, ...]], now: float) -> list[Effect]:
+        """IPv6 mode with ENABLE_MULTI_NIC: each card multi-NIC pods use, with no effect in
+        flight and not paused, gets one ENI holding an IPv6 /80 (:func:`cards.plan_v6_card`;
+        upstream's createSecondaryIPv6ENIs, which does it at start; here the first pass
+        after start does, and a card that lost its prefix gets one again)."""
+        assert self.v6 is not None
+        busy = self._busy_cards()
+        held = frozenset(e for e, prefixes in self.v6.prefixes.items() if prefixes)
+        effects: list[Effect] = []
+        for card in self.multi_nic_cards[1:]:
+            if card in busy or now < self._card_paused_until.get(card, -inf):
+                continue
+            pool = self.card_pools[card]
+            skip = frozenset(e for e, s in pool.enis.items() if self._outside_tables(s.info))
+            effects += cards.plan_v6_card(
+                card, pool.enis.values(), held, self.card_eni_cap(card), placement, skip
+            )
+        return effects
+
+    def _card_v6_failed(self, effect: Effect, message: str, now: float) -> bool:
+        """IPv6 mode: a card's ENI or /80 call failed; that card tries again after
+        ``throttle_pause_s`` (whatever the failure: the next pass would repeat it at
+        once). False for an effect of card 0."""
+        card = self._card_of(effect)
+        if card == 0:
+            return False
+        self.notices.append(f"network card {card}: IPv6 ENI or prefix request failed: {message}")
+        self._pause_card(card, now)
+        return True
+
+    def _assign_v6_above_0(
+        self, key: AllocationKey, pod: PodRef, network_card: int, now: float
+    ) -> Allocation:
+        """IPv6 mode: an address for a multi-NIC pod's interface from ``network_card``'s
+        /80 (:class:`PoolExhausted` while the card has none yet)."""
+        pool = self.card_pools.get(network_card)
+        if pool is None or not self.config.multi_nic or self.v6 is None:
+            raise UsageError(f"network card {network_card} carries no pod addresses")
+        existing = pool.allocations.get(key)
+        if existing is not None:
+            return existing
+        found = self.v6.first(network_card)
+        if found is None:
+            raise PoolExhausted(f"network card {network_card} has no IPv6 prefix yet")
+        eni_id, prefix = found
+        allocation = Allocation(
+            key=key, pod=pod, ipv4=None, ipv6=self.v6.take(prefix, network_card),
+            allocated_at=now, eni_id=eni_id, device_index=self.v6.devices.get(eni_id, 0),
+        )  # fmt: skip
+        pool.record_allocation(allocation)
+        return allocation
+
     def _card_throttled(self, effect: Effect, now: float) -> None:
         """A growth call of a card above 0 was throttled: that card's growth pauses for
         ``throttle_pause_s`` (card 0's pause is the policy's)."""
-        if isinstance(effect, CreateEni):
-            card = effect.network_card
-        else:
-            card = self._card_of_eni(effect.eni_id)
+        card = self._card_of(effect)
         if card != 0:
-            until = now + self.config.throttle_pause_s
-            self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
+            self._pause_card(card, now)
+
+    def _pause_card(self, card: int, now: float) -> None:
+        until = now + self.config.throttle_pause_s
+        self._card_paused_until[card] = max(self._card_paused_until.get(card, -inf), until)
 
     def _card_of_eni(self, eni_id: str) -> int:
         info = self.eni(eni_id)

@@ -133,3 +133,39 @@ def plan_card(
             network_card=network_card,
         )
     ]
+
+
+def plan_v6_card(
+    network_card: int,
+    enis: Iterable[EniState],
+    has_prefix: frozenset[str],
+    max_enis: int,
+    placement: tuple[str, tuple[str, ...]],
+    skip: frozenset[str] = frozenset(),
+) -> list[Effect]:
+    """IPv6 mode (upstream v1.20's createSecondaryIPv6ENIs): a card above 0 carries one ENI
+    with an IPv6 /80 its multi-NIC pods take addresses from. Nothing while one of the card's
+    ENIs (``has_prefix``) holds a prefix; else a /80 for the lowest ENI the CNI may use, else
+    (no such ENI, room on the card) one ENI created with its /80 in the same call
+    (``CreateNetworkInterface`` with ``Ipv6PrefixCount=1``; upstream creates, then
+    assigns). No IPv4 address is asked for beyond the ENI's primary one, which EC2 gives.
+    ``skip``: ENIs of the card that may carry no pod (outside the card's route tables)."""
+    states = sorted(enis, key=lambda e: e.rank)
+    usable = [
+        s for s in states
+        if not (s.info.is_efa or s.info.is_trunk or s.info.unmanaged or s.leaving)
+        and s.eni_id not in skip
+    ]  # fmt: skip
+    if any(s.eni_id in has_prefix for s in usable):
+        return []
+    if usable:
+        return [AssignAddresses(effect_id=0, eni_id=usable[0].eni_id, ipv6_prefix_count=1)]
+    subnet_id, groups = placement
+    if not subnet_id or len(states) >= max_enis:
+        return []
+    return [
+        CreateEni(
+            effect_id=0, subnet_id=subnet_id, security_groups=groups, ipv6_prefix=True,
+            network_card=network_card,
+        )
+    ]  # fmt: skip

@@ -167,8 +167,8 @@ class PoolConfig:
             raise ConfigError("effect_timeout_s", "must be above 0")
         if self.max_eni == 0:
             raise ConfigError("MAX_ENI", "must be 1 or more (the primary ENI counts)")
-        if self.multi_nic and self.ipv6:
-            raise ConfigError("ENABLE_MULTI_NIC", MULTI_NIC_IPV6_UNSUPPORTED)
+        if self.multi_nic and self.ipv6 and self.ipv4:
+            raise ConfigError("ENABLE_MULTI_NIC", MULTI_NIC_DUAL_STACK_UNSUPPORTED)
 
     @property
     def ipv6_only(self) -> bool:
@@ -186,12 +186,14 @@ class PoolConfig:
         return self.warm_ip_target > 0 or self.minimum_ip_target > 0
 
 
-# Upstream v1.20+ runs multi-NIC in IPv6 mode (one ENI with an IPv6 /80 on each card above 0,
-# createSecondaryIPv6ENIs); this build does not yet, and refuses the pair at start rather than
-# leave multi-NIC pods waiting for addresses that never come (README: Multiple network cards).
-MULTI_NIC_IPV6_UNSUPPORTED = (
-    "ENABLE_MULTI_NIC=true cannot be combined with ENABLE_IPv6=true in this build (IPv6 pods "
-    "get one interface, on network card 0): set ENABLE_MULTI_NIC=false or ENABLE_IPv6=false"
+# Multi-NIC runs with IPv4 and, as upstream v1.20+, in IPv6 mode (one ENI with an IPv6 /80 on
+# each card above 0). Dual stack (beyond upstream) would need both families on every card's
+# interfaces; this build refuses the pair at start rather than give the extra interfaces one
+# family only (README: Multiple network cards).
+MULTI_NIC_DUAL_STACK_UNSUPPORTED = (
+    "ENABLE_MULTI_NIC=true cannot be combined with dual stack (ENABLE_IPv6=true and "
+    "ENABLE_IPv4=true) in this build: set ENABLE_IPv4=false for upstream's IPv6 mode, or "
+    "ENABLE_MULTI_NIC=false"
 )
 
 

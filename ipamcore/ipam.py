@@ -189,6 +189,8 @@ class Ipam(Reconciling, DualStack):
         with ``card_waiting`` asks for more (as ``waiting`` does for card 0)."""
         if network_card == 0:
             return self.assign(key, pod, now)
+        if self._ipv6:
+            return self._assign_v6_above_0(key, pod, network_card, now)
         return self._assign_above_0(key, pod, network_card, now)
 
     @property
@@ -336,7 +338,10 @@ class Ipam(Reconciling, DualStack):
         given back when free, as upstream does at start."""
         if self._ipv6:
             self._expire(now)
-            return [self._start(e, now) for e in self._v6_effects(self.primary_eni(), now)]
+            v6_effects = self._v6_effects(self.primary_eni(), now)
+            if self.config.multi_nic:  # one ENI with a /80 on each card above 0
+                v6_effects += self._plan_v6_cards(self._placement(), now)
+            return [self._start(e, now) for e in v6_effects]
         v6_effects = [] if self.v6 is None else self._v6_effects(self.primary_eni(), now)
         if waiting < 0:
             raise UsageError(f"waiting must be 0 or more, got {waiting}")
@@ -533,7 +538,9 @@ class Ipam(Reconciling, DualStack):
         self._advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
-        if isinstance(effect, CreateEni | AssignAddresses) and not self._v6_only_effect(effect):
+        if isinstance(effect, CreateEni | AssignAddresses) and not (
+            self._ipv6 or self._v6_only_effect(effect)
+        ):
             self._policy.succeeded(effect)
         if isinstance(outcome, EniCreated):
             self._add_observed_eni(outcome.eni, now)
@@ -555,6 +562,8 @@ class Ipam(Reconciling, DualStack):
 
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
+        if self._ipv6 and self._card_v6_failed(effect, failure.message, now):
+            return ()
         if self._v6_only_effect(effect):
             self._v6_failed(failure.message, now)
             return ()

@@ -234,6 +234,7 @@ class Runner:
             gateway=eni.subnet_gateway,
             route_table=table,
             mtu=self.config.eni_mtu,
+            ipv6=self.ipam is not None and self.ipam.config.ipv6_only,
         )
 
     def _cid(self) -> int:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ipamcore import cards
 from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import ConfigError, FailureKind, PoolExhausted, UsageError
+from ipamcore.errors import FailureKind, PoolExhausted, UsageError
 from ipamcore.events import (
     AddressesAssigned,
     AddressesUnassigned,
@@ -394,13 +394,6 @@ def test_route_tables_honour_max_eni_and_never_collide_across_cards() -> None:
     assert [e.device_index for e in created] == [0]
     without = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), limits_for("p4d.24xlarge"))
     assert without.table_stride == 15 and without.route_table_of(on_card(1, 0, 2)) == 16
-
-
-@pytest.mark.parametrize("ipv4", [False, True])
-def test_the_core_refuses_multi_nic_with_ipv6_naming_both(ipv4: bool) -> None:
-    with pytest.raises(ConfigError) as caught:
-        PoolConfig(multi_nic=True, ipv6=True, ipv4=ipv4, prefix_delegation=True)
-    assert caught.value.setting == "ENABLE_MULTI_NIC" and "ENABLE_IPv6" in caught.value.message
 
 
 @pytest.mark.parametrize("policy", ["upstream", "adaptive"])

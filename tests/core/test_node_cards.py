@@ -33,8 +33,10 @@ def boot(
     multi_nic: bool = True,
     enis: tuple[ObservedEni, ...] = (PRIMARY, CARD1),
     identity: InstanceIdentity = MULTI,
+    pool: PoolConfig | None = None,
 ) -> tuple[Drive, list[c.SetUpEni]]:
-    d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=0, multi_nic=multi_nic)))
+    pool = pool or PoolConfig(warm_eni_target=0, multi_nic=multi_nic)
+    d = Drive(NodeConfig(pool=pool))
     d.feed(i.Start(d.now))
     d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, identity))
     d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, enis))

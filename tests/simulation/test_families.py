@@ -267,7 +267,7 @@ def test_simulate_json_carries_the_ipv6_and_card_figures() -> None:
          "needs --set ENABLE_MULTI_NIC=true"),
         (["--instance-type", "trn1.32xlarge", "--multi-nic-fraction", "0.2", "--set",
           "ENABLE_MULTI_NIC=true", "--set", "ENABLE_IPv6=true"],
-         "cannot be combined with ENABLE_IPv6=true"),
+         "cannot be combined with dual stack"),
         (["--multi-nic-fraction", "1.5"], "from 0 to 1"),
         (["--set", "ENABLE_IPv4=false"], "both false"),
     ],
@@ -278,6 +278,23 @@ def test_simulate_refuses_impossible_family_settings(
     code, out = simulate_cli(["--scenario", "burst", *argv])
     assert code == 2 and out == ""
     assert says in capsys.readouterr().err
+
+
+def test_simulate_runs_multi_nic_pods_in_ipv6_mode() -> None:
+    """Upstream v1.20+: one ENI with a /80 on each card above 0 (created with its prefix in
+    one call), every multi-NIC pod served with one interface per card, none retried."""
+    code, out = simulate_cli(["--scenario", "burst", "--nodes", "1", "--json",
+                              "--instance-type", "trn1.32xlarge", *V6_SET, "--set",
+                              "ENABLE_MULTI_NIC=true", "--multi-nic-fraction", "0.2"])
+    m = json.loads(out)["measures"]
+    assert code == 0 and m["families"] == "ipv6" and m["multi_nic_pods"] > 0
+    assert m["multi_nic_interfaces"] == 8 * m["multi_nic_pods"]  # trn1.32xlarge: 8 cards
+    assert m["pods_unserved"] == 0 and m["add_retries"] == 0 and m["failed_effects"] == {}
+    assert m["mutating_calls"]["CreateNetworkInterface"] == 7 == m["ipv6_prefixes_peak"] - 1
+    assert m["mutating_calls"]["AssignIpv6Addresses"] == 1  # card 0's /80 only
+    by_card = m["by_card"]
+    assert all(by_card[str(k)]["enis_peak"] == 1 for k in range(1, 8))
+    assert all(by_card[str(k)]["assigned_peak"] > 0 for k in range(8))
 
 
 def test_simulate_warns_of_multi_nic_on_a_type_with_one_card(
