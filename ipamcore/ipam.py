@@ -172,7 +172,7 @@ class Ipam(Reconciling, DualStack):
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
         found = self.pool.allocations.get(key)
-        if found is None and is_extra_attachment(key):
+        if found is None and self.card_pools and is_extra_attachment(key):
             for pool in self.card_pools.values():
                 found = pool.allocations.get(key)
                 if found is not None:
@@ -658,14 +658,13 @@ class Ipam(Reconciling, DualStack):
     def released_time(self, address: str) -> float | None:
         """The release time :meth:`checkpoint` holds for ``address`` (None: none), in O(1):
         what a writer of changes (:class:`ipamcore.checkpoint.ChangeTracker`) reads."""
-        slot = self.pool.slots.get(address)
-        if slot is None:  # an address is in one pool at most: card 0's, or another card's
-            found = (p.slots.get(address) for p in self.card_pools.values())
-            slot = next(filter(None, found), None)
-        if slot is None or slot.state is not SlotState.FREE:
-            return None
-        at = slot.released_at
-        return None if at == -INF else at
+        at = self.pool.released_time(address)
+        if at is None and self.card_pools:  # an address is in one pool at most
+            for pool in self.card_pools.values():
+                at = pool.released_time(address)
+                if at is not None:
+                    break
+        return at
 
     def restore(
         self,
