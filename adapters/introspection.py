@@ -179,7 +179,8 @@ def pods_document(views: list[EniView]) -> dict[str, Any]:
                     "Namespace": ns, "Name": name, "Container": tag,
                     "NetworkName": a.key.network_name, "IfName": a.key.if_name,
                     "IP": a.address, "IPv6": a.address, "ENI": view.eni_id,
-                    "DeviceNumber": view.device_index, "AssignedTime": go_time(a.assigned_at),
+                    "DeviceNumber": view.device_index, "NetworkCard": view.network_card,
+                    "AssignedTime": go_time(a.assigned_at),
                 }  # fmt: skip
     return pods
 

@@ -6,7 +6,10 @@ so several daemons run side by side in one test process.
 Counters keep upstream's exact sample names (``awscni_add_ip_req_count``, not
 ``..._total``): prometheus_client appends ``_total`` to everything typed *counter*, which
 would break upstream's dashboards and alerts, so they are exposed as monotonic gauges
-(``rate()`` works the same). Pool gauges are read from the core at scrape time. EC2 call
+(``rate()`` works the same). Pool gauges are read from the core at scrape time; upstream's
+(``awscni_eni_max``, ``awscni_ip_max``, ``awscni_eni_allocated``, ``awscni_total_ip_addresses``,
+``awscni_assigned_ip_addresses``, ``awscni_total_ipv4_prefixes``) carry a ``network_card``
+label (``"0"``: the node's pool; each card above 0 with ENABLE_MULTI_NIC). EC2 call
 figures come from :class:`backends.observe.CallRecord` (``observe_call`` is a CallObserver;
 it is called from worker threads, and prometheus_client's metrics are thread-safe).
 
@@ -14,9 +17,10 @@ What an operator alerts on (issue 13; ``deploy/monitoring/`` has the rules and a
 computed at scrape time from the pool's views by :mod:`ipamcore.economy` once
 :meth:`Metrics.bind_node` is called (labels added to upstream's names where they exist):
 
-* ``awscni_assigned_ip_per_eni{eni,subnet}`` (upstream's, ``subnet`` added),
-  ``awscni_assigned_ip_per_cidr{cidr}`` (upstream's), ``awscni_ip_addresses{subnet,eni,state}``
-  with state assigned / available / cooling / leaving (total = the sum),
+* ``awscni_assigned_ip_per_eni{eni,subnet,network_card}`` (upstream's, ``subnet`` and
+  ``network_card`` added), ``awscni_assigned_ip_per_cidr{cidr}`` (upstream's),
+  ``awscni_ip_addresses{subnet,eni,state,network_card}`` with state assigned / available /
+  cooling / leaving (total = the sum),
   ``awscni_available_ip_addresses`` and ``awscni_cooling_ip_addresses`` (the node);
 * ``awscni_subnet_available_ip_addresses{subnet,cidr,az}`` (EC2's AvailableIpAddressCount),
   ``awscni_subnet_usable_ip_addresses``, ``awscni_subnet_free_prefixes_at_most``,
@@ -197,17 +201,19 @@ class EconomyCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         views = self.views()
         counts = economy.eni_counts(views)
+        card_of = {v.eni_id: str(v.network_card) for v in views}
         per_eni = GaugeMetricFamily("awscni_assigned_ip_per_eni",
                                     "The number of allocated ips partitioned by eni",
-                                    labels=["eni", "subnet"])  # fmt: skip
+                                    labels=["eni", "subnet", "network_card"])  # fmt: skip
         states = GaugeMetricFamily("awscni_ip_addresses",
                                    "Pod addresses held, by subnet, ENI and state "
                                    "(assigned, available, cooling, leaving)",
-                                   labels=["subnet", "eni", "state"])  # fmt: skip
+                                   labels=["subnet", "eni", "state", "network_card"])  # fmt: skip
         for c in counts:
-            per_eni.add_metric([c.eni_id, c.subnet_id], c.assigned)
+            card = card_of.get(c.eni_id, "0")
+            per_eni.add_metric([c.eni_id, c.subnet_id, card], c.assigned)
             for state, n in c.by_state().items():
-                states.add_metric([c.subnet_id, c.eni_id, state], n)
+                states.add_metric([c.subnet_id, c.eni_id, state, card], n)
         per_cidr = GaugeMetricFamily("awscni_assigned_ip_per_cidr",
                                      "The total number of IP addresses assigned per cidr",
                                      labels=["cidr"])  # fmt: skip
@@ -275,24 +281,47 @@ class EconomyCollector(Collector):
         yield from fams.values()
 
 
+POOL_GAUGES = (  # upstream's names, each with a network_card label added
+    ("awscni_eni_max", "Maximum ENIs attachable", "max_enis"),
+    ("awscni_ip_max", "Maximum IP addresses assignable", "max_addresses"),
+    ("awscni_eni_allocated", "ENIs in the pool", "enis"),
+    ("awscni_total_ip_addresses", "IP addresses in the pool", "total"),
+    ("awscni_assigned_ip_addresses", "IP addresses assigned to pods", "assigned"),
+    ("awscni_total_ipv4_prefixes", "IPv4 /28 prefixes in the pool", "prefixes"),
+)
+
+
+class PoolCollector(Collector):
+    """Upstream's pool gauges, one series per network card (``network_card="0"`` is the
+    node's pool; cards above 0 appear with ENABLE_MULTI_NIC), read at each scrape."""
+
+    def __init__(
+        self,
+        stats: Callable[[], PoolStats],
+        card_stats: Callable[[], dict[int, PoolStats]] | None = None,
+    ) -> None:
+        self.stats = stats
+        self.card_stats = card_stats
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        by_card = {0: self.stats(), **(self.card_stats() if self.card_stats else {})}
+        for name, text, field in POOL_GAUGES:
+            family = GaugeMetricFamily(name, text, labels=["network_card"])
+            for card, stats in sorted(by_card.items()):
+                family.add_metric([str(card)], getattr(stats, field))
+            yield family
+
+
 class Metrics:
     """The daemon's metrics; call :meth:`bind_pool` once the core exists."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.eni_max = Gauge("awscni_eni_max", "Maximum ENIs attachable", registry=r)
-        self.ip_max = Gauge("awscni_ip_max", "Maximum IP addresses assignable", registry=r)
-        self.eni_allocated = Gauge("awscni_eni_allocated", "ENIs in the pool", registry=r)
-        self.total_ips = Gauge(
-            "awscni_total_ip_addresses", "IP addresses in the pool", registry=r
-        )
-        self.assigned_ips = Gauge(
-            "awscni_assigned_ip_addresses", "IP addresses assigned to pods", registry=r
-        )
-        self.total_prefixes = Gauge(
-            "awscni_total_ipv4_prefixes", "IPv4 /28 prefixes in the pool", registry=r
-        )
+        self._pool: PoolCollector | None = None  # awscni_eni_max ... awscni_total_ipv4_prefixes
         self.ipv6_prefixes = Gauge(
             "ipamcore_ipv6_prefixes", "IPv6 /80 prefixes delegated to the node's ENIs",
             registry=r,
@@ -350,14 +379,19 @@ class Metrics:
         self.views: Callable[[], list[EniView]] | None = None
         self._economy: EconomyCollector | None = None
 
-    def bind_pool(self, stats: Callable[[], PoolStats]) -> None:
-        """Pool gauges read ``stats()`` at each scrape."""
-        self.eni_max.set_function(lambda: stats().max_enis)
-        self.ip_max.set_function(lambda: stats().max_addresses)
-        self.eni_allocated.set_function(lambda: stats().enis)
-        self.total_ips.set_function(lambda: stats().total)
-        self.assigned_ips.set_function(lambda: stats().assigned)
-        self.total_prefixes.set_function(lambda: stats().prefixes)
+    def bind_pool(
+        self,
+        stats: Callable[[], PoolStats],
+        card_stats: Callable[[], dict[int, PoolStats]] | None = None,
+    ) -> None:
+        """Upstream's pool gauges read ``stats()`` (card 0) and ``card_stats()`` (each card
+        above 0 carrying multi-NIC pods) at each scrape, one series per ``network_card``.
+        Binding again (a restart in the same process) replaces the sources."""
+        if self._pool is None:
+            self._pool = PoolCollector(stats, card_stats)
+            self.registry.register(self._pool)
+        else:
+            self._pool.stats, self._pool.card_stats = stats, card_stats
 
     def bind_ipv6(self, stats: Callable[[], V6Stats]) -> None:
         """IPv6 gauges (this project's; upstream has none) read ``stats()`` at each scrape."""

@@ -8,8 +8,13 @@ primary ENI). Upstream v1.20+ keeps one datastore per card: card 0 is the ordina
 ``MINIMUM_IP_TARGET=1`` and serves only pods annotated
 ``k8s.amazonaws.com/nicConfig: multi-nic-attachment``, which get one interface per card.
 
-Route tables follow upstream: ``card * max_enis + device + 1`` (``max_enis`` is the
-instance type's per-card limit), the primary ENI (card 0, device 0) using the main table.
+Route tables follow upstream v1.20: ``card * max_enis + device + 1``, the primary ENI
+(card 0, device 0) using the main table, where ``max_enis`` is upstream's ``c.maxENI``: the
+type's ENI limit, lowered by ``MAX_ENI`` when set. Each card's tables are then the range
+``card * max_enis + 1 .. (card + 1) * max_enis``, so they never collide as long as every
+device index is below ``max_enis``: as upstream, a card above 0 attaches from device 0 and
+holds at most ``max_enis`` ENIs (``min(card limit, max_enis)``), and an ENI whose device index
+falls outside its card's range gets no table (:func:`route_table` is None) and no pods.
 Pure functions; :class:`ipamcore.ipam.Ipam` holds one address pool per card.
 """
 
@@ -39,9 +44,10 @@ def card_limits(limits: InstanceLimits) -> dict[int, int]:
 
 
 def route_table(network_card: int, device_index: int, max_enis: int) -> int | None:
-    """Upstream's table of an ENI: ``card * max_enis + device + 1``; None (the main table)
-    for the primary ENI, card 0 device 0. Card 0 keeps the device N -> table N+1 rule."""
-    if network_card == 0 and device_index == 0:
+    """Upstream's table of an ENI: ``card * max_enis + device + 1``; None for the primary
+    ENI (card 0 device 0: the main table) and for a device index at or above ``max_enis``
+    (its table would be another card's). Card 0 keeps the device N -> table N+1 rule."""
+    if (network_card == 0 and device_index == 0) or not 0 <= device_index < max_enis:
         return None
     return network_card * max_enis + device_index + 1
 
@@ -70,11 +76,12 @@ def attachment_index(key: AllocationKey) -> int:
     return int(key.if_name[len(MULTI_NIC_IF_PREFIX) :]) if is_extra_attachment(key) else 0
 
 
-def free_device_index(taken: Iterable[int]) -> int:
-    """The lowest device index above 0 not in ``taken``, on any card (on card 0, device 0
-    is the primary ENI; on other cards EC2's examples attach from device 1 too)."""
+def free_device_index(taken: Iterable[int], start: int = 1) -> int:
+    """The lowest device index from ``start`` not in ``taken``: from 1 on card 0 (device 0
+    is the primary ENI), from 0 on other cards (upstream's awsGetFreeDeviceNumber), so a
+    card holding fewer than ``max_enis`` ENIs always has a free index inside its tables."""
     used = set(taken)
-    index = 1
+    index = start
     while index in used:
         index += 1
     return index
@@ -126,3 +133,39 @@ def plan_card(
             network_card=network_card,
         )
     ]
+
+
+def plan_v6_card(
+    network_card: int,
+    enis: Iterable[EniState],
+    has_prefix: frozenset[str],
+    max_enis: int,
+    placement: tuple[str, tuple[str, ...]],
+    skip: frozenset[str] = frozenset(),
+) -> list[Effect]:
+    """IPv6 mode (upstream v1.20's createSecondaryIPv6ENIs): a card above 0 carries one ENI
+    with an IPv6 /80 its multi-NIC pods take addresses from. Nothing while one of the card's
+    ENIs (``has_prefix``) holds a prefix; else a /80 for the lowest ENI the CNI may use, else
+    (no such ENI, room on the card) one ENI created with its /80 in the same call
+    (``CreateNetworkInterface`` with ``Ipv6PrefixCount=1``; upstream creates, then
+    assigns). No IPv4 address is asked for beyond the ENI's primary one, which EC2 gives.
+    ``skip``: ENIs of the card that may carry no pod (outside the card's route tables)."""
+    states = sorted(enis, key=lambda e: e.rank)
+    usable = [
+        s for s in states
+        if not (s.info.is_efa or s.info.is_trunk or s.info.unmanaged or s.leaving)
+        and s.eni_id not in skip
+    ]  # fmt: skip
+    if any(s.eni_id in has_prefix for s in usable):
+        return []
+    if usable:
+        return [AssignAddresses(effect_id=0, eni_id=usable[0].eni_id, ipv6_prefix_count=1)]
+    subnet_id, groups = placement
+    if not subnet_id or len(states) >= max_enis:
+        return []
+    return [
+        CreateEni(
+            effect_id=0, subnet_id=subnet_id, security_groups=groups, ipv6_prefix=True,
+            network_card=network_card,
+        )
+    ]  # fmt: skip

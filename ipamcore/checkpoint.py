@@ -28,7 +28,7 @@ import json
 import json.encoder
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 
@@ -40,8 +40,6 @@ CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 NS_PER_S = 1_000_000_000
 MAX_TIMESTAMP_NS = 2**63 - 1  # upstream stores Go int64 nanoseconds
 MAX_TIMESTAMP_S = (MAX_TIMESTAMP_NS // NS_PER_S) - 1  # whole seconds that still fit, with margin
-T = TypeVar("T")
-V = TypeVar("V")
 _KNOWN_ENTRY = frozenset(
     {"networkName", "containerID", "ifName", "ipv4", "ipv6", "allocationTimestamp", "metadata",
      "netns"}
@@ -49,6 +47,7 @@ _KNOWN_ENTRY = frozenset(
 _KNOWN_METADATA = frozenset({"k8sPodNamespace", "k8sPodName"})
 # A JSON string as json.dumps writes it (ASCII, escaped): the C encoder json.dumps uses.
 _quote = json.encoder.encode_basestring_ascii
+_EMPTY = '""'  # the empty string, quoted
 # A timestamp written back exactly when the allocation's float seconds round to within this.
 _SAME_ALLOCATION_NS = 1_000
 
@@ -181,24 +180,33 @@ class ChangeTracker:
         if self.full:
             self.full = False
             return None
-        found, removed = _read_back(keys, source.get)
+        put: list[tuple[Allocation, str]] = []
+        removed: list[AllocationKey] = []
+        get = source.get
+        for key in keys:  # (written out: a commit makes one cut per change)
+            allocation = get(key)
+            if allocation is None:
+                removed.append(key)
+            else:
+                put.append((allocation, netns.get(key, "")))
         released, unreleased = _read_back(addresses, source.released_time)
-        put = [(allocation, netns.get(key, "")) for key, allocation in found]
-        return CheckpointChange(tuple(put), tuple(removed), tuple(released), tuple(unreleased))
+        # (tuple.__new__: the named tuple's own __new__ is a Python call more)
+        change = (tuple(put), tuple(removed), tuple(released), tuple(unreleased))
+        return tuple.__new__(CheckpointChange, change)
 
 
 def _read_back(
-    items: Iterable[T], read: Callable[[T], V | None]
-) -> tuple[list[tuple[T, V]], list[T]]:
-    """``(item, value)`` of the items ``read`` finds a value for, and the others."""
-    found: list[tuple[T, V]] = []
-    missing: list[T] = []
-    for item in items:
-        value = read(item)
-        if value is None:
-            missing.append(item)
+    addresses: Iterable[str], read: Callable[[str], float | None]
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """``(address, time)`` of the addresses ``read`` finds a time for, and the others."""
+    found: list[tuple[str, float]] = []
+    missing: list[str] = []
+    for address in addresses:
+        at = read(address)
+        if at is None:
+            missing.append(address)
         else:
-            found.append((item, value))
+            found.append((address, at))
     return found, missing
 
 
@@ -217,8 +225,9 @@ def _to_ns(seconds: float) -> int:
             f"time {seconds!r} is outside 0..{MAX_TIMESTAMP_S:.0f} Unix seconds "
             "(is it in milliseconds?)"
         )
-    whole = int(seconds // 1)
-    return min(whole * NS_PER_S + round((seconds - whole) * NS_PER_S), MAX_TIMESTAMP_NS)
+    whole = int(seconds)  # (the floor: not negative)
+    # (At most MAX_TIMESTAMP_S whole seconds plus one: within Go's int64 nanoseconds.)
+    return whole * NS_PER_S + round((seconds - whole) * NS_PER_S)
 
 
 def _from_ns(ns: int) -> float:
@@ -241,10 +250,11 @@ def _allocation_json(a: Allocation, netns: str = "", kept: Preserved | None = No
     entries; ``json.dumps`` costs several times more than the string itself)."""
     if kept is not None:
         return _allocation_json_kept(a, netns, kept)
-    key, pod, q = a.key, a.pod, _quote
+    key, pod, q, ipv4, ipv6 = a.key, a.pod, _quote, a.ipv4, a.ipv6
     return (
         f'{{"networkName":{q(key.network_name)},"containerID":{q(key.container_id)},'
-        f'"ifName":{q(key.if_name)},"ipv4":{q(a.ipv4 or "")},"ipv6":{q(a.ipv6 or "")},'
+        f'"ifName":{q(key.if_name)},"ipv4":{q(ipv4) if ipv4 else _EMPTY},'
+        f'"ipv6":{q(ipv6) if ipv6 else _EMPTY},'
         f'"allocationTimestamp":{_to_ns(a.allocated_at)},'
         f'"metadata":{{"k8sPodNamespace":{q(pod.namespace)},"k8sPodName":{q(pod.name)}}}'
         + (f',"netns":{q(netns)}}}' if netns else "}")
@@ -428,9 +438,7 @@ def decode(data: bytes | str) -> Checkpoint:
         for a, e in zip(allocations, raw_allocs, strict=True)
         if (path := _str_field(e, "netns", required=False))
     )
-    preserved = tuple(
-        (a.key, _preserved(e)) for a, e in zip(allocations, raw_allocs, strict=True)
-    )
+    preserved = tuple((a.key, _preserved(e)) for a, e in zip(allocations, raw_allocs, strict=True))
     keys = [a.key for a in allocations]
     if len(set(keys)) != len(keys):
         raise CheckpointError("two allocations share one (networkName, containerID, ifName)")

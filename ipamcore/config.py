@@ -167,6 +167,8 @@ class PoolConfig:
             raise ConfigError("effect_timeout_s", "must be above 0")
         if self.max_eni == 0:
             raise ConfigError("MAX_ENI", "must be 1 or more (the primary ENI counts)")
+        if self.multi_nic and self.ipv6 and self.ipv4:
+            raise ConfigError("ENABLE_MULTI_NIC", MULTI_NIC_DUAL_STACK_UNSUPPORTED)
 
     @property
     def ipv6_only(self) -> bool:
@@ -182,6 +184,17 @@ class PoolConfig:
     def warm_ip_targets_defined(self) -> bool:
         """WARM_IP_TARGET or MINIMUM_IP_TARGET set: they override WARM_ENI/WARM_PREFIX."""
         return self.warm_ip_target > 0 or self.minimum_ip_target > 0
+
+
+# Multi-NIC runs with IPv4 and, as upstream v1.20+, in IPv6 mode (one ENI with an IPv6 /80 on
+# each card above 0). Dual stack (beyond upstream) would need both families on every card's
+# interfaces; this build refuses the pair at start rather than give the extra interfaces one
+# family only (README: Multiple network cards).
+MULTI_NIC_DUAL_STACK_UNSUPPORTED = (
+    "ENABLE_MULTI_NIC=true cannot be combined with dual stack (ENABLE_IPv6=true and "
+    "ENABLE_IPv4=true) in this build: set ENABLE_IPv4=false for upstream's IPv6 mode, or "
+    "ENABLE_MULTI_NIC=false"
+)
 
 
 def choose_discovered_subnet(

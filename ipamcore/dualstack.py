@@ -43,6 +43,8 @@ class DualStack:
 
         def get(self, key: AllocationKey) -> Allocation | None: ...
 
+        def _pool_of(self, eni_id: str) -> AddressPool: ...
+
     def _init_v6(self) -> None:
         config = self.config
         self._ipv6 = config.ipv6_only
@@ -59,7 +61,7 @@ class DualStack:
     def _stats_v6(self) -> PoolStats:
         """IPv6 mode: every address of each ENI's delegated prefix counts (upstream's
         ``GetIPStats("6")``), no cooldown."""
-        v6 = self.v6_stats()
+        v6 = self.v6_stats() if self.v6 is None else self.v6.stats(0)  # card 0's (multi-NIC)
         total, prefixes, assigned = v6.total, v6.prefixes, v6.assigned
         return PoolStats(
             enis=len(self.pool.enis), max_enis=self.max_enis, total=total, assigned=assigned,
@@ -136,9 +138,11 @@ class DualStack:
         holds its address."""
         assert allocation.ipv6 is not None
         found = None if self.v6 is None else self.v6.locate(allocation.ipv6)
+        pool = self.pool
         if found is not None:
             allocation = allocation._replace(eni_id=found[0], device_index=found[1])
-        self.pool.record_allocation(allocation)
+            pool = self._pool_of(found[0])  # a multi-NIC pod's interface: its card's pool
+        pool.record_allocation(allocation)
         return allocation
 
     def _restore_dual(self, bound: Allocation, v6: str) -> Allocation:

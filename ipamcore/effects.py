@@ -23,8 +23,9 @@ class CreateEni:
 
     :class:`ipamcore.ipam.Ipam` reserves ``device_index`` (the lowest one neither attached nor
     reserved by another CreateEni in flight), so ENIs created in parallel never race for an
-    index. 0 means "the backend picks the lowest free one". ``network_card`` is the card the
-    ENI is attached on (``NetworkCardIndex``); device indexes count per card."""
+    index. -1 (the default) means "the backend picks the lowest free one" (device 0 is a
+    real index on a card above 0, where upstream attaches first). ``network_card`` is the
+    card the ENI is attached on (``NetworkCardIndex``); device indexes count per card."""
 
     effect_id: int
     subnet_id: str
@@ -32,7 +33,7 @@ class CreateEni:
     ipv4_count: int = 0
     prefix_count: int = 0
     ipv6_prefix: bool = False
-    device_index: int = 0
+    device_index: int = -1
     network_card: int = 0
 
 

@@ -172,7 +172,7 @@ class Ipam(Reconciling, DualStack):
     def get(self, key: AllocationKey) -> Allocation | None:
         """The allocation of ``key``, or None."""
         found = self.pool.allocations.get(key)
-        if found is None and is_extra_attachment(key):
+        if found is None and self.card_pools and is_extra_attachment(key):
             for pool in self.card_pools.values():
                 found = pool.allocations.get(key)
                 if found is not None:
@@ -185,10 +185,12 @@ class Ipam(Reconciling, DualStack):
         self, key: AllocationKey, pod: PodRef, network_card: int, now: float
     ) -> Allocation:
         """An address for ``key`` from ``network_card``'s ENIs (card 0: :meth:`assign`);
-        :class:`PoolExhausted` when the card has none ready, in which case the card's next
-        :meth:`plan` asks for one more."""
+        :class:`PoolExhausted` when the card has none ready, in which case :meth:`plan`
+        with ``card_waiting`` asks for more (as ``waiting`` does for card 0)."""
         if network_card == 0:
             return self.assign(key, pod, now)
+        if self._ipv6:
+            return self._assign_v6_above_0(key, pod, network_card, now)
         return self._assign_above_0(key, pod, network_card, now)
 
     @property
@@ -249,6 +251,7 @@ class Ipam(Reconciling, DualStack):
             self.pool.next_ready_at(),
             self._policy.wake_at(now),
             *self._full_subnets.values(),
+            *self._card_paused_until.values(),
             self._v6_retry_at,
         ):
             if now < t < wake:
@@ -324,15 +327,21 @@ class Ipam(Reconciling, DualStack):
         return self._start(effects[0], now) if effects else None
 
     # ------------------------------------------------------------ policy
-    def plan(self, now: float, waiting: int = 0) -> list[Effect]:
+    def plan(
+        self, now: float, waiting: int = 0, card_waiting: Mapping[int, int] | None = None
+    ) -> list[Effect]:
         """Effects that bring the pool to its warm targets; each is in flight until
-        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting.
+        :meth:`apply` gets its outcome. ``waiting`` is the number of ADDs waiting on card 0;
+        ``card_waiting`` maps a network card above 0 to the multi-NIC ADDs waiting on it.
 
         In prefix mode, secondary IPs left on an ENI (from before prefix delegation) are
         given back when free, as upstream does at start."""
         if self._ipv6:
             self._expire(now)
-            return [self._start(e, now) for e in self._v6_effects(self.primary_eni(), now)]
+            v6_effects = self._v6_effects(self.primary_eni(), now)
+            if self.config.multi_nic:  # one ENI with a /80 on each card above 0
+                v6_effects += self._plan_v6_cards(self._placement(), now)
+            return [self._start(e, now) for e in v6_effects]
         v6_effects = [] if self.v6 is None else self._v6_effects(self.primary_eni(), now)
         if waiting < 0:
             raise UsageError(f"waiting must be 0 or more, got {waiting}")
@@ -361,7 +370,7 @@ class Ipam(Reconciling, DualStack):
             touched = {e.eni_id for e in effects if not isinstance(e, CreateEni)}
             effects += self._give_back_secondary_ips(inp.busy_enis | touched)
         if self.config.multi_nic and now >= self._growth_paused_until:
-            effects += self._plan_cards(inp, now)
+            effects += self._plan_cards(inp, now, card_waiting or {})
         return [self._start(effect, now) for effect in v6_effects + effects]
 
     def _park_secondary_ips(self) -> None:
@@ -490,7 +499,7 @@ class Ipam(Reconciling, DualStack):
 
     def _start(self, effect: Effect, now: float) -> Effect:
         numbered = attrs.evolve(effect, effect_id=self._next_effect_id)
-        if isinstance(numbered, CreateEni) and numbered.device_index == 0:
+        if isinstance(numbered, CreateEni) and numbered.device_index < 0:
             numbered = attrs.evolve(
                 numbered, device_index=self._free_device_index(numbered.network_card)
             )
@@ -529,7 +538,9 @@ class Ipam(Reconciling, DualStack):
         self._advance(now)
         if isinstance(outcome, EffectFailed):
             return self._failed(effect, outcome, now)
-        if isinstance(effect, CreateEni | AssignAddresses) and not self._v6_only_effect(effect):
+        if isinstance(effect, CreateEni | AssignAddresses) and not (
+            self._ipv6 or self._v6_only_effect(effect)
+        ):
             self._policy.succeeded(effect)
         if isinstance(outcome, EniCreated):
             self._add_observed_eni(outcome.eni, now)
@@ -551,6 +562,8 @@ class Ipam(Reconciling, DualStack):
 
     def _failed(self, effect: Effect, failure: EffectFailed, now: float) -> tuple[Allocation, ...]:
         """Carry out the reactions :mod:`ipamcore.reactions` lists for this failure."""
+        if self._ipv6 and self._card_v6_failed(effect, failure.message, now):
+            return ()
         if self._v6_only_effect(effect):
             self._v6_failed(failure.message, now)
             return ()
@@ -560,6 +573,7 @@ class Ipam(Reconciling, DualStack):
                 primary = self.primary_eni()
                 until = self._policy.throttled(effect, primary.eni_id if primary else "", now)
                 self._growth_paused_until = max(self._growth_paused_until, until)
+                self._card_throttled(effect, now)
             elif reaction is Reaction.PAUSE_GROWTH:
                 self._pause_growth(now + self.config.throttle_pause_s)
             elif reaction is Reaction.PAUSE_GROWTH_LONG:
@@ -644,14 +658,13 @@ class Ipam(Reconciling, DualStack):
     def released_time(self, address: str) -> float | None:
         """The release time :meth:`checkpoint` holds for ``address`` (None: none), in O(1):
         what a writer of changes (:class:`ipamcore.checkpoint.ChangeTracker`) reads."""
-        slot = self.pool.slots.get(address)
-        if slot is None:  # an address is in one pool at most: card 0's, or another card's
-            found = (p.slots.get(address) for p in self.card_pools.values())
-            slot = next(filter(None, found), None)
-        if slot is None or slot.state is not SlotState.FREE:
-            return None
-        at = slot.released_at
-        return None if at == -INF else at
+        at = self.pool.released_time(address)
+        if at is None and self.card_pools:  # an address is in one pool at most
+            for pool in self.card_pools.values():
+                at = pool.released_time(address)
+                if at is not None:
+                    break
+        return at
 
     def restore(
         self,

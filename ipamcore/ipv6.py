@@ -39,7 +39,10 @@ class V6Prefixes:
         # The egress IPv4 slots (netspec.egress_v4_slot) of the live addresses: an address
         # whose slot is held is skipped, so no two live pods share a node-local IPv4.
         self._slots: set[int] = set()
+        self._nets: dict[str, tuple[int, int]] = {}
         self.assigned = 0
+        # Addresses assigned on network cards above 0 (multi-NIC pods' extra interfaces)
+        self._above_0: dict[str, int] = {}
 
     def observe(self, info: ObservedEni) -> None:
         """An ENI as the cloud shows it: its IPv6 prefixes are added to those known (one
@@ -61,35 +64,55 @@ class V6Prefixes:
         known = self.prefixes.get(eni_id, ())
         self.prefixes[eni_id] = known + tuple(p for p in prefixes if p not in known)
 
-    def first(self) -> tuple[str, str] | None:
-        """(ENI, prefix) pods take addresses from: the lowest device's first prefix."""
+    def first(self, network_card: int = 0) -> tuple[str, str] | None:
+        """(ENI, prefix) pods take addresses from on ``network_card``: the lowest device's
+        first prefix (with ENABLE_MULTI_NIC, each card above 0 has its own ENI and /80)."""
         for eni_id in sorted(self.prefixes, key=lambda e: self._rank.get(e, (0, 0))):
-            if self.prefixes[eni_id]:
+            if self.prefixes[eni_id] and self.card_of(eni_id) == network_card:
                 return eni_id, self.prefixes[eni_id][0]
         return None
 
-    def take(self, prefix: str) -> str:
-        """The next address of ``prefix`` (offset 0, the subnet-router anycast, is skipped)."""
-        net = ipaddress.IPv6Network(prefix, strict=False)
+    def card_of(self, eni_id: str) -> int:
+        """The network card of ``eni_id`` as last observed (0 if unknown)."""
+        return self._rank.get(eni_id, (0, 0))[0]
+
+    def take(self, prefix: str, network_card: int = 0) -> str:
+        """The next address of ``prefix`` (offset 0, the subnet-router anycast, is skipped),
+        on ``network_card`` (whose ENI holds the prefix)."""
+        base, size = self._net(prefix)
         offset = self._next.get(prefix, 1)
         # At most one try per egress slot: with every slot held (more live IPv6 pods than
         # the /22 has addresses, far above any max-pods) the next address is taken as is.
+        # The slot is netspec.egress_v4_slot's, on the integer (no parse of a string).
         for _ in range(EGRESS_V4_SLOTS):
-            if offset >= net.num_addresses:
+            if offset >= size:
                 offset = 1  # 2**48 addresses later: start over
-            address = str(net.network_address + offset)
+            value = base + offset
             offset += 1
-            if egress_v4_slot(address) not in self._slots:
+            if value % EGRESS_V4_SLOTS not in self._slots:
                 break
+        address = str(ipaddress.IPv6Address(value))
         self._next[prefix] = offset
-        self._slots.add(egress_v4_slot(address))
+        self._slots.add(value % EGRESS_V4_SLOTS)
         self.assigned += 1
+        if network_card:
+            self._above_0[address] = network_card
         return address
+
+    def _net(self, prefix: str) -> tuple[int, int]:
+        """(first address as an integer, number of addresses) of ``prefix``, parsed once."""
+        net = self._nets.get(prefix)
+        if net is None:
+            parsed = ipaddress.IPv6Network(prefix, strict=False)
+            net = self._nets[prefix] = (int(parsed.network_address), parsed.num_addresses)
+        return net
 
     def released(self, address: str) -> None:
         """``address`` went back (it is not reused while its prefix's counter moves on)."""
         self._slots.discard(egress_v4_slot(address))
         self.assigned = max(0, self.assigned - 1)
+        if self._above_0:
+            self._above_0.pop(address, None)
 
     def locate(self, address: str) -> tuple[str, int] | None:
         """(ENI, device index) of the prefix holding ``address``, counting it as assigned
@@ -106,13 +129,24 @@ class V6Prefixes:
                     self._next[prefix] = max(self._next.get(prefix, 1), offset + 1)
                     self._slots.add(egress_v4_slot(address))
                     self.assigned += 1
+                    if self.card_of(eni_id):
+                        self._above_0[address] = self.card_of(eni_id)
                     return eni_id, self.devices.get(eni_id, 0)
         return None
 
-    def stats(self) -> V6Stats:
-        """Prefixes, their addresses and those assigned."""
-        nets = [ipaddress.IPv6Network(p, strict=False) for ps in self.prefixes.values() for p in ps]
-        return V6Stats(len(nets), sum(n.num_addresses for n in nets), self.assigned)
+    def stats(self, network_card: int | None = None) -> V6Stats:
+        """Prefixes, their addresses and those assigned: the node's, or one card's."""
+        nets = [
+            ipaddress.IPv6Network(p, strict=False)
+            for eni_id, ps in self.prefixes.items()
+            for p in ps
+            if network_card is None or self.card_of(eni_id) == network_card
+        ]
+        assigned = self.assigned
+        if network_card is not None:
+            above = sum(1 for card in self._above_0.values() if card == network_card)
+            assigned = above if network_card else assigned - len(self._above_0)
+        return V6Stats(len(nets), sum(n.num_addresses for n in nets), assigned)
 
     def prefix_effect(
         self, primary: ObservedEni | None, in_flight: Iterable[Effect]
@@ -121,7 +155,10 @@ class V6Prefixes:
         none is on its way (effect id 0: the caller numbers it)."""
         if primary is None or self.first() is not None:
             return None
-        if any(isinstance(e, AssignAddresses) and e.ipv6_prefix_count for e in in_flight):
+        if any(
+            isinstance(e, AssignAddresses) and e.ipv6_prefix_count and e.eni_id == primary.eni_id
+            for e in in_flight
+        ):
             return None
         return AssignAddresses(effect_id=0, eni_id=primary.eni_id, ipv6_prefix_count=1)
 

@@ -90,7 +90,10 @@ class ObservedEni:
     ipv6_prefixes: tuple[str, ...] = ()
     is_primary: bool = False
     is_trunk: bool = False
-    is_efa: bool = False
+    is_efa: bool = False  # interface type efa or efa-only: carries no pod addresses
+    # interface type efa-only (no IP address at all): a card above 0 holding one and no other
+    # ENI the CNI may manage is left alone, as upstream's markUnmanagedNetworkCards does
+    is_efa_only: bool = False
     tags: tuple[tuple[str, str], ...] = ()
     security_groups: tuple[str, ...] = ()
 

@@ -8,6 +8,7 @@ import ipaddress
 import attrs
 
 POD_GATEWAY = "169.254.1.1"
+ENI_GATEWAY_V6 = "fe80:ec2::1"  # upstream's GetIPv6Gateway: the VPC router on every ENI
 POD_GATEWAY_V6 = "fe80::1"  # upstream's driver: the pod's IPv6 next hop (host veth's neighbour)
 # Upstream's egress-cni ranges: node-local IPv4 for IPv6 pods (SNAT to the node's IPv4), and
 # node-local IPv6 for IPv4 pods (ENABLE_V6_EGRESS, SNAT to the node's IPv6).
@@ -124,6 +125,12 @@ class PodNetwork:
         return self.ipv6 or self.egress_v6
 
     @property
+    def source(self) -> tuple[str, int, int]:
+        """(address, prefix length, family) of the "from" rules that route the pod's traffic
+        through ``route_table``: its IPv4 address, else (IPv6 mode) its IPv6 one."""
+        return (self.ipv4, 32, 2) if self.ipv4 else (self.ipv6, 128, 10)
+
+    @property
     def address(self) -> str:
         """The address that identifies the attachment's host route: IPv4, else IPv6."""
         return self.ipv4 or self.ipv6
@@ -151,6 +158,9 @@ class EniNetwork:
     gateway: str
     route_table: int
     mtu: int = 9001
+    # IPv6 mode (multi-NIC): the table also routes IPv6 out of the ENI, through the VPC
+    # router at ENI_GATEWAY_V6 (upstream's setupENINetwork for an IPv6 ENI)
+    ipv6: bool = False
 
 
 @attrs.frozen

@@ -740,6 +740,18 @@ class AddressPool:
                     self._push_ready(index)
 
     # ------------------------------------------------------------ inspection
+    def released_time(self, address: str) -> float | None:
+        """The release time :meth:`released_times` holds for ``address``: None when it is
+        not in this pool, is assigned or leaving, or was never released. O(1)."""
+        index = self._index.get(address)
+        if index is None:
+            return None
+        at = index << _RECORD
+        released = self._time[at | _RELEASED]
+        if self._num[at] & _STATE in (_FREE, _COOLING) and released > NEVER:
+            return released
+        return None
+
     def released_times(self) -> Iterable[tuple[str, float]]:
         """``(address, release time)`` of every free or cooling address ever released."""
         num, time = self._num, self._time

@@ -169,8 +169,8 @@ class ChangeStore(CheckpointStore, Protocol):
     ) -> None:
         """Durably make ``change`` (every change before it is stored); None, or whenever
         the store cannot apply a change to what it holds: durably store ``snapshot()``.
-        The store may leave a change that only removes allocations and records release
-        times unsynced until its next commit that adds (see
+        The store may hold a change that only removes allocations and records release
+        times (in memory, or written unsynced) until its next commit that adds (see
         :mod:`backends.checkpoint.journal`). ``others_waiting``: other requests wait on
         the host, so the store should let the caller's thread go on gathering the next
         commit while this one syncs (a hint; group commit)."""

@@ -158,10 +158,13 @@ class Reconciling(CardPools):
     def _excluded(self, info: ObservedEni) -> bool:
         """Carries no pod addresses: trunk, EFA, tagged ``no_manage=true`` (except the
         primary ENI, which upstream always manages), the primary with custom networking."""
-        if info.is_trunk or info.is_efa or self._ipv6:
+        if info.is_trunk or info.is_efa or self._ipv6 or self._outside_tables(info):
             return True
         if info.network_card != 0:  # upstream leaves cards above 0 alone without multi-NIC
-            return not self.config.multi_nic or info.network_card not in self.card_limits
+            return (
+                not self.config.multi_nic or info.network_card not in self.card_limits
+                or info.unmanaged
+            )  # fmt: skip
         if info.counts_as_primary:
             return self.config.placement.custom_networking
         return info.unmanaged

@@ -65,12 +65,6 @@ def check_families(
             "--multi-nic-fraction needs --set ENABLE_MULTI_NIC=true: without it the daemon "
             "refuses pods annotated for a multi-nic-attachment, as upstream does"
         )
-    if multi_nic_fraction > 0 and pool.ipv6:
-        impossible.append(
-            "--multi-nic-fraction with ENABLE_IPv6=true: the core gives network cards above 0 "
-            "IPv4 addresses only (it grows no ENI on them in IPv6 mode), so annotated pods "
-            "would wait forever; simulate multi-NIC pods with IPv4"
-        )
     cards = card_limits(limits)
     if pool.multi_nic and len(cards) < 2:
         ignored.append(

@@ -180,7 +180,8 @@ class _Story:
         if isinstance(inp, i.Add) and self.pod == (inp.pod.namespace, inp.pod.name):
             self.requests[inp.request_id] = now
             stats = node.core.stats(now) if node.ipam is not None else None
-            waits = any(w.request.request_id == inp.request_id for w in node._waiters)
+            waiters = (*node._waiters, *node._card_waiters)
+            waits = any(w.request.request_id == inp.request_id for w in waiters)
             if waits and stats is not None:
                 self.at(
                     now,

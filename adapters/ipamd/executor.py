@@ -290,7 +290,7 @@ class NodeExecutor:
         getattr(self.metrics, cmd.metric).observe(cmd.value)
 
     def _ready(self, cmd: c.Ready) -> None:
-        self.metrics.bind_pool(self.stats)
+        self.metrics.bind_pool(self.stats, self.card_stats)
         self.metrics.bind_ipv6(self.v6_stats)
         self.metrics.bind_node(self.eni_views, lambda: self.waiting, self.ports.cloud)
         self.metrics.startup_duration.set(cmd.startup_s)
@@ -633,6 +633,10 @@ class NodeExecutor:
 
     def stats(self) -> PoolStats:
         return self.node.stats(self._now())
+
+    def card_stats(self) -> dict[int, PoolStats]:
+        """The figures of each network card above 0 carrying multi-NIC pods."""
+        return self.node.card_stats(self._now())
 
     def eni_views(self) -> list[EniView]:
         """The node's ENIs, with assignment and release times in wall time."""

@@ -374,6 +374,13 @@ def _check_ip_families(env: Mapping[str, str], custom_networking: bool) -> None:
             "false with ENABLE_IPv6=true (as upstream)",
             "true",
         )
+    if ipv6 and ipv4 and parse_bool(env, "ENABLE_MULTI_NIC", False):
+        raise SettingsError(
+            "ENABLE_MULTI_NIC",
+            "false in dual stack (ENABLE_IPv6=true with ENABLE_IPv4=true; multi-NIC pods run "
+            "with IPv4, or in IPv6 mode with ENABLE_IPv4=false, as upstream v1.20+)",
+            "true",
+        )
     if ipv6 and not ipv4 and not parse_bool(env, "ENABLE_PREFIX_DELEGATION", False):
         raise SettingsError(
             "ENABLE_PREFIX_DELEGATION",

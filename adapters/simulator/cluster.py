@@ -270,6 +270,9 @@ class Cluster:
             if cards is not None:
                 card_figures(ipam.pool, ipam.card_pools, cards, now)
                 pools += ipam.card_pools.values()
+                if ipam.v6 is not None and ipam.config.ipv6_only:  # each card's /80
+                    for card, sums in cards.items():
+                        sums[3] += ipam.v6.stats(card).assigned
             node_held = node_assigned = 0
             for pool in pools:
                 pool.advance(now)

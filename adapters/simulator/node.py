@@ -217,7 +217,7 @@ class SimNode:
         lat = self.cloud.latency_for
         if isinstance(effect, CreateEni):
             main = lat("CreateNetworkInterface") + lat("AttachNetworkInterface")
-            if effect.device_index <= 0:
+            if effect.device_index < 0:
                 main += lat("DescribeInstances")
             tail = lat("ModifyNetworkInterfaceAttribute") if self.port.delete_on_termination else 0
             return main, tail
@@ -342,8 +342,8 @@ class SimNode:
         if since is None:  # a DEL's reply, or an ADD cancelled by its pod's DEL
             return
         if reply.error:
-            # Kubelet retries a failed sandbox (a multi-NIC pod with a card not ready is
-            # answered pool_empty at once): the same ADD again, the wait running on.
+            # Kubelet retries a failed sandbox (e.g. an ADD whose wait for an address ran
+            # out): the same ADD again, the wait running on.
             self.waiting[name] = since
             self.rec.add_retries += 1
             self.clock.at(self.clock.now + self.retry_s, self._retry, (name, since))

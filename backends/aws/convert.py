@@ -73,6 +73,7 @@ def eni_from_ec2(
         is_primary=device_index == 0 and network_card == 0,
         is_trunk=interface_type == "trunk",
         is_efa=interface_type in ("efa", "efa-only"),
+        is_efa_only=interface_type == "efa-only",
         tags=tags_of(raw.get("TagSet")),
         security_groups=tuple(str(g["GroupId"]) for g in raw.get("Groups", ())),
     )

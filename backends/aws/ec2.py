@@ -220,15 +220,15 @@ class Ec2Backend:
         return used
 
     def _attach(
-        self, instance_id: str, eni_id: str, preferred: int = 0, network_card: int = 0
+        self, instance_id: str, eni_id: str, preferred: int = -1, network_card: int = 0
     ) -> tuple[str, int]:
-        """Attach on ``network_card`` at ``preferred`` (no describe first) or else the
-        lowest free device index of that card (>= 1); on a race, re-describe and retry.
+        """Attach on ``network_card`` at ``preferred`` (no describe first; -1: none) or else
+        the lowest free device index of that card (>= 1); on a race, re-describe and retry.
         ``NetworkCardIndex`` is sent only for a card above 0 (EC2's default is 0)."""
         last: CloudError | None = None
         taken: set[int] = set()
         for attempt in range(self._attach_attempts):
-            if attempt == 0 and preferred > 0:
+            if attempt == 0 and preferred >= 0:
                 index = preferred
             else:
                 taken |= self._used_device_indexes(instance_id, network_card)

@@ -28,12 +28,11 @@ Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thr
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
 anyway); slower, it moves to the store's one writer thread, where compactions always run.
-A commit that only releases is a ``pwrite`` to the page cache on the caller's thread. With
-nothing in flight, a commit of a change runs to its end without yielding: no task, no
-lock, no thread hop (a commit that finds another in flight, or a compaction running, waits
-its turn in a task, so changes are applied in the order they were made). The document a
-compaction writes is made on the caller's thread (the state changes in place there) and
-written by the writer thread.
+A commit that only releases is held in memory (below). With nothing in flight, a commit of
+a change runs to its end without yielding: no task, no lock, no thread hop (a commit that
+finds another in flight, or a compaction running, waits its turn in a task, so changes are
+applied in the order they were made). The document a compaction writes is made on the
+caller's thread (the state changes in place there) and written by the writer thread.
 
 Files (all in the checkpoint's directory, mode 0600):
 
@@ -69,21 +68,31 @@ whole journal; after the rename, the new ``ipam.json`` says ``S`` and every jour
 load faster.
 
 **Is a DEL durable before it is acknowledged?** No: a commit that only removes allocations
-and records release times (DEL, GC, an ADD undone) is written to the journal without an
-``fdatasync`` and acknowledged at once; the next commit that adds an allocation syncs the
-file, and with it every earlier record (the journal is one file written in order). So the
-file can lose a DEL only together with no later ADD: after a crash the allocation of a pod
-that is gone comes back, and the restart check (netns or host veth gone) releases it, or GC
-does. The address cannot go to a second pod in between: memory still cooled it while the DEL
-was unsynced, and any ADD that took it after the DEL was synced after the DEL's record,
-so the file never holds the address twice (``tests/reliability/test_journal_crash.py``
-kills a daemon after an unsynced DEL was acknowledged and checks both).
+and records release times (DEL, GC, an ADD undone) is applied to the stored state and held
+in memory, and acknowledged at once. The next record carries it: the next commit that adds
+(one ``pwrite`` and one ``fdatasync`` for both, so a DEL+ADD pair costs what one ADD
+does), or, with no ADD coming, the flush :attr:`JournalCheckpointStore.hold_releases_s`
+(50 ms) later (a record in the page cache, not synced, as an unsynced DEL was before), the
+fold, the orderly stop and :meth:`JournalCheckpointStore.close`. A record holds each entry
+it changed at its value *now* (:class:`~backends.checkpoint.journal_records.State`): an
+address released and assigned again in between goes out as its new owner's entry and the
+old key's removal, in one record, one checksum: a torn write keeps both or neither. So the
+file can lose a DEL only together with every later ADD (none of which was acknowledged, or
+it would have synced the DEL): after a crash the allocation of a pod that is gone comes
+back, and the restart check (netns or host veth gone) releases it, or GC does. The address
+cannot go to a second pod in between: memory still cooled it while the DEL was held, and
+any ADD that took it after the DEL wrote the DEL in its own record, so the file never holds
+the address twice, even with a cooldown of 0 (``tests/reliability/test_journal_crash.py``
+restarts a daemon from the disk as a crash leaves it right after an acknowledged DEL;
+``tests/backends/test_checkpoint_journal_held.py`` replays netted records, and cuts the
+coalesced record of a DEL and an ADD of the same address at every byte).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import os
 import secrets
@@ -97,6 +106,7 @@ from backends.checkpoint.journal_records import (
     FILE_HEADER,
     FILE_MAGIC,
     JOURNAL_VERSION,
+    MAX_JOURNAL_BYTES,
     RECORD_HEADER,
     RECORD_MAGIC,
     SEQ_TAIL,
@@ -107,6 +117,7 @@ from backends.checkpoint.journal_records import (
     diff_state,
     make_record,
     parse_journal,
+    read_checkpoint_file,
     read_file,
     state_of,
 )
@@ -139,7 +150,6 @@ __all__ = [
 
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 MIN_COMPACT_BYTES = 256 * 1024
-MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 # A commit's fdatasync runs on the caller's thread (the event loop) while the disk answers
 # faster than this on average: a thread hop costs more than such a sync. A slower disk moves
 # it to the store's writer thread, so the loop never waits long for the disk.
@@ -148,6 +158,9 @@ INLINE_SYNC_S = 0.001
 # brief's ``cat /var/run/aws-node/ipam.json`` shows what runs on the node (upstream rewrites
 # the file per change; here the journal does, and a fold follows within this time).
 DEFAULT_FRESH_AFTER_S = 1.0
+# A change that only releases (DEL, GC) is held in memory at most about this long, unless
+# a commit that adds takes it into its record first (one write and one sync for both).
+DEFAULT_HOLD_RELEASES_S = 0.05
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -161,7 +174,9 @@ class JournalCheckpointStore:
     ``capacity``: bytes preallocated for the journal (grown when one document is larger);
     compaction runs once the journal holds more than ``max(MIN_COMPACT_BYTES, 2 x the
     document)`` and at most half of it. ``sync_releases``: also ``fdatasync`` commits that
-    only release (off by default: see the module's argument). ``syncs`` counts every
+    only release (off by default: see the module's argument). ``hold_releases_s``: how
+    long such a commit may be held in memory before it is written (0: written at once,
+    unsynced). ``syncs`` counts every
     ``fsync``/``fdatasync`` the store made (journal and compaction), ``records`` the records
     appended, ``compactions`` the compactions; benchmarks read them. ``fresh_after_s``: the
     first record after a compaction schedules one that long later (``call_later``, the
@@ -179,6 +194,7 @@ class JournalCheckpointStore:
         sync_releases: bool = False,
         fresh_after_s: float = DEFAULT_FRESH_AFTER_S,
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        hold_releases_s: float = DEFAULT_HOLD_RELEASES_S,
     ) -> None:
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
@@ -209,6 +225,10 @@ class JournalCheckpointStore:
         self._call_later = call_later
         self._fresh_due = False  # a fold of the journal into ipam.json is scheduled
         self._fresh_timer: Any = None  # its handle (to cancel it at close)
+        self.hold_releases_s = hold_releases_s
+        self._flush_due = False  # the held releases' flush is scheduled
+        self._flush_timer: Any = None
+        self._compact_limit = 0  # (see _compact_at)
         self.syncs = 0
         self.records = 0
         self.bytes_appended = 0
@@ -384,25 +404,34 @@ class JournalCheckpointStore:
         proportional to it. With nothing in flight and a fast disk (or nothing to sync) it
         runs to its end on the caller's thread without yielding: no task, no thread hop.
         Otherwise in a task that the caller's cancellation does not stop halfway.
-        ``others_waiting`` (the host has other requests waiting): an adding change is
-        synced in the writer thread even on a fast disk, so the caller's loop goes on
-        serving them and their changes share the next sync (group commit) instead of each
-        paying its own while the loop is blocked."""
+        A change that only releases is held in memory (:attr:`hold_releases_s`) and written
+        with the next record. ``others_waiting`` (the host has other requests waiting): an
+        adding change is synced in the writer thread even on a fast disk, so the caller's
+        loop goes on serving them and their changes share the next sync (group commit)
+        instead of each paying its own while the loop is blocked."""
         fast = self._sync_s < INLINE_SYNC_S and not others_waiting
         if change is not None and self._ready_now():
-            inline = fast
-            if inline or not (change.put or self._sync_releases):
+            adds = self._sync_releases or bool(change.put)
+            if fast or not adds:
                 state = self._state
                 assert state is not None
-                payload = self._change_record(state, change)
-                if payload is not None:
-                    self._commit_inline(state, payload, bool(change.put))
-                    return
-                if not self._unsynced:
-                    return
-                if inline:
-                    self._guarded(self._sync)
-                    return
+                try:
+                    changed = apply_change(state, change)
+                except BaseException:
+                    self._state = None  # (a time it cannot encode): the next is whole
+                    raise
+                if changed and not adds and self.hold_releases_s > 0:
+                    if not self._flush_due:
+                        self._schedule_flush(self.hold_releases_s)
+                    return  # held (the module's argument)
+                if not (changed or adds) or not (changed or state.holds_changes or self._unsynced):
+                    return  # (an adding commit that changes nothing still syncs the rest)
+                payload = state.take()  # (here fast, or nothing to sync)
+                if payload is None:
+                    self._guarded(self._sync)  # (unsynced records)
+                else:
+                    self._commit_inline(state, payload, adds)
+                return
         task = asyncio.ensure_future(self._locked_commit(change, snapshot, fast))
         self._background.add(task)
         task.add_done_callback(self._forget)
@@ -428,14 +457,46 @@ class JournalCheckpointStore:
             self._settled(pending)
         return self._state is not None
 
-    def _change_record(self, state: State, change: CheckpointChange) -> bytes | None:
-        """:meth:`_apply_change`; if it fails halfway (a time it cannot encode), the state
+    def _change_record(self, state: State, change: CheckpointChange) -> bool:
+        """:func:`apply_change`; if it fails halfway (a time it cannot encode), the state
         is unknown and the next commit writes everything."""
         try:
             return apply_change(state, change)
         except BaseException:
             self._state = None
             raise
+
+    def _hold(self) -> bool:
+        """Hold a change that only releases in memory (True), to go out with the next record
+        (the next commit that adds, a barrier, or the flush :attr:`hold_releases_s` later).
+        Why no crash can make that hand out an address twice: the module's argument."""
+        if self.hold_releases_s <= 0:
+            return False
+        if not self._flush_due:
+            self._schedule_flush(self.hold_releases_s)
+        return True
+
+    def _schedule_flush(self, delay: float) -> None:
+        later = self._call_later or asyncio.get_running_loop().call_later
+        self._flush_due = True
+        self._flush_timer = later(delay, self._flush_held)
+
+    def _flush_held(self) -> None:
+        """The held releases' deadline: written (to the page cache, as any release record),
+        unless a commit that adds took them meanwhile; with a commit or compaction in
+        flight, tried again shortly. A failure leaves the state unknown (the next commit
+        writes everything) and is not raised into the event loop."""
+        self._flush_due, self._flush_timer = False, None
+        state = self._state
+        if self._fd < 0 or state is None or not state.holds_changes:
+            return
+        if not self._ready_now():
+            self._schedule_flush(min(0.01, self.hold_releases_s))
+            return
+        payload = state.take()
+        assert payload is not None
+        with contextlib.suppress(Exception):  # (the state is None: the next commit is whole)
+            self._commit_inline(state, payload, self._sync_releases)
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         try:
@@ -454,16 +515,28 @@ class JournalCheckpointStore:
                 await self._full(state_of(snapshot(), self._loaded_preserved))
                 return
             if change is not None:
-                payload = self._change_record(state, change)
-                adds = bool(change.put)
+                changed = self._change_record(state, change)
+                adds = self._sync_releases or bool(change.put)
             else:
-                state, payload, adds = diff_state(state, snapshot())
+                try:
+                    state, changed, adds = diff_state(state, snapshot())
+                except BaseException:
+                    self._state = None
+                    raise
+                self._state = state
+                adds = adds or self._sync_releases
+            if changed and not adds and self._hold():
+                return
+            sync = adds
+            if not (changed or sync):
+                return
+            payload = state.take()
             if payload is None:
-                if self._unsynced:
+                if sync and self._unsynced:
                     await self._run(self._guarded, self._sync)
                 return
-            if (adds or self._sync_releases) and fast:
-                self._commit_inline(state, payload, adds)
+            if sync and fast:
+                self._commit_inline(state, payload, True)
                 return
             seq = self._seq + 1
             record = make_record(seq, payload)
@@ -472,7 +545,7 @@ class JournalCheckpointStore:
                     self._seq = seq
                     await self._full(state)
                     return
-                if adds or self._sync_releases:
+                if sync:
                     await self._run(self._append, record, True)  # a slow disk: its thread
                 else:
                     self._append(record, False)  # page cache only: no thread hop, no sync
@@ -484,31 +557,33 @@ class JournalCheckpointStore:
                 raise
             self._appended(state, seq, record)
 
-    def _commit_inline(self, state: State, payload: bytes, adds: bool) -> None:
-        """Append the record of ``state``'s last change on this thread (``fdatasync``-ed
-        when it adds, or every record with ``sync_releases``). A record that does not fit
-        the journal (rare: compaction runs at half its size) makes a compaction the commit,
-        on this thread too."""
+    def _commit_inline(self, state: State, payload: bytes, sync: bool) -> None:
+        """Append the record of ``state``'s changes on this thread (``fdatasync``-ed
+        when ``sync``). A record that does not fit the journal (rare: compaction runs at
+        half its size) makes a compaction the commit, on this thread too."""
         seq = self._seq + 1
         record = make_record(seq, payload)
         try:
             if self._off + len(record) > self._capacity:
                 self._seq = seq
                 self._compact_blocking(state.document(seq))
+                state.forget_changes()
                 self._state = state
                 return
-            self._append(record, adds or self._sync_releases)
+            self._append(record, sync)
         except BaseException:
             self._state, self._seq = None, seq
             raise
         self._appended(state, seq, record)
 
-    def _appended(self, state: State, seq: int, record: bytes) -> None:
+    def _appended(self, state: State, seq: int, record: bytes, *, closing: bool = False) -> None:
         self._state, self._seq = state, seq
         self._off += len(record)
         self.records += 1
         self.bytes_appended += len(record)
-        if self._off > self._compact_at():
+        if closing:
+            return
+        if self._off > self._compact_limit and self._off > self._compact_at():
             self._compact_in_background(state, seq)
         elif not self._fresh_due and self._fresh_after_s > 0:
             self._schedule_fold(self._fresh_after_s)
@@ -540,21 +615,26 @@ class JournalCheckpointStore:
         self._compaction.add_done_callback(_retrieve)
 
     def _compact_at(self) -> int:
+        """The journal's size that starts a compaction (kept in ``_compact_limit``: the
+        state's size is looked at again only when the journal reaches the last one)."""
         assert self._state is not None
         guess = 300 * len(self._state.allocs) + 80 * len(self._state.released)
-        return min(self._capacity // 2, max(MIN_COMPACT_BYTES, 2 * guess))
+        self._compact_limit = min(self._capacity // 2, max(MIN_COMPACT_BYTES, 2 * guess))
+        return self._compact_limit
 
     def _append(self, record: bytes, sync: bool) -> None:
-        os.pwrite(self._fd, record, self._off)
-        self._step("journal.appended")
+        fd, step = self._fd, self._step
+        os.pwrite(fd, record, self._off)
+        step("journal.appended")
         if sync:
-            began = time.perf_counter()
-            os.fdatasync(self._fd)
-            self._sync_s += (time.perf_counter() - began - self._sync_s) * 0.2
+            clock = time.perf_counter
+            began = clock()
+            os.fdatasync(fd)
+            self._sync_s += (clock() - began - self._sync_s) * 0.2
             self.syncs += 1
             self._unsynced = False
             self.synced_to = self._off + len(record)
-            self._step("journal.synced")
+            step("journal.synced")
         else:
             self._unsynced = True
 
@@ -567,6 +647,7 @@ class JournalCheckpointStore:
     async def _full(self, state: State) -> None:
         """Write ``state`` as ``ipam.json`` and reset the journal (a durable commit)."""
         await self._run(self._compact_blocking, state.document(self._seq))
+        state.forget_changes()
         self._state = state
 
     def _compact_blocking(self, data: bytes) -> None:
@@ -642,13 +723,31 @@ class JournalCheckpointStore:
         """Fold the journal into ``ipam.json`` (orderly stop; rollback reads ipam.json)."""
         async with self._lock:
             await self._settle()
-            if self._state is not None:
-                await self._run(self._compact_blocking, self._state.document(self._seq))
+            state = self._state
+            if state is not None:
+                await self._run(self._compact_blocking, state.document(self._seq))
+                state.forget_changes()
 
     def close(self) -> None:
-        if hasattr(self._fresh_timer, "cancel"):
-            self._fresh_timer.cancel()
+        """Close the journal: held releases are written first (not synced), unless a
+        commit or compaction is still in flight (then they are lost as in a crash, which
+        the module's argument covers)."""
+        for timer in (self._fresh_timer, self._flush_timer):
+            if hasattr(timer, "cancel"):
+                timer.cancel()
         self._fresh_due, self._fresh_timer = False, None
+        self._flush_due, self._flush_timer = False, None
+        state = self._state
+        if self._fd >= 0 and state is not None and state.holds_changes:
+            with contextlib.suppress(Exception):
+                if self._ready_now():
+                    payload = state.take()
+                    assert payload is not None
+                    seq = self._seq + 1
+                    record = make_record(seq, payload)
+                    if self._off + len(record) <= self._capacity:
+                        self._append(record, self._sync_releases)
+                        self._appended(state, seq, record, closing=True)
         self._close_fd()
         self._writer.shutdown(wait=True)
 
@@ -659,34 +758,3 @@ class JournalCheckpointStore:
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self._writer.submit(fn, *args))
-
-
-def read_checkpoint_file(path: str = DEFAULT_PATH, attempts: int = 5) -> Checkpoint | None:
-    """The checkpoint as the daemon would restore it (``ipam.json`` + its journal), read
-    without changing anything, for tools (``ipamctl checkpoint``, ``doctor``) that may run
-    next to the daemon. A compaction between the two reads shows as a journal that does not
-    continue the document read: both are read again."""
-    for _ in range(attempts):
-        try:
-            data = read_file(path, MAX_CHECKPOINT_BYTES)
-            journal = read_file(path + ".journal", MAX_JOURNAL_BYTES)
-        except UnsafeStateFile as exc:
-            raise CheckpointError(f"{exc.filename}: {exc.strerror}") from None
-        if data is None:
-            return None
-        checkpoint = decode_file_bytes(data)
-        found = SEQ_TAIL.search(data[-64:])
-        if found is None:
-            return checkpoint
-        if journal is None:
-            return checkpoint
-        base = int(found.group(1))
-        records, _end = parse_journal(journal)
-        fresh = [r for r in records if r[0] > base]
-        if fresh and fresh[0][0] != base + 1:
-            continue  # compacted meanwhile
-        state = state_of(checkpoint)
-        for _seq, payload in fresh:
-            apply_record(state, payload)
-        return decode_file_bytes(state.document(0))
-    raise CheckpointError("the checkpoint kept changing while it was read")

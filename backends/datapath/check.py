@@ -104,6 +104,11 @@ def _host_pieces(pod: PodNetwork, host: IPRoute) -> tuple[list[str], str | None]
         and not _rule_present(rules, POD_RULE_FROM_PRIORITY, pod.ipv4, "src", pod.route_table)
     ):
         missing.append(E.RULE_FROM)
+    # IPv6 mode: a multi-NIC pod's interface on a card above 0 leaves by its card's table
+    if pod.ipv6 and not pod.ipv4 and pod.route_table is not None:
+        rules6 = list(host.get_rules(family=AF_INET6))
+        if not _rule_present(rules6, POD_RULE_FROM_PRIORITY, pod.ipv6, "src", pod.route_table):
+            missing.append(E.RULE_FROM)
     return missing, mac
 
 
@@ -136,7 +141,8 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
     ]
     gateway, table = pod.gateway, pod.attachment_index or MAIN_TABLE
     for address, plen, gw, _default in pod_families(pod):
-        in_table = table if gw == gateway else MAIN_TABLE  # IPv6: the main table
+        # the first interface's families in main; interface N's (either family) in table N
+        in_table = table if gw == gateway or pod.attachment_index else MAIN_TABLE
         if (address, plen) not in addresses and E.POD_ADDRESS not in missing:
             missing.append(E.POD_ADDRESS)
         gateway_route = _has_route(ns, gw, plen, idx, None, in_table)
@@ -154,8 +160,9 @@ def _pod_pieces(pod: PodNetwork, ns: IPRoute, host_mac: str | None) -> list[str]
             and E.POD_GATEWAY_NEIGH not in missing
         ):
             missing.append(E.POD_GATEWAY_NEIGH)
+    source, _plen, family = pod.source
     if pod.attachment_index and not _rule_present(
-        ns.get_rules(family=2), POD_RULE_FROM_PRIORITY, pod.ipv4, "src", table
+        list(ns.get_rules(family=family)), POD_RULE_FROM_PRIORITY, source, "src", table
     ):
         missing.append(E.POD_FROM_RULE)
     return missing

@@ -33,6 +33,7 @@ from ipamcore.netspec import (
     ATTACHMENT_TAG_PREFIX,
     EGRESS_V4_RANGE,
     EGRESS_V6_RANGE,
+    ENI_GATEWAY_V6,
     ENI_RULE_PRIORITY,
     POD_GATEWAY,
     POD_GATEWAY_V6,
@@ -115,6 +116,13 @@ def _rules(ipr: IPRoute, priority: int, ip: str, side: str) -> list[Any]:
         and r.get_attr(attr) == ip
         and r[f"{side}_len"] == 32
     ]
+
+
+def _from_selector(pod: PodNetwork) -> dict[str, Any]:
+    """The "from" rule selector of a pod attachment routed by its table (see
+    :attr:`PodNetwork.source`)."""
+    address, plen, family = pod.source
+    return {"src": address, "src_len": plen, **({"family": AF_INET6} if family == 10 else {})}
 
 
 def _rule_table(rule: Any) -> int:
@@ -228,6 +236,11 @@ class LinuxDatapath(FaultInjection):
                     "replace", dst=f"{eni.gateway}/32", oif=idx, scope=SCOPE_LINK, table=table
                 )
                 host.route("replace", dst="0.0.0.0/0", gateway=eni.gateway, oif=idx, table=table)
+                if eni.ipv6:  # upstream's IPv6 ENI: default through the VPC router
+                    host.route(
+                        "replace", dst="::/0", gateway=ENI_GATEWAY_V6, oif=idx, table=table,
+                        family=AF_INET6,
+                    )  # fmt: skip
                 if not [
                     r
                     for r in _rules(host, ENI_RULE_PRIORITY, eni.primary_ip, "src")
@@ -264,9 +277,13 @@ class LinuxDatapath(FaultInjection):
                 if link is None:
                     return  # detached: its routes went with the link
                 idx = link["index"]
-                for route in host.get_routes(family=2, table=eni.route_table):
-                    if route.get_attr("RTA_OIF") == idx and _route_table(route) == eni.route_table:
-                        _ignore(_GONE, lambda r=route: host.route("del", **_route_key(r)))
+                for family in (2, AF_INET6):
+                    for route in host.get_routes(family=family, table=eni.route_table):
+                        if (
+                            route.get_attr("RTA_OIF") == idx
+                            and _route_table(route) == eni.route_table
+                        ):
+                            _ignore(_GONE, lambda r=route: host.route("del", **_route_key(r)))
                 prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
                 _ignore(
                     _GONE,
@@ -342,12 +359,12 @@ class LinuxDatapath(FaultInjection):
         # IPv6 (and the egress family) through fe80::1, in the main table.
         gateway, table = pod.gateway, pod.attachment_index or MAIN_TABLE
         for _address, plen, gw, default in pod_families(pod):
-            in_table = table if gw == gateway else MAIN_TABLE
+            in_table = table if gw == gateway or pod.attachment_index else MAIN_TABLE
             ns.route("replace", dst=f"{gw}/{plen}", oif=pod_idx, scope=SCOPE_LINK, table=in_table)
             ns.route("replace", dst=default, gateway=gw, oif=pod_idx, table=in_table)
             ns.neigh("replace", dst=gw, lladdr=host_mac, ifindex=pod_idx, state=NUD_PERMANENT)
         if pod.attachment_index:
-            from_pod = {"src": pod.ipv4, "src_len": 32}
+            from_pod = _from_selector(pod)
             _del_rules(ns, POD_RULE_FROM_PRIORITY, from_pod)
             ns.rule("add", priority=POD_RULE_FROM_PRIORITY, table=table, **from_pod)
 
@@ -374,6 +391,11 @@ class LinuxDatapath(FaultInjection):
             if _ignore((errno.EEXIST,), lambda: host.rule("add", **to6, **_TO_MAIN)):
                 undo.append(lambda: _del_rules(host, POD_RULE_TO_PRIORITY, to6))
         if not pod.ipv4:
+            if pod.ipv6 and pod.route_table is not None:  # IPv6 mode: a card's interface
+                from6 = _from_selector(pod)
+                _del_rules(host, POD_RULE_FROM_PRIORITY, from6)
+                host.rule("add", priority=POD_RULE_FROM_PRIORITY, table=pod.route_table, **from6)
+                undo.append(lambda: _del_rules(host, POD_RULE_FROM_PRIORITY, from6))
             return
         to_rule = {"dst": pod.ipv4, "dst_len": 32}
         if _ignore((errno.EEXIST,), lambda: host.rule("add", **to_rule, **_TO_MAIN)):
@@ -394,6 +416,8 @@ class LinuxDatapath(FaultInjection):
                 if pod.ipv6:
                     to6 = {"dst": pod.ipv6, "dst_len": 128, "family": AF_INET6}
                     _del_rules(host, POD_RULE_TO_PRIORITY, to6)
+                    if not pod.ipv4:
+                        _del_rules(host, POD_RULE_FROM_PRIORITY, _from_selector(pod))
                 # Only this attachment's veth: deleting the host end deletes the pod end and
                 # every route through it. A veth of the same name that is not this
                 # attachment's (a newer sandbox of the same pod, set up the upstream way) stays.
@@ -412,7 +436,7 @@ class LinuxDatapath(FaultInjection):
         veth); a namespace already gone has nothing left."""
         try:
             with self._netns(pod.netns_path) as (_, ns):
-                _del_rules(ns, POD_RULE_FROM_PRIORITY, {"src": pod.ipv4, "src_len": 32})
+                _del_rules(ns, POD_RULE_FROM_PRIORITY, _from_selector(pod))
         except (E.DatapathError, NetlinkError):
             return
 
@@ -446,16 +470,22 @@ class LinuxDatapath(FaultInjection):
                     table = _rule_table(rule)
                     full = 32 if rule["family"] == 2 else 128
                     if rule["family"] == AF_INET6:
-                        if prio != POD_RULE_TO_PRIORITY or rule["dst_len"] != full:
+                        # "to <pod>", and (IPv6 multi-NIC) "from <pod> lookup <card table>"
+                        if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == full:
+                            side = "dst"
+                        elif prio == POD_RULE_FROM_PRIORITY and rule["src_len"] == full:
+                            side = "src"
+                        else:
                             continue
-                        ip = rule.get_attr("FRA_DST")
+                        ip = rule.get_attr("FRA_DST" if side == "dst" else "FRA_SRC")
                         if ip in ips:
                             continue
-                        sel6 = {"dst": ip, "dst_len": full, "family": AF_INET6}
-                        if _ignore(_GONE, lambda s=sel6, t=table: host.rule(
-                            "del", priority=POD_RULE_TO_PRIORITY, table=t, **s
+                        sel6 = {side: ip, f"{side}_len": full, "family": AF_INET6}
+                        if _ignore(_GONE, lambda p=prio, s=sel6, t=table: host.rule(
+                            "del", priority=p, table=t, **s
                         )):  # fmt: skip
-                            removed.append(f"rule {prio}: to {ip} lookup {table}")
+                            way = "to" if side == "dst" else "from"
+                            removed.append(f"rule {prio}: {way} {ip} lookup {table}")
                         continue
                     if prio == POD_RULE_TO_PRIORITY and rule["dst_len"] == 32:
                         ip, sel = rule.get_attr("FRA_DST"), {"dst": rule.get_attr("FRA_DST")}
@@ -607,8 +637,12 @@ def _owned_veths(host: IPRoute, pod: PodNetwork) -> list[int]:
 
 def _other_attachment(ns: IPRoute, if_name: str) -> str | None:
     """The interface of another attachment of this plugin in the pod's namespace (it routes
-    169.254.1.1 or fe80::1), if any."""
-    routes = (*ns.get_routes(family=2, table=MAIN_TABLE), *ns.get_routes(family=AF_INET6))
+    169.254.1.1 or fe80::1 in the main table; a multi-NIC pod's interfaces above 0 route
+    their gateway in their own tables), if any."""
+    routes = (
+        *ns.get_routes(family=2, table=MAIN_TABLE),
+        *ns.get_routes(family=AF_INET6, table=MAIN_TABLE),
+    )
     for route in routes:
         if route.get_attr("RTA_DST") in (POD_GATEWAY, POD_GATEWAY_V6) and route["dst_len"] in (
             32,

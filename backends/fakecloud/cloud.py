@@ -354,13 +354,15 @@ class FakeCloud:
         ipv4_count: int = 0,
         tags: Mapping[str, str] | None = None,
         network_card: int = 0,
+        interface_type: str = "interface",
     ) -> str:
-        """An ENI created and attached behind the agent's back (e.g. tagged no_manage, or
-        on another network card)."""
+        """An ENI created and attached behind the agent's back (e.g. tagged no_manage, on
+        another network card, or an ``efa-only`` interface as p5 launch templates attach on
+        every card: it takes a device index and a place in the card's ENI limit, no address)."""
         eni = self.vpc.create_eni(
             subnet_id or self.vpc.instance(instance_id).subnet_id,
             (DEFAULT_SECURITY_GROUP,), dict(tags or {}), "out of band", self.now,
-            self.vpc.instance(instance_id).limits, ipv4_count,
+            self.vpc.instance(instance_id).limits, ipv4_count, interface_type=interface_type,
         )  # fmt: skip
         index = self.vpc.instance(instance_id).lowest_free_device_index(network_card)
         try:

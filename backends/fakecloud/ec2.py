@@ -136,7 +136,7 @@ class FakeEc2:
         self.last_latency_s = 0.0
         cloud, vpc = self._cloud, self._cloud.vpc
         index, card = effect.device_index, effect.network_card
-        if index <= 0:
+        if index < 0:
             inst = self._call("DescribeInstances", instance_id, vpc.instance, instance_id)
             index = inst.lowest_free_device_index(card, start=1)
         all_tags = dict(tags or {})

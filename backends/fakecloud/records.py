@@ -50,6 +50,9 @@ class EniState:
         self.network_card = 0
         self.delete_on_termination = False
         self.is_primary = False
+        # EC2's InterfaceType: "interface" (ENA), "efa", or "efa-only" (no IP address at all;
+        # primary_ip is then -1)
+        self.interface_type = "interface"
 
     @property
     def status(self) -> str:
@@ -69,11 +72,13 @@ class EniState:
             network_card=self.network_card,
             subnet_id=self.subnet.subnet_id,
             subnet_cidr=self.subnet.cidr,
-            primary_ip=int_to_ip(self.primary_ip),
+            primary_ip=int_to_ip(self.primary_ip) if self.primary_ip >= 0 else "",
             ipv4_addresses=tuple(map(int_to_ip, self.ipv4)),
             ipv4_prefixes=tuple(f"{int_to_ip(p)}/28" for p in self.prefixes),
             ipv6_prefixes=tuple(self.ipv6_prefixes),
             is_primary=self.is_primary,
+            is_efa=self.interface_type in ("efa", "efa-only"),
+            is_efa_only=self.interface_type == "efa-only",
             tags=tuple(sorted(self.tags.items())) if with_tags else (),
             security_groups=self.security_groups,
         )

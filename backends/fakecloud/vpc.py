@@ -154,11 +154,18 @@ class Vpc:
         ipv4_count: int = 0,
         prefix_count: int = 0,
         ipv6_prefix: bool = False,
+        interface_type: str = "interface",
     ) -> EniState:
-        """CreateNetworkInterface: primary IP + secondaries or prefixes, status available."""
+        """CreateNetworkInterface: primary IP + secondaries or prefixes, status available.
+        An ``efa-only`` interface has no IP address at all (EC2 refuses any it is asked for)."""
         subnet = self.subnet(subnet_id)
         if ipv4_count < 0 or prefix_count < 0:
             raise invalid("address counts must not be negative")
+        if interface_type not in ("interface", "efa", "efa-only"):
+            raise invalid(f"unknown interface type {interface_type!r}")
+        efa_only = interface_type == "efa-only"
+        if efa_only and (ipv4_count or prefix_count or ipv6_prefix):
+            raise invalid("an efa-only network interface carries no IP address")
         if prefix_count and not limits.supports_prefix_delegation:
             raise no_prefixes()
         if ipv4_count + prefix_count > limits.ipv4_per_eni - 1:
@@ -169,7 +176,7 @@ class Vpc:
             )
         if ipv6_prefix and subnet.ipv6_network is None:
             raise invalid(f"{subnet_id} has no IPv6 CIDR block")
-        addresses = subnet.take_addresses(1 + ipv4_count)
+        addresses = [-1] if efa_only else subnet.take_addresses(1 + ipv4_count)
         try:
             prefixes = subnet.take_prefixes(prefix_count)
         except CloudError:
@@ -190,6 +197,7 @@ class Vpc:
             max_addresses=limits.ipv4_per_eni,
             prefixes_supported=limits.supports_prefix_delegation,
         )
+        eni.interface_type = interface_type
         eni.ipv4 = dict.fromkeys(addresses[1:])
         eni.prefixes = dict.fromkeys(prefixes)
         if ipv6_prefix:
@@ -265,7 +273,8 @@ class Vpc:
                 "InvalidNetworkInterface.InUse",
             )
         subnet = eni.subnet
-        subnet.release_address(eni.primary_ip)
+        if eni.primary_ip >= 0:  # an efa-only interface has none
+            subnet.release_address(eni.primary_ip)
         for a in eni.ipv4:
             subnet.release_address(a)
         for p in eni.prefixes:
@@ -289,6 +298,8 @@ class Vpc:
     # -- addresses -------------------------------------------------------------------------
 
     def _check_slots(self, eni: EniState, count: int) -> None:
+        if eni.interface_type == "efa-only":
+            raise invalid(f"{eni.eni_id} is an efa-only network interface: it carries no address")
         if count < 1:
             raise invalid("count must be at least 1")
         if count > eni.free_slots:

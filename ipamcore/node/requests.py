@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ipamcore.cards import attachment_key, is_extra_attachment
+from ipamcore.cards import attachment_index, attachment_key, is_extra_attachment
 from ipamcore.checkpoint import Checkpoint
 from ipamcore.errors import PoolExhausted
 from ipamcore.model import (
@@ -16,7 +16,7 @@ from ipamcore.model import (
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
 from ipamcore.node import replies
-from ipamcore.node.tasks import DURABLE, AddressWait, TaskGen, Turn
+from ipamcore.node.tasks import DURABLE, AddressWait, CardWait, TaskGen, Turn
 from ipamcore.node.upkeep import Upkeep
 
 # The key upstream gave entries it migrated from the CRI checkpoint (no network or ifname).
@@ -93,7 +93,10 @@ class Requests(Upkeep):
 
     def _stop_waiting(self, wait: AddressWait, why: str) -> None:
         wait.cancelled = why
-        self._waiters.remove(wait)
+        if isinstance(wait, CardWait):
+            self._card_waiters.remove(wait)
+        else:
+            self._waiters.remove(wait)
         assert wait.task is not None
         self._resolve(wait.task, 0, None)
 
@@ -125,15 +128,16 @@ class Requests(Upkeep):
         if allocation is None:
             return
         extras: list[Allocation] = []
+        fresh: list[Allocation] = []  # the extras this ADD took (unwound if it fails)
         if req.multi_nic:
-            got = self._assign_extras(req, existed)
+            got = yield from self._assign_extras(req)
             if got is None:
                 if not existed:
                     ipam.release(key, self._now)
                     self.changes.touch(key, allocation)
                     self._pool_changed()
                 return
-            extras = got
+            extras, fresh, req = got
         net = self.pod_network(allocation, req.netns, req.mtu, key.if_name)
         nets = [net, *(self.pod_network(a, req.netns, req.mtu) for a in extras)]
         if req.netns:
@@ -151,7 +155,17 @@ class Requests(Upkeep):
             commit_error = i.Failed(self._now, 0, "the client is gone before the reply")
         if (setup_failed or commit_error is not None) and existed:
             # A repeated ADD of a pod that already had this address (durable since its first
-            # ADD): a failure now never takes the address or the network from a live pod.
+            # ADD): a failure now never takes the address or the network from a live pod;
+            # the addresses on other cards this ADD took are given back.
+            for one, built in zip((allocation, *extras), setups, strict=True):
+                if one in fresh and not isinstance(built, i.Failed):
+                    yield from self._teardown_quietly(one, req.netns)
+            for one in fresh:
+                ipam.release(one.key, self._now)
+                self.hints.pop(one.key, None)
+                self.changes.touch(one.key, one)
+            if fresh:
+                self._pool_changed()
             code = replies.DATAPATH_FAILED if setup_failed else replies.INTERNAL
             message = setup.describe() if setup_failed else commit_error.describe()
             self._log(
@@ -187,12 +201,15 @@ class Requests(Upkeep):
             extra=tuple(zip(extras, nets[1:], strict=True)),
         )  # fmt: skip
 
-    def _assign_extras(self, req: i.Add, existed: bool) -> list[Allocation] | None:
+    def _assign_extras(self, req: i.Add) -> Any:
         """A multi-NIC pod's addresses on the cards above 0 (upstream's one interface per
-        network card), or None once the request is answered: without ENABLE_MULTI_NIC it
-        fails as upstream's does; a card with no address ready answers ``pool_empty`` at
-        once (kubelet retries) and the card grows by one more at the next policy pass."""
-        ipam = self.core
+        network card): ``(extras in card order, those this ADD took, the ADD answered)``,
+        or None once the request is answered. Without ENABLE_MULTI_NIC it fails as
+        upstream's does. A card with no address ready makes the ADD wait, as a single-card
+        ADD waits on card 0 (counted as waiting on that card, so the policy grows it), for
+        up to ``add_wait_s``; if some card still has none then (or the wait is cancelled),
+        every address this ADD took on other cards is given back: all or nothing."""
+        ipam, now = self.core, self._now
         if not ipam.config.multi_nic:
             self._reply(
                 req.request_id, replies.INTERNAL,
@@ -200,25 +217,49 @@ class Requests(Upkeep):
             )  # fmt: skip
             return None
         extras: list[Allocation] = []
+        fresh: list[Allocation] = []
+        missing: dict[int, AllocationKey] = {}
         for index, card in enumerate(ipam.multi_nic_cards[1:], 1):
+            akey = attachment_key(req.key, index)
+            known = ipam.get(akey)
             try:
-                extras.append(
-                    ipam.assign_on_card(attachment_key(req.key, index), req.pod, card, self._now)
-                )
-                self.changes.touch(extras[-1].key, extras[-1])
+                one = known or ipam.assign_on_card(akey, req.pod, card, now)
             except PoolExhausted:
-                if not existed:
-                    for one in extras:
-                        ipam.release(one.key, self._now)
-                        self.changes.touch(one.key, one)
-                    self._pool_changed()
-                self._kick()
-                self._reply(
-                    req.request_id, replies.POOL_EMPTY,
-                    f"network card {card} has no address ready for a multi-NIC pod yet; retry",
+                missing[card] = akey
+                continue
+            extras.append(one)
+            if known is None:
+                fresh.append(one)
+                self.changes.touch(akey, one)
+        if missing:
+            if fresh:
+                self._pool_changed()
+            deadline = now + self.config.add_wait_s
+            wait = CardWait(req.key, req.pod, now, deadline, req, missing=missing)
+            self._count("no_ip")
+            self._waiting_by_key[req.key] = wait
+            self._kick()
+            yield wait
+            self._waiting_by_key.pop(req.key, None)
+            self._observe("ip_wait", max(0.0, self._now - wait.since))
+            req = wait.request  # a newer ADD for this attachment may have taken the place
+            extras += wait.got
+            fresh += wait.got
+            if wait.missing:
+                for one in fresh:
+                    ipam.release(one.key, self._now)
+                    self.changes.touch(one.key, one)
+                self._pool_changed()
+                cards = ", ".join(str(card) for card in sorted(wait.missing))
+                why = (
+                    f"cancelled while waiting for an address: {wait.cancelled}" if wait.cancelled
+                    else f"network card(s) {cards} had no address for a multi-NIC pod within "
+                    f"{self.config.add_wait_s:g}s"
                 )  # fmt: skip
+                self._reply(req.request_id, replies.POOL_EMPTY, why)
                 return None
-        return extras
+        extras.sort(key=lambda a: attachment_index(a.key))
+        return extras, fresh, req
 
     def _extras_of(self, key: AllocationKey) -> list[Allocation]:
         """The interfaces on cards above 0 of the multi-NIC attachment ``key``."""

@@ -37,7 +37,7 @@ from ipamcore.netspec import (
 from ipamcore.node import commands as c
 from ipamcore.node import inputs as i
 from ipamcore.node.config import NodeConfig
-from ipamcore.node.tasks import DURABLE, AddressWait, Sleep, Task, TaskGen, Turn
+from ipamcore.node.tasks import DURABLE, AddressWait, CardWait, Sleep, Task, TaskGen, Turn
 from ipamcore.views import EniView, PoolStats
 
 INF = math.inf
@@ -74,6 +74,8 @@ class Runner:
         self._sleep_seq = 0
         self._waiters: collections.deque[AddressWait] = collections.deque()
         self._waiting_by_key: dict[AllocationKey, AddressWait] = {}
+        # Multi-NIC ADDs waiting for addresses on cards above 0 (FIFO per card)
+        self._card_waiters: list[CardWait] = []
         self._adds_open: set[int] = set()  # request ids of ADDs not answered yet
         self._abandoned: set[int] = set()  # ... whose client is gone
         self._holders: dict[AllocationKey, collections.deque[tuple[Task, int]]] = {}
@@ -107,6 +109,8 @@ class Runner:
             handler(inp)
         if self._waiters:
             self._serve_waiters()
+        if self._card_waiters:
+            self._serve_card_waiters()
         out, self._out = self._out, []
         return out
 
@@ -121,16 +125,26 @@ class Runner:
             wake = min(wake, self._sleepers[0][0])
         if self._waiters:
             wake = min(wake, self._waiters[0].deadline, self._core_wake)
+        if self._card_waiters:
+            wake = min(wake, min(w.deadline for w in self._card_waiters), self._core_wake)
         return None if wake == INF else wake
 
     @property
     def waiting(self) -> int:
-        """ADDs waiting for an address."""
-        return len(self._waiters)
+        """ADDs waiting for an address (on card 0, or a multi-NIC pod's on other cards)."""
+        return len(self._waiters) + len(self._card_waiters)
 
     def waiting_since(self) -> list[float]:
         """When each waiting ADD began to wait, oldest first."""
-        return [w.since for w in self._waiters]
+        return sorted([w.since for w in self._waiters] + [w.since for w in self._card_waiters])
+
+    def card_waiting(self) -> dict[int, int]:
+        """Network card above 0 -> multi-NIC ADDs waiting for an address on it."""
+        counts: dict[int, int] = {}
+        for wait in self._card_waiters:
+            for card in wait.missing:
+                counts[card] = counts.get(card, 0) + 1
+        return counts
 
     @property
     def core(self) -> Ipam:
@@ -147,6 +161,10 @@ class Runner:
     def stats(self, now: float) -> PoolStats:
         """The pool's figures (a query: time does not move)."""
         return self.core.stats(now)
+
+    def card_stats(self, now: float) -> dict[int, PoolStats]:
+        """The figures of each network card above 0 carrying multi-NIC pods (a query)."""
+        return self.core.card_stats(now)
 
     def eni_views(self, now: float) -> list[EniView]:
         """The ENIs and their addresses (a query: time does not move)."""
@@ -201,9 +219,11 @@ class Runner:
     def eni_network(self, eni: ObservedEni) -> EniNetwork | None:
         """The datapath setup of a secondary ENI (None for the primary or unmanaged ones)."""
         table = route_table_for_device(eni.device_index)
-        if eni.network_card:  # upstream's table numbering; used only with ENABLE_MULTI_NIC
-            if self.ipam is None or not self.ipam.config.multi_nic:
-                return None
+        multi_nic = self.ipam is not None and self.ipam.config.multi_nic
+        if eni.network_card and not multi_nic:  # upstream leaves cards above 0 alone then
+            return None
+        if multi_nic:  # upstream's numbering; None outside the card's range of tables
+            assert self.ipam is not None
             table = self.ipam.route_table_of(eni)
         if table is None or eni.unmanaged or eni.is_efa or eni.is_trunk:
             return None
@@ -214,6 +234,7 @@ class Runner:
             gateway=eni.subnet_gateway,
             route_table=table,
             mtu=self.config.eni_mtu,
+            ipv6=self.ipam is not None and self.ipam.config.ipv6_only,
         )
 
     def _cid(self) -> int:
@@ -269,6 +290,9 @@ class Runner:
         elif type(want) is AddressWait:
             want.task = task
             self._waiters.append(want)
+        elif type(want) is CardWait:
+            want.task = task
+            self._card_waiters.append(want)
         else:  # a command answered by an input with its cid
             self._out.append(want)
             self._awaiting[want.cid] = (task, slot)
@@ -329,9 +353,9 @@ class Runner:
 
     def waiting_adds(self) -> tuple[int, float | None]:
         """ADDs waiting for an address, and when the oldest arrived (None: none waits)."""
-        if not self._waiters:
+        if not self._waiters and not self._card_waiters:
             return 0, None
-        return len(self._waiters), min(w.since for w in self._waiters)
+        return self.waiting, min(self.waiting_since())
 
     def _pool_changed(self) -> None:
         """A request assigned or released an address: the policy looks at the pool within
@@ -367,6 +391,33 @@ class Runner:
             self._resolve(wait.task, 0, allocation)
         while waiters and waiters[0].deadline <= now:
             wait = waiters.popleft()
+            assert wait.task is not None
+            self._resolve(wait.task, 0, None)
+
+    def _serve_card_waiters(self) -> None:
+        """Multi-NIC ADDs waiting on cards above 0 take addresses first come, first served
+        per card (a card found dry is skipped for the later ones); those complete, or whose
+        time is up, resume."""
+        assign_on_card, now = self.core.assign_on_card, self._now
+        dry: set[int] = set()
+        resumed: list[CardWait] = []
+        for wait in self._card_waiters:
+            for card, key in list(wait.missing.items()):
+                if card in dry:
+                    continue
+                try:
+                    allocation = assign_on_card(key, wait.pod, card, now)
+                except PoolExhausted:
+                    dry.add(card)
+                    continue
+                del wait.missing[card]
+                wait.got.append(allocation)
+                self.changes.touch(key, allocation)
+                self._pool_changed()
+            if not wait.missing or wait.deadline <= now:
+                resumed.append(wait)
+        for wait in resumed:
+            self._card_waiters.remove(wait)
             assert wait.task is not None
             self._resolve(wait.task, 0, None)
 

@@ -5,9 +5,11 @@ reply when both are done) is written as one generator. It yields a *wait*: a com
 ``cid`` (resumed with the input that answers it), :data:`DURABLE` (resumed once a checkpoint
 taken after the yield is written: ``None``, or the ``Failed`` input), a :class:`Sleep` (resumed
 at a tick at or after ``until``), an :class:`AddressWait` (resumed with an allocation, or
-``None`` when its deadline passed or it was cancelled), or a :class:`Turn` (resumed once no
-other task holds the key). A tuple of waits resumes with a tuple of their results, once all
-are in. Nothing here does I/O: :class:`~ipamcore.node.machine.Node` routes the answers.
+``None`` when its deadline passed or it was cancelled), a :class:`CardWait` (a multi-NIC
+ADD's addresses on cards above 0; resumed once it has them all, or at its deadline or
+cancellation), or a :class:`Turn` (resumed once no other task holds the key). A tuple of
+waits resumes with a tuple of their results, once all are in. Nothing here does I/O:
+:class:`~ipamcore.node.machine.Node` routes the answers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ipamcore.model import AllocationKey, PodRef
+from ipamcore.model import Allocation, AllocationKey, PodRef
 
 
 @attrs.frozen
@@ -47,6 +49,19 @@ class AddressWait:
     request: Any = None
     task: Task | None = None
     cancelled: str = ""
+
+
+@attrs.define(eq=False)
+class CardWait(AddressWait):
+    """A multi-NIC ADD waiting for its addresses on network cards above 0 (card 0's it has):
+    ``missing`` maps each card still without one to the attachment key it is for, ``got``
+    holds those taken meanwhile. Served first come, first served per card on each pool
+    change until ``deadline``; counted as waiting on each missing card, so the policy grows
+    those cards. The other fields as in :class:`AddressWait` (``key`` is the pod's first
+    attachment)."""
+
+    missing: dict[int, AllocationKey] = attrs.field(factory=dict)
+    got: list[Allocation] = attrs.field(factory=list)
 
 
 class _Durable:

@@ -37,7 +37,8 @@ class Upkeep(Runner):
             self._resolve(task, slot, None)
         if not self.ready or self.stopping:
             return
-        if self._kicked or now >= self._policy_due or (self._waiters and now >= self._core_wake):
+        waiting = self._waiters or self._card_waiters
+        if self._kicked or now >= self._policy_due or (waiting and now >= self._core_wake):
             self._run_policy()
         if now >= self._reconcile_due:
             self._reconcile_due = INF
@@ -98,7 +99,8 @@ class Upkeep(Runner):
         self._kicked = False
         ipam = self.core
         self.changes.touch_all()  # the policy may set addresses aside (their release times)
-        for effect in ipam.plan(now, waiting=len(self._waiters)):
+        card_waiting = self.card_waiting() if self._card_waiters else None
+        for effect in ipam.plan(now, waiting=len(self._waiters), card_waiting=card_waiting):
             self._log("info", "effect", **_describe(effect))
             self.effects_in_flight += 1
             self._spawn(self._perform(effect), "effect")

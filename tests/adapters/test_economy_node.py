@@ -61,10 +61,13 @@ async def test_every_family_is_exposed_with_subnet_and_eni_labels(
     for name in UPSTREAM_NAMES + ECONOMY_NAMES:
         assert f"# TYPE {name} " in text, name
     subnet = world.subnet_id
-    assert value(text, f'awscni_assigned_ip_per_eni{{eni="{eni}",subnet="{subnet}"}}') == 1
+    card = 'network_card="0"'
+    assert value(text, f'awscni_assigned_ip_per_eni{{eni="{eni}",subnet="{subnet}",{card}}}') == 1
     stats = daemon.executor.stats()
-    states = {s: value(text, f'awscni_ip_addresses{{subnet="{subnet}",eni="{eni}",state="{s}"}}')
-              for s in ("assigned", "available", "cooling", "leaving")}  # fmt: skip
+    states = {
+        s: value(text, f'awscni_ip_addresses{{subnet="{subnet}",eni="{eni}",state="{s}",{card}}}')
+        for s in ("assigned", "available", "cooling", "leaving")
+    }
     assert states["assigned"] == 1
     assert value(text, "awscni_available_ip_addresses") == stats.available
     free = world.cloud.free_addresses(subnet)

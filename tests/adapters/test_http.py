@@ -66,7 +66,7 @@ async def test_metrics_have_upstream_names(world: World, daemon: Daemon) -> None
     for name in UPSTREAM_NAMES:
         assert f"# TYPE {name} " in text, name
     assert "awscni_add_ip_req_count 2.0" in text
-    assert "awscni_assigned_ip_addresses 1.0" in text
+    assert 'awscni_assigned_ip_addresses{network_card="0"} 1.0' in text
     assert 'awscni_ec2api_req_count{fn="AssignPrivateIpAddresses"}' in text
     assert "awscni_ipamd_add_latency_seconds_bucket" in text
 

@@ -170,3 +170,28 @@ def test_a_bad_pool_policy_names_the_choices() -> None:
     with pytest.raises(SettingsError) as err:
         load_settings({"IPAMD_POLICY": "smart"})
     assert "upstream, upstream-faithful, adaptive" in str(err.value)
+
+
+def test_multi_nic_in_dual_stack_is_refused_at_start_naming_both(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {
+        "ENABLE_MULTI_NIC": "true", "ENABLE_IPv6": "true", "ENABLE_IPv4": "true",
+        "ENABLE_PREFIX_DELEGATION": "true",
+    }  # fmt: skip
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    assert info.value.variable == "ENABLE_MULTI_NIC" and "dual stack" in str(info.value)
+    assert main([], env=env) == 2
+    err = capsys.readouterr().err
+    assert "ENABLE_MULTI_NIC" in err and "ENABLE_IPv4=false" in err
+    assert load_settings({**env, "ENABLE_MULTI_NIC": "false"}).pool.ipv6
+    assert load_settings({"ENABLE_MULTI_NIC": "true"}).pool.multi_nic
+
+
+def test_multi_nic_in_ipv6_mode_loads_as_upstream_v1_20() -> None:
+    pool = load_settings({
+        "ENABLE_MULTI_NIC": "true", "ENABLE_IPv6": "true", "ENABLE_IPv4": "false",
+        "ENABLE_PREFIX_DELEGATION": "true",
+    }).pool  # fmt: skip
+    assert pool.multi_nic and pool.ipv6_only

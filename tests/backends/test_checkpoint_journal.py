@@ -146,7 +146,7 @@ async def test_compaction_folds_the_journal_and_resets_it(tmp_path: Path) -> Non
     await store.compact()
     assert store.compactions >= 2
     doc = json.loads(path.read_bytes())
-    assert doc["journalSeq"] >= 399
+    assert doc["journalSeq"] == store._seq  # every record folded
     assert decode(path.read_bytes()) == cp
     assert parse_journal((tmp_path / "ipam.json.journal").read_bytes())[0] == []
     assert await journal_store(path).load() == cp
@@ -448,12 +448,16 @@ async def test_a_commit_of_a_change_replays_to_the_snapshot(tmp_path: Path) -> N
 async def test_a_change_that_adds_is_synced_once_one_that_releases_is_not(tmp_path: Path) -> None:
     path, store = await started(tmp_path, cp_with(A, B))
     syncs = store.syncs
+    records = store.records
     del_b = CheckpointChange(removed=(B.key,), released=(("10.0.0.2", NOW),))
     await store.commit(del_b, lambda: cp_with(A))
-    assert store.syncs == syncs and store.synced_to < store._off  # acknowledged unsynced
+    # acknowledged, held in memory: nothing written, nothing synced
+    assert (store.syncs, store.records, store.synced_to) == (syncs, records, store._off)
     add_c = CheckpointChange(put=((C, "/var/run/netns/c"),), unreleased=("10.0.0.3",))
     await store.commit(add_c, lambda: cp_with(A, C))
-    assert store.syncs == syncs + 1 and store.synced_to == store._off  # both records
+    # one record holds both changes, one fdatasync
+    assert (store.syncs, store.records) == (syncs + 1, records + 1)
+    assert store.synced_to == store._off
     expected = cp_with(A, C, released=(("10.0.0.2", NOW),))
     expected = attrs.evolve(expected, netns=((C.key, "/var/run/netns/c"),))
     assert await journal_store(path).load() == expected
@@ -498,6 +502,7 @@ async def test_changes_wait_for_a_running_compaction_and_stay_in_order(tmp_path:
     await asyncio.gather(
         store.commit(put_b, lambda: before), store.commit(drop_b, lambda: before)
     )
+    store.close()  # writes the held release (drop_b)
     assert await journal_store(path).load() == before
 
 
@@ -519,8 +524,10 @@ async def test_ipam_json_follows_the_journal_within_fresh_after_s(tmp_path: Path
     await store.compact()  # waits for the background fold, then folds nothing new
     assert decode(path.read_bytes()) == cp_with(A, B, C)
     assert parse_journal((tmp_path / "ipam.json.journal").read_bytes())[0] == []
-    await store.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))  # a DEL: the next fold
-    assert [d for d, _ in later.due] == [1.0]
+    await store.save(cp_with(A, C, released=(("10.0.0.2", NOW),)))  # a DEL: held,
+    assert [d for d, _ in later.due] == [store.hold_releases_s]  # written shortly,
+    later.run()
+    assert [d for d, _ in later.due] == [1.0]  # and its record schedules the next fold
     store.close()
 
 

@@ -47,13 +47,17 @@ def node(linux_harness: LinuxHarness) -> Iterator[LinuxHarness]:
     the daemon sets up an ENI on that card (its own table)."""
     h = linux_harness
     h.datapath.setup_node(NodeNetwork(PRIMARY_IP, VPC))
-    for card in CARDS:
-        eni = card_eni(card)
+    plug_cards(h, {card: card_eni(card) for card in CARDS})
+    yield h
+
+
+def plug_cards(h: LinuxHarness, enis: dict[int, EniNetwork]) -> None:
+    """A hot-plugged link per card (``nc<N>``, the ENI's MAC), set up as the daemon does."""
+    for card, eni in enis.items():
         h.ip("link", "add", card_link(card), "address", eni.mac, "type", "veth",
              "peer", "name", f"{card_link(card)}p")  # fmt: skip
         h.ip("link", "set", f"{card_link(card)}p", "up")
         h.datapath.setup_eni(eni)
-    yield h
 
 
 def pod_interfaces(netns: str, container: str, count: int) -> list[PodNetwork]:

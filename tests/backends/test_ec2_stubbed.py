@@ -141,6 +141,16 @@ def expect_attach(stub: Stubber, index: int) -> None:
     )
 
 
+def expect_card_attach(stub: Stubber, device: int, card: int) -> None:
+    """AttachNetworkInterface of the new ENI at ``device`` of network card ``card``."""
+    stub.add_response(
+        "attach_network_interface",
+        {"AttachmentId": "eni-attach-new", "NetworkCardIndex": card},
+        {"NetworkInterfaceId": NEW_ENI, "InstanceId": IID, "DeviceIndex": device,
+         "NetworkCardIndex": card},
+    )  # fmt: skip
+
+
 def expect_delete_on_termination(stub: Stubber) -> None:
     stub.add_response(
         "modify_network_interface_attribute",
@@ -187,16 +197,32 @@ def test_create_eni_on_a_network_card_sends_network_card_index(
     expect_create(
         stub, {"SecondaryPrivateIpAddressCount": 1}, eni_item(NEW_ENI, None, ips=("10.0.0.11",))
     )
-    stub.add_response(
-        "attach_network_interface",
-        {"AttachmentId": "eni-attach-new", "NetworkCardIndex": 2},
-        {"NetworkInterfaceId": NEW_ENI, "InstanceId": IID, "DeviceIndex": 1, "NetworkCardIndex": 2},
-    )
+    expect_card_attach(stub, 1, 2)
     expect_delete_on_termination(stub)
     expect_subnet(stub)
     effect = CreateEni(0, SUBNET, ("sg-1",), ipv4_count=1, device_index=1, network_card=2)
     eni = backend.create_eni(IID, effect)
     assert (eni.network_card, eni.device_index, eni.is_primary) == (2, 1, False)
+
+
+def test_create_eni_on_a_card_with_its_ipv6_prefix_is_one_create_and_a_card_attach(
+    stubbed: tuple[Ec2Backend, Stubber],
+) -> None:
+    """IPv6 mode with ENABLE_MULTI_NIC: the exact requests for card 1's ENI, which moto
+    cannot express (it ignores NetworkCardIndex): CreateNetworkInterface with
+    Ipv6PrefixCount=1 and no IPv4 count, then AttachNetworkInterface on card 1, device 0."""
+    backend, stub = stubbed
+    created = eni_item(NEW_ENI, None, status="available")
+    created["Ipv6Prefixes"] = [{"Ipv6Prefix": "2600:1f14:0:7:1::/80"}]
+    expect_create(stub, {"Ipv6PrefixCount": 1}, created)
+    expect_card_attach(stub, 0, 1)
+    expect_delete_on_termination(stub)
+    expect_subnet(stub)
+    effect = CreateEni(0, SUBNET, ("sg-1",), ipv6_prefix=True, device_index=0, network_card=1)
+    eni = backend.create_eni(IID, effect)
+    assert (eni.network_card, eni.device_index) == (1, 0)
+    assert eni.ipv6_prefixes == ("2600:1f14:0:7:1::/80",) and eni.ipv4_addresses == ()
+    stub.assert_no_pending_responses()
 
 
 def test_free_device_index_is_counted_per_card(stubbed: tuple[Ec2Backend, Stubber]) -> None:
@@ -363,17 +389,20 @@ def test_unassign_request_shapes(stubbed: tuple[Ec2Backend, Stubber]) -> None:
 def test_describe_enis_reads_cards_types_and_prefixes(stubbed: tuple[Ec2Backend, Stubber]) -> None:
     backend, stub = stubbed
     efa = eni_item("eni-efa", 0, card=1, interface_type="efa")
+    efa_only = eni_item("eni-efaonly", 0, card=2, interface_type="efa-only")
     trunk = eni_item("eni-trunk", 1, prefixes=("10.0.3.0/28",), interface_type="trunk")
     trunk["Ipv6Prefixes"] = [{"Ipv6Prefix": "2600:1f14::/80"}]
-    expect_describe(stub, efa, trunk, eni_item("eni-primary", 0, ips=("10.0.0.20",)))
+    expect_describe(stub, efa, efa_only, trunk, eni_item("eni-primary", 0, ips=("10.0.0.20",)))
     expect_subnet(stub)
     enis = backend.describe_enis(IID)
     assert [(e.eni_id, e.network_card, e.device_index) for e in enis] == [
         ("eni-primary", 0, 0),
         ("eni-trunk", 0, 1),
         ("eni-efa", 1, 0),
+        ("eni-efaonly", 2, 0),
     ]
-    primary, trunk_eni, efa_eni = enis
+    primary, trunk_eni, efa_eni, efa_only_eni = enis
+    assert efa_only_eni.is_efa_only and efa_only_eni.is_efa and not efa_eni.is_efa_only
     assert primary.is_primary and primary.ipv4_addresses == ("10.0.0.20",)
     assert trunk_eni.is_trunk and trunk_eni.ipv4_prefixes == ("10.0.3.0/28",)
     assert trunk_eni.ipv6_prefixes == ("2600:1f14::/80",)

@@ -542,3 +542,50 @@ def test_metadata_lists_each_enis_network_card() -> None:
     assert seen[on_1.eni_id] == (1, 1) and seen[on_0.eni_id] == (0, 1)
     described = {e.eni_id: (e.network_card, e.device_index) for e in port.describe_enis(iid)}
     assert described == seen
+
+
+def test_an_efa_only_interface_has_no_address_and_takes_a_place_on_its_card() -> None:
+    """As EC2: an efa-only interface (p5 launch templates attach one per card) carries no IP
+    address at all, is described as EFA-only, takes a device index and counts against its
+    card's ENI limit, and refuses any address it is asked for."""
+    cloud, env = make_env()
+    assert env.launch_multi_card is not None
+    iid = env.launch_multi_card()
+    port = env.make_cloud(iid)
+    efa = cloud.add_eni(iid, network_card=1, interface_type="efa-only")
+    seen = {e.eni_id: e for e in port.describe_enis(iid)}[efa]
+    assert seen.is_efa_only and seen.is_efa and seen.network_card == 1
+    assert (seen.primary_ip, seen.ipv4_addresses, seen.ipv4_prefixes) == ("", (), ())
+    assert {e.eni_id: e for e in cloud.metadata(iid).enis()}[efa].primary_ip == ""
+    before = cloud.free_addresses(env.subnet_id)
+    with pytest.raises(CloudError, match="efa-only"):
+        cloud.vpc.assign_ipv4(efa, 1)
+    assert cloud.free_addresses(env.subnet_id) == before
+    limit = cloud.vpc.instance(iid).card_limit(1)
+    for _ in range(limit - 1):  # the efa-only one holds the first place
+        port.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1))
+    with pytest.raises(CloudError, match=r"allows \d+ network interfaces on network card 1"):
+        port.create_eni(iid, CreateEni(0, env.subnet_id, (), network_card=1))
+    with pytest.raises(CloudError, match="efa-only"):
+        cloud.add_eni(iid, ipv4_count=1, interface_type="efa-only")
+
+
+def test_an_eni_on_a_card_above_0_is_created_with_its_ipv6_prefix() -> None:
+    """IPv6 mode with ENABLE_MULTI_NIC (upstream v1.20+): the ENI of card 1 gets its /80 in
+    the create call, on that card's device 0, and the primary IPv4 address EC2 always gives
+    (no secondary); another /80 comes from the same subnet's /64, never the same one."""
+    cloud, env = make_env()
+    assert env.launch_multi_card is not None
+    iid = env.launch_multi_card()
+    port = env.make_cloud(iid)
+    v6_subnet = cloud.add_subnet("10.0.7.0/24", AZ, ipv6_cidr="2600:1f14:0:7::/64")
+    on_1 = port.create_eni(
+        iid, CreateEni(0, v6_subnet, (), ipv6_prefix=True, device_index=0, network_card=1)
+    )
+    assert (on_1.network_card, on_1.device_index) == (1, 0)
+    assert on_1.ipv6_prefixes == ("2600:1f14:0:7:1::/80",)
+    assert on_1.primary_ip and on_1.ipv4_addresses == () and on_1.ipv4_prefixes == ()
+    described = {e.eni_id: e for e in port.describe_enis(iid)}[on_1.eni_id]
+    assert (described.network_card, described.ipv6_prefixes) == (1, on_1.ipv6_prefixes)
+    more = port.assign_ipv6_prefixes(on_1.eni_id, 1)
+    assert more and more[0] not in on_1.ipv6_prefixes

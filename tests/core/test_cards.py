@@ -9,10 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipamcore import cards
-from ipamcore.config import PoolConfig
+from ipamcore.config import PolicyName, PoolConfig
 from ipamcore.effects import AssignAddresses, CreateEni, Effect, FreeEni, UnassignAddresses
-from ipamcore.errors import PoolExhausted, UsageError
-from ipamcore.events import AddressesAssigned, AddressesUnassigned, EniCreated, EniFreed
+from ipamcore.errors import FailureKind, PoolExhausted, UsageError
+from ipamcore.events import (
+    AddressesAssigned,
+    AddressesUnassigned,
+    EffectFailed,
+    EniCreated,
+    EniFreed,
+)
 from ipamcore.ipam import Ipam
 from ipamcore.limits import InstanceLimits, limits_for
 from ipamcore.model import AllocationKey, ObservedEni, ObservedNode, PodRef
@@ -73,6 +79,8 @@ def answer(core: Ipam, effect: Effect, now: float, serial: list[int]) -> None:
         (1, 1, 15, 17),
         (3, 14, 15, 60),
         (31, 1, 2, 64),  # p5.48xlarge's last card
+        (1, 15, 15, None),  # outside card 1's tables: would be card 2's device 0
+        (0, 15, 15, None),
     ],
 )
 def test_route_table_numbering_is_upstreams(
@@ -150,7 +158,8 @@ def test_multi_nic_creates_an_eni_on_each_card_with_one_warm_address() -> None:
     effects = core.plan(T0)
     created = [e for e in effects if isinstance(e, CreateEni) and e.network_card == 1]
     assert len(created) == 1
-    assert (created[0].device_index, created[0].ipv4_count) == (1, cards.CARD_WARM_IP_TARGET)
+    # device 0 first on a card above 0, as upstream's awsGetFreeDeviceNumber
+    assert (created[0].device_index, created[0].ipv4_count) == (0, cards.CARD_WARM_IP_TARGET)
     assert created[0].subnet_id == "subnet-1" and created[0].security_groups == ("sg-1",)
     # In flight: not asked again.
     assert not [e for e in core.plan(T0 + 1) if isinstance(e, CreateEni) and e.network_card == 1]
@@ -168,14 +177,14 @@ def test_a_multi_nic_pod_gets_one_address_per_card_and_releases_them() -> None:
     assert core.network_card_of(first) == 0 and core.network_card_of(second) == 1
     assert second.ipv4 is not None and second.ipv4.startswith("10.2.")
     info = core.eni(second.eni_id)
-    assert info is not None and core.route_table_of(info) == 1 * 3 + 1 + 1
+    assert info is not None and core.route_table_of(info) == 1 * 3 + 0 + 1
     # Both are in the checkpoint and found by key and by pod.
     assert {a.key for a in core.checkpoint().allocations} == {base, second.key}
     assert core.get(second.key) == second and len(core.find_by_pod("default", "p")) == 2
     # The card's one address is taken: the next multi-NIC pod waits, and the card grows.
     with pytest.raises(PoolExhausted):
         core.assign_on_card(AllocationKey("aws-cni", "c2", "mNicIf1"), pod, 1, T0)
-    grow = [e for e in core.plan(T0 + 1) if isinstance(e, AssignAddresses)]
+    grow = [e for e in core.plan(T0 + 1, card_waiting={1: 1}) if isinstance(e, AssignAddresses)]
     assert grow and grow[0].eni_id == second.eni_id and grow[0].ipv4_count == 2
     assert core.release(second.key, T0 + 2) == second
     assert core.get(second.key) is None
@@ -211,7 +220,7 @@ def test_a_card_never_exceeds_its_eni_limit() -> None:
             pass
     on_card_1 = [v for v in core.eni_views(T0) if v.network_card == 1]
     assert len(on_card_1) == 2  # TWO_CARDS allows 2 ENIs on card 1
-    assert sorted(v.device_index for v in on_card_1) == [1, 2]
+    assert sorted(v.device_index for v in on_card_1) == [0, 1]
 
 
 def test_a_card_shrinks_back_to_its_warm_address_and_keeps_it() -> None:
@@ -256,23 +265,78 @@ def test_a_card_shrinks_back_to_its_warm_address_and_keeps_it() -> None:
     assert core.stats(last).enis == 1  # card 0 untouched: the primary alone
 
 
+THREE_CARDS = InstanceLimits(
+    instance_type="x.efa", max_enis=3, ipv4_per_eni=4, network_cards=((0, 3), (1, 2), (2, 2))
+)
+
+
+def efa_only(card: int, device: int = 0) -> ObservedEni:
+    """An EFA-only interface: no IP address at all (as EC2 and IMDS show one)."""
+    return ObservedEni(
+        eni_id=f"eni-efa{card}d{device}", mac=f"02:00:00:00:e{card:01x}:{device:02x}",
+        device_index=device, network_card=card, subnet_id="subnet-1",
+        subnet_cidr="10.0.0.0/16", primary_ip="", is_efa=True, is_efa_only=True,
+    )  # fmt: skip
+
+
+def test_a_card_with_only_an_efa_only_interface_is_skipped() -> None:
+    """Upstream v1.20's markUnmanagedNetworkCards: card 2 holds an EFA-only interface and no
+    other ENI, so it is left alone: no ENI is planned there, multi-NIC pods get no interface
+    on it, and max pods stays card 0's figure."""
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    core.load([primary(), efa_only(2)], T0)
+    assert core.efa_only_cards == frozenset({2}) and core.multi_nic_cards == (0, 1)
+    created = {e.network_card for e in core.plan(T0) if isinstance(e, CreateEni)}
+    assert created == {1}
+    assert core.max_pods == THREE_CARDS.max_pods == 3 * 3 + 2
+    with pytest.raises(PoolExhausted):  # nothing there, and nothing will be
+        core.assign_on_card(AllocationKey("n", "c", "mNicIf2"), PodRef(), 2, T0)
+    assert not [
+        e for e in core.plan(T0 + 100, card_waiting={2: 5}) if getattr(e, "network_card", 0) == 2
+    ]
+
+
+def test_a_card_with_an_efa_only_and_an_ena_interface_is_managed() -> None:
+    """The EFA-only interface is excluded, the card is not: its ENA interface carries pod
+    addresses and grows."""
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    ena = on_card(2, 1, 9)
+    core.load([primary(), efa_only(2), ena], T0)
+    assert core.efa_only_cards == frozenset() and core.multi_nic_cards == (0, 1, 2)
+    grow = [e for e in core.plan(T0) if isinstance(e, AssignAddresses)]
+    assert [e.eni_id for e in grow] == [ena.eni_id]  # never the EFA-only one
+    views = {v.eni_id: v for v in core.eni_views(T0)}
+    assert views[efa_only(2).eni_id].excluded and not views[ena.eni_id].excluded
+
+
+def test_an_unmanaged_ena_does_not_make_an_efa_only_card_managed() -> None:
+    core = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), THREE_CARDS)
+    theirs = attrs.evolve(on_card(2, 1, 9), tags=(("node.k8s.amazonaws.com/no_manage", "true"),))
+    core.load([primary(), efa_only(2), theirs], T0)
+    assert core.efa_only_cards == frozenset({2}) and core.multi_nic_cards == (0, 1)
+
+
 # ------------------------------------------------------------------- property
 @settings(max_examples=60, deadline=None)
 @given(
     limits=st.lists(st.integers(1, 4), min_size=2, max_size=4),
+    max_eni=st.sampled_from([None, 1, 2, 3]),
     steps=st.lists(
         st.tuples(st.sampled_from(["add", "del", "plan", "answer"]), st.integers(0, 30)),
         max_size=60,
     ),
 )
 def test_no_card_exceeds_its_limit_and_device_indexes_are_unique_per_card(
-    limits: list[int], steps: list[tuple[str, int]]
+    limits: list[int], max_eni: int | None, steps: list[tuple[str, int]]
 ) -> None:
+    """Whatever the card limits and MAX_ENI: no card over its limit (nor over MAX_ENI above
+    card 0, as upstream), device indexes unique per card, and every ENI's route table its
+    own (upstream's card * max_enis + device + 1 with MAX_ENI honoured never collides)."""
     table = InstanceLimits(
         instance_type="x.prop", max_enis=limits[0], ipv4_per_eni=3,
         network_cards=tuple(enumerate(limits)),
     )  # fmt: skip
-    core = Ipam(PoolConfig(warm_eni_target=1, multi_nic=True), table)
+    core = Ipam(PoolConfig(warm_eni_target=1, multi_nic=True, max_eni=max_eni), table)
     core.load([primary()], T0)
     now, serial, pending = T0, [0], []
     held: list[AllocationKey] = []
@@ -298,6 +362,68 @@ def test_no_card_exceeds_its_limit_and_device_indexes_are_unique_per_card(
         for effect in core.in_flight.values():
             if isinstance(effect, CreateEni):
                 by_card.setdefault(effect.network_card, []).append(effect.device_index)
+        stride = min(limits[0], max_eni or limits[0])
         for card, devices in by_card.items():
             assert len(devices) <= dict(enumerate(limits))[card], (card, devices)
+            assert card == 0 or len(devices) <= stride, (card, devices, stride)
             assert len(set(devices)) == len(devices), (card, devices)
+        tables = [
+            cards.route_table(card, device, stride)
+            for card, devices in by_card.items() for device in devices
+            if (card, device) != (0, 0)
+        ]  # fmt: skip
+        assert None not in tables and len(set(tables)) == len(tables), (by_card, stride)
+        assert core.table_stride == stride
+
+
+def test_route_tables_honour_max_eni_and_never_collide_across_cards() -> None:
+    """p4d.24xlarge (4 cards of 15) with MAX_ENI=4: upstream numbers tables with c.maxENI (4),
+    so card 1's are 5..8 and card 2's 9..12; a card above 0 holds at most 4 ENIs from device
+    0, and an ENI found at device 4 or above (another card's table) carries no pods and gets
+    no table."""
+    core = Ipam(
+        PoolConfig(warm_eni_target=0, multi_nic=True, max_eni=4), limits_for("p4d.24xlarge")
+    )
+    stray = on_card(1, 7, 1, ("10.0.1.50",))  # attached out of band at device 7
+    core.load([primary(), stray], T0)
+    assert core.table_stride == 4 and core.card_eni_cap(1) == 4
+    assert core.route_table_of(on_card(1, 0, 2)) == 5 and core.route_table_of(on_card(2, 0, 3)) == 9
+    assert core.route_table_of(stray) is None  # 1 * 4 + 7 + 1 = 12 is card 2's
+    assert {v.eni_id: v.excluded for v in core.eni_views(T0)}[stray.eni_id]
+    created = [e for e in core.plan(T0) if isinstance(e, CreateEni) and e.network_card == 1]
+    assert [e.device_index for e in created] == [0]
+    without = Ipam(PoolConfig(warm_eni_target=0, multi_nic=True), limits_for("p4d.24xlarge"))
+    assert without.table_stride == 15 and without.route_table_of(on_card(1, 0, 2)) == 16
+
+
+@pytest.mark.parametrize("policy", ["upstream", "adaptive"])
+def test_a_throttled_card_growth_call_waits_before_it_is_tried_again(policy: str) -> None:
+    """A card's growth goes around the policy, so its throttles pause the card itself: the
+    adaptive policy once retried a throttled card call on every pass (a retry storm of
+    1,150 throttled calls in the simulator's multi-NIC burst); now no card call goes out
+    again before ``throttle_pause_s``, and the card still grows after it."""
+    config = PoolConfig(warm_eni_target=0, multi_nic=True, policy=PolicyName(policy))
+    core, serial = Ipam(config, TWO_CARDS), [0]
+    core.load([primary()], T0)
+    for effect in core.plan(T0):
+        answer(core, effect, T0, serial)
+    pod = PodRef("default", "p")
+    base = AllocationKey("aws-cni", "c1", "eth0")
+    core.assign_on_card(cards.attachment_key(base, 1), pod, 1, T0)
+
+    def card_1_growth(now: float) -> list[Effect]:
+        return [
+            e for e in core.plan(now, card_waiting={1: 1})
+            if isinstance(e, AssignAddresses) and core.eni(e.eni_id) is not None
+            and core.eni(e.eni_id).network_card == 1  # type: ignore[union-attr]
+        ]  # fmt: skip
+
+    (call,) = card_1_growth(T0 + 1)
+    core.apply(EffectFailed(call.effect_id, FailureKind.THROTTLED, "RequestLimitExceeded"), T0 + 1)
+    pause = config.throttle_pause_s
+    assert core.next_wake_at(T0 + 1) <= T0 + 1 + pause
+    for now in (T0 + 1, T0 + 2, T0 + 1 + pause / 2, T0 + 1 + pause - 0.01):
+        assert card_1_growth(now) == [], now
+    (again,) = card_1_growth(T0 + 1 + pause)
+    answer(core, again, T0 + 1 + pause, serial)
+    assert core.assign_on_card(AllocationKey("aws-cni", "c2", "mNicIf1"), pod, 1, T0 + 7)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from ipamcore.config import PoolConfig
+from ipamcore.effects import AssignAddresses
+from ipamcore.events import AddressesAssigned
 from ipamcore.model import AllocationKey, InstanceIdentity, ObservedEni
 from ipamcore.node import NodeConfig, replies
 from ipamcore.node import commands as c
@@ -26,11 +29,16 @@ CARD1 = ObservedEni(
 CARD1_TABLE = 1 * 8 + 1 + 1  # upstream: card * max ENIs per card + device + 1
 
 
-def boot(multi_nic: bool = True) -> tuple[Drive, list[c.SetUpEni]]:
-    d = Drive(NodeConfig(pool=PoolConfig(warm_eni_target=0, multi_nic=multi_nic)))
-    enis = (PRIMARY, CARD1)
+def boot(
+    multi_nic: bool = True,
+    enis: tuple[ObservedEni, ...] = (PRIMARY, CARD1),
+    identity: InstanceIdentity = MULTI,
+    pool: PoolConfig | None = None,
+) -> tuple[Drive, list[c.SetUpEni]]:
+    pool = pool or PoolConfig(warm_eni_target=0, multi_nic=multi_nic)
+    d = Drive(NodeConfig(pool=pool))
     d.feed(i.Start(d.now))
-    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, MULTI))
+    d.feed(i.IdentityRead(d.now, d.take(c.ReadIdentity).cid, identity))
     d.feed(i.EnisDescribed(d.now, d.take(c.DescribeEnis).cid, enis))
     d.feed(i.MetadataEnisRead(d.now, d.take(c.ReadMetadataEnis).cid, enis))
     d.feed(i.LeakedEnisFound(d.now, d.take(c.FindLeakedEnis).cid, ()))
@@ -101,17 +109,105 @@ def test_gc_keeps_the_card_interfaces_of_a_valid_container() -> None:
     assert {a.key.if_name for a in d.node.core.allocations()} == {"eth0", "mNicIf1"}
 
 
-def test_a_card_without_a_ready_address_answers_pool_empty_and_grows() -> None:
-    d, _ = boot()
+def fill_card1(d: Drive) -> None:
+    """Two multi-NIC pods take card 1's two addresses."""
     for n in (1, 2):
         d.add(n, multi_nic=True)
         d.settle()
+
+
+def card1_growth(d: Drive) -> Any:
+    """The open effect that grows card 1 (the policy has run)."""
+    growth = [
+        x for x in opened(d, c.PerformEffect)
+        if getattr(x.effect, "eni_id", "") == "eni-c1"
+        or getattr(x.effect, "network_card", 0) == 1
+    ]  # fmt: skip
+    assert len(growth) == 1, [x.effect for x in opened(d, c.PerformEffect)]
+    d.open.remove(growth[0])
+    return growth[0]
+
+
+def test_a_card_without_a_ready_address_makes_the_add_wait_and_grows_that_card() -> None:
+    """As a single-card ADD waits on card 0, a multi-NIC ADD waits on the card without an
+    address: counted as waiting there, the policy grows that card, and the ADD is answered
+    with every interface once the address comes."""
+    d, _ = boot()
+    fill_card1(d)
     rid = d.add(3, multi_nic=True)
-    assert d.replies[rid].error == replies.POOL_EMPTY and "network card 1" in d.replies[rid].message
-    assert len(d.node.core.allocations()) == 4  # pod 3's card-0 address given back
+    assert rid not in d.replies  # waiting, not pool_empty
+    assert d.node.waiting == 1 and d.node.card_waiting() == {1: 1}
+    assert d.node.wake_at == d.now  # the policy is kicked
     d.tick()
-    effects = [x.effect for x in opened(d, c.PerformEffect)]
-    assert any(getattr(e, "eni_id", "") == "eni-c1" for e in effects)
+    grow = card1_growth(d)
+    assert isinstance(grow.effect, AssignAddresses) and grow.effect.ipv4_count == 2  # warm + 1
+    outcome = AddressesAssigned(grow.effect.effect_id, "eni-c1", ("10.0.1.12", "10.0.1.13"))
+    d.feed(i.EffectDone(d.now, grow.cid, outcome))
+    assert d.node.waiting == 0
+    nets = sorted((s.network for s in opened(d, c.SetUpPod)), key=lambda n: n.attachment_index)
+    assert [n.if_name for n in nets] == ["eth0", "mNicIf1"] and nets[1].ipv4 == "10.0.1.12"
+    d.settle()
+    reply = d.replies[rid]
+    assert not reply.error and [a.ipv4 for a, _ in reply.extra] == ["10.0.1.12"]
+
+
+def test_a_multi_nic_add_that_waits_in_vain_keeps_no_address_on_any_card() -> None:
+    """All or nothing: the wait ends at add_wait_s with card 1 still dry; the card-0 address
+    the ADD held meanwhile is given back, and the answer names the card."""
+    d, _ = boot()
+    fill_card1(d)
+    before = {a.key for a in d.node.core.allocations()}
+    rid = d.add(3, multi_nic=True)
+    assert key(3) in {a.key for a in d.node.core.allocations()}  # card 0 held while waiting
+    d.tick(d.now + d.node.config.add_wait_s)
+    reply = d.replies[rid]
+    assert reply.error == replies.POOL_EMPTY and "network card(s) 1" in reply.message
+    assert {a.key for a in d.node.core.allocations()} == before
+    assert not opened(d, c.SetUpPod) and d.node.waiting == 0
+    saved = {a.key for a in d.node.checkpoint().allocations}
+    d.settle()
+    assert {a.key for a in d.node.checkpoint().allocations} == saved == before
+
+
+def test_a_del_during_a_multi_nic_wait_cancels_it_and_frees_everything() -> None:
+    d, _ = boot()
+    fill_card1(d)
+    rid = d.add(3, multi_nic=True)
+    gone = d.delete(3)
+    assert d.replies[rid].error == replies.POOL_EMPTY and "cancelled" in d.replies[rid].message
+    d.settle()
+    assert d.replies[gone].error == "" and d.node.waiting == 0
+    assert key(3) not in {a.key for a in d.node.core.allocations()}
+
+
+def test_a_retried_multi_nic_add_takes_the_waiting_ones_place() -> None:
+    d, _ = boot()
+    fill_card1(d)
+    first = d.add(3, multi_nic=True)
+    second = d.add(3, multi_nic=True)
+    assert d.replies[first].error == replies.POOL_EMPTY and "superseded" in d.replies[first].message
+    assert d.node.waiting == 1 and second not in d.replies
+    d.tick()
+    grow = card1_growth(d)
+    outcome = AddressesAssigned(grow.effect.effect_id, "eni-c1", ("10.0.1.12",))
+    d.feed(i.EffectDone(d.now, grow.cid, outcome))
+    d.settle()
+    assert d.replies[second].error == "" and len(d.replies[second].extra) == 1
+
+
+def test_multi_nic_waiters_are_served_first_come_first_served_per_card() -> None:
+    d, _ = boot()
+    fill_card1(d)
+    first, second = d.add(3, multi_nic=True), d.add(4, multi_nic=True)
+    assert d.node.card_waiting() == {1: 2}
+    d.tick()
+    grow = card1_growth(d)
+    assert grow.effect.ipv4_count == 3  # the warm address and both waiters
+    one = AddressesAssigned(grow.effect.effect_id, "eni-c1", ("10.0.1.12",))
+    d.feed(i.EffectDone(d.now, grow.cid, one))
+    d.settle()
+    assert d.replies[first].error == "" and second not in d.replies
+    assert d.node.card_waiting() == {1: 1}
 
 
 def test_without_enable_multi_nic_the_annotation_fails_the_add_as_upstream() -> None:
@@ -137,3 +233,30 @@ def test_a_failed_interface_unwinds_every_interface(failing: int) -> None:
     d.settle()
     assert d.replies[rid].error == replies.DATAPATH_FAILED
     assert d.node.core.allocations() == []
+
+
+def efa_only(card: int) -> ObservedEni:
+    return ObservedEni(
+        eni_id=f"eni-efa{card}", mac=f"02:00:00:00:0e:0{card}", device_index=0,
+        network_card=card, subnet_id="subnet-1", subnet_cidr="10.0.0.0/16",
+        primary_ip="", is_efa=True, is_efa_only=True,
+    )  # fmt: skip
+
+
+def test_efa_only_cards_get_no_interface_of_a_multi_nic_pod_nor_a_table() -> None:
+    """p4d.24xlarge (4 cards) launched with an EFA-only interface on cards 2 and 3: those
+    cards are skipped (upstream's markUnmanagedNetworkCards), so a multi-NIC pod gets
+    interfaces on cards 0 and 1 only, and no EFA-only interface is set up."""
+    p4d = attrs.evolve(MULTI, instance_type="p4d.24xlarge")
+    card1 = attrs.evolve(CARD1, subnet_cidr="10.0.0.0/16")
+    efa = [efa_only(card) for card in (2, 3)]
+    d, setups = boot(enis=(PRIMARY, card1, *efa), identity=p4d)
+    assert [s.network.mac for s in setups] == [CARD1.mac]
+    assert d.node.core.multi_nic_cards == (0, 1)
+    rid = d.add(1, multi_nic=True)
+    assert sorted(s.network.if_name for s in opened(d, c.SetUpPod)) == ["eth0", "mNicIf1"]
+    d.settle()
+    assert d.replies[rid].error == "" and len(d.replies[rid].extra) == 1
+    d.tick()
+    cards_grown = {getattr(x.effect, "network_card", -1) for x in opened(d, c.PerformEffect)}
+    assert not cards_grown & {2, 3}

@@ -1,13 +1,15 @@
-"""A DEL acknowledged before its journal record was synced, then a power cut.
+"""A DEL acknowledged before its journal record was written or synced, then a crash.
 
 The journaled store acknowledges a commit that only releases (DEL, GC, an ADD undone)
-without an ``fdatasync`` (see :mod:`backends.checkpoint.journal`). A SIGKILL keeps the page
-cache, so the record survives it; a power cut may not. Here the cut is made exact: after
-the DEL's acknowledgement the state directory is copied as the disk holds it, the journal's
-bytes past :attr:`JournalCheckpointStore.synced_to` zeroed, and the daemon restarted on
-that copy. The pod is gone (its network namespace removed, as the runtime does after a
-DEL): the restart check must release the allocation the lost DEL left, and no address may
-be held twice, then or after more ADDs.
+at once: it holds the change in memory until the next commit that adds (one record and
+one ``fdatasync`` for both) or :attr:`JournalCheckpointStore.hold_releases_s` later (a
+record in the page cache, not synced); see :mod:`backends.checkpoint.journal`. So a SIGKILL
+or a power cut right after the DEL loses it. Here the crash is made exact: after the DEL's
+acknowledgement the state directory is copied as the disk holds it (the journal's bytes
+past :attr:`JournalCheckpointStore.synced_to` zeroed), and the daemon restarted on that
+copy. The pod is gone (its network namespace removed, as the runtime does after a DEL):
+the restart check must release the allocation the lost DEL left, and no address may be
+held twice, then or after more ADDs.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ async def test_a_del_lost_in_a_power_cut_is_released_by_the_restart_check(world:
             reply = await call(world.socket_path, add_request(n))
             assert reply.ok
             ips[n] = reply.result["ipv4"]
-        syncs = store.syncs
+        syncs, off = store.syncs, store._off
         reply = await call(world.socket_path, del_request(1))
         assert reply.ok
         assert store.syncs == syncs, "the DEL was acknowledged without an fdatasync"
-        assert store.synced_to < store._off  # its record is in the page cache only
-        disk = power_cut_copy(world, store)
+        assert store._off == off, "nor written: it is held in memory"
+        assert store._state is not None and store._state.holds_changes
+        disk = power_cut_copy(world, store)  # what a SIGKILL leaves, or a power cut
     finally:
         await d.stop()
     # The power cut: the files as the disk held them; pod 1's sandbox is gone (the runtime
