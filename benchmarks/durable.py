@@ -115,7 +115,7 @@ def make_store(kind: str, path: str) -> Any:
 
     if kind == "json":
         return JsonFileCheckpointStore(path)
-    return JournalCheckpointStore(path, hold_releases_s=0)  # as the daemon's wiring
+    return JournalCheckpointStore(path)
 
 
 def floor_block(path: str, size: int, n: int) -> float:

@@ -220,14 +220,7 @@ def build_ports(
         cloud = Ec2Backend(config, observer=observer, step=crash)
     store: CheckpointStore
     if settings.checkpoint_journal:
-        # Releases are written at once (unsynced: a SIGKILL never loses them), not held:
-        # a held DEL lost in a crash is released by the restart check only where the
-        # datapath can tell the pod is gone, and the crash campaign's fake datapath cannot
-        # (CI found acknowledged DELs lost in the 50 ms window). Held releases stay a store
-        # option (JournalCheckpointStore(hold_releases_s=...)).
-        store = JournalCheckpointStore(
-            settings.checkpoint_path, clock=clock, step=crash, hold_releases_s=0
-        )
+        store = JournalCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
     else:
         store = JsonFileCheckpointStore(settings.checkpoint_path, clock=clock, step=crash)
     return Ports(cloud=cloud, metadata=metadata, datapath=datapath, store=store, crash=crash)

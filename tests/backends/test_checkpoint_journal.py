@@ -35,6 +35,7 @@ def fixed_clock() -> float:
 
 def journal_store(path: Path, **kw: object) -> JournalCheckpointStore:
     kw.setdefault("fresh_after_s", 0)  # no timed fold unless a test schedules it itself
+    kw.setdefault("hold_releases_s", 0.05)  # these tests cover holding (off by default)
     return JournalCheckpointStore(str(path), clock=fixed_clock, capacity=64 * 1024, **kw)  # type: ignore[arg-type]
 
 

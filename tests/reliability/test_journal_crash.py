@@ -36,7 +36,9 @@ def world() -> Iterator[World]:
 
 def journaled(world: World) -> tuple[Daemon, JournalCheckpointStore]:
     settings = world.settings(IP_COOLDOWN_PERIOD="30")
-    store = JournalCheckpointStore(settings.checkpoint_path, clock=world.clock.now)
+    store = JournalCheckpointStore(
+        settings.checkpoint_path, clock=world.clock.now, hold_releases_s=0.05
+    )  # releases held (off by default): the power cut below loses the DEL
     return world.daemon(settings=settings, store=store, IP_COOLDOWN_PERIOD="30"), store
 
 
