@@ -62,7 +62,7 @@ class AdaptiveTuning:
     min_warm: int = 1  # addresses kept ready even with no demand at all
     backoff_base_s: float = 1.0  # first pause after a throttled growth call
     backoff_cap_s: float = 30.0  # longest pause (before jitter)
-    urgent_backoff_cap_s: float = 5.0  # longest pause when pods need addresses now
+    urgent_backoff_cap_s: float = 20.0  # longest pause when pods need addresses now
     gap_confidence: float = 3.0  # after g s without arrivals, no rate above this / g (5 %)
     burst_horizon_s: float = 1.0  # refill horizon while growth is under way (answers re-plan)
     keep_factor: float = 2.0  # give back only what is ready beyond max(high, keep_factor * low)

@@ -492,3 +492,24 @@ def test_the_boot_hold_counts_from_the_first_pod(
         for i in range(3):
             demand.arrival(first_pod + i)
     assert backoff.situation(demand, now).young is young
+
+
+def test_pods_waiting_on_a_long_backoff_retry_no_sooner_than_the_urgent_cap() -> None:
+    backoff, demand = Backoff(TUNING), Demand(TUNING.rate_window_s)
+    assign = AssignAddresses(effect_id=1, eni_id="eni-0000", ipv4_count=1)
+    create = CreateEni(effect_id=2, subnet_id="s", security_groups=())
+    for _attempt in range(8):  # throttled again and again: the backoff is at its cap
+        assign_pause = backoff.throttled(assign, "eni-0000", 100.0)
+        create_pause = backoff.throttled(create, "eni-0000", 100.0)
+    cap = TUNING.urgent_backoff_cap_s
+    retry = min(assign_pause, cap)
+    # A retry every 2.5-5 s (the old cap) from each of 500 nodes kept the account's bucket
+    # empty in the 500-node burst; the pods' nodes now wait 10 s or more.
+    assert retry > 10.0
+    early = backoff.situation(demand, 100.0 + 10.0)
+    assert not early.can_assign and not early.can_create_urgently
+    assert backoff.situation(demand, 100.0 + retry).can_assign
+    assert backoff.situation(demand, 100.0 + min(create_pause, cap)).can_create_urgently
+    # look-ahead growth (no pod waiting) still waits the whole backoff
+    assert not backoff.situation(demand, 100.0 + create_pause - 0.01).can_create
+    assert backoff.situation(demand, 100.0 + create_pause).can_create
