@@ -99,32 +99,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import os
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from typing import Any
 
-from backends.checkpoint.errors import moved_aside_error
+from backends.checkpoint.journal_load import open_journal, read_stored, remove_stale_temps
 from backends.checkpoint.journal_records import (
     FILE_HEADER,
     FILE_MAGIC,
     JOURNAL_VERSION,
-    MAX_JOURNAL_BYTES,
     RECORD_HEADER,
     RECORD_MAGIC,
-    SEQ_TAIL,
     State,
     apply_change,
-    apply_record,
     checkpoint_of,
     diff_state,
     make_record,
     parse_journal,
     read_checkpoint_file,
-    read_file,
     record_change,
     state_of,
 )
@@ -132,16 +126,11 @@ from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     DIR_MODE,
     FILE_MODE,
-    MAX_CHECKPOINT_BYTES,
     _fsync_dir,
-    _move_aside,
     _write_all,
-    decode_file_bytes,
 )
-from backends.statefile import UnsafeStateFile
 from backends.steps import Step, no_step
 from ipamcore.checkpoint import Checkpoint, CheckpointChange, Preserved
-from ipamcore.errors import CheckpointError
 from ipamcore.model import AllocationKey
 
 __all__ = [
@@ -259,51 +248,12 @@ class JournalCheckpointStore:
     def _load_blocking(self) -> Checkpoint | None:
         self._close_fd()
         self._state, self._seq = None, 0
-        self._remove_stale_temps()
-        base: int | None = None
-        checkpoint: Checkpoint | None = None
-        try:
-            data = read_file(self.path, MAX_CHECKPOINT_BYTES)
-        except UnsafeStateFile as exc:
-            # Never followed, waited on or read without bound: moved aside (a link is
-            # renamed, not its target), and the start goes on as for a corrupt file.
-            moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-            bad = CheckpointError(f"{self.path}: {exc.strerror}")
-            raise moved_aside_error(self.path, moved, bad) from None
-        if data is not None:
-            try:
-                checkpoint = decode_file_bytes(data)
-            except CheckpointError as exc:
-                moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-                raise moved_aside_error(self.path, moved, exc) from exc
+        remove_stale_temps(self.directory, self._tmp_prefix)
+        stored = read_stored(self.path, self.journal_path, self._aside)
+        checkpoint, base, replayed = stored.checkpoint, stored.base, stored.replayed
+        if checkpoint is not None:
             self._loaded_preserved = dict(checkpoint.preserved)
-            found = SEQ_TAIL.search(data[-64:])
-            base = int(found.group(1)) if found else None
-        records: list[tuple[int, bytes]] = []
-        end = FILE_HEADER.size
-        journal: bytes | None = b""
-        if base is not None:
-            try:
-                journal = read_file(self.journal_path, MAX_JOURNAL_BYTES)
-            except UnsafeStateFile as exc:
-                journal = None
-                unsafe: CheckpointError | None = CheckpointError(
-                    f"{self.journal_path}: {exc.strerror}"
-                )
-            else:
-                unsafe = None
-            if unsafe is not None:
-                self._move_both_aside(data, unsafe)
-        if journal and base is not None:
-            try:
-                records, end = parse_journal(journal)
-                records = [r for r in records if r[0] > base]
-                state = state_of(checkpoint) if checkpoint is not None else State()
-                for _seq, payload in records:
-                    apply_record(state, payload)
-            except CheckpointError as exc:
-                self._move_both_aside(data, exc)
-        if not records:
+        if replayed is None:
             # Nothing to replay: the state is ipam.json; a journal of another history (or
             # one whose records are all compacted) is reset before anything is appended.
             if checkpoint is None:
@@ -315,88 +265,31 @@ class JournalCheckpointStore:
             # no record is ever appended to a journal that ipam.json does not point to.
             self._state = state_of(checkpoint) if base is not None else None
             return checkpoint
-        self._seq = records[-1][0]
-        if self._try_open_journal(end):
-            self._state = state
-        return checkpoint_of(state)
+        self._seq = stored.last_seq
+        if self._try_open_journal(stored.end):
+            self._state = replayed
+        return checkpoint_of(replayed)
+
+    def _aside(self, path: str) -> str:
+        return self.corrupt_path(path, self._clock())
 
     def _try_open_journal(self, end: int | None = None) -> bool:
-        """Open the journal for appends; if that fails (a full disk cannot preallocate
-        it), the start goes on and the first save rewrites ``ipam.json`` instead."""
+        """:meth:`_open_journal`; if that fails (a full disk cannot preallocate the
+        journal), the start goes on and the first save rewrites ``ipam.json`` instead."""
         try:
             self._open_journal(end)
         except OSError:
-            self._close_fd()
             return False
         return True
 
-    def _move_both_aside(self, data: bytes | None, cause: CheckpointError) -> None:
-        """The journal cannot be trusted: it and ipam.json are moved aside (ipam.json
-        without its journal could lack acknowledged changes) and the start goes on as for a
-        corrupt checkpoint (every address quarantined)."""
-        moved = _move_aside(self.journal_path, self.corrupt_path(self.journal_path, self._clock()))
-        if data is not None:
-            _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-        raise moved_aside_error(self.journal_path, moved, cause) from cause
-
-    def _remove_stale_temps(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name.startswith(self._tmp_prefix):
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                except FileNotFoundError:
-                    pass
-
     def _open_journal(self, end: int | None = None) -> None:
-        """Open (creating and preallocating if needed) the journal. With ``end`` (records
-        were replayed), the next record goes there; else the first record is zeroed so
-        nothing older is ever replayed."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.journal_path, flags)
-            created = False
-        except FileNotFoundError:
-            os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
-            fd = os.open(self.journal_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            created = True
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "journal is not a regular file", self.journal_path)
-            size = os.fstat(fd).st_size
-            header = FILE_HEADER.pack(FILE_MAGIC, JOURNAL_VERSION)
-            if created or size < self._capacity or os.pread(fd, len(header), 0) != header:
-                self._preallocate(fd, max(size, self._capacity), header)
-            if end is not None:
-                self._off = end
-                self.synced_to = end  # read back from the disk
-            else:
-                os.pwrite(fd, bytes(RECORD_HEADER.size), FILE_HEADER.size)
-                os.fdatasync(fd)
-                self.syncs += 1
-                self._off = FILE_HEADER.size
-                self.synced_to = self._off
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def _preallocate(self, fd: int, size: int, header: bytes) -> None:
-        """Write the header and zeros up to ``size`` and make the file's size durable, so
-        later appends are data-only writes."""
-        os.pwrite(fd, header, 0)
-        zeros = bytes(1 << 20)
-        off = os.fstat(fd).st_size
-        off = max(off, FILE_HEADER.size)
-        while off < size:
-            n = os.pwrite(fd, zeros[: min(len(zeros), size - off)], off)
-            off += n
-        os.fsync(fd)
-        _fsync_dir(self.directory)
-        self.syncs += 2
+        """Open the journal for appends (:func:`open_journal`). With ``end`` (records were
+        replayed), the next record goes there; else the journal is reset."""
+        self._close_fd()
+        fd, syncs = open_journal(self.journal_path, self._capacity, reset=end is None)
+        self._fd, self.syncs = fd, self.syncs + syncs
+        self._off = FILE_HEADER.size if end is None else end
+        self.synced_to = self._off  # (read back from the disk, or reset and synced)
 
     # ------------------------------------------------------------------ save
     async def save(self, checkpoint: Checkpoint) -> None:
