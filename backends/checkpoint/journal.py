@@ -119,7 +119,6 @@ from backends.checkpoint.journal_records import (
     make_record,
     parse_journal,
     read_checkpoint_file,
-    record_change,
     state_of,
 )
 from backends.checkpoint.jsonfile import (
@@ -318,22 +317,10 @@ class JournalCheckpointStore:
             if fast or not adds:
                 state = self._state
                 assert state is not None
-                if self.hold_releases_s <= 0 and not state.holds_changes:
-                    # (the usual case: the record is this change alone, made in one pass)
-                    try:
-                        payload = record_change(state, change)
-                    except BaseException:
-                        self._state = None  # (a time it cannot encode): the next is whole
-                        raise
-                    if payload is not None:
-                        self._commit_inline(state, payload, adds)
-                    elif adds and self._unsynced:
-                        self._guarded(self._sync)  # (an adding commit still syncs the rest)
-                    return
                 try:
                     changed = apply_change(state, change)
                 except BaseException:
-                    self._state = None
+                    self._state = None  # (a time it cannot encode): the next is whole
                     raise
                 if changed and not adds and self.hold_releases_s > 0:
                     if not self._flush_due:

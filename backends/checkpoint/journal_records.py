@@ -12,7 +12,6 @@ import json.encoder
 import re
 import struct
 import zlib
-from collections.abc import Iterable
 from typing import Any
 
 from backends.checkpoint.jsonfile import DEFAULT_PATH, MAX_CHECKPOINT_BYTES, decode_file_bytes
@@ -161,29 +160,24 @@ class State:
         if not (puts or dels or rels or unrels):
             return None
         self.puts, self.dels, self.rels, self.unrels = {}, {}, {}, {}
-        return _payload(puts.values(), dels, rels.values(), unrels)
+        # (json.dumps's text, made without it: entries are encoded already, keys are strings)
+        parts = []
+        if puts:
+            parts.append('"put":[' + ",".join(puts.values()) + "]")
+        if dels:
+            q, keys = _quote, []
+            for k in dels:
+                keys.append(f"[{q(k[0])},{q(k[1])},{q(k[2])}]")
+            parts.append('"del":[' + ",".join(keys) + "]")
+        if rels:
+            parts.append('"rel":[' + ",".join(rels.values()) + "]")
+        if unrels:
+            parts.append('"unrel":[' + ",".join(map(_quote, unrels)) + "]")
+        return ("{" + ",".join(parts) + "}").encode()
 
     def forget_changes(self) -> None:
         """The state's document was written whole: nothing is waiting for a record."""
         self.puts, self.dels, self.rels, self.unrels = {}, {}, {}, {}
-
-
-def _payload(
-    puts: Iterable[str], dels: Iterable[AllocationKey], rels: Iterable[str], unrels: Iterable[str]
-) -> bytes:
-    """A record's payload from its parts (entries already encoded): the text ``json.dumps``
-    writes, made without it (keys are strings); an empty part is left out."""
-    parts = []
-    if puts:
-        parts.append('"put":[' + ",".join(puts) + "]")
-    if dels:
-        q = _quote
-        parts.append('"del":[' + ",".join(f"[{q(k[0])},{q(k[1])},{q(k[2])}]" for k in dels) + "]")
-    if rels:
-        parts.append('"rel":[' + ",".join(rels) + "]")
-    if unrels:
-        parts.append('"unrel":[' + ",".join(map(_quote, unrels)) + "]")
-    return ("{" + ",".join(parts) + "}").encode()
 
 
 def _fields(a: Any, netns: str, kept: Preserved | None = None) -> Fields:
@@ -240,81 +234,46 @@ def apply_record(state: State, payload: bytes) -> None:
 
 def apply_change(state: State, change: CheckpointChange) -> bool:
     """Make ``change`` in ``state`` (in place) and note it for the next record
-    (:meth:`State.take`), after the changes it holds already; False: nothing changed."""
-    done = _apply(state, change)
-    if done is None:
-        return False
-    puts, dels, rels, unrels = done
-    if puts:
-        state.puts.update(puts)
-    if dels:
-        pending = state.puts
-        for key in dels:
-            pending.pop(key, None)
-            state.dels[key] = None
-    if rels:
-        state.rels.update(rels)
-    if unrels:
-        pending_rels = state.rels
-        for address in unrels:
-            pending_rels.pop(address, None)
-            state.unrels[address] = None
-    return True
-
-
-def record_change(state: State, change: CheckpointChange) -> bytes | None:
-    """:func:`apply_change` then :meth:`State.take`, for a ``state`` that holds no change
-    (what a commit on a quiet journal does): the payload of the record of ``change`` alone,
-    without noting it first (None: nothing changed)."""
-    assert not state.holds_changes
-    done = _apply(state, change)
-    if done is None:
-        return None
-    puts, dels, rels, unrels = done
-    return _payload([js for _key, js in puts], dels, [js for _addr, js in rels], unrels)
-
-
-_Applied = tuple[
-    list[tuple[AllocationKey, str]], list[AllocationKey], list[tuple[str, str]], list[str]
-]
-
-
-def _apply(state: State, change: CheckpointChange) -> _Applied | None:
-    """Make ``change`` in ``state``'s entries (in place): what it put (key, entry), deleted,
-    released (address, entry) and unreleased, each only where it changed something (None:
-    nothing did). Work proportional to the change."""
+    (:meth:`State.take`); False: nothing changed."""
     allocs, released, preserved = state.allocs, state.released, state.preserved
-    puts: list[tuple[AllocationKey, str]] = []
-    dels: list[AllocationKey] = []
-    rels: list[tuple[str, str]] = []
-    unrels: list[str] = []
-    for a, netns in change.put:
-        key = a.key
-        kept = _kept(a, preserved.get(key)) if preserved else None
-        fields = (key.network_name, key.container_id, key.if_name, a.ipv4, a.ipv6,
-                  a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
-        old = allocs.get(key)
-        if old is None or old[0] != fields:
-            js = _allocation_json(a, netns, kept)
-            allocs[key] = (fields, js)
-            puts.append((key, js))
-    for key in change.removed:
-        if allocs.pop(key, None) is not None:
-            dels.append(key)
-        if preserved:
-            preserved.pop(key, None)
-    for r in change.released:
-        prev = released.get(r[0])
-        if prev is None or prev[0] != r[1]:
-            js = _released_json(r)
-            released[r[0]] = (r[1], js)
-            rels.append((r[0], js))
-    for address in change.unreleased:
-        if released.pop(address, None) is not None:
-            unrels.append(address)
-    if puts or dels or rels or unrels:
-        return puts, dels, rels, unrels
-    return None
+    changed = False
+    if change.put:
+        puts = state.puts
+        for a, netns in change.put:
+            key = a.key
+            kept = _kept(a, preserved.get(key)) if preserved else None
+            fields = (key.network_name, key.container_id, key.if_name, a.ipv4, a.ipv6,
+                      a.allocated_at, a.pod.namespace, a.pod.name, netns, kept)  # fmt: skip
+            old = allocs.get(key)
+            if old is None or old[0] != fields:
+                js = _allocation_json(a, netns, kept)
+                allocs[key] = (fields, js)
+                puts[key] = js
+                changed = True
+    if change.removed:
+        for key in change.removed:
+            if allocs.pop(key, None) is not None:
+                state.puts.pop(key, None)
+                state.dels[key] = None
+                changed = True
+            if preserved:
+                preserved.pop(key, None)
+    if change.released:
+        rels = state.rels
+        for r in change.released:
+            prev = released.get(r[0])
+            if prev is None or prev[0] != r[1]:
+                js = _released_json(r)
+                released[r[0]] = (r[1], js)
+                rels[r[0]] = js
+                changed = True
+    if change.unreleased:
+        for address in change.unreleased:
+            if released.pop(address, None) is not None:
+                state.rels.pop(address, None)
+                state.unrels[address] = None
+                changed = True
+    return changed
 
 
 def diff_state(state: State, cp: Checkpoint) -> tuple[State, bool, bool]:

@@ -17,13 +17,7 @@ import pytest
 
 from backends.checkpoint import JournalCheckpointStore
 from backends.checkpoint.journal import RECORD_HEADER, parse_journal
-from backends.checkpoint.journal_records import (
-    State,
-    apply_change,
-    apply_record,
-    record_change,
-    state_of,
-)
+from backends.checkpoint.journal_records import State, apply_change, apply_record, state_of
 from ipamcore.checkpoint import Checkpoint, CheckpointChange, decode
 from ipamcore.model import Allocation
 from tests.backends.test_checkpoint_journal import NOW, Scheduler, cp_with, journal_store
@@ -221,25 +215,6 @@ def test_records_of_netted_changes_replay_to_the_state(seed: int) -> None:
     apply_record(replayed, last)
     assert same(live, replayed)
     assert not live.holds_changes and live.take() is None
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_a_change_recorded_in_one_pass_is_what_applying_and_taking_it_gives(seed: int) -> None:
-    """The commit's one-pass path (:func:`record_change`, a state holding no change) writes
-    the bytes :func:`apply_change` then ``take`` would, and leaves the same state; a change
-    that changes nothing gives no record."""
-    rnd = random.Random(seed)
-    start = cp_with(alloc("c0", "10.0.1.0"), released=(("10.0.2.3", NOW - 5),))
-    one_pass, two_steps = state_of(start), state_of(start)
-    empty = 0
-    for step in range(60):
-        change = random_change(rnd, step)
-        payload = record_change(one_pass, change)
-        expected = two_steps.take() if apply_change(two_steps, change) else None
-        assert payload == expected, step
-        assert same(one_pass, two_steps) and not one_pass.holds_changes, step
-        empty += payload is None
-    assert 0 < empty < 60  # (both kinds of change were tried)
 
 
 def test_a_key_removed_and_put_again_in_one_record_keeps_the_new_allocation() -> None:
