@@ -28,7 +28,7 @@ Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thr
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
 anyway); slower, it moves to the store's one writer thread, where compactions always run.
-A commit that only releases is held in memory (below). With nothing in flight, a commit of
+A commit that only releases is appended without a sync (below). With nothing in flight, a commit of
 a change runs to its end without yielding: no task, no lock, no thread hop (a commit that
 finds another in flight, or a compaction running, waits its turn in a task, so changes are
 applied in the order they were made). The document a compaction writes is made on the
@@ -67,22 +67,28 @@ whole journal; after the rename, the new ``ipam.json`` says ``S`` and every jour
 ``<= S`` is skipped; the reset (zeroing the first record, ``fdatasync``) only makes the next
 load faster.
 
-**Is a DEL durable before it is acknowledged?** No: a commit that only removes allocations
-and records release times (DEL, GC, an ADD undone) is applied to the stored state and held
-in memory, and acknowledged at once. The next record carries it: the next commit that adds
-(one ``pwrite`` and one ``fdatasync`` for both, so a DEL+ADD pair costs what one ADD
-does), or, with no ADD coming, the flush :attr:`JournalCheckpointStore.hold_releases_s`
-(50 ms) later (a record in the page cache, not synced, as an unsynced DEL was before), the
-fold, the orderly stop and :meth:`JournalCheckpointStore.close`. A record holds each entry
-it changed at its value *now* (:class:`~backends.checkpoint.journal_records.State`): an
-address released and assigned again in between goes out as its new owner's entry and the
-old key's removal, in one record, one checksum: a torn write keeps both or neither. So the
+**Is a DEL durable before it is acknowledged?** Not on disk: a commit that only removes
+allocations and records release times (DEL, GC, an ADD undone) is appended to the journal
+at once but not synced (a record in the page cache: a process kill cannot lose it, a power
+cut can), and acknowledged. The next ``fdatasync`` (the next commit that adds) makes it
+durable with that ADD's record, so a DEL+ADD pair costs one ``fdatasync``. The store can
+also hold such a commit in memory (:attr:`JournalCheckpointStore.hold_releases_s` > 0; 0,
+the default, writes it at once) and write it with the next record: the next commit that
+adds (one ``pwrite`` for both), or, with no ADD coming, the flush ``hold_releases_s``
+later, the fold, the orderly stop and :meth:`JournalCheckpointStore.close`. The daemon does
+not hold: a DEL held in memory is lost to a process kill, and a restart check that cannot
+tell the pod is gone (the fake datapath of the SIGKILL campaign) keeps its allocation. A
+record holds each entry it changed at its value *now*
+(:class:`~backends.checkpoint.journal_records.State`): an address released and assigned
+again in between goes out as its new owner's entry and the old key's removal, in one
+record, one checksum: a torn write keeps both or neither. So the
 file can lose a DEL only together with every later ADD (none of which was acknowledged, or
 it would have synced the DEL): after a crash the allocation of a pod that is gone comes
 back, and the restart check (netns or host veth gone) releases it, or GC does. The address
-cannot go to a second pod in between: memory still cooled it while the DEL was held, and
-any ADD that took it after the DEL wrote the DEL in its own record, so the file never holds
-the address twice, even with a cooldown of 0 (``tests/reliability/test_journal_crash.py``
+cannot go to a second pod in between: memory still cooled it while the DEL was unsynced,
+and any ADD that took it after the DEL wrote the DEL before or in its own record, so the
+file never holds the address twice, even with a cooldown of 0
+(``tests/reliability/test_journal_crash.py``
 restarts a daemon from the disk as a crash leaves it right after an acknowledged DEL;
 ``tests/backends/test_checkpoint_journal_held.py`` replays netted records, and cuts the
 coalesced record of a DEL and an ADD of the same address at every byte).
@@ -93,48 +99,37 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import os
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from typing import Any
 
-from backends.checkpoint.errors import moved_aside_error
+from backends.checkpoint.journal_load import open_journal, read_stored, remove_stale_temps
 from backends.checkpoint.journal_records import (
     FILE_HEADER,
     FILE_MAGIC,
     JOURNAL_VERSION,
-    MAX_JOURNAL_BYTES,
     RECORD_HEADER,
     RECORD_MAGIC,
-    SEQ_TAIL,
     State,
     apply_change,
-    apply_record,
     checkpoint_of,
     diff_state,
     make_record,
     parse_journal,
     read_checkpoint_file,
-    read_file,
     state_of,
 )
 from backends.checkpoint.jsonfile import (
     DEFAULT_PATH,
     DIR_MODE,
     FILE_MODE,
-    MAX_CHECKPOINT_BYTES,
     _fsync_dir,
-    _move_aside,
     _write_all,
-    decode_file_bytes,
 )
-from backends.statefile import UnsafeStateFile
 from backends.steps import Step, no_step
 from ipamcore.checkpoint import Checkpoint, CheckpointChange, Preserved
-from ipamcore.errors import CheckpointError
 from ipamcore.model import AllocationKey
 
 __all__ = [
@@ -252,51 +247,12 @@ class JournalCheckpointStore:
     def _load_blocking(self) -> Checkpoint | None:
         self._close_fd()
         self._state, self._seq = None, 0
-        self._remove_stale_temps()
-        base: int | None = None
-        checkpoint: Checkpoint | None = None
-        try:
-            data = read_file(self.path, MAX_CHECKPOINT_BYTES)
-        except UnsafeStateFile as exc:
-            # Never followed, waited on or read without bound: moved aside (a link is
-            # renamed, not its target), and the start goes on as for a corrupt file.
-            moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-            bad = CheckpointError(f"{self.path}: {exc.strerror}")
-            raise moved_aside_error(self.path, moved, bad) from None
-        if data is not None:
-            try:
-                checkpoint = decode_file_bytes(data)
-            except CheckpointError as exc:
-                moved = _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-                raise moved_aside_error(self.path, moved, exc) from exc
+        remove_stale_temps(self.directory, self._tmp_prefix)
+        stored = read_stored(self.path, self.journal_path, self._aside)
+        checkpoint, base, replayed = stored.checkpoint, stored.base, stored.replayed
+        if checkpoint is not None:
             self._loaded_preserved = dict(checkpoint.preserved)
-            found = SEQ_TAIL.search(data[-64:])
-            base = int(found.group(1)) if found else None
-        records: list[tuple[int, bytes]] = []
-        end = FILE_HEADER.size
-        journal: bytes | None = b""
-        if base is not None:
-            try:
-                journal = read_file(self.journal_path, MAX_JOURNAL_BYTES)
-            except UnsafeStateFile as exc:
-                journal = None
-                unsafe: CheckpointError | None = CheckpointError(
-                    f"{self.journal_path}: {exc.strerror}"
-                )
-            else:
-                unsafe = None
-            if unsafe is not None:
-                self._move_both_aside(data, unsafe)
-        if journal and base is not None:
-            try:
-                records, end = parse_journal(journal)
-                records = [r for r in records if r[0] > base]
-                state = state_of(checkpoint) if checkpoint is not None else State()
-                for _seq, payload in records:
-                    apply_record(state, payload)
-            except CheckpointError as exc:
-                self._move_both_aside(data, exc)
-        if not records:
+        if replayed is None:
             # Nothing to replay: the state is ipam.json; a journal of another history (or
             # one whose records are all compacted) is reset before anything is appended.
             if checkpoint is None:
@@ -308,88 +264,31 @@ class JournalCheckpointStore:
             # no record is ever appended to a journal that ipam.json does not point to.
             self._state = state_of(checkpoint) if base is not None else None
             return checkpoint
-        self._seq = records[-1][0]
-        if self._try_open_journal(end):
-            self._state = state
-        return checkpoint_of(state)
+        self._seq = stored.last_seq
+        if self._try_open_journal(stored.end):
+            self._state = replayed
+        return checkpoint_of(replayed)
+
+    def _aside(self, path: str) -> str:
+        return self.corrupt_path(path, self._clock())
 
     def _try_open_journal(self, end: int | None = None) -> bool:
-        """Open the journal for appends; if that fails (a full disk cannot preallocate
-        it), the start goes on and the first save rewrites ``ipam.json`` instead."""
+        """:meth:`_open_journal`; if that fails (a full disk cannot preallocate the
+        journal), the start goes on and the first save rewrites ``ipam.json`` instead."""
         try:
             self._open_journal(end)
         except OSError:
-            self._close_fd()
             return False
         return True
 
-    def _move_both_aside(self, data: bytes | None, cause: CheckpointError) -> None:
-        """The journal cannot be trusted: it and ipam.json are moved aside (ipam.json
-        without its journal could lack acknowledged changes) and the start goes on as for a
-        corrupt checkpoint (every address quarantined)."""
-        moved = _move_aside(self.journal_path, self.corrupt_path(self.journal_path, self._clock()))
-        if data is not None:
-            _move_aside(self.path, self.corrupt_path(self.path, self._clock()))
-        raise moved_aside_error(self.journal_path, moved, cause) from cause
-
-    def _remove_stale_temps(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name.startswith(self._tmp_prefix):
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                except FileNotFoundError:
-                    pass
-
     def _open_journal(self, end: int | None = None) -> None:
-        """Open (creating and preallocating if needed) the journal. With ``end`` (records
-        were replayed), the next record goes there; else the first record is zeroed so
-        nothing older is ever replayed."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.journal_path, flags)
-            created = False
-        except FileNotFoundError:
-            os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
-            fd = os.open(self.journal_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            created = True
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "journal is not a regular file", self.journal_path)
-            size = os.fstat(fd).st_size
-            header = FILE_HEADER.pack(FILE_MAGIC, JOURNAL_VERSION)
-            if created or size < self._capacity or os.pread(fd, len(header), 0) != header:
-                self._preallocate(fd, max(size, self._capacity), header)
-            if end is not None:
-                self._off = end
-                self.synced_to = end  # read back from the disk
-            else:
-                os.pwrite(fd, bytes(RECORD_HEADER.size), FILE_HEADER.size)
-                os.fdatasync(fd)
-                self.syncs += 1
-                self._off = FILE_HEADER.size
-                self.synced_to = self._off
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def _preallocate(self, fd: int, size: int, header: bytes) -> None:
-        """Write the header and zeros up to ``size`` and make the file's size durable, so
-        later appends are data-only writes."""
-        os.pwrite(fd, header, 0)
-        zeros = bytes(1 << 20)
-        off = os.fstat(fd).st_size
-        off = max(off, FILE_HEADER.size)
-        while off < size:
-            n = os.pwrite(fd, zeros[: min(len(zeros), size - off)], off)
-            off += n
-        os.fsync(fd)
-        _fsync_dir(self.directory)
-        self.syncs += 2
+        """Open the journal for appends (:func:`open_journal`). With ``end`` (records were
+        replayed), the next record goes there; else the journal is reset."""
+        self._close_fd()
+        fd, syncs = open_journal(self.journal_path, self._capacity, reset=end is None)
+        self._fd, self.syncs = fd, self.syncs + syncs
+        self._off = FILE_HEADER.size if end is None else end
+        self.synced_to = self._off  # (read back from the disk, or reset and synced)
 
     # ------------------------------------------------------------------ save
     async def save(self, checkpoint: Checkpoint) -> None:
