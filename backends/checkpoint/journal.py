@@ -27,12 +27,12 @@ state is forgotten and the next commit is whole.
 Threads: a commit that adds is appended and ``fdatasync``-ed on the caller's thread (the
 event loop) while the disk's syncs average under :data:`INLINE_SYNC_S` (a hand-off to a
 thread and back costs more than such a sync, and what waits for it, the pod's ADD, waits
-anyway); slower, it moves to the store's one writer thread, where compactions always run.
-A commit that only releases is appended without a sync (below). With nothing in flight, a commit of
-a change runs to its end without yielding: no task, no lock, no thread hop (a commit that
-finds another in flight, or a compaction running, waits its turn in a task, so changes are
-applied in the order they were made). The document a compaction writes is made on the
-caller's thread (the state changes in place there) and written by the writer thread.
+anyway); slower, it moves to the store's one writer thread, where compactions always run. A
+commit that only releases is appended without a sync (below). With nothing in flight, a
+commit of a change runs to its end without yielding: no task, no lock, no thread hop (a
+commit that finds another in flight, or a compaction running, waits its turn in a task, so
+changes are applied in the order they were made). The document a compaction writes is made
+on the caller's thread (the state changes in place there) and written by the writer thread.
 
 Files (all in the checkpoint's directory, mode 0600):
 
@@ -68,28 +68,27 @@ whole journal; after the rename, the new ``ipam.json`` says ``S`` and every jour
 load faster.
 
 **Is a DEL durable before it is acknowledged?** Not on disk: a commit that only removes
-allocations and records release times (DEL, GC, an ADD undone) is appended to the journal
-at once but not synced (a record in the page cache: a process kill cannot lose it, a power
-cut can), and acknowledged. The next ``fdatasync`` (the next commit that adds) makes it
-durable with that ADD's record, so a DEL+ADD pair costs one ``fdatasync``. The store can
-also hold such a commit in memory (:attr:`JournalCheckpointStore.hold_releases_s` > 0; 0,
-the default, writes it at once) and write it with the next record: the next commit that
-adds (one ``pwrite`` for both), or, with no ADD coming, the flush ``hold_releases_s``
-later, the fold, the orderly stop and :meth:`JournalCheckpointStore.close`. The daemon does
-not hold: a DEL held in memory is lost to a process kill, and a restart check that cannot
-tell the pod is gone (the fake datapath of the SIGKILL campaign) keeps its allocation. A
-record holds each entry it changed at its value *now*
-(:class:`~backends.checkpoint.journal_records.State`): an address released and assigned
-again in between goes out as its new owner's entry and the old key's removal, in one
-record, one checksum: a torn write keeps both or neither. So the
+allocations and records release times (DEL, GC, an ADD undone) is appended to the journal at
+once but not synced (a record in the page cache: a process kill cannot lose it, a power cut
+can), and acknowledged. The next ``fdatasync`` (the next commit that adds) makes it durable
+with that ADD's record, so a DEL+ADD pair costs one ``fdatasync``. The store can also hold
+such a commit in memory (:attr:`JournalCheckpointStore.hold_releases_s` > 0; 0, the default,
+writes it at once) and write it with the next record: the next commit that adds (one
+``pwrite`` for both), or, with no ADD coming, the flush ``hold_releases_s`` later, the fold,
+the orderly stop and :meth:`JournalCheckpointStore.close`. The daemon does not hold: a DEL
+held in memory is lost to a process kill, and a restart check that cannot tell the pod is
+gone (the fake datapath of the SIGKILL campaign) keeps its allocation. A record holds each
+entry it changed at its value *now* (:class:`~backends.checkpoint.journal_records.State`):
+an address released and assigned again in between goes out as its new owner's entry and the
+old key's removal, in one record, one checksum: a torn write keeps both or neither. So the
 file can lose a DEL only together with every later ADD (none of which was acknowledged, or
 it would have synced the DEL): after a crash the allocation of a pod that is gone comes
 back, and the restart check (netns or host veth gone) releases it, or GC does. The address
-cannot go to a second pod in between: memory still cooled it while the DEL was unsynced,
-and any ADD that took it after the DEL wrote the DEL before or in its own record, so the
-file never holds the address twice, even with a cooldown of 0
-(``tests/reliability/test_journal_crash.py``
-restarts a daemon from the disk as a crash leaves it right after an acknowledged DEL;
+cannot go to a second pod in between: memory still cooled it while the DEL was unsynced, and
+any ADD that took it after the DEL wrote the DEL before or in its own record, so the file
+never holds the address twice, even with a cooldown of 0
+(``tests/reliability/test_journal_crash.py`` restarts a daemon from the disk as a crash
+leaves it right after an acknowledged DEL;
 ``tests/backends/test_checkpoint_journal_held.py`` replays netted records, and cuts the
 coalesced record of a DEL and an ADD of the same address at every byte).
 """
